@@ -1,0 +1,51 @@
+"""medzoo: a Keras 3 model zoo for medical image analysis.
+
+``import zoo`` is light: listing models and reading weight cards never imports
+TensorFlow; ``zoo.load`` does, on first use.
+"""
+
+from __future__ import annotations
+
+__version__ = "0.1.0"
+
+from zoo.errors import ZooError
+from zoo.hub.cards import get_card, list_weights
+from zoo.models.registry import list_models
+
+
+def model_info(name: str) -> dict:
+    """What the zoo knows of ``arch`` or ``arch.tag``: the architecture and its weight cards."""
+    from zoo.hub.cards import cards_for
+    from zoo.models.registry import get_entry
+
+    entry = get_entry(name)
+    cards = [get_card(name)] if "." in name else cards_for(entry.name)
+    return {
+        "name": entry.name,
+        "family": entry.family,
+        "task": entry.task,
+        "default_size": list(entry.default_size),
+        "min_size": entry.min_size,
+        "spatial_dims": entry.spatial_dims,
+        "preprocess": entry.preprocess,
+        "description": entry.description,
+        "paper": entry.paper,
+        "weights": [c.to_dict() for c in cards],
+    }
+
+
+def load(name: str, pretrained=None, **kwargs):
+    """Build a ready Functional model; see zoo.models.factory.load for every argument."""
+    from zoo.models.factory import load as _load
+
+    return _load(name, pretrained=pretrained, **kwargs)
+
+
+def fetch(name: str, **kwargs):
+    """Download (or find in the cache) and verify the weights file of card ``arch.tag``."""
+    from zoo.hub.fetch import fetch as _fetch
+
+    return _fetch(get_card(name), **kwargs)
+
+
+__all__ = ["ZooError", "load", "fetch", "list_models", "list_weights", "model_info", "get_card"]

@@ -1,0 +1,61 @@
+"""One exception family for the whole zoo.
+
+Every message names the input, the cause and the fix, so a user can act on it
+without reading a traceback from deep inside TensorFlow.
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Iterable
+
+
+class ZooError(Exception):
+    """Base class of every error the zoo raises on purpose."""
+
+
+class UnknownModelError(ZooError, KeyError):
+    """A model, tag or weight name that is not registered."""
+
+    def __str__(self) -> str:  # KeyError would quote the message
+        return str(self.args[0]) if self.args else ""
+
+
+class InvalidArgumentError(ZooError, ValueError):
+    """An argument of a public function is out of its domain."""
+
+
+class InputShapeError(InvalidArgumentError):
+    """An input shape the architecture cannot take."""
+
+
+class CardError(ZooError, ValueError):
+    """A weight card that does not parse or misses a required field."""
+
+
+class FetchError(ZooError, OSError):
+    """A weights file that could not be downloaded or found."""
+
+
+class ChecksumError(FetchError):
+    """A file whose bytes do not match the hash in its card."""
+
+
+class OfflineError(FetchError):
+    """ZOO_OFFLINE=1 is set and the file is not in the cache."""
+
+
+class WeightsError(ZooError, ValueError):
+    """A weights file that does not fit the model it is loaded into."""
+
+
+class DataError(ZooError, ValueError):
+    """Input data (an image, a volume, a DICOM file) that cannot be used."""
+
+
+def did_you_mean(name: str, choices: Iterable[str], n: int = 3) -> str:
+    """A ' Did you mean ...?' suffix for an unknown name, or '' when nothing is close."""
+    close = difflib.get_close_matches(name, list(choices), n=n, cutoff=0.5)
+    if not close:
+        return ""
+    return " Did you mean " + " or ".join(repr(c) for c in close) + "?"

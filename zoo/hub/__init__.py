@@ -1,0 +1,1 @@
+"""Where weights come from: weight cards and verified fetching. Never builds models."""

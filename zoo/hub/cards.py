@@ -1,0 +1,197 @@
+"""Weight cards: one frozen dataclass per checkpoint, read from TOML.
+
+Cards come from the zoo's own ``weights/`` folder (shipped as ``zoo._weights``), from
+``$ZOO_HOME/cards`` (where self-supervised pretraining writes its cards) and from every
+folder in ``ZOO_CARDS`` (os.pathsep separated). Environment is read at call time.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from urllib.parse import urlparse
+
+from zoo.errors import CardError, UnknownModelError, did_you_mean
+
+PREPROCESS_MODES = ("tf", "caffe", "torch", "meanstd", "none")
+FORMATS = ("keras-legacy-h5", "keras-weights-h5")
+
+
+@dataclass(frozen=True)
+class WeightCard:
+    """Where one checkpoint is, how to check its bytes and how to feed the model."""
+
+    arch: str
+    tag: str
+    urls: tuple[str, ...]
+    format: str
+    input_size: tuple[int, ...]
+    preprocess: str
+    license: str
+    source: str
+    sha256: str | None = None
+    md5: str | None = None
+    size: int | None = None
+    include_top: bool = False
+    min_size: int | None = None
+    mean: tuple[float, ...] | None = None
+    std: tuple[float, ...] | None = None
+    input_range: tuple[float, float] = (0.0, 255.0)
+    num_classes: int = 0
+    labels: str = ""
+    paper: str = ""
+    modality: str = ""
+    units: str = ""
+    description: str = ""
+    filename: str = ""
+    card_path: str = ""
+    extra: dict = field(default_factory=dict, compare=False)
+
+    @property
+    def name(self) -> str:
+        return f"{self.arch}.{self.tag}"
+
+    @property
+    def in_chans(self) -> int:
+        return int(self.input_size[-1])
+
+    @property
+    def hash(self) -> tuple[str, str]:
+        """(algorithm, hex digest): sha256 where the card has one, else the upstream md5."""
+        return ("sha256", self.sha256) if self.sha256 else ("md5", self.md5)
+
+    @property
+    def file_name(self) -> str:
+        return self.filename or os.path.basename(urlparse(self.urls[0]).path)
+
+    def resolved_urls(self) -> list[str]:
+        """URLs with relative paths resolved against the card's folder."""
+        out = []
+        for url in self.urls:
+            if "://" not in url and not os.path.isabs(url) and self.card_path:
+                url = str(Path(self.card_path).parent / url)
+            out.append(url)
+        return out
+
+    def to_dict(self) -> dict:
+        d = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "extra"}
+        d.update(self.extra)
+        return {k: (list(v) if isinstance(v, tuple) else v) for k, v in d.items() if v not in (None, "")}
+
+
+_REQUIRED = ("urls", "format", "input_size", "preprocess", "license", "source")
+_TUPLES = ("urls", "input_size", "mean", "std", "input_range")
+
+
+def _card_from_table(arch: str, tag: str, table: dict, path: Path) -> WeightCard:
+    where = f"weight card [{arch}.{tag}] in {path}"
+    missing = [k for k in _REQUIRED if k not in table]
+    if missing:
+        raise CardError(f"{where} lacks {', '.join(missing)}: add the field(s); see docs/ARCHITECTURE.md.")
+    if table.get("arch", arch) != arch:
+        raise CardError(f"{where} says arch = {table['arch']!r}: the table name and arch must agree.")
+    if not (table.get("sha256") or table.get("md5")):
+        raise CardError(f"{where} has neither sha256 nor md5: every checkpoint must be verifiable.")
+    if table["format"] not in FORMATS:
+        raise CardError(f"{where} has format {table['format']!r}; use one of {FORMATS}.")
+    if table["preprocess"] not in PREPROCESS_MODES:
+        raise CardError(f"{where} has preprocess {table['preprocess']!r}; use one of {PREPROCESS_MODES}.")
+    if table["preprocess"] == "meanstd" and not ("mean" in table and "std" in table):
+        raise CardError(f"{where} uses preprocess = 'meanstd' without mean and std lists.")
+    known = {f.name for f in fields(WeightCard)}
+    kwargs = {k: v for k, v in table.items() if k in known and k not in ("arch", "tag")}
+    for k in _TUPLES:
+        if k in kwargs:
+            kwargs[k] = tuple(kwargs[k]) if isinstance(kwargs[k], list) else (kwargs[k],)
+    extra = {k: v for k, v in table.items() if k not in known}
+    try:
+        return WeightCard(arch=arch, tag=tag, card_path=str(path), extra=extra, **kwargs)
+    except TypeError as e:
+        raise CardError(f"{where} does not parse: {e}") from None
+
+
+def read_card_file(path: str | os.PathLike) -> list[WeightCard]:
+    """Every card in one TOML file (``[arch.tag]`` tables)."""
+    path = Path(path)
+    try:
+        with open(path, "rb") as f:
+            doc = tomllib.load(f)
+    except (OSError, tomllib.TOMLDecodeError) as e:
+        raise CardError(f"weight card file {path} cannot be read ({e}); fix or remove it.") from None
+    cards = []
+    for arch, tags in doc.items():
+        if not isinstance(tags, dict) or not all(isinstance(t, dict) for t in tags.values()):
+            raise CardError(f"{path}: top-level key {arch!r} must hold [{arch}.TAG] tables.")
+        for tag, table in tags.items():
+            cards.append(_card_from_table(arch, tag, table, path))
+    return cards
+
+
+def builtin_card_dir() -> Path:
+    """The source checkout's weights/ folder, or the installed zoo._weights package."""
+    source = Path(__file__).resolve().parents[2] / "weights"
+    if source.is_dir():
+        return source
+    from importlib.resources import files
+
+    return Path(str(files("zoo._weights")))
+
+
+def zoo_home() -> Path:
+    """The cache root: ZOO_HOME, else $XDG_CACHE_HOME/medzoo, else ~/.cache/medzoo."""
+    if os.environ.get("ZOO_HOME"):
+        return Path(os.environ["ZOO_HOME"]).expanduser()
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "medzoo"
+
+
+def card_dirs() -> list[Path]:
+    dirs = [builtin_card_dir(), zoo_home() / "cards"]
+    dirs += [Path(p) for p in os.environ.get("ZOO_CARDS", "").split(os.pathsep) if p]
+    seen, out = set(), []
+    for d in dirs:
+        key = d.resolve() if d.exists() else d
+        if key not in seen:
+            seen.add(key)
+            out.append(d)
+    return out
+
+
+def all_cards() -> dict[str, WeightCard]:
+    """Every card from every card folder, keyed by ``arch.tag``."""
+    cards: dict[str, WeightCard] = {}
+    for d in card_dirs():
+        if not d.is_dir():
+            continue
+        for path in sorted(d.glob("*.toml")):
+            for card in read_card_file(path):
+                if card.name in cards:
+                    raise CardError(
+                        f"weight card {card.name} is defined in both {cards[card.name].card_path} "
+                        f"and {card.card_path}; rename the tag of one."
+                    )
+                cards[card.name] = card
+    return cards
+
+
+def cards_for(arch: str) -> list[WeightCard]:
+    return [c for c in all_cards().values() if c.arch == arch]
+
+
+def get_card(name: str) -> WeightCard:
+    """The card ``arch.tag``."""
+    cards = all_cards()
+    if name in cards:
+        return cards[name]
+    raise UnknownModelError(
+        f"No weight card {name!r}.{did_you_mean(name, cards)} "
+        "See zoo.list_weights() or `zoo list --pretrained` for every card."
+    )
+
+
+def list_weights(pattern: str = "*") -> list[str]:
+    import fnmatch
+
+    return sorted(n for n in all_cards() if fnmatch.fnmatch(n, pattern))

@@ -1,0 +1,105 @@
+"""Where builders register themselves, and how names are looked up.
+
+Model modules stay free of TensorFlow at import time (they use ``zoo._lazy.keras``),
+so listing and describing models is instant and never imports TensorFlow.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import importlib
+import pkgutil
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from zoo.errors import UnknownModelError, did_you_mean
+
+
+@dataclass(frozen=True)
+class ModelEntry:
+    """What the zoo knows about one architecture, before any weights.
+
+    ``builder(x, *, include_top, num_classes, classifier_activation, **options)`` takes
+    the preprocessed Keras tensor ``x`` (already ``in_chans`` channels wide) and returns a
+    Functional model from the image input to the feature map (``include_top=False``) or to
+    the class scores. ``feature_layers(model)`` maps a nominal stride to a layer name.
+    """
+
+    name: str
+    builder: Callable
+    family: str
+    default_size: tuple[int, ...]
+    min_size: int
+    preprocess: str = "none"
+    spatial_dims: int = 2
+    task: str = "classification"
+    feature_layers: Callable | None = None
+    description: str = ""
+    paper: str = ""
+    options: dict = field(default_factory=dict)
+
+
+_MODELS: dict[str, ModelEntry] = {}
+_populated = False
+
+
+def register_model(name: str, **entry_fields) -> Callable:
+    """Decorator: register ``builder`` under ``name`` (lower case, no dots)."""
+    if "." in name or name != name.lower():
+        raise ValueError(f"model name {name!r} must be lower case without dots")
+
+    def decorate(builder: Callable) -> Callable:
+        if name in _MODELS and _MODELS[name].builder is not builder:
+            raise ValueError(f"model {name!r} is registered twice")
+        _MODELS[name] = ModelEntry(name=name, builder=builder, **entry_fields)
+        return builder
+
+    return decorate
+
+
+def _populate() -> None:
+    """Import every module of zoo.models once, so their decorators run."""
+    global _populated
+    if _populated:
+        return
+    import zoo.models as package
+
+    for info in pkgutil.iter_modules(package.__path__):
+        importlib.import_module(f"zoo.models.{info.name}")
+    _populated = True
+
+
+def model_names() -> list[str]:
+    _populate()
+    return sorted(_MODELS)
+
+
+def get_entry(name: str) -> ModelEntry:
+    """The entry of architecture ``name`` (a tag after a dot is ignored)."""
+    _populate()
+    arch = name.split(".", 1)[0]
+    try:
+        return _MODELS[arch]
+    except KeyError:
+        raise UnknownModelError(
+            f"Unknown model {arch!r}.{did_you_mean(arch, _MODELS)} "
+            "See zoo.list_models() or `zoo list` for every registered name."
+        ) from None
+
+
+def list_models(pattern: str = "*", pretrained: bool | None = None) -> list[str]:
+    """Registered names matching an fnmatch ``pattern``.
+
+    ``pretrained=None`` lists architectures; ``True`` lists every ``arch.tag`` that has a
+    weight card; ``False`` lists architectures without any card.
+    """
+    from zoo.hub.cards import all_cards
+
+    archs = model_names()
+    if pretrained is None:
+        return [a for a in archs if fnmatch.fnmatch(a, pattern)]
+    tagged = sorted(c.name for c in all_cards().values() if c.arch in _MODELS)
+    if pretrained:
+        return [t for t in tagged if fnmatch.fnmatch(t, pattern) or fnmatch.fnmatch(t.split(".")[0], pattern)]
+    with_cards = {t.split(".")[0] for t in tagged}
+    return [a for a in archs if a not in with_cards and fnmatch.fnmatch(a, pattern)]
