@@ -1,0 +1,88 @@
+"""Seeded grey-scale phantoms with and without lesions, for demos, tests and benchmarks.
+
+Numpy only. Each image is a noisy body ellipse with a few organ-like ellipses and a
+smooth texture; a positive image carries one or more small bright (or dark) lesions whose
+masks are returned for evaluation only. Values are float32 in [0, 255], the input range of
+the zoo's ImageNet weight cards.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from zoo.errors import InvalidArgumentError
+
+
+@dataclass(frozen=True)
+class Phantoms:
+    images: np.ndarray  # (N, H, W, 1) float32 in [0, 255]
+    labels: np.ndarray  # (N,) int32, 1 when the image holds a lesion
+    masks: np.ndarray  # (N, H, W) bool, the lesion pixels (evaluation only)
+
+
+def _ellipse(yy, xx, cy, cx, ry, rx, angle):
+    c, s = np.cos(angle), np.sin(angle)
+    u = (xx - cx) * c + (yy - cy) * s
+    v = -(xx - cx) * s + (yy - cy) * c
+    return (u / rx) ** 2 + (v / ry) ** 2 <= 1.0
+
+
+def _smooth_noise(rng, size, cells=4):
+    """Low-frequency texture: bilinear upsampling of a coarse random grid."""
+    coarse = rng.standard_normal((cells + 1, cells + 1))
+    t = np.linspace(0, cells, size)
+    i = np.minimum(t.astype(int), cells - 1)
+    f = t - i
+    rows = coarse[i] * (1 - f)[:, None] + coarse[i + 1] * f[:, None]
+    return rows[:, i] * (1 - f)[None, :] + rows[:, i + 1] * f[None, :]
+
+
+def make_phantoms(
+    n: int,
+    size: int = 64,
+    seed: int = 0,
+    positive_fraction: float = 0.5,
+    lesions_per_image: tuple[int, int] = (1, 1),
+    lesion_area: tuple[float, float] = (0.01, 0.05),
+    contrast: float = 0.3,
+    noise: float = 0.05,
+) -> Phantoms:
+    """``n`` phantoms of ``size`` x ``size``; ``lesion_area`` is a fraction of the image per lesion.
+
+    ``contrast`` is the lesion's intensity step relative to the full range (negative for dark
+    lesions); ``noise`` the standard deviation of white noise, same units.
+    """
+    if n < 1 or size < 16:
+        raise InvalidArgumentError(f"make_phantoms(n={n}, size={size}): need n >= 1 and size >= 16.")
+    lo, hi = lesions_per_image
+    if not (1 <= lo <= hi):
+        raise InvalidArgumentError(f"lesions_per_image={lesions_per_image}: need 1 <= min <= max.")
+    if not (0 < lesion_area[0] <= lesion_area[1] < 0.25):
+        raise InvalidArgumentError(f"lesion_area={lesion_area}: need 0 < min <= max < 0.25 of the image.")
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:size, 0:size].astype(np.float32)
+    images = np.zeros((n, size, size), np.float32)
+    masks = np.zeros((n, size, size), bool)
+    labels = (rng.random(n) < positive_fraction).astype(np.int32)
+    for k in range(n):
+        c = size / 2
+        body = _ellipse(yy, xx, c + rng.uniform(-2, 2), c + rng.uniform(-2, 2),
+                        size * rng.uniform(0.36, 0.44), size * rng.uniform(0.40, 0.47), rng.uniform(-0.3, 0.3))
+        img = np.where(body, 0.45 + 0.05 * _smooth_noise(rng, size), 0.05)
+        for _ in range(rng.integers(2, 5)):  # organs
+            organ = _ellipse(yy, xx, c + rng.uniform(-0.2, 0.2) * size, c + rng.uniform(-0.2, 0.2) * size,
+                             size * rng.uniform(0.06, 0.14), size * rng.uniform(0.06, 0.14), rng.uniform(0, np.pi))
+            img = np.where(organ & body, img + rng.uniform(-0.15, 0.15), img)
+        if labels[k]:
+            inside = np.argwhere(_ellipse(yy, xx, c, c, size * 0.3, size * 0.33, 0.0))
+            for _ in range(rng.integers(lo, hi + 1)):
+                radius = np.sqrt(rng.uniform(*lesion_area) * size * size / np.pi)
+                cy, cx = inside[rng.integers(len(inside))]
+                lesion = (yy - cy) ** 2 + (xx - cx) ** 2 <= radius**2
+                masks[k] |= lesion
+                img = np.where(lesion, img + contrast, img)
+        img = img + noise * rng.standard_normal((size, size))
+        images[k] = np.clip(img, 0.0, 1.0) * 255.0
+    return Phantoms(images[..., None], labels, masks)
