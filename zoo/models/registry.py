@@ -65,6 +65,8 @@ def _populate() -> None:
     import zoo.models as package
 
     for info in pkgutil.iter_modules(package.__path__):
+        if info.name.startswith("_"):
+            continue
         importlib.import_module(f"zoo.models.{info.name}")
     _populated = True
 
