@@ -1,0 +1,113 @@
+"""Shared pieces of every builder: input validation, channel adaptation, heads, features.
+
+One validation helper and one head builder for all families, so model files hold only
+what is particular to their architecture.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from zoo._lazy import keras
+from zoo.errors import InputShapeError, InvalidArgumentError
+
+
+def check_in_chans(in_chans) -> int:
+    if isinstance(in_chans, bool) or not isinstance(in_chans, int | np.integer) or in_chans < 1:
+        raise InvalidArgumentError(
+            f"in_chans={in_chans!r}: the number of input channels must be a positive integer "
+            "(1 for grey-scale CT/MR/X-ray, 3 for RGB)."
+        )
+    return int(in_chans)
+
+
+def check_input_shape(input_shape, entry, in_chans: int, divisor: int = 1) -> tuple[int, ...]:
+    """Validate ``input_shape`` ((H, W), (H, W, C), or with D first for 3D) for ``entry``.
+
+    Returns the full shape with channels last. Spatial sizes must be at least the
+    architecture's minimum and, where ``divisor`` > 1, divisible by it.
+    """
+    dims = entry.spatial_dims
+    shape = tuple(entry.default_size) if input_shape is None else tuple(input_shape)
+    if len(shape) == dims + 1:
+        if shape[-1] is not None and shape[-1] != in_chans:
+            raise InputShapeError(
+                f"input_shape={tuple(input_shape)} has {shape[-1]} channels but in_chans={in_chans}; "
+                "make them agree (or give input_shape without channels)."
+            )
+        shape = shape[:-1]
+    if len(shape) != dims:
+        raise InputShapeError(
+            f"input_shape={input_shape}: {entry.name} is a {dims}D network and takes "
+            f"{dims} spatial sizes (plus optional channels), e.g. {tuple(entry.default_size)}."
+        )
+    for s in shape:
+        if s is None:
+            continue
+        if not isinstance(s, int | np.integer) or s < entry.min_size:
+            raise InputShapeError(
+                f"input_shape={input_shape}: {entry.name} needs every spatial size >= "
+                f"{entry.min_size} (got {s}); resize or pad the images, or pick a smaller network."
+            )
+        if s % divisor:
+            raise InputShapeError(
+                f"input_shape={input_shape}: {entry.name} needs spatial sizes divisible by "
+                f"{divisor} (got {s}); pad or crop to a multiple of {divisor}."
+            )
+    return (*shape, in_chans)
+
+
+def adapt_first_conv(kernel: np.ndarray, in_chans: int) -> np.ndarray:
+    """timm's rule: repeat the kernel along input channels, keep ``in_chans``, scale by C/in_chans.
+
+    A constant image (the same value in every channel) then gives the same response.
+    """
+    c = kernel.shape[-2]
+    reps = math.ceil(in_chans / c)
+    out = np.concatenate([kernel] * reps, axis=-2)[..., :in_chans, :]
+    return (out * (c / in_chans)).astype(kernel.dtype)
+
+
+def global_pool(x, pooling: str | None, name: str):
+    if pooling is None:
+        return x
+    dims = len(x.shape) - 2
+    layers = {
+        ("avg", 2): keras.layers.GlobalAveragePooling2D,
+        ("max", 2): keras.layers.GlobalMaxPooling2D,
+        ("avg", 3): keras.layers.GlobalAveragePooling3D,
+        ("max", 3): keras.layers.GlobalMaxPooling3D,
+    }
+    if (pooling, dims) not in layers:
+        raise InvalidArgumentError(f"pooling={pooling!r}: use 'avg', 'max' or None.")
+    return layers[pooling, dims](name=name)(x)
+
+
+def classifier_head(x, num_classes: int, pooling: str | None = "avg", dropout: float = 0.0,
+                    activation: str | None = "softmax"):
+    """The zoo's one classifier head: global pooling, dropout, a named Dense layer."""
+    if not 0.0 <= dropout < 1.0:
+        raise InvalidArgumentError(f"dropout={dropout}: must be in [0, 1).")
+    x = global_pool(x, pooling or "avg", name="head_pool")
+    if dropout:
+        x = keras.layers.Dropout(dropout, name="head_dropout")(x)
+    return keras.layers.Dense(num_classes, activation=activation, name="head_fc", dtype="float32")(x)
+
+
+def feature_outputs(model, entry, strides=None) -> list:
+    """The multi-scale feature maps of a built backbone, renamed ``features_strideN``."""
+    if entry.feature_layers is None:
+        raise InvalidArgumentError(f"{entry.name} does not define multi-scale features.")
+    by_stride = entry.feature_layers(model)
+    wanted = sorted(by_stride) if strides in (None, True) else list(strides)
+    unknown = [s for s in wanted if s not in by_stride]
+    if unknown:
+        raise InvalidArgumentError(
+            f"features={strides}: {entry.name} has feature maps at strides {sorted(by_stride)}, not {unknown}."
+        )
+    return [
+        keras.layers.Identity(name=f"features_stride{s}")(model.get_layer(by_stride[s]).output)
+        for s in wanted
+    ]

@@ -1,0 +1,209 @@
+"""``zoo.load``: card -> fetch -> builder -> adapt, giving a ready Functional model."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+
+from zoo._lazy import keras
+from zoo.errors import InvalidArgumentError, UnknownModelError, WeightsError, did_you_mean
+from zoo.hub.cards import WeightCard, all_cards
+from zoo.models import adapt
+from zoo.models.registry import ModelEntry, get_entry
+
+
+def _looks_like_path(value: str) -> bool:
+    return os.sep in value or value.endswith((".h5", ".hdf5", ".keras")) or os.path.exists(value)
+
+
+def resolve_card(entry: ModelEntry, tag: str, want_top: bool) -> WeightCard:
+    """The card ``arch.tag``; a ``tag_notop`` twin is taken when no classifier top is wanted."""
+    cards = all_cards()
+    plain, notop = cards.get(f"{entry.name}.{tag}"), cards.get(f"{entry.name}.{tag}_notop")
+    if plain is None and notop is None:
+        tags = sorted(c.tag for c in cards.values() if c.arch == entry.name)
+        hint = did_you_mean(tag, tags) or (f" Its tags: {', '.join(tags)}." if tags else
+                                           f" {entry.name} has no weight cards yet.")
+        raise UnknownModelError(f"No weights tagged {tag!r} for {entry.name}.{hint}")
+    if plain is None:
+        return notop
+    if plain.include_top and not want_top and notop is not None:
+        return notop
+    return plain
+
+
+def inspect_weights_file(path: Path) -> tuple[str, int | None]:
+    """(format, input channels of the first layer) of a weights file given by path.
+
+    Legacy Keras .h5 files (keras.applications) list their layers in order, so the first
+    kernel tells the channel count; for Keras 3 .weights.h5 files it is left unknown (None).
+    """
+    import h5py
+
+    try:
+        with h5py.File(path, "r") as f:
+            group = f["model_weights"] if "model_weights" in f else f
+            if "layer_names" not in group.attrs:
+                return "keras-weights-h5", None
+            for name in group.attrs["layer_names"]:
+                layer = group[name.decode() if isinstance(name, bytes) else name]
+                weights = layer.attrs.get("weight_names", [])
+                if len(weights):
+                    first = weights[0].decode() if isinstance(weights[0], bytes) else weights[0]
+                    shape = layer[first].shape
+                    return "keras-legacy-h5", (int(shape[-2]) if len(shape) >= 3 else None)
+            return "keras-legacy-h5", None
+    except OSError as e:
+        raise WeightsError(f"weights file {path} is not a readable HDF5 file ({e}); "
+                           "re-download it or point pretrained= at a .h5 / .weights.h5 file.") from None
+
+
+def load_weights_file(model, path: Path, fmt: str, arch: str) -> None:
+    """Load by Keras' own rules (legacy .h5 by layer order; .weights.h5 by structure)."""
+    target = Path(path)
+    if fmt == "keras-weights-h5" and not target.name.endswith(".weights.h5"):
+        link = target.with_name(target.name + ".weights.h5")  # Keras 3 dispatches on the suffix
+        if not link.exists():
+            os.symlink(target.resolve(), link)
+        target = link
+    try:
+        model.load_weights(str(target))
+    except (ValueError, KeyError, TypeError) as e:
+        raise WeightsError(
+            f"weights file {path} does not fit {arch} as built ({str(e).splitlines()[0]}). "
+            f"Use a file saved from {arch} with the same options, or load the architecture it was saved from."
+        ) from None
+
+
+def _copy_adapting(source, target) -> None:
+    """Copy weights layer by layer; a first-conv kernel of another channel count is adapted."""
+    src = [layer for layer in source.layers if layer.weights]
+    dst = [layer for layer in target.layers if layer.weights]
+    for a, b in zip(src, dst, strict=True):
+        values = []
+        for w_src, w_dst in zip(a.get_weights(), b.weights, strict=True):
+            if w_src.shape != tuple(w_dst.shape):
+                if w_src.ndim < 3 or w_src.shape[-1] != w_dst.shape[-1]:
+                    raise WeightsError(f"cannot adapt weight {w_dst.path} from {w_src.shape} to {w_dst.shape}.")
+                w_src = adapt.adapt_first_conv(w_src, w_dst.shape[-2])
+            values.append(w_src)
+        b.set_weights(values)
+
+
+def _backbone(entry, shape, in_chans, backbone_chans, mode, card, *, include_top, num_classes,
+              classifier_activation, options):
+    from zoo.layers.preprocess import Normalize, normalization_params
+
+    inputs = keras.Input(shape=(*shape[:-1], in_chans), name="image")
+    source, scale, offset = normalization_params(
+        mode, in_chans, backbone_chans, getattr(card, "mean", None), getattr(card, "std", None))
+    input_range = card.input_range if card else (0.0, 255.0)
+    x = Normalize(source, scale, offset, mode=mode, input_range=input_range, name="preprocess")(inputs)
+    out = entry.builder(x, include_top=include_top, num_classes=num_classes,
+                        classifier_activation=classifier_activation, **options)
+    return keras.Model(inputs, out, name=entry.name)
+
+
+def load(name: str, pretrained=None, *, in_chans: int = 3, num_classes: int | None = None,
+         input_shape=None, pooling: str | None = "avg", dropout: float = 0.0,
+         classifier_activation: str | None = "softmax", features=False, **options):
+    """Build ``name`` (``arch`` or ``arch.tag``) as a Functional ``keras.Model``.
+
+    pretrained: None (random init, explicitly), a card tag such as "imagenet", or a path to a
+        weights file (.h5 legacy or .weights.h5). A missing or bad file is an error, never a
+        silent random init.
+    in_chans: input channels. 1 on a 3-channel checkpoint broadcasts the grey channel inside
+        the preprocessing (exact: the model on g equals the RGB model on (g, g, g)); any other
+        count adapts the first convolution by timm's repeat-and-scale rule.
+    num_classes: None keeps the checkpoint's classifier when it has one (else no classifier);
+        0 gives the backbone, pooled by ``pooling`` ("avg", "max" or None for the feature map);
+        any other number gives a fresh head named ``head_*`` on the pretrained backbone.
+    input_shape: (H, W) or (H, W, C); default the card's or the architecture's size.
+    features: True (or a tuple of strides) returns the multi-scale feature maps instead.
+    The input contract: float pixel values in the card's ``input_range`` (ImageNet cards:
+    RGB or grey in [0, 255]); the preprocessing is inside the model (layer ``preprocess``).
+    """
+    arch, _, tag = name.partition(".")
+    entry = get_entry(arch)
+    in_chans = adapt.check_in_chans(in_chans)
+    if tag and pretrained not in (None, tag):
+        raise InvalidArgumentError(f"load({name!r}, pretrained={pretrained!r}): the name already says tag {tag!r}.")
+    pretrained = pretrained or tag or None
+    if num_classes is not None and (isinstance(num_classes, bool) or not isinstance(num_classes, int | np.integer) or num_classes < 0):
+        raise InvalidArgumentError(f"num_classes={num_classes!r}: use None, 0 (no classifier) or a positive int.")
+    want_top = num_classes is None and not features
+
+    card, path = None, None
+    if isinstance(pretrained, str | os.PathLike) and _looks_like_path(str(pretrained)):
+        path = Path(pretrained).expanduser()
+        if not path.is_file():
+            raise WeightsError(f"pretrained={str(pretrained)!r}: no such file. Give the path of a "
+                               ".h5 / .weights.h5 file, or a tag from zoo.list_weights('{arch}.*').")
+    elif pretrained:
+        card = resolve_card(entry, str(pretrained), want_top)
+    if card and input_shape is None:
+        input_shape = tuple(card.input_size[:-1])
+    use_top = bool(card and card.include_top and num_classes in (None, card.num_classes) and not features)
+    if use_top and card.extra.get("fixed_input_size") and tuple(input_shape)[:2] != tuple(card.input_size[:2]):
+        raise InvalidArgumentError(
+            f"{card.name} has a classifier top that only takes {tuple(card.input_size[:2])} inputs; "
+            f"use that input_shape, or num_classes=... for a fresh head on the {arch}.{card.tag}_notop weights.")
+    shape = adapt.check_input_shape(input_shape, entry, in_chans, divisor=int(entry.options.get("divisor", 1)))
+
+    mode = card.preprocess if card else entry.preprocess
+    fmt, file_chans = (card.format, card.in_chans) if card else (None, in_chans)
+    if path is not None:
+        fmt, found = inspect_weights_file(path)
+        file_chans = found or in_chans
+    backbone_chans = file_chans if (in_chans == 1 and file_chans == 3) else in_chans
+    top_classes = card.num_classes if use_top else 0
+    build = dict(include_top=use_top, num_classes=top_classes, classifier_activation=classifier_activation,
+                 options=options)
+    model = _backbone(entry, shape, in_chans, backbone_chans, mode, card, **build)
+
+    if card is not None:
+        from zoo.hub.fetch import fetch
+
+        path = fetch(card)
+    if path is not None:
+        if backbone_chans == file_chans:
+            load_weights_file(model, path, fmt, arch)
+        else:
+            reference = _backbone(entry, (*shape[:-1], file_chans), file_chans, file_chans, mode, card, **build)
+            load_weights_file(reference, path, fmt, arch)
+            _copy_adapting(reference, model)
+        model.zoo_weights = card.name if card else str(path)
+
+    if features:
+        return keras.Model(model.inputs, adapt.feature_outputs(model, entry, features), name=f"{arch}_features")
+    if use_top or entry.task != "classification":
+        return model
+    if num_classes:
+        out = adapt.classifier_head(model.output, int(num_classes), pooling, dropout, classifier_activation)
+    else:
+        out = adapt.global_pool(model.output, pooling, name="head_pool")
+    return keras.Model(model.inputs, out, name=arch)
+
+
+def input_contract(model) -> dict:
+    """What a zoo model expects: read from its ``preprocess`` layer."""
+    try:
+        layer = model.get_layer("preprocess")
+    except ValueError:
+        raise InvalidArgumentError(f"model {model.name!r} has no 'preprocess' layer; it was not built by zoo.load.") from None
+    return {"mode": layer.mode, "input_range": layer.input_range, "in_chans": model.inputs[0].shape[-1],
+            "input_shape": tuple(model.inputs[0].shape[1:])}
+
+
+def backbone_features(arch: str, x, pretrained=None) -> dict:
+    """Multi-scale features of ``arch`` applied to the Keras tensor ``x`` (for encoder-decoders)."""
+    entry = get_entry(arch)
+    if entry.task != "classification" or entry.feature_layers is None:
+        raise UnknownModelError(f"{arch!r} cannot serve as an encoder: it has no multi-scale features.")
+    shape = tuple(x.shape[1:])
+    model = load(arch, pretrained, in_chans=shape[-1], input_shape=shape, features=True)
+    outputs = model(x)
+    names = [t._keras_history.operation.name for t in model.outputs]
+    return {int(n.removeprefix("features_stride")): o for n, o in zip(names, outputs, strict=True)}
