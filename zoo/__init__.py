@@ -41,6 +41,30 @@ def load(name: str, pretrained=None, **kwargs):
     return _load(name, pretrained=pretrained, **kwargs)
 
 
+def input_contract(model) -> dict:
+    """What a zoo model expects as input (mode, value range, channels, shape)."""
+    from zoo.models.factory import input_contract as _contract
+
+    return _contract(model)
+
+
+def load_model(path, **kwargs):
+    """Load a saved ``.keras`` zoo model (safe mode), registering every zoo layer first."""
+    import importlib
+    import pkgutil
+
+    import keras
+
+    import zoo.heads
+    import zoo.layers
+
+    for package in (zoo.layers, zoo.heads):
+        for info in pkgutil.iter_modules(package.__path__):
+            importlib.import_module(f"{package.__name__}.{info.name}")
+    kwargs.setdefault("safe_mode", True)
+    return keras.models.load_model(path, **kwargs)
+
+
 def fetch(name: str, **kwargs):
     """Download (or find in the cache) and verify the weights file of card ``arch.tag``."""
     from zoo.hub.fetch import fetch as _fetch
@@ -48,4 +72,4 @@ def fetch(name: str, **kwargs):
     return _fetch(get_card(name), **kwargs)
 
 
-__all__ = ["ZooError", "load", "fetch", "list_models", "list_weights", "model_info", "get_card"]
+__all__ = ["ZooError", "load", "load_model", "input_contract", "fetch", "list_models", "list_weights", "model_info", "get_card"]

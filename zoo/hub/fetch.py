@@ -153,7 +153,7 @@ def _download_once(url: str, part: Path, algorithm: str, timeout: float, progres
         try:
             with open(part, mode) as f:
                 while True:
-                    block = response.read(CHUNK)
+                    block = response.read1(CHUNK)  # what has arrived, so a stall keeps it
                     if not block:
                         break
                     h.update(block)
@@ -223,8 +223,9 @@ def fetch(card: WeightCard, *, progress: bool | None = None, timeout: float | No
     if progress is None:
         progress = sys.stderr.isatty()
     timeout = float(timeout or os.environ.get("ZOO_TIMEOUT", 60))
-    failures = []
+    failures: list[str] = []
     remote = []
+    kind = FetchError
     for source in sources(card):
         local = _local(source)
         if local is None:
@@ -256,7 +257,8 @@ def fetch(card: WeightCard, *, progress: bool | None = None, timeout: float | No
                 return dest
             except FetchError as e:
                 failures.append(str(e))
-    raise FetchError(f"could not fetch the weights of {card.name}:\n  " + "\n  ".join(failures)
+                kind = type(e) if kind is FetchError and isinstance(e, ChecksumError) else kind
+    raise kind(f"could not fetch the weights of {card.name}:\n  " + "\n  ".join(failures)
                      + f"\nFix the network or set ZOO_MIRROR to a folder or server holding {card.file_name}.")
 
 

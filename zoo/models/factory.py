@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import collections
+import contextlib
 import os
 from pathlib import Path
 
@@ -92,6 +94,27 @@ def _copy_adapting(source, target) -> None:
         b.set_weights(values)
 
 
+@contextlib.contextmanager
+def deterministic_names():
+    """Auto-named layers (InceptionV3's, say) get the names of a fresh session, every build.
+
+    Afterwards the session's counters move past every name used, so layers a user adds
+    later never collide with the model's.
+    """
+    from keras.src.backend.common import global_state
+
+    before = global_state.get_global_attribute("object_name_uids") or collections.defaultdict(int)
+    fresh = collections.defaultdict(int)
+    global_state.set_global_attribute("object_name_uids", fresh)
+    try:
+        yield
+    finally:
+        merged = collections.defaultdict(int, before)
+        for key, count in fresh.items():
+            merged[key] = max(merged[key], count)
+        global_state.set_global_attribute("object_name_uids", merged)
+
+
 def _backbone(entry, shape, in_chans, backbone_chans, mode, card, *, include_top, num_classes,
               classifier_activation, options):
     from zoo.layers.preprocess import Normalize, normalization_params
@@ -101,8 +124,9 @@ def _backbone(entry, shape, in_chans, backbone_chans, mode, card, *, include_top
         mode, in_chans, backbone_chans, getattr(card, "mean", None), getattr(card, "std", None))
     input_range = card.input_range if card else (0.0, 255.0)
     x = Normalize(source, scale, offset, mode=mode, input_range=input_range, name="preprocess")(inputs)
-    out = entry.builder(x, include_top=include_top, num_classes=num_classes,
-                        classifier_activation=classifier_activation, **options)
+    with deterministic_names():
+        out = entry.builder(x, include_top=include_top, num_classes=num_classes,
+                            classifier_activation=classifier_activation, **options)
     return keras.Model(inputs, out, name=entry.name)
 
 

@@ -1,0 +1,144 @@
+"""zoo.load on the keras.applications backbones against keras.applications itself.
+
+Weight files are legacy-format .h5 written from keras.applications models with random
+weights, served over a loopback HTTP server and described by cards the test writes.
+"""
+
+from __future__ import annotations
+
+import io
+
+import h5py
+import keras
+import numpy as np
+import pytest
+from conftest import write_card
+from keras.src.legacy.saving import legacy_h5_format
+
+import zoo
+from zoo.errors import InputShapeError, InvalidArgumentError, UnknownModelError, WeightsError
+
+# arch: (keras.applications constructor, preprocess module, preprocess mode, test size)
+ARCHS = {
+    "inception_v3": ("InceptionV3", "inception_v3", "tf", 75),
+    "resnet50": ("ResNet50", "resnet", "caffe", 64),
+    "resnet101": ("ResNet101", "resnet", "caffe", 32),
+    "resnet152": ("ResNet152", "resnet", "caffe", 32),
+    "densenet121": ("DenseNet121", "densenet", "torch", 64),
+    "densenet169": ("DenseNet169", "densenet", "torch", 32),
+    "densenet201": ("DenseNet201", "densenet", "torch", 32),
+    "vgg16": ("VGG16", "vgg16", "caffe", 32),
+    "vgg19": ("VGG19", "vgg19", "caffe", 32),
+}
+HEAVY = {"resnet101", "resnet152", "densenet169", "densenet201"}
+
+
+def legacy_h5_bytes(model) -> bytes:
+    buf = io.BytesIO()
+    with h5py.File(buf, "w") as f:
+        legacy_h5_format.save_weights_to_hdf5_group(f, model)
+    return buf.getvalue()
+
+
+def serve_reference(arch, zoo_env, server, size, include_top=False, tag="test"):
+    app, _, mode, _ = ARCHS[arch]
+    keras.utils.set_random_seed(1)
+    ref = getattr(keras.applications, app)(weights=None, include_top=include_top, input_shape=(size, size, 3))
+    data = legacy_h5_bytes(ref)
+    url = server.add(f"{arch}_{tag}.h5", data)
+    write_card(zoo_env / "cards", arch, tag, url, data, preprocess=mode, include_top=include_top,
+               input_size=[size, size, 3], num_classes=1000 if include_top else 0)
+    return ref
+
+
+def images(size, chans=3, n=2, seed=0):
+    return np.random.default_rng(seed).uniform(0, 255, (n, size, size, chans)).astype("float32")
+
+
+@pytest.mark.parametrize("arch", [pytest.param(a, marks=pytest.mark.slow) if a in HEAVY else a for a in ARCHS])
+def test_parity_grey_identity_and_heads(arch, zoo_env, server):
+    app, module, _, size = ARCHS[arch]
+    ref = serve_reference(arch, zoo_env, server, size)
+    x = images(size)
+    preprocess = getattr(keras.applications, module).preprocess_input
+    expected = ref.predict(preprocess(x.copy()), verbose=0)
+
+    backbone = zoo.load(arch, pretrained="test", num_classes=0, pooling=None)
+    np.testing.assert_allclose(backbone.predict(x, verbose=0), expected, rtol=1e-5, atol=1e-5 * np.abs(expected).max())
+
+    grey = zoo.load(arch, pretrained="test", in_chans=1, num_classes=0, pooling=None)
+    g = x[..., :1]
+    np.testing.assert_allclose(grey.predict(g, verbose=0), backbone.predict(np.repeat(g, 3, -1), verbose=0),
+                               rtol=1e-5, atol=1e-6 * np.abs(expected).max())
+
+    head = zoo.load(arch, pretrained="test", in_chans=1, num_classes=5, dropout=0.2)
+    assert head.output.shape == (None, 5) and head.get_layer("head_fc").units == 5
+    for layer in grey.layers:
+        if layer.weights:
+            for a, b in zip(layer.get_weights(), head.get_layer(layer.name).get_weights()):
+                np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize("arch", ["resnet50", "densenet121", "vgg16", "inception_v3"])
+def test_features_have_documented_strides(arch):
+    size = 96 if arch != "inception_v3" else 160
+    model = zoo.load(arch, input_shape=(size, size), features=True)
+    names = [t._keras_history.operation.name for t in model.outputs]
+    strides = [int(n.removeprefix("features_stride")) for n in names]
+    assert strides == sorted(strides) and {4, 8, 16, 32} <= set(strides)
+    for stride, out in zip(strides, model.outputs):
+        if arch == "inception_v3":  # valid padding: sizes shrink a little below H / stride
+            assert size // stride - 4 <= out.shape[1] <= size // stride
+        else:
+            assert out.shape[1] == size // stride
+    sub = zoo.load(arch, input_shape=(size, size), features=(8, 32))
+    assert len(sub.outputs) == 2
+
+
+def test_top_checkpoint_keeps_imagenet_classifier(zoo_env, server):
+    ref = serve_reference("densenet121", zoo_env, server, 64, include_top=True, tag="top")
+    x = images(64)
+    expected = ref.predict(keras.applications.densenet.preprocess_input(x.copy()), verbose=0)
+    model = zoo.load("densenet121", pretrained="top")
+    assert model.output.shape == (None, 1000)
+    np.testing.assert_allclose(model.predict(x, verbose=0), expected, atol=1e-6)
+
+
+def test_six_channel_rule_on_constant_images(zoo_env, server):
+    """timm's rule: a 6-channel model on a constant-across-channels image equals the RGB model."""
+    serve_reference("inception_v3", zoo_env, server, 75)
+    rgb = zoo.load("inception_v3", pretrained="test", num_classes=0)
+    six = zoo.load("inception_v3", pretrained="test", in_chans=6, num_classes=0)
+    g = images(75, 1)
+    np.testing.assert_allclose(six.predict(np.repeat(g, 6, -1), verbose=0),
+                               rgb.predict(np.repeat(g, 3, -1), verbose=0), rtol=1e-4, atol=1e-5)
+
+
+def test_keras_file_round_trip_safe_mode(tmp_path):
+    model = zoo.load("resnet50", input_shape=(32, 32), in_chans=1, num_classes=3)
+    path = tmp_path / "m.keras"
+    model.save(path)
+    again = zoo.load_model(path)
+    x = images(32, 1)
+    np.testing.assert_allclose(again.predict(x, verbose=0), model.predict(x, verbose=0), atol=1e-6)
+    assert zoo.input_contract(again)["mode"] == "caffe"
+
+
+def test_bad_input_raises_clear_errors(zoo_env, server, tmp_path):
+    with pytest.raises(UnknownModelError, match="Did you mean 'resnet50'"):
+        zoo.load("resnet500")
+    with pytest.raises(UnknownModelError, match="imagenet"):
+        zoo.load("resnet50", pretrained="imagenett")
+    with pytest.raises(InvalidArgumentError, match="in_chans=0"):
+        zoo.load("resnet50", in_chans=0)
+    with pytest.raises(InputShapeError, match=">= 75"):
+        zoo.load("inception_v3", input_shape=(64, 64))
+    with pytest.raises(InputShapeError, match="channels"):
+        zoo.load("resnet50", input_shape=(64, 64, 3), in_chans=1)
+    with pytest.raises(WeightsError, match="no such file"):
+        zoo.load("resnet50", pretrained=str(tmp_path / "missing.h5"))
+    with pytest.raises(InvalidArgumentError, match="224"):
+        zoo.load("vgg16", pretrained="imagenet", input_shape=(64, 64))
+    serve_reference("vgg16", zoo_env, server, 32)
+    with pytest.raises(WeightsError, match="does not fit densenet121"):
+        zoo.load("densenet121", pretrained=zoo.fetch("vgg16.test"), input_shape=(32, 32))
