@@ -1,0 +1,71 @@
+"""Freezing: a training step changes exactly the unfrozen weights; frozen BatchNorm keeps its statistics."""
+
+from __future__ import annotations
+
+import keras
+import numpy as np
+import pytest
+
+import zoo
+from zoo.errors import InvalidArgumentError
+from zoo.train.transfer import GradualUnfreezing, freeze, layer_index, trainable_summary, unfreeze
+
+
+@pytest.fixture(scope="module")
+def data():
+    rng = np.random.default_rng(0)
+    return rng.uniform(0, 255, (8, 32, 32, 1)).astype("float32"), rng.integers(0, 2, 8)
+
+
+def _snapshot(model):
+    return {v.path: v.numpy().copy() for v in model.weights}
+
+
+def test_step_changes_exactly_the_unfrozen_weights(data):
+    model = zoo.load("resnet50", input_shape=(32, 32), in_chans=1, num_classes=2)
+    freeze(model, upto="conv4")
+    first = layer_index(model, "conv5_block1_1_conv")
+    assert trainable_summary(model)["first_trainable"] == "conv5_block1_1_conv"
+    model.compile(optimizer=keras.optimizers.SGD(0.1), loss="sparse_categorical_crossentropy")
+    before = _snapshot(model)
+    model.fit(*data, batch_size=8, epochs=1, verbose=0)
+    after = _snapshot(model)
+    for i, layer in enumerate(model.layers):
+        for v in layer.weights:
+            changed = not np.array_equal(before[v.path], after[v.path])
+            if i < first:
+                assert not changed, f"frozen {v.path} changed"
+            elif v.trainable:
+                assert changed, f"trainable {v.path} did not change"
+    bn = model.get_layer("conv5_block1_1_bn")  # trainable BN updates its moving statistics
+    assert not np.array_equal(before[bn.moving_mean.path], after[bn.moving_mean.path])
+
+
+def test_freeze_defaults_to_backbone_and_unfreeze_from_block(data):
+    model = zoo.load("vgg16", input_shape=(32, 32), in_chans=1, num_classes=3)
+    freeze(model)
+    summary = trainable_summary(model)
+    assert summary["first_trainable"] == "head_fc" and summary["trainable_params"] == 512 * 3 + 3
+    unfreeze(model, "block5")
+    assert not model.get_layer("block5_conv3").trainable  # 'block5' ends at block5_pool
+    unfreeze(model, "block5_conv1")
+    assert model.get_layer("block5_conv3").trainable and not model.get_layer("block4_conv3").trainable
+
+
+def test_gradual_unfreezing_trains_newly_unfrozen_layers(data):
+    model = zoo.load("vgg16", input_shape=(32, 32), in_chans=1, num_classes=2)
+    freeze(model)
+    model.compile(optimizer=keras.optimizers.Adam(1e-3), loss="sparse_categorical_crossentropy")
+    before = model.get_layer("block5_conv3").get_weights()[0].copy()
+    model.fit(*data, epochs=2, batch_size=8, verbose=0,
+              callbacks=[GradualUnfreezing({1: "block5_conv1"}, lr_factor=0.1)])
+    assert not np.array_equal(before, model.get_layer("block5_conv3").get_weights()[0])
+    assert np.isclose(float(model.optimizer.learning_rate), 1e-4)
+
+
+def test_bad_layer_names_suggest():
+    model = zoo.load("vgg16", input_shape=(32, 32), num_classes=2)
+    with pytest.raises(InvalidArgumentError, match="block5_conv1"):
+        freeze(model, "block5_conv")
+    with pytest.raises(InvalidArgumentError, match="outside"):
+        freeze(model, 999)
