@@ -46,13 +46,13 @@ def make_phantoms(
     positive_fraction: float = 0.5,
     lesions_per_image: tuple[int, int] = (1, 1),
     lesion_area: tuple[float, float] = (0.01, 0.05),
-    contrast: float = 0.3,
+    contrast: float | tuple[float, float] = 0.3,
     noise: float = 0.05,
 ) -> Phantoms:
     """``n`` phantoms of ``size`` x ``size``; ``lesion_area`` is a fraction of the image per lesion.
 
     ``contrast`` is the lesion's intensity step relative to the full range (negative for dark
-    lesions); ``noise`` the standard deviation of white noise, same units.
+    lesions), or a (low, high) range drawn per lesion; ``noise`` the standard deviation of white noise, same units.
     """
     if n < 1 or size < 16:
         raise InvalidArgumentError(f"make_phantoms(n={n}, size={size}): need n >= 1 and size >= 16.")
@@ -82,7 +82,8 @@ def make_phantoms(
                 cy, cx = inside[rng.integers(len(inside))]
                 lesion = (yy - cy) ** 2 + (xx - cx) ** 2 <= radius**2
                 masks[k] |= lesion
-                img = np.where(lesion, img + contrast, img)
+                step = rng.uniform(*contrast) if isinstance(contrast, tuple | list) else contrast
+                img = np.where(lesion, img + step, img)
         img = img + noise * rng.standard_normal((size, size))
         images[k] = np.clip(img, 0.0, 1.0) * 255.0
     return Phantoms(images[..., None], labels, masks)

@@ -77,7 +77,7 @@ class WeightCard:
 
     def to_dict(self) -> dict:
         d = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "extra"}
-        d.update(self.extra)
+        d.update(self.extra, name=self.name, in_chans=self.in_chans)
         return {k: (list(v) if isinstance(v, tuple) else v) for k, v in d.items() if v not in (None, "")}
 
 

@@ -51,11 +51,16 @@ def freeze(model, upto=None):
     return model
 
 
-def unfreeze(model, start=None):
-    """Make layers from ``start`` (index, name or block; default the first) on trainable."""
+def unfreeze(model, start=None, batchnorm: bool = False):
+    """Make layers from ``start`` (index, name or block; default the first) on trainable.
+
+    BatchNormalization layers stay frozen (inference mode, fixed statistics) unless
+    ``batchnorm=True``: re-estimating statistics from the small batches of a small dataset
+    is what usually ruins a fine-tuned model (the Keras transfer-learning guide's advice).
+    """
     begin = 0 if start is None else layer_index(model, start)
     for i, layer in enumerate(model.layers):
-        if i >= begin:
+        if i >= begin and (batchnorm or not isinstance(layer, keras.layers.BatchNormalization)):
             layer.trainable = True
     return model
 
@@ -82,9 +87,11 @@ class GradualUnfreezing(keras.callbacks.Callback):
     config, with the learning rate multiplied by ``lr_factor``, and the train step re-traced.
     """
 
-    def __init__(self, schedule: dict[int, object], lr_factor: float = 1.0, verbose: bool = False):
+    def __init__(self, schedule: dict[int, object], lr_factor: float = 1.0, batchnorm: bool = False,
+                 verbose: bool = False):
         super().__init__()
         self.schedule = dict(schedule)
+        self.batchnorm = batchnorm
         self.lr_factor = lr_factor
         self.verbose = verbose
 
@@ -92,7 +99,7 @@ class GradualUnfreezing(keras.callbacks.Callback):
         if epoch not in self.schedule:
             return
         model = self.model
-        unfreeze(model, self.schedule[epoch])
+        unfreeze(model, self.schedule[epoch], batchnorm=self.batchnorm)
         config = model.optimizer.get_config()
         if isinstance(config.get("learning_rate"), float):
             config["learning_rate"] *= self.lr_factor

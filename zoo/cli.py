@@ -1,0 +1,92 @@
+"""``zoo`` / ``python -m zoo``: list, info, download, verify, demo.
+
+``list`` and ``info`` answer from the registry and the cards without importing TensorFlow.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from zoo.errors import ZooError
+
+
+def _list(args) -> int:
+    import zoo
+
+    for name in zoo.list_models(args.pattern, pretrained=True if args.pretrained else None):
+        print(name)
+    return 0
+
+
+def _info(args) -> int:
+    import zoo
+
+    print(json.dumps(zoo.model_info(args.name), indent=2))
+    return 0
+
+
+def _download(args) -> int:
+    import zoo
+    from zoo.hub.cards import cards_for
+
+    names = [args.name] if "." in args.name else [c.name for c in cards_for(args.name)]
+    if not names:
+        raise ZooError(f"{args.name} has no weight cards; see `zoo list --pretrained`.")
+    for name in names:
+        print(f"{name}: {zoo.fetch(name, progress=True)}")
+    return 0
+
+
+def _verify(args) -> int:
+    from zoo.hub.fetch import verify_cache
+
+    results = verify_cache()
+    for path, ok in results:
+        print(f"{'ok     ' if ok else 'DELETED'} {path}")
+    print(f"{sum(ok for _, ok in results)} of {len(results)} cached files verified")
+    return 0 if all(ok for _, ok in results) else 1
+
+
+def _demo(args) -> int:
+    from zoo.demo import run
+
+    run(args.out, n_labelled=args.labels, epochs=args.epochs)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="zoo", description="medzoo: a Keras 3 model zoo for medical imaging")
+    sub = parser.add_subparsers(dest="command", required=True)
+    p = sub.add_parser("list", help="registered models (or, with --pretrained, arch.tag weights)")
+    p.add_argument("pattern", nargs="?", default="*")
+    p.add_argument("--pretrained", action="store_true")
+    p.set_defaults(func=_list)
+    p = sub.add_parser("info", help="an architecture and its weight cards, as JSON")
+    p.add_argument("name")
+    p.set_defaults(func=_info)
+    p = sub.add_parser("download", help="fetch and verify the weights of arch.tag (or every tag of arch)")
+    p.add_argument("name")
+    p.set_defaults(func=_download)
+    p = sub.add_parser("verify", help="re-hash every cached weights file; delete the bad ones")
+    p.set_defaults(func=_verify)
+    p = sub.add_parser("demo", help="offline demo: fine-tune the phantom checkpoint, write a SavedModel")
+    p.add_argument("--out", default="demo_out")
+    p.add_argument("--labels", type=int, default=80, help="labelled training images")
+    p.add_argument("--epochs", type=int, default=12)
+    p.set_defaults(func=_demo)
+    return parser
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except ZooError as e:
+        print(f"zoo {args.command}: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
