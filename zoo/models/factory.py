@@ -127,6 +127,8 @@ def _backbone(entry, shape, in_chans, backbone_chans, mode, card, *, include_top
     with deterministic_names():
         out = entry.builder(x, include_top=include_top, num_classes=num_classes,
                             classifier_activation=classifier_activation, **options)
+    if isinstance(out, keras.Model):  # already a Functional model from `inputs`: no second graph walk
+        return out
     return keras.Model(inputs, out, name=entry.name)
 
 
@@ -206,6 +208,8 @@ def load(name: str, pretrained=None, *, in_chans: int = 3, num_classes: int | No
         return model
     if num_classes:
         out = adapt.classifier_head(model.output, int(num_classes), pooling, dropout, classifier_activation)
+    elif pooling is None:
+        return model
     else:
         out = adapt.global_pool(model.output, pooling, name="head_pool")
     return keras.Model(model.inputs, out, name=arch)

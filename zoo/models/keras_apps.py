@@ -15,14 +15,13 @@ from zoo.models.registry import register_model
 def _build(x, *, include_top, num_classes, classifier_activation, app, **options):
     if options:
         raise TypeError(f"unexpected options for keras.applications.{app}: {sorted(options)}")
-    model = getattr(keras.applications, app)(
+    return getattr(keras.applications, app)(
         include_top=include_top,
         weights=None,
         input_tensor=x,
         classes=num_classes or 1000,
         classifier_activation=classifier_activation,
     )
-    return model.output
 
 
 def _named(names: dict[int, str]):

@@ -20,9 +20,9 @@ class ModelEntry:
     """What the zoo knows about one architecture, before any weights.
 
     ``builder(x, *, include_top, num_classes, classifier_activation, **options)`` takes
-    the preprocessed Keras tensor ``x`` (already ``in_chans`` channels wide) and returns a
-    Functional model from the image input to the feature map (``include_top=False``) or to
-    the class scores. ``feature_layers(model)`` maps a nominal stride to a layer name.
+    the preprocessed Keras tensor ``x`` (already ``in_chans`` channels wide) and returns the
+    output tensor: the feature map (``include_top=False``) or the class scores (it may instead
+    return a Functional model from the factory's input to that tensor). ``feature_layers(model)`` maps a nominal stride to a layer name.
     """
 
     name: str
