@@ -130,13 +130,13 @@ def read_card_file(path: str | os.PathLike) -> list[WeightCard]:
 
 
 def builtin_card_dir() -> Path:
-    """The source checkout's weights/ folder, or the installed zoo._weights package."""
-    source = Path(__file__).resolve().parents[2] / "weights"
-    if source.is_dir():
-        return source
-    from importlib.resources import files
+    """The installed zoo._weights package, or the source checkout's weights/ folder."""
+    import importlib.util
 
-    return Path(str(files("zoo._weights")))
+    spec = importlib.util.find_spec("zoo._weights")
+    if spec is not None and spec.submodule_search_locations:
+        return Path(list(spec.submodule_search_locations)[0])
+    return Path(__file__).resolve().parents[2] / "weights"
 
 
 def zoo_home() -> Path:
