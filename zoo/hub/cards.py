@@ -130,13 +130,20 @@ def read_card_file(path: str | os.PathLike) -> list[WeightCard]:
 
 
 def builtin_card_dir() -> Path:
-    """The installed zoo._weights package, or the source checkout's weights/ folder."""
+    """The source checkout's weights/ folder when zoo runs from one, else the installed zoo._weights.
+
+    The checkout wins so that an editable install, or a second git worktree, reads its own cards.
+    """
     import importlib.util
+
+    source = Path(__file__).resolve().parents[2] / "weights"
+    if source.is_dir() and any(source.glob("*.toml")):
+        return source
 
     spec = importlib.util.find_spec("zoo._weights")
     if spec is not None and spec.submodule_search_locations:
         return Path(list(spec.submodule_search_locations)[0])
-    return Path(__file__).resolve().parents[2] / "weights"
+    return source
 
 
 def zoo_home() -> Path:

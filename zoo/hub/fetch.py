@@ -44,7 +44,16 @@ def _stamp(path: Path, algorithm: str, digest: str) -> str:
 
 
 def _marker(path: Path) -> Path:
-    return path.with_name(path.name + ".verified")
+    """Where the stamp of ``path`` lives: beside it in the cache, else under ZOO_HOME/stamps.
+
+    Files outside the cache (shipped weights, mirrors, user paths) are never written beside.
+    """
+    cache = zoo_home() / "weights"
+    resolved = path.resolve()
+    if resolved.is_relative_to(cache.resolve()):
+        return path.with_name(path.name + ".verified")
+    key = hashlib.sha256(str(resolved).encode()).hexdigest()[:32]
+    return zoo_home() / "stamps" / f"{key}.verified"
 
 
 def is_verified(path: Path, card: WeightCard, rehash: bool = False) -> bool:
@@ -59,8 +68,11 @@ def is_verified(path: Path, card: WeightCard, rehash: bool = False) -> bool:
         return False
     if file_hash(path, algorithm) != digest.lower():
         return False
-    if os.access(path.parent, os.W_OK):
+    try:
+        marker.parent.mkdir(parents=True, exist_ok=True)
         marker.write_text(_stamp(path, algorithm, digest))
+    except OSError:  # a read-only cache only costs a re-hash next time
+        pass
     return True
 
 
