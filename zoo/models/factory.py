@@ -132,7 +132,7 @@ def _backbone(entry, shape, in_chans, backbone_chans, mode, card, *, include_top
     return keras.Model(inputs, out, name=entry.name)
 
 
-def load(name: str, pretrained=None, *, in_chans: int = 3, num_classes: int | None = None,
+def load(name: str, pretrained=None, *, in_chans: int | None = None, num_classes: int | None = None,
          input_shape=None, pooling: str | None = "avg", dropout: float = 0.0,
          classifier_activation: str | None = "softmax", features=False, **options):
     """Build ``name`` (``arch`` or ``arch.tag``) as a Functional ``keras.Model``.
@@ -140,7 +140,8 @@ def load(name: str, pretrained=None, *, in_chans: int = 3, num_classes: int | No
     pretrained: None (random init, explicitly), a card tag such as "imagenet", or a path to a
         weights file (.h5 legacy or .weights.h5). A missing or bad file is an error, never a
         silent random init.
-    in_chans: input channels. 1 on a 3-channel checkpoint broadcasts the grey channel inside
+    in_chans: input channels; default the checkpoint's (3 without one). 1 on a 3-channel
+        checkpoint broadcasts the grey channel inside
         the preprocessing (exact: the model on g equals the RGB model on (g, g, g)); any other
         count adapts the first convolution by timm's repeat-and-scale rule.
     num_classes: None keeps the checkpoint's classifier when it has one (else no classifier);
@@ -153,7 +154,8 @@ def load(name: str, pretrained=None, *, in_chans: int = 3, num_classes: int | No
     """
     arch, _, tag = name.partition(".")
     entry = get_entry(arch)
-    in_chans = adapt.check_in_chans(in_chans)
+    if in_chans is not None:
+        in_chans = adapt.check_in_chans(in_chans)
     if tag and pretrained not in (None, tag):
         raise InvalidArgumentError(f"load({name!r}, pretrained={pretrained!r}): the name already says tag {tag!r}.")
     pretrained = pretrained or tag or None
@@ -169,6 +171,8 @@ def load(name: str, pretrained=None, *, in_chans: int = 3, num_classes: int | No
                                ".h5 / .weights.h5 file, or a tag from zoo.list_weights('{arch}.*').")
     elif pretrained:
         card = resolve_card(entry, str(pretrained), want_top)
+    if in_chans is None:
+        in_chans = card.in_chans if card else 3
     if card and input_shape is None:
         input_shape = tuple(card.input_size[:-1])
     use_top = bool(card and card.include_top and num_classes in (None, card.num_classes) and not features)
