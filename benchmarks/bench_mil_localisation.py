@@ -73,8 +73,8 @@ def main(argv=None):
 
     parser = argparse.ArgumentParser()
     parser.add_argument("--seeds", type=int, default=3)
-    parser.add_argument("--epochs", type=int, default=6)
-    parser.add_argument("--train", type=int, default=400)
+    parser.add_argument("--epochs", type=int, default=5)
+    parser.add_argument("--train", type=int, default=256)
     parser.add_argument("--test", type=int, default=200)
     parser.add_argument("--quick", action="store_true", help="1 seed, 2 epochs, no report")
     args = parser.parse_args(argv)

@@ -27,7 +27,7 @@ import math
 import keras
 from keras import ops
 
-from zoo.errors import InputShapeError, InvalidArgumentError, did_you_mean
+from zoo.errors import InputShapeError, InvalidArgumentError, ZooError, did_you_mean
 
 
 def _check_rank(layer, input_shape, ranks=(3, 4)) -> None:
@@ -341,5 +341,7 @@ def make_pooling(pooling: str, name: str = "mil_pool", **options):
     cls, defaults = POOLINGS[pooling]
     try:
         return cls(**{**defaults, **options}, name=name)
-    except TypeError as e:
+    except ZooError:
+        raise
+    except (TypeError, ValueError) as e:  # an option the layer does not take
         raise InvalidArgumentError(f"pooling={pooling!r}: bad option ({e}); see {cls.__name__}'s docstring.") from None
