@@ -32,33 +32,6 @@ POOLINGS = {
     "attention": ("attention", {"units": 32}),
     "gated attention": ("gated_attention", {"units": 32}),
 }
-TASK = dict(size=64, lesions=(1, 3), lesion_area=(0.01, 0.05), contrast=(0.2, 0.45), noise=0.05)
-TOLERANCE = 2
-
-
-def evaluate(bag_scores, maps, test) -> tuple[float, float, float]:
-    from zoo.data.localisation import pixel_auc, pointing_game, roc_auc
-
-    return (roc_auc(bag_scores, test.labels), pointing_game(maps, test.masks, TOLERANCE),
-            pixel_auc(maps, test.masks))
-
-
-def run_one(pooling, options, train, test, seed, epochs):
-    import keras
-
-    import zoo
-    from zoo.explain.cam import upsample
-    from zoo.heads.losses import mil_losses, mil_targets
-
-    keras.utils.set_random_seed(seed)
-    model = zoo.load("simple_cnn", in_chans=1, input_shape=(64, 64), features=(8,), widths=(8, 16, 32),
-                     head="mil", pooling=pooling, num_classes=1, head_options=options)
-    losses = mil_losses()
-    model.compile(optimizer=keras.optimizers.Adam(3e-3), loss=losses)
-    model.fit(train.images, mil_targets(train.labels, losses), batch_size=32, epochs=epochs, verbose=0)
-    out = model.predict(test.images, batch_size=128, verbose=0)
-    maps = upsample(out["instance_maps"][..., 0], test.images.shape[1:3])
-    return evaluate(out["bag"][:, 0], maps, test)
 
 
 def _cell(values):
@@ -70,6 +43,7 @@ def main(argv=None):
 
     from benchmarks._report import write_section
     from zoo.data.localisation import make_localisation_task
+    from zoo.heads.demo import TASK, TOLERANCE, score, train_and_score
 
     parser = argparse.ArgumentParser()
     parser.add_argument("--seeds", type=int, default=3)
@@ -87,10 +61,11 @@ def main(argv=None):
         test = make_localisation_task(args.test, seed=1000 + seed, **TASK)
         rng = np.random.default_rng(seed)
         results["chance (random maps)"].append(
-            evaluate(rng.random(len(test.labels)), rng.random(test.masks.shape), test))
+            list(score(rng.random(len(test.labels)), rng.random(test.masks.shape), test).values()))
         for name, (pooling, options) in POOLINGS.items():
             t = time.time()
-            results[name].append(run_one(pooling, options, train, test, seed, args.epochs))
+            _, scores = train_and_score(pooling, options, train, test, args.epochs, seed)
+            results[name].append([scores["bag_auc"], scores["pointing_game"], scores["pixel_auc"]])
             print(f"seed {seed} {name:26s} bag AUC {results[name][-1][0]:.3f} pointing {results[name][-1][1]:.3f} "
                   f"pixel AUC {results[name][-1][2]:.3f}  ({time.time() - t:.0f} s)", flush=True)
     total = time.time() - t0

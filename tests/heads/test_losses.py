@@ -7,7 +7,14 @@ import numpy as np
 import pytest
 
 from zoo.errors import InvalidArgumentError
-from zoo.heads.losses import AreaConstraint, BagCrossEntropy, InstancePriors, SparsityPrior, mil_losses, mil_targets
+from zoo.heads.losses import (
+    AreaConstraint,
+    BagCrossEntropy,
+    InstancePriors,
+    SparsityPrior,
+    mil_losses,
+    mil_targets,
+)
 
 
 def sigmoid(x):
