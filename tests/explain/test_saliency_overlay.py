@@ -109,13 +109,22 @@ def test_explain_cli_writes_overlays(tmp_path):
         load_image(tmp_path / "bad.npy")
 
 
-def test_explain_cli_with_a_zoo_name_and_rgb_input(tmp_path, capsys):
-    np.save(tmp_path / "rgb.npy", np.random.default_rng(4).uniform(0, 255, (32, 32, 3)).astype("float32"))
+def test_explain_cli_with_a_zoo_checkpoint_and_rgb_input(tmp_path, capsys, zoo_env):
+    from zoo.data.localisation import make_localisation_task
+
+    task = make_localisation_task(4, seed=1, positive_fraction=1.0)
+    np.save(tmp_path / "phantom.npy", task.images[0, ..., 0])  # grey (64, 64): the checkpoint's own input
     parser = argparse.ArgumentParser()
     add_explain_parser(parser.add_subparsers(dest="command"))
-    args = parser.parse_args(["explain", "simple_cnn", str(tmp_path / "rgb.npy"), "--out", str(tmp_path / "o.png")])
+    args = parser.parse_args(["explain", "simple_cnn", str(tmp_path / "phantom.npy"), "--pretrained", "phantom",
+                              "--out", str(tmp_path / "p.png"), "--class", "1"])
     assert args.func(args) == 0
     report = json.loads(capsys.readouterr().out)
-    assert report["method"] == "gradcam" and report["input_shape"] == [64, 64, 3]
+    assert report["method"] == "gradcam" and report["input_shape"] == [64, 64, 1]
+    assert tf.io.decode_png((tmp_path / "p.png").read_bytes()).numpy().shape == (64, 64, 3)
+    np.save(tmp_path / "rgb.npy", np.random.default_rng(4).uniform(0, 255, (32, 32, 3)).astype("float32"))
+    args = parser.parse_args(["explain", "simple_cnn", str(tmp_path / "rgb.npy"), "--out", str(tmp_path / "o.png")])
+    assert args.func(args) == 0
+    assert json.loads(capsys.readouterr().out)["input_shape"] == [64, 64, 3]
     model = zoo.load("simple_cnn", in_chans=1, input_shape=(40, 48))
     assert fit_to_model(np.ones((8, 8, 3), np.float32), model).shape == (1, 40, 48, 1)

@@ -58,14 +58,15 @@ def fit_to_model(image, model) -> np.ndarray:
     return image[None].astype(np.float32)
 
 
-def _load_model(spec: str, pretrained: str | None):
+def _load_model(spec: str, pretrained: str | None, in_chans: int):
+    """A saved .keras model, or the zoo architecture ``spec`` built for the image's channel count."""
     import zoo
 
     if spec.endswith(".keras"):
         if not Path(spec).is_file():
             raise DataError(f"model {spec!r}: no such file.")
         return zoo.load_model(spec)
-    return zoo.load(spec, pretrained=pretrained)
+    return zoo.load(spec, pretrained=pretrained, in_chans=in_chans)
 
 
 def explain(model_spec, image_path, out, method="gradcam", layer=None, class_index=None,
@@ -78,8 +79,9 @@ def explain(model_spec, image_path, out, method="gradcam", layer=None, class_ind
 
     if method not in METHODS:
         raise InvalidArgumentError(f"method={method!r}: use one of {', '.join(METHODS)}.")
-    model = _load_model(str(model_spec), pretrained)
-    x = fit_to_model(load_image(image_path), model)
+    image = load_image(image_path)
+    model = _load_model(str(model_spec), pretrained, min(image.shape[-1], 3))
+    x = fit_to_model(image, model)
     if method == "cam":
         heat = class_activation_maps(model, x, class_index)
     elif method == "gradcam":
