@@ -23,6 +23,7 @@ All in ``keras.ops`` and serializable; bad settings raise a ``ZooError`` at buil
 from __future__ import annotations
 
 import math
+import numbers
 
 import keras
 from keras import ops
@@ -63,14 +64,14 @@ def class_wise_average(x, maps_per_class: int):
 
 
 def check_maps_per_class(maps_per_class, channels=None) -> int:
-    if isinstance(maps_per_class, bool) or not isinstance(maps_per_class, int) or maps_per_class < 1:
+    if isinstance(maps_per_class, bool) or not isinstance(maps_per_class, numbers.Integral) or maps_per_class < 1:
         raise InvalidArgumentError(f"maps_per_class={maps_per_class!r}: must be a positive integer.")
     if channels is not None and channels % maps_per_class:
         raise InputShapeError(
             f"maps_per_class={maps_per_class} does not divide the {channels} input channels; give "
             f"num_classes * maps_per_class channels (class c owns channels c*M .. c*M+M-1)."
         )
-    return maps_per_class
+    return int(maps_per_class)
 
 
 def lse(s, r, axis=1):
@@ -118,7 +119,7 @@ class GlobalAverageMIL(_Pooling):
 
 
 def _check_r(name, value):
-    if isinstance(value, bool) or not isinstance(value, int | float) or not value > 0 or not math.isfinite(value):
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not value > 0 or not math.isfinite(value):
         raise InvalidArgumentError(
             f"{name}={value!r}: the log-sum-exp sharpness must be a finite number > 0 "
             "(small: close to the mean, large: close to the max)."
@@ -172,14 +173,14 @@ class TwoSidedLSE(_Pooling):
 
 
 def _check_k(name, k, allow_zero):
-    ok_count = isinstance(k, int) and not isinstance(k, bool) and (k >= 1 or (allow_zero and k == 0))
-    ok_fraction = isinstance(k, float) and 0.0 < k <= 1.0
+    ok_count = isinstance(k, numbers.Integral) and not isinstance(k, bool) and (k >= 1 or (allow_zero and k == 0))
+    ok_fraction = isinstance(k, numbers.Real) and not isinstance(k, numbers.Integral) and 0.0 < k <= 1.0
     if not (ok_count or ok_fraction):
         raise InvalidArgumentError(
             f"{name}={k!r}: give a count of instances (int >= {0 if allow_zero else 1}) or a fraction of "
             "them (float in (0, 1])."
         )
-    return k
+    return int(k) if ok_count else float(k)
 
 
 def _k_of(k, n):
@@ -206,7 +207,7 @@ class WildcatPooling(_Pooling):
         super().__init__(**kwargs)
         self.k_max = _check_k("k_max", k_max, allow_zero=False)
         self.k_min = _check_k("k_min", k_min, allow_zero=True)
-        if isinstance(alpha, bool) or not isinstance(alpha, int | float) or not math.isfinite(alpha) or alpha < 0:
+        if isinstance(alpha, bool) or not isinstance(alpha, numbers.Real) or not math.isfinite(alpha) or alpha < 0:
             raise InvalidArgumentError(f"alpha={alpha!r}: the weight of the negative evidence must be >= 0.")
         self.alpha = float(alpha)
         self.maps_per_class = check_maps_per_class(maps_per_class)
@@ -281,9 +282,9 @@ class AttentionMIL(keras.layers.Layer):
 
     def __init__(self, units=64, gated=False, return_attention=False, **kwargs):
         super().__init__(**kwargs)
-        if isinstance(units, bool) or not isinstance(units, int) or units < 1:
+        if isinstance(units, bool) or not isinstance(units, numbers.Integral) or units < 1:
             raise InvalidArgumentError(f"units={units!r}: the attention hidden size must be a positive integer.")
-        self.units = units
+        self.units = int(units)
         self.gated = bool(gated)
         self.return_attention = bool(return_attention)
 
