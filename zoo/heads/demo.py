@@ -19,8 +19,11 @@ def score(bag_scores, maps, task) -> dict:
             "pixel_auc": pixel_auc(maps, task.masks)}
 
 
-def train_and_score(pooling, options, train, test, epochs=5, seed=0, learning_rate=3e-3):
-    """(model, scores): a MIL head trained with bag cross-entropy on ``train``, scored on ``test``."""
+def train_and_score(pooling, options, train, test, epochs=5, seed=0, learning_rate=3e-3, priors=None):
+    """(model, scores): a MIL head trained on ``train`` (image labels only), scored on ``test``.
+
+    The loss is the bag cross-entropy plus ``priors`` (``mil_losses`` keywords: sparsity, area).
+    """
     import keras
 
     import zoo
@@ -29,7 +32,7 @@ def train_and_score(pooling, options, train, test, epochs=5, seed=0, learning_ra
 
     keras.utils.set_random_seed(seed)
     model = zoo.load("simple_cnn", **BACKBONE, head="mil", pooling=pooling, num_classes=1, head_options=options)
-    losses = mil_losses()
+    losses = mil_losses(**(priors or {}))
     model.compile(optimizer=keras.optimizers.Adam(learning_rate), loss=losses)
     model.fit(train.images, mil_targets(train.labels, losses), batch_size=32, epochs=epochs, verbose=0)
     out = model.predict(test.images, batch_size=128, verbose=0)
