@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from zoo.heads.demo import demo_step
+from zoo.heads import demo_step
 
 
 @pytest.mark.slow
