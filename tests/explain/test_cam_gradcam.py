@@ -10,7 +10,7 @@ import zoo
 from zoo.errors import InvalidArgumentError
 from zoo.explain.cam import class_activation_maps, gap_classifier, upsample
 from zoo.explain.gradcam import conv_layers, find_conv_layer, grad_cam
-from zoo.heads.builder import build_mil_head
+from zoo.heads.builder import build_mil_head, build_tiled_mil
 
 X = np.random.default_rng(0).uniform(0, 255, (3, 32, 32, 1)).astype("float32")
 
@@ -112,6 +112,9 @@ def test_layer_helper_suggests_valid_layers(gap_models):
         find_conv_layer(model, "head_fc")
     with pytest.raises(InvalidArgumentError, match="class_index=5"):
         grad_cam(model, X, class_index=5)
+    tiled = build_tiled_mil(keras.Model(model.inputs, model.get_layer("stage3_pool").output), "max")
+    with pytest.raises(InvalidArgumentError, match="Grad-CAM explains a model of one image input"):
+        grad_cam(tiled, np.zeros((1, 2, 32, 32, 1)))
     with pytest.raises(InvalidArgumentError, match="global-average-pooling"):
         inp = keras.Input((8, 8, 1))
         flat = keras.layers.Flatten()(keras.layers.Conv2D(2, 3, name="c")(inp))

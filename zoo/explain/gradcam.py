@@ -55,6 +55,12 @@ def grad_cam(model, images, layer_name=None, class_index=None, output=None, logi
     logits: differentiate the score before the output's softmax / sigmoid.
     relu / upsample_to_input: switch off for the exact map at the layer's resolution.
     """
+    if len(model.inputs) != 1 or len(model.inputs[0].shape) != 4:
+        raise InvalidArgumentError(
+            f"model {model.name!r} takes {[tuple(i.shape) for i in model.inputs]}; Grad-CAM explains a model of one "
+            "image input (B, H, W, C). For a tiled bag model read its 'attention' / 'instance_maps' outputs, "
+            "or run grad_cam on its tile encoder."
+        )
     layer = find_conv_layer(model, layer_name)
     tensor, head = score_head(model, output, logits)
     graph = keras.Model(model.inputs, [layer.output, tensor])

@@ -12,6 +12,8 @@ once on all B*N tiles (folded into the batch), each tile is one instance.
 
 from __future__ import annotations
 
+import numbers
+
 import keras
 from keras import ops
 
@@ -25,12 +27,12 @@ ATTENTION = ("attention", "gated_attention")
 def _check_classes(num_classes) -> int:
     if num_classes is None:
         return 1
-    if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
+    if isinstance(num_classes, bool) or not isinstance(num_classes, numbers.Integral) or num_classes < 1:
         raise InvalidArgumentError(
             f"num_classes={num_classes!r}: a MIL head needs a positive number of classes (1 for a "
             "single finding scored by a sigmoid)."
         )
-    return num_classes
+    return int(num_classes)
 
 
 def _outputs(bag, instance_maps, activation, extra=None):
@@ -40,22 +42,18 @@ def _outputs(bag, instance_maps, activation, extra=None):
 
 
 def _pool_instances(embeddings, num_classes, pooling, maps_per_class, options):
-    """Instance scores and bag score from instance embeddings (B, H, W, D) or (B, N, D)."""
-    width = num_classes * check_maps_per_class(maps_per_class)
-    classifier_name = "mil_classifier"
-    extra = {}
-    if pooling in ATTENTION:
-        classifier = keras.layers.Dense(width, name=classifier_name)  # shared: bag and instances
+    """(bag scores, instance scores, extra outputs) from instance embeddings (B, H, W, D) or (B, N, D)."""
+    classifier = keras.layers.Dense(num_classes * check_maps_per_class(maps_per_class), name="mil_classifier")
+    scores = classifier(embeddings)  # on a map: a 1x1 convolution, i.e. the class activation maps
+    bag, extra = None, {}
+    if pooling in ATTENTION:  # pool the embeddings; the shared classifier makes bag = sum_n a_n score_n
         z, attention = make_pooling(pooling, return_attention=True, **options)(embeddings)
-        scores, bag = classifier(embeddings), classifier(z)
+        bag = classifier(z)
         extra["attention"] = keras.layers.Identity(name="attention", dtype="float32")(attention)
-    else:
-        scores = keras.layers.Dense(width, name=classifier_name)(embeddings)  # a 1x1 convolution on maps
-        bag = None
     if maps_per_class > 1:
         classwise = ClassWisePooling(maps_per_class, name="classwise_pool")
         scores = classwise(scores)
-        bag = classwise(bag) if bag is not None else None
+        bag = None if bag is None else classwise(bag)
     if bag is None:
         bag = make_pooling(pooling, **options)(scores)
     return bag, scores, extra
