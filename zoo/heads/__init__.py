@@ -1,0 +1,8 @@
+"""Heads for weak labels: MIL pooling layers (mil), head builders (builder), losses (losses)."""
+
+
+def demo_step(*args, **kwargs) -> dict:
+    """The MIL demo step (zoo.heads.demo.demo_step), imported on use so `import zoo.heads` stays light."""
+    from zoo.heads.demo import demo_step as step
+
+    return step(*args, **kwargs)

@@ -134,7 +134,8 @@ def _backbone(entry, shape, in_chans, backbone_chans, mode, card, *, include_top
 
 def load(name: str, pretrained=None, *, in_chans: int | None = None, num_classes: int | None = None,
          input_shape=None, pooling: str | None = "avg", dropout: float = 0.0,
-         classifier_activation: str | None = "softmax", features=False, **options):
+         classifier_activation: str | None = "softmax", features=False, head: str | None = None,
+         head_options: dict | None = None, **options):
     """Build ``name`` (``arch`` or ``arch.tag``) as a Functional ``keras.Model``.
 
     pretrained: None (random init, explicitly), a card tag such as "imagenet", or a path to a
@@ -149,9 +150,17 @@ def load(name: str, pretrained=None, *, in_chans: int | None = None, num_classes
         any other number gives a fresh head named ``head_*`` on the pretrained backbone.
     input_shape: (H, W) or (H, W, C); default the card's or the architecture's size.
     features: True (or a tuple of strides) returns the multi-scale feature maps instead.
+    head: "mil" puts a multiple-instance head on the deepest feature map (zoo.heads.builder):
+        ``pooling`` names the MIL pooling, ``head_options`` its settings (r, k_max, ...);
+        ``features`` may pick the map (e.g. (8,) for stride 8; default the deepest).
     The input contract: float pixel values in the card's ``input_range`` (ImageNet cards:
     RGB or grey in [0, 255]); the preprocessing is inside the model (layer ``preprocess``).
     """
+    if head is not None:  # weak-label heads: built on the multi-scale features
+        from zoo.heads.builder import attach_head
+
+        backbone = load(name, pretrained, in_chans=in_chans, input_shape=input_shape, features=features or True, **options)
+        return attach_head(backbone, head, num_classes=num_classes, pooling=pooling, dropout=dropout, **(head_options or {}))
     arch, _, tag = name.partition(".")
     entry = get_entry(arch)
     if in_chans is not None:

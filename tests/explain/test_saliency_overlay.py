@@ -1,0 +1,130 @@
+"""Saliency of a linear model is its weights; PNG overlays decode back; the explain CLI."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+import zoo
+from zoo.errors import DataError, InvalidArgumentError, ZooError
+from zoo.explain.cli import add_explain_parser, fit_to_model, load_image
+from zoo.explain.overlay import jet, overlay, save_overlay, write_png
+from zoo.explain.saliency import saliency
+from zoo.heads.builder import build_mil_head
+
+
+@pytest.fixture(scope="module")
+def linear():
+    inp = keras.Input((4, 5, 2))
+    model = keras.Model(inp, keras.layers.Dense(3, name="fc")(keras.layers.Flatten()(inp)))
+    x = np.random.default_rng(0).normal(size=(2, 4, 5, 2)).astype("float32")
+    return model, x, model.get_layer("fc").kernel.numpy()
+
+
+def test_saliency_of_a_linear_model_is_its_weights(linear):
+    model, x, kernel = linear
+    for c in range(3):
+        g = saliency(model, x, class_index=c, absolute=False, channel_reduce=None, normalize=False)
+        assert g.shape == x.shape
+        np.testing.assert_allclose(g, np.broadcast_to(kernel[:, c].reshape(4, 5, 2), x.shape), rtol=1e-6, atol=1e-7)
+
+
+def test_saliency_post_processing_steps(linear):
+    model, x, kernel = linear
+    w = np.abs(kernel[:, 1].reshape(4, 5, 2))
+    np.testing.assert_allclose(saliency(model, x, 1, normalize=False), np.broadcast_to(w.max(-1), (2, 4, 5)), rtol=1e-6)
+    np.testing.assert_allclose(saliency(model, x, 1, channel_reduce="mean", normalize=False),
+                               np.broadcast_to(w.mean(-1), (2, 4, 5)), rtol=1e-6)
+    g = saliency(model, x, 1)
+    m = w.max(-1)
+    np.testing.assert_allclose(g[0], (m - m.min()) / (m.max() - m.min()), rtol=1e-5, atol=1e-6)
+    with pytest.raises(InvalidArgumentError, match="channel_reduce="):
+        saliency(model, x, 1, channel_reduce="sum")
+
+
+def test_saliency_of_softmax_output_uses_the_logit_unless_asked():
+    inp = keras.Input((3,))
+    model = keras.Model(inp, keras.layers.Dense(2, activation="softmax", name="fc")(inp))
+    x = np.array([[0.5, -1.0, 2.0]], np.float32)
+    kernel = model.get_layer("fc").kernel.numpy()
+    raw = dict(absolute=False, channel_reduce=None, normalize=False)
+    np.testing.assert_allclose(saliency(model, x, 0, **raw)[0], kernel[:, 0], rtol=1e-6)
+    p = model.predict(x, verbose=0)[0]
+    through_softmax = p[0] * (kernel[:, 0] - (p[0] * kernel[:, 0] + p[1] * kernel[:, 1]))
+    np.testing.assert_allclose(saliency(model, x, 0, logits=False, **raw)[0], through_softmax, rtol=1e-4, atol=1e-6)
+
+
+@pytest.mark.parametrize("channels", [None, 1, 2, 3, 4])
+def test_png_writer_round_trips_through_tensorflow_decoder(channels, tmp_path):
+    shape = (7, 5) if channels is None else (7, 5, channels)
+    a = np.random.default_rng(channels or 0).integers(0, 256, shape, dtype=np.uint8)
+    path = write_png(tmp_path / "a.png", a)
+    decoded = tf.io.decode_png(path.read_bytes()).numpy()
+    np.testing.assert_array_equal(decoded, a.reshape(7, 5, -1))
+    with pytest.raises(DataError, match="uint8"):
+        write_png(tmp_path / "b.png", a.astype(np.float32))
+
+
+def test_jet_and_overlay():
+    np.testing.assert_allclose(jet([0.0, 0.5, 1.0]), [[0, 0, 0.5], [0.5, 1, 0.5], [0.5, 0, 0]], atol=1e-6)
+    image = np.arange(12, dtype=np.float32).reshape(3, 4) * 10
+    heat = np.zeros((3, 4))
+    heat[1, 2] = 5.0
+    grey = overlay(image, heat, alpha=0.0)
+    np.testing.assert_array_equal(grey[..., 0], np.round(image / image.max() * 255).astype(np.uint8))
+    full = overlay(image[..., None], heat, alpha=1.0)
+    assert tuple(full[1, 2]) == (128, 0, 0) and tuple(full[0, 0]) == (0, 0, 128)
+    with pytest.raises(DataError, match="upsample the map first"):
+        overlay(image, np.zeros((2, 2)))
+
+
+def test_explain_cli_writes_overlays(tmp_path):
+    feats = zoo.load("simple_cnn", in_chans=1, input_shape=(32, 32), features=(8,))
+    path = tmp_path / "mil.keras"
+    build_mil_head(feats, "wildcat", num_classes=2).save(path)
+    image = np.random.default_rng(3).uniform(0, 255, (40, 36)).astype("float32")  # resized to 32 x 32
+    np.save(tmp_path / "img.npy", image)
+    save_overlay(tmp_path / "img.png", np.zeros((32, 32)), np.zeros((32, 32)))  # a grey-ish PNG input
+    parser = argparse.ArgumentParser()
+    add_explain_parser(parser.add_subparsers(dest="command"))
+    for method, source in [("cam", "img.npy"), ("gradcam", "img.png"), ("saliency", "img.npy")]:
+        out = tmp_path / f"{method}.png"
+        args = parser.parse_args(["explain", str(path), str(tmp_path / source), "--out", str(out),
+                                  "--method", method, "--class", "1"])
+        assert args.func(args) == 0
+        decoded = tf.io.decode_png(out.read_bytes()).numpy()
+        assert decoded.shape == (32, 32, 3) and decoded.std() > 0
+    args = parser.parse_args(["explain", str(path), str(tmp_path / "img.npy"), "--layer", "stage3_pol"])
+    with pytest.raises(ZooError, match="Did you mean 'stage3_pool'"):
+        args.func(args)
+    with pytest.raises(DataError, match="no such file"):
+        load_image(tmp_path / "missing.png")
+    np.save(tmp_path / "bad.npy", np.zeros((2, 3, 4, 5)))
+    with pytest.raises(DataError, match=r"give \(H, W\) or \(H, W, C\)"):
+        load_image(tmp_path / "bad.npy")
+
+
+def test_explain_cli_with_a_zoo_checkpoint_and_rgb_input(tmp_path, capsys, zoo_env):
+    from zoo.data.localisation import make_localisation_task
+
+    task = make_localisation_task(4, seed=1, positive_fraction=1.0)
+    np.save(tmp_path / "phantom.npy", task.images[0, ..., 0])  # grey (64, 64): the checkpoint's own input
+    parser = argparse.ArgumentParser()
+    add_explain_parser(parser.add_subparsers(dest="command"))
+    args = parser.parse_args(["explain", "simple_cnn", str(tmp_path / "phantom.npy"), "--pretrained", "phantom",
+                              "--out", str(tmp_path / "p.png"), "--class", "1"])
+    assert args.func(args) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["method"] == "gradcam" and report["input_shape"] == [64, 64, 1]
+    assert tf.io.decode_png((tmp_path / "p.png").read_bytes()).numpy().shape == (64, 64, 3)
+    np.save(tmp_path / "rgb.npy", np.random.default_rng(4).uniform(0, 255, (32, 32, 3)).astype("float32"))
+    args = parser.parse_args(["explain", "simple_cnn", str(tmp_path / "rgb.npy"), "--out", str(tmp_path / "o.png")])
+    assert args.func(args) == 0
+    assert json.loads(capsys.readouterr().out)["input_shape"] == [64, 64, 3]
+    model = zoo.load("simple_cnn", in_chans=1, input_shape=(40, 48))
+    assert fit_to_model(np.ones((8, 8, 3), np.float32), model).shape == (1, 40, 48, 1)

@@ -1,0 +1,78 @@
+"""Grad-CAM (Selvaraju et al. 2017) for any zoo model, with a helper that names valid layers.
+
+alpha_k = mean over space of d score / d A_k; map = relu(sum_k alpha_k A_k). On a
+conv -> GAP -> Dense model this is relu(CAM) / (H W).
+"""
+
+from __future__ import annotations
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from zoo.errors import InvalidArgumentError, did_you_mean
+from zoo.explain.cam import upsample
+from zoo.explain.targets import pick_class, score_head
+
+
+def conv_layers(model) -> list[str]:
+    """Names of the layers giving a spatial map (B, H, W, C), in graph order (the input excluded)."""
+    names = []
+    for layer in model.layers:
+        if isinstance(layer, keras.layers.InputLayer):
+            continue
+        try:
+            shape = layer.output.shape
+        except (AttributeError, ValueError):  # a layer used at several places has no single output
+            continue
+        if len(shape) == 4:
+            names.append(layer.name)
+    return names
+
+
+def find_conv_layer(model, layer_name: str | None = None):
+    """The layer ``layer_name`` (default the last spatial one), or a ZooError listing valid names."""
+    valid = conv_layers(model)
+    if not valid:
+        raise InvalidArgumentError(f"model {model.name!r} has no layer with a (B, H, W, C) output; Grad-CAM needs one.")
+    if layer_name is None:
+        return model.get_layer(valid[-1])
+    if layer_name not in valid:
+        what = "is not a spatial (B, H, W, C) layer of" if layer_name in [la.name for la in model.layers] else "is not in"
+        tail = ", ".join(valid[-8:])
+        raise InvalidArgumentError(
+            f"layer_name={layer_name!r} {what} model {model.name!r}.{did_you_mean(layer_name, valid)} "
+            f"Valid layers ({len(valid)}; zoo.explain.gradcam.conv_layers(model) lists all) end with: {tail}."
+        )
+    return model.get_layer(layer_name)
+
+
+def grad_cam(model, images, layer_name=None, class_index=None, output=None, logits=True, relu=True,
+             upsample_to_input=True) -> np.ndarray:
+    """(B, H, W) Grad-CAM maps of ``class_index`` (default: each image's top class).
+
+    output: which output to explain (default "bag" for MIL heads, else the only one).
+    logits: differentiate the score before the output's softmax / sigmoid.
+    relu / upsample_to_input: switch off for the exact map at the layer's resolution.
+    """
+    if len(model.inputs) != 1 or len(model.inputs[0].shape) != 4:
+        raise InvalidArgumentError(
+            f"model {model.name!r} takes {[tuple(i.shape) for i in model.inputs]}; Grad-CAM explains a model of one "
+            "image input (B, H, W, C). For a tiled bag model read its 'attention' / 'instance_maps' outputs, "
+            "or run grad_cam on its tile encoder."
+        )
+    layer = find_conv_layer(model, layer_name)
+    tensor, head = score_head(model, output, logits)
+    graph = keras.Model(model.inputs, [layer.output, tensor])
+    x = tf.convert_to_tensor(np.asarray(images, np.float32))
+    with tf.GradientTape() as tape:
+        maps, values = graph(x, training=False)
+        score, _ = pick_class(head(values), class_index)
+        total = tf.reduce_sum(score)
+    grads = tape.gradient(total, maps)
+    alpha = tf.reduce_mean(grads, axis=(1, 2), keepdims=True)
+    cam = tf.reduce_sum(alpha * maps, axis=-1)
+    if relu:
+        cam = tf.nn.relu(cam)
+    cam = cam.numpy()
+    return upsample(cam, x.shape[1:3]) if upsample_to_input else cam
