@@ -1,4 +1,4 @@
-"""``zoo`` / ``python -m zoo``: list, info, download, verify, demo.
+"""``zoo`` / ``python -m zoo``: list, info, download, verify, demo, and the subcommands of each package.
 
 ``list`` and ``info`` answer from the registry and the cards without importing TensorFlow.
 """
@@ -76,6 +76,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--labels", type=int, default=80, help="labelled training images")
     p.add_argument("--epochs", type=int, default=12)
     p.set_defaults(func=_demo)
+    from zoo.explain.cli import add_explain_parser
+
+    add_explain_parser(sub)
     return parser
 
 
