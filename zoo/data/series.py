@@ -132,13 +132,16 @@ def load_series(source, *, series: str | None = None, on_problem: str = "warn", 
     if geometric:
         orient = np.array([s[1].image_orientation for s in slices], float)
         normals = np.cross(orient[:, :3], orient[:, 3:])
-        normal = normals[0] / np.linalg.norm(normals[0])
+        common = Counter(tuple(np.round(o, 3)) for o in orient).most_common(1)[0][0]  # the majority orientation
+        main = int(np.argmin([np.abs(o - np.array(common)).max() for o in orient]))
+        normal = normals[main] / np.linalg.norm(normals[main])
+        orient = orient[[main]]
         spread = [_angle_deg(n, normal) for n in normals]
         report.orientation_spread_deg = max(spread)
         if report.orientation_spread_deg > angle_tolerance_deg:
             odd = slices[int(np.argmax(spread))][3]
             problem(f"inconsistent ImageOrientationPatient (0020,0037): {odd} is tilted "
-                    f"{report.orientation_spread_deg:.1f} deg from the first slice")
+                    f"{report.orientation_spread_deg:.1f} deg from the series' main orientation")
         offsets = np.array([float(np.dot(s[2], normal)) for s in slices])
         order = np.argsort(offsets, kind="stable")
     else:
