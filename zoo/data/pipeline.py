@@ -145,7 +145,7 @@ def decode_item(item: Path, volumes: bool, target_spacing=None) -> tuple[np.ndar
         if volumes and meta.channels != 1:
             raise DataError(f"DICOM file {item} is a colour image; the volume samplers take grey volumes.")
     info = {"units": meta.units, "modality": meta.modality, "value_range": list(value_range or (0.0, 1.0)),
-            "shape": list(array.shape)}
+            "shape": list(array.shape), "pad": float(array.min())}
     return np.ascontiguousarray(array, np.float32), info
 
 
@@ -199,9 +199,8 @@ def _normalize(x: np.ndarray, info: dict, windows, chans: int, out_range) -> np.
     return (y * (hi - lo) + lo).astype(np.float32)
 
 
-def _crop(array: np.ndarray, starts, sizes) -> np.ndarray:
-    """A crop of ``sizes`` at ``starts`` along the leading axes, zero padded (in the array's minimum) past edges."""
-    pad_value = float(array.min())
+def _crop(array: np.ndarray, starts, sizes, pad_value: float) -> np.ndarray:
+    """A crop of ``sizes`` at ``starts`` along the leading axes, ``pad_value`` past the edges."""
     out = np.full((*sizes, *array.shape[len(sizes):]), pad_value, np.float32)
     src, dst = [], []
     for s, n, dim in zip(starts, sizes, array.shape):
@@ -224,6 +223,7 @@ class _Plan:
 def _sample(array: np.ndarray, info: dict, position: int, seed: int, plan: _Plan) -> np.ndarray:
     rng = np.random.default_rng(seed)
     chans = plan.shape[-1]
+    pad = float(info["pad"]) if "pad" in info else float(array.min())  # the volume's minimum: air, background
     if plan.sampler == "slice":
         return _normalize(array[position], info, plan.windows, chans, plan.out_range)
     if plan.sampler == "2.5d":
@@ -236,23 +236,23 @@ def _sample(array: np.ndarray, info: dict, position: int, seed: int, plan: _Plan
         p = plan.shape[0]
         center = [int(rng.integers(0, d)) for d in array.shape[:3]]
         vol = array[..., 0]
-        axial = _crop(vol[center[0]], (center[1] - p // 2, center[2] - p // 2), (p, p))
-        coronal = _crop(vol[:, center[1], :], (center[0] - p // 2, center[2] - p // 2), (p, p))
-        sagittal = _crop(vol[:, :, center[2]], (center[0] - p // 2, center[1] - p // 2), (p, p))
+        axial = _crop(vol[center[0]], (center[1] - p // 2, center[2] - p // 2), (p, p), pad)
+        coronal = _crop(vol[:, center[1], :], (center[0] - p // 2, center[2] - p // 2), (p, p), pad)
+        sagittal = _crop(vol[:, :, center[2]], (center[0] - p // 2, center[1] - p // 2), (p, p), pad)
         planes = np.stack([axial, coronal, sagittal], axis=-1)
         return np.concatenate([_normalize(planes[..., k:k + 1], info, plan.windows[:1], 1, plan.out_range)
                                for k in range(3)], axis=-1)
     if plan.sampler == "cube":
         size = plan.shape[:3]
         starts = [int(rng.integers(0, max(d - s, 0) + 1)) for d, s in zip(array.shape[:3], size)]
-        return _normalize(_crop(array, starts, size), info, plan.windows, chans, plan.out_range)
+        return _normalize(_crop(array, starts, size, pad), info, plan.windows, chans, plan.out_range)
     # mil: a bag of tiles from a grid over one frame
     t_h, t_w = plan.shape[1:3]
     frame = array[position]
     grid = [(r, c) for r in range(0, max(frame.shape[0] - t_h, 0) + 1, t_h)
             for c in range(0, max(frame.shape[1] - t_w, 0) + 1, t_w)]
     picks = rng.choice(len(grid), size=plan.tiles, replace=len(grid) < plan.tiles)
-    tiles = np.stack([_crop(frame, grid[i], (t_h, t_w)) for i in picks])
+    tiles = np.stack([_crop(frame, grid[i], (t_h, t_w), pad) for i in picks])
     return _normalize(tiles, info, plan.windows, chans, plan.out_range)
 
 
