@@ -45,6 +45,9 @@ _DECODER_PACKAGES = {
     "1.2.840.10008.1.2.5": "pylibjpeg pylibjpeg-rle",
 }
 _PIXEL_KEYWORDS = ("PixelData", "FloatPixelData", "DoubleFloatPixelData")
+_FATAL = (KeyboardInterrupt, SystemExit, GeneratorExit)
+"""Let these through; catch everything else, including BaseExceptions from native decoders
+(pylibjpeg-rle is Rust: a panic on corrupt data surfaces as pyo3's PanicException)."""
 
 
 @dataclass(frozen=True)
@@ -165,14 +168,16 @@ def open_dataset(path, stop_before_pixels: bool = False):
         raise
     except MemoryError:
         raise DicomDecodeError(f"{_where(path)} claims an element too large to allocate; the file is corrupt.") from None
-    except Exception as e:
+    except _FATAL:
+        raise
+    except BaseException as e:
         raise DicomDecodeError(
             f"{_where(path)} cannot be parsed ({type(e).__name__}: {_short(e)}); the file is truncated or "
             "corrupt. Re-export it from the archive (PACS) or check the transfer."
         ) from None
 
 
-def _short(e: Exception) -> str:
+def _short(e: BaseException) -> str:
     text = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
     return text[:160]
 
@@ -377,7 +382,9 @@ def read_dicom(path, frames: Sequence[int] | None = None, invert_monochrome1: bo
     except MemoryError:
         raise DicomDecodeError(f"{_where(path)}: the pixel data does not fit in memory; the header is corrupt "
                                "or the image is too large, read fewer frames with frames=[...].") from None
-    except Exception as e:  # pydicom raises many types on corrupt headers; never let one escape raw
+    except _FATAL:
+        raise
+    except BaseException as e:  # pydicom raises many types on corrupt headers; never let one escape raw
         raise DicomDecodeError(
             f"{_where(path)}: the image cannot be decoded ({type(e).__name__}: {_short(e)}). The file is "
             "truncated or its image tags (group 0028) are inconsistent; re-export it.") from None
@@ -408,9 +415,9 @@ def _decode(ds, path, frames, invert_monochrome1) -> DicomImage:
             decoded = list(decoder.iter_array(ds, indices=indices, as_rgb=True))
             info = decoded[0][1]
             arr = np.stack([a.reshape(meta.rows, meta.columns, -1) for a, _ in decoded])
-    except (MemoryError, DicomError):
+    except (MemoryError, DicomError, *_FATAL):
         raise
-    except Exception as e:
+    except BaseException as e:
         hint = ("the pixel data is shorter than the header says (a truncated file)" if "less than expected" in str(e)
                 else "the compressed stream is corrupt or uses a variant the installed decoder rejects")
         extra = (f" Another decoder may read it: `pip install {_DECODER_PACKAGES.get(str(uid), 'python-gdcm')}` "
