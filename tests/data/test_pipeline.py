@@ -244,3 +244,17 @@ def test_parallel_decode_in_processes_equals_serial(tmp_path):
                              workers=2)
     assert parallel.decoded == len(serial.items)
     np.testing.assert_array_equal(batches(parallel)[0], batches(serial)[0])
+
+
+def test_mr_and_colour_items_are_scaled_not_windowed(tmp_path):
+    from pydicom.data import get_testdata_file
+
+    mr, rgb = get_testdata_file("MR_small.dcm"), get_testdata_file("SC_rgb.dcm")
+    x, _ = batches(dicom_dataset([mr], input_shape=(64, 64, 1), shuffle=False, cache_dir=tmp_path))
+    hu = read_dicom(mr).pixels[0]
+    lo, hi = np.percentile(hu, (0.5, 99.5))
+    np.testing.assert_allclose(x[0], np.clip((hu - lo) / (hi - lo), 0, 1) * 255, atol=1e-2)
+    x, _ = batches(dicom_dataset([rgb], input_shape=(100, 100, 3), shuffle=False, cache_dir=tmp_path))
+    np.testing.assert_allclose(x[0], read_dicom(rgb).pixels[0], atol=1e-3)  # [0, 255] stays [0, 255]
+    cached = sorted(tmp_path.glob("*.npy"))
+    assert {np.load(p).dtype.name for p in cached} == {"int16"}  # integer values cached at half the bytes

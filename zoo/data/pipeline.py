@@ -1,16 +1,16 @@
 """tf.data pipelines from DICOM files or series: decode once (in parallel, cached on disk), then sample.
 
 Two stages, so training never waits on pydicom:
-1. **Decode** every item once into ``cache_dir`` (float32 ``.npy`` in physical units plus a
-   small JSON of what normalisation needs), in ``workers`` processes: pydicom's parser holds
+1. **Decode** every item once into ``cache_dir`` (``.npy`` in physical units, int16 where the
+   values are integers, else float32, plus a small JSON of what normalisation needs), in ``workers`` processes: pydicom's parser holds
    the GIL, so threads would not scale. Bad items raise (``on_error="raise"``) or are skipped
    and listed with the reason in ``report`` (``on_error="skip"``); nothing is dropped silently.
    A later run with the same files finds the cache (keyed by path, size, mtime and reader
    version) and decodes nothing.
 2. **Stream**: a shuffled index of samples is mapped in parallel to arrays read from the cache
-   (memory-mapped), sampled (2D slice, 2.5D stack, triplanar patches, 3D cube, MIL bag of
-   tiles), windowed or scaled, resized in TensorFlow, augmented with Keras preprocessing
-   layers and batched.
+   (memory-mapped), sampled in numpy (2D slice, 2.5D stack, triplanar patches, 3D cube, MIL
+   bag of tiles), then windowed or scaled and resized by TensorFlow ops (C++, in parallel, off
+   the GIL), augmented with Keras preprocessing layers and batched.
 
 The output follows a model's input contract by default: the shape and value range of
 ``zoo.input_contract(model)``, or of a weight card (``model="resnet50.imagenet"``); without a
@@ -146,6 +146,9 @@ def decode_item(item: Path, volumes: bool, target_spacing=None) -> tuple[np.ndar
             raise DataError(f"DICOM file {item} is a colour image; the volume samplers take grey volumes.")
     info = {"units": meta.units, "modality": meta.modality, "value_range": list(value_range or (0.0, 1.0)),
             "shape": list(array.shape), "pad": float(array.min())}
+    if meta.units not in ("HU", "RGB"):  # uncalibrated grey: stretch the item's 0.5-99.5 percentiles
+        sample = array.ravel()[:: max(1, array.size // 1_000_000)]
+        info["percentiles"] = [float(v) for v in np.percentile(sample, (0.5, 99.5))]
     return np.ascontiguousarray(array, np.float32), info
 
 
@@ -159,6 +162,8 @@ def _decode_to_cache(args) -> tuple[str, str | None, dict | None]:
         if raise_errors:
             raise
         return item, f"{type(e).__name__}: {e}", None
+    if array.size and -32768 <= array.min() and array.max() <= 32767 and np.array_equal(array, np.rint(array)):
+        array = array.astype(np.int16)  # HU and most stored grey values are integers: half the bytes, lossless
     tmp = target.with_suffix(f".{os.getpid()}.tmp.npy")
     np.save(tmp, array)
     os.replace(tmp, target)
@@ -178,25 +183,31 @@ def _pool_map(fn, jobs, workers: int):
 
 
 # ----------------------------------------------------------------------------------------------
-# stage 2: sample and normalise (numpy, inside tf.numpy_function)
+# stage 2: sample (numpy, inside tf.numpy_function) and normalise (TensorFlow, off the GIL)
 
 
-def _normalize(x: np.ndarray, info: dict, windows, chans: int, out_range) -> np.ndarray:
-    """(..., C_in) physical values -> (..., chans) in ``out_range``."""
-    lo, hi = out_range
+def _affine(info: dict, windows, chans: int) -> np.ndarray:
+    """(2, chans) float32 (a, b): each output channel is ``clip(x * a + b, 0, 1)``.
+
+    HU: one DICOM linear window per channel (``a = 1 / (w - 1)``, ``b = 0.5 - (c - 0.5) / (w - 1)``).
+    Colour: divided by its value range. Other grey: the item's 0.5-99.5 percentile stretch.
+    """
     if info["units"] == "HU":
         wins = windows if len(windows) == chans else windows[:1] * chans
-        g = x[..., 0]
-        y = np.stack([np.clip((g - (c - 0.5)) / (w - 1.0) + 0.5, 0, 1) for c, w in wins], axis=-1)
-    elif x.shape[-1] == 3:
-        y = np.clip(x / max(info["value_range"][1], 1.0), 0, 1)
-        if chans != 3:
-            y = np.repeat(y.mean(axis=-1, keepdims=True), chans, axis=-1)
+        a = [1.0 / (w - 1.0) for _, w in wins]
+        b = [0.5 - (c - 0.5) / (w - 1.0) for c, w in wins]
+    elif info["units"] == "RGB":
+        a, b = [1.0 / max(info["value_range"][1], 1.0)] * chans, [0.0] * chans
     else:
-        p_lo, p_hi = np.percentile(x, (0.5, 99.5))
-        y = np.clip((x - p_lo) / max(p_hi - p_lo, 1e-6), 0, 1)
-        y = np.repeat(y[..., :1], chans, axis=-1)
-    return (y * (hi - lo) + lo).astype(np.float32)
+        lo, hi = info.get("percentiles") or info["value_range"]
+        a, b = [1.0 / max(hi - lo, 1e-6)] * chans, [-lo / max(hi - lo, 1e-6)] * chans
+    return np.array([a, b], np.float32)
+
+
+def _apply(x: np.ndarray, ab: np.ndarray, out_range) -> np.ndarray:
+    """The numpy twin of the in-graph normalisation (x broadcasts against the channels of ab)."""
+    lo, hi = out_range
+    return (np.clip(x * ab[0] + ab[1], 0.0, 1.0) * (hi - lo) + lo).astype(np.float32)
 
 
 def _crop(array: np.ndarray, starts, sizes, pad_value: float) -> np.ndarray:
@@ -220,40 +231,45 @@ class _Plan:
     tiles: int
 
 
-def _sample(array: np.ndarray, info: dict, position: int, seed: int, plan: _Plan) -> np.ndarray:
+def _sample_raw(array: np.ndarray, info: dict, position: int, seed: int, plan: _Plan):
+    """(x in physical units, (2, C) affine): x has C channels, or 1 that the affine broadcasts."""
     rng = np.random.default_rng(seed)
     chans = plan.shape[-1]
     pad = float(info["pad"]) if "pad" in info else float(array.min())  # the volume's minimum: air, background
+    single = plan.windows[:1]
     if plan.sampler == "slice":
-        return _normalize(array[position], info, plan.windows, chans, plan.out_range)
-    if plan.sampler == "2.5d":
+        x = np.asarray(array[position], np.float32)
+    elif plan.sampler == "2.5d":
         z = np.clip(np.arange(position - chans // 2, position - chans // 2 + chans), 0, array.shape[0] - 1)
-        stack = np.moveaxis(array[z, ..., 0], 0, -1)  # (H, W, chans): neighbouring slices as channels
-        wins = plan.windows[:1]
-        return np.concatenate([_normalize(stack[..., k:k + 1], info, wins, 1, plan.out_range)
-                               for k in range(chans)], axis=-1)
-    if plan.sampler == "triplanar":
+        return np.moveaxis(np.asarray(array[z, ..., 0], np.float32), 0, -1), _affine(info, single, chans)
+    elif plan.sampler == "triplanar":
         p = plan.shape[0]
         center = [int(rng.integers(0, d)) for d in array.shape[:3]]
         vol = array[..., 0]
         axial = _crop(vol[center[0]], (center[1] - p // 2, center[2] - p // 2), (p, p), pad)
         coronal = _crop(vol[:, center[1], :], (center[0] - p // 2, center[2] - p // 2), (p, p), pad)
         sagittal = _crop(vol[:, :, center[2]], (center[0] - p // 2, center[1] - p // 2), (p, p), pad)
-        planes = np.stack([axial, coronal, sagittal], axis=-1)
-        return np.concatenate([_normalize(planes[..., k:k + 1], info, plan.windows[:1], 1, plan.out_range)
-                               for k in range(3)], axis=-1)
-    if plan.sampler == "cube":
+        return np.stack([axial, coronal, sagittal], axis=-1), _affine(info, single, 3)
+    elif plan.sampler == "cube":
         size = plan.shape[:3]
         starts = [int(rng.integers(0, max(d - s, 0) + 1)) for d, s in zip(array.shape[:3], size)]
-        return _normalize(_crop(array, starts, size, pad), info, plan.windows, chans, plan.out_range)
-    # mil: a bag of tiles from a grid over one frame
-    t_h, t_w = plan.shape[1:3]
-    frame = array[position]
-    grid = [(r, c) for r in range(0, max(frame.shape[0] - t_h, 0) + 1, t_h)
-            for c in range(0, max(frame.shape[1] - t_w, 0) + 1, t_w)]
-    picks = rng.choice(len(grid), size=plan.tiles, replace=len(grid) < plan.tiles)
-    tiles = np.stack([_crop(frame, grid[i], (t_h, t_w), pad) for i in picks])
-    return _normalize(tiles, info, plan.windows, chans, plan.out_range)
+        x = _crop(array, starts, size, pad)
+    else:  # mil: a bag of tiles from a grid over one frame
+        t_h, t_w = plan.shape[1:3]
+        frame = array[position]
+        grid = [(r, c) for r in range(0, max(frame.shape[0] - t_h, 0) + 1, t_h)
+                for c in range(0, max(frame.shape[1] - t_w, 0) + 1, t_w)]
+        picks = rng.choice(len(grid), size=plan.tiles, replace=len(grid) < plan.tiles)
+        x = np.stack([_crop(frame, grid[i], (t_h, t_w), pad) for i in picks])
+    if x.shape[-1] == 3 and chans != 3:  # colour into a grey model: luminance-free mean
+        x = x.mean(axis=-1, keepdims=True)
+    return x, _affine(info, plan.windows, chans)
+
+
+def _sample(array: np.ndarray, info: dict, position: int, seed: int, plan: _Plan) -> np.ndarray:
+    """One normalised sample, all in numpy (the pipeline runs the same affine in TensorFlow)."""
+    x, ab = _sample_raw(array, info, position, seed, plan)
+    return _apply(x, ab, plan.out_range)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -376,20 +392,22 @@ class DicomDataset:
                 rows += [(i, j) for j in range(samples_per_item)]
         return np.array(rows, np.int64).reshape(-1, 2)
 
-    def _load(self, item: int, position: int, seed: int) -> np.ndarray:
+    def _load(self, item: int, position: int, seed: int):
         path, info = self._arrays[int(item)]
-        array = np.load(path, mmap_mode="r")
-        return _sample(array, info, int(position), int(seed), self._plan)
+        array = np.load(path, mmap_mode="r")  # only the sampled part is read
+        x, ab = _sample_raw(array, info, int(position), int(seed), self._plan)
+        return np.ascontiguousarray(x, np.float32), ab
 
     def _build(self, batch_size, shuffle, augment, repeat, drop_remainder):
         import tensorflow as tf
 
         plan = self._plan
-        native = [None] * (len(plan.shape) - 1) + [plan.shape[-1]]
+        native = [None] * (len(plan.shape) - 1) + [None]
         if plan.sampler == "mil":
-            native = [plan.tiles, *plan.shape[1:]]  # tiles are cut at the model's size: no resize
+            native = [plan.tiles, *plan.shape[1:-1], None]  # tiles are cut at the model's size: no resize
         elif plan.sampler in ("triplanar", "cube"):
-            native = list(plan.shape)
+            native = [*plan.shape[:-1], None]
+        lo, hi = plan.out_range
         labels = None if self.labels is None else np.asarray(self.labels)
         layer = None if augment is None else _augmenter(augment)
         ds = tf.data.Dataset.from_tensor_slices(self.index)
@@ -398,8 +416,11 @@ class DicomDataset:
         ds = tf.data.Dataset.zip(ds, tf.data.Dataset.random(seed=self.seed, rerandomize_each_iteration=True))
 
         def load(row, seed):
-            x = tf.numpy_function(self._load, [row[0], row[1], seed], tf.float32, stateful=False)
+            x, ab = tf.numpy_function(self._load, [row[0], row[1], seed], (tf.float32, tf.float32), stateful=False)
             x.set_shape(native)
+            ab.set_shape([2, plan.shape[-1]])
+            x = tf.clip_by_value(x * ab[0] + ab[1], 0.0, 1.0) * (hi - lo) + lo  # windows / scaling, in C++
+            x.set_shape([*native[:-1], plan.shape[-1]])
             if plan.sampler in ("slice", "2.5d"):
                 x = tf.image.resize(x, plan.shape[:2], antialias=True)
             if layer is not None and plan.sampler == "mil":
