@@ -102,3 +102,12 @@ def test_errors_are_one_line_and_exit_2(tmp_path, capsys):
     assert err.startswith("zoo dicom: ") and "x.txt is not a DICOM file" in err
     with pytest.raises(InvalidArgumentError):
         write_png(tmp_path / "bad.png", np.zeros((4, 4), np.float32))
+
+
+def test_demo_step(tmp_path):
+    from zoo.data.dicom_demo import demo_step
+
+    result = demo_step(tmp_path)
+    assert result["files"] == 11 and result["volume_shape"] == [11, 64, 64] and result["gaps"] == [(5, 1)]
+    assert result["batch_shape"] == [8, 64, 64, 1] and 0 <= result["batch_range"][0] <= result["batch_range"][1] <= 255
+    assert result["hu_range"] == [-1000.0, 700.0]

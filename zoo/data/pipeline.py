@@ -419,10 +419,10 @@ class DicomDataset:
             x, ab = tf.numpy_function(self._load, [row[0], row[1], seed], (tf.float32, tf.float32), stateful=False)
             x.set_shape(native)
             ab.set_shape([2, plan.shape[-1]])
+            if plan.sampler in ("slice", "2.5d"):  # resize the physical values (1 channel for CT), then window
+                x = tf.image.resize(x, plan.shape[:2], antialias=True)
             x = tf.clip_by_value(x * ab[0] + ab[1], 0.0, 1.0) * (hi - lo) + lo  # windows / scaling, in C++
             x.set_shape([*native[:-1], plan.shape[-1]])
-            if plan.sampler in ("slice", "2.5d"):
-                x = tf.image.resize(x, plan.shape[:2], antialias=True)
             if layer is not None and plan.sampler == "mil":
                 x = layer(x, training=True)  # a bag is a batch of tiles
             if labels is None:
