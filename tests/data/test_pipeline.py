@@ -243,6 +243,7 @@ def test_parallel_decode_in_processes_equals_serial(tmp_path):
     parallel = dicom_dataset(tmp_path / "src", input_shape=(32, 32, 1), shuffle=False, cache_dir=tmp_path / "p",
                              workers=2)
     assert parallel.decoded == len(serial.items)
+    assert serial.decode_processes == 1 and parallel.decode_processes == 2
     np.testing.assert_array_equal(batches(parallel)[0], batches(serial)[0])
 
 

@@ -152,8 +152,8 @@ def decode_item(item: Path, volumes: bool, target_spacing=None) -> tuple[np.ndar
     return np.ascontiguousarray(array, np.float32), info
 
 
-def _decode_to_cache(args) -> tuple[str, str | None, dict | None]:
-    """Worker: decode one item into ``cache_dir``; returns (item, error text or None, info)."""
+def _decode_to_cache(args) -> tuple[str, str | None, int]:
+    """Worker: decode one item into ``cache_dir``; returns (item, error text or None, worker pid)."""
     item, volumes, spacing, cache_dir, key, raise_errors = args
     target = Path(cache_dir) / f"{key}.npy"
     try:
@@ -161,14 +161,14 @@ def _decode_to_cache(args) -> tuple[str, str | None, dict | None]:
     except ZooError as e:
         if raise_errors:
             raise
-        return item, f"{type(e).__name__}: {e}", None
+        return item, f"{type(e).__name__}: {e}", os.getpid()
     if array.size and -32768 <= array.min() and array.max() <= 32767 and np.array_equal(array, np.rint(array)):
         array = array.astype(np.int16)  # HU and most stored grey values are integers: half the bytes, lossless
     tmp = target.with_suffix(f".{os.getpid()}.tmp.npy")
     np.save(tmp, array)
     os.replace(tmp, target)
     target.with_suffix(".json").write_text(json.dumps(info))
-    return item, None, info
+    return item, None, os.getpid()
 
 
 def _pool_map(fn, jobs, workers: int):
@@ -295,7 +295,8 @@ class DicomDataset:
     """A tf.data pipeline over DICOM items; ``.dataset`` is the ``tf.data.Dataset``, ``.report`` the skips.
 
     Iterating the object iterates the dataset. ``decoded`` counts items decoded in this
-    construction, ``cached`` the items found in the cache.
+    construction, ``cached`` the items found in the cache, ``decode_processes`` the processes
+    that decoded them.
     """
 
     def __init__(self, source, labels=None, *, model=None, sampler: str = "slice", input_shape=None,
@@ -366,6 +367,7 @@ class DicomDataset:
         workers = workers or min(os.cpu_count() or 1, 8)
         results = _pool_map(_decode_to_cache, jobs, workers if len(jobs) >= 4 * workers else 1)
         self.decoded, self.cached = len(jobs), len(items) - len(jobs) - len(skipped)
+        self.decode_processes = len({pid for _, _, pid in results})
         for item, error, _ in results:
             if error:
                 self.report.skipped.append((item, error))
