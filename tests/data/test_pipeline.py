@@ -237,12 +237,12 @@ def test_bad_options_are_explained(root, tmp_path):
 @pytest.mark.slow
 def test_parallel_decode_in_processes_equals_serial(tmp_path):
     for k in range(3):
-        write_ct_series(tmp_path / "src", n_slices=3, size=32, seed=k, series_uid=f"1.2.{k}")
+        write_ct_series(tmp_path / "src" / f"s{k}", n_slices=4, size=32, seed=k)
     serial = dicom_dataset(tmp_path / "src", input_shape=(32, 32, 1), shuffle=False, cache_dir=tmp_path / "s",
                            workers=1)
     parallel = dicom_dataset(tmp_path / "src", input_shape=(32, 32, 1), shuffle=False, cache_dir=tmp_path / "p",
                              workers=2)
-    assert parallel.decoded == len(serial.items)
+    assert parallel.decoded == len(serial.items) == 12
     assert serial.decode_processes == 1 and parallel.decode_processes == 2
     np.testing.assert_array_equal(batches(parallel)[0], batches(serial)[0])
 
