@@ -13,7 +13,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from zoo.data.dicom import read_dicom
+from zoo.data.dicom import read_dicom, read_metadata
 from zoo.errors import ZooError
 
 SEEDS = ["CT_small.dcm", "MR_small_bigendian.dcm", "MR_small_RLE.dcm", "MR_small_jp2klossless.dcm",
@@ -60,6 +60,10 @@ def check(tmp_path, data: bytes) -> None:
     path.write_bytes(data)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
+        try:
+            read_metadata(path)  # the header-only path (`zoo dicom info`) must hold too
+        except ZooError as e:
+            assert "fuzz.dcm" in str(e)
         try:
             image = read_dicom(path)
         except ZooError as e:

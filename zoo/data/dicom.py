@@ -225,10 +225,30 @@ def _frame_group_value(ds, frame: int | None, sequence: str, keyword: str, cast,
     return None
 
 
-def read_metadata(path, ds=None) -> DicomMeta:
-    """The PHI-free metadata of ``path`` (reads the header only when ``ds`` is not given)."""
-    if ds is None:
-        ds = open_dataset(path, stop_before_pixels=True)
+def read_metadata(path) -> DicomMeta:
+    """The PHI-free metadata of ``path``, from its header only (pixels are not read)."""
+    ds = open_dataset(path, stop_before_pixels=True)
+    return _guarded(path, lambda: _metadata(path, ds))
+
+
+def _guarded(path, work: Callable):
+    """Run ``work``; any failure that is not already a DicomError becomes a DicomDecodeError naming the file."""
+    try:
+        return work()
+    except DicomError:
+        raise
+    except MemoryError:
+        raise DicomDecodeError(f"{_where(path)}: the pixel data does not fit in memory; the header is corrupt "
+                               "or the image is too large, read fewer frames with frames=[...].") from None
+    except _FATAL:
+        raise
+    except BaseException as e:  # pydicom raises many types on corrupt headers; never let one escape raw
+        raise DicomDecodeError(
+            f"{_where(path)} cannot be read ({type(e).__name__}: {_short(e)}). The file is truncated or "
+            "its tags (image tags are group 0028) are inconsistent; re-export it.") from None
+
+
+def _metadata(path, ds) -> DicomMeta:
     modality = _get(ds, "Modality", str, path, "")
     frames = _get(ds, "NumberOfFrames", lambda v: int(v), path, 1) or 1
     spacing = _get(ds, "PixelSpacing", _floats(2), path)
@@ -375,23 +395,11 @@ def read_dicom(path, frames: Sequence[int] | None = None, invert_monochrome1: bo
     multi-frame file (0-based); the rest are not decoded.
     """
     ds = open_dataset(path)
-    try:
-        return _decode(ds, path, frames, invert_monochrome1)
-    except DicomError:
-        raise
-    except MemoryError:
-        raise DicomDecodeError(f"{_where(path)}: the pixel data does not fit in memory; the header is corrupt "
-                               "or the image is too large, read fewer frames with frames=[...].") from None
-    except _FATAL:
-        raise
-    except BaseException as e:  # pydicom raises many types on corrupt headers; never let one escape raw
-        raise DicomDecodeError(
-            f"{_where(path)}: the image cannot be decoded ({type(e).__name__}: {_short(e)}). The file is "
-            "truncated or its image tags (group 0028) are inconsistent; re-export it.") from None
+    return _guarded(path, lambda: _decode(ds, path, frames, invert_monochrome1))
 
 
 def _decode(ds, path, frames, invert_monochrome1) -> DicomImage:
-    meta = read_metadata(path, ds)
+    meta = _metadata(path, ds)
     if not any(k in ds for k in _PIXEL_KEYWORDS):
         what = "a DICOMDIR (a media index)" if "DirectoryRecordSequence" in ds else f"a {meta.sop_class} object"
         raise MissingPixelDataError(
