@@ -2,8 +2,10 @@
 
 Two stages, so training never waits on pydicom:
 1. **Decode** every item once into ``cache_dir`` (``.npy`` in physical units, int16 where the
-   values are integers, else float32, plus a small JSON of what normalisation needs), in ``workers`` processes: pydicom's parser holds
-   the GIL, so threads would not scale. Bad items raise (``on_error="raise"``) or are skipped
+   values are integers, else float32, plus a small JSON of what normalisation needs), in
+   ``workers`` processes: pydicom's parser holds the GIL, so threads would not scale;
+   ``workers=None`` starts processes only when there are enough items to pay for their
+   start-up (``AUTO_JOBS_PER_WORKER``). Bad items raise (``on_error="raise"``) or are skipped
    and listed with the reason in ``report`` (``on_error="skip"``); nothing is dropped silently.
    A later run with the same files finds the cache (keyed by path, size, mtime and reader
    version) and decodes nothing.
@@ -171,15 +173,26 @@ def _decode_to_cache(args) -> tuple[str, str | None, int]:
     return item, None, os.getpid()
 
 
+AUTO_JOBS_PER_WORKER = 128
+"""With workers=None, processes start only for at least this many items per worker: a spawned
+interpreter importing pydicom costs 1-4 s, the time of about a hundred decodes."""
+
+
 def _pool_map(fn, jobs, workers: int):
     if workers <= 1 or len(jobs) <= 1:
         return [fn(j) for j in jobs]
     import multiprocessing
+    import warnings
     from concurrent.futures import ProcessPoolExecutor
+    from concurrent.futures.process import BrokenProcessPool
 
-    # spawn, not fork: the parent may already run TensorFlow threads
-    with ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn")) as pool:
-        return list(pool.map(fn, jobs, chunksize=max(1, len(jobs) // (4 * workers))))
+    try:  # spawn, not fork: the parent may already run TensorFlow threads
+        with ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+            return list(pool.map(fn, jobs, chunksize=max(1, len(jobs) // (4 * workers))))
+    except BrokenProcessPool as e:  # e.g. a main module that spawn cannot re-import (python - < script)
+        warnings.warn(f"DICOM decode workers could not start ({e}); decoding in this process instead.",
+                      RuntimeWarning, stacklevel=3)
+        return [fn(j) for j in jobs]
 
 
 # ----------------------------------------------------------------------------------------------
@@ -364,8 +377,10 @@ class DicomDataset:
             keys.append(key)
             if not (cache_dir / f"{key}.npy").exists() or not (cache_dir / f"{key}.json").exists():
                 jobs.append((str(item), volumes, self._spacing, str(cache_dir), key, on_error == "raise"))
-        workers = workers or min(os.cpu_count() or 1, 8)
-        results = _pool_map(_decode_to_cache, jobs, workers if len(jobs) >= 4 * workers else 1)
+        if workers is None:
+            workers = min(os.cpu_count() or 1, 8)
+            workers = workers if len(jobs) >= AUTO_JOBS_PER_WORKER * workers else 1
+        results = _pool_map(_decode_to_cache, jobs, workers if len(jobs) >= 2 * workers else 1)
         self.decoded, self.cached = len(jobs), len(items) - len(jobs) - len(skipped)
         self.decode_processes = len({pid for _, _, pid in results})
         for item, error, _ in results:
