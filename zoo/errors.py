@@ -59,3 +59,31 @@ def did_you_mean(name: str, choices: Iterable[str], n: int = 3) -> str:
     if not close:
         return ""
     return " Did you mean " + " or ".join(repr(c) for c in close) + "?"
+
+
+# --- branch `dicom`: reading DICOM files and series (zoo.data) ---------------------------------
+# Messages name the file and the tag, never a patient's name, ID or date.
+
+
+class DicomError(DataError):
+    """A DICOM file (or series) that cannot be turned into pixels."""
+
+
+class NotDicomError(DicomError):
+    """A file that is not DICOM at all (no 'DICM' marker and no plausible raw data set)."""
+
+
+class MissingPixelDataError(DicomError):
+    """A DICOM object without an image: SR, RTSTRUCT, RTPLAN, DICOMDIR, waveform, ..."""
+
+
+class DecoderMissingError(DicomError):
+    """A transfer syntax with no installed decoder; the message names the package to install."""
+
+
+class DicomDecodeError(DicomError):
+    """Pixel data that is truncated, corrupt or rejected by every installed decoder."""
+
+
+class SeriesError(DicomError):
+    """Slices that cannot be stacked into one volume (mixed series, sizes or orientations)."""

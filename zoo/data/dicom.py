@@ -1,0 +1,465 @@
+"""Read one DICOM file into float32 pixels in physical units, plus the metadata a model needs.
+
+pydicom 3 parses; its decoder registry (pylibjpeg-libjpeg / -openjpeg / -rle, gdcm when
+installed) decompresses. On top of pydicom this module makes every image the same shape,
+``(frames, rows, columns, channels)`` float32, applies the Modality LUT or rescale (per frame
+for enhanced multi-frame objects, so CT comes out in Hounsfield units), inverts MONOCHROME1,
+turns palette and YBR colour into RGB, and turns every failure into a ``DicomError`` that
+names the file and the tag, never a patient's name, ID or date.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+
+import numpy as np
+
+from zoo.errors import (
+    DecoderMissingError,
+    DicomDecodeError,
+    DicomError,
+    MissingPixelDataError,
+    NotDicomError,
+)
+
+READER_VERSION = 1  # bump when decoded values change, so on-disk caches are rebuilt
+MAX_DECODED_BYTES = 2**31  # a header claiming more than this is treated as corrupt, not allocated
+
+# pip packages that decode each compressed transfer syntax (pydicom lists gdcm/pillow too).
+_DECODER_PACKAGES = {
+    "1.2.840.10008.1.2.4.50": "pylibjpeg pylibjpeg-libjpeg",
+    "1.2.840.10008.1.2.4.51": "pylibjpeg pylibjpeg-libjpeg",
+    "1.2.840.10008.1.2.4.57": "pylibjpeg pylibjpeg-libjpeg",
+    "1.2.840.10008.1.2.4.70": "pylibjpeg pylibjpeg-libjpeg",
+    "1.2.840.10008.1.2.4.80": "pylibjpeg pylibjpeg-libjpeg",
+    "1.2.840.10008.1.2.4.81": "pylibjpeg pylibjpeg-libjpeg",
+    "1.2.840.10008.1.2.4.90": "pylibjpeg pylibjpeg-openjpeg",
+    "1.2.840.10008.1.2.4.91": "pylibjpeg pylibjpeg-openjpeg",
+    "1.2.840.10008.1.2.4.201": "pylibjpeg pylibjpeg-openjpeg",
+    "1.2.840.10008.1.2.4.202": "pylibjpeg pylibjpeg-openjpeg",
+    "1.2.840.10008.1.2.4.203": "pylibjpeg pylibjpeg-openjpeg",
+    "1.2.840.10008.1.2.5": "pylibjpeg pylibjpeg-rle",
+}
+_PIXEL_KEYWORDS = ("PixelData", "FloatPixelData", "DoubleFloatPixelData")
+_FATAL = (KeyboardInterrupt, SystemExit, GeneratorExit)
+"""Let these through; catch everything else, including BaseExceptions from native decoders
+(pylibjpeg-rle is Rust: a panic on corrupt data surfaces as pyo3's PanicException)."""
+
+
+@dataclass(frozen=True)
+class DicomMeta:
+    """What a model needs to know about an image, and nothing that identifies a patient.
+
+    Spacings are in mm, (row, column) for ``pixel_spacing``; positions and orientations are
+    patient coordinates (LPS). ``series_key`` is a short hash of the SeriesInstanceUID, enough
+    to group slices without carrying the UID itself.
+    """
+
+    path: str
+    modality: str
+    sop_class: str
+    transfer_syntax: str
+    photometric: str
+    rows: int
+    columns: int
+    frames: int
+    channels: int
+    bits_stored: int
+    units: str
+    pixel_spacing: tuple[float, float] | None = None
+    slice_thickness: float | None = None
+    image_position: tuple[float, float, float] | None = None
+    image_orientation: tuple[float, ...] | None = None
+    frame_positions: tuple[tuple[float, float, float], ...] | None = None
+    window: tuple[float, float] | None = None
+    instance_number: int | None = None
+    series_key: str = ""
+    value_range: tuple[float, float] | None = None  # the range the pixels can take (set on decode)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class DicomImage:
+    """Decoded pixels, ``(frames, rows, columns, channels)`` float32, and their metadata."""
+
+    pixels: np.ndarray
+    meta: DicomMeta
+
+
+def _where(path) -> str:
+    return f"DICOM file {os.fspath(path)}"
+
+
+def _tag_name(keyword: str) -> str:
+    from pydicom.datadict import tag_for_keyword
+
+    tag = tag_for_keyword(keyword)
+    return f"{keyword} ({tag >> 16:04X},{tag & 0xFFFF:04X})" if tag is not None else keyword
+
+
+def _get(ds, keyword: str, cast: Callable, path, default=None):
+    """``cast(ds.keyword)``, or ``default`` when absent; a malformed value names the tag."""
+    try:
+        if keyword not in ds:
+            return default
+        value = ds[keyword].value
+        if value is None or value == "" or (hasattr(value, "__len__") and len(value) == 0):
+            return default
+        return cast(value)
+    except Exception as e:  # a broken value in any of the many shapes pydicom can raise
+        raise DicomError(
+            f"{_where(path)}: tag {_tag_name(keyword)} has a malformed value ({type(e).__name__}); "
+            "fix or remove the tag (e.g. with pydicom or dcmodify) and read the file again."
+        ) from None
+
+
+def _floats(n: int | None = None) -> Callable:
+    def cast(value):
+        values = [float(v) for v in (value if isinstance(value, Sequence) and not isinstance(value, str | bytes) else [value])]
+        if n is not None and len(values) < n:
+            raise ValueError(f"expected {n} values")
+        if not all(np.isfinite(values)):
+            raise ValueError("not finite")
+        return tuple(values[:n] if n else values)
+    return cast
+
+
+def _first_float(value) -> float:
+    return _floats()(value)[0]
+
+
+def _looks_like_raw_dataset(path) -> bool:
+    """A file without preamble/'DICM' that starts with a group 0002/0008 element (old ACR-NEMA style)."""
+    with open(path, "rb") as f:
+        head = f.read(8)
+    if len(head) < 8:
+        return False
+    return int.from_bytes(head[:2], "little") in (0x0002, 0x0008) or int.from_bytes(head[:2], "big") in (0x0002, 0x0008)
+
+
+def open_dataset(path, stop_before_pixels: bool = False):
+    """Parse ``path`` with pydicom; a file that is not DICOM raises ``NotDicomError``."""
+    import pydicom
+    from pydicom.errors import InvalidDicomError
+
+    path = Path(path)
+    if path.is_dir():
+        raise DicomError(f"{path} is a folder, not a DICOM file; use zoo.data.series.load_series for a series "
+                         "or list its files.")
+    if not path.is_file():
+        raise DicomError(f"{_where(path)} does not exist; check the path.")
+    try:
+        try:
+            return pydicom.dcmread(path, stop_before_pixels=stop_before_pixels)
+        except InvalidDicomError:
+            if not _looks_like_raw_dataset(path):
+                raise NotDicomError(
+                    f"{path} is not a DICOM file: no 'DICM' marker after the 128-byte preamble and no "
+                    "DICOM data set at its start. Remove it from the input or convert it to DICOM."
+                ) from None
+            return pydicom.dcmread(path, stop_before_pixels=stop_before_pixels, force=True)
+    except DicomError:
+        raise
+    except MemoryError:
+        raise DicomDecodeError(f"{_where(path)} claims an element too large to allocate; the file is corrupt.") from None
+    except _FATAL:
+        raise
+    except BaseException as e:
+        raise DicomDecodeError(
+            f"{_where(path)} cannot be parsed ({type(e).__name__}: {_short(e)}); the file is truncated or "
+            "corrupt. Re-export it from the archive (PACS) or check the transfer."
+        ) from None
+
+
+def _short(e: BaseException) -> str:
+    text = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+    return text[:160]
+
+
+def transfer_syntax(ds, path):
+    """The dataset's transfer syntax; for a file without meta header, the encoding it was read with."""
+    from pydicom.uid import UID, ExplicitVRBigEndian, ExplicitVRLittleEndian, ImplicitVRLittleEndian
+
+    meta = getattr(ds, "file_meta", None)
+    uid = _get(meta, "TransferSyntaxUID", lambda v: UID(str(v)), path) if meta is not None else None
+    if uid:
+        return uid
+    implicit, little = getattr(ds, "original_encoding", (None, None))
+    if implicit is None:
+        raise DicomError(f"{_where(path)} has no TransferSyntaxUID (0002,0010) and its encoding is unknown; "
+                         "add the file meta header (e.g. dcmconv +fe) and read it again.")
+    if implicit:
+        return ImplicitVRLittleEndian
+    return ExplicitVRLittleEndian if little else ExplicitVRBigEndian
+
+
+def _sop_class_name(ds, path) -> str:
+    from pydicom.uid import UID
+
+    uid = _get(ds, "SOPClassUID", lambda v: UID(str(v)), path)
+    if uid is None and getattr(ds, "file_meta", None) is not None:
+        uid = _get(ds.file_meta, "MediaStorageSOPClassUID", lambda v: UID(str(v)), path)
+    return (uid.name if uid and uid.is_valid else str(uid or "")) or "unknown"
+
+
+def _frame_group_value(ds, frame: int | None, sequence: str, keyword: str, cast, path):
+    """A value from the enhanced multi-frame functional groups (per frame first, then shared)."""
+    groups = []
+    if frame is not None:
+        per = _get(ds, "PerFrameFunctionalGroupsSequence", list, path, [])
+        if frame < len(per):
+            groups.append(per[frame])
+    groups += _get(ds, "SharedFunctionalGroupsSequence", list, path, [])[:1]
+    for group in groups:
+        items = _get(group, sequence, list, path, [])
+        if items:
+            value = _get(items[0], keyword, cast, path)
+            if value is not None:
+                return value
+    return None
+
+
+def read_metadata(path) -> DicomMeta:
+    """The PHI-free metadata of ``path``, from its header only (pixels are not read)."""
+    ds = open_dataset(path, stop_before_pixels=True)
+    return _guarded(path, lambda: _metadata(path, ds))
+
+
+def _guarded(path, work: Callable):
+    """Run ``work``; any failure that is not already a DicomError becomes a DicomDecodeError naming the file."""
+    try:
+        return work()
+    except DicomError:
+        raise
+    except MemoryError:
+        raise DicomDecodeError(f"{_where(path)}: the pixel data does not fit in memory; the header is corrupt "
+                               "or the image is too large, read fewer frames with frames=[...].") from None
+    except _FATAL:
+        raise
+    except BaseException as e:  # pydicom raises many types on corrupt headers; never let one escape raw
+        raise DicomDecodeError(
+            f"{_where(path)} cannot be read ({type(e).__name__}: {_short(e)}). The file is truncated or "
+            "its tags (image tags are group 0028) are inconsistent; re-export it.") from None
+
+
+def _metadata(path, ds) -> DicomMeta:
+    modality = _get(ds, "Modality", str, path, "")
+    frames = _get(ds, "NumberOfFrames", lambda v: int(v), path, 1) or 1
+    spacing = _get(ds, "PixelSpacing", _floats(2), path)
+    spacing = spacing or _frame_group_value(ds, 0, "PixelMeasuresSequence", "PixelSpacing", _floats(2), path)
+    spacing = spacing or _get(ds, "ImagerPixelSpacing", _floats(2), path)
+    thickness = _get(ds, "SliceThickness", _first_float, path)
+    thickness = thickness or _frame_group_value(ds, 0, "PixelMeasuresSequence", "SliceThickness", _first_float, path)
+    position = _get(ds, "ImagePositionPatient", _floats(3), path)
+    orientation = _get(ds, "ImageOrientationPatient", _floats(6), path)
+    orientation = orientation or _frame_group_value(ds, 0, "PlaneOrientationSequence", "ImageOrientationPatient",
+                                                    _floats(6), path)
+    frame_positions = None
+    if frames > 1 and "PerFrameFunctionalGroupsSequence" in ds:
+        found = [_frame_group_value(ds, i, "PlanePositionSequence", "ImagePositionPatient", _floats(3), path)
+                 for i in range(frames)]
+        if all(p is not None for p in found):
+            frame_positions = tuple(found)
+    position = position or (frame_positions[0] if frame_positions else None)
+    center = _get(ds, "WindowCenter", _first_float, path)
+    width = _get(ds, "WindowWidth", _first_float, path)
+    if center is None or width is None:
+        center = _frame_group_value(ds, 0, "FrameVOILUTSequence", "WindowCenter", _first_float, path)
+        width = _frame_group_value(ds, 0, "FrameVOILUTSequence", "WindowWidth", _first_float, path)
+    photometric = _get(ds, "PhotometricInterpretation", lambda v: str(v).strip(), path, "")
+    series_uid = _get(ds, "SeriesInstanceUID", str, path, "")
+    has_rescale = "RescaleSlope" in ds or "ModalityLUTSequence" in ds or _frame_group_value(
+        ds, 0, "PixelValueTransformationSequence", "RescaleSlope", _first_float, path) is not None
+    units = _get(ds, "RescaleType", lambda v: str(v).strip(), path, "")
+    if modality == "CT" and has_rescale and units in ("", "US", "HU"):
+        units = "HU"
+    if photometric == "PALETTE COLOR" or photometric.startswith(("RGB", "YBR")):
+        units = "RGB"
+    return DicomMeta(
+        path=os.fspath(path),
+        modality=modality,
+        sop_class=_sop_class_name(ds, path),
+        transfer_syntax=transfer_syntax(ds, path).name if getattr(ds, "file_meta", None) is not None or hasattr(
+            ds, "original_encoding") else "",
+        photometric=photometric,
+        rows=_get(ds, "Rows", int, path, 0),
+        columns=_get(ds, "Columns", int, path, 0),
+        frames=int(frames),
+        channels=3 if units == "RGB" else _get(ds, "SamplesPerPixel", int, path, 1),
+        bits_stored=_get(ds, "BitsStored", int, path, 0),
+        units=units,
+        pixel_spacing=spacing,
+        slice_thickness=thickness,
+        image_position=position,
+        image_orientation=orientation,
+        frame_positions=frame_positions,
+        window=(center, width) if center is not None and width is not None and width > 0 else None,
+        instance_number=_get(ds, "InstanceNumber", int, path),
+        series_key=hashlib.sha256(series_uid.encode()).hexdigest()[:12] if series_uid else "",
+    )
+
+
+def _decoder(uid, path):
+    """pydicom's decoder for ``uid``, or a DecoderMissingError naming what to install."""
+    from pydicom.pixels import get_decoder
+
+    try:
+        decoder = get_decoder(uid)
+    except NotImplementedError:
+        raise DecoderMissingError(
+            f"{_where(path)} uses transfer syntax {uid.name} ({uid}), which no Python DICOM decoder "
+            "supports. Transcode it to an uncompressed syntax first (e.g. `dcmconv +te` from dcmtk, or "
+            "`gdcmconv --raw`)."
+        ) from None
+    if not decoder.is_available:
+        package = _DECODER_PACKAGES.get(str(uid), "python-gdcm")
+        raise DecoderMissingError(
+            f"{_where(path)} uses transfer syntax {uid.name} ({uid}) and no decoder for it is installed. "
+            f"Install one: `pip install {package}` (or `pip install medzoo[dicom]`). "
+            f"pydicom's own list: {'; '.join(decoder.missing_dependencies) or 'none'}."
+        )
+    return decoder
+
+
+def _check_size(ds, path, n_frames: int) -> None:
+    rows = _get(ds, "Rows", int, path, 0)
+    cols = _get(ds, "Columns", int, path, 0)
+    samples = _get(ds, "SamplesPerPixel", int, path, 1)
+    bits = _get(ds, "BitsAllocated", int, path, 0)
+    if rows <= 0 or cols <= 0 or samples not in (1, 3) or bits not in (1, 8, 16, 32, 64):
+        raise DicomDecodeError(
+            f"{_where(path)}: the image header is invalid (Rows={rows}, Columns={cols}, SamplesPerPixel={samples}, "
+            f"BitsAllocated={bits}); tags Rows (0028,0010), Columns (0028,0011), SamplesPerPixel (0028,0002) and "
+            "BitsAllocated (0028,0100) must describe the pixel data. Re-export the file.")
+    if n_frames < 1 or rows * cols * samples * max(bits // 8, 1) * n_frames > MAX_DECODED_BYTES:
+        raise DicomDecodeError(
+            f"{_where(path)}: NumberOfFrames (0028,0008)={n_frames} with a {rows}x{cols} image would decode to more "
+            f"than {MAX_DECODED_BYTES >> 30} GiB; the header is corrupt, or read fewer frames with frames=[...].")
+
+
+def _modality_transform(ds, path, frames: int) -> Callable[[np.ndarray, int], np.ndarray]:
+    """A function (stored values of one frame, frame index) -> physical values (Modality LUT / rescale)."""
+    from pydicom.pixels import apply_modality_lut
+
+    if "ModalityLUTSequence" in ds:
+        def lut(arr, _frame):  # the LUT indexes by stored value, so it takes the integer array
+            return np.asarray(apply_modality_lut(np.asarray(arr), ds), dtype=np.float64)
+        return lut
+    slope = _get(ds, "RescaleSlope", _first_float, path)
+    intercept = _get(ds, "RescaleIntercept", _first_float, path)
+    if slope is not None or intercept is not None:
+        s, b = (1.0 if slope is None else slope), (0.0 if intercept is None else intercept)
+        return lambda arr, _frame: np.asarray(arr, np.float64) * s + b
+    if "SharedFunctionalGroupsSequence" in ds or "PerFrameFunctionalGroupsSequence" in ds:
+        per_frame = [
+            (_frame_group_value(ds, i, "PixelValueTransformationSequence", "RescaleSlope", _first_float, path),
+             _frame_group_value(ds, i, "PixelValueTransformationSequence", "RescaleIntercept", _first_float, path))
+            for i in range(frames)
+        ]
+
+        def functional(arr, frame):
+            s, b = per_frame[frame]
+            return np.asarray(arr, np.float64) * (1.0 if s is None else s) + (0.0 if b is None else b)
+        return functional
+    return lambda arr, _frame: np.asarray(arr, np.float64)
+
+
+def _to_rgb(arr: np.ndarray, photometric: str, ds, path) -> np.ndarray:
+    from pydicom.pixels import apply_color_lut, convert_color_space
+
+    if photometric == "PALETTE COLOR":
+        try:
+            return apply_color_lut(arr, ds)
+        except Exception as e:
+            raise DicomDecodeError(
+                f"{_where(path)}: the palette (Red/Green/Blue Palette Color Lookup Table tags, (0028,1101)-(0028,1203)) "
+                f"cannot be applied ({_short(e)}); the file's palette is missing or corrupt.") from None
+    if photometric in ("YBR_FULL", "YBR_FULL_422"):
+        return convert_color_space(arr, photometric, "RGB")
+    return arr
+
+
+def read_dicom(path, frames: Sequence[int] | None = None, invert_monochrome1: bool = True) -> DicomImage:
+    """Decode ``path`` into ``DicomImage(pixels (F, H, W, C) float32, meta)``.
+
+    Grey images are in physical units: the Modality LUT or RescaleSlope/Intercept is applied
+    (per frame in enhanced multi-frame objects), so CT is in HU. MONOCHROME1 is inverted over
+    the stored range (``lo + hi - x``) so that bright always means dense. Colour images
+    (RGB, YBR_*, palette) come back as RGB in their stored range. ``frames`` picks frames of a
+    multi-frame file (0-based); the rest are not decoded.
+    """
+    ds = open_dataset(path)
+    return _guarded(path, lambda: _decode(ds, path, frames, invert_monochrome1))
+
+
+def _decode(ds, path, frames, invert_monochrome1) -> DicomImage:
+    meta = _metadata(path, ds)
+    if not any(k in ds for k in _PIXEL_KEYWORDS):
+        what = "a DICOMDIR (a media index)" if "DirectoryRecordSequence" in ds else f"a {meta.sop_class} object"
+        raise MissingPixelDataError(
+            f"{_where(path)} is {what} without pixel data (no PixelData (7FE0,0010)); it holds no image. "
+            "Leave it out of image inputs (a dataset pipeline with on_error='skip' reports it)."
+        )
+    uid = transfer_syntax(ds, path)
+    _check_size(ds, path, meta.frames)
+    decoder = _decoder(uid, path)
+    if frames is not None:
+        frames = [int(f) for f in frames]
+        bad = [f for f in frames if not 0 <= f < meta.frames]
+        if bad:
+            raise DicomError(f"{_where(path)} has {meta.frames} frame(s); frames {bad} do not exist (0-based).")
+    indices = list(range(meta.frames)) if frames is None else frames
+    try:
+        if frames is None:
+            arr, info = decoder.as_array(ds, as_rgb=True)
+            arr = arr.reshape((meta.frames, meta.rows, meta.columns, -1))
+        else:
+            decoded = list(decoder.iter_array(ds, indices=indices, as_rgb=True))
+            info = decoded[0][1]
+            arr = np.stack([a.reshape(meta.rows, meta.columns, -1) for a, _ in decoded])
+    except (MemoryError, DicomError, *_FATAL):
+        raise
+    except BaseException as e:
+        hint = ("the pixel data is shorter than the header says (a truncated file)" if "less than expected" in str(e)
+                else "the compressed stream is corrupt or uses a variant the installed decoder rejects")
+        extra = (f" Another decoder may read it: `pip install {_DECODER_PACKAGES.get(str(uid), 'python-gdcm')}` "
+                 "or `pip install python-gdcm`." if uid.is_compressed else "")
+        raise DicomDecodeError(
+            f"{_where(path)} ({uid.name}): {hint} ({type(e).__name__}: {_short(e)}).{extra}") from None
+    photometric = str(info.get("photometric_interpretation", meta.photometric)).strip()
+    if photometric == "PALETTE COLOR" or photometric.startswith(("RGB", "YBR")) or arr.shape[-1] == 3:
+        rgb = _to_rgb(arr[..., 0] if photometric == "PALETTE COLOR" else arr, photometric, ds, path)
+        out = rgb.astype(np.float32).reshape((len(indices), meta.rows, meta.columns, 3))
+        bits = meta.bits_stored or 8
+        if photometric == "PALETTE COLOR":
+            bits = _get(ds, "RedPaletteColorLookupTableDescriptor", lambda v: int(list(v)[2]), path, 16)
+        return DicomImage(np.ascontiguousarray(out), replace(meta, value_range=(0.0, float(2**bits - 1))))
+    transform = _modality_transform(ds, path, meta.frames)
+    bits = meta.bits_stored or 16
+    signed = _get(ds, "PixelRepresentation", int, path, 0) == 1
+    extremes = np.array([-(2 ** (bits - 1)), 2 ** (bits - 1) - 1] if signed else [0, 2**bits - 1], np.int64)
+    out = np.empty((len(indices), meta.rows, meta.columns, arr.shape[-1]), np.float32)
+    ranges = []
+    for k, f in enumerate(indices):
+        out[k] = transform(arr[k], f)
+        ends = np.asarray(transform(extremes, f), np.float64)
+        ranges.append((ends.min(), ends.max()))
+        if invert_monochrome1 and photometric == "MONOCHROME1":
+            out[k] = (ends.min() + ends.max()) - out[k]
+    value_range = (float(min(r[0] for r in ranges)), float(max(r[1] for r in ranges)))
+    return DicomImage(np.ascontiguousarray(out), replace(meta, value_range=value_range))
+
+
+def find_dicom_files(folder) -> list[Path]:
+    """Every regular, non-hidden file under ``folder`` (recursively), sorted; DICOM or not is decided on read."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise DicomError(f"{folder} is not a folder; give a folder of DICOM files.")
+    return sorted(p for p in folder.rglob("*") if p.is_file() and not any(part.startswith(".") for part in
+                                                                           p.relative_to(folder).parts))

@@ -1,0 +1,175 @@
+"""``zoo dicom info PATH`` (a summary without PHI) and ``zoo dicom convert PATH OUT`` (PNG / .npy).
+
+Registered into ``zoo``'s parser by ``add_dicom_parser(subparsers)``; also runs alone as
+``python -m zoo.data.dicom_cli``. Neither command imports TensorFlow.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import struct
+import sys
+import zlib
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+
+from zoo.data.dicom import find_dicom_files, read_dicom, read_metadata
+from zoo.data.windows import DEFAULT_CT_STACK, resolve_window
+from zoo.errors import DicomError, InvalidArgumentError, ZooError
+
+
+def write_png(path, image: np.ndarray) -> Path:
+    """Write a (H, W) or (H, W, 1|3) uint8 array as a PNG (zlib only; no Pillow needed)."""
+    image = np.asarray(image)
+    if image.dtype != np.uint8:
+        raise InvalidArgumentError(f"write_png takes uint8 pixels, got {image.dtype}.")
+    if image.ndim == 3 and image.shape[-1] == 1:
+        image = image[..., 0]
+    if image.ndim == 2:
+        colour = 0
+    elif image.ndim == 3 and image.shape[-1] == 3:
+        colour = 2
+    else:
+        raise InvalidArgumentError(f"write_png takes (H, W), (H, W, 1) or (H, W, 3) pixels, got {image.shape}.")
+    h, w = image.shape[:2]
+    raw = b"".join(b"\x00" + image[r].tobytes() for r in range(h))  # filter type 0 per row
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+
+    png = (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 8, colour, 0, 0, 0))
+           + chunk(b"IDAT", zlib.compress(raw, 6)) + chunk(b"IEND", b""))
+    path = Path(path)
+    path.write_bytes(png)
+    return path
+
+
+def to_uint8(pixels: np.ndarray, meta, windows=None) -> np.ndarray:
+    """(H, W, C) physical values -> (H, W, 1|3) uint8 for viewing.
+
+    HU: the given windows (1 or 3, 3 giving an RGB stack), else the file's own window, else the
+    soft-tissue preset. Colour: scaled by its value range. Other grey: 0.5-99.5 percentile stretch.
+    """
+    if meta.units == "HU":
+        wins = [resolve_window(w) for w in windows] if windows else [meta.window or resolve_window(DEFAULT_CT_STACK[0])]
+        if len(wins) not in (1, 3):
+            raise InvalidArgumentError(f"{len(wins)} windows: give one (grey PNG) or three (an RGB stack).")
+        g = pixels[..., 0]
+        y = np.stack([np.clip((g - (c - 0.5)) / (w - 1.0) + 0.5, 0, 1) for c, w in wins], axis=-1)
+    elif pixels.shape[-1] == 3:
+        y = np.clip(pixels / max((meta.value_range or (0, 255))[1], 1.0), 0, 1)
+    else:
+        lo, hi = np.percentile(pixels, (0.5, 99.5))
+        y = np.clip((pixels - lo) / max(hi - lo, 1e-6), 0, 1)
+    return np.round(y * 255).astype(np.uint8)
+
+
+def summarize(path) -> dict:
+    """A PHI-free summary of a file, or of a folder grouped by series."""
+    path = Path(path)
+    if path.is_file():
+        return read_metadata(path).to_dict()
+    files = find_dicom_files(path)
+    series: dict[str, dict] = {}
+    skipped = Counter()
+    for f in files:
+        try:
+            meta = read_metadata(f)
+        except DicomError as e:
+            skipped[type(e).__name__] += 1
+            continue
+        s = series.setdefault(meta.series_key or "(none)", {"files": 0, "modality": meta.modality,
+                                                             "size": [meta.rows, meta.columns], "frames": 0})
+        s["files"] += 1
+        s["frames"] += meta.frames
+    return {"path": str(path), "files": len(files), "series": series, "not_read": dict(skipped)}
+
+
+def _info(args) -> int:
+    print(json.dumps(summarize(args.path), indent=2, default=list))
+    return 0
+
+
+def _convert(args) -> int:
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    src = Path(args.path)
+    if args.volume:
+        from zoo.data.series import load_series
+
+        vol = load_series(src, on_problem="warn", target_spacing=args.spacing)
+        np.save(out / "volume.npy", vol.array)
+        (out / "volume.json").write_text(json.dumps({"spacing_zyx_mm": vol.spacing, "origin": vol.origin,
+                                                     "direction": vol.direction.tolist(),
+                                                     "problems": vol.report.problems}, indent=2))
+        print(f"{out / 'volume.npy'}: {vol.array.shape} float32, spacing {tuple(round(s, 4) for s in vol.spacing)} mm")
+        return 0
+    files = find_dicom_files(src) if src.is_dir() else [src]
+    written, failed = 0, []
+    for f in files:
+        try:
+            image = read_dicom(f)
+        except ZooError as e:
+            if not src.is_dir():
+                raise
+            failed.append(f"{f}: {type(e).__name__}")
+            continue
+        stem = f.stem if not src.is_dir() else "_".join(f.relative_to(src).with_suffix("").parts)
+        if args.format == "npy":
+            np.save(out / f"{stem}.npy", image.pixels)
+            written += 1
+            continue
+        for k in range(image.meta.frames):
+            name = f"{stem}.png" if image.meta.frames == 1 else f"{stem}_f{k:03d}.png"
+            write_png(out / name, to_uint8(image.pixels[k], image.meta, args.window))
+            written += 1
+    print(f"wrote {written} file(s) to {out}" + (f"; {len(failed)} not converted:\n  " + "\n  ".join(failed)
+                                                  if failed else ""))
+    return 0 if written or not files else 1
+
+
+def _window_arg(text: str):
+    if "," in text:
+        try:
+            c, w = (float(v) for v in text.split(","))
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"--window {text!r}: use a preset name or CENTER,WIDTH") from None
+        return (c, w)
+    return text
+
+
+def add_dicom_parser(subparsers) -> argparse.ArgumentParser:
+    """Add ``dicom info`` and ``dicom convert`` to ``zoo``'s subparsers."""
+    p = subparsers.add_parser("dicom", help="DICOM files: PHI-free summary, conversion to PNG / .npy")
+    sub = p.add_subparsers(dest="dicom_command", required=True)
+    q = sub.add_parser("info", help="summary of a file or folder (no names, IDs or dates)")
+    q.add_argument("path")
+    q.set_defaults(func=_info)
+    q = sub.add_parser("convert", help="windowed PNG per frame, float32 .npy in physical units, or a series volume")
+    q.add_argument("path")
+    q.add_argument("out", help="output folder")
+    q.add_argument("--format", choices=("png", "npy"), default="png")
+    q.add_argument("--window", action="append", type=_window_arg,
+                   help="preset (brain, lung, bone, ...) or CENTER,WIDTH in HU; give 3 for an RGB stack")
+    q.add_argument("--volume", action="store_true", help="stack the folder as one series into volume.npy")
+    q.add_argument("--spacing", type=float, default=None, help="with --volume: resample to this isotropic spacing (mm)")
+    q.set_defaults(func=_convert)
+    return p
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="zoo")
+    add_dicom_parser(parser.add_subparsers(dest="command", required=True))
+    args = parser.parse_args(argv)
+    try:
+        return args.func(args)
+    except ZooError as e:
+        print(f"zoo dicom: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

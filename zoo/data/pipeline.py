@@ -1,0 +1,480 @@
+"""tf.data pipelines from DICOM files or series: decode once (in parallel, cached on disk), then sample.
+
+Two stages, so training never waits on pydicom:
+1. **Decode** every item once into ``cache_dir`` (``.npy`` in physical units, int16 where the
+   values are integers, else float32, plus a small JSON of what normalisation needs), in
+   ``workers`` processes: pydicom's parser holds the GIL, so threads would not scale;
+   ``workers=None`` starts processes only when there are enough items to pay for their
+   start-up (``AUTO_JOBS_PER_WORKER``). Bad items raise (``on_error="raise"``) or are skipped
+   and listed with the reason in ``report`` (``on_error="skip"``); nothing is dropped silently.
+   A later run with the same files finds the cache (keyed by path, size, mtime and reader
+   version) and decodes nothing.
+2. **Stream**: a shuffled index of samples is mapped in parallel to arrays read from the cache
+   (memory-mapped), sampled in numpy (2D slice, 2.5D stack, triplanar patches, 3D cube, MIL
+   bag of tiles), then windowed or scaled and resized by TensorFlow ops (C++, in parallel, off
+   the GIL), augmented with Keras preprocessing layers and batched.
+
+The output follows a model's input contract by default: the shape and value range of
+``zoo.input_contract(model)``, or of a weight card (``model="resnet50.imagenet"``); without a
+model, 224x224x3 in [0, 255], the ImageNet cards' contract.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from zoo.data.dicom import READER_VERSION, find_dicom_files, read_dicom
+from zoo.data.windows import DEFAULT_CT_STACK, resolve_windows
+from zoo.errors import DataError, InvalidArgumentError, ZooError
+
+SAMPLERS = ("slice", "2.5d", "triplanar", "cube", "mil")
+VOLUME_SAMPLERS = ("2.5d", "triplanar", "cube")
+
+
+@dataclass
+class SkipReport:
+    """Every item left out of a dataset and why (file or folder, error class and message)."""
+
+    skipped: list[tuple[str, str]] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return len(self.skipped)
+
+    def __str__(self) -> str:
+        if not self.skipped:
+            return "no items skipped"
+        return f"{len(self.skipped)} item(s) skipped:\n" + "\n".join(f"  {p}: {why}" for p, why in self.skipped)
+
+
+# ----------------------------------------------------------------------------------------------
+# sources and labels
+
+
+def _read_csv(path: Path) -> tuple[list[Path], list]:
+    with open(path, newline="") as f:
+        rows = list(csv.DictReader(f))
+    if not rows or not {"path", "label"} <= set(rows[0]):
+        raise DataError(f"labels CSV {path} needs a header with the columns 'path' and 'label' "
+                        "(paths relative to the CSV's folder, or absolute).")
+    paths = [Path(r["path"]) if Path(r["path"]).is_absolute() else path.parent / r["path"] for r in rows]
+    labels = [_label(r["label"], path) for r in rows]
+    return paths, labels
+
+
+def _label(value: str, where) -> float | int:
+    try:
+        number = float(value)
+    except ValueError:
+        raise DataError(f"labels CSV {where}: label {value!r} is not a number; encode classes as integers.") from None
+    return int(number) if number.is_integer() else number
+
+
+def resolve_items(source, labels, volumes: bool) -> tuple[list[Path], list | None]:
+    """(items, labels): files (or series folders for the volume samplers) and their labels."""
+    if isinstance(source, str | os.PathLike) and str(source).endswith(".csv"):
+        if labels is not None:
+            raise InvalidArgumentError("give labels either in the CSV source or as labels=, not both.")
+        return _read_csv(Path(source))
+    if isinstance(source, str | os.PathLike):
+        root = Path(source)
+        if not root.exists():
+            raise DataError(f"{root} does not exist; give a folder, a file list or a labels CSV.")
+        if root.is_file():
+            items = [root]
+        elif volumes:
+            subdirs = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+            items = subdirs or [root]
+        else:
+            items = find_dicom_files(root)
+    else:
+        items = [Path(p) for p in source]
+    if not items:
+        raise DataError(f"no items found in {source!r}; give DICOM files, series folders or a labels CSV.")
+    if labels is None:
+        return items, None
+    if isinstance(labels, str | os.PathLike):
+        csv_paths, csv_labels = _read_csv(Path(labels))
+        labels = {p.resolve(): y for p, y in zip(csv_paths, csv_labels)}
+    if isinstance(labels, Mapping):
+        table = {Path(k).resolve(): v for k, v in labels.items()}
+        missing = [str(p) for p in items if p.resolve() not in table]
+        if missing:
+            raise DataError(f"{len(missing)} item(s) have no label, e.g. {missing[0]}; label every item "
+                            "or pass the labelled subset as the source.")
+        return items, [table[p.resolve()] for p in items]
+    labels = list(labels)
+    if len(labels) != len(items):
+        raise DataError(f"{len(labels)} labels for {len(items)} items; give one label per item.")
+    return items, labels
+
+
+# ----------------------------------------------------------------------------------------------
+# stage 1: decode into the cache
+
+
+def _fingerprint(item: Path, volumes: bool, target_spacing=None) -> str:
+    files = find_dicom_files(item) if item.is_dir() else [item]
+    h = hashlib.sha256(f"v{READER_VERSION}|{'volume' if volumes else 'image'}|{target_spacing}|{item.resolve()}".encode())
+    for f in files:
+        st = f.stat()
+        h.update(f"|{f.name}:{st.st_size}:{st.st_mtime_ns}".encode())
+    return h.hexdigest()[:32]
+
+
+def decode_item(item: Path, volumes: bool, target_spacing=None) -> tuple[np.ndarray, dict]:
+    """(array, info): (F, H, W, C) float32 for images, (Z, Y, X, 1) for volumes; info for normalising.
+
+    A series folder with a gap, duplicate or tilt problem raises: a training volume must be sound.
+    """
+    if volumes and item.is_dir():
+        from zoo.data.series import load_series
+
+        volume = load_series(item, on_problem="raise", target_spacing=target_spacing)
+        meta, array = volume.meta, volume.array[..., None]
+        value_range = (float(array.min()), float(array.max()))
+    else:
+        image = read_dicom(item)
+        meta, array = image.meta, image.pixels
+        value_range = image.meta.value_range
+        if volumes and meta.channels != 1:
+            raise DataError(f"DICOM file {item} is a colour image; the volume samplers take grey volumes.")
+    info = {"units": meta.units, "modality": meta.modality, "value_range": list(value_range or (0.0, 1.0)),
+            "shape": list(array.shape), "pad": float(array.min())}
+    if meta.units not in ("HU", "RGB"):  # uncalibrated grey: stretch the item's 0.5-99.5 percentiles
+        sample = array.ravel()[:: max(1, array.size // 1_000_000)]
+        info["percentiles"] = [float(v) for v in np.percentile(sample, (0.5, 99.5))]
+    return np.ascontiguousarray(array, np.float32), info
+
+
+def _decode_to_cache(args) -> tuple[str, str | None, int]:
+    """Worker: decode one item into ``cache_dir``; returns (item, error text or None, worker pid)."""
+    item, volumes, spacing, cache_dir, key, raise_errors = args
+    target = Path(cache_dir) / f"{key}.npy"
+    try:
+        array, info = decode_item(Path(item), volumes, spacing)
+    except ZooError as e:
+        if raise_errors:
+            raise
+        return item, f"{type(e).__name__}: {e}", os.getpid()
+    if array.size and -32768 <= array.min() and array.max() <= 32767 and np.array_equal(array, np.rint(array)):
+        array = array.astype(np.int16)  # HU and most stored grey values are integers: half the bytes, lossless
+    tmp = target.with_suffix(f".{os.getpid()}.tmp.npy")
+    np.save(tmp, array)
+    os.replace(tmp, target)
+    target.with_suffix(".json").write_text(json.dumps(info))
+    return item, None, os.getpid()
+
+
+AUTO_JOBS_PER_WORKER = 128
+"""With workers=None, processes start only for at least this many items per worker: a spawned
+interpreter importing pydicom costs 1-4 s, the time of about a hundred decodes."""
+
+
+def _pool_map(fn, jobs, workers: int):
+    if workers <= 1 or len(jobs) <= 1:
+        return [fn(j) for j in jobs]
+    import multiprocessing
+    import warnings
+    from concurrent.futures import ProcessPoolExecutor
+    from concurrent.futures.process import BrokenProcessPool
+
+    try:  # spawn, not fork: the parent may already run TensorFlow threads
+        with ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+            return list(pool.map(fn, jobs, chunksize=max(1, len(jobs) // (4 * workers))))
+    except BrokenProcessPool as e:  # e.g. a main module that spawn cannot re-import (python - < script)
+        warnings.warn(f"DICOM decode workers could not start ({e}); decoding in this process instead.",
+                      RuntimeWarning, stacklevel=3)
+        return [fn(j) for j in jobs]
+
+
+# ----------------------------------------------------------------------------------------------
+# stage 2: sample (numpy, inside tf.numpy_function) and normalise (TensorFlow, off the GIL)
+
+
+def _affine(info: dict, windows, chans: int) -> np.ndarray:
+    """(2, chans) float32 (a, b): each output channel is ``clip(x * a + b, 0, 1)``.
+
+    HU: one DICOM linear window per channel (``a = 1 / (w - 1)``, ``b = 0.5 - (c - 0.5) / (w - 1)``).
+    Colour: divided by its value range. Other grey: the item's 0.5-99.5 percentile stretch.
+    """
+    if info["units"] == "HU":
+        wins = windows if len(windows) == chans else windows[:1] * chans
+        a = [1.0 / (w - 1.0) for _, w in wins]
+        b = [0.5 - (c - 0.5) / (w - 1.0) for c, w in wins]
+    elif info["units"] == "RGB":
+        a, b = [1.0 / max(info["value_range"][1], 1.0)] * chans, [0.0] * chans
+    else:
+        lo, hi = info.get("percentiles") or info["value_range"]
+        a, b = [1.0 / max(hi - lo, 1e-6)] * chans, [-lo / max(hi - lo, 1e-6)] * chans
+    return np.array([a, b], np.float32)
+
+
+def _apply(x: np.ndarray, ab: np.ndarray, out_range) -> np.ndarray:
+    """The numpy twin of the in-graph normalisation (x broadcasts against the channels of ab)."""
+    lo, hi = out_range
+    return (np.clip(x * ab[0] + ab[1], 0.0, 1.0) * (hi - lo) + lo).astype(np.float32)
+
+
+def _crop(array: np.ndarray, starts, sizes, pad_value: float) -> np.ndarray:
+    """A crop of ``sizes`` at ``starts`` along the leading axes, ``pad_value`` past the edges."""
+    out = np.full((*sizes, *array.shape[len(sizes):]), pad_value, np.float32)
+    src, dst = [], []
+    for s, n, dim in zip(starts, sizes, array.shape):
+        a, b = max(s, 0), min(s + n, dim)
+        src.append(slice(a, max(a, b)))
+        dst.append(slice(a - s, a - s + max(0, b - a)))
+    out[tuple(dst)] = array[tuple(src)]
+    return out
+
+
+@dataclass(frozen=True)
+class _Plan:
+    sampler: str
+    shape: tuple[int, ...]  # output shape of one sample
+    windows: list
+    out_range: tuple[float, float]
+    tiles: int
+
+
+def _sample_raw(array: np.ndarray, info: dict, position: int, seed: int, plan: _Plan):
+    """(x in physical units, (2, C) affine): x has C channels, or 1 that the affine broadcasts."""
+    rng = np.random.default_rng(seed)
+    chans = plan.shape[-1]
+    pad = float(info["pad"]) if "pad" in info else float(array.min())  # the volume's minimum: air, background
+    single = plan.windows[:1]
+    if plan.sampler == "slice":
+        x = np.asarray(array[position], np.float32)
+    elif plan.sampler == "2.5d":
+        z = np.clip(np.arange(position - chans // 2, position - chans // 2 + chans), 0, array.shape[0] - 1)
+        return np.moveaxis(np.asarray(array[z, ..., 0], np.float32), 0, -1), _affine(info, single, chans)
+    elif plan.sampler == "triplanar":
+        p = plan.shape[0]
+        center = [int(rng.integers(0, d)) for d in array.shape[:3]]
+        vol = array[..., 0]
+        axial = _crop(vol[center[0]], (center[1] - p // 2, center[2] - p // 2), (p, p), pad)
+        coronal = _crop(vol[:, center[1], :], (center[0] - p // 2, center[2] - p // 2), (p, p), pad)
+        sagittal = _crop(vol[:, :, center[2]], (center[0] - p // 2, center[1] - p // 2), (p, p), pad)
+        return np.stack([axial, coronal, sagittal], axis=-1), _affine(info, single, 3)
+    elif plan.sampler == "cube":
+        size = plan.shape[:3]
+        starts = [int(rng.integers(0, max(d - s, 0) + 1)) for d, s in zip(array.shape[:3], size)]
+        x = _crop(array, starts, size, pad)
+    else:  # mil: a bag of tiles from a grid over one frame
+        t_h, t_w = plan.shape[1:3]
+        frame = array[position]
+        grid = [(r, c) for r in range(0, max(frame.shape[0] - t_h, 0) + 1, t_h)
+                for c in range(0, max(frame.shape[1] - t_w, 0) + 1, t_w)]
+        picks = rng.choice(len(grid), size=plan.tiles, replace=len(grid) < plan.tiles)
+        x = np.stack([_crop(frame, grid[i], (t_h, t_w), pad) for i in picks])
+    if x.shape[-1] == 3 and chans != 3:  # colour into a grey model: luminance-free mean
+        x = x.mean(axis=-1, keepdims=True)
+    return x, _affine(info, plan.windows, chans)
+
+
+def _sample(array: np.ndarray, info: dict, position: int, seed: int, plan: _Plan) -> np.ndarray:
+    """One normalised sample, all in numpy (the pipeline runs the same affine in TensorFlow)."""
+    x, ab = _sample_raw(array, info, position, seed, plan)
+    return _apply(x, ab, plan.out_range)
+
+
+# ----------------------------------------------------------------------------------------------
+# the dataset
+
+
+def _contract(model, input_shape, input_range):
+    if model is None:
+        return tuple(input_shape or (224, 224, 3)), tuple(input_range or (0.0, 255.0))
+    if isinstance(model, str):
+        from zoo.hub.cards import get_card
+
+        card = get_card(model)
+        return tuple(input_shape or card.input_size), tuple(input_range or card.input_range)
+    from zoo.models.factory import input_contract
+
+    contract = input_contract(model)
+    shape = tuple(int(s) if s is not None else 224 for s in contract["input_shape"])
+    return tuple(input_shape or shape), tuple(input_range or contract["input_range"])
+
+
+class DicomDataset:
+    """A tf.data pipeline over DICOM items; ``.dataset`` is the ``tf.data.Dataset``, ``.report`` the skips.
+
+    Iterating the object iterates the dataset. ``decoded`` counts items decoded in this
+    construction, ``cached`` the items found in the cache, ``decode_processes`` the processes
+    that decoded them.
+    """
+
+    def __init__(self, source, labels=None, *, model=None, sampler: str = "slice", input_shape=None,
+                 input_range=None, windows="auto", batch_size: int = 16, shuffle: bool = True, seed: int = 0,
+                 cache_dir=None, workers: int | None = None, augment=None, on_error: str = "raise",
+                 samples_per_item: int = 4, tiles: int = 8, target_spacing=None, repeat: bool = False,
+                 drop_remainder: bool = False):
+        if sampler not in SAMPLERS:
+            raise InvalidArgumentError(f"sampler={sampler!r}: use one of {SAMPLERS}.")
+        if on_error not in ("raise", "skip"):
+            raise InvalidArgumentError(f"on_error={on_error!r}: use 'raise' or 'skip'.")
+        if not isinstance(batch_size, int) or batch_size < 1:
+            raise InvalidArgumentError(f"batch_size={batch_size!r}: use a positive integer.")
+        shape, out_range = _contract(model, input_shape, input_range)
+        want = 4 if sampler == "cube" else 3
+        if len(shape) != want:
+            raise InvalidArgumentError(f"sampler={sampler!r} makes {want - 1}D samples with channels, but the input "
+                                       f"shape is {shape}; pass input_shape=... of length {want}.")
+        if sampler == "triplanar" and (shape[-1] != 3 or shape[0] != shape[1]):
+            raise InvalidArgumentError(f"sampler='triplanar' gives square 3-channel patches; input shape {shape} is not "
+                                       "(P, P, 3).")
+        if augment is not None and sampler == "cube":
+            raise InvalidArgumentError("augment= takes 2D Keras preprocessing layers; the cube sampler has none.")
+        chans = shape[-1]
+        if windows == "auto":  # three complementary windows for 3 channels, else the soft-tissue one
+            multi = chans == 3 and sampler not in ("2.5d", "triplanar")
+            windows = DEFAULT_CT_STACK if multi else DEFAULT_CT_STACK[:1]
+        wins = resolve_windows(windows)
+        if len(wins) not in (1, chans) or (len(wins) > 1 and sampler in ("2.5d", "triplanar")):
+            raise InvalidArgumentError(
+                f"{len(wins)} windows for {chans} channels with sampler={sampler!r}: give one window per channel, or "
+                "one window (repeated; the 2.5d and triplanar samplers use their channels for slices and planes).")
+        self.sampler, self.shape, self.seed = sampler, shape, seed
+        self.report = SkipReport()
+        items, ys = resolve_items(source, labels, sampler in VOLUME_SAMPLERS)
+        self._spacing = None if target_spacing is None else np.broadcast_to(
+            np.asarray(target_spacing, float), (3,)).tolist()
+        self._arrays, self.items, self.labels = self._decode(items, ys, sampler in VOLUME_SAMPLERS, cache_dir,
+                                                             workers, on_error)
+        if not self.items:
+            raise DataError(f"every one of the {len(items)} item(s) was skipped, nothing to train on.\n{self.report}")
+        self._plan = _Plan(sampler, tuple(shape) if sampler != "mil" else (tiles, *shape), wins, out_range, tiles)
+        self.index = self._index(samples_per_item)
+        self.dataset = self._build(batch_size, shuffle, augment, repeat, drop_remainder)
+
+    # -- stage 1
+    def _decode(self, items, ys, volumes, cache_dir, workers, on_error):
+        if cache_dir is None:
+            from zoo.hub.cards import zoo_home
+
+            cache_dir = zoo_home() / "dicom_cache"
+        cache_dir = Path(cache_dir)
+        cache_dir.mkdir(parents=True, exist_ok=True)
+        keys, jobs, skipped = [], [], set()
+        for item in items:
+            try:
+                key = _fingerprint(item, volumes, self._spacing)
+            except (OSError, ZooError) as e:
+                if on_error == "raise":
+                    raise DataError(f"{item} cannot be read ({e}); fix the path or use on_error='skip'.") from None
+                self.report.skipped.append((str(item), f"{type(e).__name__}: {e}"))
+                skipped.add(str(item))
+                keys.append(None)
+                continue
+            keys.append(key)
+            if not (cache_dir / f"{key}.npy").exists() or not (cache_dir / f"{key}.json").exists():
+                jobs.append((str(item), volumes, self._spacing, str(cache_dir), key, on_error == "raise"))
+        if workers is None:
+            workers = min(os.cpu_count() or 1, 8)
+            workers = workers if len(jobs) >= AUTO_JOBS_PER_WORKER * workers else 1
+        results = _pool_map(_decode_to_cache, jobs, workers if len(jobs) >= 2 * workers else 1)
+        self.decoded, self.cached = len(jobs), len(items) - len(jobs) - len(skipped)
+        self.decode_processes = len({pid for _, _, pid in results})
+        for item, error, _ in results:
+            if error:
+                self.report.skipped.append((item, error))
+                skipped.add(item)
+        arrays, kept, kept_y = [], [], []
+        for k, (item, key) in enumerate(zip(items, keys)):
+            if key is None or str(item) in skipped:
+                continue
+            info = json.loads((cache_dir / f"{key}.json").read_text())
+            arrays.append((str(cache_dir / f"{key}.npy"), info))
+            kept.append(item)
+            if ys is not None:
+                kept_y.append(ys[k])
+        return arrays, kept, (kept_y if ys is not None else None)
+
+    # -- stage 2
+    def _index(self, samples_per_item: int) -> np.ndarray:
+        rows = []
+        for i, (_, info) in enumerate(self._arrays):
+            n = info["shape"][0]
+            if self.sampler in ("slice", "mil", "2.5d"):
+                rows += [(i, p) for p in range(n)]
+            else:
+                rows += [(i, j) for j in range(samples_per_item)]
+        return np.array(rows, np.int64).reshape(-1, 2)
+
+    def _load(self, item: int, position: int, seed: int):
+        path, info = self._arrays[int(item)]
+        array = np.load(path, mmap_mode="r")  # only the sampled part is read
+        x, ab = _sample_raw(array, info, int(position), int(seed), self._plan)
+        return np.ascontiguousarray(x, np.float32), ab
+
+    def _build(self, batch_size, shuffle, augment, repeat, drop_remainder):
+        import tensorflow as tf
+
+        plan = self._plan
+        native = [None] * (len(plan.shape) - 1) + [None]
+        if plan.sampler == "mil":
+            native = [plan.tiles, *plan.shape[1:-1], None]  # tiles are cut at the model's size: no resize
+        elif plan.sampler in ("triplanar", "cube"):
+            native = [*plan.shape[:-1], None]
+        lo, hi = plan.out_range
+        labels = None if self.labels is None else np.asarray(self.labels)
+        layer = None if augment is None else _augmenter(augment)
+        ds = tf.data.Dataset.from_tensor_slices(self.index)
+        if shuffle:
+            ds = ds.shuffle(len(self.index), seed=self.seed, reshuffle_each_iteration=True)
+        ds = tf.data.Dataset.zip(ds, tf.data.Dataset.random(seed=self.seed, rerandomize_each_iteration=True))
+
+        def load(row, seed):
+            x, ab = tf.numpy_function(self._load, [row[0], row[1], seed], (tf.float32, tf.float32), stateful=False)
+            x.set_shape(native)
+            ab.set_shape([2, plan.shape[-1]])
+            if plan.sampler in ("slice", "2.5d"):  # resize the physical values (1 channel for CT), then window
+                x = tf.image.resize(x, plan.shape[:2], antialias=True)
+            x = tf.clip_by_value(x * ab[0] + ab[1], 0.0, 1.0) * (hi - lo) + lo  # windows / scaling, in C++
+            x.set_shape([*native[:-1], plan.shape[-1]])
+            if layer is not None and plan.sampler == "mil":
+                x = layer(x, training=True)  # a bag is a batch of tiles
+            if labels is None:
+                return x
+            return x, tf.gather(labels, row[0])
+
+        ds = ds.map(load, num_parallel_calls=tf.data.AUTOTUNE, deterministic=not shuffle)
+        if repeat:
+            ds = ds.repeat()
+        ds = ds.batch(batch_size, drop_remainder=drop_remainder, num_parallel_calls=tf.data.AUTOTUNE)
+        if layer is not None and plan.sampler != "mil":
+            if labels is None:
+                ds = ds.map(lambda x: layer(x, training=True), num_parallel_calls=tf.data.AUTOTUNE)
+            else:
+                ds = ds.map(lambda x, y: (layer(x, training=True), y), num_parallel_calls=tf.data.AUTOTUNE)
+        return ds.prefetch(tf.data.AUTOTUNE)
+
+    def __iter__(self):
+        return iter(self.dataset)
+
+    def __len__(self) -> int:
+        """Samples per epoch (not batches)."""
+        return len(self.index)
+
+
+def _augmenter(augment):
+    import keras
+
+    if isinstance(augment, keras.layers.Layer):
+        return augment
+    if isinstance(augment, Sequence):
+        return keras.Sequential(list(augment), name="augment")
+    raise InvalidArgumentError("augment= takes a Keras layer or a list of Keras preprocessing layers.")
+
+
+def dicom_dataset(source, labels=None, **options) -> DicomDataset:
+    """Build a DicomDataset; see DicomDataset for every option."""
+    return DicomDataset(source, labels, **options)

@@ -1,0 +1,218 @@
+"""A folder (or list) of DICOM slices -> one volume in the right order with the right spacing.
+
+Slices are sorted by their position along the slice normal (``cross(row, column)`` of
+ImageOrientationPatient dotted with ImagePositionPatient), never by file name or
+InstanceNumber alone. Gaps (missing slices), duplicates, irregular spacing and slices of
+another orientation are found and, by ``on_problem``, warned about, raised or ignored; every
+finding is in ``volume.report``. Resampling to a target spacing interpolates along the real
+slice positions, so a gap is bridged rather than squeezed.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from zoo.data.dicom import DicomMeta, find_dicom_files, read_dicom
+from zoo.errors import InvalidArgumentError, MissingPixelDataError, NotDicomError, SeriesError
+
+
+class SeriesWarning(UserWarning):
+    """A series that was stacked despite a problem (gap, duplicate, orientation); see volume.report."""
+
+
+@dataclass
+class SeriesReport:
+    """What was found while stacking; ``problems`` are the findings ``on_problem`` acted on."""
+
+    files: int = 0
+    slices: int = 0
+    skipped: list[tuple[str, str]] = field(default_factory=list)  # (file, why) for non-image files
+    gaps: list[tuple[int, int]] = field(default_factory=list)  # (slice index before the gap, slices missing)
+    duplicates: list[str] = field(default_factory=list)  # files dropped: same position, same pixels
+    tilt_deg: float = 0.0  # angle between the slice step and the normal (gantry tilt)
+    orientation_spread_deg: float = 0.0
+    sorted_by: str = "position along the slice normal"
+    problems: list[str] = field(default_factory=list)
+
+
+@dataclass
+class Volume:
+    """``array`` (Z, Y, X) float32 in physical units (HU for CT); spacing (z, y, x) in mm."""
+
+    array: np.ndarray
+    spacing: tuple[float, float, float]
+    origin: tuple[float, float, float]
+    direction: np.ndarray  # rows: column step (x), row step (y), slice normal (z), patient LPS
+    positions: np.ndarray  # (Z,) slice offsets along the normal, mm
+    meta: DicomMeta
+    report: SeriesReport
+
+
+def _angle_deg(a, b) -> float:
+    cos = abs(float(np.dot(a, b)) / (np.linalg.norm(a) * np.linalg.norm(b) + 1e-12))
+    return float(np.degrees(np.arccos(min(1.0, cos))))
+
+
+def _slices(paths, report: SeriesReport):
+    """(pixels (H, W), meta, position or None, file label) per slice; multi-frame files give one per frame."""
+    out = []
+    for path in paths:
+        try:
+            image = read_dicom(path)
+        except (NotDicomError, MissingPixelDataError) as e:
+            report.skipped.append((str(path), str(e)))
+            continue
+        if image.meta.channels != 1:
+            raise SeriesError(f"DICOM file {path} is a colour ({image.meta.photometric}) image; a series volume "
+                              "takes grey slices (CT, MR, PET).")
+        frames = image.meta.frame_positions or [image.meta.image_position] * image.meta.frames
+        for f in range(image.meta.frames):
+            label = str(path) if image.meta.frames == 1 else f"{path} frame {f}"
+            out.append((image.pixels[f, ..., 0], image.meta, frames[f], label))
+    return out
+
+
+def _sources(source) -> list[Path]:
+    if isinstance(source, str | Path):
+        path = Path(source)
+        return find_dicom_files(path) if path.is_dir() else [path]
+    paths = [Path(p) for p in source]
+    if not paths:
+        raise SeriesError("no files given; pass a folder or a non-empty list of DICOM files.")
+    return paths
+
+
+def load_series(source, *, series: str | None = None, on_problem: str = "warn", target_spacing=None,
+                angle_tolerance_deg: float = 1.0, spacing_tolerance: float = 0.1) -> Volume:
+    """Stack the slices in ``source`` (a folder, a file list, or one multi-frame file) into a Volume.
+
+    series: the ``series_key`` to take when the files hold several series (see the error).
+    on_problem: "warn" (SeriesWarning), "raise" (SeriesError) or "ignore", for gaps, duplicates
+        at one position with different pixels, irregular spacing and inconsistent orientation.
+        Files of different size, or no image at all, always raise.
+    target_spacing: None, a number (isotropic mm) or (z, y, x) mm: resample by linear
+        interpolation along the real slice positions.
+    """
+    if on_problem not in ("warn", "raise", "ignore"):
+        raise InvalidArgumentError(f"on_problem={on_problem!r}: use 'warn', 'raise' or 'ignore'.")
+    report = SeriesReport()
+    paths = _sources(source)
+    report.files = len(paths)
+    slices = _slices(paths, report)
+    if not slices:
+        raise SeriesError(f"none of the {len(paths)} file(s) holds an image; skipped: "
+                          + "; ".join(f"{p} ({why.split(';')[0]})" for p, why in report.skipped[:5]))
+    keys = Counter(s[1].series_key for s in slices)
+    if series is not None:
+        slices = [s for s in slices if s[1].series_key == series]
+        if not slices:
+            raise SeriesError(f"series={series!r} is not among the series found: {dict(keys)}.")
+    elif len(keys) > 1:
+        raise SeriesError(f"the files hold {len(keys)} series (series_key: slices) {dict(keys)}; pass "
+                          "series='<series_key>' to pick one, or separate them into folders.")
+    shapes = Counter(s[0].shape for s in slices)
+    if len(shapes) > 1:
+        raise SeriesError(f"slices of different sizes {dict(shapes)} cannot be stacked; e.g. "
+                          f"{next(s[3] for s in slices if s[0].shape != slices[0][0].shape)}. Remove the odd files.")
+
+    def problem(text: str):
+        report.problems.append(text)
+        if on_problem == "raise":
+            raise SeriesError(text + " (on_problem='warn' stacks anyway and reports it).")
+        if on_problem == "warn":
+            warnings.warn(text, SeriesWarning, stacklevel=3)
+
+    meta = slices[0][1]
+    geometric = all(s[1].image_orientation is not None and s[2] is not None for s in slices)
+    if geometric:
+        orient = np.array([s[1].image_orientation for s in slices], float)
+        normals = np.cross(orient[:, :3], orient[:, 3:])
+        common = Counter(tuple(np.round(o, 3)) for o in orient).most_common(1)[0][0]  # the majority orientation
+        main = int(np.argmin([np.abs(o - np.array(common)).max() for o in orient]))
+        normal = normals[main] / np.linalg.norm(normals[main])
+        orient = orient[[main]]
+        spread = [_angle_deg(n, normal) for n in normals]
+        report.orientation_spread_deg = max(spread)
+        if report.orientation_spread_deg > angle_tolerance_deg:
+            odd = slices[int(np.argmax(spread))][3]
+            problem(f"inconsistent ImageOrientationPatient (0020,0037): {odd} is tilted "
+                    f"{report.orientation_spread_deg:.1f} deg from the series' main orientation")
+        offsets = np.array([float(np.dot(s[2], normal)) for s in slices])
+        order = np.argsort(offsets, kind="stable")
+    else:
+        problem("ImagePositionPatient/ImageOrientationPatient missing on some slices; sorted by InstanceNumber")
+        report.sorted_by = "InstanceNumber"
+        order = np.argsort([s[1].instance_number or 0 for s in slices], kind="stable")
+        normal = np.array([0.0, 0.0, 1.0])
+        offsets = np.arange(len(slices), dtype=float) * float(meta.slice_thickness or 1.0)
+        orient = np.array([[1.0, 0, 0, 0, 1.0, 0]])
+    slices = [slices[i] for i in order]
+    offsets = offsets[order]
+
+    keep = [0]
+    for i in range(1, len(slices)):
+        if abs(offsets[i] - offsets[keep[-1]]) < 1e-3:
+            if np.array_equal(slices[i][0], slices[keep[-1]][0]):
+                report.duplicates.append(slices[i][3])
+            else:
+                problem(f"{slices[i][3]} and {slices[keep[-1]][3]} lie at the same position with different "
+                        "pixels; the first is kept")
+            continue
+        keep.append(i)
+    slices = [slices[i] for i in keep]
+    offsets = offsets[keep]
+    steps = np.diff(offsets)
+    spacing_z = float(np.median(steps)) if len(steps) else float(meta.slice_thickness or 1.0)
+    for i, step in enumerate(steps):
+        if step > 1.5 * spacing_z:
+            report.gaps.append((i, int(round(step / spacing_z)) - 1))
+        elif abs(step - spacing_z) > spacing_tolerance * spacing_z:
+            problem(f"irregular slice spacing: {step:.3f} mm after {slices[i][3]} against {spacing_z:.3f} mm")
+    for i, n in report.gaps:
+        problem(f"{n} slice(s) missing between {slices[i][3]} and {slices[i + 1][3]} "
+                f"({steps[i]:.2f} mm apart, spacing {spacing_z:.2f} mm)")
+    if geometric and len(slices) > 1:
+        report.tilt_deg = _angle_deg(np.asarray(slices[-1][2]) - np.asarray(slices[0][2]), normal)
+
+    row_spacing, col_spacing = meta.pixel_spacing or (1.0, 1.0)
+    direction = np.stack([orient[0, :3], orient[0, 3:], normal])
+    array = np.stack([s[0] for s in slices]).astype(np.float32)
+    origin = tuple(float(v) for v in (slices[0][2] if geometric else (0.0, 0.0, 0.0)))
+    spacing = (spacing_z, float(row_spacing), float(col_spacing))
+    report.slices = len(slices)
+    if target_spacing is not None:
+        array, offsets, spacing = resample(array, offsets, spacing, target_spacing)
+    return Volume(array, spacing, origin, direction, offsets - offsets[0], meta, report)
+
+
+def _interp_axis(array: np.ndarray, axis: int, old: np.ndarray, new: np.ndarray) -> np.ndarray:
+    """Linear interpolation of ``array`` along ``axis`` from coordinates ``old`` (increasing) to ``new``."""
+    idx = np.clip(np.searchsorted(old, new, side="right") - 1, 0, len(old) - 2) if len(old) > 1 else np.zeros(len(new), int)
+    if len(old) == 1:
+        return np.take(array, idx, axis=axis)
+    t = np.clip((new - old[idx]) / (old[idx + 1] - old[idx]), 0.0, 1.0)
+    shape = [1] * array.ndim
+    shape[axis] = len(new)
+    t = t.reshape(shape).astype(np.float32)
+    return np.take(array, idx, axis=axis) * (1 - t) + np.take(array, idx + 1, axis=axis) * t
+
+
+def resample(array: np.ndarray, z_positions: np.ndarray, spacing, target_spacing):
+    """Resample a (Z, Y, X) volume to ``target_spacing``; z interpolates between the real positions."""
+    target = (float(target_spacing),) * 3 if np.isscalar(target_spacing) else tuple(float(v) for v in target_spacing)
+    if len(target) != 3 or min(target) <= 0:
+        raise InvalidArgumentError(f"target_spacing={target_spacing}: give a positive number or (z, y, x) in mm.")
+    z = np.asarray(z_positions, float)
+    new_z = z[0] + np.arange(int(np.floor((z[-1] - z[0]) / target[0] + 1e-3)) + 1) * target[0]
+    out = _interp_axis(array, 0, z, new_z)
+    for axis, (old_sp, new_sp) in ((1, (spacing[1], target[1])), (2, (spacing[2], target[2]))):
+        n = array.shape[axis]
+        old = np.arange(n) * old_sp
+        new = np.arange(int(np.floor(old[-1] / new_sp + 1e-3)) + 1) * new_sp
+        out = _interp_axis(out, axis, old, new)
+    return out.astype(np.float32), new_z, target

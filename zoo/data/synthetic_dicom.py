@@ -1,0 +1,123 @@
+"""Small synthetic CT series written with pydicom, for tests, the demo and benchmarks.
+
+Each series is a known volume in HU (an air background, a water-like body, a bone disk whose
+radius grows with the slice index and a marker that encodes the index), written as one file
+per slice with a real geometry: ImageOrientationPatient (optionally tilted), positions along
+the slice normal, PixelSpacing, RescaleSlope/Intercept. File names and InstanceNumbers are
+shuffled on purpose, so only the geometry tells the order. Slices can be left out or
+duplicated, and written with RLE or JPEG 2000 lossless compression (pydicom's own encoders).
+Patient tags hold fake values, so tests can check that none of them leaks into messages.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from zoo.errors import InvalidArgumentError
+
+FAKE_PHI = {"PatientName": "Doe^Jane", "PatientID": "PID-7731-XQ", "PatientBirthDate": "19610412",
+            "StudyDate": "20240229", "AccessionNumber": "ACC99812"}
+COMPRESSIONS = {"none": None, "rle": "1.2.840.10008.1.2.5", "j2k": "1.2.840.10008.1.2.4.90"}
+
+
+@dataclass(frozen=True)
+class SyntheticSeries:
+    paths: list[Path]  # in the (shuffled) order written
+    volume: np.ndarray  # (Z, Y, X) float32 HU of every slice position, missing ones included
+    positions: np.ndarray  # (Z, 3) ImagePositionPatient of every slice position
+    normal: np.ndarray  # unit slice normal
+    spacing: tuple[float, float, float]  # (z, row, column) mm
+    missing: tuple[int, ...]  # slice indices not written
+
+
+def rotation(tilt_deg: float, axis: str = "x") -> np.ndarray:
+    t = np.deg2rad(tilt_deg)
+    c, s = np.cos(t), np.sin(t)
+    if axis == "x":
+        return np.array([[1, 0, 0], [0, c, -s], [0, s, c]])
+    if axis == "y":
+        return np.array([[c, 0, s], [0, 1, 0], [-s, 0, c]])
+    raise InvalidArgumentError(f"axis={axis!r}: use 'x' or 'y'.")
+
+
+def phantom_volume(n_slices: int, size: int) -> np.ndarray:
+    """(Z, Y, X) HU: air, a body ellipse of 40 HU, a bone disk (700 HU) of growing radius, an index marker."""
+    yy, xx = np.mgrid[0:size, 0:size].astype(np.float32)
+    c = (size - 1) / 2
+    vol = np.full((n_slices, size, size), -1000.0, np.float32)
+    body = ((yy - c) / (0.42 * size)) ** 2 + ((xx - c) / (0.46 * size)) ** 2 <= 1
+    for k in range(n_slices):
+        vol[k][body] = 40.0 + 5.0 * np.sin(xx[body] / 3.0)
+        radius = 1.5 + 0.3 * size * (k + 1) / (n_slices + 1)
+        vol[k][(yy - c) ** 2 + (xx - c) ** 2 <= radius**2] = 700.0
+        vol[k, 1, 1 : 1 + min(k + 1, size - 2)] = 300.0  # marker row: its length is the index
+    return np.round(vol)  # integer HU, so a lossless round trip through 12-bit storage is exact
+
+
+def write_ct_series(folder, n_slices: int = 8, size: int = 32, *, pixel_spacing=(0.7, 0.7),
+                    slice_spacing: float = 2.5, tilt_deg: float = 0.0, tilt_axis: str = "x",
+                    origin=(-10.0, -12.0, 30.0), missing=(), duplicate=(), compression: str = "none",
+                    seed: int = 0, series_uid: str | None = None) -> SyntheticSeries:
+    """Write ``n_slices`` CT slices into ``folder`` (shuffled names and InstanceNumbers).
+
+    ``tilt_deg`` rotates the image plane about the patient x (or y) axis, an oblique series.
+    ``missing`` slice indices are not written; ``duplicate`` ones are written twice.
+    ``compression``: "none", "rle" or "j2k" (JPEG 2000 lossless).
+    """
+    import pydicom
+    from pydicom.dataset import Dataset, FileMetaDataset
+    from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, generate_uid
+
+    if compression not in COMPRESSIONS:
+        raise InvalidArgumentError(f"compression={compression!r}: use one of {list(COMPRESSIONS)}.")
+    if n_slices < 2 or size < 8 or (compression == "j2k" and size < 32):
+        raise InvalidArgumentError(f"n_slices={n_slices}, size={size}: need n_slices >= 2 and size >= 8 "
+                                   "(32 for j2k: openjpeg's default resolution levels need it).")
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    rot = rotation(tilt_deg, tilt_axis)
+    row_dir, col_dir = rot @ np.array([1.0, 0, 0]), rot @ np.array([0, 1.0, 0])
+    normal = np.cross(row_dir, col_dir)
+    positions = np.asarray(origin, float) + np.arange(n_slices)[:, None] * slice_spacing * normal
+    volume = phantom_volume(n_slices, size)
+    series_uid = series_uid or generate_uid()
+    study_uid, frame_uid = generate_uid(), generate_uid()
+    written = [k for k in range(n_slices) if k not in set(missing)] + [k for k in duplicate if k not in set(missing)]
+    order = rng.permutation(len(written))
+    instance_numbers = rng.permutation(len(written)) + 1
+    paths = []
+    for j, w in enumerate(order):
+        k = written[w]
+        meta = FileMetaDataset()
+        meta.MediaStorageSOPClassUID = CTImageStorage
+        meta.MediaStorageSOPInstanceUID = generate_uid()
+        meta.TransferSyntaxUID = ExplicitVRLittleEndian
+        ds = Dataset()
+        ds.file_meta = meta
+        for key, value in FAKE_PHI.items():
+            setattr(ds, key, value)
+        ds.SOPClassUID, ds.SOPInstanceUID = CTImageStorage, meta.MediaStorageSOPInstanceUID
+        ds.StudyInstanceUID, ds.SeriesInstanceUID, ds.FrameOfReferenceUID = study_uid, series_uid, frame_uid
+        ds.Modality = "CT"
+        ds.InstanceNumber = int(instance_numbers[j])
+        ds.ImageOrientationPatient = [f"{v:.6f}" for v in (*row_dir, *col_dir)]
+        ds.ImagePositionPatient = [f"{v:.4f}" for v in positions[k]]
+        ds.PixelSpacing = [f"{v:g}" for v in pixel_spacing]
+        ds.SliceThickness = f"{slice_spacing:g}"
+        ds.WindowCenter, ds.WindowWidth = "40", "400"
+        ds.RescaleIntercept, ds.RescaleSlope, ds.RescaleType = "-1024", "1", "HU"
+        ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
+        ds.Rows = ds.Columns = size
+        ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 12, 11, 0
+        ds.PixelData = np.clip(np.round(volume[k] + 1024), 0, 4095).astype(np.uint16).tobytes()
+        if COMPRESSIONS[compression]:
+            ds.compress(COMPRESSIONS[compression])
+        path = folder / f"slice_{j:04d}.dcm"
+        pydicom.dcmwrite(path, ds, enforce_file_format=True)
+        paths.append(path)
+    return SyntheticSeries(paths, volume, positions, normal, (slice_spacing, *map(float, pixel_spacing)),
+                           tuple(sorted(set(missing))))
