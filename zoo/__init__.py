@@ -72,4 +72,26 @@ def fetch(name: str, **kwargs):
     return _fetch(get_card(name), **kwargs)
 
 
-__all__ = ["ZooError", "load", "load_model", "input_contract", "fetch", "list_models", "list_weights", "model_info", "get_card"]
+def read_dicom(path, **kwargs):
+    """Decode a DICOM file: float32 (frames, H, W, C) in physical units plus PHI-free metadata."""
+    from zoo.data.dicom import read_dicom as _read
+
+    return _read(path, **kwargs)
+
+
+def load_series(source, **kwargs):
+    """Stack a DICOM series (folder or file list) into a Volume ordered by its geometry."""
+    from zoo.data.series import load_series as _load
+
+    return _load(source, **kwargs)
+
+
+def dicom_dataset(source, labels=None, **kwargs):
+    """A tf.data pipeline over DICOM files or series that matches a model's input contract."""
+    from zoo.data.pipeline import dicom_dataset as _ds
+
+    return _ds(source, labels, **kwargs)
+
+
+__all__ = ["ZooError", "load", "load_model", "input_contract", "fetch", "list_models", "list_weights", "model_info", "get_card",
+           "read_dicom", "load_series", "dicom_dataset"]

@@ -76,8 +76,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--labels", type=int, default=80, help="labelled training images")
     p.add_argument("--epochs", type=int, default=12)
     p.set_defaults(func=_demo)
+    from zoo.data.dicom_cli import add_dicom_parser
     from zoo.explain.cli import add_explain_parser
 
+    add_dicom_parser(sub)
     add_explain_parser(sub)
     return parser
 
