@@ -59,3 +59,18 @@ def did_you_mean(name: str, choices: Iterable[str], n: int = 3) -> str:
     if not close:
         return ""
     return " Did you mean " + " or ".join(repr(c) for c in close) + "?"
+
+
+# --- branch `scale`: distribution, precision, export ---------------------------------------
+
+
+class StrategyError(ZooError, RuntimeError):
+    """A tf.distribute strategy that cannot be set up here (no cluster, no TPU, missing devices)."""
+
+
+class PrecisionError(ZooError, RuntimeError):
+    """A precision the device cannot run natively (bf16 without native support, fp16 on a CPU)."""
+
+
+class ExportError(ZooError, RuntimeError):
+    """A model that cannot be exported in the asked format (unserializable layer, missing converter)."""
