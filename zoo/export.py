@@ -188,3 +188,25 @@ def export(model, path, format: str = "saved_model", quantize=None, representati
         meta_path = path.with_name(path.name + ".json")
     meta_path.write_text(json.dumps(_metadata(model, format, quantize, input_name, names), indent=2))
     return path
+
+
+def _run_cli(args) -> int:
+    import zoo
+
+    source = Path(args.model)
+    model = zoo.load_model(source) if source.suffix == ".keras" else zoo.load(args.model)
+    representative = np.load(args.representative_data) if args.representative_data else None
+    path = export(model, args.out, format=args.format, quantize=args.quantize, representative_data=representative)
+    print(f"{args.format} written to {path}")
+    return 0
+
+
+def add_export_parser(sub) -> None:
+    """Register ``zoo export`` on the CLI's subparsers."""
+    p = sub.add_parser("export", help="write a .keras model (or a zoo model name) as SavedModel, TFLite or ONNX")
+    p.add_argument("model", help="a .keras file (e.g. finetune_out/best.keras) or a zoo name such as simple_cnn.phantom")
+    p.add_argument("out", help="output path (a folder for saved_model)")
+    p.add_argument("--format", choices=FORMATS, default="saved_model")
+    p.add_argument("--quantize", choices=["dynamic", "int8"], default=None, help="TFLite only")
+    p.add_argument("--representative-data", help=".npy array of typical inputs (N, H, W, C) for --quantize int8")
+    p.set_defaults(func=_run_cli)
