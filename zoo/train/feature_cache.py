@@ -1,10 +1,11 @@
 """Feature caching: with the backbone frozen, compute its features once and train the head on them.
 
 The model is cut in two at the start of its *head*: the longest chain of single-input layers
-ending at the output that holds no frozen weights, moved past deterministic weightless layers
-(global pooling, flatten, reshape, identity) so the cache holds small pooled vectors. A
-stochastic layer (dropout) stays in the head, and the head reuses the model's own layer
-objects, so training it trains the model.
+ending at the output that holds no frozen weights, moved forward past every weightless
+deterministic layer (activations, pooling, global pooling, flatten) so the cache holds small
+pooled vectors. The head starts at the first layer with weights or randomness (a dropout
+layer, which owns a SeedGenerator), and reuses the model's own layer objects, so training it
+trains the model.
 
 Same result rule: the frozen backbone runs in inference mode both ways (frozen BatchNorm
 does so in Keras 3), so the cached and the uncached stage 1 reach the same head weights for
@@ -19,9 +20,12 @@ import numpy as np
 
 from zoo.errors import InvalidArgumentError
 
-PASS_THROUGH = ("GlobalAveragePooling1D", "GlobalAveragePooling2D", "GlobalAveragePooling3D",
-                "GlobalMaxPooling1D", "GlobalMaxPooling2D", "GlobalMaxPooling3D",
-                "Flatten", "Reshape", "Identity")
+
+def _fixed(layer) -> bool:
+    """A layer without weights and without a random seed: its output can be cached."""
+    import keras
+
+    return not layer.weights and not any(isinstance(v, keras.random.SeedGenerator) for v in vars(layer).values())
 
 
 def _single_input_layer(tensor):
@@ -49,7 +53,7 @@ def split_head(model):
         chain.append(layer)
         tensor = parent
     chain.reverse()
-    while chain and type(chain[0]).__name__ in PASS_THROUGH:
+    while chain and _fixed(chain[0]):
         tensor = chain.pop(0).output
     if not chain:
         raise InvalidArgumentError(f"model {model.name!r} has no trainable head after a frozen backbone; "

@@ -1,6 +1,7 @@
 """``zoo.finetune``: the two-stage transfer-learning recipe as the default path.
 
-Stage 1 trains the new head on the frozen backbone (on cached features when possible);
+Stage 1 trains the new head on the frozen backbone (on cached features when possible,
+without augmentation either way, so caching does not change the result);
 stage 2 unfreezes the backbone from a chosen layer and trains on with a lower learning rate
 and a fresh AdamW optimizer. Both stages: decoupled weight decay (not on biases or
 normalisation parameters), class weights, early stopping on the validation set with the best
@@ -262,8 +263,9 @@ def finetune(model_or_name, train_data, val_data=None, *, pretrained=None, num_c
     unfreeze_from: where stage 2 unfreezes (layer index, name or block prefix; None: the whole
         backbone). BatchNorm stays frozen unless ``unfreeze_batchnorm``.
     class_weight: None, "balanced" or {class: weight}.
-    augment: True (small translation/rotation/zoom), False, or a list of Keras preprocessing layers.
-        Stage 1 on cached features trains without augmentation (a cache holds one view per image).
+    augment: True (small translation/rotation/zoom), False, or a list of Keras preprocessing layers;
+        applied in stage 2 only. Stage 1 sees each image as is, cached or not (a cache holds one
+        view per image), so caching never changes its result.
     cache_features: train stage 1 on the frozen backbone's features, computed once.
     strategy: a name for zoo.train.strategy or a tf.distribute.Strategy. precision: fp32, bf16, fp16.
     """
@@ -338,7 +340,7 @@ def finetune(model_or_name, train_data, val_data=None, *, pretrained=None, num_c
             target, cached = head, True
         trainer = Trainer(target, optimizer(learning_rate[0]), strat)
         _Stage(run, trainer, trainer, Batches(data, y, batch_size, True, seed, weights),
-               Batches(val, vy, batch_size, False), None if cached else _augment_fn(augment, seed), "stage1").fit(epochs[0], patience)
+               Batches(val, vy, batch_size, False), None, "stage1").fit(epochs[0], patience)
     stage2_info = None
     if epochs[1]:
         unfreeze(model, unfreeze_from, batchnorm=unfreeze_batchnorm)
