@@ -86,7 +86,7 @@ def _representative(data, model):
     return gen
 
 
-def _write_tflite(model, path: Path, serve, spec, quantize, representative_data) -> None:
+def _write_tflite(model, path: Path, serve, spec, quantize, representative) -> None:
     import tensorflow as tf
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -95,7 +95,7 @@ def _write_tflite(model, path: Path, serve, spec, quantize, representative_data)
         if quantize:
             converter.optimizations = [tf.lite.Optimize.DEFAULT]
         if quantize == "int8":  # full-integer kernels; float32 in and out so callers feed raw pixels
-            converter.representative_dataset = _representative(representative_data, model)
+            converter.representative_dataset = representative
             converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
         try:
             path.write_bytes(converter.convert())
@@ -169,6 +169,7 @@ def export(model, path, format: str = "saved_model", quantize=None, representati
         raise InvalidArgumentError(f"quantize={quantize!r} applies to format='tflite' only (got {format!r}).")
     if not hasattr(model, "inputs") or not hasattr(model, "get_config"):
         raise InvalidArgumentError(f"export: {model!r} is not a Keras model; load it first (zoo.load / zoo.load_model).")
+    representative = _representative(representative_data, model) if quantize == "int8" else None
     check_serializable(model)
     path = Path(path)
     if path.exists():
@@ -181,7 +182,7 @@ def export(model, path, format: str = "saved_model", quantize=None, representati
         _write_saved_model(model, path, serve, spec)
         meta_path = path / "zoo_export.json"
     elif format == "tflite":
-        _write_tflite(model, path, serve, spec, quantize, representative_data)
+        _write_tflite(model, path, serve, spec, quantize, representative)
         meta_path = path.with_name(path.name + ".json")
     else:
         _write_onnx(model, path, serve, spec, names)
