@@ -163,14 +163,17 @@ class Trainer:
         return self._sums(y, tf.cast(self.model(x, training=False), tf.float32), w)[1]
 
     def _loop(self, step, dataset, progbar=None) -> dict:
-        totals = np.zeros(3)
+        totals = None
         for i, batch in enumerate(self.strategy.experimental_distribute_dataset(dataset)):
-            totals += [float(v) for v in step(batch)]
-            if progbar is not None:
-                progbar.update(i + 1, [("loss", totals[0] / totals[2]), ("acc", totals[1] / totals[2])])
-        if totals[2] == 0:
+            sums = step(batch)
+            totals = sums if totals is None else [t + s for t, s in zip(totals, sums, strict=True)]
+            if progbar is not None:  # reading the values waits for the step; only with a progress bar
+                loss, correct, n = (float(t) for t in totals)
+                progbar.update(i + 1, [("loss", loss / n), ("acc", correct / n)])
+        if totals is None:
             raise DataError("the dataset yielded no batches; check that it is not empty.")
-        return {"loss": float(totals[0] / totals[2]), "accuracy": float(totals[1] / totals[2])}
+        loss, correct, n = (float(t) for t in totals)
+        return {"loss": loss / n, "accuracy": correct / n}
 
     def train_epoch(self, batches: Batches, epoch: int, map_fn=None, progbar=None) -> dict:
         """One pass over ``batches`` in its epoch order; returns the mean (weighted) loss and the accuracy."""
