@@ -17,8 +17,6 @@ import shutil
 import tempfile
 from pathlib import Path
 
-import numpy as np
-
 from zoo.errors import ExportError, InvalidArgumentError, did_you_mean
 
 FORMATS = ("saved_model", "tflite", "onnx")
@@ -72,6 +70,8 @@ def _write_saved_model(model, path: Path, serve, spec) -> None:
 
 
 def _representative(data, model):
+    import numpy as np
+
     if data is None:
         raise ExportError("quantize='int8' needs representative_data: a few hundred typical inputs (array of shape "
                           f"(N, {', '.join(str(s) for s in model.inputs[0].shape[1:])})) to calibrate the int8 ranges.")
@@ -192,6 +192,8 @@ def export(model, path, format: str = "saved_model", quantize=None, representati
 
 
 def _run_cli(args) -> int:
+    import numpy as np
+
     import zoo
 
     source = Path(args.model)
