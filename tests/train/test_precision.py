@@ -105,3 +105,29 @@ def test_fp16_training_uses_loss_scaling(small_model):
     assert float(optimizer.dynamic_scale.numpy()) < initial_scale == 2.0**15
     after = model.get_layer("head_fc").get_weights()[0]
     assert after.dtype == np.float32 and np.all(np.isfinite(after)) and not np.array_equal(before, after)
+
+
+def test_finetune_refuses_unsupported_bf16_before_training(cpu_only, monkeypatch, tmp_path):
+    from zoo.train.finetune import finetune
+
+    _flags(monkeypatch)
+    data = (np.zeros((8, 32, 32, 1), np.float32), np.array([0, 1] * 4))
+    with pytest.raises(PrecisionError, match="precision='bf16' is not supported natively"):
+        finetune("simple_cnn", data, data, precision="bf16", out_dir=tmp_path, strategy="cpu", verbose=0)
+    assert not (tmp_path / "run.json").exists()
+
+
+def test_finetune_in_bf16_where_supported(monkeypatch, tmp_path):
+    from zoo.data.synthetic import make_phantoms
+    from zoo.train.finetune import finetune
+
+    monkeypatch.setattr(P, "device_support", lambda precision: (True, "test"))
+    train = make_phantoms(16, size=32, seed=3)
+    keras.utils.set_random_seed(0)
+    model = zoo.load("simple_cnn", in_chans=1, num_classes=2, input_shape=(32, 32), widths=(8, 8, 8, 8, 8))
+    result = finetune(model, train, train, epochs=(1, 1), batch_size=8, precision="bf16", out_dir=tmp_path,
+                      strategy="cpu", verbose=0, augment=False)
+    assert result.model.get_layer("stage5_conv2").compute_dtype == "bfloat16"
+    assert result.model.outputs[0].dtype == "float32" and keras.config.dtype_policy().name == "float32"
+    assert all(np.isfinite(row["loss"]) for row in result.history)
+    assert result.model.get_layer("stage5_conv2").kernel.dtype == "float32"

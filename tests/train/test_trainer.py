@@ -29,8 +29,8 @@ def _numpy_sgd(W, b, x, y, w, lr, batch_size, order):
     return W, b, np.concatenate(losses).sum() / len(x)
 
 
-@pytest.mark.parametrize("batch_size", [5, 2])
-def test_one_epoch_equals_numpy_sgd(batch_size):
+@pytest.mark.parametrize("batch_size,whole_epoch", [(5, False), (2, False), (2, True)])
+def test_one_epoch_equals_numpy_sgd(batch_size, whole_epoch):
     rng = np.random.default_rng(0)
     x = rng.standard_normal((5, 3)).astype("float32")
     y = np.array([0, 1, 1, 0, 1], np.int32)
@@ -40,7 +40,7 @@ def test_one_epoch_equals_numpy_sgd(batch_size):
     W0, b0 = (v.numpy().copy() for v in model.weights)
     batches = Batches(x, y, batch_size=batch_size, seed=3, sample_weight=weights)
     trainer = Trainer(model, keras.optimizers.SGD(0.1), strategy("cpu"))
-    metrics = trainer.train_epoch(batches, epoch=0)
+    metrics = trainer.train_epoch(batches, epoch=0, whole_epoch=whole_epoch)
     W, b, loss = _numpy_sgd(W0.astype(np.float64), b0.astype(np.float64), x, y, weights, 0.1, batch_size, batches.order(0))
     np.testing.assert_allclose(model.weights[0].numpy(), W, atol=1e-6)
     np.testing.assert_allclose(model.weights[1].numpy(), b, atol=1e-6)

@@ -167,8 +167,8 @@ def scalar(tag: str, value: float, step: int) -> None:
 class _Stage:
     """Epoch loop shared by both stages: metrics, early stopping, checkpoint, logs."""
 
-    def __init__(self, run, trainer, eval_trainer, batches, val_batches, map_fn, name):
-        self.run, self.trainer, self.eval_trainer = run, trainer, eval_trainer
+    def __init__(self, run, trainer, batches, val_batches, map_fn, name, whole_epoch=False):
+        self.run, self.trainer, self.whole_epoch = run, trainer, whole_epoch
         self.batches, self.val_batches, self.map_fn, self.name = batches, val_batches, map_fn, name
 
     def fit(self, epochs: int, patience: int) -> None:
@@ -181,9 +181,9 @@ class _Stage:
             if bar is not None:
                 print(f"{self.name} epoch {epoch + 1}")
             t0 = time.perf_counter()
-            train = self.trainer.train_epoch(self.batches, epoch, self.map_fn, bar)
+            train = self.trainer.train_epoch(self.batches, epoch, self.map_fn, bar, self.whole_epoch)
             seconds = time.perf_counter() - t0
-            val = self.eval_trainer.evaluate(self.val_batches)
+            val = self.trainer.evaluate(self.val_batches)
             row = {"epoch": epoch, "stage": self.name, "loss": train["loss"], "accuracy": train["accuracy"],
                    "val_loss": val["loss"], "val_accuracy": val["accuracy"], "seconds": round(seconds, 4),
                    "learning_rate": float(keras.ops.convert_to_numpy(self.trainer.optimizer.learning_rate))}
@@ -339,14 +339,14 @@ def finetune(model_or_name, train_data, val_data=None, *, pretrained=None, num_c
             stage1_info["cache_shape"] = list(data.shape[1:])
             target, cached = head, True
         trainer = Trainer(target, optimizer(learning_rate[0]), strat)
-        _Stage(run, trainer, trainer, Batches(data, y, batch_size, True, seed, weights),
-               Batches(val, vy, batch_size, False), None, "stage1").fit(epochs[0], patience)
+        _Stage(run, trainer, Batches(data, y, batch_size, True, seed, weights), Batches(val, vy, batch_size, False),
+               None, "stage1", whole_epoch=cached).fit(epochs[0], patience)
     stage2_info = None
     if epochs[1]:
         unfreeze(model, unfreeze_from, batchnorm=unfreeze_batchnorm)
         stage2_info = trainable_summary(model)
         trainer = Trainer(model, optimizer(learning_rate[1]), strat)
-        _Stage(run, trainer, trainer, Batches(x, y, batch_size, True, seed, weights), Batches(vx, vy, batch_size, False),
+        _Stage(run, trainer, Batches(x, y, batch_size, True, seed, weights), Batches(vx, vy, batch_size, False),
                _augment_fn(augment, seed), "stage2").fit(epochs[1], patience)
     run.restore_best()
 

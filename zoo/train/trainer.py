@@ -119,6 +119,7 @@ class Trainer:
         self.synchronized_bn = sync_batchnorm(model, self.replicas)
         self._train = tf.function(self._distributed(self._train_replica), reduce_retracing=True)
         self._eval = tf.function(self._distributed(self._eval_replica), reduce_retracing=True)
+        self._train_epoch = None
 
     def _distributed(self, replica_fn):
         import tensorflow as tf
@@ -175,9 +176,36 @@ class Trainer:
         loss, correct, n = (float(t) for t in totals)
         return {"loss": loss / n, "accuracy": correct / n}
 
-    def train_epoch(self, batches: Batches, epoch: int, map_fn=None, progbar=None) -> dict:
-        """One pass over ``batches`` in its epoch order; returns the mean (weighted) loss and the accuracy."""
-        return self._loop(self._train, batches.dataset(epoch, map_fn), progbar)
+    def _whole_epoch(self, step):
+        """One tf.function call per epoch (the loop runs in the graph): for cheap steps, such as a
+        head on cached features, where the Python round trip per step would cost more than the step."""
+        import tensorflow as tf
+
+        @tf.function
+        def epoch(dist_dataset):
+            totals = tf.zeros([3], tf.float32)
+            for batch in dist_dataset:
+                totals += tf.stack(step(batch))
+            return totals
+
+        return epoch
+
+    def train_epoch(self, batches: Batches, epoch: int, map_fn=None, progbar=None, whole_epoch: bool = False) -> dict:
+        """One pass over ``batches`` in its epoch order; returns the mean (weighted) loss and the accuracy.
+
+        ``whole_epoch`` runs the epoch as one graph call (the progress bar then moves once per epoch).
+        """
+        dataset = batches.dataset(epoch, map_fn)
+        if not whole_epoch:
+            return self._loop(self._train, dataset, progbar)
+        if self._train_epoch is None:
+            self._train_epoch = self._whole_epoch(self._train)
+        loss, correct, n = (float(v) for v in self._train_epoch(self.strategy.experimental_distribute_dataset(dataset)))
+        if n == 0:
+            raise DataError("the dataset yielded no batches; check that it is not empty.")
+        if progbar is not None:
+            progbar.update(len(batches), [("loss", loss / n), ("acc", correct / n)])
+        return {"loss": loss / n, "accuracy": correct / n}
 
     def evaluate(self, batches: Batches) -> dict:
         return self._loop(self._eval, batches.dataset(0))
