@@ -14,6 +14,7 @@ there is more than one replica, so batch statistics are computed over the global
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
@@ -200,7 +201,10 @@ class Trainer:
             return self._loop(self._train, dataset, progbar)
         if self._train_epoch is None:
             self._train_epoch = self._whole_epoch(self._train)
-        loss, correct, n = (float(v) for v in self._train_epoch(self.strategy.experimental_distribute_dataset(dataset)))
+        with warnings.catch_warnings():  # tf.data notes that options are not readable while tracing; harmless here
+            warnings.filterwarnings("ignore", message="To make it possible to preserve tf.data options")
+            totals = self._train_epoch(self.strategy.experimental_distribute_dataset(dataset))
+        loss, correct, n = (float(v) for v in totals)
         if n == 0:
             raise DataError("the dataset yielded no batches; check that it is not empty.")
         if progbar is not None:
