@@ -76,13 +76,13 @@ def test_auto_picks_multiworker_for_a_cluster(monkeypatch):
     assert cluster_size() == 3 and is_chief()
 
 
-def _run_worker(mode, out, env=None, timeout=300):
+def _run_worker(mode, out, env=None):
     return subprocess.Popen([sys.executable, str(WORKER), mode, str(out)], cwd=ROOT,
                             env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", **(env or {})},
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
 
-def _finish(proc, timeout=300):
+def _finish(proc, timeout=600):
     try:
         out, _ = proc.communicate(timeout=timeout)
     except subprocess.TimeoutExpired:
@@ -144,7 +144,7 @@ def test_multiworker_two_processes_end_identical(one_device, tmp_path):
         procs.append(_run_worker("multiworker", out, {"TF_CONFIG": config}))
         outs.append(out)
     for proc in procs:
-        _finish(proc, timeout=400)
+        _finish(proc, timeout=600)
     for out in outs:
         info = json.loads(out.with_suffix(".json").read_text())
         assert info["strategy"] == "CollectiveAllReduceStrategy" and info["replicas"] == 2

@@ -79,6 +79,11 @@ def test_bf16_rebuild_keeps_weights_and_a_float32_output(small_model):
     assert low.get_layer("stage1_conv1").compute_dtype == "bfloat16"
     assert low.get_layer("stage1_conv1").variable_dtype == "float32"
     assert low.get_layer("head_fc").compute_dtype == "float32" and low.outputs[0].dtype == "float32"
+    assert P.rebuild(low, "fp16", check=False).get_layer("head_fc").compute_dtype == "float32"  # outputs pinned
+    back = P.rebuild(low, "fp32")
+    assert {layer.compute_dtype for layer in back.layers} == {"float32"}
+    np.testing.assert_array_equal(back.predict(np.ones((1, 32, 32, 1), "float32") * 100, verbose=0),
+                                  small_model.predict(np.ones((1, 32, 32, 1), "float32") * 100, verbose=0))
     for a, b in zip(small_model.get_weights(), low.get_weights(), strict=True):
         np.testing.assert_array_equal(a, b)
     x = np.random.default_rng(1).uniform(0, 255, (16, 32, 32, 1)).astype("float32")
@@ -117,6 +122,7 @@ def test_finetune_refuses_unsupported_bf16_before_training(cpu_only, monkeypatch
     assert not (tmp_path / "run.json").exists()
 
 
+@pytest.mark.slow
 def test_finetune_in_bf16_where_supported(monkeypatch, tmp_path):
     from zoo.data.synthetic import make_phantoms
     from zoo.train.finetune import finetune

@@ -13,6 +13,7 @@ Training runs the zoo's own distributed step (zoo.train.trainer) under ``strateg
 from __future__ import annotations
 
 import json
+import os
 import platform
 import sys
 import time
@@ -123,6 +124,8 @@ def _jsonable(value):
         return value
     if isinstance(value, np.generic):
         return value.item()
+    if isinstance(value, os.PathLike):
+        return os.fspath(value)
     return repr(value) if not hasattr(value, "shape") else f"<array {tuple(value.shape)}>"
 
 
@@ -141,8 +144,11 @@ def _build(model_or_name, strat, precision, *, pretrained, num_classes, in_chans
 
     if isinstance(model_or_name, str):
         with strat.scope(), policy(precision):
-            return zoo.load(model_or_name, pretrained, in_chans=in_chans, num_classes=num_classes,
-                            input_shape=input_shape, dropout=dropout)
+            model = zoo.load(model_or_name, pretrained, in_chans=in_chans, num_classes=num_classes,
+                             input_shape=input_shape, dropout=dropout)
+        if any(t.dtype != "float32" for t in model.outputs):  # a checkpoint's own top: keep the output float32
+            model = rebuild(model, precision, strat)
+        return model
     if not hasattr(model_or_name, "get_config") or not hasattr(model_or_name, "inputs"):
         raise InvalidArgumentError(f"model_or_name={model_or_name!r}: give a zoo model name or a Functional keras.Model.")
     if precision == "fp32" and strat is tf.distribute.get_strategy():

@@ -101,7 +101,10 @@ def model_config_with_policy(model, precision: str) -> dict:
     target = POLICIES[precision]
     for layer in config["layers"]:
         cfg = layer["config"]
-        if layer["class_name"] == "InputLayer" or layer["name"] in keep:
+        if layer["class_name"] == "InputLayer":
+            continue
+        if layer["name"] in keep:
+            cfg["dtype"] = "float32"
             continue
         dtype = cfg.get("dtype")
         name = dtype.get("config", {}).get("name") if isinstance(dtype, dict) else dtype
@@ -121,7 +124,7 @@ def rebuild(model, precision: str = "fp32", strategy=None, check: bool = True):
     check_precision(precision)
     if check:
         require_support(precision)
-    config = model_config_with_policy(model, precision) if precision != "fp32" else model.get_config()
+    config = model_config_with_policy(model, precision)
     scope = strategy.scope() if strategy is not None else contextlib.nullcontext()
     with scope:
         clone = keras.Model.from_config(config)
