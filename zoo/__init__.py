@@ -9,6 +9,7 @@ from __future__ import annotations
 __version__ = "0.1.0"
 
 from zoo.errors import ZooError
+from zoo.export import export  # a function; importing it lazily would rebind zoo.export to the module
 from zoo.hub.cards import get_card, list_weights
 from zoo.models.registry import list_models
 
@@ -72,6 +73,13 @@ def fetch(name: str, **kwargs):
     return _fetch(get_card(name), **kwargs)
 
 
+def finetune(model_or_name, train_data, val_data=None, **kwargs):
+    """Two-stage fine-tuning with a run record; see zoo.train.finetune.finetune for every argument."""
+    from zoo.train.finetune import finetune as _finetune
+
+    return _finetune(model_or_name, train_data, val_data, **kwargs)
+
+
 def read_dicom(path, **kwargs):
     """Decode a DICOM file: float32 (frames, H, W, C) in physical units plus PHI-free metadata."""
     from zoo.data.dicom import read_dicom as _read
@@ -94,4 +102,4 @@ def dicom_dataset(source, labels=None, **kwargs):
 
 
 __all__ = ["ZooError", "load", "load_model", "input_contract", "fetch", "list_models", "list_weights", "model_info", "get_card",
-           "read_dicom", "load_series", "dicom_dataset"]
+           "read_dicom", "load_series", "dicom_dataset", "finetune", "export"]

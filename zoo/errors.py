@@ -61,7 +61,7 @@ def did_you_mean(name: str, choices: Iterable[str], n: int = 3) -> str:
     return " Did you mean " + " or ".join(repr(c) for c in close) + "?"
 
 
-# --- branch `dicom`: reading DICOM files and series (zoo.data) ---------------------------------
+# --- reading DICOM files and series (zoo.data) -------------------------------------------------
 # Messages name the file and the tag, never a patient's name, ID or date.
 
 
@@ -87,3 +87,18 @@ class DicomDecodeError(DicomError):
 
 class SeriesError(DicomError):
     """Slices that cannot be stacked into one volume (mixed series, sizes or orientations)."""
+
+
+# --- training at scale and export (zoo.train, zoo.export) ----------------------------------
+
+
+class StrategyError(ZooError, RuntimeError):
+    """A tf.distribute strategy that cannot be set up here (no cluster, no TPU, missing devices)."""
+
+
+class PrecisionError(ZooError, RuntimeError):
+    """A precision the device cannot run natively (bf16 without native support, fp16 on a CPU)."""
+
+
+class ExportError(ZooError, RuntimeError):
+    """A model that cannot be exported in the asked format (unserializable layer, missing converter)."""

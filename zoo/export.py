@@ -1,0 +1,215 @@
+"""``zoo.export``: a trained model as a SavedModel, a TFLite flatbuffer or an ONNX file.
+
+Every format serves the model as built, preprocessing included, so deployment feeds raw
+pixel values: one input named ``image`` (float32, any batch size) and outputs named after
+the model's output layers (``head_fc`` for a zoo classifier), or ``output_names``.
+Next to each export, ``<name>.json`` (inside a SavedModel folder: ``zoo_export.json``)
+records the signature, the input contract and the library versions.
+
+Before exporting, every layer must round-trip through its config in Keras' safe mode: the
+exported graph must never be the only copy of a model nobody can rebuild or fine-tune again.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import tempfile
+from pathlib import Path
+
+from zoo.errors import ExportError, InvalidArgumentError, did_you_mean
+
+FORMATS = ("saved_model", "tflite", "onnx")
+QUANTIZE = (None, "dynamic", "int8")
+ONNX_OPSET = 17
+
+
+def check_serializable(model) -> None:
+    """Raise ExportError naming the first layer that does not survive get_config -> from_config (safe mode)."""
+    import keras
+
+    for layer in model._flatten_layers(include_self=False):
+        if isinstance(layer, keras.layers.InputLayer):
+            continue
+        try:
+            config = keras.saving.serialize_keras_object(layer)
+            keras.saving.deserialize_keras_object(config, safe_mode=True)
+        except (NotImplementedError, TypeError, ValueError, AttributeError) as e:
+            raise ExportError(
+                f"layer {layer.name!r} ({type(layer).__name__}) of model {model.name!r} cannot be rebuilt from its "
+                f"config ({str(e).strip().splitlines()[0][:200]}). Decorate the class with "
+                "@keras.saving.register_keras_serializable(package=...) and give it get_config() returning its "
+                "__init__ arguments (and no Lambda layers); then export again.") from None
+
+
+def _signature(model, input_name: str, output_names):
+    import tensorflow as tf
+
+    names = list(output_names) if output_names else [t._keras_history.operation.name for t in model.outputs]
+    if len(names) != len(model.outputs) or len(set(names)) != len(names):
+        raise InvalidArgumentError(f"output_names={output_names!r}: give {len(model.outputs)} distinct names.")
+    if len(model.inputs) != 1:
+        raise ExportError(f"model {model.name!r} has {len(model.inputs)} inputs; export serves one-input models.")
+    spec = tf.TensorSpec((None, *model.inputs[0].shape[1:]), tf.float32, name=input_name)
+
+    def serve(image):
+        outputs = model(image, training=False)
+        outputs = outputs if isinstance(outputs, list | tuple) else [outputs]
+        return {n: tf.cast(o, tf.float32) for n, o in zip(names, outputs, strict=True)}
+
+    return serve, spec, names
+
+
+def _write_saved_model(model, path: Path, serve, spec) -> None:
+    import keras
+
+    archive = keras.export.ExportArchive()
+    archive.track(model)
+    archive.add_endpoint(name="serving_default", fn=serve, input_signature=[spec])
+    archive.write_out(str(path), verbose=False)
+
+
+def _representative(data, model):
+    import numpy as np
+
+    if data is None:
+        raise ExportError("quantize='int8' needs representative_data: a few hundred typical inputs (array of shape "
+                          f"(N, {', '.join(str(s) for s in model.inputs[0].shape[1:])})) to calibrate the int8 ranges.")
+    x = np.asarray(data, dtype=np.float32)
+    if x.shape[1:] != tuple(model.inputs[0].shape[1:]) and None not in model.inputs[0].shape[1:]:
+        raise ExportError(f"representative_data has shape {x.shape}; the model takes (N, {tuple(model.inputs[0].shape[1:])}).")
+
+    def gen():
+        for i in range(min(len(x), 500)):
+            yield [x[i:i + 1]]
+
+    return gen
+
+
+def _write_tflite(model, path: Path, serve, spec, quantize, representative) -> None:
+    import tensorflow as tf
+
+    with tempfile.TemporaryDirectory() as tmp:
+        _write_saved_model(model, Path(tmp) / "sm", serve, spec)
+        converter = tf.lite.TFLiteConverter.from_saved_model(str(Path(tmp) / "sm"), signature_keys=["serving_default"])
+        if quantize:
+            converter.optimizations = [tf.lite.Optimize.DEFAULT]
+        if quantize == "int8":  # full-integer kernels; float32 in and out so callers feed raw pixels
+            converter.representative_dataset = representative
+            converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+        try:
+            path.write_bytes(converter.convert())
+        except Exception as e:  # the converter raises ConverterError or bare Exceptions from C++
+            raise ExportError(f"TFLite conversion of {model.name!r} failed ({str(e).strip().splitlines()[0][:300]}). "
+                              "Try quantize=None or 'dynamic', or format='saved_model'.") from None
+
+
+def _write_onnx(model, path: Path, serve, spec, names) -> None:
+    import tensorflow as tf
+
+    try:
+        import tf2onnx
+    except ImportError as e:
+        raise ExportError(f"format='onnx' needs tf2onnx ({e}); `pip install tf2onnx onnxruntime` "
+                          "(tf2onnx 1.17 converts TensorFlow 2.21 graphs), or export format='saved_model'.") from None
+    fn = tf.function(serve, input_signature=[spec])
+    try:
+        proto, _ = tf2onnx.convert.from_function(fn, input_signature=[spec], opset=ONNX_OPSET)
+    except Exception as e:  # tf2onnx raises plain Exceptions for unsupported ops
+        raise ExportError(f"tf2onnx could not convert {model.name!r} ({str(e).strip().splitlines()[0][:300]}); "
+                          "export format='saved_model' instead.") from None
+    # tf2onnx names outputs after graph tensors (Identity:0); give them the signature's names
+    concrete = fn.get_concrete_function()
+    by_tensor = dict(zip([t.name for t in concrete.outputs],
+                         tf.nest.flatten(concrete.structured_outputs, expand_composites=False), strict=False))
+    renames = {}
+    for out in proto.graph.output:
+        tensor = by_tensor.get(out.name)
+        key = next((k for k, v in concrete.structured_outputs.items() if tensor is not None and v.name == tensor.name), None)
+        renames[out.name] = key or names[len(renames)]
+    for node in proto.graph.node:
+        node.output[:] = [renames.get(o, o) for o in node.output]
+        node.input[:] = [renames.get(i, i) for i in node.input]
+    for out in proto.graph.output:
+        out.name = renames[out.name]
+    path.write_bytes(proto.SerializeToString())
+
+
+def _metadata(model, fmt, quantize, input_name, names) -> dict:
+    import keras
+    import tensorflow as tf
+
+    from zoo.models.factory import input_contract
+
+    try:
+        contract = input_contract(model)
+    except InvalidArgumentError:
+        contract = None
+    return {"format": fmt, "quantize": quantize, "model": model.name,
+            "inputs": {input_name: {"shape": [None, *model.inputs[0].shape[1:]], "dtype": "float32"}},
+            "outputs": {n: {"shape": [None, *t.shape[1:]], "dtype": "float32"} for n, t in zip(names, model.outputs, strict=True)},
+            "input_contract": contract, "versions": {"tensorflow": tf.__version__, "keras": keras.__version__}}
+
+
+def export(model, path, format: str = "saved_model", quantize=None, representative_data=None, *,
+           input_name: str = "image", output_names=None, overwrite: bool = True) -> Path:
+    """Write ``model`` to ``path`` as ``format``; returns the path written.
+
+    saved_model: a folder loadable with ``tf.saved_model.load``; signature ``serving_default``
+        takes ``image`` and returns a dict of named outputs.
+    tflite: ``quantize=None`` (float32), ``"dynamic"`` (int8 weights, float activations) or
+        ``"int8"`` (full-integer kernels calibrated on ``representative_data``; float32 in/out).
+    onnx: through tf2onnx (opset 17); no quantization here (use onnxruntime.quantization).
+    """
+    if format not in FORMATS:
+        raise InvalidArgumentError(f"format={format!r}: use one of {', '.join(FORMATS)}.{did_you_mean(str(format), FORMATS)}")
+    if quantize not in QUANTIZE:
+        raise InvalidArgumentError(f"quantize={quantize!r}: use None, 'dynamic' or 'int8'.")
+    if quantize and format != "tflite":
+        raise InvalidArgumentError(f"quantize={quantize!r} applies to format='tflite' only (got {format!r}).")
+    if not hasattr(model, "inputs") or not hasattr(model, "get_config"):
+        raise InvalidArgumentError(f"export: {model!r} is not a Keras model; load it first (zoo.load / zoo.load_model).")
+    representative = _representative(representative_data, model) if quantize == "int8" else None
+    check_serializable(model)
+    path = Path(path)
+    if path.exists():
+        if not overwrite:
+            raise ExportError(f"{path} exists; remove it or pass overwrite=True.")
+        shutil.rmtree(path) if path.is_dir() else path.unlink()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    serve, spec, names = _signature(model, input_name, output_names)
+    if format == "saved_model":
+        _write_saved_model(model, path, serve, spec)
+        meta_path = path / "zoo_export.json"
+    elif format == "tflite":
+        _write_tflite(model, path, serve, spec, quantize, representative)
+        meta_path = path.with_name(path.name + ".json")
+    else:
+        _write_onnx(model, path, serve, spec, names)
+        meta_path = path.with_name(path.name + ".json")
+    meta_path.write_text(json.dumps(_metadata(model, format, quantize, input_name, names), indent=2))
+    return path
+
+
+def _run_cli(args) -> int:
+    import numpy as np
+
+    import zoo
+
+    source = Path(args.model)
+    model = zoo.load_model(source) if source.suffix == ".keras" else zoo.load(args.model)
+    representative = np.load(args.representative_data) if args.representative_data else None
+    path = export(model, args.out, format=args.format, quantize=args.quantize, representative_data=representative)
+    print(f"{args.format} written to {path}")
+    return 0
+
+
+def add_export_parser(sub) -> None:
+    """Register ``zoo export`` on the CLI's subparsers."""
+    p = sub.add_parser("export", help="write a .keras model (or a zoo model name) as SavedModel, TFLite or ONNX")
+    p.add_argument("model", help="a .keras file (e.g. finetune_out/best.keras) or a zoo name such as simple_cnn.phantom")
+    p.add_argument("out", help="output path (a folder for saved_model)")
+    p.add_argument("--format", choices=FORMATS, default="saved_model")
+    p.add_argument("--quantize", choices=["dynamic", "int8"], default=None, help="TFLite only")
+    p.add_argument("--representative-data", help=".npy array of typical inputs (N, H, W, C) for --quantize int8")
+    p.set_defaults(func=_run_cli)

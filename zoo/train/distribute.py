@@ -1,0 +1,138 @@
+"""``strategy(name)``: the tf.distribute strategy for this machine or cluster, by one name.
+
+Every zoo training path builds its model and optimizer inside ``strategy.scope()`` and
+trains with the zoo's own distributed step (zoo.train.trainer), so one code path serves a
+laptop CPU, several GPUs, a ``TF_CONFIG`` cluster and a TPU.
+
+MultiWorkerMirroredStrategy must be created before TensorFlow runs its first operation
+(collective ops are configured at start-up), so create the strategy first in a worker
+script, before loading any model.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+
+from zoo.errors import InvalidArgumentError, StrategyError, did_you_mean
+
+NAMES = ("auto", "cpu", "mirrored", "multiworker", "tpu")
+
+
+
+def _tf_config() -> dict | None:
+    raw = os.environ.get("TF_CONFIG")
+    if not raw:
+        return None
+    try:
+        config = json.loads(raw)
+    except json.JSONDecodeError as e:
+        raise StrategyError(f"TF_CONFIG is not valid JSON ({e}); set it to "
+                            '{"cluster": {"worker": ["host:port", ...]}, "task": {"type": "worker", "index": 0}}.') from None
+    if not isinstance(config, dict) or "cluster" not in config or "task" not in config:
+        raise StrategyError("TF_CONFIG needs a 'cluster' and a 'task' entry, e.g. "
+                            '{"cluster": {"worker": ["10.0.0.1:2222", "10.0.0.2:2222"]}, "task": {"type": "worker", "index": 0}}.')
+    return config
+
+
+def cluster_size() -> int:
+    """Number of worker/chief tasks in ``TF_CONFIG`` (0 without one)."""
+    config = _tf_config()
+    if config is None:
+        return 0
+    cluster = config["cluster"]
+    return sum(len(cluster.get(kind, [])) for kind in ("chief", "worker"))
+
+
+def is_chief() -> bool:
+    """True on the task that writes checkpoints and logs (the chief, else worker 0)."""
+    config = _tf_config()
+    if config is None:
+        return True
+    task = config["task"]
+    if "chief" in config["cluster"]:
+        return task.get("type") == "chief"
+    return task.get("type") == "worker" and int(task.get("index", 0)) == 0
+
+
+def _tpu_resolver(tpu: str | None):
+    import tensorflow as tf
+
+    try:
+        resolver = tf.distribute.cluster_resolver.TPUClusterResolver(tpu=tpu or os.environ.get("TPU_NAME", ""))
+        tf.config.experimental_connect_to_cluster(resolver)
+        tf.tpu.experimental.initialize_tpu_system(resolver)
+    except (ValueError, RuntimeError, tf.errors.OpError) as e:
+        raise StrategyError(f"strategy('tpu'): no TPU could be reached ({str(e).splitlines()[0]}). "
+                            "Run on a TPU VM or Colab TPU runtime, or use strategy('auto').") from None
+    return resolver
+
+
+def _tpu_available() -> bool:
+    return bool(os.environ.get("TPU_NAME") or os.environ.get("COLAB_TPU_ADDR")
+                or os.path.exists("/dev/accel0") or os.path.exists("/dev/vfio/0"))
+
+
+def strategy(name="auto", *, devices=None, tpu: str | None = None):
+    """A ``tf.distribute.Strategy`` by name.
+
+    auto: a TF_CONFIG cluster of more than one task -> multiworker; a TPU -> tpu; more than one
+        GPU -> mirrored; one GPU -> that GPU; otherwise TensorFlow's default (one device).
+    cpu: the first CPU, even where GPUs exist.
+    mirrored: synchronous data parallelism over ``devices`` (default: every GPU, else the CPU);
+        e.g. ``devices=["/cpu:0", "/cpu:1"]`` over two logical CPU devices.
+    multiworker: MultiWorkerMirroredStrategy over the TF_CONFIG cluster (ring all-reduce).
+    tpu: TPUStrategy on ``tpu`` (or $TPU_NAME / the Colab TPU).
+    A Strategy object is returned unchanged.
+    """
+    import tensorflow as tf
+
+    if isinstance(name, tf.distribute.Strategy):
+        return name
+    if not isinstance(name, str) or name not in NAMES:
+        raise InvalidArgumentError(
+            f"Unknown strategy {name!r}.{did_you_mean(str(name), NAMES)} Use one of {', '.join(NAMES)}, "
+            "or pass a tf.distribute.Strategy.")
+    if devices is not None and name != "mirrored":
+        raise InvalidArgumentError(f"strategy({name!r}, devices=...): devices only apply to 'mirrored'.")
+    if name == "auto":
+        gpus = tf.config.list_logical_devices("GPU")
+        if cluster_size() > 1:
+            name = "multiworker"
+        elif _tpu_available():
+            name = "tpu"
+        elif len(gpus) > 1:
+            name = "mirrored"
+        elif gpus:
+            return tf.distribute.OneDeviceStrategy(gpus[0].name)
+        else:
+            return tf.distribute.get_strategy()
+    if name == "cpu":
+        return tf.distribute.OneDeviceStrategy("/cpu:0")
+    if name == "mirrored":
+        if devices is not None:
+            canon = lambda d: tf.DeviceSpec.from_string(d).replace(job=None, replica=None, task=None).to_string().lower()  # noqa: E731
+            known = {canon(d.name) for d in tf.config.list_logical_devices()}
+            missing = [d for d in devices if canon(d) not in known]
+            if missing:
+                raise StrategyError(
+                    f"strategy('mirrored', devices={list(devices)}): {missing} do not exist here "
+                    f"(logical devices: {sorted(known)}). Split a CPU into logical devices with "
+                    "tf.config.set_logical_device_configuration before TensorFlow starts.")
+        return tf.distribute.MirroredStrategy(devices=devices)
+    if name == "multiworker":
+        if cluster_size() < 1:
+            raise StrategyError("strategy('multiworker') needs a TF_CONFIG environment variable describing "
+                                "the cluster and this task; set it on every worker, or use 'mirrored' on one machine.")
+        try:
+            return tf.distribute.MultiWorkerMirroredStrategy()
+        except (RuntimeError, ValueError) as e:
+            raise StrategyError(f"strategy('multiworker') failed ({str(e).splitlines()[0]}). Create it before "
+                                "any other TensorFlow call (first line of the worker script).") from None
+    return tf.distribute.TPUStrategy(_tpu_resolver(tpu))
+
+
+def describe(strat) -> dict:
+    """What a run record needs to know of a strategy."""
+    return {"class": type(strat).__name__, "replicas": int(strat.num_replicas_in_sync),
+            "workers": max(cluster_size(), 1), "chief": is_chief()}
