@@ -9,7 +9,7 @@ from __future__ import annotations
 __version__ = "0.1.0"
 
 from zoo.errors import ZooError
-from zoo.export import export  # a function; importing it lazily would rebind zoo.export to the module
+from zoo.export import export  # eager: a lazy import would rebind zoo.export to the module
 from zoo.hub.cards import get_card, list_weights
 from zoo.models.registry import list_models
 
