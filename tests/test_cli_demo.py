@@ -46,6 +46,8 @@ def test_demo_runs_offline_and_writes_a_saved_model(tmp_path):
     import numpy as np
     import tensorflow as tf
 
-    loaded = tf.saved_model.load(str(tmp_path / "saved_model"))
-    probs = loaded.serve(np.zeros((2, 64, 64, 1), np.float32)).numpy()
-    np.testing.assert_allclose(probs.sum(-1), 1.0, rtol=1e-5)
+    served = tf.saved_model.load(str(tmp_path / "saved_model")).signatures["serving_default"]
+    (probs,) = served(image=tf.zeros((2, 64, 64, 1))).values()
+    np.testing.assert_allclose(probs.numpy().sum(-1), 1.0, rtol=1e-5)
+    assert (tmp_path / "finetune" / "run.json").is_file() and (tmp_path / "mil_overlay.png").is_file()
+    assert "DICOM:" in out.stdout and "self-supervised" in out.stdout

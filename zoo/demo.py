@@ -1,8 +1,11 @@
 """``zoo demo``: the whole path offline, on embedded synthetic data.
 
-Loads the zoo's own phantom checkpoint through the registry (verified by sha256), fine-
-tunes it on a few labelled images of a harder target task with the transfer helpers,
-compares with the same network trained from scratch, and writes a SavedModel.
+1. transfer: the zoo's own phantom checkpoint, loaded through the registry (sha256 verified),
+   fine-tuned with ``zoo.finetune`` on a few labels of a harder task, against the same network
+   trained from scratch; exported with ``zoo.export`` as a SavedModel;
+2. DICOM: a synthetic CT series (shuffled, tilted, one slice missing) stacked and fed to a model;
+3. weak labels: a MIL head trained from image labels only, and where it points;
+4. self-supervision: a shipped self-supervised encoder against random initialisation.
 """
 
 from __future__ import annotations
@@ -24,47 +27,54 @@ def _accuracy(model, images, labels) -> float:
     return float(np.mean(model.predict(images, verbose=0, batch_size=128).argmax(-1) == labels))
 
 
+def transfer_step(out: Path, n_labelled: int, epochs: int, seed: int) -> dict:
+    """Checkpoint as is, fine-tuned in two stages, and from scratch, on the same few labels."""
+    import zoo
+    from zoo.data.synthetic import make_phantoms
+
+    train = make_phantoms(n_labelled, seed=seed + 1, **TARGET_TASK)
+    val = make_phantoms(max(40, n_labelled // 2), seed=seed + 3, **TARGET_TASK)
+    test = make_phantoms(600, seed=seed + 2, **TARGET_TASK)
+    print(f"target task: {n_labelled} labelled 64x64 phantoms (lesion contrast {TARGET_TASK['contrast']}, "
+          f"noise {TARGET_TASK['noise']}), {len(val.labels)} for validation, {len(test.labels)} for test")
+    card = zoo.get_card(CHECKPOINT)
+    print(f"loading {card.name} ({card.description}; sha256 {card.sha256[:12]}...)")
+    as_is = _accuracy(zoo.load(CHECKPOINT), test.images, test.labels)
+    common = dict(batch_size=16, seed=seed, verbose=0, patience=max(2, epochs // 3))
+    tuned = zoo.finetune(CHECKPOINT, train, val, epochs=(epochs // 2, epochs - epochs // 2),
+                         learning_rate=(1e-3, 2e-4), unfreeze_from="stage4_conv1", out_dir=out / "finetune", **common)
+    finetuned = _accuracy(tuned.model, test.images, test.labels)
+    scratch = zoo.finetune("simple_cnn", train, val, num_classes=2, input_shape=(64, 64), in_chans=1,
+                           epochs=(0, epochs), learning_rate=(1e-3, 1e-3), unfreeze_batchnorm=True,
+                           out_dir=out / "scratch", **common)
+    from_scratch = _accuracy(scratch.model, test.images, test.labels)
+    chance = max(test.labels.mean(), 1 - test.labels.mean())
+    print(f"test accuracy  checkpoint as is: {as_is:.3f}   fine-tuned: {finetuned:.3f}   "
+          f"from scratch: {from_scratch:.3f}   (chance {chance:.3f}); run record {tuned.record}")
+    saved = zoo.export(tuned.model, out / "saved_model")
+    print(f"SavedModel written to {saved} (preprocessing inside; input 'image': grey values in [0, 255])")
+    return {"checkpoint_as_is": as_is, "finetuned": finetuned, "from_scratch": from_scratch,
+            "saved_model": str(saved), "run_record": str(tuned.record)}
+
+
 def run(out_dir: str | os.PathLike = "demo_out", n_labelled: int = 80, epochs: int = 12, seed: int = 0) -> dict:
     import keras
 
-    import zoo
-    from zoo.data.synthetic import make_phantoms
-    from zoo.train.transfer import freeze, trainable_summary, unfreeze
+    import zoo.heads
+    import zoo.ssl
+    from zoo.data.dicom_demo import demo_step as dicom_step
 
     t0 = time.time()
     keras.utils.set_random_seed(seed)
-    train = make_phantoms(n_labelled, seed=seed + 1, **TARGET_TASK)
-    test = make_phantoms(600, seed=seed + 2, **TARGET_TASK)
-    print(f"target task: {n_labelled} labelled 64x64 phantoms (lesion contrast {TARGET_TASK['contrast']}, noise {TARGET_TASK['noise']}), "
-          f"{len(test.labels)} test images")
-
-    def fit(model, lr, n_epochs):
-        model.compile(optimizer=keras.optimizers.Adam(lr), loss="sparse_categorical_crossentropy")
-        model.fit(train.images, train.labels, batch_size=16, epochs=n_epochs, verbose=0)
-
-    card = zoo.get_card(CHECKPOINT)
-    print(f"loading {card.name} ({card.description}; sha256 {card.sha256[:12]}...)")
-    pretrained = zoo.load(CHECKPOINT, in_chans=1)
-    before = _accuracy(pretrained, test.images, test.labels)
-    freeze(pretrained)  # stage 1: the head only, BatchNorm in inference mode
-    print(f"stage 1, head only: {trainable_summary(pretrained)['trainable_params']} trainable parameters")
-    fit(pretrained, 1e-3, epochs // 2)
-    unfreeze(pretrained, "stage4_conv1")  # stage 2: the last two stages (BatchNorm stays frozen), lower learning rate
-    print(f"stage 2, from stage4: {trainable_summary(pretrained)['trainable_params']} trainable parameters")
-    fit(pretrained, 2e-4, epochs - epochs // 2)
-    finetuned = _accuracy(pretrained, test.images, test.labels)
-
-    keras.utils.set_random_seed(seed)
-    scratch = zoo.load("simple_cnn", in_chans=1, num_classes=2, input_shape=(64, 64))
-    fit(scratch, 1e-3, epochs)
-    from_scratch = _accuracy(scratch, test.images, test.labels)
-
-    print(f"test accuracy  checkpoint as is: {before:.3f}   fine-tuned: {finetuned:.3f}   "
-          f"from scratch: {from_scratch:.3f}   (chance {max(test.labels.mean(), 1 - test.labels.mean()):.3f})")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    saved = out / "saved_model"
-    pretrained.export(str(saved), verbose=False)
-    print(f"SavedModel written to {saved} (preprocessing inside; input: grey values in [0, 255])")
+    print("== 1. transfer learning from the zoo's own checkpoint")
+    result = transfer_step(out, n_labelled, epochs, seed)
+    print("== 2. DICOM: a CT series to model-ready batches")
+    result["dicom"] = dicom_step(out / "dicom")
+    print("== 3. weak labels: a MIL head trained from image labels only")
+    result["mil"] = zoo.heads.demo_step(out)
+    print("== 4. self-supervised pretraining: a shipped encoder against random initialisation")
+    result["ssl"] = zoo.ssl.demo_step()
     print(f"done in {time.time() - t0:.0f} s")
-    return {"checkpoint_as_is": before, "finetuned": finetuned, "from_scratch": from_scratch, "saved_model": str(saved)}
+    return result
