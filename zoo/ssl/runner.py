@@ -53,9 +53,11 @@ def as_data(data, task: Task, seed: int = 0) -> Data:
                         "(N, D, H, W, C), channels last; add a trailing axis of 1 for grey-scale.")
     if len(a) < 2:
         raise DataError(f"data holds {len(a)} sample(s); pretraining needs at least 2.")
-    if not np.isfinite(a).all() or a.min() < 0 or a.max() > 255:
-        raise DataError(f"data values span [{np.nanmin(a):.3g}, {np.nanmax(a):.3g}]; the zoo's input range is "
-                        "[0, 255] (window CT to grey values first), without NaN or inf.")
+    if not np.isfinite(a).all():
+        raise DataError(f"data of shape {a.shape} hold NaN or inf values; replace them (e.g. np.nan_to_num) first.")
+    if a.min() < 0 or a.max() > 255:
+        raise DataError(f"data values span [{a.min():.3g}, {a.max():.3g}]; the zoo's input range is "
+                        "[0, 255]: window CT to grey values first.")
     if a.max() <= 1.0:
         raise DataError("data values all lie in [0, 1]; the zoo's input range is [0, 255]: multiply by 255.")
     return Data(a.astype(np.float32, copy=False), out.subjects)
