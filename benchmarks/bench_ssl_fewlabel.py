@@ -21,14 +21,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 TASKS = {  # task: (epochs, unlabelled images, options)
-    "rotation": (3, 512, {}),
-    "simclr": (4, 1024, {"temperature": 0.2}),
-    "byol": (4, 1024, {}),
-    "genesis2d": (4, 1024, {}),
-    "inpainting": (4, 1024, {}),
-    "colorization": (4, 1024, {}),
+    "rotation": (3, 384, {}),
+    "simclr": (4, 768, {"temperature": 0.2}),
+    "byol": (4, 768, {}),
+    "genesis2d": (4, 768, {}),
+    "inpainting": (4, 768, {}),
+    "colorization": (4, 768, {}),
 }
-PHANTOMS = dict(size=32, contrast=(0.1, 0.3), noise=0.05, lesion_area=(0.02, 0.06))
 FRACTIONS = (0.01, 0.1)
 
 
@@ -47,6 +46,7 @@ def main(argv=None):
 
     import zoo.ssl
     from zoo.data.synthetic import make_phantoms
+    from zoo.ssl.demo import PHANTOMS
     from zoo.ssl.evaluate import finetune_scores, frozen_scores, summarize
 
     os.environ["ZOO_HOME"] = tempfile.mkdtemp()
