@@ -70,7 +70,6 @@ def test_each_task_trains_one_epoch(name, zoo_env):
     import keras
 
     import zoo
-
     from zoo.models.registry import get_entry
 
     task = get_task(name, **options)
