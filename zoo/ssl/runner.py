@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from zoo.errors import DataError, InputShapeError, InvalidArgumentError
-from zoo.ssl.tasks import Data, Task, _Tiles, get_task
+from zoo.ssl.tasks import Data, Task, get_task
 
 
 @dataclass
@@ -22,7 +22,7 @@ class PretrainResult:
 
 
 def synthetic_data(task: Task, n: int | None = None, seed: int = 0) -> Data:
-    """The zoo's own unlabelled data for ``task``: phantoms (112 px for tile tasks, else 64 px) or volumes."""
+    """The zoo's own unlabelled data for ``task``: 64-px phantoms (larger where tiles need it) or volumes."""
     if task.data == "volumes":
         from zoo.data.volumes import make_volumes
 
@@ -30,7 +30,7 @@ def synthetic_data(task: Task, n: int | None = None, seed: int = 0) -> Data:
         return Data(v.volumes, v.subjects)
     from zoo.data.synthetic import make_phantoms
 
-    return Data(make_phantoms(n or 256, size=112 if isinstance(task, _Tiles) else 64, seed=seed).images)
+    return Data(make_phantoms(n or 256, size=max(64, task.min_side(32)), seed=seed).images)
 
 
 def as_data(data, task: Task, seed: int = 0) -> Data:
@@ -73,7 +73,7 @@ def check_encoder(task: Task, entry, data: Data) -> tuple[int, ...]:
     shape = task.encoder_shape(data)
     if min(shape) < entry.min_size:
         size = "x".join(str(s) for s in data.array.shape[1:-1])
-        need = 3 * entry.min_size + 2 * task.options["gap"] if isinstance(task, _Tiles) else entry.min_size
+        need = task.min_side(entry.min_size)
         raise InputShapeError(
             f"{size} {task.data} are too small for task {task.name!r} with {entry.name}: its encoder would see "
             f"{'x'.join(map(str, shape))} inputs but needs every size >= {entry.min_size}. Give {task.data} of at "

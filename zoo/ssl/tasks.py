@@ -77,6 +77,10 @@ class Task:
         """The spatial input shape of the encoder for this data (default: the whole image)."""
         return tuple(data.array.shape[1:-1])
 
+    def min_side(self, encoder_min: int) -> int:
+        """The smallest image side this task can use with an encoder that needs ``encoder_min``."""
+        return encoder_min
+
     def build(self, encoder):
         raise NotImplementedError
 
@@ -259,6 +263,9 @@ class _Tiles(Task):
     def encoder_shape(self, data):
         t = self.tile(data)
         return (t, t)
+
+    def min_side(self, encoder_min):
+        return 3 * encoder_min + 2 * self.options["gap"]
 
 
 class RelativePosition(_Tiles):
