@@ -137,9 +137,11 @@ def pretrain(task: str, encoder: str = "simple_cnn", data="synthetic", *, epochs
             print(f"frozen-feature evaluation: {evaluation}")
     result = PretrainResult(enc, model, history, evaluation=evaluation)
     if tag is not None:
+        from zoo.models.factory import _looks_like_path, resolve_card
         from zoo.ssl.publish import publish
 
-        card_entry = zoo.get_card(f"{encoder}.{init}") if isinstance(init, str) and "/" not in init and not init.endswith(".h5") else None
+        start_from_card = isinstance(init, str) and not _looks_like_path(init)
+        card_entry = resolve_card(entry, init, want_top=False) if start_from_card else None
         fields = {
             "min_size": entry.min_size,
             "preprocess": card_entry.preprocess if card_entry else entry.preprocess,
@@ -148,7 +150,7 @@ def pretrain(task: str, encoder: str = "simple_cnn", data="synthetic", *, epochs
             "description": f"{encoder} encoder pretrained with {the_task.describe()}",
             "paper": the_task.paper, "recipe": the_task.name,
             "data": data_description or f"{len(data.array)} {data.kind} of shape {list(data.array.shape[1:])}",
-            "final_loss": history[-1],
+            "final_loss": history[-1], "pretrain_seconds": round(time.time() - t0, 1),
             "hyperparameters": {"epochs": epochs, "batch_size": batch_size, "learning_rate": learning_rate,
                                 "optimizer": "Adam", "seed": seed, "init": str(init) if init else "random",
                                 **{k: list(v) if isinstance(v, tuple) else v for k, v in the_task.options.items()}},

@@ -155,7 +155,6 @@ class _Reconstruction(Task):
     """Encoder + decoder back to the input size (inpainting, cross-window, Genesis)."""
 
     loss = "mean_squared_error"
-    out_channels_from_data = True
 
     def out_channels(self, encoder) -> int:
         return int(encoder.input.shape[-1])
