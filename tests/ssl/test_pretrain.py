@@ -132,6 +132,8 @@ def test_bad_data_values_options_and_arguments(zoo_env):
         zoo.ssl.pretrain("rotation", "simple_cnn", images, tag="Bad Tag")
     with pytest.raises(UnknownModelError, match="Unknown model 'simple_nn'"):
         zoo.ssl.pretrain("rotation", "simple_nn", images)
+    with pytest.raises(InvalidArgumentError, match="fraction=1.5"):
+        zoo.ssl.pretrain("inpainting", "simple_cnn", images, fraction=1.5, verbose=0)
     with pytest.raises(InputShapeError, match="multiples of the encoder's stride"):
         zoo.ssl.pretrain("genesis2d", "simple_cnn", make_phantoms(2, size=48).images, epochs=1, verbose=0)
 

@@ -178,6 +178,9 @@ class Inpainting(_Reconstruction):
     def build(self, encoder):
         from zoo.ssl.losses import MaskedL2
 
+        if not 0 < self.options["fraction"] < 1:
+            raise InvalidArgumentError(f"inpainting fraction={self.options['fraction']}: the hidden square must be "
+                                       "0 < fraction < 1 of the side.")
         self.loss = MaskedL2(self.options["rec_weight"])
         generator = super().build(encoder)
         if not self.options["adversarial"]:
@@ -205,8 +208,6 @@ class Inpainting(_Reconstruction):
 
     def epoch(self, data, rng):
         images = data.array
-        if not 0 < self.options["fraction"] < 1:
-            raise InvalidArgumentError(f"inpainting fraction={self.options['fraction']}: the hidden square must be 0 < fraction < 1 of the side.")
         mask = T.inpaint_mask(images.shape[:3], rng, self.options["fraction"], self.options["mask"])
         target = np.concatenate([images / 255.0, mask[..., None]], axis=-1).astype(np.float32)
         return T.mask_images(images, mask), target
@@ -289,10 +290,13 @@ class Jigsaw(_Tiles):
     def defaults(self):
         return {**super().defaults(), "permutations": 24}
 
+    @property
+    def perms(self):
+        return T.jigsaw_permutations(self.options["permutations"])  # deterministic (seed 0)
+
     def build(self, encoder):
         import keras
 
-        self.perms = T.jigsaw_permutations(self.options["permutations"])
         tiles = [_input(encoder, f"tile{i}") for i in range(9)]
         pooled = keras.layers.GlobalAveragePooling2D(name="tile_pool")
         f = keras.layers.Concatenate(name="tiles_concat")([pooled(encoder(t)) for t in tiles])
