@@ -1,0 +1,55 @@
+"""BYOL's momentum network: an exact copy at start, the moving average of every variable after a step."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from zoo.ssl.tasks import get_task
+
+
+@pytest.fixture(scope="module")
+def trainer():
+    import keras
+
+    import zoo
+
+    keras.utils.set_random_seed(0)
+    encoder = zoo.load("simple_cnn", in_chans=1, input_shape=(32, 32), num_classes=0, pooling=None)
+    task = get_task("byol", momentum=0.9, projection=8)
+    model = task.build(encoder)
+    task.compile(model, keras.optimizers.Adam(1e-2))
+    return model
+
+
+def test_target_is_an_exact_copy_after_init(trainer):
+    online, target = trainer.online, trainer.target
+    assert len(target.variables) == len(online.variables) > 0
+    assert any("moving_mean" in v.path for v in target.variables)  # BatchNorm statistics are included
+    for t, o in zip(target.variables, online.variables, strict=True):
+        assert t is not o and tuple(t.shape) == tuple(o.shape)
+        np.testing.assert_array_equal(np.asarray(t), np.asarray(o))
+    # clone_model alone would not have copied them: a fresh clone differs
+    import keras
+
+    fresh = keras.models.clone_model(online)
+    kernels = [(np.asarray(a), np.asarray(b)) for a, b in zip(fresh.variables, online.variables) if "kernel" in a.path]
+    assert any(not np.array_equal(a, b) for a, b in kernels)
+
+
+def test_target_is_the_moving_average_after_a_step(trainer):
+    rng = np.random.default_rng(0)
+    v1 = rng.uniform(0, 255, (4, 32, 32, 1)).astype(np.float32)
+    v2 = rng.uniform(0, 255, (4, 32, 32, 1)).astype(np.float32)
+    before = [np.asarray(v).copy() for v in trainer.target.variables]
+    online_before = [np.asarray(v).copy() for v in trainer.online.variables]
+    trainer.train_on_batch([v1, v2], np.zeros((4, 1), np.float32))
+    after_online = [np.asarray(v) for v in trainer.online.variables]
+    moved = 0
+    for t, b, o, ob, var in zip(trainer.target.variables, before, after_online, online_before,
+                                trainer.online.variables, strict=True):
+        np.testing.assert_allclose(np.asarray(t), 0.9 * b + 0.1 * o, rtol=1e-5, atol=1e-6, err_msg=var.path)
+        moved += not np.allclose(o, ob)
+    stats = [i for i, v in enumerate(trainer.online.variables) if "moving" in v.path]
+    assert stats and all(not np.allclose(after_online[i], online_before[i]) for i in stats)  # BN stats moved too
+    assert moved > len(stats)  # and the trained weights

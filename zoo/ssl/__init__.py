@@ -1,0 +1,27 @@
+"""Self-supervised pretraining whose encoders go back into the registry.
+
+``zoo.ssl.pretrain(task, encoder, data, tag=...)`` trains an encoder on unlabelled images with a
+pretext task and writes a weight card, after which ``zoo.load(encoder, pretrained=tag)`` loads
+it. Importing this package is light; TensorFlow is imported when training starts.
+"""
+
+from __future__ import annotations
+
+from zoo.ssl.tasks import TASKS, get_task, list_tasks
+
+
+def pretrain(task: str, encoder: str = "simple_cnn", data="synthetic", **kwargs):
+    """See zoo.ssl.runner.pretrain."""
+    from zoo.ssl.runner import pretrain as _pretrain
+
+    return _pretrain(task, encoder, data, **kwargs)
+
+
+def demo_step(**kwargs) -> dict:
+    """See zoo.ssl.demo.demo_step."""
+    from zoo.ssl.demo import demo_step as _demo_step
+
+    return _demo_step(**kwargs)
+
+
+__all__ = ["TASKS", "demo_step", "get_task", "list_tasks", "pretrain"]

@@ -1,0 +1,115 @@
+"""Turn a pretrained encoder into a registry entry: its weights file plus a weight card.
+
+The card goes into the user card folder ``zoo_home()/"cards"``; the weights go beside it
+(the card then names the file by a relative path, so copying the folder, or serving both
+files from a ZOO_MIRROR, serves a whole site) or into ``out`` (named by a file:// URL).
+``zoo.load(arch, pretrained=tag)`` then verifies the sha256 and loads it like any card.
+"""
+
+from __future__ import annotations
+
+import datetime
+import hashlib
+import math
+import os
+import platform
+import re
+from pathlib import Path
+
+from zoo.errors import CardError, InvalidArgumentError
+from zoo.hub.cards import WeightCard, all_cards, read_card_file, zoo_home
+
+TAG = re.compile(r"^[a-z0-9][a-z0-9_]*$")
+
+
+def user_card_dir() -> Path:
+    return zoo_home() / "cards"
+
+
+def check_tag(arch: str, tag: str, overwrite: bool = False) -> None:
+    """A tag is lower case letters, digits and underscores, and new unless ``overwrite`` (own cards only)."""
+    if not isinstance(tag, str) or not TAG.match(tag):
+        raise InvalidArgumentError(f"tag={tag!r}: use lower case letters, digits and underscores, e.g. 'simclr_ct2026'.")
+    existing = all_cards().get(f"{arch}.{tag}")
+    if existing is None:
+        return
+    mine = Path(existing.card_path).resolve() == (user_card_dir() / f"{arch}.{tag}.toml").resolve()
+    if not (overwrite and mine):
+        raise CardError(f"weight card {arch}.{tag} already exists ({existing.card_path}); "
+                        + ("pass overwrite=True (--overwrite) to replace it, or pick another tag."
+                           if mine else "pick another tag (that card is not one pretrain wrote here)."))
+
+
+def _value(v) -> str:
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, int):
+        return str(v)
+    if isinstance(v, float):
+        return repr(v) if math.isfinite(v) else ("nan" if math.isnan(v) else ("inf" if v > 0 else "-inf"))
+    if isinstance(v, str):
+        return '"' + v.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n") + '"'
+    if isinstance(v, list | tuple):
+        return "[" + ", ".join(_value(x) for x in v) + "]"
+    if hasattr(v, "item"):  # numpy scalars
+        return _value(v.item())
+    raise CardError(f"cannot write {v!r} ({type(v).__name__}) into a weight card.")
+
+
+def card_toml(name: str, fields: dict) -> str:
+    """``[arch.tag]`` with flat fields first, then one sub-table per dict field."""
+    flat = {k: v for k, v in fields.items() if not isinstance(v, dict) and v is not None}
+    lines = [f"[{name}]"] + [f"{k} = {_value(v)}" for k, v in flat.items()]
+    for key, table in fields.items():
+        if isinstance(table, dict):
+            lines += ["", f"[{name}.{key}]"] + [f"{k} = {_value(v)}" for k, v in table.items() if v is not None]
+    return "\n".join(lines) + "\n"
+
+
+def versions() -> dict:
+    import keras
+    import numpy as np
+    import tensorflow as tf
+
+    import zoo
+
+    return {"zoo": zoo.__version__, "keras": keras.__version__, "tensorflow": tf.__version__,
+            "numpy": np.__version__, "python": platform.python_version()}
+
+
+def sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(1 << 20):
+            h.update(block)
+    return h.hexdigest()
+
+
+def publish(encoder, arch: str, tag: str, fields: dict, out=None, overwrite: bool = False) -> WeightCard:
+    """Save ``encoder``'s weights and write card ``arch.tag`` (``fields`` adds recipe, data, evaluation...)."""
+    check_tag(arch, tag, overwrite)
+    cards = user_card_dir()
+    cards.mkdir(parents=True, exist_ok=True)
+    folder = Path(out).expanduser() if out is not None else cards
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"{arch}_{tag}.weights.h5"
+    encoder.save_weights(str(path))
+    url = path.name if folder.resolve() == cards.resolve() else path.resolve().as_uri()
+    shape = [int(s) for s in encoder.input.shape[1:]]
+    card = {
+        "arch": arch, "urls": [url], "sha256": sha256(path), "size": path.stat().st_size,
+        "format": "keras-weights-h5", "include_top": False, "input_size": shape,
+        "created": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        **fields, "versions": versions(),
+    }
+    card_path = cards / f"{arch}.{tag}.toml"
+    tmp = card_path.with_name(card_path.name + ".tmp")
+    tmp.write_text("# Written by zoo.ssl.pretrain; the weights file is verified by sha256 on load.\n\n"
+                   + card_toml(f"{arch}.{tag}", card))
+    try:
+        read_card_file(tmp)  # never leave a card the zoo cannot read
+    except CardError:
+        tmp.unlink()
+        raise
+    os.replace(tmp, card_path)
+    return read_card_file(card_path)[0]

@@ -1,0 +1,188 @@
+"""``zoo.ssl.pretrain``: data -> pretext task around a zoo encoder -> training -> registry entry."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from zoo.errors import DataError, InputShapeError, InvalidArgumentError
+from zoo.ssl.tasks import Data, Task, get_task
+
+
+@dataclass
+class PretrainResult:
+    encoder: object  # the trained encoder (feature map output), a Functional keras.Model
+    model: object  # the whole pretext model
+    history: list[float]  # loss per epoch
+    card: object = None  # the WeightCard written, when a tag was given
+    evaluation: dict = field(default_factory=dict)
+    seconds: float = 0.0
+
+
+def synthetic_data(task: Task, n: int | None = None, seed: int = 0) -> Data:
+    """The zoo's own unlabelled data for ``task``: 64-px phantoms (larger where tiles need it) or volumes."""
+    if task.data == "volumes":
+        from zoo.data.volumes import make_volumes
+
+        v = make_volumes(n or 32, depth=16, size=32, seed=seed)
+        return Data(v.volumes, v.subjects)
+    from zoo.data.synthetic import make_phantoms
+
+    return Data(make_phantoms(n or 256, size=max(64, task.min_side(32)), seed=seed).images)
+
+
+def as_data(data, task: Task, seed: int = 0) -> Data:
+    """Accept "synthetic", a Phantoms / Volumes object, a Data, or an array in [0, 255]."""
+    if isinstance(data, str):
+        if data != "synthetic":
+            raise InvalidArgumentError(f"data={data!r}: give an array, a Phantoms/Volumes object, or 'synthetic'.")
+        return synthetic_data(task, seed=seed)
+    if isinstance(data, Data):
+        out = data
+    elif hasattr(data, "volumes") and hasattr(data, "subjects"):
+        out = Data(np.asarray(data.volumes), np.asarray(data.subjects))
+    elif hasattr(data, "images"):
+        out = Data(np.asarray(data.images))
+    else:
+        out = Data(np.asarray(data))
+    a = out.array
+    if a.ndim not in (4, 5) or not np.issubdtype(a.dtype, np.number):
+        raise DataError(f"data of shape {a.shape} ({a.dtype}): give numeric images (N, H, W, C) or volumes "
+                        "(N, D, H, W, C), channels last; add a trailing axis of 1 for grey-scale.")
+    if len(a) < 2:
+        raise DataError(f"data holds {len(a)} sample(s); pretraining needs at least 2.")
+    if not np.isfinite(a).all():
+        raise DataError(f"data of shape {a.shape} hold NaN or inf values; replace them (e.g. np.nan_to_num) first.")
+    if a.min() < 0 or a.max() > 255:
+        raise DataError(f"data values span [{a.min():.3g}, {a.max():.3g}]; the zoo's input range is "
+                        "[0, 255]: window CT to grey values first.")
+    if a.max() <= 1.0:
+        raise DataError("data values all lie in [0, 1]; the zoo's input range is [0, 255]: multiply by 255.")
+    return Data(a.astype(np.float32, copy=False), out.subjects)
+
+
+def check_encoder(task: Task, entry, data: Data) -> tuple[int, ...]:
+    """The encoder input shape, or a ZooError naming task, encoder and sizes."""
+    if entry.spatial_dims != task.dims:
+        raise InvalidArgumentError(
+            f"task {task.name!r} trains a {task.dims}D encoder but {entry.name} is {entry.spatial_dims}D; "
+            + ("use simple_cnn3d (or another 3D encoder)." if task.dims == 3 else "use a 2D encoder such as simple_cnn."))
+    task.check_data(data)
+    shape = task.encoder_shape(data)
+    if min(shape) < entry.min_size:
+        size = "x".join(str(s) for s in data.array.shape[1:-1])
+        need = task.min_side(entry.min_size)
+        raise InputShapeError(
+            f"{size} {task.data} are too small for task {task.name!r} with {entry.name}: its encoder would see "
+            f"{'x'.join(map(str, shape))} inputs but needs every size >= {entry.min_size}. Give {task.data} of at "
+            f"least {need} pixels a side (resize or pad), or a smaller encoder.")
+    return shape
+
+
+def pretrain(task: str, encoder: str = "simple_cnn", data="synthetic", *, epochs: int = 5, batch_size: int = 32,
+             learning_rate: float = 1e-3, tag: str | None = None, out=None, seed: int = 0, init=None,
+             eval_data=None, modality: str = "", data_description: str = "", license: str = "user-provided",
+             overwrite: bool = False, verbose="auto", **task_options) -> PretrainResult:
+    """Pretrain ``encoder`` (a registered name) on unlabelled ``data`` with pretext ``task``.
+
+    data: images (N, H, W, C) or volumes (N, D, H, W, C) in [0, 255], a Phantoms / Volumes object, or
+        "synthetic" (the zoo's phantoms). task_options go to the task (see zoo.ssl.list_tasks()).
+    init: weights to start from (a card tag such as "imagenet", a file, or None for random init).
+    tag: when given, the encoder weights and a weight card are written (see zoo.ssl.publish), after
+        which ``zoo.load(encoder, pretrained=tag)`` loads them; ``out`` is the weights folder
+        (default: beside the card in zoo_home()/"cards").
+    eval_data: (images, labels) to score the frozen encoder with a linear probe and k-NN (half for
+        training the probe, half for testing); the scores go into the card.
+    """
+    import keras
+
+    import zoo
+    from zoo.models.registry import get_entry
+
+    t0 = time.time()
+    for name, value, low in (("epochs", epochs, 1), ("batch_size", batch_size, 2)):
+        if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < low:
+            raise InvalidArgumentError(f"{name}={value!r}: must be an integer >= {low}.")
+    if tag is not None:
+        from zoo.ssl.publish import check_tag
+
+        check_tag(encoder, tag, overwrite)  # fail before training, not after
+    the_task = get_task(task, **task_options)
+    entry = get_entry(encoder)
+    synthetic = isinstance(data, str) or type(data).__name__ in ("Phantoms", "Volumes")
+    data = as_data(data, the_task, seed)
+    shape = check_encoder(the_task, entry, data)
+    chans = int(data.array.shape[-1])
+
+    keras.utils.set_random_seed(seed)
+    rng = np.random.default_rng(seed)
+    enc = zoo.load(encoder, pretrained=init, in_chans=chans, input_shape=shape, num_classes=0, pooling=None)
+    model = the_task.build(enc)
+    the_task.compile(model, keras.optimizers.Adam(learning_rate))
+    if verbose:
+        print(f"pretraining {encoder} with {the_task.describe()} on {len(data.array)} {data.kind} "
+              f"{data.array.shape[1:]}, {epochs} epochs")
+    history = []
+    for epoch in range(epochs):
+        x, y = the_task.epoch(data, rng)  # fresh augmentations every epoch
+        x = list(x) if isinstance(x, tuple) else x
+        h = model.fit(x, y, batch_size=batch_size, epochs=epoch + 1, initial_epoch=epoch, verbose=verbose)
+        history.append(float(h.history["loss"][-1]))
+    evaluation = {}
+    if eval_data is not None:
+        evaluation = probe(enc, eval_data)
+        if verbose:
+            print(f"frozen-feature evaluation: {evaluation}")
+    result = PretrainResult(enc, model, history, evaluation=evaluation)
+    if tag is not None:
+        from zoo.models.factory import _looks_like_path, resolve_card
+        from zoo.ssl.publish import publish
+
+        start_from_card = isinstance(init, str) and not _looks_like_path(init)
+        card_entry = resolve_card(entry, init, want_top=False) if start_from_card else None
+        fields = {
+            "min_size": entry.min_size,
+            "preprocess": card_entry.preprocess if card_entry else entry.preprocess,
+            "input_range": [0.0, 255.0], "license": license, "source": "zoo.ssl.pretrain",
+            "modality": modality or (f"synthetic {data.kind} (zoo.data)" if synthetic else "unspecified"),
+            "description": f"{encoder} encoder pretrained with {the_task.describe()}",
+            "paper": the_task.paper, "recipe": the_task.name,
+            "data": data_description or f"{len(data.array)} {data.kind} of shape {list(data.array.shape[1:])}",
+            "final_loss": history[-1], "pretrain_seconds": round(time.time() - t0, 1),
+            "hyperparameters": {"epochs": epochs, "batch_size": batch_size, "learning_rate": learning_rate,
+                                "optimizer": "Adam", "seed": seed, "init": str(init) if init else "random",
+                                **{k: list(v) if isinstance(v, tuple) else v for k, v in the_task.options.items()}},
+            "evaluation": evaluation or None,
+        }
+        if card_entry and card_entry.mean:
+            fields.update(mean=list(card_entry.mean), std=list(card_entry.std))
+        result.card = publish(enc, encoder, tag, fields, out=out, overwrite=overwrite)
+        if verbose:
+            print(f"wrote {result.card.card_path}; load it with zoo.load({encoder!r}, pretrained={tag!r})")
+    result.seconds = time.time() - t0
+    return result
+
+
+def probe(encoder, eval_data, k: int = 5) -> dict:
+    """Linear probe and k-NN accuracy of frozen features: first half of ``eval_data`` trains, second half tests."""
+    from zoo.ssl.evaluate import encoder_features, knn_accuracy, linear_probe
+
+    images, labels = (eval_data.images, eval_data.labels) if hasattr(eval_data, "labels") else eval_data
+    images, labels = np.asarray(images, np.float32), np.asarray(labels).astype(int)
+    if len(images) != len(labels) or len(images) < 4:
+        raise DataError(f"eval_data: {len(images)} images and {len(labels)} labels; give at least 4 of each, equally many.")
+    if tuple(images.shape[1:]) != tuple(encoder.input.shape[1:]):  # e.g. a tile encoder scored on whole images
+        import zoo
+
+        resized = zoo.load(encoder.name, in_chans=int(images.shape[-1]), input_shape=images.shape[1:-1],
+                           num_classes=0, pooling=None)
+        resized.set_weights(encoder.get_weights())  # convolutional weights do not depend on the input size
+        encoder = resized
+    f = encoder_features(encoder, images)
+    half = len(f) // 2
+    return {"linear_probe_accuracy": linear_probe(f[:half], labels[:half], f[half:], labels[half:]),
+            "knn_accuracy": knn_accuracy(f[:half], labels[:half], f[half:], labels[half:], k),
+            "eval_images": int(len(f))}
+
