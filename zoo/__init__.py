@@ -12,6 +12,7 @@ from zoo.errors import ZooError
 from zoo.export import export  # eager: a lazy import would rebind zoo.export to the module
 from zoo.hub.cards import get_card, list_weights
 from zoo.models.registry import list_models
+from zoo.ssl import pretrain
 
 
 def model_info(name: str) -> dict:
@@ -102,4 +103,4 @@ def dicom_dataset(source, labels=None, **kwargs):
 
 
 __all__ = ["ZooError", "load", "load_model", "input_contract", "fetch", "list_models", "list_weights", "model_info", "get_card",
-           "read_dicom", "load_series", "dicom_dataset", "finetune", "export"]
+           "read_dicom", "load_series", "dicom_dataset", "finetune", "export", "pretrain"]
