@@ -59,3 +59,14 @@ def did_you_mean(name: str, choices: Iterable[str], n: int = 3) -> str:
     if not close:
         return ""
     return " Did you mean " + " or ".join(repr(c) for c in close) + "?"
+
+
+# --- branch archs: optional dependencies and model graphs the zoo cannot analyse ---
+
+
+class OptionalDependencyError(ZooError, ImportError):
+    """A feature needs a package from an optional extra that is not installed."""
+
+
+class UnsupportedLayerError(ZooError, TypeError):
+    """A layer the analysis (e.g. receptive_field) has no rule for."""

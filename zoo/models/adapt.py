@@ -71,7 +71,7 @@ def adapt_first_conv(kernel: np.ndarray, in_chans: int) -> np.ndarray:
 
 
 def global_pool(x, pooling: str | None, name: str):
-    if pooling is None:
+    if pooling is None or len(x.shape) == 2:  # a vector already (patch CNNs end in dense layers)
         return x
     dims = len(x.shape) - 2
     layers = {
