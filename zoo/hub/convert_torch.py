@@ -5,8 +5,8 @@ is executed. Keras layer names are the state-dict module names with dots as unde
 (``inception3a_branch2_0_conv`` <- ``inception3a.branch2.0.conv``), so the mapping is
 generic: convolutions (OIHW -> HWIO), dense layers (transposed) and BatchNorm statistics.
 Models flatten channels-first before their dense layers where torch does (a Permute layer),
-so no dense kernel needs reordering. The converted weights are cached beside the checkpoint
-as ``<name>.<structure digest>.weights.h5`` and later loads skip torch entirely.
+so no dense kernel needs reordering. The converted weights are cached in the card's cache folder
+as ``<name>.<structure digest>.weights.h5``; later loads skip torch entirely.
 """
 
 from __future__ import annotations
@@ -95,17 +95,25 @@ def structure_digest(model) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:8]
 
 
-def load_torch_checkpoint(model, path) -> Path:
+def converted_path(card, model) -> Path:
+    """Where the converted weights of ``card`` for ``model``'s structure live: in the zoo cache."""
+    from zoo.hub.fetch import cache_path
+
+    stem = card.file_name.removesuffix(".pth").removesuffix(".pt")
+    return cache_path(card).with_name(f"{stem}.{structure_digest(model)}.weights.h5")
+
+
+def load_torch_checkpoint(model, path, card) -> Path:
     """Fill ``model`` from the torch checkpoint at ``path``; convert once, then reuse the cached .weights.h5."""
     path = Path(path)
-    stem = path.name.removesuffix(".pth").removesuffix(".pt")
-    cached = path.with_name(f"{stem}.{structure_digest(model)}.weights.h5")
+    cached = converted_path(card, model)
     if cached.is_file() and cached.stat().st_mtime_ns >= path.stat().st_mtime_ns:
         model.load_weights(str(cached))
         return cached
     convert_state_dict(model, read_state_dict(path))
     part = cached.with_name(f".{os.getpid()}.{cached.name}")  # Keras needs the .weights.h5 suffix
     try:
+        cached.parent.mkdir(parents=True, exist_ok=True)
         model.save_weights(str(part))
         os.replace(part, cached)
     except OSError:  # a read-only cache only costs a conversion next time

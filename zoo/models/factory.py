@@ -99,7 +99,7 @@ def _copy_adapting(source, target) -> None:
 def _load_torch(reference, path, card) -> None:
     from zoo.hub.convert_torch import load_torch_checkpoint
 
-    load_torch_checkpoint(reference, path)
+    load_torch_checkpoint(reference, path, card)
 
 
 def _load_inflated(reference, path, card) -> None:
@@ -230,10 +230,13 @@ def load(name: str, pretrained=None, *, in_chans: int = 3, num_classes: int | No
 
         path = fetch(card)
     if path is not None and fmt in CONVERTED_FORMATS:
-        reference = _backbone(entry, (*shape[:-1], file_chans), file_chans, file_chans, mode, card,
-                              **{**build, "include_top": card.include_top, "num_classes": card.num_classes})
+        reference = model
+        if backbone_chans != file_chans or use_top != card.include_top:  # convert into the file's own shape
+            reference = _backbone(entry, (*shape[:-1], file_chans), file_chans, file_chans, mode, card,
+                                  **{**build, "include_top": card.include_top, "num_classes": card.num_classes})
         CONVERTED_FORMATS[fmt](reference, path, card)
-        copy_by_name(reference, model)
+        if reference is not model:
+            copy_by_name(reference, model)
         model.zoo_weights = card.name
     elif path is not None:
         if backbone_chans == file_chans:
