@@ -100,6 +100,8 @@ def test_three_dimensional():
     model = zoo.load("unet3d", input_shape=(16, 16, 16), in_chans=1, depth=1, base_filters=2)
     rf = check(model, [(8, 8, 8)])
     assert rf.size == (18, 18, 18)  # 2 convs: 5; pool: 6; 2 convs at stride 2: 14; up-conv reads 1; 2 convs: 18
+    trilinear = zoo.load("unet3d", input_shape=(16, 16, 16), in_chans=1, depth=1, base_filters=2, upsampling="bilinear")
+    assert check(trilinear, [(8, 8, 8), (9, 8, 7)]).size == (20, 20, 20)  # trilinear reads 2 inputs: +2
 
 
 def test_unknown_layer_is_a_clear_error():

@@ -72,11 +72,14 @@ def _window(layer, intervals, in_shape):
             pl = _same_left(n, keff, si) if layer.padding == "same" else 0
             out.append((a * si - pl, b * si - pl + keff - 1))
         return out
+    if kind == "LinearUpsampling" or getattr(layer, "interpolation", None) == "bilinear":
+        # half-pixel linear by u: output o reads floor((o + 1/2) / u - 1/2) and the next input
+        u = _tuple(getattr(layer, "size", 2), dims)
+        return [(math.floor(Fraction(2 * a + 1, 2 * ui) - Fraction(1, 2)),
+                 math.floor(Fraction(2 * b + 1, 2 * ui) - Fraction(1, 2)) + 1) for (a, b), ui in zip(intervals, u)]
     if kind.startswith("UpSampling"):
         u = _tuple(layer.size, dims)
         return [(a // ui, b // ui) for (a, b), ui in zip(intervals, u)]
-    if kind == "LinearUpsampling":  # half-pixel linear x2: output 2i reads i-1, i; 2i+1 reads i, i+1
-        return [((a - 1) // 2, (b + 1) // 2) for a, b in intervals]
     if kind.startswith("ZeroPadding") or kind == "SpatialPadding":
         return [(a - p[0], b - p[0]) for (a, b), p in zip(intervals, layer.padding)]
     if kind.startswith("Cropping"):

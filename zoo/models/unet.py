@@ -59,9 +59,10 @@ def up_block(x, skip, filters, name, *, dims, norm, upsampling, padding):
     L = _blocks.layers_for(dims)
     if upsampling == "transpose":
         x = L["conv_t"](filters, 2, strides=2, name=f"{name}_upconv")(x)
-    else:
-        x = LinearUpsampling(name=f"{name}_upsample")(x)
-        x = L["conv"](filters, 1, name=f"{name}_upconv")(x)
+    else:  # Keras' bilinear in 2D (same values, faster: benchmarks/bench_archs.py); it has no trilinear
+        up = keras.layers.UpSampling2D(2, interpolation="bilinear", name=f"{name}_upsample") if dims == 2 else \
+            LinearUpsampling(name=f"{name}_upsample")
+        x = L["conv"](filters, 1, name=f"{name}_upconv")(up(x))
     if skip is not None:
         crop = [(s - t) // 2 for s, t in zip(skip.shape[1:-1], x.shape[1:-1])]
         if any(crop):
