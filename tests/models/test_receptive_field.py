@@ -17,7 +17,15 @@ from zoo.models import receptive_field
 from zoo.models._receptive_field import input_window
 
 
-def measured_window(model, position, layer, trials=4):
+@pytest.fixture(autouse=True)
+def seeded():
+    """Deterministic initial weights: a unit left dead by an unlucky draw would hide part of a field."""
+    import keras
+
+    keras.utils.set_random_seed(0)
+
+
+def measured_window(model, position, layer, trials=6):
     import keras
 
     sub = keras.Model(model.inputs, model.get_layer(layer).output)
