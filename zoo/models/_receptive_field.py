@@ -72,7 +72,7 @@ def _window(layer, intervals, in_shape):
             pl = _same_left(n, keff, si) if layer.padding == "same" else 0
             out.append((a * si - pl, b * si - pl + keff - 1))
         return out
-    if kind == "LinearUpsampling" or getattr(layer, "interpolation", None) == "bilinear":
+    if kind == "LinearUpsampling" or (kind.startswith("UpSampling") and layer.interpolation == "bilinear"):
         # half-pixel linear by u: output o reads floor((o + 1/2) / u - 1/2) and the next input
         u = _tuple(getattr(layer, "size", 2), dims)
         return [(math.floor(Fraction(2 * a + 1, 2 * ui) - Fraction(1, 2)),
