@@ -1,7 +1,7 @@
 """The same invariants over every model this branch registers (timm's habit).
 
 Forward on a small input, backward reaches every trainable weight, a new head has the right
-shape, multi-scale features have the documented sizes (computed by hand below), and the
+shape, freeze() leaves only the head trainable, multi-scale features have the documented sizes (computed by hand below), and the
 model round-trips through a .keras file with safe_mode=True.
 """
 
@@ -12,6 +12,7 @@ import pytest
 import tensorflow as tf
 
 import zoo
+from zoo.train.transfer import freeze, unfreeze
 
 # name: (small input (spatial), options, {stride: feature size by hand}, heavy)
 CASES = {
@@ -72,6 +73,10 @@ def test_invariants(case, tmp_path):
     grads = tape.gradient(loss, model.trainable_weights)
     unreached = [w.path for w, g in zip(model.trainable_weights, grads) if g is None or not np.any(g.numpy())]
     assert not unreached, unreached
+
+    freeze(model)  # the transfer helpers: everything but the head_* layers
+    assert model.trainable_weights and all(w.path.startswith("head_") for w in model.trainable_weights)
+    unfreeze(model)
 
     plain = {k: v for k, v in options.items() if k != "aux_logits"}  # auxiliary heads need classes, not features
     features = zoo.load(arch, input_shape=size, in_chans=1, features=True, **plain)
