@@ -44,11 +44,9 @@ def merge(paths, name_scalars, n_scalars, dense, dropout, include_top, num_class
     return {"outputs": x, "inputs": inputs} if inputs else x
 
 
-def _check(patch, n_scalars):
-    if not isinstance(n_scalars, int) or n_scalars < 0:
+def _check_scalars(n_scalars):
+    if isinstance(n_scalars, bool) or not isinstance(n_scalars, int) or n_scalars < 0:
         raise InvalidArgumentError(f"n_scalars={n_scalars!r}: the number of extra scalar features must be an int >= 0.")
-    if not isinstance(patch, int) or patch < 16:
-        raise InvalidArgumentError(f"patch={patch!r}: the pathway patch size must be an int >= 16 (29 in the paper).")
 
 
 def _first_pathway(model):
@@ -64,7 +62,7 @@ _COMMON = dict(family="zoo", preprocess="none", feature_layers=_first_pathway, m
                 paper="de Brebisson & Montana 2015, arXiv:1502.02445", **_COMMON)
 def build_patch_cnn29(x, *, include_top, num_classes, classifier_activation, n_scalars=0, dense=(1000,),
                       dropout=0.2):
-    _check(x.shape[1] or 29, n_scalars)
+    _check_scalars(n_scalars)
     return merge([pathway(x, "path1")], "scalars", n_scalars, dense, dropout, include_top, num_classes,
                  classifier_activation)
 
@@ -77,7 +75,9 @@ def build_multiscale_patch_cnn(x, *, include_top, num_classes, classifier_activa
     """Scale s: the central (patch * s) window, average-pooled by s to patch x patch."""
     from zoo.layers.resample import CentralCrop
 
-    _check(patch, n_scalars)
+    _check_scalars(n_scalars)
+    if not isinstance(patch, int) or patch < 16:
+        raise InvalidArgumentError(f"patch={patch!r}: the pathway patch size must be an int >= 16 (29 in the paper).")
     size = x.shape[1]
     if not scales or any(not isinstance(s, int) or s < 1 for s in scales) or (size and patch * max(scales) > size):
         raise InvalidArgumentError(f"scales={scales!r} with patch={patch}: give integer factors >= 1 whose windows "
@@ -98,7 +98,7 @@ def build_triplanar_cnn(x, *, include_top, num_classes, classifier_activation, n
                         dropout=0.2):
     from zoo.layers.resample import CentralSlice
 
-    _check(min(s for s in x.shape[1:-1] if s) if any(x.shape[1:-1]) else 29, n_scalars)
+    _check_scalars(n_scalars)
     paths = [pathway(CentralSlice(axis, name=f"{plane}_plane")(x), plane)
              for axis, plane in enumerate(("axial", "coronal", "sagittal"))]
     return merge(paths, "scalars", n_scalars, dense, dropout, include_top, num_classes, classifier_activation)

@@ -157,6 +157,7 @@ def _register(name, dims, size, paper):
     def build(x, *, include_top, num_classes, classifier_activation, depth=4, base_filters=64 if dims == 2 else 32,
               norm="batch", upsampling="transpose", padding="same", encoder=None, encoder_weights=None,
               freeze_encoder=False, decoder_filters=(256, 128, 64, 32, 16)):
+        """num_classes: output channels of the 1x1 head (2 when not given)."""
         activation = classifier_activation
         if encoder is not None:
             return _encoder_unet(x, dims=dims, num_classes=num_classes, classifier_activation=activation,
