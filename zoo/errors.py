@@ -102,3 +102,13 @@ class PrecisionError(ZooError, RuntimeError):
 
 class ExportError(ZooError, RuntimeError):
     """A model that cannot be exported in the asked format (unserializable layer, missing converter)."""
+
+# --- branch archs: optional dependencies and model graphs the zoo cannot analyse ---
+
+
+class OptionalDependencyError(ZooError, ImportError):
+    """A feature needs a package from an optional extra that is not installed."""
+
+
+class UnsupportedLayerError(ZooError, TypeError):
+    """A layer the analysis (e.g. receptive_field) has no rule for."""

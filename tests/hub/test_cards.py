@@ -61,7 +61,7 @@ def test_every_shipped_card_parses_and_names_a_registered_model():
     assert len(cards) >= 18
     for card in cards.values():
         assert card.arch in zoo.list_models(), card.name
-        assert card.license and card.source and (card.sha256 or card.md5)
+        assert card.license and card.source and (card.sha256 or card.md5 or card.sha256_prefix)
 
 
 def test_listing_and_info_do_not_import_tensorflow():
@@ -72,11 +72,13 @@ def test_listing_and_info_do_not_import_tensorflow():
 
 
 def test_list_models_patterns_and_pretrained():
-    assert zoo.list_models("resnet*") == ["resnet101", "resnet152", "resnet50"]
+    assert zoo.list_models("resnet*") == ["resnet101", "resnet152", "resnet50", "resnet50_3d"]
+    assert zoo.list_models("resnet1*") == ["resnet101", "resnet152"]
     tagged = zoo.list_models("densenet121*", pretrained=True)
-    assert tagged == ["densenet121.imagenet", "densenet121.imagenet_notop"]
+    assert tagged == ["densenet121.imagenet", "densenet121.imagenet_notop", "densenet121_3d.imagenet_inflated"]
     assert "resnet50" not in zoo.list_models(pretrained=False)
-    assert zoo.list_weights("vgg*") == ["vgg16.imagenet", "vgg16.imagenet_notop", "vgg19.imagenet", "vgg19.imagenet_notop"]
+    assert zoo.list_weights("vgg*") == ["vgg16.imagenet", "vgg16.imagenet_notop", "vgg16_3d.imagenet_inflated",
+                                        "vgg19.imagenet", "vgg19.imagenet_notop"]
 
 
 def test_model_info_returns_cards():

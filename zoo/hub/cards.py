@@ -16,7 +16,8 @@ from urllib.parse import urlparse
 from zoo.errors import CardError, UnknownModelError, did_you_mean
 
 PREPROCESS_MODES = ("tf", "caffe", "torch", "meanstd", "none")
-FORMATS = ("keras-legacy-h5", "keras-weights-h5")
+FORMATS = ("keras-legacy-h5", "keras-weights-h5", "torch-state-dict", "inflated-2d")
+_HEX_LENGTHS = {"sha256": (64, 64), "md5": (32, 32), "sha256_prefix": (8, 63)}
 
 
 @dataclass(frozen=True)
@@ -33,6 +34,7 @@ class WeightCard:
     source: str
     sha256: str | None = None
     md5: str | None = None
+    sha256_prefix: str | None = None  # torchvision publishes only the first hex digits, in the file name
     size: int | None = None
     include_top: bool = False
     min_size: int | None = None
@@ -59,8 +61,10 @@ class WeightCard:
 
     @property
     def hash(self) -> tuple[str, str]:
-        """(algorithm, hex digest): sha256 where the card has one, else the upstream md5."""
-        return ("sha256", self.sha256) if self.sha256 else ("md5", self.md5)
+        """(algorithm, hex digest or its leading digits): sha256 (or its prefix) where given, else md5."""
+        if self.sha256 or self.sha256_prefix:
+            return "sha256", self.sha256 or self.sha256_prefix
+        return "md5", self.md5
 
     @property
     def file_name(self) -> str:
@@ -92,8 +96,14 @@ def _card_from_table(arch: str, tag: str, table: dict, path: Path) -> WeightCard
         raise CardError(f"{where} lacks {', '.join(missing)}: add the field(s); see docs/ARCHITECTURE.md.")
     if table.get("arch", arch) != arch:
         raise CardError(f"{where} says arch = {table['arch']!r}: the table name and arch must agree.")
-    if not (table.get("sha256") or table.get("md5")):
+    if not (table.get("sha256") or table.get("md5") or table.get("sha256_prefix")):
         raise CardError(f"{where} has neither sha256 nor md5: every checkpoint must be verifiable.")
+    for key, (shortest, longest) in _HEX_LENGTHS.items():
+        value = table.get(key)
+        if value is not None and not (isinstance(value, str) and shortest <= len(value) <= longest
+                                      and all(c in "0123456789abcdefABCDEF" for c in value)):
+            raise CardError(f"{where}: {key} = {value!r} is not {shortest}" + (f" to {longest}" if longest > shortest else "")
+                            + " hex digits; copy it from the publisher.")
     if table["format"] not in FORMATS:
         raise CardError(f"{where} has format {table['format']!r}; use one of {FORMATS}.")
     if table["preprocess"] not in PREPROCESS_MODES:

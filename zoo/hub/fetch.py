@@ -66,7 +66,7 @@ def is_verified(path: Path, card: WeightCard, rehash: bool = False) -> bool:
         return True
     if card.size is not None and path.stat().st_size != card.size:
         return False
-    if file_hash(path, algorithm) != digest.lower():
+    if not file_hash(path, algorithm).startswith(digest.lower()):  # a card's sha256_prefix: its leading digits
         return False
     try:
         marker.parent.mkdir(parents=True, exist_ok=True)
@@ -194,7 +194,7 @@ def _download(url: str, dest: Path, card: WeightCard, timeout: float, retries: i
             if attempt < retries:
                 time.sleep(backoff * 2**attempt)
             continue
-        if got != digest.lower():
+        if not got.startswith(digest.lower()):
             part.unlink(missing_ok=True)
             raise ChecksumError(
                 f"{url} gave a file whose {algorithm} is {got}, not {digest} as card {card.name} "
@@ -252,7 +252,7 @@ def fetch(card: WeightCard, *, progress: bool | None = None, timeout: float | No
     if os.environ.get("ZOO_OFFLINE", "") not in ("", "0"):
         raise OfflineError(
             f"ZOO_OFFLINE=1 and the weights of {card.name} are not cached. Place {card.file_name} "
-            f"({algorithm} {digest}) at {dest}, or in a folder named by ZOO_MIRROR, or unset ZOO_OFFLINE "
+            f"({algorithm} {'starting ' if card.sha256_prefix and not card.sha256 else ''}{digest}) at {dest}, or in a folder named by ZOO_MIRROR, or unset ZOO_OFFLINE "
             f"to download it from {card.urls[0]}.")
     if not remote:
         raise FetchError(f"no usable copy of {card.name}'s weights: "

@@ -71,7 +71,7 @@ def adapt_first_conv(kernel: np.ndarray, in_chans: int) -> np.ndarray:
 
 
 def global_pool(x, pooling: str | None, name: str):
-    if pooling is None:
+    if pooling is None or len(x.shape) == 2:  # a vector already (patch CNNs end in dense layers)
         return x
     dims = len(x.shape) - 2
     layers = {
@@ -111,3 +111,19 @@ def feature_outputs(model, entry, strides=None) -> list:
         keras.layers.Identity(name=f"features_stride{s}")(model.get_layer(by_stride[s]).output)
         for s in wanted
     ]
+
+
+def check_batch(model, batch) -> None:
+    """A batch ``model`` can take: the right rank (a 2D batch for a 3D network is the common slip) and channels."""
+    want = tuple(model.inputs[0].shape)
+    got = tuple(np.shape(batch))
+    dims = len(want) - 2
+    if len(got) != len(want):
+        hint = (" Add the depth axis (a single slice is depth 1) or load the 2D model."
+                if len(got) == len(want) - 1 else "")
+        raise InputShapeError(
+            f"batch of shape {got}: {model.name} is a {dims}D network and takes a {len(want)}D batch "
+            f"(N, {', '.join(['D', 'H', 'W'][-dims:])}, C) such as {(2, *want[1:])}.{hint}")
+    if want[-1] is not None and got[-1] != want[-1]:
+        raise InputShapeError(f"batch of shape {got}: {model.name} takes {want[-1]} channels (the last axis), "
+                              f"not {got[-1]}.")

@@ -79,19 +79,53 @@ def load_weights_file(model, path: Path, fmt: str, arch: str) -> None:
         ) from None
 
 
+def _adapted(w_src: np.ndarray, w_dst) -> np.ndarray:
+    """``w_src`` for variable ``w_dst``; a first-conv kernel of another channel count is adapted."""
+    if w_src.shape != tuple(w_dst.shape):
+        if w_src.ndim < 3 or w_src.shape[-1] != w_dst.shape[-1]:
+            raise WeightsError(f"cannot adapt weight {w_dst.path} from {w_src.shape} to {w_dst.shape}.")
+        w_src = adapt.adapt_first_conv(w_src, w_dst.shape[-2])
+    return w_src
+
+
 def _copy_adapting(source, target) -> None:
-    """Copy weights layer by layer; a first-conv kernel of another channel count is adapted."""
+    """Copy weights layer by layer, in order."""
     src = [layer for layer in source.layers if layer.weights]
     dst = [layer for layer in target.layers if layer.weights]
     for a, b in zip(src, dst, strict=True):
-        values = []
-        for w_src, w_dst in zip(a.get_weights(), b.weights, strict=True):
-            if w_src.shape != tuple(w_dst.shape):
-                if w_src.ndim < 3 or w_src.shape[-1] != w_dst.shape[-1]:
-                    raise WeightsError(f"cannot adapt weight {w_dst.path} from {w_src.shape} to {w_dst.shape}.")
-                w_src = adapt.adapt_first_conv(w_src, w_dst.shape[-2])
-            values.append(w_src)
-        b.set_weights(values)
+        b.set_weights([_adapted(w, v) for w, v in zip(a.get_weights(), b.weights, strict=True)])
+
+
+def _load_torch(reference, path, card) -> None:
+    from zoo.hub.convert_torch import load_torch_checkpoint
+
+    load_torch_checkpoint(reference, path, card)
+
+
+def _load_inflated(reference, path, card) -> None:
+    """A 3D backbone from its 2D ImageNet file: build the 2D model, inflate every kernel."""
+    from zoo.models.inflate3d import inflate_weights
+
+    arch2d = card.extra["inflate_from"]
+    two_d = load(arch2d, pretrained=str(path), in_chans=reference.inputs[0].shape[-1], num_classes=0, pooling=None,
+                 input_shape=(get_entry(arch2d).min_size,) * 2)
+    inflate_weights(two_d, reference)
+
+
+# weights formats loaded into a reference model at the file's channel count, then copied by name
+CONVERTED_FORMATS = {"torch-state-dict": _load_torch, "inflated-2d": _load_inflated}
+
+
+def copy_by_name(source, target) -> None:
+    """Copy every weighted layer of ``target`` from the same-named layer of ``source``.
+
+    A first-conv kernel of another channel count is adapted (timm's rule); layers of
+    ``source`` that ``target`` lacks (a classifier top) are left out.
+    """
+    for layer in target.layers:
+        if layer.weights:
+            src = source.get_layer(layer.name).get_weights()
+            layer.set_weights([_adapted(w, v) for w, v in zip(src, layer.weights, strict=True)])
 
 
 @contextlib.contextmanager
@@ -129,6 +163,8 @@ def _backbone(entry, shape, in_chans, backbone_chans, mode, card, *, include_top
                             classifier_activation=classifier_activation, **options)
     if isinstance(out, keras.Model):  # already a Functional model from `inputs`: no second graph walk
         return out
+    if isinstance(out, dict):  # a builder with inputs of its own (e.g. scalar features beside the image)
+        return keras.Model([inputs, *out["inputs"]], out["outputs"], name=entry.name)
     return keras.Model(inputs, out, name=entry.name)
 
 
@@ -197,7 +233,7 @@ def load(name: str, pretrained=None, *, in_chans: int | None = None, num_classes
         fmt, found = inspect_weights_file(path)
         file_chans = found or in_chans
     backbone_chans = file_chans if (in_chans == 1 and file_chans == 3) else in_chans
-    top_classes = card.num_classes if use_top else 0
+    top_classes = card.num_classes if use_top else int(num_classes or 0)  # segmentation/aux heads need it
     build = dict(include_top=use_top, num_classes=top_classes, classifier_activation=classifier_activation,
                  options=options)
     model = _backbone(entry, shape, in_chans, backbone_chans, mode, card, **build)
@@ -206,7 +242,16 @@ def load(name: str, pretrained=None, *, in_chans: int | None = None, num_classes
         from zoo.hub.fetch import fetch
 
         path = fetch(card)
-    if path is not None:
+    if path is not None and fmt in CONVERTED_FORMATS:
+        reference = model
+        if backbone_chans != file_chans or use_top != card.include_top:  # convert into the file's own shape
+            reference = _backbone(entry, (*shape[:-1], file_chans), file_chans, file_chans, mode, card,
+                                  **{**build, "include_top": card.include_top, "num_classes": card.num_classes})
+        CONVERTED_FORMATS[fmt](reference, path, card)
+        if reference is not model:
+            copy_by_name(reference, model)
+        model.zoo_weights = card.name
+    elif path is not None:
         if backbone_chans == file_chans:
             load_weights_file(model, path, fmt, arch)
         else:
@@ -219,13 +264,14 @@ def load(name: str, pretrained=None, *, in_chans: int | None = None, num_classes
         return keras.Model(model.inputs, adapt.feature_outputs(model, entry, features), name=f"{arch}_features")
     if use_top or entry.task != "classification":
         return model
+    main, extra = model.outputs[0], model.outputs[1:]  # extra: auxiliary classifiers, kept as they are
     if num_classes:
-        out = adapt.classifier_head(model.output, int(num_classes), pooling, dropout, classifier_activation)
+        out = adapt.classifier_head(main, int(num_classes), pooling, dropout, classifier_activation)
     elif pooling is None:
         return model
     else:
-        out = adapt.global_pool(model.output, pooling, name="head_pool")
-    return keras.Model(model.inputs, out, name=arch)
+        out = adapt.global_pool(main, pooling, name="head_pool")
+    return keras.Model(model.inputs, [out, *extra] if extra else out, name=arch)
 
 
 def input_contract(model) -> dict:

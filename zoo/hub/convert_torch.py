@@ -1,0 +1,121 @@
+"""PyTorch state dicts (torchvision checkpoints) -> the zoo's Keras models, once, cached.
+
+The checkpoint is read with ``torch.load(weights_only=True)``: tensors only, no pickled code
+is executed. Keras layer names are the state-dict module names with dots as underscores
+(``inception3a_branch2_0_conv`` <- ``inception3a.branch2.0.conv``), so the mapping is
+generic: convolutions (OIHW -> HWIO), dense layers (transposed) and BatchNorm statistics.
+Models flatten channels-first before their dense layers where torch does (a Permute layer),
+so no dense kernel needs reordering. The converted weights are cached in the card's cache folder
+as ``<name>.<structure digest>.weights.h5``; later loads skip torch entirely.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+
+import numpy as np
+
+from zoo.errors import OptionalDependencyError, WeightsError
+
+INSTALL_HINT = 'pip install "medzoo[torch]"'
+
+
+def read_state_dict(path) -> dict[str, np.ndarray]:
+    """The tensors of a torch checkpoint as numpy arrays (``torch.load(..., weights_only=True)``)."""
+    try:
+        import torch
+    except ImportError:
+        raise OptionalDependencyError(
+            f"{path} is a PyTorch checkpoint and converting it needs torch, which is not installed. "
+            f"Run `{INSTALL_HINT}` (CPU wheels suffice), or load a converted .weights.h5 instead.") from None
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # torch raises UnpicklingError, RuntimeError, EOFError ... for bad files
+        raise WeightsError(f"{path} is not a readable PyTorch state dict ({type(e).__name__}: {str(e)[:200]}); "
+                           "re-download it (zoo verify) or check the file.") from None
+    if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
+        state = state["state_dict"]
+    if not isinstance(state, dict):
+        raise WeightsError(f"{path} holds a {type(state).__name__}, not a state dict of tensors.")
+    return {k.removeprefix("module."): v.detach().numpy() for k, v in state.items() if hasattr(v, "detach")}
+
+
+def _keras_values(layer, module: str, state: dict) -> tuple[list[np.ndarray], list[str]]:
+    """The values of ``layer``'s variables from torch ``module``'s tensors, and the keys used."""
+    kind = type(layer).__name__
+    if kind.startswith("Conv") and "Transpose" not in kind:
+        names, convert = ["weight", "bias"], [lambda w: np.transpose(w, (*range(2, w.ndim), 1, 0)), None]
+    elif kind == "Dense":
+        names, convert = ["weight", "bias"], [np.transpose, None]
+    elif kind == "BatchNormalization":
+        names, convert = ["weight", "bias", "running_mean", "running_var"], [None] * 4
+        names = [n for n, on in zip(names, (layer.scale, layer.center, True, True)) if on]
+    else:
+        raise WeightsError(f"layer {layer.name} ({kind}) has no torch conversion rule.")
+    names = names[:len(layer.weights)]
+    keys = [f"{module}.{n}" for n in names]
+    missing = [k for k in keys if k not in state]
+    if missing:
+        raise WeightsError(f"the checkpoint has no {', '.join(missing)} for Keras layer {layer.name}; "
+                           "it was saved from another architecture or variant.")
+    values = [(f or (lambda a: a))(state[k]) for k, f in zip(keys, convert)]
+    for v, var, k in zip(values, layer.weights, keys):
+        if tuple(v.shape) != tuple(var.shape):
+            raise WeightsError(f"{k} has shape {state[k].shape}, which does not fit {var.path} {tuple(var.shape)}; "
+                               "the checkpoint was saved with other widths or classes.")
+    return values, keys
+
+
+def convert_state_dict(model, state: dict[str, np.ndarray]) -> list[str]:
+    """Set every weighted layer of ``model`` from ``state``; returns the checkpoint keys not used.
+
+    Keys of modules the model does not have at all (torchvision's auxiliary heads when
+    ``aux_logits=False``) may be left over; a leftover key of a module it has is an error.
+    """
+    used = set()
+    roots = {layer.name.split("_")[0] for layer in model.layers if layer.weights}
+    for layer in model.layers:
+        if layer.weights:
+            values, keys = _keras_values(layer, layer.name.replace("_", "."), state)
+            layer.set_weights(values)
+            used.update(keys)
+    left = sorted(k for k in state if k not in used and not k.endswith("num_batches_tracked"))
+    stray = [k for k in left if k.split(".")[0] in roots]
+    if stray:
+        raise WeightsError(f"the checkpoint has tensors the model has no layer for: {', '.join(stray[:5])}; "
+                           "it was saved from another architecture or variant.")
+    return left
+
+
+def structure_digest(model) -> str:
+    """Eight hex digits naming the model's weighted layers and shapes (the converted cache's key)."""
+    text = ";".join(f"{v.path}:{tuple(v.shape)}" for v in model.weights)
+    return hashlib.sha256(text.encode()).hexdigest()[:8]
+
+
+def converted_path(card, model) -> Path:
+    """Where the converted weights of ``card`` for ``model``'s structure live: in the zoo cache."""
+    from zoo.hub.fetch import cache_path
+
+    stem = card.file_name.removesuffix(".pth").removesuffix(".pt")
+    return cache_path(card).with_name(f"{stem}.{structure_digest(model)}.weights.h5")
+
+
+def load_torch_checkpoint(model, path, card) -> Path:
+    """Fill ``model`` from the torch checkpoint at ``path``; convert once, then reuse the cached .weights.h5."""
+    path = Path(path)
+    cached = converted_path(card, model)
+    if cached.is_file() and cached.stat().st_mtime_ns >= path.stat().st_mtime_ns:
+        model.load_weights(str(cached))
+        return cached
+    convert_state_dict(model, read_state_dict(path))
+    part = cached.with_name(f".{os.getpid()}.{cached.name}")  # Keras needs the .weights.h5 suffix
+    try:
+        cached.parent.mkdir(parents=True, exist_ok=True)
+        model.save_weights(str(part))
+        os.replace(part, cached)
+    except OSError:  # a read-only cache only costs a conversion next time
+        part.unlink(missing_ok=True)
+    return cached

@@ -1,0 +1,173 @@
+"""U-Net in 2D and 3D (Ronneberger et al. 2015; Cicek et al. 2016), and U-Net on any backbone.
+
+``unet`` / ``unet3d``: ``depth`` poolings, ``base_filters`` doubled per level, two 3x3 convs
+per level, normalisation none/batch/group/instance, up-sampling by transposed convolution or
+linear interpolation + 1x1 conv, 'same' padding (output = input size, sizes divisible by
+2**depth) or the paper's 'valid' padding with centre-cropped skips (572 -> 388).
+``encoder="resnet50"`` (any registered backbone with multi-scale features) replaces the
+contracting path by that backbone's ``features_strideN`` maps, pretrained when
+``encoder_weights`` names a card, frozen with ``freeze_encoder=True``.
+"""
+
+from __future__ import annotations
+
+from zoo._lazy import keras
+from zoo.errors import InputShapeError, InvalidArgumentError
+from zoo.models import _blocks
+from zoo.models.registry import register_model
+
+UPSAMPLING = ("transpose", "bilinear")
+
+
+def _check_options(depth, base_filters, upsampling, padding):
+    if not isinstance(depth, int) or isinstance(depth, bool) or depth < 1:
+        raise InvalidArgumentError(f"depth={depth!r}: the number of poolings must be a positive integer (4 in the paper).")
+    if not isinstance(base_filters, int) or base_filters < 1:
+        raise InvalidArgumentError(f"base_filters={base_filters!r}: must be a positive integer (64 in the paper).")
+    if upsampling not in UPSAMPLING:
+        raise InvalidArgumentError(f"upsampling={upsampling!r}: use one of {UPSAMPLING} ('bilinear' is trilinear in 3D).")
+    if padding not in ("same", "valid"):
+        raise InvalidArgumentError(f"padding={padding!r}: use 'same' (output = input size) or 'valid' (the paper).")
+
+
+def check_sizes(sizes, depth: int, padding: str, name: str) -> None:
+    """'same': every size divisible by 2**depth; 'valid': every pooled size even (572, 1-pixel-exact)."""
+    for size in sizes:
+        if size is None:
+            continue
+        if padding == "same" and size % 2**depth:
+            lo, hi = size - size % 2**depth, size - size % 2**depth + 2**depth
+            raise InputShapeError(
+                f"input size {size}: {name} with depth={depth} needs spatial sizes divisible by 2**{depth} = "
+                f"{2**depth}; pad or crop to {lo or hi} or {hi}, or use a smaller depth.")
+        s = size
+        for level in range(depth):
+            s -= 4 if padding == "valid" else 0
+            if s < 2 or s % 2:
+                raise InputShapeError(
+                    f"input size {size}: {name} ('valid', depth={depth}) reaches an odd or empty size {s} before "
+                    f"pooling {level + 1}; use a size such as 572 (the paper's) where every level is even.")
+            s //= 2
+        if padding == "valid" and s <= 4:
+            raise InputShapeError(f"input size {size}: too small for {name} ('valid', depth={depth}).")
+
+
+def up_block(x, skip, filters, name, *, dims, norm, upsampling, padding):
+    """Up-sample x2, concatenate the (centre-cropped) skip, two convolutions."""
+    from zoo.layers.resample import LinearUpsampling
+
+    L = _blocks.layers_for(dims)
+    if upsampling == "transpose":
+        x = L["conv_t"](filters, 2, strides=2, name=f"{name}_upconv")(x)
+    else:  # Keras' bilinear in 2D (same values, faster: benchmarks/bench_archs.py); it has no trilinear
+        up = keras.layers.UpSampling2D(2, interpolation="bilinear", name=f"{name}_upsample") if dims == 2 else \
+            LinearUpsampling(name=f"{name}_upsample")
+        x = L["conv"](filters, 1, name=f"{name}_upconv")(up(x))
+    if skip is not None:
+        crop = [(s - t) // 2 for s, t in zip(skip.shape[1:-1], x.shape[1:-1])]
+        if any(crop):
+            skip = L["crop"]([(c, s - t - c) for c, s, t in zip(crop, skip.shape[1:-1], x.shape[1:-1])],
+                             name=f"{name}_crop")(skip)
+        x = keras.layers.Concatenate(name=f"{name}_concat")([skip, x])
+    for i in (1, 2):
+        x = _blocks.conv_norm_act(x, filters, 3, f"{name}_{i}", dims=dims, norm=norm, padding=padding)
+    return x
+
+
+def _head(x, num_classes, activation, dims):
+    conv = _blocks.layers_for(dims)["conv"]
+    return conv(num_classes or 2, 1, activation=activation, name="head_conv", dtype="float32")(x)
+
+
+def _unet(x, *, dims, num_classes, classifier_activation, depth, base_filters, norm, upsampling, padding, name):
+    _blocks.check_norm(norm)
+    _check_options(depth, base_filters, upsampling, padding)
+    check_sizes(x.shape[1:-1], depth, padding, name)
+    pool = _blocks.layers_for(dims)["max_pool"]
+    skips = []
+    for level in range(depth + 1):
+        filters = base_filters * 2**level
+        for i in (1, 2):
+            x = _blocks.conv_norm_act(x, filters, 3, f"enc{level + 1}_{i}", dims=dims, norm=norm, padding=padding)
+        if level < depth:
+            skips.append(x)
+            x = pool(2, name=f"enc{level + 1}_pool")(x)
+    for level in reversed(range(depth)):
+        x = up_block(x, skips[level], base_filters * 2**level, f"dec{level + 1}", dims=dims, norm=norm,
+                     upsampling=upsampling, padding=padding)
+    return _head(x, num_classes, classifier_activation, dims)
+
+
+def _features(model) -> dict[int, str]:
+    """The decoder's outputs (``dec{k}`` at stride 2**(k-1)) and, without an encoder, the bottleneck."""
+    names = {layer.name for layer in model.layers}
+    out = {}
+    for k in range(1, 12):
+        if f"dec{k}_2_relu" in names:
+            out[2 ** (k - 1)] = f"dec{k}_2_relu"
+        if f"enc{k}_pool" in names and f"enc{k + 1}_2_relu" in names:
+            out[2**k] = f"enc{k + 1}_2_relu"
+    return out
+
+
+def _encoder_unet(x, *, dims, num_classes, classifier_activation, encoder, encoder_weights, freeze_encoder,
+                  norm, upsampling, decoder_filters):
+    from zoo.models.factory import backbone_features
+    from zoo.models.registry import get_entry
+
+    entry = get_entry(encoder)  # UnknownModelError, with suggestions, for a name not registered
+    if entry.spatial_dims != dims or entry.feature_layers is None or entry.task != "classification":
+        raise InvalidArgumentError(
+            f"encoder={encoder!r} cannot be a {dims}D U-Net encoder: it needs a {dims}D classification backbone "
+            "with multi-scale features (e.g. resnet50, densenet121, vgg16, simple_cnn).")
+    feats = backbone_features(encoder, x, encoder_weights)
+    feats[min(feats)]._keras_history.operation.trainable = not freeze_encoder  # the nested encoder model
+    strides = sorted(feats)
+    for s in strides:
+        want = [None if n is None else n // s for n in x.shape[1:-1]]
+        if any(n is not None and n % s for n in x.shape[1:-1]) or list(feats[s].shape[1:-1]) != want:
+            raise InputShapeError(
+                f"input {tuple(x.shape[1:-1])}: the {encoder} encoder's stride-{s} features are "
+                f"{tuple(feats[s].shape[1:-1])}, not input/{s}; use sizes divisible by {strides[-1]}"
+                + (" (its 'valid' padding never gives exact strides; pick another encoder)" if encoder == "inception_v3" else "") + ".")
+    y = feats[strides[-1]]
+    skips = [feats[s] for s in reversed(strides[:-1])] + [None] * (strides[-1].bit_length() - len(strides))
+    filters = list(decoder_filters)
+    if len(filters) < len(skips):
+        raise InvalidArgumentError(f"decoder_filters={decoder_filters}: {encoder} needs {len(skips)} decoder widths.")
+    for i, skip in enumerate(skips):
+        y = up_block(y, skip, filters[i], f"dec{len(skips) - i}", dims=dims, norm=norm, upsampling=upsampling,
+                     padding="same")
+    return _head(y, num_classes, classifier_activation, dims)
+
+
+def _register(name, dims, size, paper):
+    @register_model(
+        name,
+        family="zoo",
+        default_size=(size,) * dims,
+        min_size=16,
+        preprocess="none",
+        spatial_dims=dims,
+        task="segmentation",
+        feature_layers=_features,
+        description=f"{dims}D U-Net (depth, base_filters, norm, upsampling, padding configurable; encoder=any backbone)",
+        paper=paper,
+    )
+    def build(x, *, include_top, num_classes, classifier_activation, depth=4, base_filters=64 if dims == 2 else 32,
+              norm="batch", upsampling="transpose", padding="same", encoder=None, encoder_weights=None,
+              freeze_encoder=False, decoder_filters=(256, 128, 64, 32, 16)):
+        """num_classes: output channels of the 1x1 head (2 when not given)."""
+        activation = classifier_activation
+        if encoder is not None:
+            return _encoder_unet(x, dims=dims, num_classes=num_classes, classifier_activation=activation,
+                                 encoder=encoder, encoder_weights=encoder_weights, freeze_encoder=freeze_encoder,
+                                 norm=norm, upsampling=upsampling, decoder_filters=decoder_filters)
+        return _unet(x, dims=dims, num_classes=num_classes, classifier_activation=activation, depth=depth,
+                     base_filters=base_filters, norm=norm, upsampling=upsampling, padding=padding, name=name)
+
+    return build
+
+
+build_unet = _register("unet", 2, 256, "Ronneberger et al. 2015, arXiv:1505.04597")
+build_unet3d = _register("unet3d", 3, 64, "Cicek et al. 2016, arXiv:1606.06650")
