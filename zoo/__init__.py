@@ -11,6 +11,7 @@ __version__ = "0.1.0"
 from zoo.errors import ZooError
 from zoo.export import export  # eager: a lazy import would rebind zoo.export to the module
 from zoo.hub.cards import get_card, list_weights
+from zoo.models import receptive_field
 from zoo.models.registry import list_models
 from zoo.ssl import pretrain
 
@@ -103,4 +104,5 @@ def dicom_dataset(source, labels=None, **kwargs):
 
 
 __all__ = ["ZooError", "load", "load_model", "input_contract", "fetch", "list_models", "list_weights", "model_info", "get_card",
-           "read_dicom", "load_series", "dicom_dataset", "finetune", "export", "pretrain"]
+           "read_dicom", "load_series", "dicom_dataset", "finetune", "export", "pretrain",
+           "receptive_field"]

@@ -103,7 +103,8 @@ class PrecisionError(ZooError, RuntimeError):
 class ExportError(ZooError, RuntimeError):
     """A model that cannot be exported in the asked format (unserializable layer, missing converter)."""
 
-# --- branch archs: optional dependencies and model graphs the zoo cannot analyse ---
+
+# --- optional dependencies and model graphs the zoo cannot analyse ----------------------------
 
 
 class OptionalDependencyError(ZooError, ImportError):
