@@ -10,8 +10,9 @@ import zlib
 import numpy as np
 import pytest
 
+from zoo.cli import main
 from zoo.data.dicom import read_dicom
-from zoo.data.dicom_cli import add_dicom_parser, main, write_png
+from zoo.data.dicom_cli import add_dicom_parser, write_png
 from zoo.data.synthetic_dicom import FAKE_PHI, write_ct_series
 from zoo.data.windows import window
 from zoo.errors import InvalidArgumentError

@@ -9,7 +9,6 @@ from __future__ import annotations
 import argparse
 import json
 import struct
-import sys
 import zlib
 from collections import Counter
 from pathlib import Path
@@ -158,18 +157,3 @@ def add_dicom_parser(subparsers) -> argparse.ArgumentParser:
     q.add_argument("--spacing", type=float, default=None, help="with --volume: resample to this isotropic spacing (mm)")
     q.set_defaults(func=_convert)
     return p
-
-
-def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="zoo")
-    add_dicom_parser(parser.add_subparsers(dest="command", required=True))
-    args = parser.parse_args(argv)
-    try:
-        return args.func(args)
-    except ZooError as e:
-        print(f"zoo dicom: {e}", file=sys.stderr)
-        return 2
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -16,8 +16,23 @@ from zoo.models.registry import register_model
 WIDTHS = (16, 32, 48, 64, 64)
 
 
-def _features(model):
-    return {2 ** (i + 1): f"stage{i + 1}_pool" for i in range(len(WIDTHS))}
+def stage_features(model):
+    """Stride -> pool layer of each stage, found by name (so any ``widths`` works)."""
+    pools = [layer.name for layer in model.layers if layer.name.startswith("stage") and layer.name.endswith("_pool")]
+    return {2 ** (i + 1): name for i, name in enumerate(pools)}
+
+
+def vgg_stages(x, widths, dims: int = 2):
+    """Stages of two 3x3 conv-BN-ReLU layers and a 2x max pool; shared by simple_cnn and simple_cnn3d."""
+    conv, pool = ((keras.layers.Conv2D, keras.layers.MaxPooling2D) if dims == 2
+                  else (keras.layers.Conv3D, keras.layers.MaxPooling3D))
+    for stage, width in enumerate(widths, start=1):
+        for i in (1, 2):
+            x = conv(width, 3, padding="same", use_bias=False, name=f"stage{stage}_conv{i}")(x)
+            x = keras.layers.BatchNormalization(momentum=0.9, name=f"stage{stage}_bn{i}")(x)
+            x = keras.layers.ReLU(name=f"stage{stage}_relu{i}")(x)
+        x = pool(2, name=f"stage{stage}_pool")(x)
+    return x
 
 
 @register_model(
@@ -26,16 +41,11 @@ def _features(model):
     default_size=(64, 64),
     min_size=32,
     preprocess="tf",
-    feature_layers=_features,
+    feature_layers=stage_features,
     description="5-stage VGG-style CNN (conv-BN-ReLU x2 + max pool per stage), about 0.2 M parameters; its own top pools by max",
 )
 def build_simple_cnn(x, *, include_top, num_classes, classifier_activation, widths=WIDTHS):
-    for stage, width in enumerate(widths, start=1):
-        for conv in (1, 2):
-            x = keras.layers.Conv2D(width, 3, padding="same", use_bias=False, name=f"stage{stage}_conv{conv}")(x)
-            x = keras.layers.BatchNormalization(momentum=0.9, name=f"stage{stage}_bn{conv}")(x)
-            x = keras.layers.ReLU(name=f"stage{stage}_relu{conv}")(x)
-        x = keras.layers.MaxPooling2D(2, name=f"stage{stage}_pool")(x)
+    x = vgg_stages(x, widths)
     if include_top:  # max pooling: a lesion of a few percent of the image is not averaged away
         x = adapt.classifier_head(x, num_classes, pooling="max", activation=classifier_activation)
     return x

@@ -7,15 +7,11 @@ Four stages of two 3x3x3 conv-BN-ReLU layers and a 2x2x2 max pool (strides 2 to 
 
 from __future__ import annotations
 
-from zoo._lazy import keras
 from zoo.models import adapt
 from zoo.models.registry import register_model
+from zoo.models.simple_cnn import stage_features, vgg_stages
 
 WIDTHS = (8, 16, 32, 48)
-
-
-def _features(model):
-    return {2 ** (i + 1): f"stage{i + 1}_pool" for i in range(len(WIDTHS))}
 
 
 @register_model(
@@ -25,16 +21,11 @@ def _features(model):
     min_size=16,
     preprocess="tf",
     spatial_dims=3,
-    feature_layers=_features,
+    feature_layers=stage_features,
     description="4-stage 3D CNN (conv-BN-ReLU x2 + max pool per stage), about 0.1 M parameters; input (D, H, W, C)",
 )
 def build_simple_cnn3d(x, *, include_top, num_classes, classifier_activation, widths=WIDTHS):
-    for stage, width in enumerate(widths, start=1):
-        for conv in (1, 2):
-            x = keras.layers.Conv3D(width, 3, padding="same", use_bias=False, name=f"stage{stage}_conv{conv}")(x)
-            x = keras.layers.BatchNormalization(momentum=0.9, name=f"stage{stage}_bn{conv}")(x)
-            x = keras.layers.ReLU(name=f"stage{stage}_relu{conv}")(x)
-        x = keras.layers.MaxPooling3D(2, name=f"stage{stage}_pool")(x)
+    x = vgg_stages(x, widths, dims=3)
     if include_top:
         x = adapt.classifier_head(x, num_classes, pooling="max", activation=classifier_activation)
     return x
