@@ -108,6 +108,19 @@ def test_offline_never_touches_network_and_says_where(zoo_env, server, monkeypat
     assert server.gets("w.h5") == 0
 
 
+def test_tampered_local_copy_offline_is_a_checksum_error_not_missing(zoo_env, server, tmp_path, monkeypatch):
+    card = _card(zoo_env, server)
+    folder = tmp_path / "mirror"
+    folder.mkdir()
+    (folder / "w.h5").write_bytes(DATA[:-1] + b"x")
+    monkeypatch.setenv("ZOO_MIRROR", str(folder))
+    monkeypatch.setenv("ZOO_OFFLINE", "1")
+    with pytest.raises(ChecksumError) as e:
+        hub.fetch(card)
+    assert str(folder / "w.h5") in str(e.value) and card.sha256 in str(e.value)
+    assert server.gets("w.h5") == 0 and not hub.cache_path(card).exists()
+
+
 def test_mirror_folder_and_mirror_server_come_first(zoo_env, server, tmp_path, monkeypatch):
     card = _card(zoo_env, server)
     folder = tmp_path / "mirror"

@@ -249,6 +249,11 @@ def fetch(card: WeightCard, *, progress: bool | None = None, timeout: float | No
     if dest.is_file():
         if is_verified(dest, card):
             return dest
+    if failures and (not remote or os.environ.get("ZOO_OFFLINE", "") not in ("", "0")):
+        raise ChecksumError(
+            f"the local copies of {card.name}'s weights do not match its card: {'; '.join(failures)}. "
+            f"Replace them with the file whose {algorithm} is {digest}"
+            + (f", or unset ZOO_OFFLINE to download it from {remote[0]}." if remote else "."))
     if os.environ.get("ZOO_OFFLINE", "") not in ("", "0"):
         raise OfflineError(
             f"ZOO_OFFLINE=1 and the weights of {card.name} are not cached. Place {card.file_name} "
