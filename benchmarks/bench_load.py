@@ -8,6 +8,7 @@ disturbed by other load on the machine). Target: zoo.load at most 1.2x keras.app
 
 from __future__ import annotations
 
+import gc
 import os
 import statistics
 import subprocess
@@ -60,18 +61,19 @@ def main():
         zoo.fetch(f"{arch}.bench")  # first verification (hashing) happens once, like Keras' cache
         k_times, z_times = [], []
         for _ in range(REPEATS):
-            t = time.perf_counter()
-            getattr(keras.applications, app)(weights=str(path), include_top=False)
-            k_times.append(time.perf_counter() - t)
-            t = time.perf_counter()
-            zoo.load(arch, pretrained="bench", num_classes=0, pooling=None)
-            z_times.append(time.perf_counter() - t)
+            for build, times in ((lambda a=app, p=path: getattr(keras.applications, a)(weights=str(p), include_top=False), k_times),
+                                 (lambda a=arch: zoo.load(a, pretrained="bench", num_classes=0, pooling=None), z_times)):
+                keras.backend.clear_session()  # both sides start from the same empty session and heap
+                gc.collect()
+                t = time.perf_counter()
+                build()
+                times.append(time.perf_counter() - t)
         k, z = min(k_times), min(z_times)
         rows.append(f"| {arch} | {size} | {k:.2f} | {z:.2f} | {z / k:.2f}x |")
         print(rows[-1], flush=True)
     tz, tk = _import_time("zoo"), _import_time("keras")
     body = (
-        f"Best of {REPEATS} alternating runs; both load the same legacy `.h5` (random weights, no top).\n\n"
+        f"Best of {REPEATS} alternating runs, each from a cleared Keras session; both load the same legacy `.h5` (random weights, no top).\n\n"
         "| model | input | keras.applications (s) | zoo.load (s) | ratio (target <= 1.2x) |\n|---|---|---|---|---|\n"
         + "\n".join(rows)
         + f"\n\nImport time (fresh interpreter, median of 5): `import zoo` {tz:.2f} s, `import keras` {tk:.2f} s "
