@@ -8,20 +8,77 @@ import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
+import ipaddress
+import socket
+import tempfile
+
 import pytest
 
+# Before anything imports TensorFlow or Keras: quiet logs, the CPU only (a GPU with TF32 would break
+# the 1e-5 checks), and Keras' and matplotlib's config folders inside one temporary folder, so the
+# suite writes nothing into the user's HOME.
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+os.environ["CUDA_VISIBLE_DEVICES"] = ""
+_SESSION_DIR = tempfile.mkdtemp(prefix="zoo-tests-")
+os.environ.setdefault("KERAS_HOME", os.path.join(_SESSION_DIR, "keras"))
+os.environ.setdefault("MPLCONFIGDIR", os.path.join(_SESSION_DIR, "matplotlib"))
+for _var in [v for v in os.environ if v.startswith("ZOO_")]:  # module-scoped fixtures see these
+    del os.environ[_var]
+os.environ["ZOO_HOME"] = os.path.join(_SESSION_DIR, "zoo_home")
+
+try:  # hypothesis: the same examples every run, no wall-clock deadline on 2 loaded cores
+    from hypothesis import settings
+
+    settings.register_profile("zoo", derandomize=True, deadline=None, print_blob=True)
+    settings.load_profile("zoo")
+except ImportError:  # pragma: no cover - hypothesis is in the test extra
+    pass
+
+
+def _is_loopback(address) -> bool:
+    if not isinstance(address, tuple):  # AF_UNIX paths, abstract sockets
+        return True
+    host = address[0]
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.split("%")[0]).is_loopback
+    except ValueError:
+        return False
+
+
+_real_connect = socket.socket.connect
+_real_connect_ex = socket.socket.connect_ex
+
+
+def _guarded(real):
+    def connect(sock, address):
+        if not _is_loopback(address):
+            raise ConnectionRefusedError(f"tests may only connect to 127.0.0.1, not {address!r}")
+        return real(sock, address)
+
+    return connect
+
+
+socket.socket.connect = _guarded(_real_connect)
+socket.socket.connect_ex = _guarded(_real_connect_ex)
+
+
+@pytest.fixture(autouse=True)
+def _isolated_zoo(tmp_path, monkeypatch):
+    """Every test gets its own empty ZOO_HOME and none of the user's zoo settings."""
+    for var in [v for v in os.environ if v.startswith("ZOO_")]:
+        monkeypatch.delenv(var, raising=False)
+    home = tmp_path / "zoo_home"
+    monkeypatch.setenv("ZOO_HOME", str(home))
+    return home
 
 
 @pytest.fixture
-def zoo_env(tmp_path, monkeypatch):
-    """A fresh cache and card folder; no mirror, online."""
-    home = tmp_path / "zoo_home"
-    (home / "cards").mkdir(parents=True)
-    monkeypatch.setenv("ZOO_HOME", str(home))
-    for var in ("ZOO_MIRROR", "ZOO_OFFLINE", "ZOO_CARDS", "ZOO_TIMEOUT"):
-        monkeypatch.delenv(var, raising=False)
-    return home
+def zoo_env(_isolated_zoo):
+    """The test's ZOO_HOME with its cards folder made; no mirror, online."""
+    (_isolated_zoo / "cards").mkdir(parents=True, exist_ok=True)
+    return _isolated_zoo
 
 
 class FileServer:
