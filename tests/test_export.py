@@ -15,7 +15,7 @@ import tensorflow as tf
 
 import zoo
 from zoo.data.synthetic import make_phantoms
-from zoo.errors import ExportError, InvalidArgumentError
+from zoo.errors import ExportError, InvalidArgumentError, OutputError
 from zoo.export import export
 
 FRESH = """
@@ -144,9 +144,88 @@ def test_bad_arguments(model, tmp_path):
     with pytest.raises(ExportError, match=r"representative_data has shape \(3, 32, 32, 1\)"):
         export(model, tmp_path / "x.tflite", "tflite", quantize="int8", representative_data=np.zeros((3, 32, 32, 1)))
     (tmp_path / "exists").mkdir()
-    with pytest.raises(ExportError, match="exists; remove it or pass overwrite=True"):
-        export(model, tmp_path / "exists", overwrite=False)
+    (tmp_path / "exists" / "notes.txt").write_text("keep")
+    with pytest.raises(OutputError, match="exists; pass overwrite=True"):
+        export(model, tmp_path / "exists")
     with pytest.raises(InvalidArgumentError, match="give 1 distinct names"):
         export(model, tmp_path / "y", output_names=["a", "b"])
     with pytest.raises(InvalidArgumentError, match="not a Keras model"):
         export("simple_cnn", tmp_path / "z")
+
+
+def _snapshot(folder):
+    return {p.relative_to(folder).as_posix(): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def test_h1_export_never_deletes_user_files(model, tmp_path, monkeypatch):
+    """H1: an existing folder with the user's files is refused, also with overwrite=True, byte for byte intact."""
+    deploy = tmp_path / "deploy"
+    (deploy / "sub").mkdir(parents=True)
+    (deploy / "thesis.docx").write_text("two years of work")
+    (deploy / "sub" / "data.bin").write_bytes(b"\x00\x01")
+    before = _snapshot(deploy)
+    with pytest.raises(OutputError, match="exists; pass overwrite=True"):
+        export(model, deploy)
+    with pytest.raises(OutputError, match=r"did not write.*sub/data.bin, thesis.docx"):
+        export(model, deploy, overwrite=True)
+    assert _snapshot(deploy) == before
+    # the working directory and its ancestors are refused before anything is written
+    monkeypatch.chdir(deploy)
+    for target in (".", "..", str(tmp_path)):
+        with pytest.raises(OutputError, match="working directory"):
+            export(model, target, overwrite=True)
+    assert _snapshot(deploy) == before
+
+
+def test_h1_a_model_export_refuses_leaves_the_folder_untouched(tmp_path):
+    """H1: a two-input model fails validation before the folder is touched (was: notes.txt deleted first)."""
+    d2 = tmp_path / "d2"
+    d2.mkdir()
+    (d2 / "notes.txt").write_text("keep")
+    two = zoo.load("patch_cnn29", num_classes=3, n_scalars=2)
+    with pytest.raises(ExportError, match="2 inputs"):
+        export(two, d2, overwrite=True)
+    assert _snapshot(d2) == {"notes.txt": b"keep"}
+
+
+def test_h1_overwrite_replaces_only_a_previous_export_and_a_midway_failure_keeps_it(model, tmp_path, monkeypatch):
+    target = tmp_path / "out" / "model.tflite"
+    export(model, target, "tflite")
+    sidecar = target.with_name("model.tflite.json")
+    first = target.read_bytes()
+    (tmp_path / "out" / "readme.txt").write_text("mine")
+    with pytest.raises(OutputError, match="exists"):
+        export(model, target, "tflite")
+    # a failure midway (the converter dies after writing part of the file) keeps the old export
+    export_module = sys.modules["zoo.export"]  # `import zoo.export as m` gives the function (issue 13)
+
+    def dies(model, path, *args):
+        path.write_bytes(b"half")
+        raise ExportError("simulated converter crash")
+
+    monkeypatch.setattr(export_module, "_write_tflite", dies)
+    with pytest.raises(ExportError, match="simulated"):
+        export(model, target, "tflite", overwrite=True)
+    assert target.read_bytes() == first and sidecar.exists()
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [
+        ".zoo-manifest.json", "model.tflite", "model.tflite.json", "readme.txt"]
+    monkeypatch.undo()
+    # a user's file that took the sidecar's name is never replaced
+    sidecar.write_text("{}")
+    with pytest.raises(OutputError, match="model.tflite.json"):
+        export(model, target, "tflite", overwrite=True)
+    sidecar.unlink()
+    export(model, target, "tflite", overwrite=True)
+    assert json.loads(sidecar.read_text())["format"] == "tflite"
+    assert (tmp_path / "out" / "readme.txt").read_text() == "mine"
+
+
+def test_cli_export_needs_overwrite_and_names_a_missing_file(tmp_path):
+    from zoo.cli import main
+
+    assert main(["export", str(tmp_path / "missing.keras"), str(tmp_path / "o")]) == 2
+    out = tmp_path / "sm"
+    out.mkdir()
+    (out / "x.txt").write_text("x")
+    assert main(["export", "simple_cnn.phantom", str(out), "--overwrite"]) == 2
+    assert (out / "x.txt").read_text() == "x"

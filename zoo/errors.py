@@ -113,3 +113,10 @@ class OptionalDependencyError(ZooError, ImportError):
 
 class UnsupportedLayerError(ZooError, TypeError):
     """A layer the analysis (e.g. receptive_field) has no rule for."""
+
+
+# --- writing outputs (zoo.outputs: export, finetune runs, converted images) -------------------
+
+
+class OutputError(ZooError, OSError):
+    """An output path the zoo will not write: a user's files there, a dangerous path, no space."""

@@ -13,11 +13,11 @@ exported graph must never be the only copy of a model nobody can rebuild or fine
 from __future__ import annotations
 
 import json
-import shutil
 import tempfile
 from pathlib import Path
 
-from zoo.errors import ExportError, InvalidArgumentError, did_you_mean
+from zoo.errors import ExportError, InvalidArgumentError, ZooError, did_you_mean
+from zoo.outputs import check_target, staged
 
 FORMATS = ("saved_model", "tflite", "onnx")
 QUANTIZE = (None, "dynamic", "int8")
@@ -152,7 +152,7 @@ def _metadata(model, fmt, quantize, input_name, names) -> dict:
 
 
 def export(model, path, format: str = "saved_model", quantize=None, representative_data=None, *,
-           input_name: str = "image", output_names=None, overwrite: bool = True) -> Path:
+           input_name: str = "image", output_names=None, overwrite: bool = False) -> Path:
     """Write ``model`` to ``path`` as ``format``; returns the path written.
 
     saved_model: a folder loadable with ``tf.saved_model.load``; signature ``serving_default``
@@ -160,6 +160,10 @@ def export(model, path, format: str = "saved_model", quantize=None, representati
     tflite: ``quantize=None`` (float32), ``"dynamic"`` (int8 weights, float activations) or
         ``"int8"`` (full-integer kernels calibrated on ``representative_data``; float32 in/out).
     onnx: through tf2onnx (opset 17); no quantization here (use onnxruntime.quantization).
+
+    The model and every argument are checked before the disk is touched; the export is written
+    beside ``path`` and swapped in only when complete. An existing ``path`` is replaced only with
+    ``overwrite=True`` and only if it is a previous zoo export (see :mod:`zoo.outputs`).
     """
     if format not in FORMATS:
         raise InvalidArgumentError(f"format={format!r}: use one of {', '.join(FORMATS)}.{did_you_mean(str(format), FORMATS)}")
@@ -171,23 +175,21 @@ def export(model, path, format: str = "saved_model", quantize=None, representati
         raise InvalidArgumentError(f"export: {model!r} is not a Keras model; load it first (zoo.load / zoo.load_model).")
     representative = _representative(representative_data, model) if quantize == "int8" else None
     check_serializable(model)
-    path = Path(path)
-    if path.exists():
-        if not overwrite:
-            raise ExportError(f"{path} exists; remove it or pass overwrite=True.")
-        shutil.rmtree(path) if path.is_dir() else path.unlink()
-    path.parent.mkdir(parents=True, exist_ok=True)
     serve, spec, names = _signature(model, input_name, output_names)
-    if format == "saved_model":
-        _write_saved_model(model, path, serve, spec)
-        meta_path = path / "zoo_export.json"
-    elif format == "tflite":
-        _write_tflite(model, path, serve, spec, quantize, representative)
-        meta_path = path.with_name(path.name + ".json")
-    else:
-        _write_onnx(model, path, serve, spec, names)
-        meta_path = path.with_name(path.name + ".json")
-    meta_path.write_text(json.dumps(_metadata(model, format, quantize, input_name, names), indent=2))
+    path = Path(path)
+    targets = [path] if format == "saved_model" else [path, path.with_name(path.name + ".json")]
+    for target in targets:  # refuse before the (slow) conversion, not only at the swap
+        check_target(target, overwrite=overwrite)
+    meta = _metadata(model, format, quantize, input_name, names)
+    with staged(targets, writer="zoo.export", overwrite=overwrite) as tmp:
+        if format == "saved_model":
+            _write_saved_model(model, tmp[0], serve, spec)
+            (tmp[0] / "zoo_export.json").write_text(json.dumps(meta, indent=2))
+        else:
+            writer = _write_tflite if format == "tflite" else _write_onnx
+            args = (quantize, representative) if format == "tflite" else (names,)
+            writer(model, tmp[0], serve, spec, *args)
+            tmp[1].write_text(json.dumps(meta, indent=2))
     return path
 
 
@@ -197,9 +199,13 @@ def _run_cli(args) -> int:
     import zoo
 
     source = Path(args.model)
+    if source.suffix == ".keras" and not source.is_file():
+        raise ZooError(f"zoo export: {args.model!r} does not exist; give a .keras file written by zoo finetune "
+                       "or zoo.save, or a zoo model name such as simple_cnn.phantom.")
     model = zoo.load_model(source) if source.suffix == ".keras" else zoo.load(args.model)
     representative = np.load(args.representative_data) if args.representative_data else None
-    path = export(model, args.out, format=args.format, quantize=args.quantize, representative_data=representative)
+    path = export(model, args.out, format=args.format, quantize=args.quantize, representative_data=representative,
+                  overwrite=args.overwrite)
     print(f"{args.format} written to {path}")
     return 0
 
@@ -212,4 +218,6 @@ def add_export_parser(sub) -> None:
     p.add_argument("--format", choices=FORMATS, default="saved_model")
     p.add_argument("--quantize", choices=["dynamic", "int8"], default=None, help="TFLite only")
     p.add_argument("--representative-data", help=".npy array of typical inputs (N, H, W, C) for --quantize int8")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace a previous zoo export at OUT (never files the zoo did not write)")
     p.set_defaults(func=_run_cli)
