@@ -113,3 +113,10 @@ class OptionalDependencyError(ZooError, ImportError):
 
 class UnsupportedLayerError(ZooError, TypeError):
     """A layer the analysis (e.g. receptive_field) has no rule for."""
+
+
+# --- explanations (zoo explain) ------------------------------------------------------------------
+
+
+class RandomWeightsError(InvalidArgumentError):
+    """An explanation asked of a network with random weights (an architecture name without weights)."""
