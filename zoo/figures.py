@@ -206,6 +206,8 @@ def training_curves(history_or_run_json, path) -> Path:
             values = np.array([r.get(key, np.nan) for r in rows], np.float64)
             if np.isfinite(values).any():
                 ax.plot(epochs, values, style, markersize=3, label="train" if key == metric else "validation")
+        if stages[0] is not None:
+            ax.text(1.1, 0.98, str(stages[0]), transform=ax.get_xaxis_transform(), va="top", fontsize=8)
         for k in range(1, len(rows)):
             if stages[k] != stages[k - 1]:
                 ax.axvline(k + 0.5, color="grey", lw=0.8, ls=":")
