@@ -123,10 +123,12 @@ def explain(model_spec, image_path, out, method="gradcam", layer=None, class_ind
         explained = "input"
         heat = saliency(model, x, cls)
     label = {"gradcam": "Grad-CAM", "cam": "CAM", "saliency": "saliency"}[method]
+    spec = str(model_spec)
+    name = model.name if spec.endswith(".keras") else spec + (f".{pretrained}" if pretrained else "")
     kind = _score_kind(model, None)
     figure = explanation_figure(out, x[0], heat[0], mask=mask, alpha=alpha,
-                                title=f"{model.name}: {label} of {explained}, class {cls}, {kind} {score:.3f}")
-    return {"overlay": str(figure.path), "model": model.name, "method": method, "layer": explained,
+                                title=f"{name}: {label} of {explained}, class {cls}, {kind} {score:.3f}")
+    return {"overlay": str(figure.path), "model": name, "method": method, "layer": explained,
             "class_index": cls, "score": score, "score_kind": kind, "input_shape": list(x.shape[1:]),
             "heat_max": float(heat[0].max()), "size": [figure.width, figure.height],
             "boxes": {k: list(v) for k, v in figure.boxes.items()}}

@@ -1,7 +1,8 @@
 """Heat-map overlays as PNG figures: a thin front to ``zoo.figures.explanation_figure``.
 
-Kept so ``zoo.explain.overlay.save_overlay`` (used by the demo, ``zoo explain`` and the
-notebook) stays the one call for "write this map over this image".
+Kept so ``zoo.explain.overlay.save_overlay`` (used by the MIL demo and the notebook) stays
+the one call for "write this map over this image"; ``zoo explain`` calls the figure directly
+to report the panel boxes.
 """
 
 from __future__ import annotations
