@@ -120,3 +120,10 @@ class UnsupportedLayerError(ZooError, TypeError):
 
 class OutputError(ZooError, OSError):
     """An output path the zoo will not write: a user's files there, a dangerous path, no space."""
+
+
+# --- explanations (zoo explain) ------------------------------------------------------------------
+
+
+class RandomWeightsError(InvalidArgumentError):
+    """An explanation asked of a network with random weights (an architecture name without weights)."""

@@ -9,7 +9,7 @@ import pytest
 import zoo
 from zoo.errors import InvalidArgumentError
 from zoo.explain.cam import class_activation_maps, gap_classifier, upsample
-from zoo.explain.gradcam import conv_layers, find_conv_layer, grad_cam
+from zoo.explain.gradcam import conv_layers, default_layer, find_conv_layer, grad_cam
 from zoo.heads.builder import build_mil_head, build_tiled_mil
 
 X = np.random.default_rng(0).uniform(0, 255, (3, 32, 32, 1)).astype("float32")
@@ -58,6 +58,27 @@ def test_cam_identity_on_a_wider_map_and_upsampling():
     assert up.shape == (1, 9, 9) and np.allclose(up, 7.0)
 
 
+@pytest.mark.parametrize("cells", [2, 4, 8])
+def test_upsampled_peak_stays_at_its_cells_centre(cells):
+    """Every cell's peak, border cells included, lands on the cell's centre pixels (clamped
+    bilinear resizing put a border cell's peak in the image corner)."""
+    import tensorflow as tf
+
+    stride = 64 // cells
+    for i, j in [(0, 0), (cells - 1, 0), (cells // 2, cells - 1)]:
+        low = np.zeros((1, cells, cells), np.float32)
+        low[0, i, j] = 1.0
+        y, x = np.unravel_index(np.argmax(upsample(low, (64, 64))[0]), (64, 64))
+        centre = (i * stride + (stride - 1) / 2, j * stride + (stride - 1) / 2)
+        assert abs(y - centre[0]) <= 0.5 and abs(x - centre[1]) <= 0.5, (i, j, y, x)
+    # between the outermost cell centres it is TensorFlow's half-pixel bilinear resize
+    low = np.random.default_rng(cells).normal(size=(2, cells, cells, 3)).astype(np.float32)
+    reference = tf.image.resize(low, (64, 64), method="bilinear").numpy()
+    inner = slice(stride // 2, 64 - stride // 2)
+    np.testing.assert_allclose(upsample(low, (64, 64))[:, inner, inner], reference[:, inner, inner], atol=1e-5)
+    np.testing.assert_array_equal(upsample(low, (64, 64), "nearest"), np.repeat(np.repeat(low, stride, 1), stride, 2))
+
+
 @pytest.mark.parametrize("which", [0, 1])
 def test_grad_cam_of_conv_gap_dense_is_cam_over_hw(gap_models, which):
     """On the softmax model too: Grad-CAM differentiates the pre-softmax score (logits=True)."""
@@ -98,14 +119,15 @@ def test_grad_cam_for_a_keras_applications_backbone():
     model = zoo.load("resnet50", in_chans=1, input_shape=(32, 32), num_classes=2)
     gc = grad_cam(model, X[:1], layer_name="conv4_block6_out")
     assert gc.shape == (1, 32, 32) and np.isfinite(gc).all()
-    assert find_conv_layer(model).name == "conv5_block3_out"
+    # at 32 px conv5 is 1 x 1; the default is the deepest map of >= 7 x 7 (conv2's 8 x 8)
+    assert find_conv_layer(model).name == "conv2_block3_out"
 
 
 def test_layer_helper_suggests_valid_layers(gap_models):
     model = gap_models[0]
     names = conv_layers(model)
     assert names[0] == "preprocess" and names[-1] == "stage5_pool" and "head_fc" not in names
-    assert find_conv_layer(model).name == "stage5_pool"
+    assert find_conv_layer(model).name == default_layer(model) == "stage3_relu2"  # 8 x 8 at 32 px; then 4 x 4
     with pytest.raises(InvalidArgumentError, match=r"'stage4_conv' is not in model .*Did you mean .*'stage4_conv1'.*stage5_pool"):
         grad_cam(model, X, layer_name="stage4_conv")
     with pytest.raises(InvalidArgumentError, match=r"'head_fc' is not a spatial \(B, H, W, C\) layer"):
@@ -119,3 +141,22 @@ def test_layer_helper_suggests_valid_layers(gap_models):
         inp = keras.Input((8, 8, 1))
         flat = keras.layers.Flatten()(keras.layers.Conv2D(2, 3, name="c")(inp))
         class_activation_maps(keras.Model(inp, keras.layers.Dense(2)(flat)), np.zeros((1, 8, 8, 1)))
+
+
+def test_grad_cam_points_at_the_lesion_on_the_shipped_phantom_checkpoint(zoo_env):
+    """Pointing game on 100 held-out positive phantoms of the checkpoint's task, tolerance half the
+    explained layer's stride; chance is the fraction of the image within that tolerance of a lesion."""
+    from zoo.data.localisation import pointing_game
+    from zoo.data.synthetic import make_phantoms
+    from zoo.demo import SOURCE_TASK
+    from zoo.heads.demo import chance_pointing
+
+    model = zoo.load("simple_cnn.phantom")
+    task = {k: v for k, v in SOURCE_TASK.items() if k not in ("n", "seed")}
+    held_out = make_phantoms(100, seed=SOURCE_TASK["seed"] + 9999, positive_fraction=1.0, **task)
+    layer = find_conv_layer(model)
+    stride = model.inputs[0].shape[1] // layer.output.shape[1]
+    maps = grad_cam(model, held_out.images, class_index=1)  # one batched gradient
+    tolerance = stride // 2
+    score, chance = pointing_game(maps, held_out.masks, tolerance), chance_pointing(held_out.masks, tolerance)
+    assert score >= 0.6 and score > chance + 0.4, (layer.name, stride, score, chance)

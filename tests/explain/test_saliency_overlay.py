@@ -1,4 +1,4 @@
-"""Saliency of a linear model is its weights; PNG overlays decode back; the explain CLI."""
+"""Saliency of a linear model is its weights; the explain CLI: its figure, its report, its refusals."""
 
 from __future__ import annotations
 
@@ -8,12 +8,12 @@ import json
 import keras
 import numpy as np
 import pytest
-import tensorflow as tf
 
 import zoo
-from zoo.errors import DataError, InvalidArgumentError, ZooError
+from tests.explain.figure_checks import assert_readable
+from zoo.errors import DataError, InvalidArgumentError, RandomWeightsError, ZooError
 from zoo.explain.cli import add_explain_parser, fit_to_model, load_image
-from zoo.explain.overlay import jet, overlay, save_overlay, write_png
+from zoo.explain.overlay import save_overlay
 from zoo.explain.saliency import saliency
 from zoo.heads.builder import build_mil_head
 
@@ -59,37 +59,13 @@ def test_saliency_of_softmax_output_uses_the_logit_unless_asked():
     np.testing.assert_allclose(saliency(model, x, 0, logits=False, **raw)[0], through_softmax, rtol=1e-4, atol=1e-6)
 
 
-@pytest.mark.parametrize("channels", [None, 1, 2, 3, 4])
-def test_png_writer_round_trips_through_tensorflow_decoder(channels, tmp_path):
-    shape = (7, 5) if channels is None else (7, 5, channels)
-    a = np.random.default_rng(channels or 0).integers(0, 256, shape, dtype=np.uint8)
-    path = write_png(tmp_path / "a.png", a)
-    decoded = tf.io.decode_png(path.read_bytes()).numpy()
-    np.testing.assert_array_equal(decoded, a.reshape(7, 5, -1))
-    with pytest.raises(DataError, match="uint8"):
-        write_png(tmp_path / "b.png", a.astype(np.float32))
-
-
-def test_jet_and_overlay():
-    np.testing.assert_allclose(jet([0.0, 0.5, 1.0]), [[0, 0, 0.5], [0.5, 1, 0.5], [0.5, 0, 0]], atol=1e-6)
-    image = np.arange(12, dtype=np.float32).reshape(3, 4) * 10
-    heat = np.zeros((3, 4))
-    heat[1, 2] = 5.0
-    grey = overlay(image, heat, alpha=0.0)
-    np.testing.assert_array_equal(grey[..., 0], np.round(image / image.max() * 255).astype(np.uint8))
-    full = overlay(image[..., None], heat, alpha=1.0)
-    assert tuple(full[1, 2]) == (128, 0, 0) and tuple(full[0, 0]) == (0, 0, 128)
-    with pytest.raises(DataError, match="upsample the map first"):
-        overlay(image, np.zeros((2, 2)))
-
-
-def test_explain_cli_writes_overlays(tmp_path):
+def test_explain_cli_writes_figures_and_says_what_it_explained(tmp_path, capsys):
     feats = zoo.load("simple_cnn", in_chans=1, input_shape=(32, 32), features=(8,))
     path = tmp_path / "mil.keras"
     build_mil_head(feats, "wildcat", num_classes=2).save(path)
     image = np.random.default_rng(3).uniform(0, 255, (40, 36)).astype("float32")  # resized to 32 x 32
     np.save(tmp_path / "img.npy", image)
-    save_overlay(tmp_path / "img.png", np.zeros((32, 32)), np.zeros((32, 32)))  # a grey-ish PNG input
+    save_overlay(tmp_path / "img.png", image, np.zeros((40, 36)))  # an RGB(A) PNG input (a figure)
     parser = argparse.ArgumentParser()
     add_explain_parser(parser.add_subparsers(dest="command"))
     for method, source in [("cam", "img.npy"), ("gradcam", "img.png"), ("saliency", "img.npy")]:
@@ -97,8 +73,10 @@ def test_explain_cli_writes_overlays(tmp_path):
         args = parser.parse_args(["explain", str(path), str(tmp_path / source), "--out", str(out),
                                   "--method", method, "--class", "1"])
         assert args.func(args) == 0
-        decoded = tf.io.decode_png(out.read_bytes()).numpy()
-        assert decoded.shape == (32, 32, 3) and decoded.std() > 0
+        report = json.loads(capsys.readouterr().out.splitlines()[-1])
+        assert report["class_index"] == 1 and report["layer"] == {"cam": "instance_maps", "gradcam": "stage3_relu2",
+                                                                 "saliency": "input"}[method]
+        assert report["size"][0] >= 256 and report["boxes"]["image"][2] - report["boxes"]["image"][0] >= 256
     args = parser.parse_args(["explain", str(path), str(tmp_path / "img.npy"), "--layer", "stage3_pol"])
     with pytest.raises(ZooError, match="Did you mean 'stage3_pool'"):
         args.func(args)
@@ -113,18 +91,39 @@ def test_explain_cli_with_a_zoo_checkpoint_and_rgb_input(tmp_path, capsys, zoo_e
     from zoo.data.localisation import make_localisation_task
 
     task = make_localisation_task(4, seed=1, positive_fraction=1.0)
-    np.save(tmp_path / "phantom.npy", task.images[0, ..., 0])  # grey (64, 64): the checkpoint's own input
+    image = task.images[0, ..., 0]  # grey (64, 64): the checkpoint's own input
+    np.save(tmp_path / "phantom.npy", image)
     parser = argparse.ArgumentParser()
     add_explain_parser(parser.add_subparsers(dest="command"))
     args = parser.parse_args(["explain", "simple_cnn", str(tmp_path / "phantom.npy"), "--pretrained", "phantom",
-                              "--out", str(tmp_path / "p.png"), "--class", "1"])
+                              "--out", str(tmp_path / "p.png")])
     assert args.func(args) == 0
-    report = json.loads(capsys.readouterr().out)
+    said, line = capsys.readouterr().out.splitlines()
+    report = json.loads(line)
+    model = zoo.load("simple_cnn.phantom")
+    p = model.predict(image[None, ..., None], verbose=0)[0]
     assert report["method"] == "gradcam" and report["input_shape"] == [64, 64, 1]
-    assert tf.io.decode_png((tmp_path / "p.png").read_bytes()).numpy().shape == (64, 64, 3)
+    assert report["class_index"] == int(p.argmax()) and report["score"] == pytest.approx(float(p.max()), abs=1e-5)
+    assert report["layer"] == "stage4_relu2" and report["score_kind"] == "probability"
+    assert f"class {report['class_index']}" in said and "stage4_relu2" in said and f"{p.max():.3f}" in said
+    assert_readable(tmp_path / "p.png", image)
+    # an architecture name without weights is refused, unless asked
     np.save(tmp_path / "rgb.npy", np.random.default_rng(4).uniform(0, 255, (32, 32, 3)).astype("float32"))
-    args = parser.parse_args(["explain", "simple_cnn", str(tmp_path / "rgb.npy"), "--out", str(tmp_path / "o.png")])
+    argv = ["explain", "simple_cnn", str(tmp_path / "rgb.npy"), "--out", str(tmp_path / "o.png")]
+    with pytest.raises(RandomWeightsError, match=r"without --pretrained.*random.*--allow-random"):
+        parser.parse_args(argv).func(parser.parse_args(argv))
+    assert not (tmp_path / "o.png").exists()
+    args = parser.parse_args([*argv, "--allow-random"])
     assert args.func(args) == 0
-    assert json.loads(capsys.readouterr().out)["input_shape"] == [64, 64, 3]
+    assert json.loads(capsys.readouterr().out.splitlines()[-1])["input_shape"] == [64, 64, 3]
     model = zoo.load("simple_cnn", in_chans=1, input_shape=(40, 48))
     assert fit_to_model(np.ones((8, 8, 3), np.float32), model).shape == (1, 40, 48, 1)
+
+
+def test_zoo_cli_reports_a_random_model_refusal_in_one_line(tmp_path, capsys):
+    from zoo.cli import main
+
+    np.save(tmp_path / "img.npy", np.zeros((64, 64), np.float32))
+    assert main(["explain", "simple_cnn", str(tmp_path / "img.npy"), "--out", str(tmp_path / "o.png")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("zoo explain: model 'simple_cnn'") and "--allow-random" in err and "\n" not in err

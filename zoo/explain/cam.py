@@ -17,13 +17,44 @@ from zoo.explain.targets import output_names, pick_class
 PASS_THROUGH = (keras.layers.Dropout, keras.layers.Identity, keras.layers.Activation)
 
 
+def _mirror_coords(n_out: int, n_in: int):
+    """Source index pairs and weights of half-pixel bilinear sampling, mirrored at the border cells."""
+    src = (np.arange(n_out, dtype=np.float64) + 0.5) * n_in / n_out - 0.5
+    if n_in > 1:
+        src = np.where(src < 0, -src, src)
+        src = np.where(src > n_in - 1, 2 * (n_in - 1) - src, src)
+    else:
+        src = np.zeros_like(src)
+    i0 = np.floor(src).astype(int)
+    i1 = np.minimum(i0 + 1, n_in - 1)
+    return i0, i1, (src - i0).astype(np.float32)
+
+
 def upsample(maps, size, method: str = "bilinear") -> np.ndarray:
-    """(B, h, w) or (B, h, w, C) maps resized to ``size`` (H, W), same rank back."""
+    """(B, h, w) or (B, h, w, C) maps resized to ``size`` (H, W), same rank back.
+
+    "bilinear" samples at half-pixel centres (cell i of a stride-s map is centred on input
+    pixel s i + (s - 1) / 2, as for a 'same' conv or a 2x2 pool) and mirrors at the border
+    cells instead of clamping. Clamping makes each border cell a flat plateau reaching the
+    image corner, so the map's argmax (the pointing game's peak) fell in the corner, off the
+    cell it belongs to; mirrored, a peak stays at its cell's centre. "nearest" repeats cells.
+    """
     maps = np.asarray(maps, np.float32)
     if maps.ndim not in (3, 4):
         raise InvalidArgumentError(f"upsample: maps of shape {maps.shape}; give (B, h, w) or (B, h, w, C).")
+    if method not in ("bilinear", "nearest"):
+        raise InvalidArgumentError(f"upsample: method={method!r}; use 'bilinear' or 'nearest'.")
     x = maps[..., None] if maps.ndim == 3 else maps
-    out = ops.convert_to_numpy(ops.image.resize(x, tuple(size), interpolation=method))
+    (h, w), (out_h, out_w) = x.shape[1:3], tuple(int(s) for s in size)
+    if method == "nearest":
+        rows = np.minimum((np.arange(out_h) * h) // out_h, h - 1)
+        cols = np.minimum((np.arange(out_w) * w) // out_w, w - 1)
+        out = x[:, rows][:, :, cols]
+    else:
+        r0, r1, fr = _mirror_coords(out_h, h)
+        c0, c1, fc = _mirror_coords(out_w, w)
+        rows = x[:, r0] * (1 - fr)[None, :, None, None] + x[:, r1] * fr[None, :, None, None]
+        out = rows[:, :, c0] * (1 - fc)[None, None, :, None] + rows[:, :, c1] * fc[None, None, :, None]
     return out[..., 0] if maps.ndim == 3 else out
 
 

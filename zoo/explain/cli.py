@@ -7,12 +7,13 @@ broadcast or averaged, size resized) and fed in its own value range.
 
 from __future__ import annotations
 
+import argparse
 import json
 from pathlib import Path
 
 import numpy as np
 
-from zoo.errors import DataError, InvalidArgumentError
+from zoo.errors import DataError, InvalidArgumentError, RandomWeightsError
 
 METHODS = ("gradcam", "cam", "saliency")
 
@@ -58,56 +59,103 @@ def fit_to_model(image, model) -> np.ndarray:
     return image[None].astype(np.float32)
 
 
-def _load_model(spec: str, pretrained: str | None, in_chans: int):
-    """A saved .keras model, or the zoo architecture ``spec`` built for the image's channel count."""
+def _load_model(spec: str, pretrained: str | None, in_chans: int, allow_random: bool = False):
+    """A saved .keras model, or the zoo model ``spec`` (``arch.tag``, or ``arch`` with ``pretrained``).
+
+    ``arch`` alone builds random weights, whose maps explain noise: refused unless ``allow_random``.
+    """
     import zoo
 
     if spec.endswith(".keras"):
         if not Path(spec).is_file():
             raise DataError(f"model {spec!r}: no such file.")
         return zoo.load_model(spec)
+    if "." not in spec and pretrained is None and not allow_random:
+        raise RandomWeightsError(
+            f"model {spec!r} was given as an architecture name without --pretrained, so its weights would be "
+            f"random and the map would explain an untrained network. Give a checkpoint (e.g. `zoo explain "
+            f"{spec}.TAG ...` or `--pretrained TAG`; `zoo list --pretrained` lists them) or a .keras file, "
+            "or pass --allow-random to explain random weights on purpose."
+        )
     return zoo.load(spec, pretrained=pretrained, in_chans=in_chans)
 
 
+def _score_kind(model, output) -> str:
+    """'probability' when the explained output ends in a softmax or sigmoid, else 'logit'."""
+    from zoo.explain.targets import select_output
+
+    layer = select_output(model, output)._keras_history.operation
+    name = getattr(getattr(layer, "activation", None), "__name__", "")
+    return "probability" if name in ("softmax", "sigmoid") else "logit"
+
+
 def explain(model_spec, image_path, out, method="gradcam", layer=None, class_index=None,
-            pretrained=None, alpha=0.45) -> dict:
-    """Explain ``image_path`` with ``model_spec`` and write the overlay PNG to ``out``."""
-    from zoo.explain.cam import class_activation_maps
-    from zoo.explain.gradcam import grad_cam
-    from zoo.explain.overlay import save_overlay
+            pretrained=None, alpha=0.5, allow_random=False, mask=None) -> dict:
+    """Explain ``image_path`` with ``model_spec``; write the figure (original, map, colour bar) to ``out``.
+
+    Returns what was explained: the layer, the class and its score, and the figure's panel boxes.
+    ``mask`` (optional, (H, W) at the model's input size) is outlined on the map.
+    """
+    import keras
+
+    from zoo.explain.cam import class_activation_maps, gap_classifier
+    from zoo.explain.gradcam import find_conv_layer, grad_cam
     from zoo.explain.saliency import saliency
+    from zoo.explain.targets import output_names, pick_class, select_output
+    from zoo.figures import explanation_figure
 
     if method not in METHODS:
         raise InvalidArgumentError(f"method={method!r}: use one of {', '.join(METHODS)}.")
     image = load_image(image_path)
-    model = _load_model(str(model_spec), pretrained, min(image.shape[-1], 3))
+    model = _load_model(str(model_spec), pretrained, min(image.shape[-1], 3), allow_random)
     x = fit_to_model(image, model)
+    scores = keras.Model(model.inputs, select_output(model))([x], training=False)
+    score, index = pick_class(scores, class_index)
+    cls, score = int(index[0]), float(keras.ops.convert_to_numpy(score)[0])
     if method == "cam":
-        heat = class_activation_maps(model, x, class_index)
+        heat = class_activation_maps(model, x, cls)
+        explained = ("instance_maps" if "instance_maps" in output_names(model)
+                     else gap_classifier(model)[0]._keras_history.operation.name)
     elif method == "gradcam":
-        heat = grad_cam(model, x, layer, class_index)
+        explained = find_conv_layer(model, layer).name
+        heat = grad_cam(model, x, explained, cls)
     else:
-        heat = saliency(model, x, class_index)
-    path = save_overlay(out, x[0], heat[0], alpha)
-    return {"overlay": str(path), "model": model.name, "method": method, "layer": layer,
-            "input_shape": list(x.shape[1:]), "heat_max": float(heat[0].max())}
+        explained = "input"
+        heat = saliency(model, x, cls)
+    label = {"gradcam": "Grad-CAM", "cam": "CAM", "saliency": "saliency"}[method]
+    spec = str(model_spec)
+    name = model.name if spec.endswith(".keras") else spec + (f".{pretrained}" if pretrained else "")
+    kind = _score_kind(model, None)
+    figure = explanation_figure(out, x[0], heat[0], mask=mask, alpha=alpha,
+                                title=f"{name}: {label} of {explained}, class {cls}, {kind} {score:.3f}")
+    return {"overlay": str(figure.path), "model": name, "method": method, "layer": explained,
+            "class_index": cls, "score": score, "score_kind": kind, "input_shape": list(x.shape[1:]),
+            "heat_max": float(heat[0].max()), "size": [figure.width, figure.height],
+            "boxes": {k: list(v) for k, v in figure.boxes.items()}}
 
 
 def _run(args) -> int:
-    print(json.dumps(explain(args.model, args.image, args.out, args.method, args.layer, args.class_index,
-                             args.pretrained, args.alpha)))
+    report = explain(args.model, args.image, args.out, args.method, args.layer, args.class_index,
+                     args.pretrained, args.alpha, args.allow_random)
+    print(f"explained class {report['class_index']} ({report['score_kind']} {report['score']:.3f}) of "
+          f"{report['model']} with {report['method']} at layer {report['layer']}; figure {report['overlay']}")
+    print(json.dumps(report))
     return 0
 
 
 def add_explain_parser(subparsers) -> None:
     """Register ``zoo explain`` on the CLI's subparsers."""
-    p = subparsers.add_parser("explain", help="heat map (Grad-CAM, CAM or saliency) of an image as a PNG overlay")
-    p.add_argument("model", help="a .keras file or a zoo name (arch or arch.tag)")
+    p = subparsers.add_parser("explain", help="heat map (Grad-CAM, CAM or saliency) of an image as a PNG figure",
+                              formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("model", help="a .keras file or a zoo checkpoint (arch.tag, or arch with --pretrained)")
     p.add_argument("image", help="a .npy array (H, W[, C]) or a .png")
     p.add_argument("--out", default="overlay.png")
     p.add_argument("--method", choices=METHODS, default="gradcam")
-    p.add_argument("--layer", default=None, help="Grad-CAM layer (default: the last spatial layer)")
+    p.add_argument("--layer", default=None,
+                   help="Grad-CAM layer (default: the deepest layer with a map of at least 7 x 7 positions)")
     p.add_argument("--class", dest="class_index", type=int, default=None, help="class index (default: the top class)")
     p.add_argument("--pretrained", default=None, help="weights tag when MODEL is an architecture name")
-    p.add_argument("--alpha", type=float, default=0.45, help="heat-map opacity in [0, 1]")
+    p.add_argument("--allow-random", action="store_true",
+                   help="explain an architecture name without --pretrained (random weights) on purpose")
+    p.add_argument("--alpha", type=float, default=0.5, help="heat-map opacity in [0, 1]")
     p.set_defaults(func=_run)

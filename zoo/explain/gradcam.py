@@ -30,13 +30,32 @@ def conv_layers(model) -> list[str]:
     return names
 
 
+MIN_CELLS = 7  # Grad-CAM's usual map: 7 x 7, the last conv block of a ResNet or VGG at 224 px
+
+
+def default_layer(model) -> str:
+    """The deepest spatial layer whose map has at least MIN_CELLS positions a side (else the
+    finest map there is).
+
+    Not simply the last spatial layer: on a small input that map is a few cells (2 x 2 for
+    simple_cnn at 64 px, each cell a quarter of the image), too coarse to point at a lesion.
+    At 224 px a ResNet or VGG keeps its usual last block (7 x 7 / 14 x 14).
+    """
+    valid = conv_layers(model)
+    sizes = {}
+    for name in valid:  # an open (None) size comes from an open input: count it as fine enough
+        sizes[name] = min(MIN_CELLS if d is None else d for d in model.get_layer(name).output.shape[1:3])
+    fine = [name for name in valid if sizes[name] >= MIN_CELLS]
+    return fine[-1] if fine else max(valid, key=lambda n: sizes[n])
+
+
 def find_conv_layer(model, layer_name: str | None = None):
-    """The layer ``layer_name`` (default the last spatial one), or a ZooError listing valid names."""
+    """The layer ``layer_name`` (default: ``default_layer``), or a ZooError listing valid names."""
     valid = conv_layers(model)
     if not valid:
         raise InvalidArgumentError(f"model {model.name!r} has no layer with a (B, H, W, C) output; Grad-CAM needs one.")
     if layer_name is None:
-        return model.get_layer(valid[-1])
+        return model.get_layer(default_layer(model))
     if layer_name not in valid:
         what = "is not a spatial (B, H, W, C) layer of" if layer_name in [la.name for la in model.layers] else "is not in"
         tail = ", ".join(valid[-8:])
@@ -66,7 +85,7 @@ def grad_cam(model, images, layer_name=None, class_index=None, output=None, logi
     graph = keras.Model(model.inputs, [layer.output, tensor])
     x = tf.convert_to_tensor(np.asarray(images, np.float32))
     with tf.GradientTape() as tape:
-        maps, values = graph(x, training=False)
+        maps, values = graph([x], training=False)  # a list: the input structure, no warning
         score, _ = pick_class(head(values), class_index)
         total = tf.reduce_sum(score)
     grads = tape.gradient(total, maps)

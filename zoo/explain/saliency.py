@@ -26,7 +26,7 @@ def saliency(model, images, class_index=None, output=None, logits=True, absolute
     x = tf.convert_to_tensor(np.asarray(images, np.float32))
     with tf.GradientTape() as tape:
         tape.watch(x)
-        score, _ = pick_class(head(graph(x, training=False)), class_index)
+        score, _ = pick_class(head(graph([x], training=False)), class_index)
         total = tf.reduce_sum(score)
     g = tape.gradient(total, x).numpy()
     if absolute:
