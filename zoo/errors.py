@@ -113,3 +113,19 @@ class OptionalDependencyError(ZooError, ImportError):
 
 class UnsupportedLayerError(ZooError, TypeError):
     """A layer the analysis (e.g. receptive_field) has no rule for."""
+
+
+# --- DICOM values and series geometry (zoo.data; issue 12) --------------------------------------
+
+
+class DicomValueError(DicomError):
+    """A DICOM tag whose value cannot describe a real image: non-positive PixelSpacing, degenerate
+    ImageOrientationPatient, a rescale that makes pixels non-finite. The message names the tag."""
+
+
+class VolumeSizeError(SeriesError):
+    """A series or resampling whose output would be absurdly large (see zoo.data.series.MAX_VOXELS)."""
+
+
+class LabelsError(DataError):
+    """A labels CSV (path,label[,patient]) that cannot be used; the message names file, line and fix."""
