@@ -164,14 +164,16 @@ def scrub(text: str, ds=None) -> str:
     text = _QUOTED.sub("<value>", str(text))
     if ds is not None:
         values = set()
-        try:
-            for elem in ds.iterall():
-                if elem.VR in _TEXT_VRS and elem.value is not None:
-                    items = elem.value if isinstance(elem.value, Sequence) and not isinstance(
-                        elem.value, str | bytes) else [elem.value]
-                    values |= {str(v).strip() for v in items if len(str(v).strip()) >= 3}
-        except Exception:  # a dataset too broken to walk: the quoted values are gone already
-            pass
+        with warnings.catch_warnings():  # converting values makes pydicom warn, with the values
+            warnings.simplefilter("ignore")
+            try:
+                for elem in ds.iterall():
+                    if elem.VR in _TEXT_VRS and elem.value is not None:
+                        items = elem.value if isinstance(elem.value, Sequence) and not isinstance(
+                            elem.value, str | bytes) else [elem.value]
+                        values |= {str(v).strip() for v in items if len(str(v).strip()) >= 3}
+            except Exception:  # a dataset too broken to walk: the quoted values are gone already
+                pass
         for value in sorted(values, key=len, reverse=True):
             text = text.replace(value, "<value>")
     return text
