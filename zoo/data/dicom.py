@@ -239,8 +239,25 @@ def _truncated(path, short):
         "Re-export it from the archive (PACS) or copy it again.")
 
 
+class _ScrubLog:
+    """A logging filter for the ``pydicom`` logger: its records quote element values too."""
+
+    def filter(self, record) -> bool:
+        record.msg, record.args = scrub(record.getMessage()), ()
+        return True
+
+
+_SCRUB_LOG = _ScrubLog()
+
+
 def _dcmread(path, stop_before_pixels: bool, force: bool = False):
+    import logging
+
     import pydicom
+
+    logger = logging.getLogger("pydicom")
+    if _SCRUB_LOG not in logger.filters:
+        logger.addFilter(_SCRUB_LOG)
 
     with _CheckedFile(path) as fp:
         with warnings.catch_warnings(record=True) as caught:
@@ -309,13 +326,26 @@ def transfer_syntax(ds, path):
     return ExplicitVRLittleEndian if little else ExplicitVRBigEndian
 
 
+def _uid_text(uid) -> str:
+    """A UID's name and number, or "an invalid UID": a corrupt UID's text could be anything."""
+    if not uid or not uid.is_valid:
+        return "an invalid UID"
+    return f"{uid.name} ({uid})" if uid.name != str(uid) else str(uid)
+
+
+def _uid_name(uid) -> str:
+    return uid.name if uid and uid.is_valid else "invalid UID"
+
+
 def _sop_class_name(ds, path) -> str:
     from pydicom.uid import UID
 
     uid = _get(ds, "SOPClassUID", lambda v: UID(str(v)), path)
     if uid is None and getattr(ds, "file_meta", None) is not None:
         uid = _get(ds.file_meta, "MediaStorageSOPClassUID", lambda v: UID(str(v)), path)
-    return (uid.name if uid and uid.is_valid else str(uid or "")) or "unknown"
+    if uid and not uid.is_valid:
+        return "invalid UID"  # its text could be anything, a name included
+    return (uid.name if uid else "") or "unknown"
 
 
 def _frame_group_value(ds, frame: int | None, sequence: str, keyword: str, cast, path):
@@ -365,8 +395,22 @@ def _guarded(path, work: Callable):
             "its tags (image tags are group 0028) are inconsistent; re-export it.") from None
 
 
+_CODE = re.compile(r"[A-Z0-9 _]{0,16}")
+
+
+def _code(ds, keyword: str, path, default: str = "") -> str:
+    """A code string (Modality, PhotometricInterpretation, RescaleType), or "INVALID" when its
+    value is not a DICOM code: a corrupt file may hold any text there, a name included."""
+    value = _get(ds, keyword, lambda v: str(v).strip(), path, default)
+    if _CODE.fullmatch(value):
+        return value
+    warnings.warn(f"{_where(path)}: {_tag_name(keyword)} is not a valid code string; read as 'INVALID'.",
+                  DicomWarning, stacklevel=3)
+    return "INVALID"
+
+
 def _metadata(path, ds) -> DicomMeta:
-    modality = _get(ds, "Modality", str, path, "")
+    modality = _code(ds, "Modality", path)
     frames = _get(ds, "NumberOfFrames", lambda v: int(v), path, 1) or 1
     spacing, spacing_tag = _get(ds, "PixelSpacing", _floats(2), path), "PixelSpacing"
     if spacing is None:
@@ -397,11 +441,11 @@ def _metadata(path, ds) -> DicomMeta:
     if center is None or width is None:
         center = _frame_group_value(ds, 0, "FrameVOILUTSequence", "WindowCenter", _first_float, path)
         width = _frame_group_value(ds, 0, "FrameVOILUTSequence", "WindowWidth", _first_float, path)
-    photometric = _get(ds, "PhotometricInterpretation", lambda v: str(v).strip(), path, "")
+    photometric = _code(ds, "PhotometricInterpretation", path)
     series_uid = _get(ds, "SeriesInstanceUID", str, path, "")
     has_rescale = "RescaleSlope" in ds or "ModalityLUTSequence" in ds or _frame_group_value(
         ds, 0, "PixelValueTransformationSequence", "RescaleSlope", _first_float, path) is not None
-    units = _get(ds, "RescaleType", lambda v: str(v).strip(), path, "")
+    units = _code(ds, "RescaleType", path)
     if modality == "CT" and has_rescale and units in ("", "US", "HU"):
         units = "HU"
     if photometric == "PALETTE COLOR" or photometric.startswith(("RGB", "YBR")):
@@ -410,7 +454,7 @@ def _metadata(path, ds) -> DicomMeta:
         path=os.fspath(path),
         modality=modality,
         sop_class=_sop_class_name(ds, path),
-        transfer_syntax=transfer_syntax(ds, path).name if getattr(ds, "file_meta", None) is not None or hasattr(
+        transfer_syntax=_uid_name(transfer_syntax(ds, path)) if getattr(ds, "file_meta", None) is not None or hasattr(
             ds, "original_encoding") else "",
         photometric=photometric,
         rows=_get(ds, "Rows", int, path, 0),
@@ -472,7 +516,7 @@ def _decoder(uid, path):
         decoder = get_decoder(uid)
     except NotImplementedError:
         raise DecoderMissingError(
-            f"{_where(path)} uses transfer syntax {uid.name} ({uid}), which no Python DICOM decoder "
+            f"{_where(path)} uses transfer syntax {_uid_text(uid)}, which no Python DICOM decoder "
             "supports. Transcode it to an uncompressed syntax first (e.g. `dcmconv +te` from dcmtk, or "
             "`gdcmconv --raw`)."
         ) from None
@@ -482,7 +526,7 @@ def _decoder(uid, path):
                f'`pip install "medzoo[dicom]"` (or `pip install {package}`)' if "libjpeg" in package
                else f'install one: `pip install {package}` (or `pip install "medzoo[dicom]"`)')
         raise DecoderMissingError(
-            f"{_where(path)} uses transfer syntax {uid.name} ({uid}) and no decoder for it is installed; "
+            f"{_where(path)} uses transfer syntax {_uid_text(uid)} and no decoder for it is installed; "
             f"{how}. pydicom's own list: {'; '.join(decoder.missing_dependencies) or 'none'}."
         )
     return decoder
@@ -606,12 +650,12 @@ def _decode(ds, path, frames, invert_monochrome1) -> DicomImage:
         extra = (f" Another decoder may read it: `pip install {_DECODER_PACKAGES.get(str(uid), 'python-gdcm')}` "
                  "or `pip install python-gdcm`." if uid.is_compressed else " Re-export the file.")
         raise DicomDecodeError(
-            f"{_where(path)} ({uid.name}): {hint} ({type(e).__name__}: {_short(e)}).{extra}") from None
+            f"{_where(path)} ({_uid_text(uid)}): {hint} ({type(e).__name__}: {_short(e)}).{extra}") from None
     want = len(indices) * meta.rows * meta.columns * samples
     got = sum(a.size for a in decoded)
     if got != want:
         raise DicomDecodeError(
-            f"{_where(path)} ({uid.name}): the decoder returned {got} values, but the header declares "
+            f"{_where(path)} ({_uid_text(uid)}): the decoder returned {got} values, but the header declares "
             f"{len(indices)} frame(s) x {meta.rows} Rows x {meta.columns} Columns x {samples} SamplesPerPixel = "
             f"{want}; NumberOfFrames (0028,0008), Rows (0028,0010), Columns (0028,0011) or SamplesPerPixel "
             "(0028,0002) do not match the pixel data. Fix the tags or re-export the file.")

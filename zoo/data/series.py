@@ -191,6 +191,8 @@ def load_series(source, *, series: str | None = None, on_problem: str = "warn", 
             else:
                 problem(f"{slices[i][3]} and {slices[keep[-1]][3]} lie at the same position with different "
                         "pixels; the first is kept")
+                report.skipped.append((slices[i][3], f"same position as {slices[keep[-1]][3]} with different "
+                                                     "pixels; the first is kept"))
             continue
         keep.append(i)
     slices = [slices[i] for i in keep]
