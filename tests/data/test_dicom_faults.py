@@ -49,18 +49,25 @@ def slice_files_by_position(folder):
 def test_m3_extra_pixel_bytes_are_a_decode_error_not_channels(tmp_path):
     stored = len(pydicom.dcmread(get_testdata_file("CT_small.dcm")).PixelData)
     path = edited(tmp_path, "CT_small.dcm", Rows=64, Columns=64)
-    with pytest.raises(DicomDecodeError, match=rf"holds {stored} bytes.*= {64 * 64 * 2} bytes; the extra bytes"):
+    with pytest.raises(
+        DicomDecodeError, match=rf"holds {stored} bytes.*= {64 * 64 * 2} bytes; the extra bytes"
+    ):
         read_dicom(path)
 
 
 def test_m3_samples_per_pixel_1_on_rgb_data_is_a_decode_error(tmp_path):
-    with pytest.raises(DicomDecodeError, match=r"SamplesPerPixel x BitsAllocated/8 = 1 x 100 x 100 x 1 x 8/8"):
+    with pytest.raises(
+        DicomDecodeError, match=r"SamplesPerPixel x BitsAllocated/8 = 1 x 100 x 100 x 1 x 8/8"
+    ):
         read_dicom(edited(tmp_path, "SC_rgb.dcm", SamplesPerPixel=1))
 
 
 def test_m3_zero_padding_after_the_last_frame_still_reads():
     """pydicom's MR_small_padded: excess zero bytes shorter than a frame are padding, not data."""
-    padded, plain = read_dicom(get_testdata_file("MR_small_padded.dcm")), read_dicom(get_testdata_file("MR_small.dcm"))
+    padded, plain = (
+        read_dicom(get_testdata_file("MR_small_padded.dcm")),
+        read_dicom(get_testdata_file("MR_small.dcm")),
+    )
     np.testing.assert_array_equal(padded.pixels, plain.pixels)
 
 
@@ -68,8 +75,15 @@ def test_m3_dicom_dataset_skip_reports_instead_of_a_raw_batching_error(tmp_path,
     folder = tmp_path / "mixed"
     write_ct_series(folder, n_slices=3, size=32)
     shutil.copy(edited(tmp_path, "CT_small.dcm", Rows=32, Columns=32), folder / "extra.dcm")
-    ds = pipeline.dicom_dataset(folder, input_shape=(32, 32, 1), batch_size=4, shuffle=False,
-                                cache_dir=tmp_path / "c", workers=1, on_error="skip")
+    ds = pipeline.dicom_dataset(
+        folder,
+        input_shape=(32, 32, 1),
+        batch_size=4,
+        shuffle=False,
+        cache_dir=tmp_path / "c",
+        workers=1,
+        on_error="skip",
+    )
     x = np.concatenate([b.numpy() for b in ds])
     assert x.shape == (3, 32, 32, 1) and np.isfinite(x).all()
     assert [p for p, _ in ds.dicom.report.skipped] == [str(folder / "extra.dcm")]
@@ -83,8 +97,15 @@ def test_m3_dicom_dataset_skip_reports_instead_of_a_raw_batching_error(tmp_path,
         return array, info
 
     monkeypatch.setattr(pipeline, "decode_item", four_channels)
-    ds = pipeline.dicom_dataset(folder, input_shape=(32, 32, 1), batch_size=4, shuffle=False,
-                                cache_dir=tmp_path / "c2", workers=1, on_error="skip")
+    ds = pipeline.dicom_dataset(
+        folder,
+        input_shape=(32, 32, 1),
+        batch_size=4,
+        shuffle=False,
+        cache_dir=tmp_path / "c2",
+        workers=1,
+        on_error="skip",
+    )
     assert sum(b.shape[0] for b in ds) == 2
     assert "slice_0001.dcm decoded to an array of shape" in str(ds.dicom.report)
 
@@ -97,7 +118,9 @@ def test_m4_rescale_slope_1e38_is_an_error_naming_the_tag(tmp_path):
         read_dicom(edited(tmp_path, "CT_small.dcm", RescaleSlope="1e38"))
 
 
-@pytest.mark.parametrize("orientation, why", [([1, 0, 0, 1, 0, 0], "parallel"), ([0, 0, 0, 0, 1, 0], "zero vector")])
+@pytest.mark.parametrize(
+    "orientation, why", [([1, 0, 0, 1, 0, 0], "parallel"), ([0, 0, 0, 0, 1, 0], "zero vector")]
+)
 def test_m4_degenerate_orientation_is_named_and_a_series_refuses_it(tmp_path, orientation, why):
     folder = tmp_path / "s"
     write_ct_series(folder, n_slices=4, size=16)
@@ -105,10 +128,14 @@ def test_m4_degenerate_orientation_is_named_and_a_series_refuses_it(tmp_path, or
         ds = pydicom.dcmread(path)
         ds.ImageOrientationPatient = orientation
         ds.save_as(path)
-    with pytest.warns(DicomWarning, match=rf"ImageOrientationPatient \(0020,0037\) is degenerate.*{why}"):
+    with pytest.warns(
+        DicomWarning, match=rf"ImageOrientationPatient \(0020,0037\) is degenerate.*{why}"
+    ):
         image = read_dicom(next(folder.iterdir()))
     assert image.meta.image_orientation is None  # a 2D image still reads
-    with pytest.raises(SeriesError, match=rf"ImageOrientationPatient \(0020,0037\) is degenerate.*{why}"):
+    with pytest.raises(
+        SeriesError, match=rf"ImageOrientationPatient \(0020,0037\) is degenerate.*{why}"
+    ):
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", DicomWarning)
             load_series(folder)
@@ -158,7 +185,7 @@ def test_m5_truncated_file_is_truncated_or_corrupt_not_no_image(tmp_path, cut):
         data = data[:600]
     else:  # PatientName's length made to run past the end of the file
         at = data.index(b"\x10\x00\x10\x00PN")
-        data = data[: at + 6] + (60000).to_bytes(2, "little") + data[at + 8:]
+        data = data[: at + 6] + (60000).to_bytes(2, "little") + data[at + 8 :]
     path = tmp_path / "cut.dcm"
     path.write_bytes(data)
     with pytest.raises(DicomDecodeError, match="is truncated or corrupt"):
@@ -206,7 +233,9 @@ def test_m5_every_skipped_file_is_in_the_report(tmp_path):
 
 def test_m6_absurd_target_spacing_is_refused_with_the_numbers(tmp_path):
     write_ct_series(tmp_path / "s", n_slices=6, size=22)
-    with pytest.raises(VolumeSizeError, match=r"would build \(\d+, \d+, \d+\) = .* GiB float32.*MAX_VOXELS"):
+    with pytest.raises(
+        VolumeSizeError, match=r"would build \(\d+, \d+, \d+\) = .* GiB float32.*MAX_VOXELS"
+    ):
         load_series(tmp_path / "s", target_spacing=1e-3)
 
 
@@ -219,12 +248,20 @@ def test_m6_one_slice_moved_by_1e5_mm_is_refused(tmp_path):
     ds.save_as(path)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", SeriesWarning)
-        with pytest.raises(VolumeSizeError, match=r"times the input .*MAX_UPSAMPLING.*largest step of 9\d{4}"):
+        with pytest.raises(
+            VolumeSizeError, match=r"times the input .*MAX_UPSAMPLING.*largest step of 9\d{4}"
+        ):
             load_series(folder, target_spacing=1.0)
-        assert load_series(folder).array.shape == (13, 22, 22)  # stacking alone is fine, with a gap reported
+        assert load_series(folder).array.shape == (
+            13,
+            22,
+            22,
+        )  # stacking alone is fine, with a gap reported
 
 
-@pytest.mark.parametrize("bad", [float("nan"), float("inf"), 0.0, -1.0, (1.0, float("nan"), 1.0), "x"])
+@pytest.mark.parametrize(
+    "bad", [float("nan"), float("inf"), 0.0, -1.0, (1.0, float("nan"), 1.0), "x"]
+)
 def test_m6_non_finite_or_non_positive_target_spacing_is_an_invalid_argument(tmp_path, bad):
     write_ct_series(tmp_path / "s", n_slices=3, size=16)
     with pytest.raises(InvalidArgumentError, match="give a positive, finite number"):
@@ -235,11 +272,14 @@ def test_m6_estimated_size_is_the_built_size():
     array = np.zeros((5, 20, 30), np.float32)
     z = np.array([0.0, 2.5, 5.0, 10.0, 12.5])
     for target in (1.0, (2.0, 0.5, 0.7), 0.33):
-        assert resample(array, z, (2.5, 0.7, 0.6), target)[0].shape == resampled_shape(z, array.shape,
-                                                                                          (2.5, 0.7, 0.6), target)
+        assert resample(array, z, (2.5, 0.7, 0.6), target)[0].shape == resampled_shape(
+            z, array.shape, (2.5, 0.7, 0.6), target
+        )
     with pytest.raises(SeriesError, match="not finite"):
         resampled_shape(np.array([0.0, np.nan]), (2, 4, 4), (1.0, 1.0, 1.0), 1.0)
-    assert series.MAX_VOXELS * 4 <= 2**32  # the documented limit: at most 4 GiB of float32 (1 GiB today)
+    assert (
+        series.MAX_VOXELS * 4 <= 2**32
+    )  # the documented limit: at most 4 GiB of float32 (1 GiB today)
 
 
 def test_m6_cli_spacing_nan_is_a_clear_error(tmp_path, capsys):
@@ -247,7 +287,17 @@ def test_m6_cli_spacing_nan_is_a_clear_error(tmp_path, capsys):
 
     write_ct_series(tmp_path / "s", n_slices=3, size=16)
     with pytest.raises(SystemExit) as info:
-        main(["dicom", "convert", str(tmp_path / "s"), str(tmp_path / "out"), "--volume", "--spacing", "nan"])
+        main(
+            [
+                "dicom",
+                "convert",
+                str(tmp_path / "s"),
+                str(tmp_path / "out"),
+                "--volume",
+                "--spacing",
+                "nan",
+            ]
+        )
     assert info.value.code == 2
     assert "--spacing 'nan': give a positive, finite spacing in mm" in capsys.readouterr().err
 
@@ -262,7 +312,10 @@ def test_low_jpeg_lossless_without_its_decoder_names_the_dicom_extra(tmp_path, m
 
     decoder = get_decoder(pydicom.uid.JPEGLossless)
     monkeypatch.setattr(type(decoder), "is_available", property(lambda self: False))
-    with pytest.raises(DecoderMissingError, match=r'GPL-3.0\), is in the optional `dicom` extra: `pip install "medzoo\[dicom\]"`'):
+    with pytest.raises(
+        DecoderMissingError,
+        match=r'GPL-3.0\), is in the optional `dicom` extra: `pip install "medzoo\[dicom\]"`',
+    ):
         read_dicom(get_testdata_file("JPGLosslessP14SV1_1s_1f_8b.dcm"))
 
 

@@ -30,14 +30,34 @@ from zoo.errors import ZooError
 
 NAME, PID = FAKE_PHI["PatientName"], FAKE_PHI["PatientID"]
 SECRETS = (NAME, PID, NAME.replace("^", " "), "Jane", PID[4:])
-SEEDS = ["CT_small.dcm", "MR_small.dcm", "MR_small_bigendian.dcm", "MR_small_RLE.dcm",
-         "MR_small_jp2klossless.dcm", "SC_rgb.dcm", "SC_rgb_rle_2frame.dcm", "examples_palette.dcm",
-         "emri_small.dcm", "rtdose_1frame.dcm", "JPEG2000.dcm", "US1_J2KR.dcm"]
+SEEDS = [
+    "CT_small.dcm",
+    "MR_small.dcm",
+    "MR_small_bigendian.dcm",
+    "MR_small_RLE.dcm",
+    "MR_small_jp2klossless.dcm",
+    "SC_rgb.dcm",
+    "SC_rgb_rle_2frame.dcm",
+    "examples_palette.dcm",
+    "emri_small.dcm",
+    "rtdose_1frame.dcm",
+    "JPEG2000.dcm",
+    "US1_J2KR.dcm",
+]
 TAG_MUTATIONS = {  # keyword -> value written (the reader reads all of these)
-    "Modality": NAME, "PhotometricInterpretation": NAME, "RescaleType": PID, "SOPClassUID": PID,
-    "SeriesInstanceUID": PID, "InstanceNumber": PID, "WindowCenter": NAME, "PixelSpacing": [PID, NAME],
-    "NumberOfFrames": PID, "RescaleSlope": NAME, "ImageOrientationPatient": [NAME] * 6,
-    "ImagePositionPatient": [PID, PID, PID], "SliceThickness": NAME,
+    "Modality": NAME,
+    "PhotometricInterpretation": NAME,
+    "RescaleType": PID,
+    "SOPClassUID": PID,
+    "SeriesInstanceUID": PID,
+    "InstanceNumber": PID,
+    "WindowCenter": NAME,
+    "PixelSpacing": [PID, NAME],
+    "NumberOfFrames": PID,
+    "RescaleSlope": NAME,
+    "ImageOrientationPatient": [NAME] * 6,
+    "ImagePositionPatient": [PID, PID, PID],
+    "SliceThickness": NAME,
 }
 
 
@@ -52,8 +72,8 @@ def plant(ds) -> None:
 
 def write_raw(ds, keyword: str, value) -> None:
     """Store ``value``'s text in ``keyword`` as raw bytes: pydicom refuses to set e.g. a DS to a name."""
-    from pydicom.dataelem import RawDataElement
     from pydicom.datadict import dictionary_VR, tag_for_keyword
+    from pydicom.dataelem import RawDataElement
     from pydicom.tag import Tag
 
     tag = Tag(tag_for_keyword(keyword))
@@ -65,8 +85,10 @@ def write_raw(ds, keyword: str, value) -> None:
 
 def byte_mutations(data: bytes, rng) -> list[bytes]:
     name_at = data.find(NAME.encode())
-    out = [data[: int(rng.integers(132, len(data)))],  # truncated anywhere
-           data[: len(data) - int(rng.integers(1, 200))]]  # truncated near the end (in the pixel data)
+    out = [
+        data[: int(rng.integers(132, len(data)))],  # truncated anywhere
+        data[: len(data) - int(rng.integers(1, 200))],
+    ]  # truncated near the end (in the pixel data)
     flipped = bytearray(data)
     for at in rng.integers(132, len(data), 6):
         flipped[at] ^= int(rng.integers(1, 256))
@@ -74,10 +96,14 @@ def byte_mutations(data: bytes, rng) -> list[bytes]:
     if name_at > 0:  # the patient name element's length overwritten (explicit or implicit VR)
         for length in (0xFFFF, 3):
             for back in (2, 4):
-                out.append(data[: name_at - back] + length.to_bytes(2, "little") + data[name_at - back + 2:])
-        chunk = data[name_at - 8: name_at + len(NAME) + 40]
+                out.append(
+                    data[: name_at - back]
+                    + length.to_bytes(2, "little")
+                    + data[name_at - back + 2 :]
+                )
+        chunk = data[name_at - 8 : name_at + len(NAME) + 40]
         at = int(rng.integers(132, len(data) - len(chunk)))
-        out.append(data[:at] + chunk + data[at + len(chunk):])  # the name spliced somewhere else
+        out.append(data[:at] + chunk + data[at + len(chunk) :])  # the name spliced somewhere else
     return out
 
 
@@ -98,11 +124,15 @@ def mutated(tmp_path_factory):
             for keyword in rng.choice(sorted(TAG_MUTATIONS), 6, replace=False):
                 ds = pydicom.dcmread(planted)
                 write_raw(ds, keyword, TAG_MUTATIONS[keyword])
-                ds.save_as(folder / f"{Path(seed).stem}_tag_{keyword}.dcm", enforce_file_format=False)
+                ds.save_as(
+                    folder / f"{Path(seed).stem}_tag_{keyword}.dcm", enforce_file_format=False
+                )
             for k, data in enumerate(byte_mutations(planted.read_bytes(), rng)):
                 (folder / f"{Path(seed).stem}_bytes_{k}.dcm").write_bytes(data)
         series = write_ct_series(root / "series", n_slices=8, size=16, seed=3)
-        for path, keyword in zip(series.paths[:3], ("InstanceNumber", "PixelSpacing", "ImageOrientationPatient")):
+        for path, keyword in zip(
+            series.paths[:3], ("InstanceNumber", "PixelSpacing", "ImageOrientationPatient")
+        ):
             ds = pydicom.dcmread(path)
             write_raw(ds, keyword, TAG_MUTATIONS[keyword])
             ds.save_as(path)
@@ -140,10 +170,20 @@ def test_cli_output_has_no_phi_and_lists_every_file_not_converted(mutated, tmp_p
     folder, _ = mutated
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
     files = sorted(folder.iterdir())
-    info = subprocess.run([sys.executable, "-m", "zoo", "dicom", "info", str(folder)], capture_output=True,
-                          text=True, timeout=300, env=env)
-    convert = subprocess.run([sys.executable, "-m", "zoo", "dicom", "convert", str(folder), str(tmp_path / "png")],
-                             capture_output=True, text=True, timeout=300, env=env)
+    info = subprocess.run(
+        [sys.executable, "-m", "zoo", "dicom", "info", str(folder)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=env,
+    )
+    convert = subprocess.run(
+        [sys.executable, "-m", "zoo", "dicom", "convert", str(folder), str(tmp_path / "png")],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=env,
+    )
     for run in (info, convert):
         assert not leaks(run.stdout + run.stderr), leaks(run.stdout + run.stderr)
         assert "Traceback" not in run.stderr, run.stderr[-2000:]
@@ -170,15 +210,24 @@ def test_series_and_dataset_report_every_skipped_file_without_phi(mutated, tmp_p
     assert np.isfinite(volume.array).all()
     report = volume.report
     assert report.files == report.slices + len(report.skipped) + len(report.duplicates) == 8
-    assert len(report.skipped) == 4  # bad InstanceNumber, spacing and orientation; the truncated slice
+    assert (
+        len(report.skipped) == 4
+    )  # bad InstanceNumber, spacing and orientation; the truncated slice
     texts = [str(w.message) for w in caught] + [why for _, why in report.skipped] + report.problems
     assert not any(leaks(t) for t in texts), [t for t in texts if leaks(t)]
 
     folder, _ = mutated
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        ds = dicom_dataset(folder, input_shape=(32, 32, 1), batch_size=64, shuffle=False, cache_dir=tmp_path,
-                           workers=1, on_error="skip")
+        ds = dicom_dataset(
+            folder,
+            input_shape=(32, 32, 1),
+            batch_size=64,
+            shuffle=False,
+            cache_dir=tmp_path,
+            workers=1,
+            on_error="skip",
+        )
         x = np.concatenate([b.numpy() for b in ds])
     info = ds.dicom
     assert np.isfinite(x).all() and x.shape[0] == len(info)
@@ -190,8 +239,11 @@ def test_labels_csv_errors_never_print_the_patient_column(tmp_path):
     from zoo.data.labels import read_labels
 
     shutil.copy(get_testdata_file("CT_small.dcm"), tmp_path / "a.dcm")
-    for text in (f"path,label,patient\na.dcm,0,{PID}\nb.dcm,1,{NAME}\n",
-                 f"path,label,patient\na.dcm,,{PID}\n", f"path,patient\na.dcm,{PID}\n"):
+    for text in (
+        f"path,label,patient\na.dcm,0,{PID}\nb.dcm,1,{NAME}\n",
+        f"path,label,patient\na.dcm,,{PID}\n",
+        f"path,patient\na.dcm,{PID}\n",
+    ):
         (tmp_path / "labels.csv").write_text(text)
         with pytest.raises(ZooError) as info:
             read_labels(tmp_path / "labels.csv")

@@ -18,27 +18,40 @@ def _folder(tmp_path, csv_text: str, files=("a.npy", "b.npy", "c.npy")):
     return tmp_path / "labels.csv"
 
 
-def test_paths_are_relative_to_the_csv_and_names_are_numbered_in_sorted_order(tmp_path, monkeypatch):
-    table = _folder(tmp_path, "path,label,patient\na.npy,normal,P1\nb.npy,lesion,P2\nc.npy,normal,P1\n")
+def test_paths_are_relative_to_the_csv_and_names_are_numbered_in_sorted_order(
+    tmp_path, monkeypatch
+):
+    table = _folder(
+        tmp_path, "path,label,patient\na.npy,normal,P1\nb.npy,lesion,P2\nc.npy,normal,P1\n"
+    )
     monkeypatch.chdir(tmp_path.parent)  # the working directory does not matter
     labels = read_labels(table)
     assert labels.paths == tuple(tmp_path / n for n in ("a.npy", "b.npy", "c.npy"))
     assert labels.classes == ("lesion", "normal") and labels.labels.tolist() == [1, 0, 1]
     assert labels.patients == ("P1", "P2", "P1") and labels.lines == (2, 3, 4)
     ints = read_labels(_folder(tmp_path, "path,label\na.npy,2\nb.npy,0\n"))
-    assert ints.labels.dtype == np.int32 and ints.classes == ("0", "1", "2") and ints.patients is None
+    assert (
+        ints.labels.dtype == np.int32 and ints.classes == ("0", "1", "2") and ints.patients is None
+    )
     targets = read_labels(_folder(tmp_path, "path,label\na.npy,0.5\nb.npy,2\n"))
     assert targets.classes is None and targets.labels.dtype == np.float32
 
 
-@pytest.mark.parametrize("text, line, match", [
-    ("file_name,label\na.npy,0\n", 1, "no 'path' column"),
-    ("path,y\na.npy,0\n", 1, "no 'label' column"),
-    ("path,label\na.npy,0\nmissing.npy,1\n", 3, "missing.npy: listed in the labels CSV but not found"),
-    ("path,label\na.npy,0\nb.npy,\n", 3, "the label is empty"),
-    ("path,label\na.npy,0\nb.npy,-1\n", 3, "integer >= 0"),
-    ("path,label\na.npy,nan\nb.npy,1\n", 2, "not a finite number"),
-])
+@pytest.mark.parametrize(
+    "text, line, match",
+    [
+        ("file_name,label\na.npy,0\n", 1, "no 'path' column"),
+        ("path,y\na.npy,0\n", 1, "no 'label' column"),
+        (
+            "path,label\na.npy,0\nmissing.npy,1\n",
+            3,
+            "missing.npy: listed in the labels CSV but not found",
+        ),
+        ("path,label\na.npy,0\nb.npy,\n", 3, "the label is empty"),
+        ("path,label\na.npy,0\nb.npy,-1\n", 3, "integer >= 0"),
+        ("path,label\na.npy,nan\nb.npy,1\n", 2, "not a finite number"),
+    ],
+)
 def test_every_problem_names_the_file_the_line_and_the_fix(tmp_path, text, line, match):
     table = _folder(tmp_path, text)
     with pytest.raises(LabelsError, match=match) as info:
@@ -49,13 +62,18 @@ def test_every_problem_names_the_file_the_line_and_the_fix(tmp_path, text, line,
 
 def test_unknown_label_against_the_training_classes(tmp_path):
     table = _folder(tmp_path, "path,label\na.npy,normal\nb.npy,tumour\n")
-    with pytest.raises(LabelsError, match=r"line 3: unknown label 'tumour'; the known classes are \['lesion', 'normal'\]"):
+    with pytest.raises(
+        LabelsError,
+        match=r"line 3: unknown label 'tumour'; the known classes are \['lesion', 'normal'\]",
+    ):
         read_labels(table, classes=["lesion", "normal"])
     assert read_labels(table, classes=["normal", "tumour"]).labels.tolist() == [0, 1]
 
 
 def test_missing_csv_and_empty_csv(tmp_path):
-    with pytest.raises(LabelsError, match="not found; give the path of a CSV with the header path,label"):
+    with pytest.raises(
+        LabelsError, match="not found; give the path of a CSV with the header path,label"
+    ):
         read_labels(tmp_path / "nope.csv")
     with pytest.raises(LabelsError, match="no data rows"):
         read_labels(_folder(tmp_path, "path,label\n"))

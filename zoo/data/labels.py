@@ -60,15 +60,23 @@ def _header(csv_path: Path, fields) -> dict[str, str]:
     """Map the canonical column names to the header's own spelling (case and spaces ignored)."""
     names = {str(f).strip().lower(): f for f in (fields or []) if f is not None}
     if "path" not in names and "file" in names:
-        warnings.warn(f"labels CSV {csv_path}: the column 'file' is deprecated; rename it to 'path' "
-                      "(the format is path,label[,patient]).", FutureWarning, stacklevel=4)
+        warnings.warn(
+            f"labels CSV {csv_path}: the column 'file' is deprecated; rename it to 'path' "
+            "(the format is path,label[,patient]).",
+            FutureWarning,
+            stacklevel=4,
+        )
         names["path"] = names["file"]
     missing = [c for c in ("path", "label") if c not in names]
     if missing:
         found = ", ".join(repr(str(f).strip()) for f in fields or []) or "nothing"
-        raise _fail(csv_path, 1, f"the header has no {' or '.join(repr(c) for c in missing)} column (found {found}). "
-                                 "The first line must name the columns 'path' and 'label' (and optionally "
-                                 "'patient'); the old 'file' and 'label' columns are still read, deprecated.")
+        raise _fail(
+            csv_path,
+            1,
+            f"the header has no {' or '.join(repr(c) for c in missing)} column (found {found}). "
+            "The first line must name the columns 'path' and 'label' (and optionally "
+            "'patient'); the old 'file' and 'label' columns are still read, deprecated.",
+        )
     return {c: names[c] for c in COLUMNS if c in names}
 
 
@@ -84,8 +92,12 @@ def _classes(csv_path: Path, raw: list[str], lines: list[int], classes):
             elif value.isdigit() and int(value) < len(classes):
                 out.append(int(value))
             else:
-                raise _fail(csv_path, line, f"unknown label {value!r}; the known classes are {list(classes)} "
-                                            f"(or their indices 0-{len(classes) - 1}). Fix the label or the class list.")
+                raise _fail(
+                    csv_path,
+                    line,
+                    f"unknown label {value!r}; the known classes are {list(classes)} "
+                    f"(or their indices 0-{len(classes) - 1}). Fix the label or the class list.",
+                )
         return np.asarray(out, np.int32), classes
     numbers = []
     for value in raw:
@@ -104,12 +116,18 @@ def _classes(csv_path: Path, raw: list[str], lines: list[int], classes):
         ids = np.asarray(numbers, np.int64)
         negative = next((line for x, line in zip(ids, lines) if x < 0), None)
         if negative:
-            raise _fail(csv_path, negative, "a class label must be an integer >= 0 or a class name; fix the label.")
+            raise _fail(
+                csv_path,
+                negative,
+                "a class label must be an integer >= 0 or a class name; fix the label.",
+            )
         return ids.astype(np.int32), tuple(str(i) for i in range(int(ids.max()) + 1))
     return np.asarray(numbers, np.float32), None
 
 
-def read_labels(csv_path, *, classes: Sequence[str] | None = None, must_exist: bool = True) -> Labels:
+def read_labels(
+    csv_path, *, classes: Sequence[str] | None = None, must_exist: bool = True
+) -> Labels:
     """Read a ``path,label[,patient]`` CSV.
 
     classes: the class names by index (e.g. the training set's, for a validation CSV); a label
@@ -119,8 +137,10 @@ def read_labels(csv_path, *, classes: Sequence[str] | None = None, must_exist: b
     """
     csv_path = Path(csv_path)
     if not csv_path.is_file():
-        raise LabelsError(f"labels CSV {csv_path} not found; give the path of a CSV with the header "
-                          "path,label[,patient] (paths relative to the CSV's folder).")
+        raise LabelsError(
+            f"labels CSV {csv_path} not found; give the path of a CSV with the header "
+            "path,label[,patient] (paths relative to the CSV's folder)."
+        )
     try:
         with open(csv_path, newline="", encoding="utf-8-sig") as f:
             reader = csv.DictReader(f)
@@ -129,26 +149,44 @@ def read_labels(csv_path, *, classes: Sequence[str] | None = None, must_exist: b
             for row in reader:
                 rows.append((reader.line_num, row))
     except (UnicodeDecodeError, csv.Error) as e:
-        raise LabelsError(f"labels CSV {csv_path} cannot be read as a UTF-8 CSV ({type(e).__name__}); save it as "
-                          "plain comma-separated UTF-8 text.") from None
+        raise LabelsError(
+            f"labels CSV {csv_path} cannot be read as a UTF-8 CSV ({type(e).__name__}); save it as "
+            "plain comma-separated UTF-8 text."
+        ) from None
     if not rows:
-        raise _fail(csv_path, None, "no data rows after the header; add one line per item: path,label.")
+        raise _fail(
+            csv_path, None, "no data rows after the header; add one line per item: path,label."
+        )
     paths, raw, lines, patients = [], [], [], []
     for line, row in rows:
         path = (row.get(columns["path"]) or "").strip()
         label = (row.get(columns["label"]) or "").strip()
         if not path or not label:
-            raise _fail(csv_path, line, f"the {'path' if not path else 'label'} is empty; every line needs "
-                                        "path,label (or delete the line).")
+            raise _fail(
+                csv_path,
+                line,
+                f"the {'path' if not path else 'label'} is empty; every line needs "
+                "path,label (or delete the line).",
+            )
         full = Path(path) if Path(path).is_absolute() else csv_path.parent / path
         if must_exist and not full.exists():
-            raise _fail(csv_path, line, f"{full}: listed in the labels CSV but not found; fix the path (relative "
-                                        "to the CSV's folder) or add the file.")
+            raise _fail(
+                csv_path,
+                line,
+                f"{full}: listed in the labels CSV but not found; fix the path (relative "
+                "to the CSV's folder) or add the file.",
+            )
         paths.append(full)
         raw.append(label)
         lines.append(line)
         if "patient" in columns:
             patients.append((row.get(columns["patient"]) or "").strip())
     labels, names = _classes(csv_path, raw, lines, classes)
-    return Labels(csv_path, tuple(paths), labels, names, tuple(patients) if "patient" in columns else None,
-                  tuple(lines))
+    return Labels(
+        csv_path,
+        tuple(paths),
+        labels,
+        names,
+        tuple(patients) if "patient" in columns else None,
+        tuple(lines),
+    )
