@@ -124,8 +124,8 @@ class DicomValueError(DicomError):
 
 
 class VolumeSizeError(SeriesError):
-    """A series or resampling whose output would be absurdly large (see zoo.data.series.MAX_VOXELS)."""
+    """A resampled volume that would be absurdly large (zoo.data.series.MAX_VOXELS)."""
 
 
 class LabelsError(DataError):
-    """A labels CSV (path,label[,patient]) that cannot be used; the message names file, line and fix."""
+    """A labels CSV (path,label[,patient]) that cannot be used; names file, line and fix."""

@@ -71,7 +71,7 @@ def plant(ds) -> None:
 
 
 def write_raw(ds, keyword: str, value) -> None:
-    """Store ``value``'s text in ``keyword`` as raw bytes: pydicom refuses to set e.g. a DS to a name."""
+    """Store ``value``'s text in ``keyword`` as raw bytes (pydicom refuses a name in a DS)."""
     from pydicom.datadict import dictionary_VR, tag_for_keyword
     from pydicom.dataelem import RawDataElement
     from pydicom.tag import Tag
@@ -109,7 +109,7 @@ def byte_mutations(data: bytes, rng) -> list[bytes]:
 
 @pytest.fixture(scope="module")
 def mutated(tmp_path_factory):
-    """A folder of ~200 planted and mutated files, plus a planted synthetic series with some mutated slices."""
+    """A folder of ~180 planted and mutated files, and a planted series with mutated slices."""
     root = tmp_path_factory.mktemp("phi")
     folder = root / "files"
     folder.mkdir()

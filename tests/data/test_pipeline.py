@@ -48,7 +48,8 @@ def test_slice_sampler_values_follow_the_contract(root, tmp_path):
     ds = dicom_dataset(root / "a", labels, input_shape=(32, 32, 3), batch_size=2, shuffle=False,
                        cache_dir=tmp_path, workers=1)
     x, y = batches(ds)
-    assert x.shape == (5, 32, 32, 3) and x.dtype == np.float32 and len(ds.dicom) == 5 and isinstance(ds, tf.data.Dataset)
+    assert isinstance(ds, tf.data.Dataset) and len(ds.dicom) == 5
+    assert x.shape == (5, 32, 32, 3) and x.dtype == np.float32
     expected = np.stack([stack_windows(read_dicom(f).pixels[0], ("abdomen_soft_tissue", "lung", "bone")) * 255
                          for f in files])
     np.testing.assert_allclose(x, expected, atol=1e-3)

@@ -82,7 +82,7 @@ class DicomMeta:
     instance_number: int | None = None
     series_key: str = ""
     value_range: tuple[float, float] | None = None  # the range the pixels can take (set on decode)
-    invalid: tuple[str, ...] = ()  # geometry tags found unusable (set to None above), with why; no values
+    invalid: tuple[str, ...] = ()  # unusable geometry tags (set to None above) and why; no values
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -156,7 +156,7 @@ _TEXT_VRS = {"PN", "LO", "SH", "LT", "ST", "UT", "UC", "DA", "DT", "TM", "AS", "
 
 
 def scrub(text: str, ds=None) -> str:
-    """``text`` without quoted values, and without any text value of ``ds`` (a patient's name, ID...).
+    """``text`` without quoted values, and without any text value of ``ds`` (a name, an ID...).
 
     pydicom's messages quote element values (``Invalid value for VR PN: 'Doe^Jane'``); nothing
     the zoo prints, warns or raises may carry them.
@@ -180,16 +180,18 @@ def scrub(text: str, ds=None) -> str:
 
 
 def _reissue(path, caught, ds=None) -> None:
-    """Re-issue warnings caught while reading ``path`` as DicomWarnings, values scrubbed, once each."""
+    """Re-issue warnings caught reading ``path`` as DicomWarnings, values scrubbed, once each."""
     seen = set()
     for w in caught:
         if issubclass(w.category, DicomWarning):  # the zoo's own: no values by construction
             warnings.warn(w.message, w.category, stacklevel=4)
             continue
-        text = scrub(str(w.message), ds).strip().splitlines()[0][:200] if str(w.message).strip() else ""
+        message = str(w.message).strip()
+        text = scrub(message, ds).strip().splitlines()[0][:200] if message else ""
         if text and text not in seen:
             seen.add(text)
-            warnings.warn(f"{_where(path)}: {text} ({w.category.__name__} while reading)", DicomWarning,
+            warnings.warn(f"{_where(path)}: {text} ({w.category.__name__} while "
+                          "reading)", DicomWarning,
                           stacklevel=4)
 
 
@@ -232,10 +234,12 @@ class _CheckedFile:
 
 
 def _truncated(path, short):
-    where = (f"the file ends inside an element (at byte {short[0]}, {short[2]} of {short[1]} bytes present)"
+    where = (f"the file ends inside an element (at byte {short[0]}, {short[2]} of {short[1]} "
+             "bytes present)"
              if short else "the file ends before a sequence's delimiter")
     return DicomDecodeError(
-        f"{_where(path)} is truncated or corrupt: {where}; an interrupted copy or a corrupt element length. "
+        f"{_where(path)} is truncated or corrupt: {where}; an interrupted copy or a corrupt "
+        "element length. "
         "Re-export it from the archive (PACS) or copy it again.")
 
 
@@ -404,7 +408,8 @@ def _code(ds, keyword: str, path, default: str = "") -> str:
     value = _get(ds, keyword, lambda v: str(v).strip(), path, default)
     if _CODE.fullmatch(value):
         return value
-    warnings.warn(f"{_where(path)}: {_tag_name(keyword)} is not a valid code string; read as 'INVALID'.",
+    warnings.warn(f"{_where(path)}: {_tag_name(keyword)} is not a valid code string; read as "
+                  "'INVALID'.",
                   DicomWarning, stacklevel=3)
     return "INVALID"
 
@@ -414,10 +419,12 @@ def _metadata(path, ds) -> DicomMeta:
     frames = _get(ds, "NumberOfFrames", lambda v: int(v), path, 1) or 1
     spacing, spacing_tag = _get(ds, "PixelSpacing", _floats(2), path), "PixelSpacing"
     if spacing is None:
-        spacing = _frame_group_value(ds, 0, "PixelMeasuresSequence", "PixelSpacing", _floats(2), path)
+        spacing = _frame_group_value(ds, 0, "PixelMeasuresSequence", "PixelSpacing", _floats(2),
+                                     path)
         spacing_tag = "PixelSpacing (in PixelMeasuresSequence (0028,9110))"
     if spacing is None:
-        spacing, spacing_tag = _get(ds, "ImagerPixelSpacing", _floats(2), path), "ImagerPixelSpacing"
+        spacing_tag = "ImagerPixelSpacing"
+        spacing = _get(ds, spacing_tag, _floats(2), path)
     thickness = _get(ds, "SliceThickness", _first_float, path)
     thickness = thickness or _frame_group_value(ds, 0, "PixelMeasuresSequence", "SliceThickness", _first_float, path)
     position = _get(ds, "ImagePositionPatient", _floats(3), path)
@@ -454,7 +461,8 @@ def _metadata(path, ds) -> DicomMeta:
         path=os.fspath(path),
         modality=modality,
         sop_class=_sop_class_name(ds, path),
-        transfer_syntax=_uid_name(transfer_syntax(ds, path)) if getattr(ds, "file_meta", None) is not None or hasattr(
+        transfer_syntax=_uid_name(transfer_syntax(ds, path))
+        if getattr(ds, "file_meta", None) is not None or hasattr(
             ds, "original_encoding") else "",
         photometric=photometric,
         rows=_get(ds, "Rows", int, path, 0),
@@ -489,22 +497,27 @@ def _check_geometry(path, spacing, spacing_tag: str, orientation) -> tuple[str, 
         row, col = np.asarray(orientation[:3], float), np.asarray(orientation[3:6], float)
         norms = np.linalg.norm(row), np.linalg.norm(col)
         if min(norms) < 1e-3:
-            found.append(f"{_tag_name('ImageOrientationPatient')} is degenerate: its row or column direction "
+            found.append(f"{_tag_name('ImageOrientationPatient')} is degenerate: its row or "
+                         "column direction "
                          "is a zero vector")
         elif np.linalg.norm(np.cross(row / norms[0], col / norms[1])) < 1e-3:
-            found.append(f"{_tag_name('ImageOrientationPatient')} is degenerate: its row and column directions "
+            found.append(f"{_tag_name('ImageOrientationPatient')} is degenerate: its row and "
+                         "column directions "
                          "are parallel")
     for why in found:
-        warnings.warn(f"{_where(path)}: {why}; the tag is ignored (a series cannot be stacked with it).",
+        warnings.warn(f"{_where(path)}: {why}; the tag is ignored (a series cannot be stacked "
+                      "with it).",
                       DicomWarning, stacklevel=2)
     return tuple(found)
 
 
 def geometry_error(meta: DicomMeta) -> DicomValueError:
-    """The error for an image whose geometry tags are unusable (``meta.invalid``), for volume readers."""
+    """The error for an image with unusable geometry tags (``meta.invalid``), for volume readers."""
     return DicomValueError(
-        f"{_where(meta.path)}: {'; '.join(meta.invalid)}. Slice spacing and order cannot be derived from it: "
-        "fix the tag (e.g. with dcmodify: positive spacings, two orthogonal unit direction vectors) or "
+        f"{_where(meta.path)}: {'; '.join(meta.invalid)}. Slice spacing and order cannot be "
+        "derived from it: "
+        "fix the tag (e.g. with dcmodify: positive spacings, two orthogonal unit direction "
+        "vectors) or "
         "re-export the file.")
 
 
@@ -526,7 +539,8 @@ def _decoder(uid, path):
                f'`pip install "medzoo[dicom]"` (or `pip install {package}`)' if "libjpeg" in package
                else f'install one: `pip install {package}` (or `pip install "medzoo[dicom]"`)')
         raise DecoderMissingError(
-            f"{_where(path)} uses transfer syntax {_uid_text(uid)} and no decoder for it is installed; "
+            f"{_where(path)} uses transfer syntax {_uid_text(uid)} and no decoder for it is "
+            "installed; "
             f"{how}. pydicom's own list: {'; '.join(decoder.missing_dependencies) or 'none'}."
         )
     return decoder
@@ -644,22 +658,28 @@ def _decode(ds, path, frames, invert_monochrome1) -> DicomImage:
         if "less than expected" in str(e):
             hint = "the pixel data is shorter than the header says (a truncated file)"
         elif uid.is_compressed:
-            hint = "the compressed stream is corrupt or uses a variant the installed decoder rejects"
+            hint = ("the compressed stream is corrupt or uses a variant the installed decoder "
+                    "rejects")
         else:
             hint = "the pixel data does not match the image tags (group 0028)"
         extra = (f" Another decoder may read it: `pip install {_DECODER_PACKAGES.get(str(uid), 'python-gdcm')}` "
                  "or `pip install python-gdcm`." if uid.is_compressed else " Re-export the file.")
         raise DicomDecodeError(
-            f"{_where(path)} ({_uid_text(uid)}): {hint} ({type(e).__name__}: {_short(e)}).{extra}") from None
+            f"{_where(path)} ({_uid_text(uid)}): {hint} ({type(e).__name__}: "
+            f"{_short(e)}).{extra}") from None
     want = len(indices) * meta.rows * meta.columns * samples
     got = sum(a.size for a in decoded)
     if got != want:
         raise DicomDecodeError(
-            f"{_where(path)} ({_uid_text(uid)}): the decoder returned {got} values, but the header declares "
-            f"{len(indices)} frame(s) x {meta.rows} Rows x {meta.columns} Columns x {samples} SamplesPerPixel = "
-            f"{want}; NumberOfFrames (0028,0008), Rows (0028,0010), Columns (0028,0011) or SamplesPerPixel "
+            f"{_where(path)} ({_uid_text(uid)}): the decoder returned {got} values, but the "
+            "header declares "
+            f"{len(indices)} frame(s) x {meta.rows} Rows x {meta.columns} Columns x {samples} "
+            "SamplesPerPixel = "
+            f"{want}; NumberOfFrames (0028,0008), Rows (0028,0010), Columns (0028,0011) or "
+            "SamplesPerPixel "
             "(0028,0002) do not match the pixel data. Fix the tags or re-export the file.")
-    arr = np.concatenate([a.reshape(-1) for a in decoded]).reshape(len(indices), meta.rows, meta.columns, samples)
+    arr = np.concatenate([a.reshape(-1) for a in decoded])
+    arr = arr.reshape(len(indices), meta.rows, meta.columns, samples)
     photometric = str(info.get("photometric_interpretation", meta.photometric)).strip()
     if photometric == "PALETTE COLOR" or photometric.startswith(("RGB", "YBR")) or arr.shape[-1] == 3:
         rgb = _to_rgb(arr[..., 0] if photometric == "PALETTE COLOR" else arr, photometric, ds, path)
@@ -713,9 +733,12 @@ def _check_native_length(ds, path, frames: int, samples: int) -> None:
     effect = ("the extra bytes would be read as extra frames or channels" if actual > expected
               else "the pixel data is short (a truncated file)")
     raise DicomDecodeError(
-        f"{_where(path)}: {_tag_name(keyword)} holds {actual} bytes, but NumberOfFrames x Rows x Columns x "
-        f"SamplesPerPixel x BitsAllocated/8 = {frames} x {rows} x {cols} x {samples} x {bits}/8 = {expected} "
-        f"bytes; {effect}. The file is truncated or corrupt, or its image tags (group 0028) are wrong: fix "
+        f"{_where(path)}: {_tag_name(keyword)} holds {actual} bytes, but NumberOfFrames x Rows "
+        "x Columns x "
+        f"SamplesPerPixel x BitsAllocated/8 = {frames} x {rows} x {cols} x {samples} x "
+        f"{bits}/8 = {expected} "
+        f"bytes; {effect}. The file is truncated or corrupt, or its image tags (group 0028) "
+        "are wrong: fix "
         "them or re-export the file.")
 
 
@@ -723,13 +746,15 @@ def _not_finite(ds, path):
     tags = [k for k in ("RescaleSlope", "RescaleIntercept") if k in ds]
     if "ModalityLUTSequence" in ds:
         tags.append("ModalityLUTSequence")
-    if not tags and ("SharedFunctionalGroupsSequence" in ds or "PerFrameFunctionalGroupsSequence" in ds):
+    enhanced = "SharedFunctionalGroupsSequence" in ds or "PerFrameFunctionalGroupsSequence" in ds
+    if not tags and enhanced:
         tags.append("RescaleSlope/RescaleIntercept in PixelValueTransformationSequence (0028,9145)")
     if any(k in ds for k in ("FloatPixelData", "DoubleFloatPixelData")):
         tags.append(next(k for k in ("FloatPixelData", "DoubleFloatPixelData") if k in ds))
     named = ", ".join(_tag_name(t) if " " not in t else t for t in tags) or "the pixel data"
     raise DicomValueError(
-        f"{_where(path)}: the pixel values are not finite (inf or NaN) after {named} (or exceed float32); "
+        f"{_where(path)}: the pixel values are not finite (inf or NaN) after {named} (or "
+        "exceed float32); "
         "the rescale tags are corrupt. Fix them (a CT slope is usually 1) or re-export the file.")
 
 

@@ -61,8 +61,10 @@ def to_uint8(pixels: np.ndarray, meta, windows=None) -> np.ndarray:
     Non-finite pixels are refused: a PNG must never hide an inf or NaN.
     """
     if not np.isfinite(pixels).all():
-        raise DicomValueError(f"{getattr(meta, 'path', 'the image')}: pixels are not finite (inf or NaN); "
-                              "no PNG is written. Check the file's rescale tags (RescaleSlope (0028,1053)).")
+        raise DicomValueError(f"{getattr(meta, 'path', 'the image')}: pixels are not finite "
+                              "(inf or NaN); "
+                              "no PNG is written. Check the file's rescale tags (RescaleSlope "
+                              "(0028,1053)).")
     if meta.units == "HU":
         wins = [resolve_window(w) for w in windows] if windows else [meta.window or resolve_window(DEFAULT_CT_STACK[0])]
         if len(wins) not in (1, 3):
@@ -128,7 +130,8 @@ def _convert(args) -> int:
         try:
             image = read_dicom(f)
             pngs = ([] if args.format == "npy" else
-                    [to_uint8(image.pixels[k], image.meta, args.window) for k in range(image.meta.frames)])
+                    [to_uint8(image.pixels[k], image.meta, args.window)
+                     for k in range(image.meta.frames)])
         except ZooError as e:
             if not src.is_dir():
                 raise
@@ -156,7 +159,8 @@ def _spacing_arg(text: str) -> float:
     except ValueError:
         value = float("nan")
     if not np.isfinite(value) or value <= 0:
-        raise argparse.ArgumentTypeError(f"--spacing {text!r}: give a positive, finite spacing in mm (e.g. 1.0)")
+        raise argparse.ArgumentTypeError(f"--spacing {text!r}: give a positive, finite spacing "
+                                         "in mm (e.g. 1.0)")
     return value
 
 
@@ -184,6 +188,7 @@ def add_dicom_parser(subparsers) -> argparse.ArgumentParser:
     q.add_argument("--window", action="append", type=_window_arg,
                    help="preset (brain, lung, bone, ...) or CENTER,WIDTH in HU; give 3 for an RGB stack")
     q.add_argument("--volume", action="store_true", help="stack the folder as one series into volume.npy")
-    q.add_argument("--spacing", type=_spacing_arg, default=None, help="with --volume: resample to this isotropic spacing (mm)")
+    q.add_argument("--spacing", type=_spacing_arg, default=None,
+                   help="with --volume: resample to this isotropic spacing (mm)")
     q.set_defaults(func=_convert)
     return p

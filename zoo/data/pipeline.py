@@ -58,7 +58,8 @@ class SkipReport:
 # sources and labels
 
 
-def resolve_items(source, labels, volumes: bool, must_exist: bool = True) -> tuple[list[Path], list | None]:
+def resolve_items(source, labels, volumes: bool,
+                  must_exist: bool = True) -> tuple[list[Path], list | None]:
     """(items, labels): files (or series folders for the volume samplers) and their labels.
 
     A labels CSV (``path,label[,patient]``, see zoo.data.labels) as ``source`` or ``labels``
@@ -332,7 +333,8 @@ class DicomDataset:
                 "one window (repeated; the 2.5d and triplanar samplers use their channels for slices and planes).")
         self.sampler, self.shape, self.seed = sampler, shape, seed
         self.report = SkipReport()
-        items, ys = resolve_items(source, labels, sampler in VOLUME_SAMPLERS, must_exist=on_error == "raise")
+        items, ys = resolve_items(source, labels, sampler in VOLUME_SAMPLERS,
+                                  must_exist=on_error == "raise")
         self._spacing = None if target_spacing is None else np.broadcast_to(
             np.asarray(target_spacing, float), (3,)).tolist()
         self._arrays, self.items, self.labels = self._decode(items, ys, sampler in VOLUME_SAMPLERS, cache_dir,
@@ -383,7 +385,8 @@ class DicomDataset:
             shape = info.get("shape", [])
             if len(shape) != 4 or shape[-1] not in (1, 3) or min(shape) < 1:
                 # a sample of another shape would stop tf.data's batching with a raw error
-                error = DataError(f"{item} decoded to an array of shape {shape}; the pipeline takes (frames, rows, "
+                error = DataError(f"{item} decoded to an array of shape {shape}; the pipeline "
+                                  "takes (frames, rows, "
                                   "columns, 1 or 3 channels). Remove the item or re-export it.")
                 if on_error == "raise":
                     raise error
@@ -473,7 +476,7 @@ def _augmenter(augment):
 
 
 def dicom_dataset(source, labels=None, **options):
-    """A ``tf.data.Dataset`` of model-ready batches (``model.fit(ds)`` works); see DicomDataset's options.
+    """A ``tf.data.Dataset`` of model-ready batches: ``model.fit(ds)`` works. Options: DicomDataset.
 
     source: a folder, a list of files (or series folders), or a labels CSV ``path,label[,patient]``
     (zoo.data.labels). labels: a list, a {path: label} mapping or a labels CSV. The metadata

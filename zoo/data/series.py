@@ -45,7 +45,7 @@ class SeriesReport:
 
     files: int = 0
     slices: int = 0
-    skipped: list[tuple[str, str]] = field(default_factory=list)  # (file, why) for EVERY file left out
+    skipped: list[tuple[str, str]] = field(default_factory=list)  # (file, why): EVERY file left out
     gaps: list[tuple[int, int]] = field(default_factory=list)  # (slice index before the gap, slices missing)
     duplicates: list[str] = field(default_factory=list)  # files dropped: same position, same pixels
     tilt_deg: float = 0.0  # angle between the slice step and the normal (gantry tilt)
@@ -83,7 +83,7 @@ def _slices(paths, report: SeriesReport):
         except (NotDicomError, MissingPixelDataError) as e:  # not an image: expected in a folder
             report.skipped.append((str(path), f"{type(e).__name__}: {e}"))
             continue
-        except DicomError as e:  # an image that cannot be used: skipped, and a problem of the series
+        except DicomError as e:  # an unusable image: skipped, and a problem of the series
             report.skipped.append((str(path), f"{type(e).__name__}: {e}"))
             broken.append(str(path))
             continue
@@ -129,7 +129,8 @@ def load_series(source, *, series: str | None = None, on_problem: str = "warn", 
     if not slices:
         raise SeriesError(f"none of the {len(paths)} file(s) holds a usable image; skipped: "
                           + "; ".join(f"{p} ({why.split(';')[0]})" for p, why in report.skipped[:5])
-                          + ("" if len(report.skipped) <= 5 else f"; and {len(report.skipped) - 5} more"))
+                          + ("" if len(report.skipped) <= 5
+                             else f"; and {len(report.skipped) - 5} more"))
     keys = Counter(s[1].series_key for s in slices)
     if series is not None:
         other = {s[3].split(" frame ")[0] for s in slices if s[1].series_key != series}
@@ -154,7 +155,8 @@ def load_series(source, *, series: str | None = None, on_problem: str = "warn", 
 
     if broken:
         first = next(why for p, why in report.skipped if p == broken[0])
-        problem(f"{len(broken)} image file(s) could not be used and are left out of the volume (all listed in "
+        problem(f"{len(broken)} image file(s) could not be used and are left out of the volume "
+                "(all listed in "
                 f"report.skipped), e.g. {first}")
     meta = slices[0][1]
     geometric = all(s[1].image_orientation is not None and s[2] is not None for s in slices)
@@ -191,7 +193,8 @@ def load_series(source, *, series: str | None = None, on_problem: str = "warn", 
             else:
                 problem(f"{slices[i][3]} and {slices[keep[-1]][3]} lie at the same position with different "
                         "pixels; the first is kept")
-                report.skipped.append((slices[i][3], f"same position as {slices[keep[-1]][3]} with different "
+                report.skipped.append((slices[i][3], f"same position as {slices[keep[-1]][3]} "
+                                                     "with different "
                                                      "pixels; the first is kept"))
             continue
         keep.append(i)
@@ -239,37 +242,46 @@ def _target(target_spacing) -> tuple[float, float, float]:
     except (TypeError, ValueError):
         target = ()
     if len(target) != 3 or not all(np.isfinite(target)) or min(target) <= 0:
-        raise InvalidArgumentError(f"target_spacing={target_spacing!r}: give a positive, finite number or "
+        raise InvalidArgumentError(f"target_spacing={target_spacing!r}: give a positive, "
+                                   "finite number or "
                                    "(z, y, x) in mm.")
     return target
 
 
 def resampled_shape(z_positions, shape, spacing, target_spacing) -> tuple[int, int, int]:
-    """The (Z, Y, X) size ``resample`` would build; refuses non-finite spacings and more than MAX_VOXELS."""
+    """The (Z, Y, X) size ``resample`` would build; refuses non-finite spacings and huge sizes."""
     target = _target(target_spacing)
     z = np.asarray(z_positions, float)
     if not np.isfinite(z).all() or not all(np.isfinite(spacing)) or min(spacing[1:]) <= 0:
-        raise SeriesError(f"the series' geometry is not finite or not positive (slice positions from "
+        raise SeriesError("the series' geometry is not finite or not positive (slice "
+                          "positions from "
                           f"{z.min():g} to {z.max():g} mm, spacing {tuple(spacing)} mm); check "
                           "ImagePositionPatient (0020,0032) and PixelSpacing (0028,0030).")
     out = (int(np.floor((z[-1] - z[0]) / target[0] + 1e-3)) + 1,
-           *(int(np.floor((n - 1) * sp / t + 1e-3)) + 1 for n, sp, t in zip(shape[1:], spacing[1:], target[1:])))
+           *(int(np.floor((n - 1) * sp / t + 1e-3)) + 1
+             for n, sp, t in zip(shape[1:], spacing[1:], target[1:])))
     voxels = int(np.prod([float(n) for n in out]))
     if voxels > MAX_VOXELS:
         raise VolumeSizeError(
-            f"resampling {tuple(shape)} voxels spanning {z[-1] - z[0]:.6g} x {(shape[1] - 1) * spacing[1]:.6g} x "
-            f"{(shape[2] - 1) * spacing[2]:.6g} mm to target_spacing {target} mm would build {out} = {voxels:.3g} "
+            f"resampling {tuple(shape)} voxels spanning {z[-1] - z[0]:.6g} x "
+            f"{(shape[1] - 1) * spacing[1]:.6g} x "
+            f"{(shape[2] - 1) * spacing[2]:.6g} mm to target_spacing {target} mm would build "
+            f"{out} = {voxels:.3g} "
             f"voxels ({voxels * 4 / 2**30:.3g} GiB float32), over the limit of {MAX_VOXELS:.3g} "
-            "(zoo.data.series.MAX_VOXELS). Use a larger target spacing, or check the slice positions "
+            "(zoo.data.series.MAX_VOXELS). Use a larger target spacing, or check the slice "
+            "positions "
             "(report.gaps) for a slice far from the others.")
     given = int(np.prod([float(n) for n in shape]))
     if voxels > MAX_UPSAMPLING * given and voxels > 2**20:
         gap = float(np.diff(np.sort(z)).max()) if len(z) > 1 else 0.0
         raise VolumeSizeError(
-            f"resampling {tuple(shape)} voxels to target_spacing {target} mm would build {out} = {voxels:.3g} "
+            f"resampling {tuple(shape)} voxels to target_spacing {target} mm would build {out} "
+            f"= {voxels:.3g} "
             f"voxels, {voxels / given:.3g} times the input (limit zoo.data.series.MAX_UPSAMPLING = "
-            f"{MAX_UPSAMPLING}); the slices span {z[-1] - z[0]:.6g} mm with a largest step of {gap:.6g} mm. "
-            "Check the slice positions (ImagePositionPatient (0020,0032), report.gaps) for a slice far from "
+            f"{MAX_UPSAMPLING}); the slices span {z[-1] - z[0]:.6g} mm with a largest step of "
+            f"{gap:.6g} mm. "
+            "Check the slice positions (ImagePositionPatient (0020,0032), report.gaps) for a "
+            "slice far from "
             "the others, or use a larger target spacing.")
     return out
 
@@ -285,7 +297,8 @@ def resample(array: np.ndarray, z_positions: np.ndarray, spacing, target_spacing
     z = np.asarray(z_positions, float)
     new_z = z[0] + np.arange(nz) * target[0]
     out = _interp_axis(array, 0, z, new_z)
-    for axis, n_new, (old_sp, new_sp) in ((1, ny, (spacing[1], target[1])), (2, nx, (spacing[2], target[2]))):
+    for axis, n_new, old_sp, new_sp in ((1, ny, spacing[1], target[1]),
+                                        (2, nx, spacing[2], target[2])):
         old = np.arange(array.shape[axis]) * old_sp
         out = _interp_axis(out, axis, old, np.arange(n_new) * new_sp)
     return out.astype(np.float32), new_z, target

@@ -55,11 +55,13 @@ def load_labelled_folder(folder, labels_csv: str = "labels.csv",
     folder = Path(folder)
     table = folder / labels_csv
     if not table.is_file():
-        raise DataError(f"{table} not found: a data folder needs a labels CSV with the header path,label "
+        raise DataError(f"{table} not found: a data folder needs a labels CSV with the header "
+                        "path,label "
                         "(paths relative to the folder).")
     labels = read_labels(table, classes=classes)
     if labels.classes is None:
-        raise DataError(f"{table}: the labels are fractional numbers; fine-tuning takes classes (integers "
+        raise DataError(f"{table}: the labels are fractional numbers; fine-tuning takes "
+                        "classes (integers "
                         ">= 0 or class names).")
     images = [_read_image(path) for path in labels.paths]
     shapes = {im.shape for im in images}
