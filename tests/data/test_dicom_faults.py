@@ -62,6 +62,20 @@ def test_m3_samples_per_pixel_1_on_rgb_data_is_a_decode_error(tmp_path):
         read_dicom(edited(tmp_path, "SC_rgb.dcm", SamplesPerPixel=1))
 
 
+@pytest.mark.parametrize(
+    "name, frames, match",
+    [
+        ("SC_rgb_rle_2frame.dcm", 1, "declares 1 frame.*Basic Offset Table lists 2 frames"),
+        ("emri_small_RLE.dcm", 12, "declares 12 frame.*Basic Offset Table lists 10 frames"),
+        ("emri_small_jpeg_2k_lossless.dcm", 12, "declares 12 frame.*only 10 fragments"),
+    ],
+)
+def test_m3_compressed_frames_must_match_number_of_frames(tmp_path, name, frames, match):
+    """pydicom decodes the first NumberOfFrames frames and silently drops the others."""
+    with pytest.raises(DicomDecodeError, match=match):
+        read_dicom(edited(tmp_path, name, NumberOfFrames=frames))
+
+
 def test_m3_zero_padding_after_the_last_frame_still_reads():
     """pydicom's MR_small_padded: excess zero bytes shorter than a frame are padding, not data."""
     padded, plain = (

@@ -644,6 +644,8 @@ def _decode(ds, path, frames, invert_monochrome1) -> DicomImage:
     samples = _get(ds, "SamplesPerPixel", int, path, 1)
     if not uid.is_compressed:
         _check_native_length(ds, path, meta.frames, samples)
+    elif "PixelData" in ds:
+        _check_encapsulated_frames(ds, path, uid, meta.frames)
     try:
         if frames is None:
             arr, info = decoder.as_array(ds, as_rgb=True)
@@ -740,6 +742,34 @@ def _check_native_length(ds, path, frames: int, samples: int) -> None:
         f"bytes; {effect}. The file is truncated or corrupt, or its image tags (group 0028) "
         "are wrong: fix "
         "them or re-export the file.")
+
+
+def _check_encapsulated_frames(ds, path, uid, frames: int) -> None:
+    """Compressed pixel data must hold the declared frames: as many as NumberOfFrames in the
+    Basic Offset Table (when filled), one fragment per frame for RLE, never fewer fragments.
+
+    pydicom decodes the first NumberOfFrames frames and drops the rest without a word.
+    """
+    from io import BytesIO
+
+    from pydicom.encaps import parse_basic_offsets, parse_fragments
+    from pydicom.uid import RLELossless
+
+    buffer = BytesIO(ds.PixelData)
+    offsets = parse_basic_offsets(buffer)
+    fragments = parse_fragments(buffer)[0]
+    if len(offsets) > 1 and len(offsets) != frames:
+        found = f"its Basic Offset Table lists {len(offsets)} frames"
+    elif uid == RLELossless and fragments != frames:
+        found = f"it holds {fragments} RLE fragments (one per frame)"
+    elif fragments < frames:
+        found = f"it holds only {fragments} fragments"
+    else:
+        return
+    raise DicomDecodeError(
+        f"{_where(path)} ({_uid_text(uid)}): NumberOfFrames (0028,0008) declares {frames} frame(s), "
+        f"but {found}. The file is truncated or corrupt, or NumberOfFrames is wrong: fix the tag "
+        "or re-export the file.")
 
 
 def _not_finite(ds, path):
