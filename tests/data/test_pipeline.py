@@ -132,8 +132,15 @@ def test_labels_from_csv(root, tmp_path):
     (tmp_path / "labels.csv").write_text("path,label\n" + "".join(f"{f},{i * 10}\n" for i, f in enumerate(files)))
     ds = dicom_dataset(tmp_path / "labels.csv", input_shape=(32, 32, 1), shuffle=False, cache_dir=tmp_path, workers=1)
     assert batches(ds)[1].tolist() == [0, 10, 20, 30, 40]
-    (tmp_path / "bad.csv").write_text("file,y\nx,1\n")
-    with pytest.raises(DataError, match="'path' and 'label'"):
+    (tmp_path / "named.csv").write_text(
+        "path,label,patient\n"
+        + "".join(f"{f},{'lesion' if i % 2 else 'normal'},P{i}\n" for i, f in enumerate(files)))
+    named = dicom_dataset(tmp_path / "named.csv", input_shape=(32, 32, 1), shuffle=False,
+                          cache_dir=tmp_path)
+    assert batches(named)[1].tolist() == [1, 0, 1, 0, 1]
+    assert named.dicom.classes == ("lesion", "normal")
+    (tmp_path / "bad.csv").write_text("path,y\nx,1\n")
+    with pytest.raises(DataError, match="bad.csv, line 1: the header has no 'label' column"):
         dicom_dataset(tmp_path / "bad.csv", cache_dir=tmp_path)
     with pytest.raises(DataError, match="2 labels for 5 items"):
         dicom_dataset(root / "b", [0, 1], cache_dir=tmp_path)

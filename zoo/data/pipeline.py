@@ -59,8 +59,8 @@ class SkipReport:
 
 
 def resolve_items(source, labels, volumes: bool,
-                  must_exist: bool = True) -> tuple[list[Path], list | None]:
-    """(items, labels): files (or series folders for the volume samplers) and their labels.
+                  must_exist: bool = True) -> tuple[list[Path], list | None, tuple | None]:
+    """(items, labels, class names): files (or series folders for the volume samplers), labels.
 
     A labels CSV (``path,label[,patient]``, see zoo.data.labels) as ``source`` or ``labels``
     is read by ``read_labels``; ``must_exist=False`` leaves missing paths to the skip report.
@@ -69,7 +69,7 @@ def resolve_items(source, labels, volumes: bool,
         if labels is not None:
             raise InvalidArgumentError("give labels either in the CSV source or as labels=, not both.")
         table = read_labels(source, must_exist=must_exist)
-        return list(table.paths), table.labels.tolist()
+        return list(table.paths), table.labels.tolist(), table.classes
     if isinstance(source, str | os.PathLike):
         root = Path(source)
         if not root.exists():
@@ -86,21 +86,23 @@ def resolve_items(source, labels, volumes: bool,
     if not items:
         raise DataError(f"no items found in {source!r}; give DICOM files, series folders or a labels CSV.")
     if labels is None:
-        return items, None
+        return items, None, None
+    classes = None
     if isinstance(labels, str | os.PathLike):
         table = read_labels(labels, must_exist=False)
         labels = {p.resolve(): y for p, y in zip(table.paths, table.labels.tolist())}
+        classes = table.classes
     if isinstance(labels, Mapping):
         table = {Path(k).resolve(): v for k, v in labels.items()}
         missing = [str(p) for p in items if p.resolve() not in table]
         if missing:
             raise DataError(f"{len(missing)} item(s) have no label, e.g. {missing[0]}; label every item "
                             "or pass the labelled subset as the source.")
-        return items, [table[p.resolve()] for p in items]
+        return items, [table[p.resolve()] for p in items], classes
     labels = list(labels)
     if len(labels) != len(items):
         raise DataError(f"{len(labels)} labels for {len(items)} items; give one label per item.")
-    return items, labels
+    return items, labels, None
 
 
 # ----------------------------------------------------------------------------------------------
@@ -296,9 +298,10 @@ class DicomDataset:
 
     ``dicom_dataset`` returns the ``tf.data.Dataset`` itself, with this object on its ``.dicom``
     attribute. ``report`` lists every skipped item and why; ``items`` and ``labels`` the kept
-    ones; ``decoded`` counts items decoded in this construction, ``cached`` the items found in
-    the cache, ``decode_processes`` the processes that decoded them; ``len()`` is the number
-    of samples per epoch (not batches).
+    ones; ``classes`` the class names by label index when the labels came from a CSV;
+    ``decoded`` counts items decoded in this construction, ``cached`` the items found in the
+    cache, ``decode_processes`` the processes that decoded them; ``len()`` is the number of
+    samples per epoch (not batches).
     """
 
     def __init__(self, source, labels=None, *, model=None, sampler: str = "slice", input_shape=None,
@@ -333,8 +336,8 @@ class DicomDataset:
                 "one window (repeated; the 2.5d and triplanar samplers use their channels for slices and planes).")
         self.sampler, self.shape, self.seed = sampler, shape, seed
         self.report = SkipReport()
-        items, ys = resolve_items(source, labels, sampler in VOLUME_SAMPLERS,
-                                  must_exist=on_error == "raise")
+        items, ys, self.classes = resolve_items(source, labels, sampler in VOLUME_SAMPLERS,
+                                                must_exist=on_error == "raise")
         self._spacing = None if target_spacing is None else np.broadcast_to(
             np.asarray(target_spacing, float), (3,)).tolist()
         self._arrays, self.items, self.labels = self._decode(items, ys, sampler in VOLUME_SAMPLERS, cache_dir,
