@@ -127,3 +127,18 @@ class OutputError(ZooError, OSError):
 
 class RandomWeightsError(InvalidArgumentError):
     """An explanation asked of a network with random weights (an architecture name without weights)."""
+
+# --- DICOM values and series geometry (zoo.data; issue 12) --------------------------------------
+
+
+class DicomValueError(DicomError):
+    """A DICOM tag whose value cannot describe a real image: non-positive PixelSpacing, degenerate
+    ImageOrientationPatient, a rescale that makes pixels non-finite. The message names the tag."""
+
+
+class VolumeSizeError(SeriesError):
+    """A resampled volume that would be absurdly large (zoo.data.series.MAX_VOXELS)."""
+
+
+class LabelsError(DataError):
+    """A labels CSV (path,label[,patient]) that cannot be used; names file, line and fix."""

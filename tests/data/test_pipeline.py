@@ -7,6 +7,7 @@ import shutil
 import numpy as np
 import pydicom
 import pytest
+import tensorflow as tf
 
 from zoo.data import pipeline
 from zoo.data.dicom import read_dicom
@@ -47,7 +48,8 @@ def test_slice_sampler_values_follow_the_contract(root, tmp_path):
     ds = dicom_dataset(root / "a", labels, input_shape=(32, 32, 3), batch_size=2, shuffle=False,
                        cache_dir=tmp_path, workers=1)
     x, y = batches(ds)
-    assert x.shape == (5, 32, 32, 3) and x.dtype == np.float32 and len(ds) == 5
+    assert isinstance(ds, tf.data.Dataset) and len(ds.dicom) == 5
+    assert x.shape == (5, 32, 32, 3) and x.dtype == np.float32
     expected = np.stack([stack_windows(read_dicom(f).pixels[0], ("abdomen_soft_tissue", "lung", "bone")) * 255
                          for f in files])
     np.testing.assert_allclose(x, expected, atol=1e-3)
@@ -69,13 +71,13 @@ def test_resize_to_a_card_contract_and_grey_model(root, tmp_path):
     expected = window(read_dicom(sorted((root / "a").iterdir())[0]).pixels[0], "abdomen_soft_tissue") * 255
     np.testing.assert_allclose(x[0], expected, atol=1e-3)
     model.compile("adam", "sparse_categorical_crossentropy")
-    history = model.fit(grey.dataset, epochs=1, verbose=0, shuffle=False)
+    history = model.fit(grey, epochs=1, verbose=0, shuffle=False)
     assert np.isfinite(history.history["loss"][0])
 
 
 def test_cache_is_reused_and_invalidated(root, tmp_path, monkeypatch):
     first = dicom_dataset(root / "a", input_shape=(32, 32, 1), cache_dir=tmp_path, workers=1)
-    assert (first.decoded, first.cached) == (5, 0)
+    assert (first.dicom.decoded, first.dicom.cached) == (5, 0)
     assert len(list(tmp_path.glob("*.npy"))) == 5 and len(list(tmp_path.glob("*.json"))) == 5
     x1, _ = batches(dicom_dataset(root / "a", input_shape=(32, 32, 1), cache_dir=tmp_path, shuffle=False))
 
@@ -84,7 +86,7 @@ def test_cache_is_reused_and_invalidated(root, tmp_path, monkeypatch):
 
     monkeypatch.setattr(pipeline, "read_dicom", boom)
     second = dicom_dataset(root / "a", input_shape=(32, 32, 1), cache_dir=tmp_path, shuffle=False, workers=1)
-    assert (second.decoded, second.cached) == (0, 5)
+    assert (second.dicom.decoded, second.dicom.cached) == (0, 5)
     np.testing.assert_array_equal(batches(second)[0], x1)
     monkeypatch.undo()
     shutil.copytree(root / "a", tmp_path / "copy")
@@ -96,7 +98,7 @@ def test_cache_is_reused_and_invalidated(root, tmp_path, monkeypatch):
     fourth = dicom_dataset(tmp_path / "copy", input_shape=(32, 32, 1), cache_dir=tmp_path / "c", workers=1)
     changed.touch()
     fifth = dicom_dataset(tmp_path / "copy", input_shape=(32, 32, 1), cache_dir=tmp_path / "c", workers=1)
-    assert (third.decoded, fourth.decoded, fifth.decoded) == (5, 0, 1)
+    assert (third.dicom.decoded, fourth.dicom.decoded, fifth.dicom.decoded) == (5, 0, 1)
 
 
 def test_bad_files_raise_or_are_skipped_with_a_report(root, tmp_path):
@@ -112,12 +114,12 @@ def test_bad_files_raise_or_are_skipped_with_a_report(root, tmp_path):
     with pytest.raises(MissingPixelDataError, match="report.dcm"):
         dicom_dataset([folder / "report.dcm"], input_shape=(32, 32, 1), cache_dir=tmp_path / "c1", workers=1)
     ds = dicom_dataset(folder, input_shape=(32, 32, 1), cache_dir=tmp_path / "c2", workers=1, on_error="skip")
-    skipped = dict(ds.report.skipped)
+    skipped = dict(ds.dicom.report.skipped)
     assert set(skipped) == {str(folder / n) for n in ("notes.txt", "report.dcm", "truncated.dcm")}
     assert skipped[str(folder / "notes.txt")].startswith("NotDicomError")
     assert skipped[str(folder / "report.dcm")].startswith("MissingPixelDataError")
     assert skipped[str(folder / "truncated.dcm")].startswith("DicomDecodeError")
-    assert "3 item(s) skipped" in str(ds.report) and len(ds) == 5
+    assert "3 item(s) skipped" in str(ds.dicom.report) and len(ds.dicom) == 5
     assert batches(ds)[0].shape == (5, 32, 32, 1)
     with pytest.raises(DataError, match="every one of the 1 item"):
         dicom_dataset([folder / "notes.txt"], input_shape=(32, 32, 1), cache_dir=tmp_path / "c3", on_error="skip")
@@ -130,8 +132,15 @@ def test_labels_from_csv(root, tmp_path):
     (tmp_path / "labels.csv").write_text("path,label\n" + "".join(f"{f},{i * 10}\n" for i, f in enumerate(files)))
     ds = dicom_dataset(tmp_path / "labels.csv", input_shape=(32, 32, 1), shuffle=False, cache_dir=tmp_path, workers=1)
     assert batches(ds)[1].tolist() == [0, 10, 20, 30, 40]
-    (tmp_path / "bad.csv").write_text("file,y\nx,1\n")
-    with pytest.raises(DataError, match="'path' and 'label'"):
+    (tmp_path / "named.csv").write_text(
+        "path,label,patient\n"
+        + "".join(f"{f},{'lesion' if i % 2 else 'normal'},P{i}\n" for i, f in enumerate(files)))
+    named = dicom_dataset(tmp_path / "named.csv", input_shape=(32, 32, 1), shuffle=False,
+                          cache_dir=tmp_path)
+    assert batches(named)[1].tolist() == [1, 0, 1, 0, 1]
+    assert named.dicom.classes == ("lesion", "normal")
+    (tmp_path / "bad.csv").write_text("path,y\nx,1\n")
+    with pytest.raises(DataError, match="bad.csv, line 1: the header has no 'label' column"):
         dicom_dataset(tmp_path / "bad.csv", cache_dir=tmp_path)
     with pytest.raises(DataError, match="2 labels for 5 items"):
         dicom_dataset(root / "b", [0, 1], cache_dir=tmp_path)
@@ -242,8 +251,8 @@ def test_parallel_decode_in_processes_equals_serial(tmp_path):
                            workers=1)
     parallel = dicom_dataset(tmp_path / "src", input_shape=(32, 32, 1), shuffle=False, cache_dir=tmp_path / "p",
                              workers=2)
-    assert parallel.decoded == len(serial.items) == 12
-    assert serial.decode_processes == 1 and parallel.decode_processes == 2
+    assert parallel.dicom.decoded == len(serial.dicom.items) == 12
+    assert serial.dicom.decode_processes == 1 and parallel.dicom.decode_processes == 2
     np.testing.assert_array_equal(batches(parallel)[0], batches(serial)[0])
 
 

@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
@@ -22,11 +24,12 @@ from zoo.errors import (
     DecoderMissingError,
     DicomDecodeError,
     DicomError,
+    DicomValueError,
     MissingPixelDataError,
     NotDicomError,
 )
 
-READER_VERSION = 1  # bump when decoded values change, so on-disk caches are rebuilt
+READER_VERSION = 2  # bump when decoded values change, so on-disk caches are rebuilt
 MAX_DECODED_BYTES = 2**31  # a header claiming more than this is treated as corrupt, not allocated
 
 # pip packages that decode each compressed transfer syntax (pydicom lists gdcm/pillow too).
@@ -79,6 +82,7 @@ class DicomMeta:
     instance_number: int | None = None
     series_key: str = ""
     value_range: tuple[float, float] | None = None  # the range the pixels can take (set on decode)
+    invalid: tuple[str, ...] = ()  # unusable geometry tags (set to None above) and why; no values
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -143,9 +147,135 @@ def _looks_like_raw_dataset(path) -> bool:
     return int.from_bytes(head[:2], "little") in (0x0002, 0x0008) or int.from_bytes(head[:2], "big") in (0x0002, 0x0008)
 
 
-def open_dataset(path, stop_before_pixels: bool = False):
-    """Parse ``path`` with pydicom; a file that is not DICOM raises ``NotDicomError``."""
+class DicomWarning(UserWarning):
+    """A problem pydicom reported while reading a file, re-issued without any element value."""
+
+
+_QUOTED = re.compile(r"""b?'[^'\n]*'?|b?"[^"\n]*"?""")
+_TEXT_VRS = {"PN", "LO", "SH", "LT", "ST", "UT", "UC", "DA", "DT", "TM", "AS", "AE", "UI"}
+
+
+def scrub(text: str, ds=None) -> str:
+    """``text`` without quoted values, and without any text value of ``ds`` (a name, an ID...).
+
+    pydicom's messages quote element values (``Invalid value for VR PN: 'Doe^Jane'``); nothing
+    the zoo prints, warns or raises may carry them.
+    """
+    text = _QUOTED.sub("<value>", str(text))
+    if ds is not None:
+        values = set()
+        with warnings.catch_warnings():  # converting values makes pydicom warn, with the values
+            warnings.simplefilter("ignore")
+            try:
+                for elem in ds.iterall():
+                    if elem.VR in _TEXT_VRS and elem.value is not None:
+                        items = elem.value if isinstance(elem.value, Sequence) and not isinstance(
+                            elem.value, str | bytes) else [elem.value]
+                        values |= {str(v).strip() for v in items if len(str(v).strip()) >= 3}
+            except Exception:  # a dataset too broken to walk: the quoted values are gone already
+                pass
+        for value in sorted(values, key=len, reverse=True):
+            text = text.replace(value, "<value>")
+    return text
+
+
+def _reissue(path, caught, ds=None) -> None:
+    """Re-issue warnings caught reading ``path`` as DicomWarnings, values scrubbed, once each."""
+    seen = set()
+    for w in caught:
+        if issubclass(w.category, DicomWarning):  # the zoo's own: no values by construction
+            warnings.warn(w.message, w.category, stacklevel=4)
+            continue
+        message = str(w.message).strip()
+        text = scrub(message, ds).strip().splitlines()[0][:200] if message else ""
+        if text and text not in seen:
+            seen.add(text)
+            warnings.warn(f"{_where(path)}: {text} ({w.category.__name__} while "
+                          "reading)", DicomWarning,
+                          stacklevel=4)
+
+
+class _CheckedFile:
+    """A binary file that notes the first short read after the preamble.
+
+    pydicom reads an element value with ``read(length)`` and keeps what it gets, so a file cut in
+    the middle of an element (or an element whose length runs past the end) parses "fine" and
+    the image is silently missing or short. A short read is how a truncated file shows itself.
+    """
+
+    def __init__(self, path):
+        self._f = open(path, "rb")
+        self.name = os.fspath(path)
+        self.short: tuple[int, int, int] | None = None
+
+    def read(self, n: int = -1) -> bytes:
+        at = self._f.tell()
+        data = self._f.read(n)
+        # reading a tag (8 bytes) or peeking (1 byte) at the very end is how a file ends normally
+        if (self.short is None and n is not None and n > 0 and at >= 132 and len(data) < n
+                and (data or n not in (1, 8))):
+            self.short = (at, n, len(data))
+        return data
+
+    def seek(self, *args):
+        return self._f.seek(*args)
+
+    def tell(self) -> int:
+        return self._f.tell()
+
+    def close(self) -> None:
+        self._f.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+def _truncated(path, short):
+    where = (f"the file ends inside an element (at byte {short[0]}, {short[2]} of {short[1]} "
+             "bytes present)"
+             if short else "the file ends before a sequence's delimiter")
+    return DicomDecodeError(
+        f"{_where(path)} is truncated or corrupt: {where}; an interrupted copy or a corrupt "
+        "element length. "
+        "Re-export it from the archive (PACS) or copy it again.")
+
+
+class _ScrubLog:
+    """A logging filter for the ``pydicom`` logger: its records quote element values too."""
+
+    def filter(self, record) -> bool:
+        record.msg, record.args = scrub(record.getMessage()), ()
+        return True
+
+
+_SCRUB_LOG = _ScrubLog()
+
+
+def _dcmread(path, stop_before_pixels: bool, force: bool = False):
+    import logging
+
     import pydicom
+
+    logger = logging.getLogger("pydicom")
+    if _SCRUB_LOG not in logger.filters:
+        logger.addFilter(_SCRUB_LOG)
+
+    with _CheckedFile(path) as fp:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            ds = pydicom.dcmread(fp, stop_before_pixels=stop_before_pixels, force=force)
+        if fp.short or any("End of file reached" in str(w.message) for w in caught):
+            raise _truncated(path, fp.short)
+    _reissue(path, caught, ds)
+    return ds
+
+
+def open_dataset(path, stop_before_pixels: bool = False):
+    """Parse ``path`` with pydicom; a file that is not DICOM raises ``NotDicomError``, a truncated
+    one ``DicomDecodeError``; pydicom's warnings come back as ``DicomWarning`` without values."""
     from pydicom.errors import InvalidDicomError
 
     path = Path(path)
@@ -156,14 +286,14 @@ def open_dataset(path, stop_before_pixels: bool = False):
         raise DicomError(f"{_where(path)} does not exist; check the path.")
     try:
         try:
-            return pydicom.dcmread(path, stop_before_pixels=stop_before_pixels)
+            return _dcmread(path, stop_before_pixels)
         except InvalidDicomError:
             if not _looks_like_raw_dataset(path):
                 raise NotDicomError(
                     f"{path} is not a DICOM file: no 'DICM' marker after the 128-byte preamble and no "
                     "DICOM data set at its start. Remove it from the input or convert it to DICOM."
                 ) from None
-            return pydicom.dcmread(path, stop_before_pixels=stop_before_pixels, force=True)
+            return _dcmread(path, stop_before_pixels, force=True)
     except DicomError:
         raise
     except MemoryError:
@@ -178,7 +308,8 @@ def open_dataset(path, stop_before_pixels: bool = False):
 
 
 def _short(e: BaseException) -> str:
-    text = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+    """The first line of an exception's text, values scrubbed (pydicom quotes element values)."""
+    text = scrub(str(e)).strip().splitlines()[0] if str(e).strip() else type(e).__name__
     return text[:160]
 
 
@@ -199,13 +330,26 @@ def transfer_syntax(ds, path):
     return ExplicitVRLittleEndian if little else ExplicitVRBigEndian
 
 
+def _uid_text(uid) -> str:
+    """A UID's name and number, or "an invalid UID": a corrupt UID's text could be anything."""
+    if not uid or not uid.is_valid:
+        return "an invalid UID"
+    return f"{uid.name} ({uid})" if uid.name != str(uid) else str(uid)
+
+
+def _uid_name(uid) -> str:
+    return uid.name if uid and uid.is_valid else "invalid UID"
+
+
 def _sop_class_name(ds, path) -> str:
     from pydicom.uid import UID
 
     uid = _get(ds, "SOPClassUID", lambda v: UID(str(v)), path)
     if uid is None and getattr(ds, "file_meta", None) is not None:
         uid = _get(ds.file_meta, "MediaStorageSOPClassUID", lambda v: UID(str(v)), path)
-    return (uid.name if uid and uid.is_valid else str(uid or "")) or "unknown"
+    if uid and not uid.is_valid:
+        return "invalid UID"  # its text could be anything, a name included
+    return (uid.name if uid else "") or "unknown"
 
 
 def _frame_group_value(ds, frame: int | None, sequence: str, keyword: str, cast, path):
@@ -228,7 +372,14 @@ def _frame_group_value(ds, frame: int | None, sequence: str, keyword: str, cast,
 def read_metadata(path) -> DicomMeta:
     """The PHI-free metadata of ``path``, from its header only (pixels are not read)."""
     ds = open_dataset(path, stop_before_pixels=True)
-    return _guarded(path, lambda: _metadata(path, ds))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            meta = _guarded(path, lambda: _metadata(path, ds))
+        finally:
+            pending = list(caught)
+    _reissue(path, pending, ds)
+    return meta
 
 
 def _guarded(path, work: Callable):
@@ -248,18 +399,43 @@ def _guarded(path, work: Callable):
             "its tags (image tags are group 0028) are inconsistent; re-export it.") from None
 
 
+_CODE = re.compile(r"[A-Z0-9 _]{0,16}")
+
+
+def _code(ds, keyword: str, path, default: str = "") -> str:
+    """A code string (Modality, PhotometricInterpretation, RescaleType), or "INVALID" when its
+    value is not a DICOM code: a corrupt file may hold any text there, a name included."""
+    value = _get(ds, keyword, lambda v: str(v).strip(), path, default)
+    if _CODE.fullmatch(value):
+        return value
+    warnings.warn(f"{_where(path)}: {_tag_name(keyword)} is not a valid code string; read as "
+                  "'INVALID'.",
+                  DicomWarning, stacklevel=3)
+    return "INVALID"
+
+
 def _metadata(path, ds) -> DicomMeta:
-    modality = _get(ds, "Modality", str, path, "")
+    modality = _code(ds, "Modality", path)
     frames = _get(ds, "NumberOfFrames", lambda v: int(v), path, 1) or 1
-    spacing = _get(ds, "PixelSpacing", _floats(2), path)
-    spacing = spacing or _frame_group_value(ds, 0, "PixelMeasuresSequence", "PixelSpacing", _floats(2), path)
-    spacing = spacing or _get(ds, "ImagerPixelSpacing", _floats(2), path)
+    spacing, spacing_tag = _get(ds, "PixelSpacing", _floats(2), path), "PixelSpacing"
+    if spacing is None:
+        spacing = _frame_group_value(ds, 0, "PixelMeasuresSequence", "PixelSpacing", _floats(2),
+                                     path)
+        spacing_tag = "PixelSpacing (in PixelMeasuresSequence (0028,9110))"
+    if spacing is None:
+        spacing_tag = "ImagerPixelSpacing"
+        spacing = _get(ds, spacing_tag, _floats(2), path)
     thickness = _get(ds, "SliceThickness", _first_float, path)
     thickness = thickness or _frame_group_value(ds, 0, "PixelMeasuresSequence", "SliceThickness", _first_float, path)
     position = _get(ds, "ImagePositionPatient", _floats(3), path)
     orientation = _get(ds, "ImageOrientationPatient", _floats(6), path)
     orientation = orientation or _frame_group_value(ds, 0, "PlaneOrientationSequence", "ImageOrientationPatient",
                                                     _floats(6), path)
+    invalid = _check_geometry(path, spacing, spacing_tag, orientation)
+    if any(i.startswith(spacing_tag) for i in invalid):
+        spacing = None
+    if any("ImageOrientationPatient" in i for i in invalid):
+        orientation = None
     frame_positions = None
     if frames > 1 and "PerFrameFunctionalGroupsSequence" in ds:
         found = [_frame_group_value(ds, i, "PlanePositionSequence", "ImagePositionPatient", _floats(3), path)
@@ -272,11 +448,11 @@ def _metadata(path, ds) -> DicomMeta:
     if center is None or width is None:
         center = _frame_group_value(ds, 0, "FrameVOILUTSequence", "WindowCenter", _first_float, path)
         width = _frame_group_value(ds, 0, "FrameVOILUTSequence", "WindowWidth", _first_float, path)
-    photometric = _get(ds, "PhotometricInterpretation", lambda v: str(v).strip(), path, "")
+    photometric = _code(ds, "PhotometricInterpretation", path)
     series_uid = _get(ds, "SeriesInstanceUID", str, path, "")
     has_rescale = "RescaleSlope" in ds or "ModalityLUTSequence" in ds or _frame_group_value(
         ds, 0, "PixelValueTransformationSequence", "RescaleSlope", _first_float, path) is not None
-    units = _get(ds, "RescaleType", lambda v: str(v).strip(), path, "")
+    units = _code(ds, "RescaleType", path)
     if modality == "CT" and has_rescale and units in ("", "US", "HU"):
         units = "HU"
     if photometric == "PALETTE COLOR" or photometric.startswith(("RGB", "YBR")):
@@ -285,7 +461,8 @@ def _metadata(path, ds) -> DicomMeta:
         path=os.fspath(path),
         modality=modality,
         sop_class=_sop_class_name(ds, path),
-        transfer_syntax=transfer_syntax(ds, path).name if getattr(ds, "file_meta", None) is not None or hasattr(
+        transfer_syntax=_uid_name(transfer_syntax(ds, path))
+        if getattr(ds, "file_meta", None) is not None or hasattr(
             ds, "original_encoding") else "",
         photometric=photometric,
         rows=_get(ds, "Rows", int, path, 0),
@@ -302,7 +479,46 @@ def _metadata(path, ds) -> DicomMeta:
         window=(center, width) if center is not None and width is not None and width > 0 else None,
         instance_number=_get(ds, "InstanceNumber", int, path),
         series_key=hashlib.sha256(series_uid.encode()).hexdigest()[:12] if series_uid else "",
+        invalid=invalid,
     )
+
+
+def _check_geometry(path, spacing, spacing_tag: str, orientation) -> tuple[str, ...]:
+    """Unusable geometry tags, each with why: spacing <= 0, zero or parallel orientation vectors.
+
+    A 2D image reads on without them (some CR/DX writers store PixelSpacing 0\\0 for "unknown"),
+    with a DicomWarning; ``load_series`` refuses them (``geometry_error``): a volume needs them.
+    """
+    found = []
+    if spacing is not None and min(spacing) <= 0:
+        tag = _tag_name(spacing_tag) if " " not in spacing_tag else spacing_tag
+        found.append(f"{tag} is {[float(v) for v in spacing]} mm; a pixel spacing must be positive")
+    if orientation is not None:
+        row, col = np.asarray(orientation[:3], float), np.asarray(orientation[3:6], float)
+        norms = np.linalg.norm(row), np.linalg.norm(col)
+        if min(norms) < 1e-3:
+            found.append(f"{_tag_name('ImageOrientationPatient')} is degenerate: its row or "
+                         "column direction "
+                         "is a zero vector")
+        elif np.linalg.norm(np.cross(row / norms[0], col / norms[1])) < 1e-3:
+            found.append(f"{_tag_name('ImageOrientationPatient')} is degenerate: its row and "
+                         "column directions "
+                         "are parallel")
+    for why in found:
+        warnings.warn(f"{_where(path)}: {why}; the tag is ignored (a series cannot be stacked "
+                      "with it).",
+                      DicomWarning, stacklevel=2)
+    return tuple(found)
+
+
+def geometry_error(meta: DicomMeta) -> DicomValueError:
+    """The error for an image with unusable geometry tags (``meta.invalid``), for volume readers."""
+    return DicomValueError(
+        f"{_where(meta.path)}: {'; '.join(meta.invalid)}. Slice spacing and order cannot be "
+        "derived from it: "
+        "fix the tag (e.g. with dcmodify: positive spacings, two orthogonal unit direction "
+        "vectors) or "
+        "re-export the file.")
 
 
 def _decoder(uid, path):
@@ -313,16 +529,19 @@ def _decoder(uid, path):
         decoder = get_decoder(uid)
     except NotImplementedError:
         raise DecoderMissingError(
-            f"{_where(path)} uses transfer syntax {uid.name} ({uid}), which no Python DICOM decoder "
+            f"{_where(path)} uses transfer syntax {_uid_text(uid)}, which no Python DICOM decoder "
             "supports. Transcode it to an uncompressed syntax first (e.g. `dcmconv +te` from dcmtk, or "
             "`gdcmconv --raw`)."
         ) from None
     if not decoder.is_available:
         package = _DECODER_PACKAGES.get(str(uid), "python-gdcm")
+        how = (f"its decoder, pylibjpeg-libjpeg (GPL-3.0), is in the optional `dicom` extra: "
+               f'`pip install "medzoo[dicom]"` (or `pip install {package}`)' if "libjpeg" in package
+               else f'install one: `pip install {package}` (or `pip install "medzoo[dicom]"`)')
         raise DecoderMissingError(
-            f"{_where(path)} uses transfer syntax {uid.name} ({uid}) and no decoder for it is installed. "
-            f"Install one: `pip install {package}` (or `pip install medzoo[dicom]`). "
-            f"pydicom's own list: {'; '.join(decoder.missing_dependencies) or 'none'}."
+            f"{_where(path)} uses transfer syntax {_uid_text(uid)} and no decoder for it is "
+            "installed; "
+            f"{how}. pydicom's own list: {'; '.join(decoder.missing_dependencies) or 'none'}."
         )
     return decoder
 
@@ -395,7 +614,14 @@ def read_dicom(path, frames: Sequence[int] | None = None, invert_monochrome1: bo
     multi-frame file (0-based); the rest are not decoded.
     """
     ds = open_dataset(path)
-    return _guarded(path, lambda: _decode(ds, path, frames, invert_monochrome1))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            image = _guarded(path, lambda: _decode(ds, path, frames, invert_monochrome1))
+        finally:
+            pending = list(caught)
+    _reissue(path, pending, ds)
+    return image
 
 
 def _decode(ds, path, frames, invert_monochrome1) -> DicomImage:
@@ -415,23 +641,47 @@ def _decode(ds, path, frames, invert_monochrome1) -> DicomImage:
         if bad:
             raise DicomError(f"{_where(path)} has {meta.frames} frame(s); frames {bad} do not exist (0-based).")
     indices = list(range(meta.frames)) if frames is None else frames
+    samples = _get(ds, "SamplesPerPixel", int, path, 1)
+    if not uid.is_compressed:
+        _check_native_length(ds, path, meta.frames, samples)
+    elif "PixelData" in ds:
+        _check_encapsulated_frames(ds, path, uid, meta.frames)
     try:
         if frames is None:
             arr, info = decoder.as_array(ds, as_rgb=True)
-            arr = arr.reshape((meta.frames, meta.rows, meta.columns, -1))
+            decoded = [np.asarray(arr)]
         else:
-            decoded = list(decoder.iter_array(ds, indices=indices, as_rgb=True))
-            info = decoded[0][1]
-            arr = np.stack([a.reshape(meta.rows, meta.columns, -1) for a, _ in decoded])
+            pairs = list(decoder.iter_array(ds, indices=indices, as_rgb=True))
+            info = pairs[0][1]
+            decoded = [np.asarray(a) for a, _ in pairs]
     except (MemoryError, DicomError, *_FATAL):
         raise
     except BaseException as e:
-        hint = ("the pixel data is shorter than the header says (a truncated file)" if "less than expected" in str(e)
-                else "the compressed stream is corrupt or uses a variant the installed decoder rejects")
+        if "less than expected" in str(e):
+            hint = "the pixel data is shorter than the header says (a truncated file)"
+        elif uid.is_compressed:
+            hint = ("the compressed stream is corrupt or uses a variant the installed decoder "
+                    "rejects")
+        else:
+            hint = "the pixel data does not match the image tags (group 0028)"
         extra = (f" Another decoder may read it: `pip install {_DECODER_PACKAGES.get(str(uid), 'python-gdcm')}` "
-                 "or `pip install python-gdcm`." if uid.is_compressed else "")
+                 "or `pip install python-gdcm`." if uid.is_compressed else " Re-export the file.")
         raise DicomDecodeError(
-            f"{_where(path)} ({uid.name}): {hint} ({type(e).__name__}: {_short(e)}).{extra}") from None
+            f"{_where(path)} ({_uid_text(uid)}): {hint} ({type(e).__name__}: "
+            f"{_short(e)}).{extra}") from None
+    want = len(indices) * meta.rows * meta.columns * samples
+    got = sum(a.size for a in decoded)
+    if got != want:
+        raise DicomDecodeError(
+            f"{_where(path)} ({_uid_text(uid)}): the decoder returned {got} values, but the "
+            "header declares "
+            f"{len(indices)} frame(s) x {meta.rows} Rows x {meta.columns} Columns x {samples} "
+            "SamplesPerPixel = "
+            f"{want}; NumberOfFrames (0028,0008), Rows (0028,0010), Columns (0028,0011) or "
+            "SamplesPerPixel "
+            "(0028,0002) do not match the pixel data. Fix the tags or re-export the file.")
+    arr = np.concatenate([a.reshape(-1) for a in decoded])
+    arr = arr.reshape(len(indices), meta.rows, meta.columns, samples)
     photometric = str(info.get("photometric_interpretation", meta.photometric)).strip()
     if photometric == "PALETTE COLOR" or photometric.startswith(("RGB", "YBR")) or arr.shape[-1] == 3:
         rgb = _to_rgb(arr[..., 0] if photometric == "PALETTE COLOR" else arr, photometric, ds, path)
@@ -446,14 +696,96 @@ def _decode(ds, path, frames, invert_monochrome1) -> DicomImage:
     extremes = np.array([-(2 ** (bits - 1)), 2 ** (bits - 1) - 1] if signed else [0, 2**bits - 1], np.int64)
     out = np.empty((len(indices), meta.rows, meta.columns, arr.shape[-1]), np.float32)
     ranges = []
-    for k, f in enumerate(indices):
-        out[k] = transform(arr[k], f)
-        ends = np.asarray(transform(extremes, f), np.float64)
-        ranges.append((ends.min(), ends.max()))
-        if invert_monochrome1 and photometric == "MONOCHROME1":
-            out[k] = (ends.min() + ends.max()) - out[k]
+    with np.errstate(over="ignore", invalid="ignore"):
+        for k, f in enumerate(indices):
+            out[k] = transform(arr[k], f)
+            ends = np.asarray(transform(extremes, f), np.float64)
+            ranges.append((ends.min(), ends.max()))
+            if invert_monochrome1 and photometric == "MONOCHROME1":
+                out[k] = (ends.min() + ends.max()) - out[k]
+        finite = np.isfinite(out).all() and np.isfinite(np.asarray(ranges, np.float32)).all()
+    if not finite:
+        _not_finite(ds, path)
     value_range = (float(min(r[0] for r in ranges)), float(max(r[1] for r in ranges)))
     return DicomImage(np.ascontiguousarray(out), replace(meta, value_range=value_range))
+
+
+def _check_native_length(ds, path, frames: int, samples: int) -> None:
+    """Uncompressed pixel data must hold exactly the declared frames and samples (plus padding:
+    one byte to an even length, or zero bytes shorter than one frame).
+
+    pydicom reads extra bytes as extra frames (with a warning) and the old reshape turned them
+    into channels: CT_small with Rows = Columns = 64 became (1, 64, 64, 4).
+    """
+    from pydicom.pixels.utils import get_expected_length
+
+    keyword = next(k for k in _PIXEL_KEYWORDS if k in ds)
+    actual = len(ds[keyword].value or b"")
+    rows, cols = _get(ds, "Rows", int, path, 0), _get(ds, "Columns", int, path, 0)
+    bits = _get(ds, "BitsAllocated", int, path, 0)
+    try:
+        expected = int(get_expected_length(ds, unit="bytes"))
+    except Exception:  # tags pydicom's helper needs are missing: the plain product
+        expected = -(-frames * rows * cols * samples * bits // 8)
+    if actual in (expected, expected + expected % 2):
+        return
+    frame_bytes = expected // max(frames, 1)
+    if expected < actual < expected + frame_bytes and not any(ds[keyword].value[expected:]):
+        return  # zero padding after the last frame (pydicom's MR_small_padded): not image data
+    effect = ("the extra bytes would be read as extra frames or channels" if actual > expected
+              else "the pixel data is short (a truncated file)")
+    raise DicomDecodeError(
+        f"{_where(path)}: {_tag_name(keyword)} holds {actual} bytes, but NumberOfFrames x Rows "
+        "x Columns x "
+        f"SamplesPerPixel x BitsAllocated/8 = {frames} x {rows} x {cols} x {samples} x "
+        f"{bits}/8 = {expected} "
+        f"bytes; {effect}. The file is truncated or corrupt, or its image tags (group 0028) "
+        "are wrong: fix "
+        "them or re-export the file.")
+
+
+def _check_encapsulated_frames(ds, path, uid, frames: int) -> None:
+    """Compressed pixel data must hold the declared frames: as many as NumberOfFrames in the
+    Basic Offset Table (when filled), one fragment per frame for RLE, never fewer fragments.
+
+    pydicom decodes the first NumberOfFrames frames and drops the rest without a word.
+    """
+    from io import BytesIO
+
+    from pydicom.encaps import parse_basic_offsets, parse_fragments
+    from pydicom.uid import RLELossless
+
+    buffer = BytesIO(ds.PixelData)
+    offsets = parse_basic_offsets(buffer)
+    fragments = parse_fragments(buffer)[0]
+    if len(offsets) > 1 and len(offsets) != frames:
+        found = f"its Basic Offset Table lists {len(offsets)} frames"
+    elif uid == RLELossless and fragments != frames:
+        found = f"it holds {fragments} RLE fragments (one per frame)"
+    elif fragments < frames:
+        found = f"it holds only {fragments} fragments"
+    else:
+        return
+    raise DicomDecodeError(
+        f"{_where(path)} ({_uid_text(uid)}): NumberOfFrames (0028,0008) declares {frames} frame(s), "
+        f"but {found}. The file is truncated or corrupt, or NumberOfFrames is wrong: fix the tag "
+        "or re-export the file.")
+
+
+def _not_finite(ds, path):
+    tags = [k for k in ("RescaleSlope", "RescaleIntercept") if k in ds]
+    if "ModalityLUTSequence" in ds:
+        tags.append("ModalityLUTSequence")
+    enhanced = "SharedFunctionalGroupsSequence" in ds or "PerFrameFunctionalGroupsSequence" in ds
+    if not tags and enhanced:
+        tags.append("RescaleSlope/RescaleIntercept in PixelValueTransformationSequence (0028,9145)")
+    if any(k in ds for k in ("FloatPixelData", "DoubleFloatPixelData")):
+        tags.append(next(k for k in ("FloatPixelData", "DoubleFloatPixelData") if k in ds))
+    named = ", ".join(_tag_name(t) if " " not in t else t for t in tags) or "the pixel data"
+    raise DicomValueError(
+        f"{_where(path)}: the pixel values are not finite (inf or NaN) after {named} (or "
+        "exceed float32); "
+        "the rescale tags are corrupt. Fix them (a CT slope is usually 1) or re-export the file.")
 
 
 def find_dicom_files(folder) -> list[Path]:

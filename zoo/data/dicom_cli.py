@@ -17,7 +17,14 @@ import numpy as np
 
 from zoo.data.dicom import find_dicom_files, read_dicom, read_metadata
 from zoo.data.windows import DEFAULT_CT_STACK, resolve_window
-from zoo.errors import DicomError, InvalidArgumentError, ZooError
+from zoo.errors import (
+    DicomError,
+    DicomValueError,
+    InvalidArgumentError,
+    MissingPixelDataError,
+    NotDicomError,
+    ZooError,
+)
 
 
 def write_png(path, image: np.ndarray) -> Path:
@@ -51,7 +58,13 @@ def to_uint8(pixels: np.ndarray, meta, windows=None) -> np.ndarray:
 
     HU: the given windows (1 or 3, 3 giving an RGB stack), else the file's own window, else the
     soft-tissue preset. Colour: scaled by its value range. Other grey: 0.5-99.5 percentile stretch.
+    Non-finite pixels are refused: a PNG must never hide an inf or NaN.
     """
+    if not np.isfinite(pixels).all():
+        raise DicomValueError(f"{getattr(meta, 'path', 'the image')}: pixels are not finite "
+                              "(inf or NaN); "
+                              "no PNG is written. Check the file's rescale tags (RescaleSlope "
+                              "(0028,1053)).")
     if meta.units == "HU":
         wins = [resolve_window(w) for w in windows] if windows else [meta.window or resolve_window(DEFAULT_CT_STACK[0])]
         if len(wins) not in (1, 3):
@@ -74,17 +87,20 @@ def summarize(path) -> dict:
     files = find_dicom_files(path)
     series: dict[str, dict] = {}
     skipped = Counter()
+    not_read = []
     for f in files:
         try:
             meta = read_metadata(f)
         except DicomError as e:
             skipped[type(e).__name__] += 1
+            not_read.append({"file": str(f), "error": type(e).__name__})
             continue
         s = series.setdefault(meta.series_key or "(none)", {"files": 0, "modality": meta.modality,
                                                              "size": [meta.rows, meta.columns], "frames": 0})
         s["files"] += 1
         s["frames"] += meta.frames
-    return {"path": str(path), "files": len(files), "series": series, "not_read": dict(skipped)}
+    return {"path": str(path), "files": len(files), "series": series, "not_read": dict(skipped),
+            "not_read_files": not_read}
 
 
 def _info(args) -> int:
@@ -100,6 +116,8 @@ def _convert(args) -> int:
         from zoo.data.series import load_series
 
         vol = load_series(src, on_problem="warn", target_spacing=args.spacing)
+        if not np.isfinite(vol.array).all():
+            raise DicomValueError(f"{src}: the volume holds non-finite values; nothing is written.")
         np.save(out / "volume.npy", vol.array)
         (out / "volume.json").write_text(json.dumps({"spacing_zyx_mm": vol.spacing, "origin": vol.origin,
                                                      "direction": vol.direction.tolist(),
@@ -107,27 +125,43 @@ def _convert(args) -> int:
         print(f"{out / 'volume.npy'}: {vol.array.shape} float32, spacing {tuple(round(s, 4) for s in vol.spacing)} mm")
         return 0
     files = find_dicom_files(src) if src.is_dir() else [src]
-    written, failed = 0, []
+    written, failed, broken = 0, [], 0
     for f in files:
         try:
             image = read_dicom(f)
+            pngs = ([] if args.format == "npy" else
+                    [to_uint8(image.pixels[k], image.meta, args.window)
+                     for k in range(image.meta.frames)])
         except ZooError as e:
             if not src.is_dir():
                 raise
             failed.append(f"{f}: {type(e).__name__}")
+            broken += not isinstance(e, NotDicomError | MissingPixelDataError)
             continue
         stem = f.stem if not src.is_dir() else "_".join(f.relative_to(src).with_suffix("").parts)
         if args.format == "npy":
             np.save(out / f"{stem}.npy", image.pixels)
             written += 1
             continue
-        for k in range(image.meta.frames):
+        for k, png in enumerate(pngs):
             name = f"{stem}.png" if image.meta.frames == 1 else f"{stem}_f{k:03d}.png"
-            write_png(out / name, to_uint8(image.pixels[k], image.meta, args.window))
+            write_png(out / name, png)
             written += 1
     print(f"wrote {written} file(s) to {out}" + (f"; {len(failed)} not converted:\n  " + "\n  ".join(failed)
                                                   if failed else ""))
-    return 0 if written or not files else 1
+    # exit 1 when an image could not be converted (files that hold no image are only listed)
+    return 1 if broken or (files and not written) else 0
+
+
+def _spacing_arg(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not np.isfinite(value) or value <= 0:
+        raise argparse.ArgumentTypeError(f"--spacing {text!r}: give a positive, finite spacing "
+                                         "in mm (e.g. 1.0)")
+    return value
 
 
 def _window_arg(text: str):
@@ -154,6 +188,7 @@ def add_dicom_parser(subparsers) -> argparse.ArgumentParser:
     q.add_argument("--window", action="append", type=_window_arg,
                    help="preset (brain, lung, bone, ...) or CENTER,WIDTH in HU; give 3 for an RGB stack")
     q.add_argument("--volume", action="store_true", help="stack the folder as one series into volume.npy")
-    q.add_argument("--spacing", type=float, default=None, help="with --volume: resample to this isotropic spacing (mm)")
+    q.add_argument("--spacing", type=_spacing_arg, default=None,
+                   help="with --volume: resample to this isotropic spacing (mm)")
     q.set_defaults(func=_convert)
     return p

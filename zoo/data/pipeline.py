@@ -21,7 +21,6 @@ model, 224x224x3 in [0, 255], the ImageNet cards' contract.
 
 from __future__ import annotations
 
-import csv
 import hashlib
 import json
 import os
@@ -32,6 +31,7 @@ from pathlib import Path
 import numpy as np
 
 from zoo.data.dicom import READER_VERSION, find_dicom_files, read_dicom
+from zoo.data.labels import read_labels
 from zoo.data.windows import DEFAULT_CT_STACK, resolve_windows
 from zoo.errors import DataError, InvalidArgumentError, ZooError
 
@@ -58,31 +58,18 @@ class SkipReport:
 # sources and labels
 
 
-def _read_csv(path: Path) -> tuple[list[Path], list]:
-    with open(path, newline="") as f:
-        rows = list(csv.DictReader(f))
-    if not rows or not {"path", "label"} <= set(rows[0]):
-        raise DataError(f"labels CSV {path} needs a header with the columns 'path' and 'label' "
-                        "(paths relative to the CSV's folder, or absolute).")
-    paths = [Path(r["path"]) if Path(r["path"]).is_absolute() else path.parent / r["path"] for r in rows]
-    labels = [_label(r["label"], path) for r in rows]
-    return paths, labels
+def resolve_items(source, labels, volumes: bool,
+                  must_exist: bool = True) -> tuple[list[Path], list | None, tuple | None]:
+    """(items, labels, class names): files (or series folders for the volume samplers), labels.
 
-
-def _label(value: str, where) -> float | int:
-    try:
-        number = float(value)
-    except ValueError:
-        raise DataError(f"labels CSV {where}: label {value!r} is not a number; encode classes as integers.") from None
-    return int(number) if number.is_integer() else number
-
-
-def resolve_items(source, labels, volumes: bool) -> tuple[list[Path], list | None]:
-    """(items, labels): files (or series folders for the volume samplers) and their labels."""
+    A labels CSV (``path,label[,patient]``, see zoo.data.labels) as ``source`` or ``labels``
+    is read by ``read_labels``; ``must_exist=False`` leaves missing paths to the skip report.
+    """
     if isinstance(source, str | os.PathLike) and str(source).endswith(".csv"):
         if labels is not None:
             raise InvalidArgumentError("give labels either in the CSV source or as labels=, not both.")
-        return _read_csv(Path(source))
+        table = read_labels(source, must_exist=must_exist)
+        return list(table.paths), table.labels.tolist(), table.classes
     if isinstance(source, str | os.PathLike):
         root = Path(source)
         if not root.exists():
@@ -99,21 +86,23 @@ def resolve_items(source, labels, volumes: bool) -> tuple[list[Path], list | Non
     if not items:
         raise DataError(f"no items found in {source!r}; give DICOM files, series folders or a labels CSV.")
     if labels is None:
-        return items, None
+        return items, None, None
+    classes = None
     if isinstance(labels, str | os.PathLike):
-        csv_paths, csv_labels = _read_csv(Path(labels))
-        labels = {p.resolve(): y for p, y in zip(csv_paths, csv_labels)}
+        table = read_labels(labels, must_exist=False)
+        labels = {p.resolve(): y for p, y in zip(table.paths, table.labels.tolist())}
+        classes = table.classes
     if isinstance(labels, Mapping):
         table = {Path(k).resolve(): v for k, v in labels.items()}
         missing = [str(p) for p in items if p.resolve() not in table]
         if missing:
             raise DataError(f"{len(missing)} item(s) have no label, e.g. {missing[0]}; label every item "
                             "or pass the labelled subset as the source.")
-        return items, [table[p.resolve()] for p in items]
+        return items, [table[p.resolve()] for p in items], classes
     labels = list(labels)
     if len(labels) != len(items):
         raise DataError(f"{len(labels)} labels for {len(items)} items; give one label per item.")
-    return items, labels
+    return items, labels, None
 
 
 # ----------------------------------------------------------------------------------------------
@@ -305,11 +294,14 @@ def _contract(model, input_shape, input_range):
 
 
 class DicomDataset:
-    """A tf.data pipeline over DICOM items; ``.dataset`` is the ``tf.data.Dataset``, ``.report`` the skips.
+    """What ``dicom_dataset`` built: ``.dataset`` (the ``tf.data.Dataset``) and its metadata.
 
-    Iterating the object iterates the dataset. ``decoded`` counts items decoded in this
-    construction, ``cached`` the items found in the cache, ``decode_processes`` the processes
-    that decoded them.
+    ``dicom_dataset`` returns the ``tf.data.Dataset`` itself, with this object on its ``.dicom``
+    attribute. ``report`` lists every skipped item and why; ``items`` and ``labels`` the kept
+    ones; ``classes`` the class names by label index when the labels came from a CSV;
+    ``decoded`` counts items decoded in this construction, ``cached`` the items found in the
+    cache, ``decode_processes`` the processes that decoded them; ``len()`` is the number of
+    samples per epoch (not batches).
     """
 
     def __init__(self, source, labels=None, *, model=None, sampler: str = "slice", input_shape=None,
@@ -344,7 +336,8 @@ class DicomDataset:
                 "one window (repeated; the 2.5d and triplanar samplers use their channels for slices and planes).")
         self.sampler, self.shape, self.seed = sampler, shape, seed
         self.report = SkipReport()
-        items, ys = resolve_items(source, labels, sampler in VOLUME_SAMPLERS)
+        items, ys, self.classes = resolve_items(source, labels, sampler in VOLUME_SAMPLERS,
+                                                must_exist=on_error == "raise")
         self._spacing = None if target_spacing is None else np.broadcast_to(
             np.asarray(target_spacing, float), (3,)).tolist()
         self._arrays, self.items, self.labels = self._decode(items, ys, sampler in VOLUME_SAMPLERS, cache_dir,
@@ -392,6 +385,16 @@ class DicomDataset:
             if key is None or str(item) in skipped:
                 continue
             info = json.loads((cache_dir / f"{key}.json").read_text())
+            shape = info.get("shape", [])
+            if len(shape) != 4 or shape[-1] not in (1, 3) or min(shape) < 1:
+                # a sample of another shape would stop tf.data's batching with a raw error
+                error = DataError(f"{item} decoded to an array of shape {shape}; the pipeline "
+                                  "takes (frames, rows, "
+                                  "columns, 1 or 3 channels). Remove the item or re-export it.")
+                if on_error == "raise":
+                    raise error
+                self.report.skipped.append((str(item), f"DataError: {error}"))
+                continue
             arrays.append((str(cache_dir / f"{key}.npy"), info))
             kept.append(item)
             if ys is not None:
@@ -475,6 +478,15 @@ def _augmenter(augment):
     raise InvalidArgumentError("augment= takes a Keras layer or a list of Keras preprocessing layers.")
 
 
-def dicom_dataset(source, labels=None, **options) -> DicomDataset:
-    """Build a DicomDataset; see DicomDataset for every option."""
-    return DicomDataset(source, labels, **options)
+def dicom_dataset(source, labels=None, **options):
+    """A ``tf.data.Dataset`` of model-ready batches: ``model.fit(ds)`` works. Options: DicomDataset.
+
+    source: a folder, a list of files (or series folders), or a labels CSV ``path,label[,patient]``
+    (zoo.data.labels). labels: a list, a {path: label} mapping or a labels CSV. The metadata
+    (skip ``report``, kept ``items``/``labels``, decode counts) is on the dataset's ``.dicom``
+    attribute, a DicomDataset; it is not carried over by ``ds.map(...)`` and the like.
+    """
+    built = DicomDataset(source, labels, **options)
+    dataset = built.dataset
+    dataset.dicom = built
+    return dataset

@@ -17,8 +17,22 @@ from pathlib import Path
 
 import numpy as np
 
-from zoo.data.dicom import DicomMeta, find_dicom_files, read_dicom
-from zoo.errors import InvalidArgumentError, MissingPixelDataError, NotDicomError, SeriesError
+from zoo.data.dicom import DicomMeta, find_dicom_files, geometry_error, read_dicom
+from zoo.errors import (
+    DicomError,
+    InvalidArgumentError,
+    MissingPixelDataError,
+    NotDicomError,
+    SeriesError,
+    VolumeSizeError,
+)
+
+MAX_VOXELS = 2**28
+"""The largest volume ``resample`` builds: 268 million voxels, 1 GiB of float32. Larger outputs
+(a target spacing of 1e-3 mm) are refused before any allocation."""
+MAX_UPSAMPLING = 64
+"""``resample`` refuses to build more than this many output voxels per input voxel: a slice
+displaced by 1e5 mm would otherwise "bridge" a 100 m gap with 40,000 interpolated slices."""
 
 
 class SeriesWarning(UserWarning):
@@ -31,7 +45,7 @@ class SeriesReport:
 
     files: int = 0
     slices: int = 0
-    skipped: list[tuple[str, str]] = field(default_factory=list)  # (file, why) for non-image files
+    skipped: list[tuple[str, str]] = field(default_factory=list)  # (file, why): EVERY file left out
     gaps: list[tuple[int, int]] = field(default_factory=list)  # (slice index before the gap, slices missing)
     duplicates: list[str] = field(default_factory=list)  # files dropped: same position, same pixels
     tilt_deg: float = 0.0  # angle between the slice step and the normal (gantry tilt)
@@ -60,12 +74,18 @@ def _angle_deg(a, b) -> float:
 
 def _slices(paths, report: SeriesReport):
     """(pixels (H, W), meta, position or None, file label) per slice; multi-frame files give one per frame."""
-    out = []
+    out, broken = [], []
     for path in paths:
         try:
             image = read_dicom(path)
-        except (NotDicomError, MissingPixelDataError) as e:
-            report.skipped.append((str(path), str(e)))
+            if image.meta.invalid:
+                raise geometry_error(image.meta)
+        except (NotDicomError, MissingPixelDataError) as e:  # not an image: expected in a folder
+            report.skipped.append((str(path), f"{type(e).__name__}: {e}"))
+            continue
+        except DicomError as e:  # an unusable image: skipped, and a problem of the series
+            report.skipped.append((str(path), f"{type(e).__name__}: {e}"))
+            broken.append(str(path))
             continue
         if image.meta.channels != 1:
             raise SeriesError(f"DICOM file {path} is a colour ({image.meta.photometric}) image; a series volume "
@@ -74,7 +94,7 @@ def _slices(paths, report: SeriesReport):
         for f in range(image.meta.frames):
             label = str(path) if image.meta.frames == 1 else f"{path} frame {f}"
             out.append((image.pixels[f, ..., 0], image.meta, frames[f], label))
-    return out
+    return out, broken
 
 
 def _sources(source) -> list[Path]:
@@ -100,18 +120,24 @@ def load_series(source, *, series: str | None = None, on_problem: str = "warn", 
     """
     if on_problem not in ("warn", "raise", "ignore"):
         raise InvalidArgumentError(f"on_problem={on_problem!r}: use 'warn', 'raise' or 'ignore'.")
+    if target_spacing is not None:
+        _target(target_spacing)  # a bad spacing fails before any file is read
     report = SeriesReport()
     paths = _sources(source)
     report.files = len(paths)
-    slices = _slices(paths, report)
+    slices, broken = _slices(paths, report)
     if not slices:
-        raise SeriesError(f"none of the {len(paths)} file(s) holds an image; skipped: "
-                          + "; ".join(f"{p} ({why.split(';')[0]})" for p, why in report.skipped[:5]))
+        raise SeriesError(f"none of the {len(paths)} file(s) holds a usable image; skipped: "
+                          + "; ".join(f"{p} ({why.split(';')[0]})" for p, why in report.skipped[:5])
+                          + ("" if len(report.skipped) <= 5
+                             else f"; and {len(report.skipped) - 5} more"))
     keys = Counter(s[1].series_key for s in slices)
     if series is not None:
+        other = {s[3].split(" frame ")[0] for s in slices if s[1].series_key != series}
         slices = [s for s in slices if s[1].series_key == series]
         if not slices:
             raise SeriesError(f"series={series!r} is not among the series found: {dict(keys)}.")
+        report.skipped += [(p, f"another series (series_key != {series!r})") for p in sorted(other)]
     elif len(keys) > 1:
         raise SeriesError(f"the files hold {len(keys)} series (series_key: slices) {dict(keys)}; pass "
                           "series='<series_key>' to pick one, or separate them into folders.")
@@ -127,6 +153,11 @@ def load_series(source, *, series: str | None = None, on_problem: str = "warn", 
         if on_problem == "warn":
             warnings.warn(text, SeriesWarning, stacklevel=3)
 
+    if broken:
+        first = next(why for p, why in report.skipped if p == broken[0])
+        problem(f"{len(broken)} image file(s) could not be used and are left out of the volume "
+                "(all listed in "
+                f"report.skipped), e.g. {first}")
     meta = slices[0][1]
     geometric = all(s[1].image_orientation is not None and s[2] is not None for s in slices)
     if geometric:
@@ -162,6 +193,9 @@ def load_series(source, *, series: str | None = None, on_problem: str = "warn", 
             else:
                 problem(f"{slices[i][3]} and {slices[keep[-1]][3]} lie at the same position with different "
                         "pixels; the first is kept")
+                report.skipped.append((slices[i][3], f"same position as {slices[keep[-1]][3]} "
+                                                     "with different "
+                                                     "pixels; the first is kept"))
             continue
         keep.append(i)
     slices = [slices[i] for i in keep]
@@ -202,17 +236,69 @@ def _interp_axis(array: np.ndarray, axis: int, old: np.ndarray, new: np.ndarray)
     return np.take(array, idx, axis=axis) * (1 - t) + np.take(array, idx + 1, axis=axis) * t
 
 
-def resample(array: np.ndarray, z_positions: np.ndarray, spacing, target_spacing):
-    """Resample a (Z, Y, X) volume to ``target_spacing``; z interpolates between the real positions."""
-    target = (float(target_spacing),) * 3 if np.isscalar(target_spacing) else tuple(float(v) for v in target_spacing)
-    if len(target) != 3 or min(target) <= 0:
-        raise InvalidArgumentError(f"target_spacing={target_spacing}: give a positive number or (z, y, x) in mm.")
+def _target(target_spacing) -> tuple[float, float, float]:
+    try:
+        target = tuple(float(v) for v in np.broadcast_to(np.asarray(target_spacing, float), (3,)))
+    except (TypeError, ValueError):
+        target = ()
+    if len(target) != 3 or not all(np.isfinite(target)) or min(target) <= 0:
+        raise InvalidArgumentError(f"target_spacing={target_spacing!r}: give a positive, "
+                                   "finite number or "
+                                   "(z, y, x) in mm.")
+    return target
+
+
+def resampled_shape(z_positions, shape, spacing, target_spacing) -> tuple[int, int, int]:
+    """The (Z, Y, X) size ``resample`` would build; refuses non-finite spacings and huge sizes."""
+    target = _target(target_spacing)
     z = np.asarray(z_positions, float)
-    new_z = z[0] + np.arange(int(np.floor((z[-1] - z[0]) / target[0] + 1e-3)) + 1) * target[0]
+    if not np.isfinite(z).all() or not all(np.isfinite(spacing)) or min(spacing[1:]) <= 0:
+        raise SeriesError("the series' geometry is not finite or not positive (slice "
+                          "positions from "
+                          f"{z.min():g} to {z.max():g} mm, spacing {tuple(spacing)} mm); check "
+                          "ImagePositionPatient (0020,0032) and PixelSpacing (0028,0030).")
+    out = (int(np.floor((z[-1] - z[0]) / target[0] + 1e-3)) + 1,
+           *(int(np.floor((n - 1) * sp / t + 1e-3)) + 1
+             for n, sp, t in zip(shape[1:], spacing[1:], target[1:])))
+    voxels = int(np.prod([float(n) for n in out]))
+    if voxels > MAX_VOXELS:
+        raise VolumeSizeError(
+            f"resampling {tuple(shape)} voxels spanning {z[-1] - z[0]:.6g} x "
+            f"{(shape[1] - 1) * spacing[1]:.6g} x "
+            f"{(shape[2] - 1) * spacing[2]:.6g} mm to target_spacing {target} mm would build "
+            f"{out} = {voxels:.3g} "
+            f"voxels ({voxels * 4 / 2**30:.3g} GiB float32), over the limit of {MAX_VOXELS:.3g} "
+            "(zoo.data.series.MAX_VOXELS). Use a larger target spacing, or check the slice "
+            "positions "
+            "(report.gaps) for a slice far from the others.")
+    given = int(np.prod([float(n) for n in shape]))
+    if voxels > MAX_UPSAMPLING * given and voxels > 2**20:
+        gap = float(np.diff(np.sort(z)).max()) if len(z) > 1 else 0.0
+        raise VolumeSizeError(
+            f"resampling {tuple(shape)} voxels to target_spacing {target} mm would build {out} "
+            f"= {voxels:.3g} "
+            f"voxels, {voxels / given:.3g} times the input (limit zoo.data.series.MAX_UPSAMPLING = "
+            f"{MAX_UPSAMPLING}); the slices span {z[-1] - z[0]:.6g} mm with a largest step of "
+            f"{gap:.6g} mm. "
+            "Check the slice positions (ImagePositionPatient (0020,0032), report.gaps) for a "
+            "slice far from "
+            "the others, or use a larger target spacing.")
+    return out
+
+
+def resample(array: np.ndarray, z_positions: np.ndarray, spacing, target_spacing):
+    """Resample a (Z, Y, X) volume to ``target_spacing``; z interpolates between the real positions.
+
+    The output size is computed first (``resampled_shape``): non-finite spacings and outputs over
+    ``MAX_VOXELS`` are refused before anything is allocated.
+    """
+    target = _target(target_spacing)
+    nz, ny, nx = resampled_shape(z_positions, array.shape, spacing, target)
+    z = np.asarray(z_positions, float)
+    new_z = z[0] + np.arange(nz) * target[0]
     out = _interp_axis(array, 0, z, new_z)
-    for axis, (old_sp, new_sp) in ((1, (spacing[1], target[1])), (2, (spacing[2], target[2]))):
-        n = array.shape[axis]
-        old = np.arange(n) * old_sp
-        new = np.arange(int(np.floor(old[-1] / new_sp + 1e-3)) + 1) * new_sp
-        out = _interp_axis(out, axis, old, new)
+    for axis, n_new, old_sp, new_sp in ((1, ny, spacing[1], target[1]),
+                                        (2, nx, spacing[2], target[2])):
+        old = np.arange(array.shape[axis]) * old_sp
+        out = _interp_axis(out, axis, old, np.arange(n_new) * new_sp)
     return out.astype(np.float32), new_z, target

@@ -48,7 +48,7 @@ def add_finetune_parser(sub) -> None:
     p = sub.add_parser("finetune", help="two-stage fine-tuning (frozen backbone, then unfrozen) with a run record")
     p.add_argument("model", nargs="?", default="simple_cnn.phantom", help="arch or arch.tag (default simple_cnn.phantom)")
     p.add_argument("--pretrained", default=None, help="weights tag or file when MODEL has no tag")
-    p.add_argument("--data", help="folder of .npy/.png images with labels.csv (file,label)")
+    p.add_argument("--data", help="folder: .npy/.png images, labels.csv (path,label[,patient])")
     p.add_argument("--val-data", help="validation folder (default: hold out 20%% of --data)")
     p.add_argument("--demo", action="store_true", help="use the embedded synthetic phantom task")
     p.add_argument("--demo-size", type=int, default=120, help="training images with --demo")

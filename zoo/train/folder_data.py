@@ -1,18 +1,20 @@
 """A labelled image folder for ``zoo finetune --data``: images (.npy or .png) and a labels CSV.
 
-``labels.csv`` has a header with ``file`` and ``label`` columns; ``file`` is relative to the
-folder, ``label`` an integer class or a class name (names are numbered in sorted order).
+``labels.csv`` is the zoo's one labels format, ``path,label[,patient]``, read by
+``zoo.data.labels.read_labels``: ``path`` relative to the folder, ``label`` an integer class or
+a class name (names are numbered in sorted order). The old ``file`` column still reads, with a
+FutureWarning.
 Pixel values are kept as stored (PNG 8 or 16 bit, any .npy number type) as float32, since
 the zoo's models take raw values and normalise inside.
 """
 
 from __future__ import annotations
 
-import csv
 from pathlib import Path
 
 import numpy as np
 
+from zoo.data.labels import read_labels
 from zoo.errors import DataError
 
 SUFFIXES = (".npy", ".png")
@@ -44,27 +46,25 @@ def _png_bit_depth(path: Path) -> int:
     return header[24] if len(header) == 25 and header[:8] == b"\x89PNG\r\n\x1a\n" else 8
 
 
-def load_labelled_folder(folder, labels_csv: str = "labels.csv") -> tuple[np.ndarray, np.ndarray, list[str]]:
-    """(images (N, H, W, C) float32, labels (N,) int32, class names) from ``folder``."""
+def load_labelled_folder(folder, labels_csv: str = "labels.csv",
+                         classes=None) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """(images (N, H, W, C) float32, labels (N,) int32, class names) from ``folder``.
+
+    classes: the class names by index (e.g. the training folder's, for a validation folder).
+    """
     folder = Path(folder)
     table = folder / labels_csv
     if not table.is_file():
-        raise DataError(f"{table} not found: a data folder needs a CSV with 'file' and 'label' columns.")
-    with open(table, newline="") as f:
-        rows = list(csv.DictReader(f))
-    if not rows or not {"file", "label"} <= set(rows[0]):
-        raise DataError(f"{table}: needs a header with 'file' and 'label' columns and at least one row.")
-    raw = [r["label"].strip() for r in rows]
-    if all(v.lstrip("-").isdigit() for v in raw):
-        labels = np.array([int(v) for v in raw], np.int32)
-        if labels.min() < 0:
-            raise DataError(f"{table}: integer labels must be >= 0.")
-        names = [str(i) for i in range(labels.max() + 1)]
-    else:
-        names = sorted(set(raw))
-        labels = np.array([names.index(v) for v in raw], np.int32)
-    images = [_read_image(folder / r["file"].strip()) for r in rows]
+        raise DataError(f"{table} not found: a data folder needs a labels CSV with the header "
+                        "path,label "
+                        "(paths relative to the folder).")
+    labels = read_labels(table, classes=classes)
+    if labels.classes is None:
+        raise DataError(f"{table}: the labels are fractional numbers; fine-tuning takes "
+                        "classes (integers "
+                        ">= 0 or class names).")
+    images = [_read_image(path) for path in labels.paths]
     shapes = {im.shape for im in images}
     if len(shapes) > 1:
         raise DataError(f"{folder}: images of several shapes {sorted(shapes)[:4]}; resize them to one size first.")
-    return np.stack(images), labels, names
+    return np.stack(images), labels.labels, list(labels.classes)
