@@ -69,8 +69,8 @@ def test_info_on_a_file_and_a_folder_without_phi(series, capsys, tmp_path):
 
 
 def test_convert_png_is_the_window_of_the_hu(series, tmp_path):
-    assert main(["dicom", "convert", str(series.paths[0]), str(tmp_path), "--window", "bone"]) == 0
-    png = read_png(tmp_path / f"{series.paths[0].stem}.png")
+    assert main(["dicom", "convert", str(series.paths[0]), str(tmp_path / "png"), "--window", "bone"]) == 0
+    png = read_png(tmp_path / "png" / f"{series.paths[0].stem}.png")
     hu = read_dicom(series.paths[0]).pixels[0]
     np.testing.assert_array_equal(png, np.round(window(hu, "bone") * 255).astype(np.uint8))
     assert main(["dicom", "convert", str(series.paths[0]), str(tmp_path / "rgb"),
@@ -91,9 +91,24 @@ def test_convert_npy_and_volume(series, tmp_path):
 def test_convert_multiframe_colour(tmp_path):
     from pydicom.data import get_testdata_file
 
-    assert main(["dicom", "convert", get_testdata_file("SC_rgb_rle_2frame.dcm"), str(tmp_path)]) == 0
-    frames = [read_png(tmp_path / f"SC_rgb_rle_2frame_f{k:03d}.png") for k in range(2)]
+    assert main(["dicom", "convert", get_testdata_file("SC_rgb_rle_2frame.dcm"), str(tmp_path / "mf")]) == 0
+    frames = [read_png(tmp_path / "mf" / f"SC_rgb_rle_2frame_f{k:03d}.png") for k in range(2)]
     np.testing.assert_array_equal(frames[0], read_dicom(get_testdata_file("SC_rgb_rle_2frame.dcm")).pixels[0])
+
+
+def test_convert_never_writes_over_a_users_files(series, tmp_path, capsys):
+    """Issue 12 item 7: a folder with the user's files is refused; --overwrite replaces only a zoo output."""
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "report.docx").write_text("mine")
+    assert main(["dicom", "convert", str(series.paths[0]), str(out), "--overwrite"]) == 2
+    assert "report.docx" in capsys.readouterr().err
+    assert sorted(p.name for p in out.iterdir()) == ["report.docx"]
+    (out / "report.docx").unlink()
+    assert main(["dicom", "convert", str(series.paths[0]), str(out)]) == 0
+    assert main(["dicom", "convert", str(series.paths[0]), str(out)]) == 2  # exists, no --overwrite
+    assert main(["dicom", "convert", str(series.paths[0]), str(out), "--window", "bone", "--overwrite"]) == 0
+    assert (out / f"{series.paths[0].stem}.png").exists()
 
 
 def test_errors_are_one_line_and_exit_2(tmp_path, capsys):

@@ -182,7 +182,7 @@ def test_m4_dicom_convert_writes_no_png_from_infinite_pixels(tmp_path, capsys):
     shutil.copy(path, folder / "inf.dcm")
     shutil.copy(get_testdata_file("CT_small.dcm"), folder / "good.dcm")
     assert main(["dicom", "convert", str(folder), str(tmp_path / "out2")]) == 1
-    assert sorted(p.name for p in (tmp_path / "out2").iterdir()) == ["good.png"]
+    assert sorted(p.name for p in (tmp_path / "out2").iterdir()) == [".zoo-manifest.json", "good.png"]
     assert "inf.dcm: DicomValueError" in capsys.readouterr().out
     assert not list((tmp_path / "out").glob("*.png"))
 

@@ -25,6 +25,7 @@ from zoo.errors import (
     NotDicomError,
     ZooError,
 )
+from zoo.outputs import staged
 
 
 def write_png(path, image: np.ndarray) -> Path:
@@ -109,8 +110,15 @@ def _info(args) -> int:
 
 
 def _convert(args) -> int:
+    """Convert into a staged copy of OUT and swap it in when done (zoo.outputs: never over a user's files)."""
     out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
+    with staged([out], writer="zoo dicom convert", overwrite=args.overwrite) as (stage,):
+        stage.mkdir()
+        status = _convert_into(stage, out, args)
+    return status
+
+
+def _convert_into(out: Path, shown: Path, args) -> int:
     src = Path(args.path)
     if args.volume:
         from zoo.data.series import load_series
@@ -122,7 +130,7 @@ def _convert(args) -> int:
         (out / "volume.json").write_text(json.dumps({"spacing_zyx_mm": vol.spacing, "origin": vol.origin,
                                                      "direction": vol.direction.tolist(),
                                                      "problems": vol.report.problems}, indent=2))
-        print(f"{out / 'volume.npy'}: {vol.array.shape} float32, spacing {tuple(round(s, 4) for s in vol.spacing)} mm")
+        print(f"{shown / 'volume.npy'}: {vol.array.shape} float32, spacing {tuple(round(s, 4) for s in vol.spacing)} mm")
         return 0
     files = find_dicom_files(src) if src.is_dir() else [src]
     written, failed, broken = 0, [], 0
@@ -147,7 +155,7 @@ def _convert(args) -> int:
             name = f"{stem}.png" if image.meta.frames == 1 else f"{stem}_f{k:03d}.png"
             write_png(out / name, png)
             written += 1
-    print(f"wrote {written} file(s) to {out}" + (f"; {len(failed)} not converted:\n  " + "\n  ".join(failed)
+    print(f"wrote {written} file(s) to {shown}" + (f"; {len(failed)} not converted:\n  " + "\n  ".join(failed)
                                                   if failed else ""))
     # exit 1 when an image could not be converted (files that hold no image are only listed)
     return 1 if broken or (files and not written) else 0
@@ -185,6 +193,8 @@ def add_dicom_parser(subparsers) -> argparse.ArgumentParser:
     q.add_argument("path")
     q.add_argument("out", help="output folder")
     q.add_argument("--format", choices=("png", "npy"), default="png")
+    q.add_argument("--overwrite", action="store_true",
+                   help="replace a previous `zoo dicom convert` output at OUT (never files the zoo did not write)")
     q.add_argument("--window", action="append", type=_window_arg,
                    help="preset (brain, lung, bone, ...) or CENTER,WIDTH in HU; give 3 for an RGB stack")
     q.add_argument("--volume", action="store_true", help="stack the folder as one series into volume.npy")
