@@ -113,3 +113,10 @@ class OptionalDependencyError(ZooError, ImportError):
 
 class UnsupportedLayerError(ZooError, TypeError):
     """A layer the analysis (e.g. receptive_field) has no rule for."""
+
+
+# --- the weights cache (zoo.hub) ---------------------------------------------------------------
+
+
+class CacheWriteError(FetchError):
+    """The weights cache (ZOO_HOME) cannot be written: read-only, full, or not a folder."""
