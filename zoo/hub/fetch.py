@@ -51,9 +51,12 @@ DEFAULT_TIMEOUT = 60.0
 DEFAULT_MIN_RATE = 1024.0
 
 
-def inside_home(path: str | os.PathLike, what: str = "cache path") -> Path:
-    """``path`` itself, after checking lexically (no symlinks followed) that it lies inside ZOO_HOME."""
-    home = os.path.normpath(os.path.abspath(zoo_home()))
+def inside_home(path: str | os.PathLike, what: str = "cache path", sub: str = "") -> Path:
+    """``path`` itself, after checking lexically (no symlinks followed) that it lies inside ZOO_HOME.
+
+    ``sub`` narrows the check to one folder of ZOO_HOME (``weights`` for cache paths).
+    """
+    home = os.path.normpath(os.path.abspath(zoo_home() / sub))
     target = os.path.normpath(os.path.abspath(path))
     if target == home or os.path.commonpath([home, target]) != home:
         raise CardError(f"the {what} {path} lies outside ZOO_HOME ({home}); the zoo never writes or "
@@ -62,7 +65,7 @@ def inside_home(path: str | os.PathLike, what: str = "cache path") -> Path:
 
 
 def cache_path(card: WeightCard) -> Path:
-    return inside_home(zoo_home() / "weights" / card.arch / card.tag / card.file_name)
+    return inside_home(zoo_home() / "weights" / card.arch / card.tag / card.file_name, sub="weights")
 
 
 def recorded_hash_path(card: WeightCard) -> Path:
