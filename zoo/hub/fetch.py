@@ -466,6 +466,8 @@ def fetch(card: WeightCard, *, progress: bool | None = None, timeout: float | No
     if dest.is_file():
         if is_verified(dest, card):
             return dest
+        failures.append(f"the cached {dest}: {algorithm} does not match {digest} (changed or corrupt; it is "
+                        "fetched again, never loaded)")
     prefix_only = "starting " if not full else ""
     if failures and (not remote or _offline()):
         raise ChecksumError(
