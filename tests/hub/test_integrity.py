@@ -104,9 +104,11 @@ def test_M1_prefix_only_card_records_the_full_sha256_and_says_so(zoo_env, server
         hub.fetch(card, backoff=0.01)
 
 
-def test_shipped_torchvision_cards_say_they_are_prefix_only():
-    for name in ("alexnet.imagenet", "googlenet.imagenet"):
-        assert "full sha256 is recorded" in zoo.model_info(name)["weights"][0]["integrity"]
+def test_shipped_torchvision_cards_say_when_they_are_prefix_only():
+    assert "full sha256 is recorded" in zoo.model_info("googlenet.imagenet")["weights"][0]["integrity"]
+    alexnet = zoo.get_card("alexnet.imagenet")  # its full sha256 and size are known: no note
+    assert alexnet.sha256.startswith(alexnet.sha256_prefix) and alexnet.size == 244408911
+    assert "integrity" not in zoo.model_info("alexnet.imagenet")["weights"][0]
 
 
 # --- converted torch caches -----------------------------------------------------------------
