@@ -548,6 +548,9 @@ def verify_cache(refetch: bool = False) -> list[Checked]:
     results = []
     for card in all_cards().values():
         path = cache_path(card)
+        legacy_stamp = path.with_name(path.name + ".verified")  # older zoos' size+mtime stamps: unused now
+        if legacy_stamp.is_file():
+            _remove_for_verify(legacy_stamp)
         if path.is_file():
             ok = is_verified(path, card, rehash=True)
             _, _, full = expected_hash(card)
