@@ -205,7 +205,7 @@ def _backbone(entry, shape, in_chans, backbone_chans, mode, card, *, include_top
 
 def _check_arguments(entry, input_shape, classifier_activation, options) -> None:
     """Arguments the builders would reject with a raw TypeError/ValueError, named with the fix."""
-    if input_shape is not None and (isinstance(input_shape, str | bytes) or not isinstance(input_shape, tuple | list)
+    if input_shape is not None and (isinstance(input_shape, str | bytes) or not isinstance(input_shape, tuple | list | np.ndarray)
                                     or not all(s is None or (isinstance(s, int | np.integer) and not isinstance(s, bool))
                                                for s in input_shape)):
         example = (64,) * entry.spatial_dims
