@@ -86,7 +86,11 @@ class FileServer:
     Faults (``server.faults[path]``): ``("status", code, n)`` answers ``code`` to the first n
     requests; ``("truncate", n)`` closes the first n responses half way; ``("stall", n, s)``
     stops sending half way for ``s`` seconds on the first n responses; ``("slow", bps)``
-    throttles every response to about ``bps`` bytes per second.
+    throttles every response to about ``bps`` bytes per second; ``("trickle", s)`` sends one byte
+    every ``s`` seconds; ``("endless",)`` answers 200 without a Content-Length and sends random
+    bytes until the client hangs up; ``("oversize", k)`` sends the body k times over, with a
+    matching Content-Length; ``("badrange",)`` answers a Range request with a 206 whose
+    Content-Range (and body) start at byte 0. Endless and trickling answers stop after 30 s.
     """
 
     def __init__(self):
@@ -116,8 +120,20 @@ class FileServer:
                     self.send_error(fault[1])
                     return
                 body = server.files[path]
+                if fault and fault[0] == "endless":
+                    self.send_response(200)
+                    self.send_header("Connection", "close")
+                    self.end_headers()
+                    self._stream(lambda: os.urandom(1 << 16), 0.0)
+                    return
+                if fault and fault[0] == "oversize":
+                    body = body * fault[1]
                 start = 0
-                if rng:
+                if rng and fault and fault[0] == "badrange":
+                    self.send_response(206)
+                    self.send_header("Content-Range", f"bytes 0-{len(body) - 1}/{len(body)}")
+                    rng = None
+                elif rng:
                     start = int(rng.split("=")[1].split("-")[0])
                     if start >= len(body):
                         self.send_error(416)
@@ -141,6 +157,10 @@ class FileServer:
                     self.wfile.flush()
                     time.sleep(fault[2])
                     return
+                if fault and fault[0] == "trickle":
+                    pending = iter(chunk)
+                    self._stream(lambda: bytes([next(pending, 0)]), fault[1], len(chunk))
+                    return
                 if fault and fault[0] == "slow":
                     step = max(1, fault[1] // 20)
                     for i in range(0, len(chunk), step):
@@ -152,6 +172,21 @@ class FileServer:
                         time.sleep(0.05)
                     return
                 self.wfile.write(chunk)
+
+            def _stream(self, piece, pause: float, total: int | None = None):
+                """Write ``piece()`` every ``pause`` s until the client hangs up, ``total`` bytes or 30 s."""
+                sent, stop = 0, time.monotonic() + 30
+                while time.monotonic() < stop and (total is None or sent < total):
+                    data = piece()
+                    try:
+                        self.wfile.write(data)
+                        self.wfile.flush()
+                    except (BrokenPipeError, ConnectionResetError, OSError):
+                        return
+                    sent += len(data)
+                    if pause:
+                        time.sleep(pause)
+                self.close_connection = True
 
         self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.httpd.daemon_threads = True

@@ -42,9 +42,10 @@ def _download(args) -> int:
 def _verify(args) -> int:
     from zoo.hub.fetch import verify_cache
 
-    results = verify_cache()
-    for path, ok in results:
-        print(f"{'ok     ' if ok else 'DELETED'} {path}")
+    results = verify_cache(refetch=args.refetch)
+    for result in results:
+        note = f"  ({result.note})" if result.note else ""
+        print(f"{'ok     ' if result.ok else 'DELETED'} {result.path}{note}")
     print(f"{sum(ok for _, ok in results)} of {len(results)} cached files verified")
     return 0 if all(ok for _, ok in results) else 1
 
@@ -70,6 +71,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("name")
     p.set_defaults(func=_download)
     p = sub.add_parser("verify", help="re-hash every cached weights file; delete the bad ones")
+    p.add_argument("--refetch", action="store_true", help="download the bad files again and verify them")
     p.set_defaults(func=_verify)
     p = sub.add_parser("demo", help="offline demo: fine-tune the phantom checkpoint, write a SavedModel")
     p.add_argument("--out", default="demo_out")

@@ -142,3 +142,9 @@ class VolumeSizeError(SeriesError):
 
 class LabelsError(DataError):
     """A labels CSV (path,label[,patient]) that cannot be used; names file, line and fix."""
+
+# --- the weights cache (zoo.hub) ---------------------------------------------------------------
+
+
+class CacheWriteError(FetchError):
+    """The weights cache (ZOO_HOME) cannot be written: read-only, full, or not a folder."""

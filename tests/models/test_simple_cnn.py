@@ -19,6 +19,6 @@ def test_phantom_checkpoint_defaults_to_its_card_and_still_classifies(zoo_env):
                              **{k: v for k, v in SOURCE_TASK.items() if k not in ("n", "seed")})
     accuracy = np.mean(np.argmax(model.predict(held_out.images, verbose=0), -1) == held_out.labels)
     assert accuracy > 0.85  # the card records 0.922 on its validation split
-    # verifying the shipped file leaves the installed package untouched: stamps go to ZOO_HOME
+    # verifying the shipped file leaves the installed package untouched
     assert set(builtin_card_dir().iterdir()) == shipped
-    assert list((zoo_env / "stamps").glob("*.verified"))
+    assert not (zoo_env / "stamps").exists()  # no stamp files: every process hashes on first use

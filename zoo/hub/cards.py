@@ -8,6 +8,7 @@ folder in ``ZOO_CARDS`` (os.pathsep separated). Environment is read at call time
 from __future__ import annotations
 
 import os
+import re
 import tomllib
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -82,7 +83,29 @@ class WeightCard:
     def to_dict(self) -> dict:
         d = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "extra"}
         d.update(self.extra, name=self.name, in_chans=self.in_chans)
+        if not (self.sha256 or self.md5):
+            d["integrity"] = (f"only the first {len(self.sha256_prefix)} hex digits of the sha256 are "
+                              "published; the full sha256 is recorded at the first verified download "
+                              "and checked from then on")
         return {k: (list(v) if isinstance(v, tuple) else v) for k, v in d.items() if v not in (None, "")}
+
+
+_PLAIN = re.compile(r"[A-Za-z0-9_.-]+")
+
+
+def plain_name_problem(value) -> str | None:
+    """Why ``value`` cannot name a folder or file inside ZOO_HOME, or None when it can.
+
+    Card names and file names become cache paths, so they must be one plain path component:
+    letters, digits, ``_``, ``.`` and ``-`` only, no ``..``, not only dots.
+    """
+    if not isinstance(value, str) or not value:
+        return "is empty or not a string"
+    if not _PLAIN.fullmatch(value):
+        return "holds characters other than letters, digits, '_', '.' and '-' (a path separator?)"
+    if ".." in value or set(value) == {"."}:
+        return "holds '..' or only dots (a path outside the cache)"
+    return None
 
 
 _REQUIRED = ("urls", "format", "input_size", "preprocess", "license", "source")
@@ -91,6 +114,11 @@ _TUPLES = ("urls", "input_size", "mean", "std", "input_range")
 
 def _card_from_table(arch: str, tag: str, table: dict, path: Path) -> WeightCard:
     where = f"weight card [{arch}.{tag}] in {path}"
+    for key, value in (("arch", arch), ("tag", tag), ("arch", table.get("arch", arch))):
+        problem = plain_name_problem(value)
+        if problem:
+            raise CardError(f"weight card file {path}: the {key} {value!r} {problem}; name cards with "
+                            "plain names such as [resnet50.my_site] (letters, digits, _ . -).")
     missing = [k for k in _REQUIRED if k not in table]
     if missing:
         raise CardError(f"{where} lacks {', '.join(missing)}: add the field(s); see docs/ARCHITECTURE.md.")
@@ -116,10 +144,20 @@ def _card_from_table(arch: str, tag: str, table: dict, path: Path) -> WeightCard
         if k in kwargs:
             kwargs[k] = tuple(kwargs[k]) if isinstance(kwargs[k], list) else (kwargs[k],)
     extra = {k: v for k, v in table.items() if k not in known}
+    if not isinstance(kwargs["urls"], tuple) or not kwargs["urls"] or not all(
+            isinstance(u, str) and u for u in kwargs["urls"]):
+        raise CardError(f"{where}: urls must be a non-empty list of URLs or paths.")
     try:
-        return WeightCard(arch=arch, tag=tag, card_path=str(path), extra=extra, **kwargs)
+        card = WeightCard(arch=arch, tag=tag, card_path=str(path), extra=extra, **kwargs)
     except TypeError as e:
         raise CardError(f"{where} does not parse: {e}") from None
+    field_name = "filename" if table.get("filename") else "urls"
+    problem = plain_name_problem(card.file_name)
+    if problem:
+        raise CardError(f"{where}: the file name {card.file_name!r} (from its {field_name}) {problem}. "
+                        "Set filename = \"NAME.weights.h5\" to a plain name: the cache keeps it under "
+                        "ZOO_HOME/weights/ARCH/TAG/ and never writes elsewhere.")
+    return card
 
 
 def read_card_file(path: str | os.PathLike) -> list[WeightCard]:

@@ -6,18 +6,23 @@ is executed. Keras layer names are the state-dict module names with dots as unde
 generic: convolutions (OIHW -> HWIO), dense layers (transposed) and BatchNorm statistics.
 Models flatten channels-first before their dense layers where torch does (a Permute layer),
 so no dense kernel needs reordering. The converted weights are cached in the card's cache folder
-as ``<name>.<structure digest>.weights.h5``; later loads skip torch entirely.
+as ``<name>.<structure digest>.weights.h5``; later loads skip torch entirely. Beside each converted
+file, ``<file>.json`` records its own sha256 and size and the hash of the checkpoint it came from;
+a converted file that does not match its record (truncated, altered, written by an older zoo) is
+never loaded: it is converted again, and ``zoo verify`` deletes it.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 import os
+import warnings
 from pathlib import Path
 
 import numpy as np
 
-from zoo.errors import OptionalDependencyError, WeightsError
+from zoo.errors import OptionalDependencyError, WeightsError, ZooError
 
 INSTALL_HINT = 'pip install "medzoo[torch]"'
 
@@ -103,19 +108,87 @@ def converted_path(card, model) -> Path:
     return cache_path(card).with_name(f"{stem}.{structure_digest(model)}.weights.h5")
 
 
+def _record_path(cached: Path) -> Path:
+    return cached.with_name(cached.name + ".json")
+
+
+def _source_id(card) -> str:
+    """The checkpoint a converted file came from: the card's hash (fetch verified the file against it)."""
+    return ":".join(card.hash)
+
+
+def converted_problem(cached: Path, card) -> str | None:
+    """Why the converted file ``cached`` must not be loaded, or None when it matches its record."""
+    from zoo.hub.fetch import file_hash
+
+    try:
+        record = json.loads(_record_path(cached).read_text())
+        sha256, size, source = record["sha256"], int(record["size"]), record["source"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return "has no readable digest record (written by an older zoo, or altered)"
+    if source != _source_id(card):
+        return f"was converted from another checkpoint ({source}, not {_source_id(card)})"
+    actual = cached.stat().st_size
+    if actual != size:
+        return f"is {actual:,} bytes, not the {size:,} recorded at conversion (truncated or altered)"
+    if file_hash(cached, "sha256") != sha256:
+        return "does not match the sha256 recorded at conversion (altered or corrupt)"
+    return None
+
+
+def converted_caches(card):
+    """(path, problem or None) for every converted file of ``card`` in the cache."""
+    from zoo.hub.fetch import cache_path
+
+    if card.format != "torch-state-dict":
+        return []
+    source = cache_path(card)
+    stem = card.file_name.removesuffix(".pth").removesuffix(".pt")
+    if not source.parent.is_dir():
+        return []
+    return [(p, converted_problem(p, card)) for p in sorted(source.parent.glob(f"{stem}.*.weights.h5"))]
+
+
 def load_torch_checkpoint(model, path, card) -> Path:
-    """Fill ``model`` from the torch checkpoint at ``path``; convert once, then reuse the cached .weights.h5."""
+    """Fill ``model`` from the torch checkpoint at ``path``; convert once, then reuse the cached .weights.h5.
+
+    The cached file is loaded only when it matches the sha256 recorded when it was written;
+    otherwise it is converted again (and replaced when the cache is writable).
+    """
+    from zoo.hub.fetch import _discard, _replace, cache_error, file_hash, inside_home
+
     path = Path(path)
-    cached = converted_path(card, model)
-    if cached.is_file() and cached.stat().st_mtime_ns >= path.stat().st_mtime_ns:
-        model.load_weights(str(cached))
-        return cached
-    convert_state_dict(model, read_state_dict(path))
+    cached = inside_home(converted_path(card, model))
+    problem = converted_problem(cached, card) if cached.is_file() else None
+    if cached.is_file() and problem is None:
+        try:
+            model.load_weights(str(cached))
+            return cached
+        except Exception as e:  # h5py / Keras errors of a file that changed after the check
+            problem = f"does not load ({type(e).__name__})"
+    if problem:
+        warnings.warn(f"the converted cache {cached} {problem}; converting {path} again.", stacklevel=3)
+    try:
+        state = read_state_dict(path)
+    except ZooError as e:
+        if problem:
+            raise type(e)(f"the converted cache {cached} {problem}, and converting again failed: {e}") from None
+        raise
+    convert_state_dict(model, state)
     part = cached.with_name(f".{os.getpid()}.{cached.name}")  # Keras needs the .weights.h5 suffix
+    record = _record_path(cached)
     try:
         cached.parent.mkdir(parents=True, exist_ok=True)
-        model.save_weights(str(part))
-        os.replace(part, cached)
-    except OSError:  # a read-only cache only costs a conversion next time
-        part.unlink(missing_ok=True)
+        model.save_weights(str(inside_home(part)))
+        text = json.dumps({"sha256": file_hash(part, "sha256"), "size": part.stat().st_size,
+                           "source": _source_id(card)})
+        record_part = record.with_name(f".{os.getpid()}.{record.name}")
+        _discard(record)  # a record without its file is harmless; a file without its record is not loaded
+        _replace(part, cached)
+        inside_home(record_part).write_text(text)
+        _replace(record_part, record)
+    except OSError as e:  # a read-only or full cache only costs a conversion next time
+        _discard(part)
+        warnings.warn(f"{cache_error(e, cached.parent, doing='cache the converted weights in')} "
+                      "The weights were converted in memory.", stacklevel=3)
     return cached

@@ -62,21 +62,50 @@ def inspect_weights_file(path: Path) -> tuple[str, int | None]:
                            "re-download it or point pretrained= at a .h5 / .weights.h5 file.") from None
 
 
+def count_weight_arrays(path: Path) -> int:
+    """How many arrays (variables) a Keras 3 ``.weights.h5`` file holds."""
+    import h5py
+
+    found = []
+    with h5py.File(path, "r") as f:
+        f.visititems(lambda _, obj: found.append(1) if isinstance(obj, h5py.Dataset) else None)
+    return len(found)
+
+
 def load_weights_file(model, path: Path, fmt: str, arch: str) -> None:
-    """Load by Keras' own rules (legacy .h5 by layer order; .weights.h5 by structure)."""
-    target = Path(path)
-    if fmt == "keras-weights-h5" and not target.name.endswith(".weights.h5"):
-        link = target.with_name(target.name + ".weights.h5")  # Keras 3 dispatches on the suffix
-        if not link.exists():
-            os.symlink(target.resolve(), link)
-        target = link
-    try:
-        model.load_weights(str(target))
-    except (ValueError, KeyError, TypeError) as e:
-        raise WeightsError(
-            f"weights file {path} does not fit {arch} as built ({str(e).splitlines()[0]}). "
-            f"Use a file saved from {arch} with the same options, or load the architecture it was saved from."
-        ) from None
+    """Load by Keras' own rules (legacy .h5 by layer order; .weights.h5 by structure).
+
+    Nothing is written beside the user's file: a ``.weights.h5`` file under another name is
+    reached through a symlink in a private temporary folder (Keras dispatches on the suffix).
+    Keras' per-layer warnings are shown only when the load succeeds; a file that does not fit
+    gives one WeightsError instead of a screenful of warnings.
+    """
+    import tempfile
+    import warnings
+
+    with contextlib.ExitStack() as stack:
+        target = Path(path)
+        if fmt == "keras-weights-h5" and not target.name.endswith(".weights.h5"):
+            folder = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="zoo-weights-")))
+            link = folder / "model.weights.h5"
+            try:
+                os.symlink(target.resolve(), link)
+            except OSError:  # no symlinks on this file system: read a private copy
+                import shutil
+
+                shutil.copyfile(target, link)
+            target = link
+        caught = stack.enter_context(warnings.catch_warnings(record=True))
+        warnings.simplefilter("always")
+        try:
+            model.load_weights(str(target))
+        except (ValueError, KeyError, TypeError, OSError) as e:
+            raise WeightsError(
+                f"weights file {path} does not fit {arch} as built ({str(e).splitlines()[0]}). "
+                f"Use a file saved from {arch} with the same options, or load the architecture it was saved from."
+            ) from None
+    for w in caught:
+        warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
 
 
 def _adapted(w_src: np.ndarray, w_dst) -> np.ndarray:
@@ -159,13 +188,51 @@ def _backbone(entry, shape, in_chans, backbone_chans, mode, card, *, include_top
     input_range = card.input_range if card else (0.0, 255.0)
     x = Normalize(source, scale, offset, mode=mode, input_range=input_range, name="preprocess")(inputs)
     with deterministic_names():
-        out = entry.builder(x, include_top=include_top, num_classes=num_classes,
-                            classifier_activation=classifier_activation, **options)
+        try:
+            out = entry.builder(x, include_top=include_top, num_classes=num_classes,
+                                classifier_activation=classifier_activation, **options)
+        except TypeError as e:
+            if "unexpected keyword argument" not in str(e) and "unexpected options" not in str(e):
+                raise
+            raise InvalidArgumentError(f"zoo.load({entry.name!r}, ...): {e}; see help(zoo.load) and "
+                                       f"zoo.model_info({entry.name!r}) for the arguments it takes.") from None
     if isinstance(out, keras.Model):  # already a Functional model from `inputs`: no second graph walk
         return out
     if isinstance(out, dict):  # a builder with inputs of its own (e.g. scalar features beside the image)
         return keras.Model([inputs, *out["inputs"]], out["outputs"], name=entry.name)
     return keras.Model(inputs, out, name=entry.name)
+
+
+def _check_arguments(entry, input_shape, classifier_activation, options) -> None:
+    """Arguments the builders would reject with a raw TypeError/ValueError, named with the fix."""
+    if input_shape is not None and (isinstance(input_shape, str | bytes) or not isinstance(input_shape, tuple | list | np.ndarray)
+                                    or not all(s is None or (isinstance(s, int | np.integer) and not isinstance(s, bool))
+                                               for s in input_shape)):
+        example = (64,) * entry.spatial_dims
+        raise InvalidArgumentError(f"input_shape={input_shape!r}: give a tuple of {entry.spatial_dims} spatial sizes "
+                                   f"(plus optional channels), e.g. input_shape={example}.")
+    if classifier_activation is not None and not callable(classifier_activation):
+        try:
+            keras.activations.get(classifier_activation)
+        except (ValueError, TypeError):
+            raise InvalidArgumentError(
+                f"classifier_activation={classifier_activation!r} is not a Keras activation; use 'softmax', "
+                "'sigmoid', None (logits) or another name from keras.activations.") from None
+    import inspect
+
+    params = inspect.signature(entry.builder).parameters
+    if options and not any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
+        bound = set(getattr(entry.builder, "keywords", None) or ())  # a functools.partial's own settings
+        known = sorted(n for n, p in params.items() if p.kind is inspect.Parameter.KEYWORD_ONLY
+                       and n not in ("include_top", "num_classes", "classifier_activation", *bound))
+        unknown = sorted(set(options) - set(known))
+        if unknown:
+            public = sorted(n for n in inspect.signature(load).parameters if n not in ("name", "options"))
+            raise InvalidArgumentError(
+                f"zoo.load({entry.name!r}, ...) got unknown keyword argument(s) {', '.join(unknown)}."
+                + "".join(did_you_mean(u, [*known, *public]) for u in unknown)
+                + f" zoo.load takes {', '.join(public)}"
+                + (f"; {entry.name} also takes {', '.join(known)}." if known else "."))
 
 
 def load(name: str, pretrained=None, *, in_chans: int | None = None, num_classes: int | None = None,
@@ -181,7 +248,9 @@ def load(name: str, pretrained=None, *, in_chans: int | None = None, num_classes
         checkpoint broadcasts the grey channel inside
         the preprocessing (exact: the model on g equals the RGB model on (g, g, g)); any other
         count adapts the first convolution by timm's repeat-and-scale rule.
-    num_classes: None keeps the checkpoint's classifier when it has one (else no classifier);
+    num_classes: None keeps a card's classifier when it has one (else no classifier); a weights
+        file saved with a classifier head needs num_classes=<its class count> to keep that head
+        (num_classes=None is then an error naming the fix, 0 takes the backbone only);
         0 gives the backbone, pooled by ``pooling`` ("avg", "max" or None for the feature map);
         any other number gives a fresh head named ``head_*`` on the pretrained backbone.
     input_shape: (H, W) or (H, W, C); default the card's or the architecture's size.
@@ -199,6 +268,7 @@ def load(name: str, pretrained=None, *, in_chans: int | None = None, num_classes
         return attach_head(backbone, head, num_classes=num_classes, pooling=pooling, dropout=dropout, **(head_options or {}))
     arch, _, tag = name.partition(".")
     entry = get_entry(arch)
+    _check_arguments(entry, input_shape, classifier_activation, options)
     if in_chans is not None:
         in_chans = adapt.check_in_chans(in_chans)
     if tag and pretrained not in (None, tag):
@@ -213,7 +283,7 @@ def load(name: str, pretrained=None, *, in_chans: int | None = None, num_classes
         path = Path(pretrained).expanduser()
         if not path.is_file():
             raise WeightsError(f"pretrained={str(pretrained)!r}: no such file. Give the path of a "
-                               ".h5 / .weights.h5 file, or a tag from zoo.list_weights('{arch}.*').")
+                               f".h5 / .weights.h5 file, or a tag from zoo.list_weights('{arch}.*').")
     elif pretrained:
         card = resolve_card(entry, str(pretrained), want_top)
     if in_chans is None:
@@ -238,6 +308,17 @@ def load(name: str, pretrained=None, *, in_chans: int | None = None, num_classes
                  options=options)
     model = _backbone(entry, shape, in_chans, backbone_chans, mode, card, **build)
 
+    head_in_file = False  # a user's .weights.h5 saved with a classifier head: loaded into the final model
+    if path is not None and card is None and fmt == "keras-weights-h5" and entry.task == "classification" \
+            and not features:
+        extra_arrays = count_weight_arrays(path) - len(model.weights)
+        if extra_arrays > 0 and num_classes is None:
+            raise WeightsError(
+                f"pretrained={str(path)!r} holds {extra_arrays} weight arrays more than {arch} without a "
+                "classifier: it was saved with a classifier head. A file does not say its class count, so "
+                "pass num_classes=<the number of classes it was saved with> to load the head too, or "
+                "num_classes=0 for the backbone only.")
+        head_in_file = extra_arrays > 0 and bool(num_classes)
     if card is not None:
         from zoo.hub.fetch import fetch
 
@@ -251,6 +332,8 @@ def load(name: str, pretrained=None, *, in_chans: int | None = None, num_classes
         if reference is not model:
             copy_by_name(reference, model)
         model.zoo_weights = card.name
+    elif path is not None and head_in_file:
+        model.zoo_weights = str(path)
     elif path is not None:
         if backbone_chans == file_chans:
             load_weights_file(model, path, fmt, arch)
@@ -271,7 +354,11 @@ def load(name: str, pretrained=None, *, in_chans: int | None = None, num_classes
         return model
     else:
         out = adapt.global_pool(main, pooling, name="head_pool")
-    return keras.Model(model.inputs, [out, *extra] if extra else out, name=arch)
+    final = keras.Model(model.inputs, [out, *extra] if extra else out, name=arch)
+    if head_in_file:
+        load_weights_file(final, path, fmt, arch)
+        final.zoo_weights = str(path)
+    return final
 
 
 def input_contract(model) -> dict:
