@@ -77,7 +77,19 @@ def test_explain_cli_writes_figures_and_says_what_it_explained(tmp_path, capsys)
         assert report["class_index"] == 1 and report["layer"] == {"cam": "instance_maps", "gradcam": "stage3_relu2",
                                                                  "saliency": "input"}[method]
         assert report["size"][0] >= 256 and report["boxes"]["image"][2] - report["boxes"]["image"][0] >= 256
-    args = parser.parse_args(["explain", str(path), str(tmp_path / "img.npy"), "--layer", "stage3_pol"])
+    # the figure is replaced only with --overwrite and only if zoo explain wrote it (zoo.outputs)
+    again = ["explain", str(path), str(tmp_path / "img.npy"), "--out", str(tmp_path / "cam.png"), "--method", "cam"]
+    with pytest.raises(ZooError, match="exists; pass overwrite=True"):
+        parser.parse_args(again).func(parser.parse_args(again))
+    assert parser.parse_args([*again, "--overwrite"]).func(parser.parse_args([*again, "--overwrite"])) == 0
+    (tmp_path / "mine.png").write_bytes(b"a user's picture")
+    mine = [*again[:3], "--out", str(tmp_path / "mine.png"), "--overwrite"]
+    with pytest.raises(ZooError, match="did not write"):
+        parser.parse_args(mine).func(parser.parse_args(mine))
+    assert (tmp_path / "mine.png").read_bytes() == b"a user's picture"
+    capsys.readouterr()
+    args = parser.parse_args(["explain", str(path), str(tmp_path / "img.npy"), "--layer", "stage3_pol",
+                              "--out", str(tmp_path / "x.png")])
     with pytest.raises(ZooError, match="Did you mean 'stage3_pool'"):
         args.func(args)
     with pytest.raises(DataError, match="no such file"):

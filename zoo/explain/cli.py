@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from zoo.errors import DataError, InvalidArgumentError, RandomWeightsError
+from zoo.outputs import check_target, staged
 
 METHODS = ("gradcam", "cam", "saliency")
 
@@ -59,7 +60,8 @@ def fit_to_model(image, model) -> np.ndarray:
     return image[None].astype(np.float32)
 
 
-def _load_model(spec: str, pretrained: str | None, in_chans: int, allow_random: bool = False):
+def _load_model(spec: str, pretrained: str | None, in_chans: int, allow_random: bool = False,
+                num_classes: int | None = None):
     """A saved .keras model, or the zoo model ``spec`` (``arch.tag``, or ``arch`` with ``pretrained``).
 
     ``arch`` alone builds random weights, whose maps explain noise: refused unless ``allow_random``.
@@ -77,7 +79,7 @@ def _load_model(spec: str, pretrained: str | None, in_chans: int, allow_random: 
             f"{spec}.TAG ...` or `--pretrained TAG`; `zoo list --pretrained` lists them) or a .keras file, "
             "or pass --allow-random to explain random weights on purpose."
         )
-    return zoo.load(spec, pretrained=pretrained, in_chans=in_chans)
+    return zoo.load(spec, pretrained=pretrained, in_chans=in_chans, num_classes=num_classes)
 
 
 def _score_kind(model, output) -> str:
@@ -90,11 +92,14 @@ def _score_kind(model, output) -> str:
 
 
 def explain(model_spec, image_path, out, method="gradcam", layer=None, class_index=None,
-            pretrained=None, alpha=0.5, allow_random=False, mask=None) -> dict:
+            pretrained=None, alpha=0.5, allow_random=False, mask=None, *, num_classes=None,
+            overwrite=False) -> dict:
     """Explain ``image_path`` with ``model_spec``; write the figure (original, map, colour bar) to ``out``.
 
     Returns what was explained: the layer, the class and its score, and the figure's panel boxes.
-    ``mask`` (optional, (H, W) at the model's input size) is outlined on the map.
+    ``mask`` (optional, (H, W) at the model's input size) is outlined on the map. ``num_classes``:
+    the class count of a ``pretrained`` weights file with a classifier. An existing ``out`` is replaced
+    only with ``overwrite=True`` and only if the zoo wrote it (zoo.outputs).
     """
     import keras
 
@@ -106,8 +111,9 @@ def explain(model_spec, image_path, out, method="gradcam", layer=None, class_ind
 
     if method not in METHODS:
         raise InvalidArgumentError(f"method={method!r}: use one of {', '.join(METHODS)}.")
+    check_target(out, overwrite=overwrite)
     image = load_image(image_path)
-    model = _load_model(str(model_spec), pretrained, min(image.shape[-1], 3), allow_random)
+    model = _load_model(str(model_spec), pretrained, min(image.shape[-1], 3), allow_random, num_classes)
     x = fit_to_model(image, model)
     scores = keras.Model(model.inputs, select_output(model))([x], training=False)
     score, index = pick_class(scores, class_index)
@@ -126,9 +132,10 @@ def explain(model_spec, image_path, out, method="gradcam", layer=None, class_ind
     spec = str(model_spec)
     name = model.name if spec.endswith(".keras") else spec + (f".{pretrained}" if pretrained else "")
     kind = _score_kind(model, None)
-    figure = explanation_figure(out, x[0], heat[0], mask=mask, alpha=alpha,
-                                title=f"{name}: {label} of {explained}, class {cls}, {kind} {score:.3f}")
-    return {"overlay": str(figure.path), "model": name, "method": method, "layer": explained,
+    with staged([out], writer="zoo explain", overwrite=overwrite) as (tmp,):
+        figure = explanation_figure(tmp, x[0], heat[0], mask=mask, alpha=alpha,
+                                    title=f"{name}: {label} of {explained}, class {cls}, {kind} {score:.3f}")
+    return {"overlay": str(out), "model": name, "method": method, "layer": explained,
             "class_index": cls, "score": score, "score_kind": kind, "input_shape": list(x.shape[1:]),
             "heat_max": float(heat[0].max()), "size": [figure.width, figure.height],
             "boxes": {k: list(v) for k, v in figure.boxes.items()}}
@@ -136,7 +143,8 @@ def explain(model_spec, image_path, out, method="gradcam", layer=None, class_ind
 
 def _run(args) -> int:
     report = explain(args.model, args.image, args.out, args.method, args.layer, args.class_index,
-                     args.pretrained, args.alpha, args.allow_random)
+                     args.pretrained, args.alpha, args.allow_random, num_classes=args.num_classes,
+                     overwrite=args.overwrite)
     print(f"explained class {report['class_index']} ({report['score_kind']} {report['score']:.3f}) of "
           f"{report['model']} with {report['method']} at layer {report['layer']}; figure {report['overlay']}")
     print(json.dumps(report))
@@ -155,6 +163,10 @@ def add_explain_parser(subparsers) -> None:
                    help="Grad-CAM layer (default: the deepest layer with a map of at least 7 x 7 positions)")
     p.add_argument("--class", dest="class_index", type=int, default=None, help="class index (default: the top class)")
     p.add_argument("--pretrained", default=None, help="weights tag when MODEL is an architecture name")
+    p.add_argument("--num-classes", type=int, default=None,
+                   help="class count of a --pretrained weights file that has a classifier")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace a figure zoo explain wrote before at --out (never a file the zoo did not write)")
     p.add_argument("--allow-random", action="store_true",
                    help="explain an architecture name without --pretrained (random weights) on purpose")
     p.add_argument("--alpha", type=float, default=0.5, help="heat-map opacity in [0, 1]")
