@@ -163,3 +163,14 @@ def test_calling_a_model_emits_no_structure_warning(options):
         warnings.simplefilter("always")
         model(np.zeros((1, 32, 32, 1), "float32"))
     assert not [str(w.message) for w in caught]
+
+
+def test_local_outputs_are_ignored_by_git():
+    """The README's commands write demo_out/, finetune_out/, deploy/; none of it shows in git status."""
+    if not (ROOT / ".git").exists():
+        pytest.skip("not a git checkout")
+    paths = ["demo_out/mil_overlay.png", "finetune_out/best.keras", "deploy/sm/saved_model.pb",
+             "build/lib/zoo/cli.py", "medzoo.egg-info/PKG-INFO"]
+    run = subprocess.run(["git", "check-ignore", "--no-index", *paths], cwd=ROOT, capture_output=True, text=True,
+                         timeout=60)
+    assert sorted(run.stdout.split()) == sorted(paths), run.stdout + run.stderr
