@@ -91,6 +91,21 @@ def test_torch_missing_names_the_extra(tmp_path, monkeypatch):
     _one_line(caught.value, OPTIONAL["torch"])
 
 
+def test_torch_missing_fails_before_downloading(zoo_env, server, monkeypatch):
+    """`zoo.load("alexnet", pretrained=...)` on a torch checkpoint without torch: no download, one line."""
+    import zoo
+
+    data = b"a torch checkpoint that is never downloaded"
+    url = server.add("alexnet-test.pth", data)
+    write_card(zoo_env / "cards", "alexnet", "test", url, data, format="torch-state-dict", include_top=True,
+               num_classes=1000, preprocess="torch", input_size=[64, 64, 3])
+    monkeypatch.setitem(sys.modules, "torch", None)
+    with pytest.raises(OptionalDependencyError) as caught:
+        zoo.load("alexnet", pretrained="test")
+    _one_line(caught.value, OPTIONAL["torch"])
+    assert "alexnet.test" in str(caught.value) and server.gets("alexnet-test.pth") == 0
+
+
 def test_torch_missing_is_one_line_from_the_cli(tmp_path, zoo_env, monkeypatch, capsys):
     """`zoo export alexnet.test ...` on a torch checkpoint without torch: exit 2 and one line."""
     from zoo.cli import main

@@ -241,6 +241,10 @@ def load(name: str, pretrained=None, *, in_chans: int | None = None, num_classes
     if card is not None:
         from zoo.hub.fetch import fetch
 
+        if card.format == "torch-state-dict":  # no download that cannot be converted
+            from zoo.hub.convert_torch import check_convertible
+
+            check_convertible(card)
         path = fetch(card)
     if path is not None and fmt in CONVERTED_FORMATS:
         reference = model
