@@ -174,3 +174,14 @@ def test_local_outputs_are_ignored_by_git():
     run = subprocess.run(["git", "check-ignore", "--no-index", *paths], cwd=ROOT, capture_output=True, text=True,
                          timeout=60)
     assert sorted(run.stdout.split()) == sorted(paths), run.stdout + run.stderr
+
+
+@pytest.mark.parametrize("content", [None, b"not a zip"], ids=["missing", "not-keras"])
+def test_export_of_a_bad_keras_file_is_one_line(tmp_path, capsys, content):
+    """`zoo export missing.keras out` ended in Keras' ValueError traceback."""
+    source = tmp_path / "model.keras"
+    if content is not None:
+        source.write_bytes(content)
+    assert main(["export", str(source), str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and err.startswith("zoo export: ") and str(source) in err, err

@@ -94,17 +94,26 @@ def load_model(path, **kwargs):
     """Load a saved ``.keras`` zoo model (safe mode), registering every zoo layer first."""
     import importlib
     import pkgutil
+    from pathlib import Path
 
     import keras
 
     import zoo.heads
     import zoo.layers
+    from zoo.errors import InvalidArgumentError
 
+    if not Path(path).is_file():
+        raise InvalidArgumentError(f"{path}: no such file; give a .keras file saved by model.save() "
+                                   "(e.g. finetune_out/best.keras), or a zoo model name.")
     for package in (zoo.layers, zoo.heads):
         for info in pkgutil.iter_modules(package.__path__):
             importlib.import_module(f"{package.__name__}.{info.name}")
     kwargs.setdefault("safe_mode", True)
-    return keras.models.load_model(path, **kwargs)
+    try:
+        return keras.models.load_model(path, **kwargs)
+    except ValueError as e:  # not a .keras zip, unknown layer, unsafe lambda ...
+        raise InvalidArgumentError(f"{path} cannot be loaded as a zoo .keras model ({str(e).splitlines()[0][:300]}); "
+                                   "save it with model.save('m.keras') from a zoo model.") from None
 
 
 def fetch(name: str, **kwargs):
