@@ -25,8 +25,7 @@ ROOT = Path(__file__).resolve().parents[1]
 # optional top-level module -> what its absence must tell the user
 OPTIONAL = {
     "torch": r'pip install "medzoo\[torch\]"',
-    # zoo/export.py words it as the packages; the extra is `medzoo[onnx]`
-    "tf2onnx": r"pip install tf2onnx onnxruntime|medzoo\[onnx\]",
+    "tf2onnx": r"medzoo\[onnx\]",
 }
 
 

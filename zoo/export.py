@@ -16,7 +16,13 @@ import json
 import tempfile
 from pathlib import Path
 
-from zoo.errors import ExportError, InvalidArgumentError, ZooError, did_you_mean
+from zoo.errors import (
+    ExportError,
+    InvalidArgumentError,
+    OptionalDependencyError,
+    ZooError,
+    did_you_mean,
+)
 from zoo.outputs import check_target, staged
 
 FORMATS = ("saved_model", "tflite", "onnx")
@@ -110,8 +116,9 @@ def _write_onnx(model, path: Path, serve, spec, names) -> None:
     try:
         import tf2onnx
     except ImportError as e:
-        raise ExportError(f"format='onnx' needs tf2onnx ({e}); `pip install tf2onnx onnxruntime` "
-                          "(tf2onnx 1.17 converts TensorFlow 2.21 graphs), or export format='saved_model'.") from None
+        raise OptionalDependencyError(f"format='onnx' needs tf2onnx ({e}): `pip install \"medzoo[onnx]\"` "
+                                      "(tf2onnx 1.17 converts TensorFlow 2.21 graphs), or export "
+                                      "format='saved_model'.") from None
     fn = tf.function(serve, input_signature=[spec])
     try:
         proto, _ = tf2onnx.convert.from_function(fn, input_signature=[spec], opset=ONNX_OPSET)
