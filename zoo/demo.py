@@ -76,22 +76,14 @@ def transfer_step(out: Path, n_labelled: int, epochs: int, seed: int, export: bo
     return result
 
 
-def deterministic(seed: int) -> None:
-    """Seed Python, numpy and TensorFlow and make TensorFlow's ops deterministic: same seed, same numbers."""
-    import keras
-    import tensorflow as tf
-
-    keras.utils.set_random_seed(seed)
-    tf.config.experimental.enable_op_determinism()
-
-
 def run(out_dir: str | os.PathLike = "demo_out", n_labelled: int = 80, epochs: int = 12, seed: int = 0) -> dict:
     import zoo.heads
     import zoo.ssl
     from zoo.data.dicom_demo import demo_step as dicom_step
+    from zoo.train.finetune import deterministic
 
     t0 = time.time()
-    deterministic(seed)
+    deterministic(seed)  # every number printed below repeats exactly for the same seed
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     print("== 1. transfer learning from the zoo's own checkpoint")

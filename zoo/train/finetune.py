@@ -203,6 +203,19 @@ class _AugmentedBatches(Batches):
         return ds.with_options(options).prefetch(2)
 
 
+def deterministic(seed: int) -> None:
+    """Seed Python, numpy and TensorFlow and make TensorFlow's ops deterministic: same seed, same numbers.
+
+    Global and process-wide (TensorFlow offers no scope for it), so the entry points call it
+    (``zoo finetune``, ``zoo demo``), not ``finetune`` itself.
+    """
+    import keras
+    import tensorflow as tf
+
+    keras.utils.set_random_seed(seed)
+    tf.config.experimental.enable_op_determinism()
+
+
 def library_versions() -> dict:
     import keras
     import tensorflow as tf
