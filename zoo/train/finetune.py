@@ -305,7 +305,7 @@ class _Stage:
                    "val_loss": val["loss"], "val_accuracy": val["accuracy"], "seconds": round(seconds, 4),
                    "learning_rate": float(keras.ops.convert_to_numpy(self.trainer.optimizer.learning_rate))}
             run.log(row)
-            if run.improved(row[run.monitor]):
+            if run.improved(row):
                 wait = 0
                 run.save_best(epoch)
             else:
@@ -326,14 +326,19 @@ class _Run:
         self.model, self.monitor, self.chief, self.verbose = model, monitor, chief, verbose
         self.history: list[dict] = []
         self.best_value, self.best_epoch, self.best_weights = None, -1, None
+        self.floor: dict[str, float] = {}  # stage 2: the other validation metric of stage 1's best epoch
         self.out = Path(out_dir)
         self.checkpoint = self.out / "best.keras"
         self.log_dir = self.out / "logs"
         if chief:
             self.writers = {k: tf.summary.create_file_writer(str(self.log_dir / k)) for k in ("train", "validation")}
 
-    def improved(self, value: float) -> bool:
+    def improved(self, row: dict) -> bool:
+        """``row`` improves on the best so far, and does not fall below any floor on the other metric."""
+        value = row[self.monitor]
         better = self.best_value is None or (value < self.best_value if self.monitor.endswith("loss") else value > self.best_value)
+        for metric, bound in self.floor.items():
+            better = better and (row[metric] <= bound if metric.endswith("loss") else row[metric] >= bound)
         if better:
             self.best_value = float(value)
         return better
@@ -419,7 +424,8 @@ def finetune(model_or_name, train_data, val_data=None, *, pretrained=None, num_c
         ``validation_split`` of the training data is held out. Bad input (one class, values
         outside the input range, empty or mismatched arrays, string labels) is refused before training.
     epochs, learning_rate: one value or a (stage 1, stage 2) pair; stage 2 with 0 epochs is skipped.
-        Stage 2 is kept only if it improves ``monitor`` on the validation set; otherwise the
+        Stage 2 is kept only if it improves ``monitor`` on the validation set without worsening
+        the other validation metric (accuracy or loss) of stage 1's best epoch; otherwise the
         model keeps stage 1's weights (``result.stage2_kept`` is False, run.json says so).
     unfreeze_from: where stage 2 unfreezes (layer index, name or block prefix; None: the whole
         backbone). BatchNorm stays frozen (inference mode, the checkpoint's statistics) unless
@@ -522,6 +528,9 @@ def finetune(model_or_name, train_data, val_data=None, *, pretrained=None, num_c
     stage2_info = None
     if epochs[1]:
         before = (run.best_epoch, run.best_value)
+        if before[0] >= 0:  # stage 2 must not end below stage 1 on either validation metric
+            other = "val_accuracy" if monitor == "val_loss" else "val_loss"
+            run.floor = {other: run.history[before[0]][other]}
         unfreeze(model, unfreeze_from, batchnorm=unfreeze_batchnorm)
         stage2_info = trainable_summary(model)
         trainer = Trainer(model, optimizer(learning_rate[1]), strat)
@@ -530,7 +539,8 @@ def finetune(model_or_name, train_data, val_data=None, *, pretrained=None, num_c
         kept = before[0] < 0 or run.best_epoch != before[0]
         stage2_info["kept"] = kept
         if not kept:
-            stage2_info["note"] = (f"stage 2 did not improve {monitor} on stage 1's best {before[1]:.4f}; "
+            stage2_info["note"] = (f"stage 2 did not improve {monitor} on stage 1's best {before[1]:.4f} "
+                                   f"without worsening {other} ({run.floor[other]:.4f}); "
                                    f"the model keeps stage 1's weights (epoch {before[0] + 1})")
         if verbose or not kept:
             print(f"stage 2: {'kept, best ' + monitor + f' {run.best_value:.4f}' if kept else stage2_info['note']}")
