@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import hashlib
+import ipaddress
 import os
+import socket
+import tempfile
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-
-import ipaddress
-import socket
-import tempfile
 
 import pytest
 

@@ -1,9 +1,11 @@
 """``zoo.finetune``: the two-stage transfer-learning recipe as the default path.
 
-Stage 1 trains the new head on the frozen backbone (on cached features when possible,
-without augmentation either way, so caching does not change the result);
-stage 2 unfreezes the backbone from a chosen layer and trains on with a lower learning rate
-and a fresh AdamW optimizer. Both stages: decoupled weight decay (not on biases or
+Stage 1 trains the new head on the frozen backbone (on cached features when there is no
+augmentation); stage 2 unfreezes the backbone from a chosen layer (BatchNorm stays in
+inference mode) and trains on with a lower learning rate and a fresh AdamW optimizer, and is
+kept only if it beats stage 1 on validation. Augmentation (the same in both stages) never
+resamples: whole-pixel shifts and intensity jitter, optionally 90-degree turns and flips
+(see Augment for why). Both stages: decoupled weight decay (not on biases or
 normalisation parameters), class weights, early stopping on the validation set with the best
 weights restored, the best model saved as ``best.keras``, TensorBoard scalars, a progress
 bar, and ``run.json`` (library versions, arguments, metrics per epoch) next to the checkpoint.
