@@ -51,7 +51,8 @@ def transfer_step(out: Path, n_labelled: int, epochs: int, seed: int, export: bo
     card = zoo.get_card(CHECKPOINT)
     print(f"loading {card.name} ({card.description}; sha256 {card.sha256[:12]}...)")
     as_is = _accuracy(zoo.load(CHECKPOINT), test.images, test.labels)
-    common = dict(batch_size=16, seed=seed, verbose=0, patience=max(2, epochs // 3), strategy="cpu")
+    # the demo's own sub-folders: an earlier demo's runs are replaced, never a user's files (zoo.outputs)
+    common = dict(batch_size=16, seed=seed, verbose=0, patience=max(2, epochs // 3), strategy="cpu", overwrite=True)
     tuned = finetune(CHECKPOINT, train, val, epochs=(epochs // 2, epochs - epochs // 2), out_dir=out / "finetune",
                      **common)
     stage1 = [row for row in tuned.history if row["stage"] == "stage1"]
@@ -70,7 +71,7 @@ def transfer_step(out: Path, n_labelled: int, epochs: int, seed: int, export: bo
     result = {"checkpoint_as_is": as_is, "finetuned": finetuned, "from_scratch": from_scratch,
               "stage2_kept": tuned.stage2_kept, "run_record": str(tuned.record), "model": tuned.model}
     if export:
-        saved = zoo.export(tuned.model, out / "saved_model")
+        saved = zoo.export(tuned.model, out / "saved_model", overwrite=True)
         print(f"SavedModel written to {saved} (preprocessing inside; input 'image': grey values in [0, 255])")
         result["saved_model"] = str(saved)
     return result

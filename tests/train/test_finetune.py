@@ -252,3 +252,25 @@ def test_stage2_that_does_not_improve_keeps_stage1(data, tmp_path, capsys):
     assert record["stage2"]["kept"] is False and "keeps stage 1's weights" in record["stage2"]["note"]
     assert record["best"]["stage"] == "stage1"
     assert "keeps stage 1's weights" in capsys.readouterr().out
+
+
+def test_m8_a_run_folder_is_replaced_only_with_overwrite_and_never_with_user_files(data, tmp_path):
+    """M8 / issue 12 item 7: an earlier run is kept unless overwrite=True; a user's files are never deleted."""
+    from zoo.errors import OutputError
+
+    train, val = data
+    out = tmp_path / "run"
+    kw = dict(epochs=(1, 0), batch_size=12, augment=False, strategy="cpu", verbose=0)
+    first = finetune(_model(), train, val, out_dir=out, **kw)
+    assert (out / "curves.png").stat().st_size > 0  # training curves next to run.json
+    record = (out / "run.json").read_bytes()
+    with pytest.raises(OutputError, match="exists; pass overwrite=True"):
+        finetune(_model(), train, val, out_dir=out, **kw)
+    assert (out / "run.json").read_bytes() == record and first.checkpoint.is_file()
+    (out / "notes.txt").write_text("mine")
+    with pytest.raises(OutputError, match="notes.txt"):
+        finetune(_model(), train, val, out_dir=out, overwrite=True, **kw)
+    assert (out / "notes.txt").read_text() == "mine" and (out / "run.json").read_bytes() == record
+    (out / "notes.txt").unlink()
+    finetune(_model(), train, val, out_dir=out, overwrite=True, **kw)
+    assert json.loads((out / "run.json").read_text())["arguments"]["overwrite"] is True

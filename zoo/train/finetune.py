@@ -369,24 +369,22 @@ class _Run:
             self.model.set_weights(self.best_weights)
 
 
-def prepare_out_dir(out_dir) -> Path:
-    """The run folder, checked and created before any training.
+RUN_FILES = ("best.keras", "run.json", "curves.png", "logs")
 
-    The single place where ``finetune`` prepares its output folder: the project-wide rule for an
-    existing or non-empty folder (refuse unless ``overwrite=True``; replace only what a zoo
-    manifest lists) belongs here, in zoo.outputs, not in this module.
+
+def prepare_out_dir(out_dir, overwrite: bool = False) -> Path:
+    """The run folder, claimed before any training under the zoo's one overwrite rule (zoo.outputs).
+
+    A new or empty folder is used; an earlier run folder is replaced only with ``overwrite=True``;
+    a folder holding anything the zoo did not write is refused, naming those files.
     """
+    from zoo.outputs import claim_dir
+
     out = Path(out_dir)
     if out.exists() and not out.is_dir():
         raise InvalidArgumentError(f"out_dir={os.fspath(out_dir)!r} is a file, not a folder; give a folder "
                                    "for best.keras, run.json and logs/ (a new name, or remove the file).")
-    # LEAD: wire the shared overwrite/manifest rule (zoo.outputs) here, e.g. out = outputs.prepare(out, ...).
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as err:
-        raise InvalidArgumentError(f"out_dir={os.fspath(out_dir)!r} cannot be created ({err.strerror}); "
-                                   "give a writable folder.") from None
-    return out
+    return claim_dir(out, writer="zoo.finetune", overwrite=overwrite, names=RUN_FILES)
 
 
 def _check_labels(y: np.ndarray, vy: np.ndarray, num_classes) -> None:
@@ -416,8 +414,8 @@ def finetune(model_or_name, train_data, val_data=None, *, pretrained=None, num_c
              epochs=(5, 5), learning_rate=(1e-3, 1e-4), weight_decay: float = 1e-4, batch_size: int = 32,
              unfreeze_from=None, unfreeze_batchnorm: bool = False, patience: int = 3, monitor: str = "val_loss",
              class_weight=None, augment=True, cache_features: bool = True, validation_split: float = 0.2,
-             seed: int = 0, out_dir="finetune_out", strategy="auto", precision: str = "fp32",
-             verbose: int = 1) -> FinetuneResult:
+             seed: int = 0, out_dir="finetune_out", overwrite: bool = False, strategy="auto",
+             precision: str = "fp32", verbose: int = 1) -> FinetuneResult:
     """Fine-tune a zoo model (by name, or a Functional model with ``head_*`` layers) in two stages.
 
     train_data / val_data: (images, labels) with images (N, H, W[, C]) in the model's input
@@ -439,6 +437,8 @@ def finetune(model_or_name, train_data, val_data=None, *, pretrained=None, num_c
         augmentation, stage 1 runs through the frozen backbone instead of a feature cache.
     cache_features: train stage 1 on the frozen backbone's features, computed once (only
         without augmentation: a cache holds one view per image).
+    out_dir: the run folder (best.keras, run.json, curves.png, logs/); an earlier run there is
+        replaced only with ``overwrite=True``, a folder with other files is refused (zoo.outputs).
     strategy: a name for zoo.train.strategy or a tf.distribute.Strategy. precision: fp32, bf16, fp16.
     For runs that repeat exactly, call keras.utils.set_random_seed and
     tf.config.experimental.enable_op_determinism() first (``zoo finetune`` and ``zoo demo`` do).
@@ -496,7 +496,7 @@ def finetune(model_or_name, train_data, val_data=None, *, pretrained=None, num_c
                         "resize the images or build the model with input_shape=.")
     value_range = _check_range(model, x, vx)
     weights = class_weights_to_samples(y, class_weight, classes)
-    out = prepare_out_dir(out_dir) if is_chief() else Path(out_dir)
+    out = prepare_out_dir(out_dir, overwrite) if is_chief() else Path(out_dir)
 
     def optimizer(lr):
         with strat.scope():
@@ -561,6 +561,11 @@ def finetune(model_or_name, train_data, val_data=None, *, pretrained=None, num_c
             "best": {"epoch": run.best_epoch, monitor: run.best_value, "checkpoint": str(run.checkpoint),
                      "stage": run.history[run.best_epoch]["stage"] if run.best_epoch >= 0 else None},
             "history": run.history}), indent=2))
+        from zoo.figures import training_curves
+        from zoo.outputs import finish_dir
+
+        training_curves(record, run.out / "curves.png")
+        finish_dir(run.out, writer="zoo.finetune")
     return FinetuneResult(model=model, history=run.history, best_epoch=run.best_epoch, best_value=run.best_value,
                           monitor=monitor, checkpoint=run.checkpoint if run.chief else None, record=record,
                           log_dir=run.log_dir if run.chief else None, cached_stage1=cached, strategy=describe(strat),
