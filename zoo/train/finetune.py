@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from zoo.errors import DataError, InvalidArgumentError
-from zoo.train.trainer import Batches
+from zoo.train.trainer import Batches, finish_batches
 
 NO_DECAY = ["bias", "gamma", "beta"]
 
@@ -197,12 +197,7 @@ class _AugmentedBatches(Batches):
         ds = tf.data.Dataset.from_tensor_slices(
             (self.x[idx], self.y[idx], weight[idx].astype(np.float32), params))
         ds = ds.map(view, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True).batch(self.batch_size)
-        if map_fn is not None:
-            ds = ds.map(map_fn, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-        options = tf.data.Options()
-        options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
-        options.deterministic = True
-        return ds.with_options(options).prefetch(2)
+        return finish_batches(ds, map_fn)
 
 
 def deterministic(seed: int) -> None:
