@@ -72,7 +72,13 @@ def test_parity_grey_identity_and_heads(arch, zoo_env, server):
     expected = run(ref, preprocess(x.copy()))
 
     backbone = zoo.load(arch, pretrained="test", num_classes=0, pooling=None)
-    assert_deep_close(run(backbone, x), expected, depth_of(arch), what=f"{arch} vs keras.applications ")
+    got = run(backbone, x)
+    assert_deep_close(got, expected, depth_of(arch), what=f"{arch} vs keras.applications ")
+    # the tolerance is far too tight to let a real bug through: another preprocessing mode fails it
+    wrong = {"caffe": "torch"}.get(ARCHS[arch][2], "caffe")
+    off = run(ref, keras.applications.imagenet_utils.preprocess_input(x.copy(), mode=wrong))
+    with pytest.raises(AssertionError, match="allowed"):
+        assert_deep_close(got, off, depth_of(arch), what=f"{arch} with {wrong} preprocessing (must fail) ")
 
     grey = zoo.load(arch, pretrained="test", in_chans=1, num_classes=0, pooling=None)
     g = x[..., :1]

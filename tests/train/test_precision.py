@@ -23,6 +23,14 @@ def cpu_only(monkeypatch):
     monkeypatch.setattr(tf.config, "list_logical_devices", lambda kind=None: [])
 
 
+@pytest.fixture
+def bf16_compute():
+    """Skip where bfloat16 ops cannot run at all: ONEDNN_MAX_CPU_ISA below bf16 on a bf16 CPU (the
+    numerics check simulates an AVX2 machine so); a real AVX2 machine runs them emulated."""
+    if P.onednn_caps_out_bf16():
+        pytest.skip("ONEDNN_MAX_CPU_ISA caps oneDNN below bfloat16; TensorFlow still routes bf16 to it")
+
+
 def _flags(monkeypatch, *flags):
     monkeypatch.setattr(P, "cpu_flags", lambda: frozenset({"sse4_2", "avx2", *flags}))
 
@@ -33,6 +41,8 @@ def test_unknown_precision_names_the_choices():
 
 
 def test_bf16_rule_on_a_cpu(cpu_only, monkeypatch):
+    monkeypatch.delenv("ONEDNN_MAX_CPU_ISA", raising=False)
+    monkeypatch.delenv("DNNL_MAX_CPU_ISA", raising=False)
     _flags(monkeypatch)
     assert P.device_support("bf16") == (False, "CPU (no avx512_bf16/amx_bf16)")
     with pytest.raises(PrecisionError, match="precision='bf16' is not supported natively on this CPU"):
@@ -44,6 +54,13 @@ def test_bf16_rule_on_a_cpu(cpu_only, monkeypatch):
     _flags(monkeypatch, "amx_bf16")
     assert P.device_support("bf16")[0]
     assert not P.device_support("fp16")[0] and P.device_support("fp32")[0]
+    monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "AVX2")  # oneDNN capped below bf16: no kernel, a clear refusal
+    assert P.device_support("bf16") == (False, "CPU (ONEDNN_MAX_CPU_ISA caps oneDNN below avx512_bf16)")
+    monkeypatch.setenv("TF_ENABLE_ONEDNN_OPTS", "0")  # without oneDNN the cap does not matter
+    assert P.device_support("bf16")[0]
+    monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "AVX512_CORE_AMX")
+    monkeypatch.delenv("TF_ENABLE_ONEDNN_OPTS")
+    assert P.device_support("bf16")[0]
 
 
 def test_gpu_rule_reads_compute_capability(monkeypatch):
@@ -76,7 +93,7 @@ def small_model():
 
 
 @pytest.mark.numerics
-def test_bf16_rebuild_keeps_weights_and_a_float32_output(small_model):
+def test_bf16_rebuild_keeps_weights_and_a_float32_output(small_model, bf16_compute):
     low = P.rebuild(small_model, "bf16", check=False)
     assert low.get_layer("stage1_conv1").compute_dtype == "bfloat16"
     assert low.get_layer("stage1_conv1").variable_dtype == "float32"
@@ -125,7 +142,7 @@ def test_finetune_refuses_unsupported_bf16_before_training(cpu_only, monkeypatch
 
 
 @pytest.mark.slow
-def test_finetune_in_bf16_where_supported(monkeypatch, tmp_path):
+def test_finetune_in_bf16_where_supported(monkeypatch, tmp_path, bf16_compute):
     from zoo.data.synthetic import make_phantoms
     from zoo.train.finetune import finetune
 
