@@ -52,11 +52,27 @@ BF16_EPS = 2.0**-7  # 7 stored mantissa bits
 ELEMENT = 8.0  # ulps of the output's scale per layer, elementwise (float32)
 NORM = 1e-5  # relative-norm bound up to depth 16 (float32)
 
-# depth (longest chain of weighted layers) by architecture; the number in the name where there is one
-DEPTH = {"alexnet": 8, "googlenet": 22, "inception_v3": 48, "vgg16": 16, "vgg19": 19, "resnet50": 50,
-         "resnet101": 101, "resnet152": 152, "densenet121": 121, "densenet169": 169, "densenet201": 201,
-         "simple_cnn": 11, "unet": 12, "unet3d": 12, "dilated_cnn": 10, "patch_cnn29": 5,
-         "multiscale_patch_cnn": 5, "triplanar_cnn": 5}
+# depth (longest chain of weighted layers) by architecture; the number in its name if it has one
+DEPTH = {
+    "alexnet": 8,
+    "googlenet": 22,
+    "inception_v3": 48,
+    "vgg16": 16,
+    "vgg19": 19,
+    "resnet50": 50,
+    "resnet101": 101,
+    "resnet152": 152,
+    "densenet121": 121,
+    "densenet169": 169,
+    "densenet201": 201,
+    "simple_cnn": 11,
+    "unet": 12,
+    "unet3d": 12,
+    "dilated_cnn": 10,
+    "patch_cnn29": 5,
+    "multiscale_patch_cnn": 5,
+    "triplanar_cnn": 5,
+}
 
 
 def depth_of(arch: str) -> int:
@@ -65,7 +81,7 @@ def depth_of(arch: str) -> int:
 
 
 def tolerances(depth: int, eps: float = FLOAT32_EPS) -> tuple[float, float]:
-    """(relative-norm bound, elementwise bound as a fraction of max |desired|) for ``depth`` layers."""
+    """(relative-norm bound, elementwise bound as a fraction of max |desired|) at ``depth``."""
     depth = max(int(depth), 1)
     if eps <= FLOAT32_EPS:  # float32 throughout: summation order, sqrt(K) ulps per layer
         return NORM * math.sqrt(max(1.0, depth / 16)), ELEMENT * depth * eps
@@ -82,7 +98,9 @@ def _pairs(actual, desired):
     return [("", actual, desired)]
 
 
-def assert_deep_close(actual, desired, depth: int, *, eps: float = FLOAT32_EPS, what: str = "") -> float:
+def assert_deep_close(
+    actual, desired, depth: int, *, eps: float = FLOAT32_EPS, what: str = ""
+) -> float:
     """Assert two outputs of a ``depth``-layer network agree to float32 rounding (see module doc).
 
     ``actual``/``desired`` may be arrays, tensors, or lists/dicts of them (multi-output models).
@@ -98,16 +116,32 @@ def assert_deep_close(actual, desired, depth: int, *, eps: float = FLOAT32_EPS, 
         scale = float(np.abs(d).max()) if d.size else 0.0
         ref_norm = float(np.linalg.norm(d))
         max_diff = float(diff.max()) if d.size else 0.0
-        rel_norm = float(np.linalg.norm(a - d)) / ref_norm if ref_norm else float(np.linalg.norm(a - d))
+        rel_norm = (
+            float(np.linalg.norm(a - d)) / ref_norm if ref_norm else float(np.linalg.norm(a - d))
+        )
         elem = max_diff / scale if scale else max_diff
         ratios = (rel_norm / norm_tol, elem / elem_tol)
         worst = max(worst, *ratios)
         if os.environ.get("NUMERICS_LOG"):
             with open(os.environ["NUMERICS_LOG"], "a") as f:
-                f.write(json.dumps({"test": os.environ.get("PYTEST_CURRENT_TEST", "").split(" ")[0],
-                                    "what": f"{what}{key}", "depth": depth, "eps": eps, "rel_norm": rel_norm,
-                                    "elem": elem, "norm_ratio": ratios[0], "elem_ratio": ratios[1]}) + "\n")
+                f.write(
+                    json.dumps(
+                        {
+                            "test": os.environ.get("PYTEST_CURRENT_TEST", "").split(" ")[0],
+                            "what": f"{what}{key}",
+                            "depth": depth,
+                            "eps": eps,
+                            "rel_norm": rel_norm,
+                            "elem": elem,
+                            "norm_ratio": ratios[0],
+                            "elem_ratio": ratios[1],
+                        }
+                    )
+                    + "\n"
+                )
         assert rel_norm <= norm_tol and elem <= elem_tol, (
-            f"{what}{key}: ||a-b||/||b|| = {rel_norm:.3g} (allowed {norm_tol:.3g}), max|a-b|/max|b| = "
-            f"{elem:.3g} (allowed {elem_tol:.3g}, depth {depth}, eps {eps:.3g}); max|b| = {scale:.3g}")
+            f"{what}{key}: ||a-b||/||b|| = {rel_norm:.3g} (allowed {norm_tol:.3g}), "
+            f"max|a-b|/max|b| = {elem:.3g} (allowed {elem_tol:.3g}, depth {depth}, "
+            f"eps {eps:.3g}); max|b| = {scale:.3g}"
+        )
     return worst

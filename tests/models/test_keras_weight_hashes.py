@@ -27,7 +27,10 @@ def _keras_source(module: str) -> str:
 
 
 def _render(node: ast.JoinedStr, names: dict) -> str:
-    return "".join(str(names[v.value.id]) if isinstance(v, ast.FormattedValue) else v.value for v in node.values)
+    return "".join(
+        str(names[v.value.id]) if isinstance(v, ast.FormattedValue) else v.value
+        for v in node.values
+    )
 
 
 def _module_hashes(module: str) -> dict[str, str]:
@@ -35,14 +38,20 @@ def _module_hashes(module: str) -> dict[str, str]:
     tree = ast.parse(_keras_source(module))
     pairs = {}
     for node in ast.walk(tree):
-        if isinstance(node, ast.Call) and getattr(node.func, "attr", getattr(node.func, "id", "")) == "get_file":
+        if (
+            isinstance(node, ast.Call)
+            and getattr(node.func, "attr", getattr(node.func, "id", "")) == "get_file"
+        ):
             hash_kw = next(k.value for k in node.keywords if k.arg == "file_hash")
             name = node.args[0]
             if isinstance(name, ast.Constant) and isinstance(hash_kw, ast.Constant):
-                pairs[name.value] = hash_kw.value  # densenet, inception_v3, vgg: one call, both literals
-            else:  # resnet: get_file(file_name, ..., file_hash=file_hash), both set in the branch above
+                pairs[name.value] = (
+                    hash_kw.value
+                )  # densenet, inception_v3, vgg: one call, both literals
+            else:  # resnet: get_file(file_name, ..., file_hash=file_hash), both set just above
                 assert (ast.unparse(name), ast.unparse(hash_kw)) == ("file_name", "file_hash"), (
-                    f"keras.applications.{module} changed how it names its files; update this reader")
+                    f"keras.applications.{module} names its files another way; update this reader"
+                )
     table = {}
     for node in tree.body:  # module-level WEIGHTS_HASHES = {...}
         if isinstance(node, ast.Assign) and ast.unparse(node.targets[0]) == "WEIGHTS_HASHES":
@@ -51,7 +60,9 @@ def _module_hashes(module: str) -> dict[str, str]:
         if not (isinstance(node, ast.If) and ast.unparse(node.test) == "include_top"):
             continue
         for branch in (node.body, node.orelse):
-            assigned = {ast.unparse(s.targets[0]): s.value for s in branch if isinstance(s, ast.Assign)}
+            assigned = {
+                ast.unparse(s.targets[0]): s.value for s in branch if isinstance(s, ast.Assign)
+            }
             if {"file_name", "file_hash"} <= set(assigned):
                 # file_hash = WEIGHTS_HASHES[weights_name][k]; file_name = f"{weights_name}_..."
                 index = assigned["file_hash"].slice.value
@@ -76,7 +87,9 @@ def mismatches(cards, reference: dict[str, str]) -> list[str]:
     for card in cards:
         file_name = card.urls[0].rsplit("/", 1)[-1]
         if reference.get(file_name) != card.md5:
-            bad.append(f"{card.name}: {file_name} has md5 {card.md5}, Keras says {reference.get(file_name)}")
+            bad.append(
+                f"{card.name}: {file_name} has md5 {card.md5}, Keras: {reference.get(file_name)}"
+            )
     return bad
 
 
@@ -96,7 +109,7 @@ def test_every_card_has_keras_md5_for_its_own_file(cards):
 
 
 def test_swapped_hashes_are_caught(cards):
-    """The check would fail on a top/notop swap, or densenet169's and densenet201's hashes swapped."""
+    """The check fails on a top/notop swap, or densenet169's and densenet201's hashes swapped."""
     reference = keras_hashes()
     by_name = {c.name: c for c in cards}
 
@@ -106,9 +119,12 @@ def test_swapped_hashes_are_caught(cards):
         out[b] = dataclasses.replace(by_name[b], md5=by_name[a].md5)
         return list(out.values())
 
-    for a, b in [("resnet50.imagenet", "resnet50.imagenet_notop"), ("vgg16.imagenet", "vgg16.imagenet_notop"),
-                 ("densenet169.imagenet", "densenet201.imagenet"),
-                 ("densenet169.imagenet_notop", "densenet201.imagenet_notop"),
-                 ("inception_v3.imagenet", "inception_v3.imagenet_notop")]:
+    for a, b in [
+        ("resnet50.imagenet", "resnet50.imagenet_notop"),
+        ("vgg16.imagenet", "vgg16.imagenet_notop"),
+        ("densenet169.imagenet", "densenet201.imagenet"),
+        ("densenet169.imagenet_notop", "densenet201.imagenet_notop"),
+        ("inception_v3.imagenet", "inception_v3.imagenet_notop"),
+    ]:
         bad = mismatches(swapped(a, b), reference)
         assert len(bad) == 2 and bad[0].startswith((a, b)) and bad[1].startswith((a, b)), bad
