@@ -148,3 +148,23 @@ class LabelsError(DataError):
 
 class CacheWriteError(FetchError):
     """The weights cache (ZOO_HOME) cannot be written: read-only, full, or not a folder."""
+
+# --- registries and private Keras API (zoo.registry, zoo._keras_compat; issue 13) -------------
+
+
+class UnknownNameError(UnknownModelError, InvalidArgumentError):
+    """A name that no registry of its kind holds: a model, a MIL pooling, an SSL task, a sampler, ...
+
+    One type for every registry (zoo.registry.Registry). It is still an UnknownModelError and an
+    InvalidArgumentError (so a KeyError and a ValueError), the types these lookups raised before.
+    """
+
+    def __init__(self, kind: str, name, choices: Iterable[str] = (), hint: str = ""):
+        self.kind, self.name, self.choices = kind, name, tuple(choices)
+        message = (f"Unknown {kind} {name!r}.{did_you_mean(str(name), self.choices)} "
+                   f"Choose one of {', '.join(map(str, self.choices)) or '(none registered)'}.")
+        super().__init__(message + (f" {hint}" if hint else ""))
+
+
+class KerasCompatError(ZooError, RuntimeError):
+    """The installed Keras no longer has the private API zoo._keras_compat relies on."""

@@ -16,6 +16,7 @@ import json
 import tempfile
 from pathlib import Path
 
+from zoo._keras_compat import all_layers
 from zoo.errors import ExportError, InvalidArgumentError, ZooError, did_you_mean
 from zoo.outputs import check_target, staged
 
@@ -28,7 +29,7 @@ def check_serializable(model) -> None:
     """Raise ExportError naming the first layer that does not survive get_config -> from_config (safe mode)."""
     import keras
 
-    for layer in model._flatten_layers(include_self=False):
+    for layer in all_layers(model):
         if isinstance(layer, keras.layers.InputLayer):
             continue
         try:
@@ -45,7 +46,7 @@ def check_serializable(model) -> None:
 def _signature(model, input_name: str, output_names):
     import tensorflow as tf
 
-    names = list(output_names) if output_names else [t._keras_history.operation.name for t in model.outputs]
+    names = list(output_names) if output_names else list(model.output_names)
     if len(names) != len(model.outputs) or len(set(names)) != len(names):
         raise InvalidArgumentError(f"output_names={output_names!r}: give {len(model.outputs)} distinct names.")
     if len(model.inputs) != 1:

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
+from zoo._keras_compat import producing_layer
 from zoo.errors import DataError, InvalidArgumentError, RandomWeightsError
 from zoo.outputs import check_target, staged
 
@@ -86,7 +87,7 @@ def _score_kind(model, output) -> str:
     """'probability' when the explained output ends in a softmax or sigmoid, else 'logit'."""
     from zoo.explain.targets import select_output
 
-    layer = select_output(model, output)._keras_history.operation
+    layer = producing_layer(select_output(model, output))
     name = getattr(getattr(layer, "activation", None), "__name__", "")
     return "probability" if name in ("softmax", "sigmoid") else "logit"
 
@@ -121,7 +122,7 @@ def explain(model_spec, image_path, out, method="gradcam", layer=None, class_ind
     if method == "cam":
         heat = class_activation_maps(model, x, cls)
         explained = ("instance_maps" if "instance_maps" in output_names(model)
-                     else gap_classifier(model)[0]._keras_history.operation.name)
+                     else producing_layer(gap_classifier(model)[0]).name)
     elif method == "gradcam":
         explained = find_conv_layer(model, layer).name
         heat = grad_cam(model, x, explained, cls)

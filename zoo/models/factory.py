@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import collections
 import contextlib
 import os
 from pathlib import Path
 
 import numpy as np
 
+from zoo._keras_compat import deterministic_names
 from zoo._lazy import keras
 from zoo.errors import InvalidArgumentError, UnknownModelError, WeightsError, did_you_mean
 from zoo.hub.cards import WeightCard, all_cards
@@ -155,27 +155,6 @@ def copy_by_name(source, target) -> None:
         if layer.weights:
             src = source.get_layer(layer.name).get_weights()
             layer.set_weights([_adapted(w, v) for w, v in zip(src, layer.weights, strict=True)])
-
-
-@contextlib.contextmanager
-def deterministic_names():
-    """Auto-named layers (InceptionV3's, say) get the names of a fresh session, every build.
-
-    Afterwards the session's counters move past every name used, so layers a user adds
-    later never collide with the model's.
-    """
-    from keras.src.backend.common import global_state
-
-    before = global_state.get_global_attribute("object_name_uids") or collections.defaultdict(int)
-    fresh = collections.defaultdict(int)
-    global_state.set_global_attribute("object_name_uids", fresh)
-    try:
-        yield
-    finally:
-        merged = collections.defaultdict(int, before)
-        for key, count in fresh.items():
-            merged[key] = max(merged[key], count)
-        global_state.set_global_attribute("object_name_uids", merged)
 
 
 def _backbone(entry, shape, in_chans, backbone_chans, mode, card, *, include_top, num_classes,
@@ -379,5 +358,5 @@ def backbone_features(arch: str, x, pretrained=None) -> dict:
     shape = tuple(x.shape[1:])
     model = load(arch, pretrained, in_chans=shape[-1], input_shape=shape, features=True)
     outputs = model(x)
-    names = [t._keras_history.operation.name for t in model.outputs]
+    names = list(model.output_names)
     return {int(n.removeprefix("features_stride")): o for n, o in zip(names, outputs, strict=True)}

@@ -91,7 +91,7 @@ def policy(precision: str = "fp32", check: bool = True):
 
 
 def _output_layer_names(model) -> set[str]:
-    return {t._keras_history.operation.name for t in model.outputs}
+    return set(model.output_names)
 
 
 def model_config_with_policy(model, precision: str) -> dict:
