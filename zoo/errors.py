@@ -159,10 +159,12 @@ class UnknownNameError(UnknownModelError, InvalidArgumentError):
     InvalidArgumentError (so a KeyError and a ValueError), the types these lookups raised before.
     """
 
-    def __init__(self, kind: str, name, choices: Iterable[str] = (), hint: str = ""):
+    def __init__(self, kind: str, name, choices: Iterable[str] = (), hint: str = "", *,
+                 argument: str | None = None, show_choices: bool = True):
         self.kind, self.name, self.choices = kind, name, tuple(choices)
-        message = (f"Unknown {kind} {name!r}.{did_you_mean(str(name), self.choices)} "
-                   f"Choose one of {', '.join(map(str, self.choices)) or '(none registered)'}.")
+        head = f"{argument}={name!r}: unknown {kind}." if argument else f"Unknown {kind} {name!r}."
+        listed = ", ".join(map(str, self.choices)) or "(none registered)"
+        message = head + did_you_mean(str(name), self.choices) + (f" Choose one of {listed}." if show_choices else "")
         super().__init__(message + (f" {hint}" if hint else ""))
 
 

@@ -17,10 +17,12 @@ import tempfile
 from pathlib import Path
 
 from zoo._keras_compat import all_layers
-from zoo.errors import ExportError, InvalidArgumentError, ZooError, did_you_mean
+from zoo.errors import ExportError, InvalidArgumentError, ZooError
 from zoo.outputs import check_target, staged
+from zoo.registry import Registry
 
 FORMATS = ("saved_model", "tflite", "onnx")
+_FORMATS = Registry("export format", FORMATS, argument="format")
 QUANTIZE = (None, "dynamic", "int8")
 ONNX_OPSET = 17
 
@@ -166,8 +168,7 @@ def export(model, path, format: str = "saved_model", quantize=None, representati
     beside ``path`` and swapped in only when complete. An existing ``path`` is replaced only with
     ``overwrite=True`` and only if it is a previous zoo export (see :mod:`zoo.outputs`).
     """
-    if format not in FORMATS:
-        raise InvalidArgumentError(f"format={format!r}: use one of {', '.join(FORMATS)}.{did_you_mean(str(format), FORMATS)}")
+    _FORMATS.check(format)
     if quantize not in QUANTIZE:
         raise InvalidArgumentError(f"quantize={quantize!r}: use None, 'dynamic' or 'int8'.")
     if quantize and format != "tflite":

@@ -14,6 +14,7 @@ from zoo.errors import InvalidArgumentError, UnknownModelError, WeightsError, di
 from zoo.hub.cards import WeightCard, all_cards
 from zoo.models import adapt
 from zoo.models.registry import ModelEntry, get_entry
+from zoo.registry import UnknownNameError
 
 
 def _looks_like_path(value: str) -> bool:
@@ -26,9 +27,8 @@ def resolve_card(entry: ModelEntry, tag: str, want_top: bool) -> WeightCard:
     plain, notop = cards.get(f"{entry.name}.{tag}"), cards.get(f"{entry.name}.{tag}_notop")
     if plain is None and notop is None:
         tags = sorted(c.tag for c in cards.values() if c.arch == entry.name)
-        hint = did_you_mean(tag, tags) or (f" Its tags: {', '.join(tags)}." if tags else
-                                           f" {entry.name} has no weight cards yet.")
-        raise UnknownModelError(f"No weights tagged {tag!r} for {entry.name}.{hint}")
+        raise UnknownNameError(f"weights tag of {entry.name}", tag, tags, show_choices=bool(tags),
+                               hint="" if tags else f"{entry.name} has no weight cards yet.")
     if plain is None:
         return notop
     if plain.include_top and not want_top and notop is not None:

@@ -18,18 +18,17 @@ from __future__ import annotations
 import contextlib
 import functools
 
-from zoo.errors import InvalidArgumentError, PrecisionError, did_you_mean
+from zoo.errors import PrecisionError
+from zoo.registry import Registry
 
-POLICIES = {"fp32": "float32", "bf16": "mixed_bfloat16", "fp16": "mixed_float16"}
+POLICIES = Registry("precision", {"fp32": "float32", "bf16": "mixed_bfloat16", "fp16": "mixed_float16"},
+                    argument="precision")
 CPU_BF16_FLAGS = ("avx512_bf16", "amx_bf16")
 
 
 
 def check_precision(precision) -> str:
-    if precision not in POLICIES:
-        raise InvalidArgumentError(f"precision={precision!r}: use 'fp32', 'bf16' or 'fp16'."
-                                   f"{did_you_mean(str(precision), POLICIES)}")
-    return precision
+    return POLICIES.check(precision)
 
 
 @functools.cache
