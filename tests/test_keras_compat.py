@@ -16,28 +16,55 @@ from zoo import _keras_compat as compat
 from zoo.errors import KerasCompatError, ZooError
 
 ZOO = Path(__file__).resolve().parents[1] / "zoo"
-PRIVATE_ATTRS = {"_keras_history", "_flatten_layers", "_nodes_by_depth", "_inbound_nodes", "_outbound_nodes"}
-WHY = f"with Keras {keras.__version__} (shim written for {compat.TESTED_WITH}): update zoo/_keras_compat.py"
+PRIVATE_ATTRS = {
+    "_keras_history",
+    "_flatten_layers",
+    "_nodes_by_depth",
+    "_inbound_nodes",
+    "_outbound_nodes",
+}
+WHY = (f"with Keras {keras.__version__} (shim written for {compat.TESTED_WITH}): "
+       "update zoo/_keras_compat.py")
 
 
 def _private_uses(source: str) -> list[str]:
-    """Every private-Keras access in ``source``: attributes, getattr-like calls with a string, imports."""
+    """Each private-Keras use in ``source``: attributes, getattr-like calls, imports."""
     found = []
     for node in ast.walk(ast.parse(source)):
         if isinstance(node, ast.Attribute) and node.attr in PRIVATE_ATTRS:
             found.append(f"line {node.lineno}: .{node.attr}")
-        elif isinstance(node, ast.Attribute) and node.attr == "src" and \
-                isinstance(node.value, ast.Name) and node.value.id == "keras":
+        elif (
+            isinstance(node, ast.Attribute)
+            and node.attr == "src"
+            and isinstance(node.value, ast.Name)
+            and node.value.id == "keras"
+        ):
             found.append(f"line {node.lineno}: keras.src")
         elif isinstance(node, ast.Import | ast.ImportFrom):
-            modules = [a.name for a in node.names] if isinstance(node, ast.Import) else [node.module or ""]
-            found += [f"line {node.lineno}: import {m}" for m in modules if m.startswith("keras.src")]
+            modules = (
+                [a.name for a in node.names]
+                if isinstance(node, ast.Import)
+                else [node.module or ""]
+            )
+            found += [
+                f"line {node.lineno}: import {m}" for m in modules if m.startswith("keras.src")
+            ]
         elif isinstance(node, ast.Call):
-            func = node.func.attr if isinstance(node.func, ast.Attribute) else getattr(node.func, "id", "")
-            texts = [a.value for a in node.args if isinstance(a, ast.Constant) and isinstance(a.value, str)]
+            func = (
+                node.func.attr
+                if isinstance(node.func, ast.Attribute)
+                else getattr(node.func, "id", "")
+            )
+            texts = [
+                a.value
+                for a in node.args
+                if isinstance(a, ast.Constant) and isinstance(a.value, str)
+            ]
             if func in ("getattr", "hasattr", "setattr", "delattr") and PRIVATE_ATTRS & set(texts):
                 found.append(f"line {node.lineno}: {func}(..., {texts})")
-            if func in ("import_module", "__import__") and any(t.startswith("keras.src") for t in texts):
+            if func in ("import_module", "__import__") and any(
+                t.startswith("keras.src") for t in texts
+            ):
                 found.append(f"line {node.lineno}: {func}({texts})")
     return found
 
@@ -65,16 +92,25 @@ def test_private_keras_api_only_in_the_shim():
         uses = _private_uses(path.read_text(encoding="utf-8"))
         if uses:
             offenders[str(path.relative_to(ZOO.parent))] = uses
-    assert not offenders, f"private Keras API outside zoo/_keras_compat.py (add a named function there): {offenders}"
-    assert _private_uses((ZOO / "_keras_compat.py").read_text()), "the scan no longer sees the shim's own uses"
+    assert not offenders, (
+        f"private Keras API outside zoo/_keras_compat.py (add a named function there): {offenders}"
+    )
+    assert _private_uses((ZOO / "_keras_compat.py").read_text()), (
+        "the scan no longer sees the shim's own uses"
+    )
 
 
 @pytest.fixture(scope="module")
 def nested():
     """image -> [inner: conv -> bn] -> pool -> dense, with a second output at the feature map."""
     inner_in = keras.Input((8, 8, 3))
-    inner = keras.Model(inner_in, keras.layers.BatchNormalization(name="bn")(
-        keras.layers.Conv2D(4, 3, name="conv")(inner_in)), name="inner")
+    inner = keras.Model(
+        inner_in,
+        keras.layers.BatchNormalization(name="bn")(
+            keras.layers.Conv2D(4, 3, name="conv")(inner_in)
+        ),
+        name="inner",
+    )
     image = keras.Input((8, 8, 3), name="image")
     feats = inner(image)
     pooled = keras.layers.GlobalAveragePooling2D(name="pool")(feats)
@@ -105,19 +141,24 @@ def test_nodes_by_depth_runs_from_outputs_to_inputs(nested):
     order = [n.operation.name for n in nodes]
     assert order.index("scores") < order.index("pool") < order.index("inner"), f"{order} {WHY}"
     dense = nodes[order.index("scores")]
-    assert [id(t) for t in dense.inputs] == [id(pooled)] and [id(t) for t in dense.outputs] == [id(scores)], WHY
+    assert [id(t) for t in dense.inputs] == [id(pooled)] and [id(t) for t in dense.outputs] == [
+        id(scores)
+    ], WHY
 
 
 def test_deterministic_names_repeat_and_never_collide():
     def build():
         with compat.deterministic_names():
             return keras.layers.Dense(1).name
+
     first, second = build(), build()
     assert first == second, f"automatic layer names differ between builds {WHY}"
     assert keras.layers.Dense(1).name != first, f"a later layer reuses a name {WHY}"
 
 
 def test_a_missing_private_attribute_names_the_keras_version():
-    with pytest.raises(KerasCompatError, match=f"producing_layer.*Keras {keras.__version__}") as info:
+    with pytest.raises(
+        KerasCompatError, match=f"producing_layer.*Keras {keras.__version__}"
+    ) as info:
         compat.producing_layer(object())
     assert isinstance(info.value, ZooError)

@@ -68,11 +68,12 @@ def load_model(path, **kwargs):
     return keras.models.load_model(path, **kwargs)
 
 
-def fetch(name: str, **kwargs):
-    """Download (or find in the cache) and verify the weights file of card ``arch.tag``."""
+def fetch(name, **kwargs):
+    """Download (or find in the cache) and verify the weights file of a card: its name ``arch.tag``
+    or the WeightCard itself (the same function as zoo.hub.fetch.fetch)."""
     from zoo.hub.fetch import fetch as _fetch
 
-    return _fetch(get_card(name), **kwargs)
+    return _fetch(name, **kwargs)
 
 
 def finetune(model_or_name, train_data, val_data=None, **kwargs):

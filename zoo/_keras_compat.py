@@ -40,10 +40,10 @@ def _private(what: str):
         yield
     except (AttributeError, ImportError, TypeError) as e:
         raise KerasCompatError(
-            f"zoo._keras_compat.{what} relies on private Keras API that Keras {_keras_version()} no longer "
-            f"provides ({type(e).__name__}: {e}); it was written for Keras {TESTED_WITH}. Install "
-            f"keras~={TESTED_WITH} or update zoo/_keras_compat.py (tests/test_keras_compat.py shows what "
-            "it needs)."
+            f"zoo._keras_compat.{what} relies on private Keras API that Keras "
+            f"{_keras_version()} no longer provides ({type(e).__name__}: {e}); it was written "
+            f"for Keras {TESTED_WITH}. Install keras~={TESTED_WITH} or update "
+            "zoo/_keras_compat.py (tests/test_keras_compat.py shows what it needs)."
         ) from e
 
 
@@ -84,8 +84,11 @@ def nodes_by_depth(model) -> list[GraphNode]:
     """The calls of a Functional model from its outputs (depth 0) back to its inputs."""
     with _private("nodes_by_depth"):
         by_depth = model._nodes_by_depth
-        return [GraphNode(node.operation, tuple(node.input_tensors), tuple(node.outputs))
-                for depth in sorted(by_depth) for node in by_depth[depth]]
+        return [
+            GraphNode(node.operation, tuple(node.input_tensors), tuple(node.outputs))
+            for depth in sorted(by_depth)
+            for node in by_depth[depth]
+        ]
 
 
 @contextlib.contextmanager
@@ -98,7 +101,9 @@ def deterministic_names():
     with _private("deterministic_names"):
         from keras.src.backend.common import global_state
 
-        before = global_state.get_global_attribute("object_name_uids") or collections.defaultdict(int)
+        before = global_state.get_global_attribute("object_name_uids") or collections.defaultdict(
+            int
+        )
         fresh = collections.defaultdict(int)
         global_state.set_global_attribute("object_name_uids", fresh)
     try:

@@ -153,7 +153,7 @@ class CacheWriteError(FetchError):
 
 
 class UnknownNameError(UnknownModelError, InvalidArgumentError):
-    """A name that no registry of its kind holds: a model, a MIL pooling, an SSL task, a sampler, ...
+    """A name no registry of its kind holds: a model, a MIL pooling, an SSL task, a sampler, ...
 
     One type for every registry (zoo.registry.Registry). It is still an UnknownModelError and an
     InvalidArgumentError (so a KeyError and a ValueError), the types these lookups raised before.
@@ -164,7 +164,8 @@ class UnknownNameError(UnknownModelError, InvalidArgumentError):
         self.kind, self.name, self.choices = kind, name, tuple(choices)
         head = f"{argument}={name!r}: unknown {kind}." if argument else f"Unknown {kind} {name!r}."
         listed = ", ".join(map(str, self.choices)) or "(none registered)"
-        message = head + did_you_mean(str(name), self.choices) + (f" Choose one of {listed}." if show_choices else "")
+        message = head + did_you_mean(str(name), self.choices)
+        message += f" Use one of {listed}." if show_choices else ""
         super().__init__(message + (f" {hint}" if hint else ""))
 
 

@@ -31,11 +31,21 @@ class Registry(Mapping):
     ``populate``: called once before the first lookup (a lazily imported package registers itself).
     """
 
-    def __init__(self, kind: str, items: Mapping | Iterable[str] = (), *, argument: str | None = None,
-                 hint: str = "", show_choices: bool = True, populate: Callable[[], Any] | None = None):
+    def __init__(
+        self,
+        kind: str,
+        items: Mapping | Iterable[str] = (),
+        *,
+        argument: str | None = None,
+        hint: str = "",
+        show_choices: bool = True,
+        populate: Callable[[], Any] | None = None,
+    ):
         self.kind, self.argument, self.hint, self.show_choices = kind, argument, hint, show_choices
         self._populate = populate
-        self._items: dict[str, Any] = dict(items) if isinstance(items, Mapping) else {n: n for n in items}
+        self._items: dict[str, Any] = (
+            dict(items) if isinstance(items, Mapping) else {n: n for n in items}
+        )
 
     def _ready(self) -> dict[str, Any]:
         if self._populate is not None:
@@ -44,16 +54,18 @@ class Registry(Mapping):
         return self._items
 
     def register(self, name: str, value: Any = _MISSING, *, replace: bool = False):
-        """Register ``value`` under ``name``; without ``value``, a decorator that registers its target."""
+        """Register ``value`` as ``name``; without ``value``, a decorator registering its target."""
+
         def put(v):
             if name in self._items and self._items[name] is not v and not replace:
                 raise ValueError(f"{self.kind} {name!r} is registered twice; give it another name.")
             self._items[name] = v
             return v
+
         return put if value is _MISSING else put(value)
 
     def get(self, name, default: Any = _MISSING) -> Any:
-        """The value registered as ``name``; ``UnknownNameError`` (or ``default`` when given) otherwise."""
+        """The value registered as ``name``; else ``default`` if given, else UnknownNameError."""
         items = self._ready()
         try:
             return items[name]
@@ -69,8 +81,14 @@ class Registry(Mapping):
 
     def unknown(self, name) -> UnknownNameError:
         """The error for ``name``, with suggestions from this registry."""
-        return UnknownNameError(self.kind, name, self.names(), hint=self.hint, argument=self.argument,
-                                show_choices=self.show_choices)
+        return UnknownNameError(
+            self.kind,
+            name,
+            self.names(),
+            hint=self.hint,
+            argument=self.argument,
+            show_choices=self.show_choices,
+        )
 
     def names(self) -> list[str]:
         """Every registered name, in registration order."""

@@ -14,10 +14,12 @@ from pathlib import Path
 import numpy as np
 
 from zoo._keras_compat import producing_layer
-from zoo.errors import DataError, InvalidArgumentError, RandomWeightsError
+from zoo.errors import DataError, RandomWeightsError
 from zoo.outputs import check_target, staged
+from zoo.registry import Registry
 
 METHODS = ("gradcam", "cam", "saliency")
+_METHODS = Registry("explanation method", METHODS, argument="method")
 
 
 def load_image(path) -> np.ndarray:
@@ -110,8 +112,7 @@ def explain(model_spec, image_path, out, method="gradcam", layer=None, class_ind
     from zoo.explain.targets import output_names, pick_class, select_output
     from zoo.figures import explanation_figure
 
-    if method not in METHODS:
-        raise InvalidArgumentError(f"method={method!r}: use one of {', '.join(METHODS)}.")
+    _METHODS.check(method)
     check_target(out, overwrite=overwrite)
     image = load_image(image_path)
     model = _load_model(str(model_spec), pretrained, min(image.shape[-1], 3), allow_random, num_classes)

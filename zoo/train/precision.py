@@ -22,7 +22,7 @@ from zoo.errors import PrecisionError
 from zoo.registry import Registry
 
 POLICIES = Registry("precision", {"fp32": "float32", "bf16": "mixed_bfloat16", "fp16": "mixed_float16"},
-                    argument="precision")
+                    argument="precision", show_choices=False, hint="Use 'fp32', 'bf16' or 'fp16'.")
 CPU_BF16_FLAGS = ("avx512_bf16", "amx_bf16")
 
 
