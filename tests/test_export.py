@@ -15,7 +15,7 @@ import tensorflow as tf
 
 import zoo
 from zoo.data.synthetic import make_phantoms
-from zoo.errors import ExportError, InvalidArgumentError, OutputError
+from zoo.errors import ExportError, InvalidArgumentError, OptionalDependencyError, OutputError
 from zoo.export import export
 
 FRESH = """
@@ -104,7 +104,7 @@ def test_onnx_matches_keras(model, tmp_path):
 
 def test_onnx_without_tf2onnx_is_a_clear_error(model, tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "tf2onnx", None)  # as if not installed
-    with pytest.raises(ExportError, match="format='onnx' needs tf2onnx.*pip install tf2onnx onnxruntime"):
+    with pytest.raises(OptionalDependencyError, match=r"format='onnx' needs tf2onnx.*medzoo\[onnx\]"):
         export(model, tmp_path / "m.onnx", "onnx")
 
 

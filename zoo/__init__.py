@@ -8,6 +8,7 @@ from __future__ import annotations
 
 __version__ = "0.1.0"
 
+from zoo._lazy import submodule_access
 from zoo.errors import ZooError
 from zoo.export import export  # eager: a lazy import would rebind zoo.export to the module
 from zoo.hub.cards import get_card, list_weights
@@ -37,11 +38,49 @@ def model_info(name: str) -> dict:
     }
 
 
-def load(name: str, pretrained=None, **kwargs):
-    """Build a ready Functional model; see zoo.models.factory.load for every argument."""
+def load(name: str, pretrained=None, *, in_chans: int | None = None, num_classes: int | None = None,
+         input_shape=None, pooling: str | None = "avg", dropout: float = 0.0,
+         classifier_activation: str | None = "softmax", features=False, head: str | None = None,
+         head_options: dict | None = None, **options):
+    """Build ``name`` (``"arch"`` or ``"arch.tag"``) as a ready Functional ``keras.Model``.
+
+    Imports TensorFlow on first call. Example:
+    ``zoo.load("inception_v3", pretrained="imagenet", in_chans=1, num_classes=2)``.
+
+    Args:
+        name: a registered architecture (``zoo.list_models()``), or ``arch.tag`` for a checkpoint.
+        pretrained: ``None`` builds random weights (explicitly); a card tag such as
+            ``"imagenet"`` (``zoo.list_weights()``); or a path to a ``.h5`` / ``.weights.h5``
+            file. A missing, corrupt or mismatched file raises a ``ZooError``, never a silent
+            random init.
+        in_chans: input channels; default the checkpoint's (3 without one). ``1`` on an RGB
+            checkpoint broadcasts the grey channel inside the preprocessing (exact); other
+            counts adapt the first convolution by timm's repeat-and-scale rule.
+        num_classes: ``None`` keeps the checkpoint's classifier if it has one; ``0`` gives the
+            backbone; any other number adds a fresh head (``head_pool``, ``head_fc``).
+        input_shape: ``(H, W)`` or ``(H, W, C)`` (3D models: ``(D, H, W)``); default the card's
+            or the architecture's size. Below the architecture's minimum: ``InputShapeError``.
+        pooling: ``"avg"``, ``"max"`` or ``None`` (the feature map) for the backbone; with
+            ``head="mil"``, the MIL pooling (``"wildcat"``, ``"attention"``, ...).
+        dropout: dropout rate before a new classifier.
+        classifier_activation: activation of a new classifier (``"softmax"``, ``"sigmoid"``,
+            ``None`` for logits).
+        features: ``True`` (or a tuple of strides) returns the multi-scale feature maps
+            (outputs ``features_stride4`` ... ``features_stride32``) instead.
+        head: ``"mil"`` puts a multiple-instance head on the deepest feature map.
+        head_options: the MIL head's settings (``r``, ``k_max``, ...).
+        **options: architecture-specific options (e.g. ``encoder=`` and ``freeze_encoder=`` for
+            ``unet``, ``norm=`` for ``unet3d``, ``n_scalars=`` for ``patch_cnn29``).
+
+    Returns:
+        A Functional ``keras.Model`` whose first layer is the checkpoint's preprocessing; its
+        input contract is ``zoo.input_contract(model)``.
+    """
     from zoo.models.factory import load as _load
 
-    return _load(name, pretrained=pretrained, **kwargs)
+    return _load(name, pretrained, in_chans=in_chans, num_classes=num_classes, input_shape=input_shape,
+                 pooling=pooling, dropout=dropout, classifier_activation=classifier_activation,
+                 features=features, head=head, head_options=head_options, **options)
 
 
 def input_contract(model) -> dict:
@@ -55,17 +94,26 @@ def load_model(path, **kwargs):
     """Load a saved ``.keras`` zoo model (safe mode), registering every zoo layer first."""
     import importlib
     import pkgutil
+    from pathlib import Path
 
     import keras
 
     import zoo.heads
     import zoo.layers
+    from zoo.errors import InvalidArgumentError
 
+    if not Path(path).is_file():
+        raise InvalidArgumentError(f"{path}: no such file; give a .keras file saved by model.save() "
+                                   "(e.g. finetune_out/best.keras), or a zoo model name.")
     for package in (zoo.layers, zoo.heads):
         for info in pkgutil.iter_modules(package.__path__):
             importlib.import_module(f"{package.__name__}.{info.name}")
     kwargs.setdefault("safe_mode", True)
-    return keras.models.load_model(path, **kwargs)
+    try:
+        return keras.models.load_model(path, **kwargs)
+    except ValueError as e:  # not a .keras zip, unknown layer, unsafe lambda ...
+        raise InvalidArgumentError(f"{path} cannot be loaded as a zoo .keras model ({str(e).splitlines()[0][:300]}); "
+                                   "save it with model.save('m.keras') from a zoo model.") from None
 
 
 def fetch(name, **kwargs):
@@ -107,3 +155,5 @@ def dicom_dataset(source, labels=None, **kwargs):
 __all__ = ["ZooError", "load", "load_model", "input_contract", "fetch", "list_models", "list_weights", "model_info", "get_card",
            "read_dicom", "load_series", "dicom_dataset", "finetune", "export", "pretrain",
            "receptive_field"]
+
+__getattr__, __dir__ = submodule_access(__name__)  # zoo.data.dicom etc. import on first use

@@ -57,8 +57,35 @@ def _demo(args) -> int:
     return 0
 
 
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Shows every option's default, but not ``None`` / ``False`` nor twice when the help says it."""
+
+    def _get_help_string(self, action):
+        if action.default in (None, False) or action.default is argparse.SUPPRESS or (
+                action.help and "default" in action.help.lower()):  # already says it
+            return action.help
+        return super()._get_help_string(action)
+
+
+def _show_defaults(parser: argparse.ArgumentParser) -> None:
+    """HelpFormatter on ``parser`` and every subparser below it (they are defined in other modules)."""
+    parser.formatter_class = HelpFormatter
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for child in set(action.choices.values()):
+                _show_defaults(child)
+        elif action.help is None and action.default not in (None, False, argparse.SUPPRESS) and (
+                action.option_strings or action.nargs in ("?", "*")):
+            action.help = "(default: %(default)s)"  # argparse prints nothing for an argument without help
+
+
 def build_parser() -> argparse.ArgumentParser:
+    import zoo
+
     parser = argparse.ArgumentParser(prog="zoo", description="medzoo: a Keras 3 model zoo for medical imaging")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {zoo.__version__} (medzoo)")
+    parser.add_argument("--verbose", action="store_true",
+                        help="show TensorFlow's and Keras' own log lines and warnings (hidden by default)")
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("list", help="registered models (or, with --pretrained, arch.tag weights)")
     p.add_argument("pattern", nargs="?", default="*")
@@ -89,16 +116,23 @@ def build_parser() -> argparse.ArgumentParser:
     add_pretrain_parser(sub)
     add_dicom_parser(sub)
     add_explain_parser(sub)
+    _show_defaults(parser)
     return parser
 
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
+    from zoo._quiet import QuietTensorFlow
+
+    quiet = None if args.verbose else QuietTensorFlow()
     try:
         return args.func(args)
     except ZooError as e:
         print(f"zoo {args.command}: {e}", file=sys.stderr)
         return 2
+    finally:
+        if quiet is not None:
+            quiet.close()
 
 
 if __name__ == "__main__":

@@ -17,7 +17,7 @@ import tempfile
 from pathlib import Path
 
 from zoo._keras_compat import all_layers
-from zoo.errors import ExportError, InvalidArgumentError, ZooError
+from zoo.errors import ExportError, InvalidArgumentError, OptionalDependencyError, ZooError
 from zoo.outputs import check_target, staged
 from zoo.registry import Registry
 
@@ -113,8 +113,9 @@ def _write_onnx(model, path: Path, serve, spec, names) -> None:
     try:
         import tf2onnx
     except ImportError as e:
-        raise ExportError(f"format='onnx' needs tf2onnx ({e}); `pip install tf2onnx onnxruntime` "
-                          "(tf2onnx 1.17 converts TensorFlow 2.21 graphs), or export format='saved_model'.") from None
+        raise OptionalDependencyError(f"format='onnx' needs tf2onnx ({e}): `pip install \"medzoo[onnx]\"` "
+                                      "(tf2onnx 1.17 converts TensorFlow 2.21 graphs), or export "
+                                      "format='saved_model'.") from None
     fn = tf.function(serve, input_signature=[spec])
     try:
         proto, _ = tf2onnx.convert.from_function(fn, input_signature=[spec], opset=ONNX_OPSET)

@@ -10,7 +10,7 @@ from conftest import write_card
 
 import zoo
 from zoo.errors import CardError, UnknownModelError
-from zoo.hub.cards import all_cards, builtin_card_dir, get_card, read_card_file
+from zoo.hub.cards import all_cards, get_card, read_card_file
 
 IMAGENET_ARCHS = ["inception_v3", "resnet50", "resnet101", "resnet152", "densenet121",
                   "densenet169", "densenet201", "vgg16", "vgg19"]
@@ -109,15 +109,3 @@ def test_bad_cards_fail_with_file_and_field(zoo_env, tmp_path):
     write_card(zoo_env / "cards", "resnet50", "imagenet", "x.h5", b"x")
     with pytest.raises(CardError, match="defined in both"):
         all_cards()
-
-
-def test_cards_ship_in_the_wheel(tmp_path):
-    """An installed wheel (not only the source tree) finds the cards."""
-    import zipfile
-
-    subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q",
-                    "-w", str(tmp_path), "."], check=True)
-    wheel = next(tmp_path.glob("medzoo-*.whl"))
-    names = zipfile.ZipFile(wheel).namelist()
-    shipped = {p.name for p in builtin_card_dir().glob("*.toml")}
-    assert shipped and all(f"zoo/_weights/{n}" in names for n in shipped)

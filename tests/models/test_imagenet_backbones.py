@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 from conftest import write_card
 from keras.src.legacy.saving import legacy_h5_format
+from numerics_util import assert_deep_close, depth_of
 
 import zoo
 from zoo.errors import InputShapeError, InvalidArgumentError, UnknownModelError, WeightsError
@@ -55,21 +56,33 @@ def images(size, chans=3, n=2, seed=0):
     return np.random.default_rng(seed).uniform(0, 255, (n, size, size, chans)).astype("float32")
 
 
+def run(model, x):
+    """The model called directly (no predict: no tf.function to trace for one small batch)."""
+    out = model(x, training=False)
+    return [o.numpy() for o in out] if isinstance(out, list | tuple) else out.numpy()
+
+
+@pytest.mark.numerics
 @pytest.mark.parametrize("arch", [pytest.param(a, marks=pytest.mark.slow) if a in HEAVY else a for a in ARCHS])
 def test_parity_grey_identity_and_heads(arch, zoo_env, server):
     app, module, _, size = ARCHS[arch]
     ref = serve_reference(arch, zoo_env, server, size)
     x = images(size)
     preprocess = getattr(keras.applications, module).preprocess_input
-    expected = ref.predict(preprocess(x.copy()), verbose=0)
+    expected = run(ref, preprocess(x.copy()))
 
     backbone = zoo.load(arch, pretrained="test", num_classes=0, pooling=None)
-    np.testing.assert_allclose(backbone.predict(x, verbose=0), expected, rtol=1e-5, atol=1e-5 * np.abs(expected).max())
+    got = run(backbone, x)
+    assert_deep_close(got, expected, depth_of(arch), what=f"{arch} vs keras.applications ")
+    # the tolerance is far too tight to let a real bug through: another preprocessing mode fails it
+    wrong = {"caffe": "torch"}.get(ARCHS[arch][2], "caffe")
+    off = run(ref, keras.applications.imagenet_utils.preprocess_input(x.copy(), mode=wrong))
+    with pytest.raises(AssertionError, match="allowed"):
+        assert_deep_close(got, off, depth_of(arch), what=f"{arch} with {wrong} preprocessing (must fail) ")
 
     grey = zoo.load(arch, pretrained="test", in_chans=1, num_classes=0, pooling=None)
     g = x[..., :1]
-    np.testing.assert_allclose(grey.predict(g, verbose=0), backbone.predict(np.repeat(g, 3, -1), verbose=0),
-                               rtol=1e-5, atol=1e-6 * np.abs(expected).max())
+    assert_deep_close(run(grey, g), run(backbone, np.repeat(g, 3, -1)), depth_of(arch), what=f"{arch} grey ")
 
     head = zoo.load(arch, pretrained="test", in_chans=1, num_classes=5, dropout=0.2)
     assert head.output.shape == (None, 5) and head.get_layer("head_fc").units == 5
@@ -95,32 +108,35 @@ def test_features_have_documented_strides(arch):
     assert len(sub.outputs) == 2
 
 
+@pytest.mark.numerics
 def test_top_checkpoint_keeps_imagenet_classifier(zoo_env, server):
     ref = serve_reference("densenet121", zoo_env, server, 64, include_top=True, tag="top")
     x = images(64)
-    expected = ref.predict(keras.applications.densenet.preprocess_input(x.copy()), verbose=0)
+    expected = run(ref, keras.applications.densenet.preprocess_input(x.copy()))
     model = zoo.load("densenet121", pretrained="top")
     assert model.output.shape == (None, 1000)
-    np.testing.assert_allclose(model.predict(x, verbose=0), expected, atol=1e-6)
+    assert_deep_close(run(model, x), expected, depth_of("densenet121"), what="densenet121 top ")
 
 
+@pytest.mark.numerics
 def test_six_channel_rule_on_constant_images(zoo_env, server):
     """timm's rule: a 6-channel model on a constant-across-channels image equals the RGB model."""
     serve_reference("inception_v3", zoo_env, server, 75)
     rgb = zoo.load("inception_v3", pretrained="test", num_classes=0)
     six = zoo.load("inception_v3", pretrained="test", in_chans=6, num_classes=0)
     g = images(75, 1)
-    np.testing.assert_allclose(six.predict(np.repeat(g, 6, -1), verbose=0),
-                               rgb.predict(np.repeat(g, 3, -1), verbose=0), rtol=1e-4, atol=1e-5)
+    assert_deep_close(run(six, np.repeat(g, 6, -1)), run(rgb, np.repeat(g, 3, -1)), depth_of("inception_v3"),
+                      what="6 channels vs RGB ")
 
 
+@pytest.mark.numerics
 def test_keras_file_round_trip_safe_mode(tmp_path):
     model = zoo.load("resnet50", input_shape=(32, 32), in_chans=1, num_classes=3)
     path = tmp_path / "m.keras"
     model.save(path)
     again = zoo.load_model(path)
     x = images(32, 1)
-    np.testing.assert_allclose(again.predict(x, verbose=0), model.predict(x, verbose=0), atol=1e-6)
+    assert_deep_close(run(again, x), run(model, x), depth_of("resnet50"), what="resnet50 .keras round trip ")
     assert zoo.input_contract(again)["mode"] == "caffe"
 
 

@@ -120,3 +120,40 @@ def test_unknown_layer_is_a_clear_error():
     y = keras.layers.RandomRotation(0.1, name="rotate")(y)
     with pytest.raises(UnsupportedLayerError, match="rotate"):
         receptive_field(keras.Model(x, y))
+
+
+def test_triplanar_pathways_read_a_plane_of_the_cube():
+    """Each pathway's field is a window in its central plane: size 1 and stride 0 across it."""
+    model = zoo.load("triplanar_cnn", num_classes=2, dense=(4,))
+    assert receptive_field(model).layer == "axial_2_pool"  # the default: the first pathway
+    for layer, axis, size, stride, positions in [("axial_2_pool", 0, 16, 4, [(1, 2)]),
+                                                 ("coronal_1_pool", 1, 6, 2, [(5, 7)]),
+                                                 ("sagittal_2_pool", 2, 16, 4, [(2, 1)])]:
+        rf = receptive_field(model, layer=layer)
+        assert rf.size == tuple(1 if a == axis else size for a in range(3))
+        assert rf.stride == tuple(0 if a == axis else stride for a in range(3))
+        for position in positions:
+            analytic = input_window(model, position, layer=layer)
+            clipped = [(max(lo, 0), min(hi, 28)) for lo, hi in analytic]
+            assert measured_window(model, position, layer, trials=3) == clipped, (layer, position, analytic)
+
+
+HEAVY = {"densenet121", "densenet121_3d", "densenet169", "densenet201", "googlenet", "inception_v3", "resnet101",
+         "resnet152", "resnet50_3d"}  # slow to build; the analysis is the same as for their smaller siblings
+
+
+@pytest.mark.parametrize("name", [pytest.param(n, marks=pytest.mark.slow) if n in HEAVY else n
+                                  for n in zoo.list_models()])
+def test_every_registered_model_has_a_receptive_field(name):
+    """The README says receptive_field works for every listed model: each registered one, small input."""
+    from zoo.models.registry import get_entry
+
+    entry = get_entry(name)
+    small = max(entry.default_size) <= 160
+    shape = None if small else (max(entry.min_size, 32),) * entry.spatial_dims
+    model = zoo.load(name, input_shape=shape, num_classes=2 if small else 0)
+    rf = receptive_field(model)
+    assert len(rf.size) == len(rf.stride) == entry.spatial_dims
+    planes = [a for a, s in enumerate(rf.stride) if s == 0]  # triplanar pathways: one plane of the cube
+    assert len(planes) <= 1 and all(rf.size[a] == 1 for a in planes)
+    assert all(size >= stride >= 1 for size, stride in zip(rf.size, rf.stride) if stride != 0), rf

@@ -3,29 +3,41 @@
 The torch modules (torchvision_modules.py) copy torchvision's AlexNet and GoogLeNet layer for
 layer (module names included; torchvision itself is not installed). Their random state dicts are saved as
 .pth files, described by cards with a sha256 prefix (as torchvision publishes), and loaded
-through zoo.load, which converts them and caches the result as .weights.h5.
+through zoo.load, which converts them and caches the result as .weights.h5. Only the tests that
+build or read real torch tensors need torch; the refusal tests run without it.
 """
 
 from __future__ import annotations
 
 import hashlib
+import pickle
 import sys
 
 import numpy as np
 import pytest
 from conftest import write_card
+from numerics_util import assert_deep_close, depth_of
 
 import zoo
 from zoo.errors import OptionalDependencyError, WeightsError
 from zoo.hub.convert_torch import converted_path
 
-torch = pytest.importorskip("torch")
-from torchvision_modules import MEAN, STD, AlexNet, GoogLeNet, randomise  # noqa: E402
+
+@pytest.fixture
+def torch():
+    """torch itself, for the tests that make or read real tensors; they skip without it."""
+    return pytest.importorskip("torch")
 
 
-def save_card(module, tmp_path, zoo_env, server, arch, *, http=True):
+def save_card(module, tmp_path, zoo_env, server, arch, *, http=True, data=None):
+    """A torch-state-dict card for ``module``'s state dict (or for raw ``data`` bytes)."""
     path = tmp_path / f"{arch}-test.pth"
-    torch.save(module.state_dict(), path)
+    if data is None:
+        import torch
+
+        torch.save(module.state_dict(), path)
+    else:
+        path.write_bytes(data)
     data = path.read_bytes()
     prefix = hashlib.sha256(data).hexdigest()[:8]
     url = server.add(path.name, data) if http else str(path)
@@ -42,44 +54,53 @@ def pixels(size, n=2, seed=0):
 
 
 def torch_input(x):
+    import torch
+    from torchvision_modules import MEAN, STD
+
     return torch.from_numpy(((x / 255.0 - MEAN) / STD).transpose(0, 3, 1, 2).astype("float32"))
 
 
 @pytest.mark.slow
-def test_alexnet_logits_match_torch(tmp_path, zoo_env, server):
+@pytest.mark.numerics
+def test_alexnet_logits_match_torch(torch, tmp_path, zoo_env, server):
     """160x160 inputs: pool5 is 4x4, so the adaptive 6x6 pooling really resamples."""
+    from torchvision_modules import AlexNet, randomise
+
     net = randomise(AlexNet())
     name = save_card(net, tmp_path, zoo_env, server, "alexnet", http=False)
     x = pixels(160)
     with torch.no_grad():
         expected = net(torch_input(x)).numpy()
     model = zoo.load(name, input_shape=(160, 160), classifier_activation=None)
-    got = model.predict(x, verbose=0)
-    np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-4 * np.abs(expected).max())
+    got = model(x, training=False).numpy()
+    assert_deep_close(got, expected, depth_of("alexnet"), what="alexnet logits ")
     assert model.count_params() == sum(p.numel() for p in net.parameters()) == 61_100_840
 
 
 @pytest.mark.slow
-def test_googlenet_logits_match_torch_and_cache_needs_no_torch(tmp_path, zoo_env, server, monkeypatch):
+@pytest.mark.numerics
+def test_googlenet_logits_match_torch_and_cache_needs_no_torch(torch, tmp_path, zoo_env, server, monkeypatch):
+    from torchvision_modules import GoogLeNet, randomise
+
     net = randomise(GoogLeNet(aux_logits=True))
     name = save_card(net, tmp_path, zoo_env, server, "googlenet")
     x = pixels(96)
     with torch.no_grad():
         logits, aux1, aux2 = (t.numpy() for t in net(torch_input(x)))
     model = zoo.load(name, input_shape=(96, 96), classifier_activation=None)
-    got = model.predict(x, verbose=0)
-    np.testing.assert_allclose(got, logits, rtol=1e-4, atol=1e-4 * np.abs(logits).max())
+    got = model(x, training=False).numpy()
+    assert_deep_close(got, logits, depth_of("googlenet"), what="googlenet logits ")
 
     with_aux = zoo.load(name, input_shape=(96, 96), classifier_activation=None, aux_logits=True)
-    for out, ref in zip(with_aux.predict(x, verbose=0), (logits, aux1, aux2)):
-        np.testing.assert_allclose(out, ref, rtol=1e-4, atol=1e-4 * np.abs(ref).max())
+    outs = [o.numpy() for o in with_aux(x, training=False)]
+    assert_deep_close(outs, [logits, aux1, aux2], depth_of("googlenet"), what="googlenet with aux ")
 
     card = zoo.get_card(name)
     cached = converted_path(card, model)
     assert cached.is_file() and cached.name.endswith(".weights.h5")
     monkeypatch.setitem(sys.modules, "torch", None)  # the second load reads the cache: no torch needed
     again = zoo.load(name, input_shape=(96, 96), classifier_activation=None)
-    np.testing.assert_allclose(again.predict(x, verbose=0), got, rtol=1e-6, atol=1e-6)
+    assert_deep_close(again(x, training=False).numpy(), got, depth_of("googlenet"), what="cached conversion ")
 
     grey = zoo.load(name, input_shape=(96, 96), in_chans=1, num_classes=3)  # fresh head on converted weights
     assert grey.output.shape == (None, 3)
@@ -88,13 +109,14 @@ def test_googlenet_logits_match_torch_and_cache_needs_no_torch(tmp_path, zoo_env
 
 
 def test_missing_torch_names_the_extra(tmp_path, zoo_env, server, monkeypatch):
-    name = save_card(randomise(GoogLeNet(aux_logits=False)), tmp_path, zoo_env, server, "googlenet")
+    """Runs without torch: the file is verified, then converting it needs torch, named with its extra."""
+    name = save_card(None, tmp_path, zoo_env, server, "googlenet", data=b"PK\x03\x04 a torch checkpoint")
     monkeypatch.setitem(sys.modules, "torch", None)
     with pytest.raises(OptionalDependencyError, match=r'pip install "medzoo\[torch\]"'):
         zoo.load(name, input_shape=(64, 64))
 
 
-def test_checkpoint_of_another_architecture_is_rejected(tmp_path, zoo_env, server):
+def test_checkpoint_of_another_architecture_is_rejected(torch, tmp_path, zoo_env, server):
     data_path = tmp_path / "wrong.pth"
     torch.save({"features.0.weight": torch.zeros(8, 3, 3, 3), "features.0.bias": torch.zeros(8)}, data_path)
     data = data_path.read_bytes()
@@ -104,12 +126,33 @@ def test_checkpoint_of_another_architecture_is_rejected(tmp_path, zoo_env, serve
         zoo.load("alexnet.wrong", input_shape=(64, 64))
 
 
+class _Payload:
+    """Unpickling this creates ``marker``: the proof that pickled code ran."""
+
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return open, (self.marker, "w")
+
+
 def test_pickled_code_is_not_executed(tmp_path, zoo_env, server):
-    """weights_only=True: a checkpoint holding an arbitrary object is refused, not run."""
+    """weights_only=True: a checkpoint holding code is refused, not run (made with pickle, no torch needed).
+
+    With torch installed the refusal is torch.load's; without it zoo stops earlier, naming the extra.
+    """
+    marker = tmp_path / "pwned"
     evil = tmp_path / "evil.pth"
-    torch.save({"x": __import__("collections").OrderedDict(a=print)}, evil)
+    evil.write_bytes(pickle.dumps({"features.0.weight": _Payload(marker)}))
     data = evil.read_bytes()
     write_card(zoo_env / "cards", "alexnet", "evil", str(evil), data, format="torch-state-dict",
                include_top=True, num_classes=1000, preprocess="torch")
-    with pytest.raises(WeightsError, match="not a readable PyTorch state dict"):
+    try:
+        import torch  # noqa: F401
+    except ImportError:
+        expected, match = OptionalDependencyError, "needs torch"
+    else:
+        expected, match = WeightsError, "not a readable PyTorch state dict"
+    with pytest.raises(expected, match=match):
         zoo.load("alexnet.evil", input_shape=(64, 64))
+    assert not marker.exists()

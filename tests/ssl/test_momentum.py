@@ -8,8 +8,9 @@ import pytest
 from zoo.ssl.tasks import get_task
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture
 def trainer():
+    """A fresh BYOL trainer per test: the step test trains it, the copy test needs it untrained."""
     import keras
 
     import zoo

@@ -93,5 +93,5 @@ def test_adversarial_inpainting_trains_both_networks(zoo_env):
 
 def test_listing_models_stays_free_of_tensorflow():
     code = "import zoo; zoo.list_models(); import zoo.ssl; zoo.ssl.list_tasks(); import sys; print('tensorflow' in sys.modules)"
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.stdout.strip() == "False", out.stderr

@@ -1,8 +1,10 @@
 """Run by tests/train/test_distribute.py in a fresh process: a few zoo training steps under one strategy.
 
-Usage: python distributed_worker.py MODE OUT.npz, MODE one of one | mirrored2 | multiworker.
-mirrored2 splits the CPU into two logical devices, which must happen before TensorFlow starts,
-hence a separate process; multiworker reads TF_CONFIG (written by the test) and must create its
+Usage: python distributed_worker.py MODE OUT.npz, MODE one of one | mirrored2 | one+mirrored2 |
+multiworker. mirrored2 splits the CPU into two logical devices, which must happen before TensorFlow
+starts, hence a separate process; one+mirrored2 trains on one device (/cpu:0) and then mirrored in
+that same process (one cold start for both; OUT names the one-device result, the mirrored one goes
+beside it as mirrored.npz); multiworker reads TF_CONFIG (written by the test) and must create its
 strategy before any other TensorFlow work.
 """
 
@@ -20,14 +22,23 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 def main(mode: str, out: str) -> None:
     import tensorflow as tf
 
-    if mode == "mirrored2":
+    if "mirrored2" in mode:
         cpu = tf.config.list_physical_devices("CPU")[0]
         tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
     from zoo.train.distribute import strategy
 
+    if mode == "one+mirrored2":
+        train(strategy("cpu"), out)
+        train(strategy("mirrored", devices=["/cpu:0", "/cpu:1"]), str(Path(out).with_name("mirrored.npz")))
+        return
     strat = {"one": lambda: strategy("cpu"),
              "mirrored2": lambda: strategy("mirrored", devices=["/cpu:0", "/cpu:1"]),
              "multiworker": lambda: strategy("multiworker")}[mode]()
+    train(strat, out)
+
+
+def train(strat, out: str) -> None:
+    """A few seeded steps of simple_cnn under ``strat``; weights, initial weights and a summary to ``out``."""
     import keras
     import numpy as np
 

@@ -7,6 +7,7 @@ import os
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -76,10 +77,11 @@ def test_auto_picks_multiworker_for_a_cluster(monkeypatch):
     assert cluster_size() == 3 and is_chief()
 
 
-def _run_worker(mode, out, env=None):
+def _run_worker(mode, out, env=None, log=None):
+    """The worker in a fresh process; its output to a pipe, or to ``log`` (an open file) when polled."""
     return subprocess.Popen([sys.executable, str(WORKER), mode, str(out)], cwd=ROOT,
                             env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", **(env or {})},
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+                            stdout=log or subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
 
 def _finish(proc, timeout=600):
@@ -99,8 +101,9 @@ def _weights(path):
 
 @pytest.fixture(scope="module")
 def one_device(tmp_path_factory):
+    """The one-device run; the same process then trains mirrored over two logical CPUs (mirrored.npz)."""
     out = tmp_path_factory.mktemp("one") / "one.npz"
-    _finish(_run_worker("one", out))
+    _finish(_run_worker("one+mirrored2", out))
     return out
 
 
@@ -113,9 +116,8 @@ def _assert_same_training(a, b, initial):
 
 
 @pytest.mark.slow
-def test_mirrored_over_two_logical_cpus_matches_one_device(one_device, tmp_path):
-    out = tmp_path / "mirrored.npz"
-    _finish(_run_worker("mirrored2", out))
+def test_mirrored_over_two_logical_cpus_matches_one_device(one_device):
+    out = one_device.with_name("mirrored.npz")
     info = json.loads(out.with_suffix(".json").read_text())
     assert info["strategy"] == "MirroredStrategy" and info["replicas"] == 2
     assert info["synchronized_bn"] == 10  # every BatchNorm of simple_cnn syncs its statistics
@@ -134,17 +136,45 @@ def _free_ports(n):
     return ports
 
 
+_PORT_TAKEN = ("address already in use", "failed to add port", "could not start grpc server")
+
+
+def _run_cluster(tmp_path, attempts=3, timeout=600):
+    """Two workers on two free ports; a port taken between choosing and binding it is retried.
+
+    The ports are free when chosen but another process may bind one before the worker does (the
+    race is unavoidable: the worker must bind the port itself). Such a run fails fast with
+    'address already in use'; it is retried on new ports, any other failure fails the test.
+    """
+    for attempt in range(attempts):
+        cluster = {"worker": [f"127.0.0.1:{p}" for p in _free_ports(2)]}
+        outs = [tmp_path / f"try{attempt}" / f"worker{i}.npz" for i in range(2)]
+        procs, logs = [], [out.with_suffix(".log") for out in outs]
+        for index, out in enumerate(outs):
+            out.parent.mkdir(exist_ok=True)
+            config = json.dumps({"cluster": cluster, "task": {"type": "worker", "index": index}})
+            with open(logs[index], "w") as log:  # a file, not a pipe: nobody reads while polling
+                procs.append(_run_worker("multiworker", out, {"TF_CONFIG": config}, log=log))
+        deadline = time.monotonic() + timeout
+        while any(p.poll() is None for p in procs) and not any(p.poll() for p in procs):
+            if time.monotonic() > deadline:
+                break
+            time.sleep(0.5)
+        if all(p.poll() == 0 for p in procs):
+            return outs
+        for p in procs:  # one failed (its partner would wait for it) or the deadline passed
+            if p.poll() is None:
+                p.kill()
+            p.wait(timeout=60)
+        text = [log.read_text() for log in logs]
+        if not any(marker in t.lower() for t in text for marker in _PORT_TAKEN):
+            pytest.fail("multiworker run failed:\n" + "\n----\n".join(t[-3000:] for t in text))
+    pytest.fail(f"the chosen ports were taken by other processes {attempts} times in a row")
+
+
 @pytest.mark.slow
 def test_multiworker_two_processes_end_identical(one_device, tmp_path):
-    cluster = {"worker": [f"127.0.0.1:{p}" for p in _free_ports(2)]}
-    procs, outs = [], []
-    for index in range(2):
-        out = tmp_path / f"worker{index}.npz"
-        config = json.dumps({"cluster": cluster, "task": {"type": "worker", "index": index}})
-        procs.append(_run_worker("multiworker", out, {"TF_CONFIG": config}))
-        outs.append(out)
-    for proc in procs:
-        _finish(proc, timeout=600)
+    outs = _run_cluster(tmp_path)
     for out in outs:
         info = json.loads(out.with_suffix(".json").read_text())
         assert info["strategy"] == "CollectiveAllReduceStrategy" and info["replicas"] == 2

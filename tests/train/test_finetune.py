@@ -15,7 +15,7 @@ from zoo.data.synthetic import make_phantoms
 from zoo.errors import DataError, InvalidArgumentError
 from zoo.export import add_export_parser
 from zoo.train.cli import add_finetune_parser
-from zoo.train.finetune import as_arrays, finetune
+from zoo.train.finetune import Augment, _AugmentedBatches, as_arrays, finetune
 from zoo.train.folder_data import load_labelled_folder
 
 SMALL = dict(in_chans=1, num_classes=2, input_shape=(32, 32), widths=(8, 8, 8, 8, 12))
@@ -48,7 +48,7 @@ def test_two_stages_write_checkpoint_record_and_tensorboard(data, tmp_path):
     stage1_start = [w.copy() for w in model.get_layer("stage1_conv1").get_weights()]
     out = tmp_path / "run"
     result = finetune(model, train, val, epochs=(2, 2), batch_size=12, unfreeze_from="stage5_conv1",
-                      class_weight="balanced", seed=1, out_dir=out, strategy="cpu", verbose=0, patience=5)
+                      class_weight="balanced", seed=1, augment=False, out_dir=out, strategy="cpu", verbose=0, patience=5)
     assert result.checkpoint == out / "best.keras" and result.checkpoint.is_file()
     assert [row["stage"] for row in result.history] == ["stage1"] * 2 + ["stage2"] * 2
     assert [row["learning_rate"] for row in result.history] == pytest.approx([1e-3] * 2 + [1e-4] * 2)
@@ -95,7 +95,7 @@ def test_bad_input_is_explained(data, tmp_path):
     train, val = data
     kw = dict(out_dir=tmp_path, strategy="cpu", verbose=0)
     with pytest.raises(DataError, match="labels go up to 4 but the model has 2 outputs"):
-        finetune(_model(), (train.images, np.full(36, 4)), val, **kw)
+        finetune(_model(), (train.images, np.arange(36) % 5), val, **kw)
     with pytest.raises(DataError, match=r"images of shape \(64, 64, 1\) but the model takes \(32, 32, 1\)"):
         finetune(_model(), make_phantoms(4, size=64), val, **kw)
     with pytest.raises(DataError, match="36 images but labels of shape"):
@@ -163,3 +163,114 @@ def test_cli_finetune_demo_then_export(tmp_path, capsys):
                                zoo.load_model(out / "best.keras").predict(x, verbose=0), atol=1e-5)
     with pytest.raises(InvalidArgumentError, match="--data FOLDER"):
         _cli(["finetune", "--out", str(out)])
+
+
+def _refused(tmp_path, exc, match, *args, **kwargs):
+    """Raises ``exc`` matching ``match`` and trains nothing: no checkpoint or record is written."""
+    out = tmp_path / "run"
+    with pytest.raises(exc, match=match):
+        finetune(*args, out_dir=kwargs.pop("out_dir", out), strategy="cpu", verbose=0, **kwargs)
+    assert not (out / "best.keras").exists() and not (out / "run.json").exists()
+
+
+def test_m8_degenerate_data_is_refused_before_training(data, tmp_path):
+    """Issue 12 M8: each bad input is a ZooError naming the input and the fix, raised before any epoch."""
+    train, val = data
+    model = _model()
+    _refused(tmp_path, DataError, r"train_data holds only class 0 .*give num_classes=", model,
+             (train.images, np.zeros(36, int)), val)
+    _refused(tmp_path, DataError, r"train_data values all lie in \[0, 1\].*multiply by 255", model,
+             (train.images / 255.0, train.labels), val)
+    _refused(tmp_path, DataError, r"val_data values span \[-1e\+03.*Hounsfield", model,
+             train, (val.images * 8 - 1000, val.labels))
+    _refused(tmp_path, DataError, r"val_data is empty", model, train, (np.zeros((0, 32, 32, 1)), np.zeros(0, int)))
+    _refused(tmp_path, DataError, r"train_data: 36 images but labels of shape \(35,\)", model,
+             (train.images, train.labels[:35]), val)
+    _refused(tmp_path, DataError, r"labels of type <U6.*np.unique\(labels, return_inverse=True\)", model,
+             (train.images, np.where(train.labels == 1, "lesion", "normal")), val)
+    _refused(tmp_path, InvalidArgumentError, r"weight_decay=-1: must be a number >= 0", model, train, val,
+             weight_decay=-1)
+    (tmp_path / "file").write_text("not a folder")
+    _refused(tmp_path, InvalidArgumentError, r"out_dir=.*file' is a file, not a folder", model, train, val,
+             out_dir=tmp_path / "file")
+    assert (tmp_path / "file").read_text() == "not a folder"
+    with pytest.raises(DataError, match="the dataset yields no examples"):
+        as_arrays(tf.data.Dataset.from_tensor_slices((np.zeros((0, 4, 4)), np.zeros(0))), "val_data")
+
+
+def test_m8_one_class_is_allowed_when_num_classes_is_given(data, tmp_path):
+    train, val = data
+    result = finetune("simple_cnn", (train.images, np.zeros(36, int)), val, num_classes=2, input_shape=(32, 32),
+                      in_chans=1, epochs=(1, 0), batch_size=12, out_dir=tmp_path, strategy="cpu", verbose=0)
+    assert result.model.outputs[0].shape[-1] == 2
+
+
+def _views(batches, epoch):
+    return np.concatenate([x for x, _, _ in batches.dataset(epoch).as_numpy_iterator()])
+
+
+def test_augmentation_moves_whole_pixels_and_keeps_the_noise(data):
+    """Issue 11: bilinear resampling blurs noise and small lesions; Augment only moves pixels (and jitters gain)."""
+    train, _ = data
+    x, y = train.images, train.labels
+    batches = _AugmentedBatches(x, y, 12, 3, None, Augment(shift=0.1, gain=0, offset=0), (0.0, 255.0))
+    views, order = _views(batches, 0), batches.order(0)
+    np.testing.assert_array_equal(views, _views(batches, 0))  # same seed and epoch: same views
+    assert not np.array_equal(views, _views(batches, 1))
+    shifts = set()
+    for view, src in zip(views, x[order], strict=True):  # the centre is the source moved by whole pixels
+        match = [(dy, dx) for dy in range(-3, 4) for dx in range(-3, 4)
+                 if np.array_equal(view[8:-8, 8:-8], np.roll(src, (dy, dx), axis=(0, 1))[8:-8, 8:-8])]
+        assert match, "a view is not an integer shift of its source"
+        shifts.add(match[0])
+    assert len(shifts) > 5
+    rough = lambda im: float(np.std(np.diff(im, axis=2)))  # noqa: E731  pixel-to-pixel differences
+    assert rough(views) == pytest.approx(rough(x), rel=0.05)
+    blurred = keras.layers.RandomRotation(0.02, seed=0)(x, training=True)  # the old default: resampled
+    assert rough(keras.ops.convert_to_numpy(blurred)) < 0.8 * rough(x)
+
+    turned = _AugmentedBatches(x, y, 12, 3, None, Augment(shift=0, rot90=True, flip=True, gain=0, offset=0), None)
+    for view, src in zip(_views(turned, 0), x[turned.order(0)], strict=True):
+        assert any(np.array_equal(view, np.rot90(f, k)) for f in (src, src[:, ::-1]) for k in range(4))
+    jitter = _AugmentedBatches(x, y, 12, 3, None, Augment(shift=0, gain=0.05, offset=0.02), (0.0, 255.0))
+    ratio = _views(jitter, 0) / np.maximum(x[jitter.order(0)], 1)
+    assert 0.0 <= _views(jitter, 0).min() and _views(jitter, 0).max() <= 255.0
+    assert np.abs(np.median(ratio, axis=(1, 2, 3)) - 1).max() < 0.1
+
+
+def test_stage2_that_does_not_improve_keeps_stage1(data, tmp_path, capsys):
+    """Stage 2 never ends below stage 1 on validation: a destructive stage 2 is rolled back and reported."""
+    train, val = data
+    result = finetune(_model(), train, val, epochs=(2, 2), learning_rate=(1e-3, 30.0), batch_size=12,
+                      patience=2, augment=False, out_dir=tmp_path, strategy="cpu", verbose=0)
+    assert result.stage2_kept is False and result.history[result.best_epoch]["stage"] == "stage1"
+    stage1_best = min(r["val_loss"] for r in result.history if r["stage"] == "stage1")
+    assert result.best_value == pytest.approx(stage1_best)
+    val_loss = float(keras.losses.sparse_categorical_crossentropy(val.labels, result.model(val.images)).numpy().mean())
+    assert val_loss == pytest.approx(stage1_best, rel=1e-4)  # the returned model holds stage 1's weights
+    record = json.loads(result.record.read_text())
+    assert record["stage2"]["kept"] is False and "keeps stage 1's weights" in record["stage2"]["note"]
+    assert record["best"]["stage"] == "stage1"
+    assert "keeps stage 1's weights" in capsys.readouterr().out
+
+
+def test_m8_a_run_folder_is_replaced_only_with_overwrite_and_never_with_user_files(data, tmp_path):
+    """M8 / issue 12 item 7: an earlier run is kept unless overwrite=True; a user's files are never deleted."""
+    from zoo.errors import OutputError
+
+    train, val = data
+    out = tmp_path / "run"
+    kw = dict(epochs=(1, 0), batch_size=12, augment=False, strategy="cpu", verbose=0)
+    first = finetune(_model(), train, val, out_dir=out, **kw)
+    assert (out / "curves.png").stat().st_size > 0  # training curves next to run.json
+    record = (out / "run.json").read_bytes()
+    with pytest.raises(OutputError, match="exists; pass overwrite=True"):
+        finetune(_model(), train, val, out_dir=out, **kw)
+    assert (out / "run.json").read_bytes() == record and first.checkpoint.is_file()
+    (out / "notes.txt").write_text("mine")
+    with pytest.raises(OutputError, match="notes.txt"):
+        finetune(_model(), train, val, out_dir=out, overwrite=True, **kw)
+    assert (out / "notes.txt").read_text() == "mine" and (out / "run.json").read_bytes() == record
+    (out / "notes.txt").unlink()
+    finetune(_model(), train, val, out_dir=out, overwrite=True, **kw)
+    assert json.loads((out / "run.json").read_text())["arguments"]["overwrite"] is True

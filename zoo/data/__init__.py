@@ -1,0 +1,5 @@
+"""Data: DICOM files and series, tf.data pipelines, windows, synthetic phantoms."""
+
+from zoo._lazy import submodule_access
+
+__getattr__, __dir__ = submodule_access(__name__)  # zoo.data.<submodule> imports on use

@@ -27,6 +27,31 @@ from zoo.errors import OptionalDependencyError, WeightsError, ZooError
 INSTALL_HINT = 'pip install "medzoo[torch]"'
 
 
+def torch_available() -> bool:
+    """Whether ``import torch`` would work, without importing it (a None entry means blocked)."""
+    import importlib.util
+    import sys
+
+    if "torch" in sys.modules:
+        return sys.modules["torch"] is not None
+    return importlib.util.find_spec("torch") is not None
+
+
+def check_convertible(card) -> None:
+    """Before downloading a torch checkpoint: fail now, not after the download, when torch is
+    missing and no converted copy of this card is cached."""
+    if torch_available():
+        return
+    from zoo.hub.fetch import cache_path
+
+    stem = card.file_name.removesuffix(".pth").removesuffix(".pt")
+    if any(cache_path(card).parent.glob(f"{stem}.*.weights.h5")):
+        return
+    raise OptionalDependencyError(
+        f"{card.name} is a PyTorch checkpoint and converting it (once) needs torch, which is not installed; "
+        f"nothing was downloaded. Run `{INSTALL_HINT}` (CPU wheels suffice) and load it again.")
+
+
 def read_state_dict(path) -> dict[str, np.ndarray]:
     """The tensors of a torch checkpoint as numpy arrays (``torch.load(..., weights_only=True)``)."""
     try:

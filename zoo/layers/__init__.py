@@ -1,1 +1,5 @@
 """Serializable Keras layers shared by the model builders (import the submodules; they import Keras)."""
+
+from zoo._lazy import submodule_access
+
+__getattr__, __dir__ = submodule_access(__name__)  # zoo.layers.<submodule> imports on use

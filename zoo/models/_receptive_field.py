@@ -57,6 +57,8 @@ def _window(layer, intervals, in_shape):
     sizes = in_shape[1:1 + dims]
     if kind in POINTWISE:
         return intervals
+    if kind == "CentralSlice":  # a plane of the volume: the sliced axis is its central index
+        return [*intervals[:layer.axis], ((in_shape[1 + layer.axis] or 0) // 2,) * 2, *intervals[layer.axis:]]
     if kind.startswith(("Conv", "MaxPooling", "AveragePooling", "DepthwiseConv", "SeparableConv")):
         k = _tuple(getattr(layer, "kernel_size", None) or layer.pool_size, dims)
         s = _tuple(layer.strides, dims)
@@ -91,7 +93,8 @@ def _window(layer, intervals, in_shape):
         return [(a * layer.strides, b * layer.strides + layer.pool_size - 1) for a, b in intervals]
     raise UnsupportedLayerError(
         f"receptive_field: layer {layer.name!r} ({kind}) has no rule; the analysis covers convolutions, "
-        "pooling, padding, cropping, up-sampling and point-wise layers. Pass layer= to stop before it.")
+        "pooling, padding, cropping, up-sampling, central planes and point-wise layers. "
+        "Pass layer= to stop before it.")
 
 
 def _union(a, b):

@@ -301,6 +301,10 @@ def load(name: str, pretrained=None, *, in_chans: int | None = None, num_classes
     if card is not None:
         from zoo.hub.fetch import fetch
 
+        if card.format == "torch-state-dict":  # no download that cannot be converted
+            from zoo.hub.convert_torch import check_convertible
+
+            check_convertible(card)
         path = fetch(card)
     if path is not None and fmt in CONVERTED_FORMATS:
         reference = model
@@ -323,7 +327,7 @@ def load(name: str, pretrained=None, *, in_chans: int | None = None, num_classes
         model.zoo_weights = card.name if card else str(path)
 
     if features:
-        return keras.Model(model.inputs, adapt.feature_outputs(model, entry, features), name=f"{arch}_features")
+        return keras.Model(_inputs_of(model), adapt.feature_outputs(model, entry, features), name=f"{arch}_features")
     if use_top or entry.task != "classification":
         return model
     main, extra = model.outputs[0], model.outputs[1:]  # extra: auxiliary classifiers, kept as they are
@@ -333,11 +337,17 @@ def load(name: str, pretrained=None, *, in_chans: int | None = None, num_classes
         return model
     else:
         out = adapt.global_pool(main, pooling, name="head_pool")
-    final = keras.Model(model.inputs, [out, *extra] if extra else out, name=arch)
+    final = keras.Model(_inputs_of(model), [out, *extra] if extra else out, name=arch)
     if head_in_file:
         load_weights_file(final, path, fmt, arch)
         final.zoo_weights = str(path)
     return final
+
+
+def _inputs_of(model):
+    """A one-input model's input as a tensor, not a one-element list: Keras 3 warns on every call
+    ("The structure of `inputs` doesn't match") when a model built on [x] is called with a tensor."""
+    return model.inputs[0] if len(model.inputs) == 1 else model.inputs
 
 
 def input_contract(model) -> dict:

@@ -7,6 +7,7 @@ it. Importing this package is light; TensorFlow is imported when training starts
 
 from __future__ import annotations
 
+from zoo._lazy import submodule_access
 from zoo.ssl.tasks import TASKS, get_task, list_tasks
 
 
@@ -25,3 +26,5 @@ def demo_step(**kwargs) -> dict:
 
 
 __all__ = ["TASKS", "demo_step", "get_task", "list_tasks", "pretrain"]
+
+__getattr__, __dir__ = submodule_access(__name__)  # zoo.ssl.<submodule> imports on use

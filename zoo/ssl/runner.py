@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from zoo.data.value_range import check_value_range
 from zoo.errors import DataError, InputShapeError, InvalidArgumentError
 from zoo.ssl.tasks import Data, Task, get_task
 
@@ -55,11 +56,7 @@ def as_data(data, task: Task, seed: int = 0) -> Data:
         raise DataError(f"data holds {len(a)} sample(s); pretraining needs at least 2.")
     if not np.isfinite(a).all():
         raise DataError(f"data of shape {a.shape} hold NaN or inf values; replace them (e.g. np.nan_to_num) first.")
-    if a.min() < 0 or a.max() > 255:
-        raise DataError(f"data values span [{a.min():.3g}, {a.max():.3g}]; the zoo's input range is "
-                        "[0, 255]: window CT to grey values first.")
-    if a.max() <= 1.0:
-        raise DataError("data values all lie in [0, 1]; the zoo's input range is [0, 255]: multiply by 255.")
+    check_value_range(a, (0.0, 255.0), "data")
     return Data(a.astype(np.float32, copy=False), out.subjects)
 
 

@@ -4,6 +4,9 @@
 call. Fine-tuning is ``zoo.finetune`` (zoo.train.finetune.finetune).
 """
 
+from zoo._lazy import submodule_access
 from zoo.train.distribute import strategy
 
 __all__ = ["strategy"]
+
+__getattr__, __dir__ = submodule_access(__name__)  # zoo.train.<submodule> imports on use

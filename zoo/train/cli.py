@@ -28,14 +28,15 @@ def _data(args):
 
 
 def _run(args) -> int:
-    from zoo.train.finetune import finetune
+    from zoo.train.finetune import deterministic, finetune
 
     train, val = _data(args)
+    deterministic(args.seed)
     result = finetune(args.model, train, val, pretrained=args.pretrained, epochs=tuple(args.epochs),
                       learning_rate=tuple(args.lr), weight_decay=args.weight_decay, batch_size=args.batch_size,
                       unfreeze_from=args.unfreeze_from, class_weight=args.class_weight,
-                      augment=not args.no_augment, cache_features=not args.no_cache, patience=args.patience,
-                      seed=args.seed, out_dir=args.out, strategy=args.strategy, precision=args.precision,
+                      augment=False if args.no_augment else ("rot90" if args.rot90 else True), cache_features=not args.no_cache, patience=args.patience,
+                      seed=args.seed, out_dir=args.out, overwrite=args.overwrite, strategy=args.strategy, precision=args.precision,
                       verbose=0 if args.quiet else 1)
     summary = result.to_dict()
     summary.pop("history")
@@ -59,10 +60,15 @@ def add_finetune_parser(sub) -> None:
     p.add_argument("--unfreeze-from", default=None, help="layer name or block prefix where stage 2 unfreezes")
     p.add_argument("--class-weight", choices=["balanced"], default=None)
     p.add_argument("--patience", type=int, default=3)
-    p.add_argument("--no-augment", action="store_true")
+    p.add_argument("--no-augment", action="store_true", help="train on the images as given (default: whole-pixel "
+                   "shifts and a small intensity jitter, both stages)")
+    p.add_argument("--rot90", action="store_true", help="also augment by 90-degree rotations and flips "
+                   "(only for images without a fixed orientation or laterality)")
     p.add_argument("--no-cache", action="store_true", help="push images through the frozen backbone in stage 1")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--out", default="finetune_out", help="folder for best.keras, run.json and logs/")
+    p.add_argument("--out", default="finetune_out", help="folder for best.keras, run.json, curves.png and logs/")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace an earlier run at --out (never a folder with files the zoo did not write)")
     p.add_argument("--strategy", default="auto", choices=["auto", "cpu", "mirrored", "multiworker", "tpu"])
     p.add_argument("--precision", default="fp32", choices=["fp32", "bf16", "fp16"])
     p.add_argument("--quiet", action="store_true")

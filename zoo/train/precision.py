@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import os
 
 from zoo.errors import PrecisionError
 from zoo.registry import Registry
@@ -44,6 +45,17 @@ def cpu_flags() -> frozenset[str]:
     return frozenset()
 
 
+def onednn_caps_out_bf16() -> bool:
+    """True when ONEDNN_MAX_CPU_ISA (or DNNL_MAX_CPU_ISA) caps oneDNN below AVX512_CORE_BF16.
+
+    TensorFlow decides to send bfloat16 ops to oneDNN by its own CPU check, which ignores the cap;
+    oneDNN then has no kernel for them and the op fails with a raw AbortedError.
+    """
+    cap = (os.environ.get("ONEDNN_MAX_CPU_ISA") or os.environ.get("DNNL_MAX_CPU_ISA") or "ALL").upper()
+    onednn_on = os.environ.get("TF_ENABLE_ONEDNN_OPTS", "1").strip().lower() not in ("0", "false")
+    return onednn_on and not any(isa in cap for isa in ("ALL", "BF16", "AMX", "FP16", "AVX10"))
+
+
 def device_support(precision: str) -> tuple[bool, str]:
     """(supported, the device that decided it) for ``precision`` by the rule in this module's docstring."""
     import tensorflow as tf
@@ -59,6 +71,8 @@ def device_support(precision: str) -> tuple[bool, str]:
         need = (8, 0) if precision == "bf16" else (7, 0)
         return (major, minor) >= need, f"GPU with compute capability {major}.{minor}"
     if precision == "bf16":
+        if onednn_caps_out_bf16():
+            return False, "CPU (ONEDNN_MAX_CPU_ISA caps oneDNN below avx512_bf16)"
         native = sorted(set(CPU_BF16_FLAGS) & cpu_flags())
         return bool(native), f"CPU ({'with ' + ', '.join(native) if native else 'no avx512_bf16/amx_bf16'})"
     return False, "CPU"

@@ -57,12 +57,7 @@ class Batches:
         idx = self.order(epoch)
         w = np.ones(len(self.y), np.float32) if self.sample_weight is None else self.sample_weight.astype(np.float32)
         ds = tf.data.Dataset.from_tensor_slices((self.x[idx], self.y[idx], w[idx])).batch(self.batch_size)
-        if map_fn is not None:
-            ds = ds.map(map_fn, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-        options = tf.data.Options()
-        options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
-        options.deterministic = True
-        return ds.with_options(options).prefetch(2)
+        return finish_batches(ds, map_fn)
 
 
 def class_weights_to_samples(y: np.ndarray, class_weight, num_classes: int) -> np.ndarray | None:
@@ -214,3 +209,15 @@ class Trainer:
 
     def evaluate(self, batches: Batches) -> dict:
         return self._loop(self._eval, batches.dataset(0))
+
+
+def finish_batches(ds, map_fn=None):
+    """Apply ``map_fn`` to batches in order, shard by data, keep order: the same batches on every strategy."""
+    import tensorflow as tf
+
+    if map_fn is not None:
+        ds = ds.map(map_fn, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    options = tf.data.Options()
+    options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
+    options.deterministic = True
+    return ds.with_options(options).prefetch(2)
