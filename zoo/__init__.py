@@ -116,11 +116,12 @@ def load_model(path, **kwargs):
                                    "save it with model.save('m.keras') from a zoo model.") from None
 
 
-def fetch(name: str, **kwargs):
-    """Download (or find in the cache) and verify the weights file of card ``arch.tag``."""
+def fetch(name, **kwargs):
+    """Download (or find in the cache) and verify the weights file of a card: its name ``arch.tag``
+    or the WeightCard itself (the same function as zoo.hub.fetch.fetch)."""
     from zoo.hub.fetch import fetch as _fetch
 
-    return _fetch(get_card(name), **kwargs)
+    return _fetch(name, **kwargs)
 
 
 def finetune(model_or_name, train_data, val_data=None, **kwargs):

@@ -148,3 +148,26 @@ class LabelsError(DataError):
 
 class CacheWriteError(FetchError):
     """The weights cache (ZOO_HOME) cannot be written: read-only, full, or not a folder."""
+
+# --- registries and private Keras API (zoo.registry, zoo._keras_compat; issue 13) -------------
+
+
+class UnknownNameError(UnknownModelError, InvalidArgumentError):
+    """A name no registry of its kind holds: a model, a MIL pooling, an SSL task, a sampler, ...
+
+    One type for every registry (zoo.registry.Registry). It is still an UnknownModelError and an
+    InvalidArgumentError (so a KeyError and a ValueError), the types these lookups raised before.
+    """
+
+    def __init__(self, kind: str, name, choices: Iterable[str] = (), hint: str = "", *,
+                 argument: str | None = None, show_choices: bool = True):
+        self.kind, self.name, self.choices = kind, name, tuple(choices)
+        head = f"{argument}={name!r}: unknown {kind}." if argument else f"Unknown {kind} {name!r}."
+        listed = ", ".join(map(str, self.choices)) or "(none registered)"
+        message = head + did_you_mean(str(name), self.choices)
+        message += f" Use one of {listed}." if show_choices else ""
+        super().__init__(message + (f" {hint}" if hint else ""))
+
+
+class KerasCompatError(ZooError, RuntimeError):
+    """The installed Keras no longer has the private API zoo._keras_compat relies on."""

@@ -16,16 +16,13 @@ import json
 import tempfile
 from pathlib import Path
 
-from zoo.errors import (
-    ExportError,
-    InvalidArgumentError,
-    OptionalDependencyError,
-    ZooError,
-    did_you_mean,
-)
+from zoo._keras_compat import all_layers
+from zoo.errors import ExportError, InvalidArgumentError, OptionalDependencyError, ZooError
 from zoo.outputs import check_target, staged
+from zoo.registry import Registry
 
 FORMATS = ("saved_model", "tflite", "onnx")
+_FORMATS = Registry("export format", FORMATS, argument="format")
 QUANTIZE = (None, "dynamic", "int8")
 ONNX_OPSET = 17
 
@@ -34,7 +31,7 @@ def check_serializable(model) -> None:
     """Raise ExportError naming the first layer that does not survive get_config -> from_config (safe mode)."""
     import keras
 
-    for layer in model._flatten_layers(include_self=False):
+    for layer in all_layers(model):
         if isinstance(layer, keras.layers.InputLayer):
             continue
         try:
@@ -51,7 +48,7 @@ def check_serializable(model) -> None:
 def _signature(model, input_name: str, output_names):
     import tensorflow as tf
 
-    names = list(output_names) if output_names else [t._keras_history.operation.name for t in model.outputs]
+    names = list(output_names) if output_names else list(model.output_names)
     if len(names) != len(model.outputs) or len(set(names)) != len(names):
         raise InvalidArgumentError(f"output_names={output_names!r}: give {len(model.outputs)} distinct names.")
     if len(model.inputs) != 1:
@@ -172,8 +169,7 @@ def export(model, path, format: str = "saved_model", quantize=None, representati
     beside ``path`` and swapped in only when complete. An existing ``path`` is replaced only with
     ``overwrite=True`` and only if it is a previous zoo export (see :mod:`zoo.outputs`).
     """
-    if format not in FORMATS:
-        raise InvalidArgumentError(f"format={format!r}: use one of {', '.join(FORMATS)}.{did_you_mean(str(format), FORMATS)}")
+    _FORMATS.check(format)
     if quantize not in QUANTIZE:
         raise InvalidArgumentError(f"quantize={quantize!r}: use None, 'dynamic' or 'int8'.")
     if quantize and format != "tflite":

@@ -199,3 +199,12 @@ def test_two_processes_race_for_one_file(zoo_env, server):
     assert paths == {str(hub.cache_path(card))}
     assert hub.cache_path(card).read_bytes() == DATA
     assert server.gets("w.h5") == 1
+
+
+def test_fetch_takes_a_card_or_its_name(zoo_env, server):
+    """One public fetch: zoo.fetch and zoo.hub.fetch.fetch take a WeightCard or ``arch.tag``."""
+    import zoo
+
+    card = _card(zoo_env, server)
+    path = zoo.fetch(card, retries=0)
+    assert hub.fetch(card.name) == zoo.fetch(card.name) == path and server.gets("w.h5") == 1

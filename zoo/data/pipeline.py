@@ -34,8 +34,10 @@ from zoo.data.dicom import READER_VERSION, find_dicom_files, read_dicom
 from zoo.data.labels import read_labels
 from zoo.data.windows import DEFAULT_CT_STACK, resolve_windows
 from zoo.errors import DataError, InvalidArgumentError, ZooError
+from zoo.registry import Registry
 
 SAMPLERS = ("slice", "2.5d", "triplanar", "cube", "mil")
+_SAMPLERS = Registry("sampler", SAMPLERS, argument="sampler")
 VOLUME_SAMPLERS = ("2.5d", "triplanar", "cube")
 
 
@@ -309,8 +311,7 @@ class DicomDataset:
                  cache_dir=None, workers: int | None = None, augment=None, on_error: str = "raise",
                  samples_per_item: int = 4, tiles: int = 8, target_spacing=None, repeat: bool = False,
                  drop_remainder: bool = False):
-        if sampler not in SAMPLERS:
-            raise InvalidArgumentError(f"sampler={sampler!r}: use one of {SAMPLERS}.")
+        _SAMPLERS.check(sampler)
         if on_error not in ("raise", "skip"):
             raise InvalidArgumentError(f"on_error={on_error!r}: use 'raise' or 'skip'.")
         if not isinstance(batch_size, int) or batch_size < 1:

@@ -13,10 +13,11 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from zoo.errors import InvalidArgumentError, did_you_mean
+from zoo.errors import InvalidArgumentError
+from zoo.registry import Registry
 
 # (center, width) in HU; common radiology presets (Radiopaedia "Windowing (CT)").
-PRESETS: dict[str, tuple[float, float]] = {
+PRESETS: Registry = Registry("CT window preset", {
     "brain": (40.0, 80.0),
     "subdural": (75.0, 215.0),
     "stroke": (40.0, 40.0),
@@ -29,7 +30,7 @@ PRESETS: dict[str, tuple[float, float]] = {
     "bone": (400.0, 1800.0),
     "spine_soft_tissue": (50.0, 250.0),
     "pe_angiography": (100.0, 700.0),
-}
+}, argument="window", hint="Or give a (center, width) pair in HU.")
 
 DEFAULT_CT_STACK = ("abdomen_soft_tissue", "lung", "bone")
 """Three windows that together cover soft tissue, air and bone, for a 3-channel model."""
@@ -38,11 +39,7 @@ DEFAULT_CT_STACK = ("abdomen_soft_tissue", "lung", "bone")
 def resolve_window(spec) -> tuple[float, float]:
     """A preset name or a (center, width) pair -> (center, width), validated."""
     if isinstance(spec, str):
-        if spec not in PRESETS:
-            raise InvalidArgumentError(
-                f"window {spec!r} is not a preset.{did_you_mean(spec, PRESETS)} Presets: {', '.join(PRESETS)}; "
-                "or give a (center, width) pair in HU.")
-        return PRESETS[spec]
+        return PRESETS.get(spec)  # UnknownNameError (an InvalidArgumentError) with suggestions
     try:
         center, width = (float(v) for v in spec)
     except (TypeError, ValueError):

@@ -11,6 +11,7 @@ import keras
 import numpy as np
 from keras import ops
 
+from zoo._keras_compat import producing_layer
 from zoo.errors import InvalidArgumentError
 from zoo.explain.targets import output_names, pick_class
 
@@ -63,9 +64,9 @@ def gap_classifier(model):
     for layer in reversed(model.layers):
         if not isinstance(layer, keras.layers.Dense):
             continue
-        source = layer.input._keras_history.operation
+        source = producing_layer(layer.input)
         while isinstance(source, PASS_THROUGH):
-            source = source.input._keras_history.operation
+            source = producing_layer(source.input)
         if isinstance(source, keras.layers.GlobalAveragePooling2D) and not source.keepdims:
             return source.input, layer
     raise InvalidArgumentError(

@@ -13,10 +13,13 @@ from pathlib import Path
 
 import numpy as np
 
-from zoo.errors import DataError, InvalidArgumentError, RandomWeightsError
+from zoo._keras_compat import producing_layer
+from zoo.errors import DataError, RandomWeightsError
 from zoo.outputs import check_target, staged
+from zoo.registry import Registry
 
 METHODS = ("gradcam", "cam", "saliency")
+_METHODS = Registry("explanation method", METHODS, argument="method")
 
 
 def load_image(path) -> np.ndarray:
@@ -86,7 +89,7 @@ def _score_kind(model, output) -> str:
     """'probability' when the explained output ends in a softmax or sigmoid, else 'logit'."""
     from zoo.explain.targets import select_output
 
-    layer = select_output(model, output)._keras_history.operation
+    layer = producing_layer(select_output(model, output))
     name = getattr(getattr(layer, "activation", None), "__name__", "")
     return "probability" if name in ("softmax", "sigmoid") else "logit"
 
@@ -109,8 +112,7 @@ def explain(model_spec, image_path, out, method="gradcam", layer=None, class_ind
     from zoo.explain.targets import output_names, pick_class, select_output
     from zoo.figures import explanation_figure
 
-    if method not in METHODS:
-        raise InvalidArgumentError(f"method={method!r}: use one of {', '.join(METHODS)}.")
+    _METHODS.check(method)
     check_target(out, overwrite=overwrite)
     image = load_image(image_path)
     model = _load_model(str(model_spec), pretrained, min(image.shape[-1], 3), allow_random, num_classes)
@@ -121,7 +123,7 @@ def explain(model_spec, image_path, out, method="gradcam", layer=None, class_ind
     if method == "cam":
         heat = class_activation_maps(model, x, cls)
         explained = ("instance_maps" if "instance_maps" in output_names(model)
-                     else gap_classifier(model)[0]._keras_history.operation.name)
+                     else producing_layer(gap_classifier(model)[0]).name)
     elif method == "gradcam":
         explained = find_conv_layer(model, layer).name
         heat = grad_cam(model, x, explained, cls)

@@ -11,11 +11,12 @@ import keras
 import numpy as np
 from keras import ops
 
+from zoo._keras_compat import producing_layer
 from zoo.errors import InvalidArgumentError, did_you_mean
 
 
 def output_names(model) -> list[str]:
-    return [t._keras_history.operation.name for t in model.outputs]
+    return list(model.output_names)
 
 
 def select_output(model, output=None):
@@ -42,7 +43,7 @@ def score_head(model, output=None, logits=True):
     ``Activation`` layer, ``tensor`` is that layer's input. Otherwise the output itself.
     """
     tensor = select_output(model, output)
-    layer = tensor._keras_history.operation
+    layer = producing_layer(tensor)
     if logits and isinstance(layer, keras.layers.Activation):
         return layer.input, lambda v: v
     if logits and isinstance(layer, keras.layers.Dense) and layer.activation is not keras.activations.linear:

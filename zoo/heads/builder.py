@@ -17,10 +17,12 @@ import numbers
 import keras
 from keras import ops
 
-from zoo.errors import InputShapeError, InvalidArgumentError, did_you_mean
+from zoo.errors import InputShapeError, InvalidArgumentError
 from zoo.heads.mil import ClassWisePooling, check_maps_per_class, make_pooling
+from zoo.registry import Registry
 
 HEADS = ("mil",)
+_HEADS = Registry("head", HEADS, argument="head")
 ATTENTION = ("attention", "gated_attention")
 
 
@@ -147,7 +149,5 @@ def build_tiled_mil(tile_encoder, pooling="attention", num_classes=1, *, num_til
 
 def attach_head(features_model, head: str, *, num_classes=None, pooling="lse", dropout=0.0, **options):
     """``zoo.load(..., head=...)``: put the named head on a features model."""
-    if head not in HEADS:
-        raise InvalidArgumentError(f"head={head!r} is not a zoo head.{did_you_mean(str(head), HEADS)} "
-                                   f"Choose one of {', '.join(HEADS)}.")
+    _HEADS.check(head)
     return build_mil_head(features_model, pooling=pooling, num_classes=num_classes, dropout=dropout, **options)

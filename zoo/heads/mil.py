@@ -28,7 +28,8 @@ import numbers
 import keras
 from keras import ops
 
-from zoo.errors import InputShapeError, InvalidArgumentError, ZooError, did_you_mean
+from zoo.errors import InputShapeError, InvalidArgumentError, ZooError
+from zoo.registry import Registry
 
 
 def _check_rank(layer, input_shape, ranks=(3, 4)) -> None:
@@ -320,7 +321,7 @@ class AttentionMIL(keras.layers.Layer):
                 "return_attention": self.return_attention}
 
 
-POOLINGS = {
+POOLINGS = Registry("MIL pooling", {
     "max": (GlobalMaxMIL, {}),
     "avg": (GlobalAverageMIL, {}),
     "lse": (LSEPooling, {}),
@@ -329,17 +330,12 @@ POOLINGS = {
     "two_sided_lse": (TwoSidedLSE, {}),
     "attention": (AttentionMIL, {}),
     "gated_attention": (AttentionMIL, {"gated": True}),
-}
+}, argument="pooling")
 
 
 def make_pooling(pooling: str, name: str = "mil_pool", **options):
     """The pooling layer called ``pooling`` (a key of ``POOLINGS``) with its options."""
-    if pooling not in POOLINGS:
-        raise InvalidArgumentError(
-            f"pooling={pooling!r} is not a MIL pooling.{did_you_mean(str(pooling), POOLINGS)} "
-            f"Choose one of {', '.join(POOLINGS)}."
-        )
-    cls, defaults = POOLINGS[pooling]
+    cls, defaults = POOLINGS.get(pooling)  # UnknownNameError (an InvalidArgumentError) with suggestions
     try:
         return cls(**{**defaults, **options}, name=name)
     except ZooError:

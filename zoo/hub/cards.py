@@ -14,7 +14,8 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from urllib.parse import urlparse
 
-from zoo.errors import CardError, UnknownModelError, did_you_mean
+from zoo.errors import CardError
+from zoo.registry import Registry
 
 PREPROCESS_MODES = ("tf", "caffe", "torch", "meanstd", "none")
 FORMATS = ("keras-legacy-h5", "keras-weights-h5", "torch-state-dict", "inflated-2d")
@@ -237,13 +238,8 @@ def cards_for(arch: str) -> list[WeightCard]:
 
 def get_card(name: str) -> WeightCard:
     """The card ``arch.tag``."""
-    cards = all_cards()
-    if name in cards:
-        return cards[name]
-    raise UnknownModelError(
-        f"No weight card {name!r}.{did_you_mean(name, cards)} "
-        "See zoo.list_weights() or `zoo list --pretrained` for every card."
-    )
+    return Registry("weight card", all_cards(), show_choices=False,
+                    hint="See zoo.list_weights() or `zoo list --pretrained` for every card.").get(name)
 
 
 def list_weights(pattern: str = "*") -> list[str]:

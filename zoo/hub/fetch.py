@@ -44,7 +44,7 @@ from zoo.errors import (
     InvalidArgumentError,
     OfflineError,
 )
-from zoo.hub.cards import WeightCard, zoo_home
+from zoo.hub.cards import WeightCard, get_card, zoo_home
 
 CHUNK = 1 << 20
 DEFAULT_TIMEOUT = 60.0
@@ -439,13 +439,16 @@ def _offline() -> bool:
     return os.environ.get("ZOO_OFFLINE", "") not in ("", "0")
 
 
-def fetch(card: WeightCard, *, progress: bool | None = None, timeout: float | None = None,
+def fetch(card: WeightCard | str, *, progress: bool | None = None, timeout: float | None = None,
           retries: int = 3, backoff: float = 0.5, min_rate: float | None = None) -> Path:
     """The verified local path of ``card``'s file, downloading it if needed.
+
+    card: a WeightCard or its name ``arch.tag`` (zoo.fetch is this same function).
 
     timeout: seconds a read may wait (default ZOO_TIMEOUT or 60); min_rate: bytes per second the
     download must keep up over each ``timeout`` window (default ZOO_MIN_RATE or 1024).
     """
+    card = get_card(card) if isinstance(card, str) else card
     algorithm, digest, full = expected_hash(card)
     dest = cache_path(card)
     if progress is None:

@@ -17,6 +17,7 @@ import math
 from dataclasses import dataclass
 from fractions import Fraction
 
+from zoo._keras_compat import layer_inputs, nodes_by_depth, producing_layer
 from zoo._lazy import keras
 from zoo.errors import InvalidArgumentError, UnsupportedLayerError
 
@@ -103,25 +104,24 @@ def _union(a, b):
 def _propagate(model, seeds: dict[int, list]) -> dict[int, list]:
     """Intervals of every tensor of ``model`` reached backwards from ``seeds`` (id(tensor) -> intervals)."""
     found = dict(seeds)
-    for depth in sorted(model._nodes_by_depth):
-        for node in model._nodes_by_depth[depth]:
-            outs = [found.get(id(t)) for t in node.outputs]
-            if all(o is None for o in outs) or not node.input_tensors:
-                continue
-            op = node.operation
-            if isinstance(op, keras.Model):
-                inner = {id(t): o for t, o in zip(op.outputs, outs) if o is not None}
-                inner = _propagate(op, inner)
-                ins = [inner.get(id(t)) for t in op.inputs]
-            else:
-                merged = None
-                for o in outs:
-                    merged = _union(merged, o) if o is not None else merged
-                window = _window(op, merged, node.input_tensors[0].shape)
-                ins = [window] * len(node.input_tensors)
-            for t, w in zip(node.input_tensors, ins):
-                if w is not None and len(t.shape) - 2 == len(w):
-                    found[id(t)] = _union(found.get(id(t)), w)
+    for node in nodes_by_depth(model):
+        outs = [found.get(id(t)) for t in node.outputs]
+        if all(o is None for o in outs) or not node.inputs:
+            continue
+        op = node.operation
+        if isinstance(op, keras.Model):
+            inner = {id(t): o for t, o in zip(op.outputs, outs) if o is not None}
+            inner = _propagate(op, inner)
+            ins = [inner.get(id(t)) for t in op.inputs]
+        else:
+            merged = None
+            for o in outs:
+                merged = _union(merged, o) if o is not None else merged
+            window = _window(op, merged, node.inputs[0].shape)
+            ins = [window] * len(node.inputs)
+        for t, w in zip(node.inputs, ins):
+            if w is not None and len(t.shape) - 2 == len(w):
+                found[id(t)] = _union(found.get(id(t)), w)
     return found
 
 
@@ -130,13 +130,13 @@ def _spatial_tensor(model, layer):
         return model.get_layer(layer).output
     tensor = model.outputs[0]
     while True:
-        op = tensor._keras_history.operation
+        op = producing_layer(tensor)
         if len(tensor.shape) >= 3 and type(op).__name__ not in NON_SPATIAL and not isinstance(op, keras.Model):
             return tensor
-        node = op._inbound_nodes[tensor._keras_history.node_index]
-        if not node.input_tensors:
+        inputs = layer_inputs(tensor)
+        if not inputs:
             raise InvalidArgumentError(f"model {model.name!r} has no spatial feature map to analyse.")
-        tensor = node.input_tensors[0]
+        tensor = inputs[0]
 
 
 def input_window(model, position, layer=None) -> list[tuple[int, int]]:
@@ -146,7 +146,7 @@ def input_window(model, position, layer=None) -> list[tuple[int, int]]:
     found = _propagate(model, seeds)
     image = model.inputs[0]
     if id(image) not in found:
-        raise InvalidArgumentError(f"layer {tensor._keras_history.operation.name!r} does not depend on input "
+        raise InvalidArgumentError(f"layer {producing_layer(tensor).name!r} does not depend on input "
                                    f"{image.name!r} through spatial layers.")
     return found[id(image)]
 
@@ -158,7 +158,7 @@ def receptive_field(model, layer=None) -> ReceptiveField:
     classifier, its last spatial feature map before global pooling / flattening.
     """
     tensor = _spatial_tensor(model, layer)
-    name = tensor._keras_history.operation.name
+    name = producing_layer(tensor).name
     centre = [(n or 0) // 2 for n in tensor.shape[1:-1]]
     windows = [input_window(model, [c + j for c in centre], layer=name) for j in range(8)]
     sizes = tuple(max(hi - lo + 1 for lo, hi in axis) for axis in zip(*windows))

@@ -2,18 +2,19 @@
 
 from __future__ import annotations
 
-import collections
 import contextlib
 import os
 from pathlib import Path
 
 import numpy as np
 
+from zoo._keras_compat import deterministic_names
 from zoo._lazy import keras
 from zoo.errors import InvalidArgumentError, UnknownModelError, WeightsError, did_you_mean
 from zoo.hub.cards import WeightCard, all_cards
 from zoo.models import adapt
 from zoo.models.registry import ModelEntry, get_entry
+from zoo.registry import UnknownNameError
 
 
 def _looks_like_path(value: str) -> bool:
@@ -26,9 +27,8 @@ def resolve_card(entry: ModelEntry, tag: str, want_top: bool) -> WeightCard:
     plain, notop = cards.get(f"{entry.name}.{tag}"), cards.get(f"{entry.name}.{tag}_notop")
     if plain is None and notop is None:
         tags = sorted(c.tag for c in cards.values() if c.arch == entry.name)
-        hint = did_you_mean(tag, tags) or (f" Its tags: {', '.join(tags)}." if tags else
-                                           f" {entry.name} has no weight cards yet.")
-        raise UnknownModelError(f"No weights tagged {tag!r} for {entry.name}.{hint}")
+        raise UnknownNameError(f"weights tag of {entry.name}", tag, tags, show_choices=bool(tags),
+                               hint="" if tags else f"{entry.name} has no weight cards yet.")
     if plain is None:
         return notop
     if plain.include_top and not want_top and notop is not None:
@@ -155,27 +155,6 @@ def copy_by_name(source, target) -> None:
         if layer.weights:
             src = source.get_layer(layer.name).get_weights()
             layer.set_weights([_adapted(w, v) for w, v in zip(src, layer.weights, strict=True)])
-
-
-@contextlib.contextmanager
-def deterministic_names():
-    """Auto-named layers (InceptionV3's, say) get the names of a fresh session, every build.
-
-    Afterwards the session's counters move past every name used, so layers a user adds
-    later never collide with the model's.
-    """
-    from keras.src.backend.common import global_state
-
-    before = global_state.get_global_attribute("object_name_uids") or collections.defaultdict(int)
-    fresh = collections.defaultdict(int)
-    global_state.set_global_attribute("object_name_uids", fresh)
-    try:
-        yield
-    finally:
-        merged = collections.defaultdict(int, before)
-        for key, count in fresh.items():
-            merged[key] = max(merged[key], count)
-        global_state.set_global_attribute("object_name_uids", merged)
 
 
 def _backbone(entry, shape, in_chans, backbone_chans, mode, card, *, include_top, num_classes,
@@ -389,5 +368,5 @@ def backbone_features(arch: str, x, pretrained=None) -> dict:
     shape = tuple(x.shape[1:])
     model = load(arch, pretrained, in_chans=shape[-1], input_shape=shape, features=True)
     outputs = model(x)
-    names = [t._keras_history.operation.name for t in model.outputs]
+    names = list(model.output_names)
     return {int(n.removeprefix("features_stride")): o for n, o in zip(names, outputs, strict=True)}

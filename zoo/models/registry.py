@@ -12,7 +12,7 @@ import pkgutil
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from zoo.errors import UnknownModelError, did_you_mean
+from zoo.registry import Registry
 
 
 @dataclass(frozen=True)
@@ -39,7 +39,8 @@ class ModelEntry:
     options: dict = field(default_factory=dict)
 
 
-_MODELS: dict[str, ModelEntry] = {}
+_MODELS: Registry = Registry("model", hint="See zoo.list_models() or `zoo list` for every registered name.",
+                             show_choices=False)
 _populated = False
 
 
@@ -51,7 +52,7 @@ def register_model(name: str, **entry_fields) -> Callable:
     def decorate(builder: Callable) -> Callable:
         if name in _MODELS and _MODELS[name].builder is not builder:
             raise ValueError(f"model {name!r} is registered twice")
-        _MODELS[name] = ModelEntry(name=name, builder=builder, **entry_fields)
+        _MODELS.register(name, ModelEntry(name=name, builder=builder, **entry_fields), replace=True)
         return builder
 
     return decorate
@@ -80,13 +81,7 @@ def get_entry(name: str) -> ModelEntry:
     """The entry of architecture ``name`` (a tag after a dot is ignored)."""
     _populate()
     arch = name.split(".", 1)[0]
-    try:
-        return _MODELS[arch]
-    except KeyError:
-        raise UnknownModelError(
-            f"Unknown model {arch!r}.{did_you_mean(arch, _MODELS)} "
-            "See zoo.list_models() or `zoo list` for every registered name."
-        ) from None
+    return _MODELS.get(arch)  # UnknownNameError (an UnknownModelError) with suggestions
 
 
 def list_models(pattern: str = "*", pretrained: bool | None = None) -> list[str]:

@@ -11,6 +11,7 @@ contracting path by that backbone's ``features_strideN`` maps, pretrained when
 
 from __future__ import annotations
 
+from zoo._keras_compat import producing_layer
 from zoo._lazy import keras
 from zoo.errors import InputShapeError, InvalidArgumentError
 from zoo.models import _blocks
@@ -121,7 +122,7 @@ def _encoder_unet(x, *, dims, num_classes, classifier_activation, encoder, encod
             f"encoder={encoder!r} cannot be a {dims}D U-Net encoder: it needs a {dims}D classification backbone "
             "with multi-scale features (e.g. resnet50, densenet121, vgg16, simple_cnn).")
     feats = backbone_features(encoder, x, encoder_weights)
-    feats[min(feats)]._keras_history.operation.trainable = not freeze_encoder  # the nested encoder model
+    producing_layer(feats[min(feats)]).trainable = not freeze_encoder  # the nested encoder model
     strides = sorted(feats)
     for s in strides:
         want = [None if n is None else n // s for n in x.shape[1:-1]]

@@ -17,9 +17,8 @@ from zoo.errors import (
     DataError,
     InputShapeError,
     InvalidArgumentError,
-    UnknownModelError,
-    did_you_mean,
 )
+from zoo.registry import Registry
 from zoo.ssl import transforms as T
 
 
@@ -417,8 +416,9 @@ class BYOL(SimCLR):
 
 
 
-TASKS: dict[str, type[Task]] = {cls.name: cls for cls in (
-    Rotation, Inpainting, CrossWindow, RelativePosition, Jigsaw, SliceOrder, Subject, SimCLR, BYOL, Genesis2D, Genesis3D)}
+TASKS: Registry = Registry("pretext task", {cls.name: cls for cls in (
+    Rotation, Inpainting, CrossWindow, RelativePosition, Jigsaw, SliceOrder, Subject, SimCLR, BYOL, Genesis2D, Genesis3D)},
+    hint="See zoo.ssl.list_tasks().")
 
 
 def list_tasks() -> list[str]:
@@ -427,7 +427,4 @@ def list_tasks() -> list[str]:
 
 def get_task(name: str, **options) -> Task:
     """The task ``name`` with its options (see each task's ``defaults()``)."""
-    if name not in TASKS:
-        raise UnknownModelError(f"Unknown pretext task {name!r}.{did_you_mean(name, TASKS)} "
-                                f"The tasks are: {', '.join(list_tasks())}.")
-    return TASKS[name](**options)
+    return TASKS.get(name)(**options)  # UnknownNameError (an UnknownModelError) with suggestions

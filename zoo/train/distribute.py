@@ -14,9 +14,11 @@ from __future__ import annotations
 import json
 import os
 
-from zoo.errors import InvalidArgumentError, StrategyError, did_you_mean
+from zoo.errors import InvalidArgumentError, StrategyError
+from zoo.registry import Registry
 
 NAMES = ("auto", "cpu", "mirrored", "multiworker", "tpu")
+_STRATEGIES = Registry("strategy", NAMES, hint="Or pass a tf.distribute.Strategy.")
 
 
 
@@ -89,10 +91,7 @@ def strategy(name="auto", *, devices=None, tpu: str | None = None):
 
     if isinstance(name, tf.distribute.Strategy):
         return name
-    if not isinstance(name, str) or name not in NAMES:
-        raise InvalidArgumentError(
-            f"Unknown strategy {name!r}.{did_you_mean(str(name), NAMES)} Use one of {', '.join(NAMES)}, "
-            "or pass a tf.distribute.Strategy.")
+    _STRATEGIES.check(name)
     if devices is not None and name != "mirrored":
         raise InvalidArgumentError(f"strategy({name!r}, devices=...): devices only apply to 'mirrored'.")
     if name == "auto":

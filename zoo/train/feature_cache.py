@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from zoo._keras_compat import layer_inputs, producing_layer
 from zoo.errors import InvalidArgumentError
 
 
@@ -30,9 +31,8 @@ def _fixed(layer) -> bool:
 
 def _single_input_layer(tensor):
     """The layer that produced ``tensor`` and its one input tensor (None when it has several)."""
-    op, node_index, _ = tensor._keras_history
-    inputs = op._inbound_nodes[node_index].input_tensors if op._inbound_nodes else []
-    return op, (inputs[0] if len(inputs) == 1 else None)
+    inputs = layer_inputs(tensor)
+    return producing_layer(tensor), (inputs[0] if len(inputs) == 1 else None)
 
 
 def split_head(model):

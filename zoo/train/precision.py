@@ -19,18 +19,17 @@ import contextlib
 import functools
 import os
 
-from zoo.errors import InvalidArgumentError, PrecisionError, did_you_mean
+from zoo.errors import PrecisionError
+from zoo.registry import Registry
 
-POLICIES = {"fp32": "float32", "bf16": "mixed_bfloat16", "fp16": "mixed_float16"}
+POLICIES = Registry("precision", {"fp32": "float32", "bf16": "mixed_bfloat16", "fp16": "mixed_float16"},
+                    argument="precision", show_choices=False, hint="Use 'fp32', 'bf16' or 'fp16'.")
 CPU_BF16_FLAGS = ("avx512_bf16", "amx_bf16")
 
 
 
 def check_precision(precision) -> str:
-    if precision not in POLICIES:
-        raise InvalidArgumentError(f"precision={precision!r}: use 'fp32', 'bf16' or 'fp16'."
-                                   f"{did_you_mean(str(precision), POLICIES)}")
-    return precision
+    return POLICIES.check(precision)
 
 
 @functools.cache
@@ -105,7 +104,7 @@ def policy(precision: str = "fp32", check: bool = True):
 
 
 def _output_layer_names(model) -> set[str]:
-    return {t._keras_history.operation.name for t in model.outputs}
+    return set(model.output_names)
 
 
 def model_config_with_policy(model, precision: str) -> dict:

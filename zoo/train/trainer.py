@@ -19,6 +19,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from zoo._keras_compat import all_layers
 from zoo.errors import DataError, InvalidArgumentError
 
 
@@ -87,7 +88,7 @@ def sync_batchnorm(model, replicas: int) -> int:
 
     count = 0
     if replicas > 1:
-        for layer in model._flatten_layers():
+        for layer in all_layers(model):
             if isinstance(layer, keras.layers.BatchNormalization) and layer.trainable:
                 layer.synchronized = True
                 count += 1

@@ -1,0 +1,151 @@
+"""zoo.registry: one Registry helper and one UnknownNameError for every named collection."""
+
+from __future__ import annotations
+
+import pytest
+
+from zoo.errors import InvalidArgumentError, UnknownModelError, ZooError
+from zoo.registry import Registry, UnknownNameError
+
+
+def _model(name):
+    from zoo.models.registry import get_entry
+
+    return get_entry(name)
+
+
+def _card(name):
+    from zoo.hub.cards import get_card
+
+    return get_card(name)
+
+
+def _tag(tag):
+    from zoo.models.factory import resolve_card
+
+    return resolve_card(_model("resnet50"), tag, want_top=True)
+
+
+def _pooling(name):
+    from zoo.heads.mil import make_pooling
+
+    return make_pooling(name)
+
+
+def _head(name):
+    from zoo.heads.builder import attach_head
+
+    return attach_head(None, name)
+
+
+def _task(name):
+    from zoo.ssl.tasks import get_task
+
+    return get_task(name)
+
+
+def _sampler(name):
+    from zoo.data.pipeline import DicomDataset
+
+    return DicomDataset([], sampler=name)
+
+
+def _window(name):
+    from zoo.data.windows import resolve_window
+
+    return resolve_window(name)
+
+
+def _export_format(name, tmp_path):
+    from zoo.export import export
+
+    return export(None, tmp_path / "out", format=name)
+
+
+def _explain_method(name, tmp_path):
+    from zoo.explain.cli import explain
+
+    return explain("simple_cnn", tmp_path / "image.png", tmp_path / "out.png", method=name)
+
+
+def _precision(name):
+    from zoo.train.precision import check_precision
+
+    return check_precision(name)
+
+
+def _strategy(name):
+    from zoo.train.distribute import strategy
+
+    return strategy(name)
+
+
+# (lookup, kind, a near miss, the suggestion); one row per registry of the zoo.
+CASES = [
+    (_model, "model", "resnet5", "resnet50"),
+    (_card, "weight card", "resnet50.imagenett", "resnet50.imagenet"),
+    (_tag, "weights tag of resnet50", "imagenett", "imagenet"),
+    (_pooling, "MIL pooling", "wildcar", "wildcat"),
+    (_head, "head", "mill", "mil"),
+    (_task, "pretext task", "simclrr", "simclr"),
+    (_sampler, "sampler", "slcie", "slice"),
+    (_window, "CT window preset", "brian", "brain"),
+    (_export_format, "export format", "tf_lite", "tflite"),
+    (_explain_method, "explanation method", "grad_cam", "gradcam"),
+    (_precision, "precision", "fp61", "fp16"),
+    (_strategy, "strategy", "mirored", "mirrored"),
+]
+
+
+@pytest.mark.parametrize(
+    ("lookup", "kind", "near_miss", "suggestion"), CASES, ids=[c[1] for c in CASES]
+)
+def test_unknown_name_of_every_kind(lookup, kind, near_miss, suggestion, tmp_path):
+    args = (near_miss, tmp_path) if lookup in (_export_format, _explain_method) else (near_miss,)
+    with pytest.raises(UnknownNameError) as info:
+        lookup(*args)
+    e = info.value
+    assert (e.kind, e.name) == (kind, near_miss)
+    assert f"Did you mean {suggestion!r}" in str(e) and suggestion in e.choices
+    assert not str(e).startswith(("'", '"')), "KeyError's quoting must not wrap the message"
+    # the types these lookups raised before still catch it
+    assert isinstance(
+        e, UnknownModelError | InvalidArgumentError | KeyError | ValueError | ZooError
+    )
+    assert isinstance(e, UnknownModelError) and isinstance(e, InvalidArgumentError)
+
+
+def test_register_get_names():
+    reg = Registry("colour", argument="colour")
+    reg.register("red", 1)
+
+    @reg.register("green")
+    def green():
+        return 2
+
+    assert reg.names() == ["red", "green"] and reg.get("green") is green and reg["red"] == 1
+    assert "red" in reg and "blue" not in reg and ["x"] not in reg and len(reg) == 2
+    assert reg.get("blue", None) is None and reg.check("red") == "red"
+    with pytest.raises(ValueError, match="registered twice"):
+        reg.register("red", 3)
+    with pytest.raises(
+        UnknownNameError, match=r"colour='gren': unknown colour\. Did you mean 'green'"
+    ):
+        reg.get("gren")
+    with pytest.raises(UnknownNameError, match="Use one of red, green"):
+        reg.get(["not", "hashable"])
+
+
+def test_names_of_a_plain_list_and_lazy_population():
+    calls = []
+    reg = Registry(
+        "thing",
+        ("a", "b"),
+        populate=lambda: calls.append(1) or reg.register("c", "c"),
+        show_choices=False,
+        hint="See list_things().",
+    )
+    assert calls == []
+    assert reg.names() == ["a", "b", "c"] and reg.names() == ["a", "b", "c"] and calls == [1]
+    message = str(reg.unknown("d"))
+    assert message == "Unknown thing 'd'. See list_things()."
