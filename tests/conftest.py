@@ -245,3 +245,11 @@ def write_card(folder, arch, tag, url, data: bytes, **fields) -> str:
     with open(path, "w") as f:
         f.write(text)
     return f"{arch}.{tag}"
+
+
+def served_card(zoo_env, server, name: str, data: bytes, **fields):
+    """Serve ``data`` as ``name`` on the loopback server and return the card of ``resnet50.<stem>`` for it."""
+    from zoo.hub.cards import get_card
+
+    url = server.add(name, data)
+    return get_card(write_card(zoo_env / "cards", "resnet50", name.split(".")[0], url, data, **fields))

@@ -12,18 +12,16 @@ import time
 
 import numpy as np
 import pytest
-from conftest import write_card
+from conftest import served_card
 
 from zoo.errors import CacheWriteError, FetchError, InvalidArgumentError
 from zoo.hub import fetch as hub
-from zoo.hub.cards import get_card
 
 DATA = np.random.default_rng(2).bytes(300_000)
 
 
 def _card(zoo_env, server, name="w.h5", data=DATA, **fields):
-    url = server.add(name, data)
-    return get_card(write_card(zoo_env / "cards", "resnet50", name.split(".")[0], url, data, **fields))
+    return served_card(zoo_env, server, name, data, **fields)
 
 
 def _leftovers(card):
