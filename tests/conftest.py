@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import atexit
 import hashlib
 import ipaddress
 import os
+import shutil
 import socket
 import tempfile
 import threading
@@ -19,16 +21,25 @@ import pytest
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ["CUDA_VISIBLE_DEVICES"] = ""
 _SESSION_DIR = tempfile.mkdtemp(prefix="zoo-tests-")
-os.environ.setdefault("KERAS_HOME", os.path.join(_SESSION_DIR, "keras"))
-os.environ.setdefault("MPLCONFIGDIR", os.path.join(_SESSION_DIR, "matplotlib"))
+atexit.register(shutil.rmtree, _SESSION_DIR, ignore_errors=True)
+# HOME too: libraries the tests reach write there on their own (ipykernel's ~/.ipython, onnxruntime's
+# ~/.cache/Microsoft, rustup's settings when pip builds the wheel); subprocesses inherit it.
+os.environ["HOME"] = os.path.join(_SESSION_DIR, "home")
+os.makedirs(os.environ["HOME"])
+for _var, _sub in (("XDG_CACHE_HOME", ".cache"), ("XDG_CONFIG_HOME", ".config"), ("XDG_DATA_HOME", ".local/share")):
+    os.environ[_var] = os.path.join(os.environ["HOME"], _sub)
+os.environ["KERAS_HOME"] = os.path.join(_SESSION_DIR, "keras")
+os.environ["MPLCONFIGDIR"] = os.path.join(_SESSION_DIR, "matplotlib")
 for _var in [v for v in os.environ if v.startswith("ZOO_")]:  # module-scoped fixtures see these
     del os.environ[_var]
 os.environ["ZOO_HOME"] = os.path.join(_SESSION_DIR, "zoo_home")
 
 try:  # hypothesis: the same examples every run, no wall-clock deadline on 2 loaded cores
     from hypothesis import settings
+    from hypothesis.configuration import set_hypothesis_home_dir
 
-    settings.register_profile("zoo", derandomize=True, deadline=None, print_blob=True)
+    set_hypothesis_home_dir(os.path.join(_SESSION_DIR, "hypothesis"))  # not ./.hypothesis
+    settings.register_profile("zoo", derandomize=True, deadline=None, print_blob=True, database=None)
     settings.load_profile("zoo")
 except ImportError:  # pragma: no cover - hypothesis is in the test extra
     pass
