@@ -185,3 +185,13 @@ def test_export_of_a_bad_keras_file_is_one_line(tmp_path, capsys, content):
     assert main(["export", str(source), str(tmp_path / "out")]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and err.startswith("zoo export: ") and str(source) in err, err
+
+
+def test_demo_takes_a_seed_and_passes_it_on(monkeypatch):
+    import zoo.demo
+    from zoo.cli import main
+
+    calls = []
+    monkeypatch.setattr(zoo.demo, "run", lambda out, **kw: calls.append((out, kw)))
+    assert main(["demo", "--out", "d", "--seed", "7"]) == 0
+    assert calls == [("d", {"n_labelled": 80, "epochs": 12, "seed": 7})]

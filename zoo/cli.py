@@ -53,7 +53,7 @@ def _verify(args) -> int:
 def _demo(args) -> int:
     from zoo.demo import run
 
-    run(args.out, n_labelled=args.labels, epochs=args.epochs)
+    run(args.out, n_labelled=args.labels, epochs=args.epochs, seed=args.seed)
     return 0
 
 
@@ -104,6 +104,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="demo_out")
     p.add_argument("--labels", type=int, default=80, help="labelled training images")
     p.add_argument("--epochs", type=int, default=12)
+    p.add_argument("--seed", type=int, default=0, help="the same seed prints the same numbers")
     p.set_defaults(func=_demo)
     from zoo.data.dicom_cli import add_dicom_parser
     from zoo.explain.cli import add_explain_parser
