@@ -85,19 +85,16 @@ def test_m3_zero_padding_after_the_last_frame_still_reads():
     np.testing.assert_array_equal(padded.pixels, plain.pixels)
 
 
+def _skipping_dataset(folder, cache_dir):
+    return pipeline.dicom_dataset(folder, input_shape=(32, 32, 1), batch_size=4, shuffle=False,
+                                  cache_dir=cache_dir, workers=1, on_error="skip")
+
+
 def test_m3_dicom_dataset_skip_reports_instead_of_a_raw_batching_error(tmp_path, monkeypatch):
     folder = tmp_path / "mixed"
     write_ct_series(folder, n_slices=3, size=32)
     shutil.copy(edited(tmp_path, "CT_small.dcm", Rows=32, Columns=32), folder / "extra.dcm")
-    ds = pipeline.dicom_dataset(
-        folder,
-        input_shape=(32, 32, 1),
-        batch_size=4,
-        shuffle=False,
-        cache_dir=tmp_path / "c",
-        workers=1,
-        on_error="skip",
-    )
+    ds = _skipping_dataset(folder, tmp_path / "c")
     x = np.concatenate([b.numpy() for b in ds])
     assert x.shape == (3, 32, 32, 1) and np.isfinite(x).all()
     assert [p for p, _ in ds.dicom.report.skipped] == [str(folder / "extra.dcm")]
@@ -111,15 +108,7 @@ def test_m3_dicom_dataset_skip_reports_instead_of_a_raw_batching_error(tmp_path,
         return array, info
 
     monkeypatch.setattr(pipeline, "decode_item", four_channels)
-    ds = pipeline.dicom_dataset(
-        folder,
-        input_shape=(32, 32, 1),
-        batch_size=4,
-        shuffle=False,
-        cache_dir=tmp_path / "c2",
-        workers=1,
-        on_error="skip",
-    )
+    ds = _skipping_dataset(folder, tmp_path / "c2")
     assert sum(b.shape[0] for b in ds) == 2
     assert "slice_0001.dcm decoded to an array of shape" in str(ds.dicom.report)
 
