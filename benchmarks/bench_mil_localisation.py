@@ -45,7 +45,7 @@ def main(argv=None):
 
     from benchmarks._report import write_section
     from zoo.data.localisation import make_localisation_task
-    from zoo.heads.demo import TASK, TOLERANCE, score, train_and_score
+    from zoo.demo.mil import TASK, TOLERANCE, score, train_and_score
 
     parser = argparse.ArgumentParser()
     parser.add_argument("--seeds", type=int, default=3)

@@ -65,7 +65,7 @@ def main(argv=None):
 
     import zoo.ssl
     from zoo.data.synthetic import make_phantoms
-    from zoo.ssl.demo import PHANTOMS
+    from zoo.demo.ssl import PHANTOMS
     from zoo.ssl.evaluate import finetune_scores, frozen_scores, summarize
 
     os.environ["ZOO_HOME"] = args.reuse or tempfile.mkdtemp()

@@ -17,7 +17,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from zoo.ssl.demo import PHANTOMS  # noqa: E402
+from zoo.demo.ssl import PHANTOMS  # noqa: E402
 
 WEIGHTS = Path(__file__).resolve().parents[1] / "weights"
 CHECKPOINTS = {  # tag: (task, unlabelled images, epochs, options)

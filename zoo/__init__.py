@@ -8,9 +8,9 @@ from __future__ import annotations
 
 __version__ = "0.1.0"
 
+from zoo import export  # the module, callable: zoo.export(model, path) exports (zoo/export.py)
 from zoo._lazy import submodule_access
 from zoo.errors import ZooError
-from zoo.export import export  # eager: a lazy import would rebind zoo.export to the module
 from zoo.hub.cards import get_card, list_weights
 from zoo.models import receptive_field
 from zoo.models.registry import list_models
@@ -85,35 +85,16 @@ def load(name: str, pretrained=None, *, in_chans: int | None = None, num_classes
 
 def input_contract(model) -> dict:
     """What a zoo model expects as input (mode, value range, channels, shape)."""
-    from zoo.models.factory import input_contract as _contract
+    from zoo.layers.preprocess import input_contract as _contract
 
     return _contract(model)
 
 
 def load_model(path, **kwargs):
     """Load a saved ``.keras`` zoo model (safe mode), registering every zoo layer first."""
-    import importlib
-    import pkgutil
-    from pathlib import Path
+    from zoo.saving import load_model as _load_model
 
-    import keras
-
-    import zoo.heads
-    import zoo.layers
-    from zoo.errors import InvalidArgumentError
-
-    if not Path(path).is_file():
-        raise InvalidArgumentError(f"{path}: no such file; give a .keras file saved by model.save() "
-                                   "(e.g. finetune_out/best.keras), or a zoo model name.")
-    for package in (zoo.layers, zoo.heads):
-        for info in pkgutil.iter_modules(package.__path__):
-            importlib.import_module(f"{package.__name__}.{info.name}")
-    kwargs.setdefault("safe_mode", True)
-    try:
-        return keras.models.load_model(path, **kwargs)
-    except ValueError as e:  # not a .keras zip, unknown layer, unsafe lambda ...
-        raise InvalidArgumentError(f"{path} cannot be loaded as a zoo .keras model ({str(e).splitlines()[0][:300]}); "
-                                   "save it with model.save('m.keras') from a zoo model.") from None
+    return _load_model(path, **kwargs)
 
 
 def fetch(name, **kwargs):

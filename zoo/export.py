@@ -6,14 +6,21 @@ the model's output layers (``head_fc`` for a zoo classifier), or ``output_names`
 Next to each export, ``<name>.json`` (inside a SavedModel folder: ``zoo_export.json``)
 records the signature, the input contract and the library versions.
 
+``zoo.export`` is this module, and calling it calls ``export``: ``import zoo.export as m`` gives
+the module (``m.FORMATS``, ``m.check_serializable``), ``zoo.export(model, path)`` exports, and
+``from zoo.export import export`` gives the function.
+
 Before exporting, every layer must round-trip through its config in Keras' safe mode: the
 exported graph must never be the only copy of a model nobody can rebuild or fine-tune again.
 """
 
 from __future__ import annotations
 
+import inspect
 import json
+import sys
 import tempfile
+import types
 from pathlib import Path
 
 from zoo._keras_compat import all_layers
@@ -143,7 +150,7 @@ def _metadata(model, fmt, quantize, input_name, names) -> dict:
     import keras
     import tensorflow as tf
 
-    from zoo.models.factory import input_contract
+    from zoo.layers.preprocess import input_contract
 
     try:
         contract = input_contract(model)
@@ -199,13 +206,14 @@ def export(model, path, format: str = "saved_model", quantize=None, representati
 def _run_cli(args) -> int:
     import numpy as np
 
-    import zoo
+    from zoo.models.factory import load
+    from zoo.saving import load_model
 
     source = Path(args.model)
     if source.suffix == ".keras" and not source.is_file():
         raise ZooError(f"zoo export: {args.model!r} does not exist; give a .keras file written by zoo finetune "
                        "or zoo.save, or a zoo model name such as simple_cnn.phantom.")
-    model = zoo.load_model(source) if source.suffix == ".keras" else zoo.load(args.model)
+    model = load_model(source) if source.suffix == ".keras" else load(args.model)
     representative = np.load(args.representative_data) if args.representative_data else None
     path = export(model, args.out, format=args.format, quantize=args.quantize, representative_data=representative,
                   overwrite=args.overwrite)
@@ -224,3 +232,14 @@ def add_export_parser(sub) -> None:
     p.add_argument("--overwrite", action="store_true",
                    help="replace a previous zoo export at OUT (never files the zoo did not write)")
     p.set_defaults(func=_run_cli)
+
+
+class _CallableModule(types.ModuleType):
+    """This module's type: calling ``zoo.export`` calls ``export`` (the facade names the module)."""
+
+    def __call__(self, *args, **kwargs):
+        return export(*args, **kwargs)
+
+
+sys.modules[__name__].__class__ = _CallableModule
+__signature__ = inspect.signature(export)  # help() and inspect see export's own arguments

@@ -121,7 +121,7 @@ def test_errors_are_one_line_and_exit_2(tmp_path, capsys):
 
 
 def test_demo_step(tmp_path):
-    from zoo.data.dicom_demo import demo_step
+    from zoo.demo.dicom import demo_step
 
     result = demo_step(tmp_path)
     assert result["files"] == 11 and result["volume_shape"] == [11, 64, 64] and result["gaps"] == [(5, 1)]

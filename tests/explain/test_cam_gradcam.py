@@ -149,7 +149,7 @@ def test_grad_cam_points_at_the_lesion_on_the_shipped_phantom_checkpoint(zoo_env
     from zoo.data.localisation import pointing_game
     from zoo.data.synthetic import make_phantoms
     from zoo.demo import SOURCE_TASK
-    from zoo.heads.demo import chance_pointing
+    from zoo.demo.mil import chance_pointing
 
     model = zoo.load("simple_cnn.phantom")
     task = {k: v for k, v in SOURCE_TASK.items() if k not in ("n", "seed")}

@@ -7,7 +7,7 @@ import pytest
 
 from tests.explain.figure_checks import assert_readable
 from zoo.data.localisation import make_localisation_task
-from zoo.heads.demo import TASK, TOLERANCE, chance_pointing, demo_step
+from zoo.demo.mil import TASK, TOLERANCE, chance_pointing, demo_step
 
 
 def test_chance_pointing_is_the_area_within_the_tolerance():

@@ -27,7 +27,7 @@ def test_card_matches_the_shipped_file(name):
 def test_simclr_card_evaluation_is_reproduced_offline(zoo_env, monkeypatch):
     """The card's linear-probe and k-NN numbers come back from the shipped file, bit for bit in accuracy."""
     from zoo.data.synthetic import make_phantoms
-    from zoo.ssl.demo import PHANTOMS
+    from zoo.demo.ssl import PHANTOMS
     from zoo.ssl.runner import probe
 
     monkeypatch.setenv("ZOO_OFFLINE", "1")
@@ -44,7 +44,7 @@ def test_simclr_card_evaluation_is_reproduced_offline(zoo_env, monkeypatch):
 @pytest.mark.slow
 def test_demo_step_ssl_beats_random_init(zoo_env, monkeypatch):
     monkeypatch.setenv("ZOO_OFFLINE", "1")
-    from zoo.ssl import demo_step
+    from zoo.demo.ssl import demo_step
 
     out = demo_step()
     assert out["checkpoint"] == "simple_cnn.ssl_simclr" and out["labelled_images"] == 20

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from zoo.data.dicom import find_dicom_files, read_dicom, read_metadata
-from zoo.data.windows import DEFAULT_CT_STACK, resolve_window
+from zoo.data.windows import DEFAULT_CT_STACK, resolve_window, stack_windows
 from zoo.errors import (
     DicomError,
     DicomValueError,
@@ -70,8 +70,7 @@ def to_uint8(pixels: np.ndarray, meta, windows=None) -> np.ndarray:
         wins = [resolve_window(w) for w in windows] if windows else [meta.window or resolve_window(DEFAULT_CT_STACK[0])]
         if len(wins) not in (1, 3):
             raise InvalidArgumentError(f"{len(wins)} windows: give one (grey PNG) or three (an RGB stack).")
-        g = pixels[..., 0]
-        y = np.stack([np.clip((g - (c - 0.5)) / (w - 1.0) + 0.5, 0, 1) for c, w in wins], axis=-1)
+        y = stack_windows(pixels[..., 0], wins)
     elif pixels.shape[-1] == 3:
         y = np.clip(pixels / max((meta.value_range or (0, 255))[1], 1.0), 0, 1)
     else:

@@ -32,7 +32,7 @@ import numpy as np
 
 from zoo.data.dicom import READER_VERSION, find_dicom_files, read_dicom
 from zoo.data.labels import read_labels
-from zoo.data.windows import DEFAULT_CT_STACK, resolve_windows
+from zoo.data.windows import DEFAULT_CT_STACK, resolve_windows, window_affine
 from zoo.errors import DataError, InvalidArgumentError, ZooError
 from zoo.registry import Registry
 
@@ -198,8 +198,7 @@ def _affine(info: dict, windows, chans: int) -> np.ndarray:
     """
     if info["units"] == "HU":
         wins = windows if len(windows) == chans else windows[:1] * chans
-        a = [1.0 / (w - 1.0) for _, w in wins]
-        b = [0.5 - (c - 0.5) / (w - 1.0) for c, w in wins]
+        a, b = window_affine(wins)
     elif info["units"] == "RGB":
         a, b = [1.0 / max(info["value_range"][1], 1.0)] * chans, [0.0] * chans
     else:
@@ -288,7 +287,7 @@ def _contract(model, input_shape, input_range):
 
         card = get_card(model)
         return tuple(input_shape or card.input_size), tuple(input_range or card.input_range)
-    from zoo.models.factory import input_contract
+    from zoo.layers.preprocess import input_contract
 
     contract = input_contract(model)
     shape = tuple(int(s) if s is not None else 224 for s in contract["input_shape"])

@@ -14,6 +14,12 @@ import numpy as np
 
 from zoo.errors import InvalidArgumentError
 
+# The pretraining task of the shipped checkpoint simple_cnn.phantom (tools/train_demo_checkpoint.py)
+# and the harder target task of ``zoo demo`` and ``zoo finetune --demo``: fainter lesions, more
+# noise, and only a few labels (``make_phantoms(n, seed=..., **TARGET_TASK)``).
+SOURCE_TASK = dict(n=3000, seed=100, contrast=(0.12, 0.4), noise=0.05)
+TARGET_TASK = dict(contrast=(0.08, 0.25), noise=0.06, lesion_area=(0.01, 0.04))
+
 
 @dataclass(frozen=True)
 class Phantoms:

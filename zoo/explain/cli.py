@@ -69,12 +69,13 @@ def _load_model(spec: str, pretrained: str | None, in_chans: int, allow_random: 
 
     ``arch`` alone builds random weights, whose maps explain noise: refused unless ``allow_random``.
     """
-    import zoo
+    from zoo.models.factory import load
+    from zoo.saving import load_model
 
     if spec.endswith(".keras"):
         if not Path(spec).is_file():
             raise DataError(f"model {spec!r}: no such file.")
-        return zoo.load_model(spec)
+        return load_model(spec)
     if "." not in spec and pretrained is None and not allow_random:
         raise RandomWeightsError(
             f"model {spec!r} was given as an architecture name without --pretrained, so its weights would be "
@@ -82,7 +83,7 @@ def _load_model(spec: str, pretrained: str | None, in_chans: int, allow_random: 
             f"{spec}.TAG ...` or `--pretrained TAG`; `zoo list --pretrained` lists them) or a .keras file, "
             "or pass --allow-random to explain random weights on purpose."
         )
-    return zoo.load(spec, pretrained=pretrained, in_chans=in_chans, num_classes=num_classes)
+    return load(spec, pretrained=pretrained, in_chans=in_chans, num_classes=num_classes)
 
 
 def _score_kind(model, output) -> str:

@@ -53,7 +53,7 @@ class Normalize(keras.layers.Layer):
     """Per-channel affine map of (optionally reordered or broadcast) input channels.
 
     Records the model's input contract (``mode``, ``input_range``) in its config, so it is
-    saved with the model and read back by ``zoo.models.factory.input_contract``.
+    saved with the model and read back by ``input_contract``.
     """
 
     def __init__(self, source_channels, scale, offset, mode="none", input_range=(0.0, 255.0), **kwargs):
@@ -84,3 +84,16 @@ class Normalize(keras.layers.Layer):
             "mode": self.mode,
             "input_range": list(self.input_range),
         }
+
+
+def input_contract(model) -> dict:
+    """What a zoo model expects (mode, value range, channels, shape): read from its ``preprocess``
+    layer, so the data pipeline and export can ask without importing the loader."""
+    try:
+        layer = model.get_layer("preprocess")
+    except ValueError:
+        raise InvalidArgumentError(f"model {model.name!r} has no 'preprocess' layer; it was not "
+                                   "built by zoo.load. Build it with zoo.load(...), or give the "
+                                   "input shape and value range yourself.") from None
+    return {"mode": layer.mode, "input_range": layer.input_range,
+            "in_chans": model.inputs[0].shape[-1], "input_shape": tuple(model.inputs[0].shape[1:])}

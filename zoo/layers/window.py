@@ -5,8 +5,8 @@ from __future__ import annotations
 import keras
 from keras import ops
 
-from zoo.data.windows import resolve_windows
 from zoo.errors import InvalidArgumentError
+from zoo.layers.windowing import apply_window, resolve_windows, window_affine
 
 
 @keras.saving.register_keras_serializable(package="zoo")
@@ -14,7 +14,7 @@ class WindowStack(keras.layers.Layer):
     """``(..., 1)`` HU -> ``(..., len(windows))``, one DICOM linear window per channel.
 
     Each channel is in ``output_range`` (default [0, 1]; [0, 255] feeds an ImageNet card).
-    Same formula as ``zoo.data.windows.window``.
+    The formula is ``zoo.layers.windowing``'s, as in ``zoo.data.windows.window``.
     """
 
     def __init__(self, windows, output_range=(0.0, 1.0), **kwargs):
@@ -29,9 +29,9 @@ class WindowStack(keras.layers.Layer):
         if x.shape[-1] != 1:
             raise InvalidArgumentError(f"WindowStack takes one channel of HU, got shape {x.shape}.")
         x = ops.cast(x, self.compute_dtype)
-        centers = ops.convert_to_tensor([c - 0.5 for c, _ in self.windows], self.compute_dtype)
-        widths = ops.convert_to_tensor([w - 1.0 for _, w in self.windows], self.compute_dtype)
-        y = ops.clip((x - centers) / widths + 0.5, 0.0, 1.0)
+        scale, offset = (ops.convert_to_tensor(v, self.compute_dtype)
+                         for v in window_affine(self.windows))
+        y = apply_window(x, scale, offset, ops)
         lo, hi = self.output_range
         return y * (hi - lo) + lo
 

@@ -351,13 +351,10 @@ def _inputs_of(model):
 
 
 def input_contract(model) -> dict:
-    """What a zoo model expects: read from its ``preprocess`` layer."""
-    try:
-        layer = model.get_layer("preprocess")
-    except ValueError:
-        raise InvalidArgumentError(f"model {model.name!r} has no 'preprocess' layer; it was not built by zoo.load.") from None
-    return {"mode": layer.mode, "input_range": layer.input_range, "in_chans": model.inputs[0].shape[-1],
-            "input_shape": tuple(model.inputs[0].shape[1:])}
+    """Kept for old imports: lives in zoo.layers.preprocess (imported here on use: keeps this light)."""
+    from zoo.layers.preprocess import input_contract as contract
+
+    return contract(model)
 
 
 def backbone_features(arch: str, x, pretrained=None) -> dict:

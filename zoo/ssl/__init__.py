@@ -18,13 +18,6 @@ def pretrain(task: str, encoder: str = "simple_cnn", data="synthetic", **kwargs)
     return _pretrain(task, encoder, data, **kwargs)
 
 
-def demo_step(**kwargs) -> dict:
-    """See zoo.ssl.demo.demo_step."""
-    from zoo.ssl.demo import demo_step as _demo_step
-
-    return _demo_step(**kwargs)
-
-
-__all__ = ["TASKS", "demo_step", "get_task", "list_tasks", "pretrain"]
+__all__ = ["TASKS", "get_task", "list_tasks", "pretrain"]
 
 __getattr__, __dir__ = submodule_access(__name__)  # zoo.ssl.<submodule> imports on use

@@ -62,10 +62,10 @@ def label_subset(labels: np.ndarray, fraction: float, seed: int) -> np.ndarray:
 
 
 def _load(arch, weights, images, **kwargs):
-    import zoo
+    from zoo.models.factory import load
 
-    return zoo.load(arch, pretrained=weights, in_chans=int(images.shape[-1]),
-                    input_shape=tuple(images.shape[1:-1]), **kwargs)
+    return load(arch, pretrained=weights, in_chans=int(images.shape[-1]),
+                input_shape=tuple(images.shape[1:-1]), **kwargs)
 
 
 def frozen_scores(arch: str, weights, train, test, fractions=(0.01, 0.1, 1.0), seeds=(0, 1, 2), k: int = 5) -> dict:

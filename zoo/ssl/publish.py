@@ -71,9 +71,9 @@ def versions() -> dict:
     import numpy as np
     import tensorflow as tf
 
-    import zoo
+    from zoo._version import zoo_version
 
-    return {"zoo": zoo.__version__, "keras": keras.__version__, "tensorflow": tf.__version__,
+    return {"zoo": zoo_version(), "keras": keras.__version__, "tensorflow": tf.__version__,
             "numpy": np.__version__, "python": platform.python_version()}
 
 

@@ -95,7 +95,7 @@ def pretrain(task: str, encoder: str = "simple_cnn", data="synthetic", *, epochs
     """
     import keras
 
-    import zoo
+    from zoo.models.factory import load
     from zoo.models.registry import get_entry
 
     t0 = time.time()
@@ -115,7 +115,7 @@ def pretrain(task: str, encoder: str = "simple_cnn", data="synthetic", *, epochs
 
     keras.utils.set_random_seed(seed)
     rng = np.random.default_rng(seed)
-    enc = zoo.load(encoder, pretrained=init, in_chans=chans, input_shape=shape, num_classes=0, pooling=None)
+    enc = load(encoder, pretrained=init, in_chans=chans, input_shape=shape, num_classes=0, pooling=None)
     model = the_task.build(enc)
     the_task.compile(model, keras.optimizers.Adam(learning_rate))
     if verbose:
@@ -171,10 +171,10 @@ def probe(encoder, eval_data, k: int = 5) -> dict:
     if len(images) != len(labels) or len(images) < 4:
         raise DataError(f"eval_data: {len(images)} images and {len(labels)} labels; give at least 4 of each, equally many.")
     if tuple(images.shape[1:]) != tuple(encoder.input.shape[1:]):  # e.g. a tile encoder scored on whole images
-        import zoo
+        from zoo.models.factory import load
 
-        resized = zoo.load(encoder.name, in_chans=int(images.shape[-1]), input_shape=images.shape[1:-1],
-                           num_classes=0, pooling=None)
+        resized = load(encoder.name, in_chans=int(images.shape[-1]), input_shape=images.shape[1:-1],
+                       num_classes=0, pooling=None)
         resized.set_weights(encoder.get_weights())  # convolutional weights do not depend on the input size
         encoder = resized
     f = encoder_features(encoder, images)

@@ -11,8 +11,7 @@ def _data(args):
     if bool(args.demo) == bool(args.data):
         raise InvalidArgumentError("zoo finetune: give --data FOLDER (images + labels.csv) or --demo, not both or neither.")
     if args.demo:
-        from zoo.data.synthetic import make_phantoms
-        from zoo.demo import TARGET_TASK
+        from zoo.data.synthetic import TARGET_TASK, make_phantoms
 
         train = make_phantoms(args.demo_size, seed=args.seed + 1, **TARGET_TASK)
         val = make_phantoms(max(8, args.demo_size // 3), seed=args.seed + 2, **TARGET_TASK)

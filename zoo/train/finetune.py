@@ -217,9 +217,9 @@ def library_versions() -> dict:
     import keras
     import tensorflow as tf
 
-    import zoo
+    from zoo._version import zoo_version
 
-    return {"zoo": zoo.__version__, "tensorflow": tf.__version__, "keras": keras.__version__,
+    return {"zoo": zoo_version(), "tensorflow": tf.__version__, "keras": keras.__version__,
             "numpy": np.__version__, "python": sys.version.split()[0], "platform": platform.platform()}
 
 
@@ -247,13 +247,13 @@ def _pair(value, name: str) -> tuple:
 def _build(model_or_name, strat, precision, *, pretrained, num_classes, in_chans, input_shape, dropout):
     import tensorflow as tf
 
-    import zoo
+    from zoo.models.factory import load
     from zoo.train.precision import policy, rebuild
 
     if isinstance(model_or_name, str):
         with strat.scope(), policy(precision):
-            model = zoo.load(model_or_name, pretrained, in_chans=in_chans, num_classes=num_classes,
-                             input_shape=input_shape, dropout=dropout)
+            model = load(model_or_name, pretrained, in_chans=in_chans, num_classes=num_classes,
+                         input_shape=input_shape, dropout=dropout)
         if any(t.dtype != "float32" for t in model.outputs):  # a checkpoint's own top: keep the output float32
             model = rebuild(model, precision, strat)
         return model
@@ -393,7 +393,7 @@ def _check_labels(y: np.ndarray, vy: np.ndarray, num_classes) -> None:
 def _check_range(model, x: np.ndarray, vx: np.ndarray) -> tuple[float, float] | None:
     """The model's input range (from its ``preprocess`` layer), after checking both image sets lie in it."""
     from zoo.data.value_range import check_value_range
-    from zoo.models.factory import input_contract
+    from zoo.layers.preprocess import input_contract
 
     try:
         value_range = tuple(float(v) for v in input_contract(model)["input_range"])

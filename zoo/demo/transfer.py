@@ -1,23 +1,15 @@
-"""``zoo demo``: the whole path offline, on embedded synthetic data.
-
-1. transfer: the zoo's own phantom checkpoint, loaded through the registry (sha256 verified),
-   fine-tuned with ``zoo.finetune`` on a few labels of a harder task, against the same network
-   trained from scratch; exported with ``zoo.export`` as a SavedModel;
-2. DICOM: a synthetic CT series (shuffled, tilted, one slice missing) stacked and fed to a model;
-3. weak labels: a MIL head trained from image labels only, and where it points;
-4. self-supervision: a shipped self-supervised encoder against random initialisation.
-"""
+"""The transfer step of ``zoo demo``: the zoo's own phantom checkpoint, loaded through the
+registry (sha256 verified), fine-tuned with ``zoo.finetune`` on a few labels of a harder task,
+against the same network trained from scratch; exported with ``zoo.export`` as a SavedModel."""
 
 from __future__ import annotations
 
-import os
-import time
 from pathlib import Path
 
-# The pretraining task of the shipped checkpoint (tools/train_demo_checkpoint.py) and the
-# demo's target task: fainter lesions, more noise, and only a few labels.
-SOURCE_TASK = dict(n=3000, seed=100, contrast=(0.12, 0.4), noise=0.05)
-TARGET_TASK = dict(contrast=(0.08, 0.25), noise=0.06, lesion_area=(0.01, 0.04))
+from zoo.data.synthetic import SOURCE_TASK, TARGET_TASK
+
+__all__ = ["CHECKPOINT", "SOURCE_TASK", "TARGET_TASK", "transfer_data", "transfer_step"]
+
 CHECKPOINT = "simple_cnn.phantom"
 
 
@@ -74,29 +66,4 @@ def transfer_step(out: Path, n_labelled: int, epochs: int, seed: int, export: bo
         saved = zoo.export(tuned.model, out / "saved_model", overwrite=True)
         print(f"SavedModel written to {saved} (preprocessing inside; input 'image': grey values in [0, 255])")
         result["saved_model"] = str(saved)
-    return result
-
-
-def run(out_dir: str | os.PathLike = "demo_out", n_labelled: int = 80, epochs: int = 12, seed: int = 0) -> dict:
-    import zoo.heads
-    import zoo.ssl
-    from zoo.data.dicom_demo import demo_step as dicom_step
-    from zoo.train.finetune import deterministic
-
-    t0 = time.time()
-    deterministic(seed)  # every number printed below repeats exactly for the same seed
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    print("== 1. transfer learning from the zoo's own checkpoint")
-    result = transfer_step(out, n_labelled, epochs, seed)
-    result.pop("model")
-    print("== 2. DICOM: a CT series to model-ready batches")
-    result["dicom"] = dicom_step(out / "dicom")
-    print("== 3. weak labels: a MIL head trained from image labels only")
-    result["mil"] = zoo.heads.demo_step(out)
-    print("== 4. self-supervised pretraining: a shipped encoder against random initialisation")
-    ssl = result["ssl"] = zoo.ssl.demo_step()
-    print(f"self-supervised {ssl['checkpoint']}: linear probe on {ssl['labelled_images']} labels "
-          f"{ssl['ssl_accuracy']:.3f} vs random init {ssl['random_init_accuracy']:.3f} ({ssl['seconds']} s)")
-    print(f"done in {time.time() - t0:.0f} s")
     return result

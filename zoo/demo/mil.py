@@ -1,4 +1,5 @@
-"""Train a MIL head from image labels only and grade its maps: shared by the demo and the benchmark."""
+"""The weak-label step of ``zoo demo``: train a MIL head from image labels only and grade its
+maps; shared with benchmarks/bench_mil_localisation.py."""
 
 from __future__ import annotations
 
