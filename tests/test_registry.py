@@ -80,6 +80,12 @@ def _strategy(name):
     return strategy(name)
 
 
+def _layer_kind(name):
+    from zoo.layers.dims import layer
+
+    return layer(name, 2)
+
+
 # (lookup, kind, a near miss, the suggestion); one row per registry of the zoo.
 CASES = [
     (_model, "model", "resnet5", "resnet50"),
@@ -94,6 +100,7 @@ CASES = [
     (_explain_method, "explanation method", "grad_cam", "gradcam"),
     (_precision, "precision", "fp61", "fp16"),
     (_strategy, "strategy", "mirored", "mirrored"),
+    (_layer_kind, "2D/3D layer", "max_pol", "max_pool"),
 ]
 
 
@@ -113,6 +120,29 @@ def test_unknown_name_of_every_kind(lookup, kind, near_miss, suggestion, tmp_pat
         e, UnknownModelError | InvalidArgumentError | KeyError | ValueError | ZooError
     )
     assert isinstance(e, UnknownModelError) and isinstance(e, InvalidArgumentError)
+
+
+def _registry_kinds_in_source() -> dict[str, str]:
+    """kind -> file of every ``Registry("kind", ...)`` written in zoo/ (module level or not)."""
+    import ast
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1] / "zoo"
+    kinds = {}
+    for path in sorted(root.rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if (isinstance(node, ast.Call) and getattr(node.func, "id", None) == "Registry"
+                    and node.args and isinstance(node.args[0], ast.Constant)):
+                kinds[node.args[0].value] = path.relative_to(root.parent).as_posix()
+    return kinds
+
+
+def test_every_registry_of_the_zoo_has_a_row_above():
+    """A new Registry(...) in zoo/ fails here until CASES checks its unknown-name error."""
+    kinds = _registry_kinds_in_source()
+    assert len(kinds) >= 10, kinds  # the scan itself works
+    missing = {k: f for k, f in kinds.items() if k not in {c[1] for c in CASES}}
+    assert not missing, f"registries without a row in CASES: {missing}"
 
 
 def test_register_get_names():

@@ -50,6 +50,23 @@ def test_stack_windows_gives_one_channel_per_window():
     np.testing.assert_allclose(out[..., 1], dicom_linear(hu[..., 0], 75, 215), atol=1e-6)
 
 
+def test_png_writer_and_pipeline_window_as_the_numpy_function():
+    """``zoo dicom``'s PNGs and the tf.data pipeline's normalisation are the same windows."""
+    from types import SimpleNamespace
+
+    from zoo.data.dicom_cli import to_uint8
+    from zoo.data.pipeline import _affine, _apply
+
+    hu = np.random.default_rng(3).uniform(-1100, 2000, (6, 7, 1)).astype(np.float32)
+    wins = [PRESETS["brain"], PRESETS["lung"], (3000.0, 2.0)]  # a narrow window far from 0
+    expected = stack_windows(hu, wins)
+    np.testing.assert_allclose(expected[..., 2], dicom_linear(hu[..., 0], 3000.0, 2.0), atol=1e-6)
+    png = to_uint8(hu, SimpleNamespace(units="HU", window=None), windows=wins)
+    np.testing.assert_array_equal(png, np.round(expected * 255).astype(np.uint8))
+    ab = _affine({"units": "HU"}, wins, 3)
+    np.testing.assert_allclose(_apply(hu, ab, (0.0, 1.0)), expected, atol=1e-5)
+
+
 def test_window_layer_matches_numpy_and_round_trips(tmp_path):
     import keras
 

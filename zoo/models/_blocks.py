@@ -6,24 +6,9 @@ import math
 
 from zoo._lazy import keras
 from zoo.errors import InvalidArgumentError
+from zoo.layers import dims as D
 
 NORMS = ("none", "batch", "group", "instance")
-
-
-def layers_for(dims: int) -> dict:
-    """The Keras layer classes of a 2D or 3D network."""
-    if dims not in (2, 3):
-        raise InvalidArgumentError(f"spatial dims {dims}: only 2D and 3D networks are built.")
-    L = keras.layers
-    return {
-        "conv": L.Conv2D if dims == 2 else L.Conv3D,
-        "conv_t": L.Conv2DTranspose if dims == 2 else L.Conv3DTranspose,
-        "max_pool": L.MaxPooling2D if dims == 2 else L.MaxPooling3D,
-        "avg_pool": L.AveragePooling2D if dims == 2 else L.AveragePooling3D,
-        "crop": L.Cropping2D if dims == 2 else L.Cropping3D,
-        "zero_pad": L.ZeroPadding2D if dims == 2 else L.ZeroPadding3D,
-        "global_avg": L.GlobalAveragePooling2D if dims == 2 else L.GlobalAveragePooling3D,
-    }
 
 
 def check_norm(norm: str) -> str:
@@ -48,8 +33,8 @@ def conv_norm_act(x, filters: int, kernel, name: str, *, dims: int = 2, norm: st
 
     The convolution has a bias only without normalisation (a norm's offset makes it redundant).
     """
-    x = layers_for(dims)["conv"](filters, kernel, strides=strides, padding=padding, dilation_rate=dilation,
-                                 use_bias=norm == "none", name=f"{name}_conv")(x)
+    x = D.conv(dims)(filters, kernel, strides=strides, padding=padding, dilation_rate=dilation,
+                     use_bias=norm == "none", name=f"{name}_conv")(x)
     x = normalization(x, norm, f"{name}_{norm}")
     if activation == "prelu":
         shared = tuple(range(1, dims + 1))

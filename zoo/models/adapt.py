@@ -12,6 +12,7 @@ import numpy as np
 
 from zoo._lazy import keras
 from zoo.errors import InputShapeError, InvalidArgumentError
+from zoo.layers import dims as D
 
 
 def check_in_chans(in_chans) -> int:
@@ -73,16 +74,9 @@ def adapt_first_conv(kernel: np.ndarray, in_chans: int) -> np.ndarray:
 def global_pool(x, pooling: str | None, name: str):
     if pooling is None or len(x.shape) == 2:  # a vector already (patch CNNs end in dense layers)
         return x
-    dims = len(x.shape) - 2
-    layers = {
-        ("avg", 2): keras.layers.GlobalAveragePooling2D,
-        ("max", 2): keras.layers.GlobalMaxPooling2D,
-        ("avg", 3): keras.layers.GlobalAveragePooling3D,
-        ("max", 3): keras.layers.GlobalMaxPooling3D,
-    }
-    if (pooling, dims) not in layers:
+    if pooling not in ("avg", "max"):
         raise InvalidArgumentError(f"pooling={pooling!r}: use 'avg', 'max' or None.")
-    return layers[pooling, dims](name=name)(x)
+    return D.global_pool(pooling, D.spatial_dims_of(x))(name=name)(x)
 
 
 def classifier_head(x, num_classes: int, pooling: str | None = "avg", dropout: float = 0.0,

@@ -10,6 +10,7 @@ at strides 2 to 32 like the big backbones'.
 from __future__ import annotations
 
 from zoo._lazy import keras
+from zoo.layers import dims as D
 from zoo.models import adapt
 from zoo.models.registry import register_model
 
@@ -24,8 +25,7 @@ def stage_features(model):
 
 def vgg_stages(x, widths, dims: int = 2):
     """Stages of two 3x3 conv-BN-ReLU layers and a 2x max pool; shared by simple_cnn and simple_cnn3d."""
-    conv, pool = ((keras.layers.Conv2D, keras.layers.MaxPooling2D) if dims == 2
-                  else (keras.layers.Conv3D, keras.layers.MaxPooling3D))
+    conv, pool = D.conv(dims), D.pool("max", dims)
     for stage, width in enumerate(widths, start=1):
         for i in (1, 2):
             x = conv(width, 3, padding="same", use_bias=False, name=f"stage{stage}_conv{i}")(x)

@@ -14,6 +14,7 @@ from __future__ import annotations
 from zoo._keras_compat import producing_layer
 from zoo._lazy import keras
 from zoo.errors import InputShapeError, InvalidArgumentError
+from zoo.layers import dims as D
 from zoo.models import _blocks
 from zoo.models.registry import register_model
 
@@ -55,19 +56,15 @@ def check_sizes(sizes, depth: int, padding: str, name: str) -> None:
 
 def up_block(x, skip, filters, name, *, dims, norm, upsampling, padding):
     """Up-sample x2, concatenate the (centre-cropped) skip, two convolutions."""
-    from zoo.layers.resample import LinearUpsampling
-
-    L = _blocks.layers_for(dims)
     if upsampling == "transpose":
-        x = L["conv_t"](filters, 2, strides=2, name=f"{name}_upconv")(x)
+        x = D.conv_transpose(dims)(filters, 2, strides=2, name=f"{name}_upconv")(x)
     else:  # Keras' bilinear in 2D (same values, faster: benchmarks/bench_archs.py); it has no trilinear
-        up = keras.layers.UpSampling2D(2, interpolation="bilinear", name=f"{name}_upsample") if dims == 2 else \
-            LinearUpsampling(name=f"{name}_upsample")
-        x = L["conv"](filters, 1, name=f"{name}_upconv")(up(x))
+        up = D.linear_upsample(dims, name=f"{name}_upsample")
+        x = D.conv(dims)(filters, 1, name=f"{name}_upconv")(up(x))
     if skip is not None:
         crop = [(s - t) // 2 for s, t in zip(skip.shape[1:-1], x.shape[1:-1])]
         if any(crop):
-            skip = L["crop"]([(c, s - t - c) for c, s, t in zip(crop, skip.shape[1:-1], x.shape[1:-1])],
+            skip = D.layer("crop", dims)([(c, s - t - c) for c, s, t in zip(crop, skip.shape[1:-1], x.shape[1:-1])],
                              name=f"{name}_crop")(skip)
         x = keras.layers.Concatenate(name=f"{name}_concat")([skip, x])
     for i in (1, 2):
@@ -76,15 +73,14 @@ def up_block(x, skip, filters, name, *, dims, norm, upsampling, padding):
 
 
 def _head(x, num_classes, activation, dims):
-    conv = _blocks.layers_for(dims)["conv"]
-    return conv(num_classes or 2, 1, activation=activation, name="head_conv", dtype="float32")(x)
+    return D.conv(dims)(num_classes or 2, 1, activation=activation, name="head_conv", dtype="float32")(x)
 
 
 def _unet(x, *, dims, num_classes, classifier_activation, depth, base_filters, norm, upsampling, padding, name):
     _blocks.check_norm(norm)
     _check_options(depth, base_filters, upsampling, padding)
     check_sizes(x.shape[1:-1], depth, padding, name)
-    pool = _blocks.layers_for(dims)["max_pool"]
+    pool = D.pool("max", dims)
     skips = []
     for level in range(depth + 1):
         filters = base_filters * 2**level

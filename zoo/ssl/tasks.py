@@ -18,6 +18,7 @@ from zoo.errors import (
     InputShapeError,
     InvalidArgumentError,
 )
+from zoo.layers import dims as D
 from zoo.registry import Registry
 from zoo.ssl import transforms as T
 
@@ -41,9 +42,7 @@ def _layers():
 
 
 def _pool(x, name):
-    dims = len(x.shape) - 2
-    layer = _layers().GlobalAveragePooling3D if dims == 3 else _layers().GlobalAveragePooling2D
-    return layer(name=name)(x)
+    return D.global_pool("avg", D.spatial_dims_of(x))(name=name)(x)
 
 
 class Task:
@@ -108,9 +107,8 @@ def check_reconstructable(task: Task, encoder, shape) -> int:
 
 def decoder(x, steps: int, channels: int, name: str):
     """Transposed convolutions (stride 2, halving the width each step) and a sigmoid output in [0, 1]."""
-    layers, dims = _layers(), len(x.shape) - 2
-    up = layers.Conv3DTranspose if dims == 3 else layers.Conv2DTranspose
-    conv = layers.Conv3D if dims == 3 else layers.Conv2D
+    layers, dims = _layers(), D.spatial_dims_of(x)
+    up, conv = D.conv_transpose(dims), D.conv(dims)
     width = int(x.shape[-1])
     for i in range(steps):
         width = max(8, width // 2)
