@@ -39,7 +39,7 @@ def test_import_zoo_is_light_and_reaches_submodules():
         "assert callable(zoo.data.synthetic.make_phantoms) and callable(zoo.hub.fetch.fetch)\n"
         "assert 'dicom' in dir(zoo.data) and 'data' in dir(zoo)\n"
         "import zoo.export as m\n"
-        "assert m is sys.modules['zoo.export'] is zoo.export and callable(m)  # the module, callable\n"
+        "assert m is sys.modules['zoo.export'] is zoo.export and callable(m)  # module, callable\n"
         "try:\n"
         "    zoo.data.no_such_module\n"
         "except AttributeError as e:\n"

@@ -18,7 +18,8 @@ ZOO = ROOT / "zoo"
 def test_the_layer_contract_holds(capsys):
     """`lint-imports` in process (no TensorFlow, no cache written): CI runs the same contract."""
     cli = pytest.importorskip("importlinter.cli")
-    code = cli.lint_imports(config_filename=str(ROOT / ".importlinter"), no_cache=True, no_logo=True)
+    config = str(ROOT / ".importlinter")
+    code = cli.lint_imports(config_filename=config, no_cache=True, no_logo=True)
     assert code == 0, capsys.readouterr().out[-3000:]
 
 
@@ -95,7 +96,8 @@ def test_dims_lookup_gives_the_pair_of_each_kind(dims):
     for kind, names in D.KINDS.items():
         assert D.layer(kind, dims) is getattr(keras.layers, names[dims - 2])
     assert D.conv(dims) is (keras.layers.Conv2D, keras.layers.Conv3D)[dims - 2]
-    assert D.pool("avg", dims) is (keras.layers.AveragePooling2D, keras.layers.AveragePooling3D)[dims - 2]
+    avg = (keras.layers.AveragePooling2D, keras.layers.AveragePooling3D)[dims - 2]
+    assert D.pool("avg", dims) is avg
     x = keras.Input((8,) * dims + (3,))
     assert D.spatial_dims_of(x) == dims
     assert tuple(D.linear_upsample(dims)(x).shape[1:-1]) == (16,) * dims

@@ -29,8 +29,9 @@ def load_model(path, **kwargs):
     import keras
 
     if not Path(path).is_file():
-        raise InvalidArgumentError(f"{path}: no such file; give a .keras file saved by model.save() "
-                                   "(e.g. finetune_out/best.keras), or a zoo model name.")
+        raise InvalidArgumentError(
+            f"{path}: no such file; give a .keras file saved by model.save() "
+            "(e.g. finetune_out/best.keras), or a zoo model name.")
     register_zoo_layers()
     kwargs.setdefault("safe_mode", True)
     try:

@@ -2,9 +2,10 @@
 
 The mapping is DICOM's linear VOI function (PS3.3 C.11.2.1.2.1), rescaled to [0, 1]:
 ``x <= c - 0.5 - (w - 1) / 2`` gives 0, ``x > c - 0.5 + (w - 1) / 2`` gives 1, and in between
-``(x - (c - 0.5)) / (w - 1) + 0.5`` (written once, in ``zoo.layers.windowing``). Stacking three windows as channels is the usual way to
-feed CT to an ImageNet model; ``with_hu_input`` puts the same stack inside a Keras model so an
-exported model takes Hounsfield units directly (layers in ``zoo.layers.window``).
+``(x - (c - 0.5)) / (w - 1) + 0.5`` (written once, in ``zoo.layers.windowing``). Stacking three
+windows as channels is the usual way to feed CT to an ImageNet model; ``with_hu_input`` puts the
+same stack inside a Keras model so an exported model takes Hounsfield units directly (layers in
+``zoo.layers.window``).
 """
 
 from __future__ import annotations

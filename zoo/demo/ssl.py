@@ -1,4 +1,5 @@
-"""The self-supervision step of ``zoo demo``: the shipped SimCLR checkpoint against random init with a handful of labels.
+"""The self-supervision step of ``zoo demo``: the shipped SimCLR checkpoint against random init
+with a handful of labels.
 
 Seconds, not minutes: frozen features of both encoders, a linear probe trained on 20 labelled
 phantoms, tested on 300. The pretraining data and this task share ``PHANTOMS``.

@@ -351,7 +351,7 @@ def _inputs_of(model):
 
 
 def input_contract(model) -> dict:
-    """Kept for old imports: lives in zoo.layers.preprocess (imported here on use: keeps this light)."""
+    """Kept for old imports: lives in zoo.layers.preprocess (imported on use: keeps this light)."""
     from zoo.layers.preprocess import input_contract as contract
 
     return contract(model)

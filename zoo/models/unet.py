@@ -64,8 +64,8 @@ def up_block(x, skip, filters, name, *, dims, norm, upsampling, padding):
     if skip is not None:
         crop = [(s - t) // 2 for s, t in zip(skip.shape[1:-1], x.shape[1:-1])]
         if any(crop):
-            skip = D.layer("crop", dims)([(c, s - t - c) for c, s, t in zip(crop, skip.shape[1:-1], x.shape[1:-1])],
-                             name=f"{name}_crop")(skip)
+            cropping = [(c, s - t - c) for c, s, t in zip(crop, skip.shape[1:-1], x.shape[1:-1])]
+            skip = D.layer("crop", dims)(cropping, name=f"{name}_crop")(skip)
         x = keras.layers.Concatenate(name=f"{name}_concat")([skip, x])
     for i in (1, 2):
         x = _blocks.conv_norm_act(x, filters, 3, f"{name}_{i}", dims=dims, norm=norm, padding=padding)
@@ -73,7 +73,8 @@ def up_block(x, skip, filters, name, *, dims, norm, upsampling, padding):
 
 
 def _head(x, num_classes, activation, dims):
-    return D.conv(dims)(num_classes or 2, 1, activation=activation, name="head_conv", dtype="float32")(x)
+    return D.conv(dims)(num_classes or 2, 1, activation=activation, name="head_conv",
+                        dtype="float32")(x)
 
 
 def _unet(x, *, dims, num_classes, classifier_activation, depth, base_filters, norm, upsampling, padding, name):

@@ -115,7 +115,8 @@ def pretrain(task: str, encoder: str = "simple_cnn", data="synthetic", *, epochs
 
     keras.utils.set_random_seed(seed)
     rng = np.random.default_rng(seed)
-    enc = load(encoder, pretrained=init, in_chans=chans, input_shape=shape, num_classes=0, pooling=None)
+    enc = load(encoder, pretrained=init, in_chans=chans, input_shape=shape, num_classes=0,
+               pooling=None)
     model = the_task.build(enc)
     the_task.compile(model, keras.optimizers.Adam(learning_rate))
     if verbose:
