@@ -15,11 +15,10 @@ import numpy as np
 
 from zoo._keras_compat import producing_layer
 from zoo.errors import DataError, RandomWeightsError
+from zoo.explain.api import METHODS as _METHODS
 from zoo.outputs import check_target, staged
-from zoo.registry import Registry
 
-METHODS = ("gradcam", "cam", "saliency")
-_METHODS = Registry("explanation method", METHODS, argument="method")
+METHODS = tuple(_METHODS)  # zoo.explain.api's registry: gradcam, cam, saliency, smoothgrad, ...
 
 
 def load_image(path) -> np.ndarray:
@@ -106,9 +105,9 @@ def explain(model_spec, image_path, out, method="gradcam", layer=None, class_ind
     """
     import keras
 
-    from zoo.explain.cam import class_activation_maps, gap_classifier
-    from zoo.explain.gradcam import find_conv_layer, grad_cam
-    from zoo.explain.saliency import saliency
+    from zoo.explain.api import explain_batch
+    from zoo.explain.cam import gap_classifier
+    from zoo.explain.gradcam import find_conv_layer
     from zoo.explain.targets import output_names, pick_class, select_output
     from zoo.figures import explanation_figure
 
@@ -120,17 +119,17 @@ def explain(model_spec, image_path, out, method="gradcam", layer=None, class_ind
     scores = keras.Model(model.inputs, select_output(model))([x], training=False)
     score, index = pick_class(scores, class_index)
     cls, score = int(index[0]), float(keras.ops.convert_to_numpy(score)[0])
+    options = {}
     if method == "cam":
-        heat = class_activation_maps(model, x, cls)
         explained = ("instance_maps" if "instance_maps" in output_names(model)
                      else producing_layer(gap_classifier(model)[0]).name)
     elif method == "gradcam":
         explained = find_conv_layer(model, layer).name
-        heat = grad_cam(model, x, explained, cls)
+        options["layer_name"] = explained
     else:
-        explained = "input"
-        heat = saliency(model, x, cls)
-    label = {"gradcam": "Grad-CAM", "cam": "CAM", "saliency": "saliency"}[method]
+        explained = _METHODS[method].explains
+    heat = explain_batch(model, x, method, class_index=cls, **options)
+    label = _METHODS[method].label
     spec = str(model_spec)
     name = model.name if spec.endswith(".keras") else spec + (f".{pretrained}" if pretrained else "")
     kind = _score_kind(model, None)
@@ -155,7 +154,8 @@ def _run(args) -> int:
 
 def add_explain_parser(subparsers) -> None:
     """Register ``zoo explain`` on the CLI's subparsers."""
-    p = subparsers.add_parser("explain", help="heat map (Grad-CAM, CAM or saliency) of an image as a PNG figure",
+    p = subparsers.add_parser("explain", help="heat map (Grad-CAM, CAM, saliency, SmoothGrad, integrated gradients, "
+                              "occlusion or a perturbation mask) of an image as a PNG figure",
                               formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("model", help="a .keras file or a zoo checkpoint (arch.tag, or arch with --pretrained)")
     p.add_argument("image", help="a .npy array (H, W[, C]) or a .png")
