@@ -188,6 +188,9 @@ def occlusion(model, images, class_index=None, output=None, logits=True, patch=N
     spatial = x.shape[1:-1]
     patch = _per_axis("patch", patch if patch is not None else tuple(max(1, n // 8) for n in spatial), spatial)
     stride = _per_axis("stride", stride if stride is not None else tuple(max(1, p // 2) for p in patch), spatial)
+    if any(s > p for s, p in zip(stride, patch)):
+        raise InvalidArgumentError(f"stride={stride} is larger than patch={patch}, so some pixels would never be "
+                                   "occluded; give a stride no larger than the patch.")
     base = _baseline(x, baseline, "occlusion")
     scorer = Scorer(model, output, logits)
     index = scorer.classes(x, class_index)

@@ -66,17 +66,12 @@ def pick_class(scores, class_index=None):
 
 
 def is_volume_model(model) -> bool:
-    """A model of volumes (B, D, H, W, C): it has 3D convolution or pooling layers (a tiled bag
-    model also takes rank-5 input, (B, N, H, W, C), but runs 2D layers on each tile)."""
-    volume = tuple(getattr(keras.layers, n) for n in (
-        "Conv3D", "Conv3DTranspose", "MaxPooling3D", "AveragePooling3D", "GlobalAveragePooling3D",
-        "GlobalMaxPooling3D", "UpSampling3D", "ZeroPadding3D"))
-    layers = list(model.layers)
-    for layer in layers:
-        if isinstance(layer, volume):
-            return True
-        layers.extend(getattr(layer, "layers", []) if isinstance(layer, keras.Model) else [])
-    return False
+    """A model of volumes (B, D, H, W, C), not of bags of tiles: a tiled bag model also takes
+    rank-5 input, (B, N, H, W, C), and folds its tiles into the batch (FoldTiles) or maps a 2D
+    encoder over them (TimeDistributed)."""
+    bag = ("FoldTiles", "TimeDistributed")
+    return len(model.inputs) == 1 and len(model.inputs[0].shape) == 5 and not any(
+        type(layer).__name__ in bag for layer in model.layers)
 
 
 def check_images(model, images, method: str = "explain", spatial: bool = True) -> np.ndarray:
@@ -97,8 +92,8 @@ def check_images(model, images, method: str = "explain", spatial: bool = True) -
     kind = {4: "2D images (B, H, W, C)", 5: "3D volumes (B, D, H, W, C)"}.get(rank)
     if rank == 5 and spatial and not is_volume_model(model):
         raise InvalidArgumentError(
-            f"{method}: model {model.name!r} takes {expected} but has no 3D convolution: a tiled bag model, "
-            "not a volume model. Read its 'attention' / 'instance_maps' outputs, or explain its tile encoder.")
+            f"{method}: model {model.name!r} takes {expected}: a bag of 2D tiles, not a "
+            "volume. Read its 'attention' / 'instance_maps' outputs, or explain its tile encoder.")
     if kind is None and not spatial:
         kind = "inputs " + str(("B", *expected[1:]))
     elif kind is None:
