@@ -34,7 +34,8 @@ class Method:
 
 
 METHODS = Registry(
-    "explanation method", argument="method",
+    "explanation method",
+    argument="method",
     hint="zoo.explain.api.METHODS lists them; `zoo explain --method` takes the same names.",
 )
 
@@ -50,11 +51,17 @@ for _name, _method in {
     "cam": Method(_E + "cam", "class_activation_maps", "CAM", volumes=False, explains=None),
     "saliency": Method(_E + "saliency", "saliency", "saliency"),
     "smoothgrad": Method(_E + "attribution", "smoothgrad", "SmoothGrad"),
-    # the magnitude per pixel: a map to look at; call integrated_gradients itself for signed values
-    "integrated_gradients": Method(_E + "attribution", "integrated_gradients", "integrated gradients",
-                                   defaults=(("channel_reduce", "sum"),)),
+    # summed over channels, signed: the map sums to f(x) - f(baseline) (completeness)
+    "integrated_gradients": Method(
+        _E + "attribution",
+        "integrated_gradients",
+        "integrated gradients",
+        defaults=(("channel_reduce", "sum"),),
+    ),
     "occlusion": Method(_E + "attribution", "occlusion", "occlusion"),
-    "perturbation": Method(_E + "perturbation", "perturbation_mask", "perturbation mask", volumes=False),
+    "perturbation": Method(
+        _E + "perturbation", "perturbation_mask", "perturbation mask", volumes=False
+    ),
 }.items():
     register_method(_name, _method)
 
@@ -67,14 +74,16 @@ def explain_batch(model, images, method: str = "gradcam", class_index=None, **op
     e.g. ``layer_name`` for Grad-CAM, ``patch`` for occlusion, ``steps`` for integrated gradients.
     """
     from zoo.errors import InvalidArgumentError
-    from zoo.explain.targets import check_images
+    from zoo.explain.inputs import check_images
 
     spec = METHODS.get(method)
     x = check_images(model, images, f"method={method!r}")
     if x.ndim == 5 and not spec.volumes:
         volume_methods = [n for n in METHODS if METHODS[n].volumes]
         raise InvalidArgumentError(
-            f"method={method!r} explains 2D images, and model {model.name!r} takes volumes {x.shape[1:]}; "
-            f"use one of {', '.join(volume_methods)} for volumes.")
+            f"method={method!r} explains 2D images, and model {model.name!r} takes volumes "
+            f"{x.shape[1:]}; "
+            f"use one of {', '.join(volume_methods)} for volumes."
+        )
     kwargs = {**dict(spec.defaults), **options}
     return spec.resolve()(model, x, class_index=class_index, **kwargs)

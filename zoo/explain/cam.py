@@ -64,7 +64,8 @@ def upsample_volume(maps, size) -> np.ndarray:
     sampling along each axis in turn (trilinear), so a map constant along depth stays constant."""
     maps = np.asarray(maps, np.float32)
     if maps.ndim != 4:
-        raise InvalidArgumentError(f"upsample_volume: maps of shape {maps.shape}; give (B, d, h, w).")
+        raise InvalidArgumentError(
+            f"upsample_volume: maps of shape {maps.shape}; give (B, d, h, w).")
     out = maps
     for axis, n_out in enumerate((int(s) for s in size), start=1):
         i0, i1, f = _mirror_coords(n_out, out.shape[axis])

@@ -1,4 +1,4 @@
-"""Grad-CAM (Selvaraju et al. 2017) for any zoo model, 2D or 3D, with a helper that names valid layers.
+"""Grad-CAM (Selvaraju et al. 2017) for any zoo model, 2D or 3D, and a helper naming valid layers.
 
 alpha_k = mean over space of d score / d A_k; map = relu(sum_k alpha_k A_k). On a
 conv -> GAP -> Dense model this is relu(CAM) / (H W). On a volume the mean runs over
@@ -14,11 +14,12 @@ import tensorflow as tf
 
 from zoo.errors import InvalidArgumentError, did_you_mean
 from zoo.explain.cam import upsample_to
-from zoo.explain.targets import check_images, is_volume_model, pick_class, score_head
+from zoo.explain.inputs import check_images, is_volume_model
+from zoo.explain.targets import pick_class, score_head
 
 
 def _spatial_rank(model) -> int:
-    """4 for a model of images (B, H, W, C), 5 for volumes (B, D, H, W, C); else the input's rank."""
+    """4 for a model of images (B, H, W, C), 5 for volumes (B, D, H, W, C); else the input rank."""
     return len(model.inputs[0].shape) if len(model.inputs) == 1 else 4
 
 
@@ -27,8 +28,8 @@ def _map_shape(model) -> str:
 
 
 def conv_layers(model) -> list[str]:
-    """Names of the layers giving a spatial map of the input's rank ((B, H, W, C), or (B, D, H, W, C)
-    for a volume model), in graph order (the input excluded)."""
+    """Names of the layers giving a spatial map of the input's rank ((B, H, W, C), or
+    (B, D, H, W, C) for a volume model), in graph order (the input excluded)."""
     rank = _spatial_rank(model)
     names = []
     for layer in model.layers:
@@ -57,7 +58,8 @@ def default_layer(model) -> str:
     valid = conv_layers(model)
     sizes = {}
     for name in valid:  # an open (None) size comes from an open input: count it as fine enough
-        sizes[name] = min(MIN_CELLS if d is None else d for d in model.get_layer(name).output.shape[1:-1])
+        spatial = model.get_layer(name).output.shape[1:-1]
+        sizes[name] = min(MIN_CELLS if d is None else d for d in spatial)
     fine = [name for name in valid if sizes[name] >= MIN_CELLS]
     return fine[-1] if fine else max(valid, key=lambda n: sizes[n])
 
@@ -67,12 +69,14 @@ def find_conv_layer(model, layer_name: str | None = None):
     valid = conv_layers(model)
     if not valid:
         raise InvalidArgumentError(
-            f"model {model.name!r} has no layer with a {_map_shape(model)} output; Grad-CAM needs a "
+            f"model {model.name!r} has no layer with a {_map_shape(model)} output; Grad-CAM needs "
+            "a "
             "convolutional model. Use method='saliency' or 'occlusion', which explain any model.")
     if layer_name is None:
         return model.get_layer(default_layer(model))
     if layer_name not in valid:
-        what = f"is not a spatial {_map_shape(model)} layer of" if layer_name in [la.name for la in model.layers] else "is not in"
+        known = layer_name in [la.name for la in model.layers]
+        what = f"is not a spatial {_map_shape(model)} layer of" if known else "is not in"
         tail = ", ".join(valid[-8:])
         raise InvalidArgumentError(
             f"layer_name={layer_name!r} {what} model {model.name!r}.{did_you_mean(layer_name, valid)} "
@@ -93,7 +97,8 @@ def grad_cam(model, images, layer_name=None, class_index=None, output=None, logi
     if rank not in (4, 5) or (rank == 5 and not is_volume_model(model)):
         raise InvalidArgumentError(
             f"model {model.name!r} takes {[tuple(i.shape) for i in model.inputs]}; Grad-CAM explains a model of one "
-            "image input (B, H, W, C) or volume input (B, D, H, W, C). For a tiled bag model read its "
+            "image input (B, H, W, C) or volume input (B, D, H, W, C). For a tiled bag model read "
+            "its "
             "'attention' / 'instance_maps' outputs, or run grad_cam on its tile encoder."
         )
     x = tf.convert_to_tensor(check_images(model, images, "grad_cam"))

@@ -11,9 +11,9 @@ import numpy as np
 
 from zoo.errors import InvalidArgumentError
 from zoo.explain.attribution import Scorer, postprocess
-from zoo.explain.targets import check_images
+from zoo.explain.inputs import check_images
 
-REDUCE = (None, "max", "mean")  # a sum of |gradient| over channels has no use here (integrated gradients sums)
+REDUCE = (None, "max", "mean")  # no "sum": a sum of |gradient| over channels means little
 
 
 def saliency(model, images, class_index=None, output=None, logits=True, absolute=True,

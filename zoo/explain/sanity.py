@@ -6,7 +6,8 @@ step keeps the layers randomised before it), and after each reported step measur
 the Spearman rank correlation between the map of the randomised model and the original map
 (of absolute values, as in the paper's main figures, so a sign flip is not counted as a change;
 a map that became constant has no ranks and counts as 0). A method whose map still correlates
-at ``threshold`` or more once every layer is random does not pass: it shows the input, not the model.
+at ``threshold`` or more once every layer is random does not pass: it shows the input, not the
+model.
 """
 
 from __future__ import annotations
@@ -65,26 +66,39 @@ class RandomisationReport:
     insensitive: list[str] = field(default_factory=list)  # methods that do not pass
 
     def summary(self) -> str:
-        lines = [f"model-randomisation check over {len(self.layers)} steps (top down to {self.layers[-1]}); "
-                 f"a method passes when its rank correlation with the original map falls below "
-                 f"{self.threshold} once every layer is random:"]
+        lines = [
+            f"model-randomisation check over {len(self.layers)} steps "
+            f"(top down to {self.layers[-1]}); "
+            f"a method passes when its rank correlation with the original map falls below "
+            f"{self.threshold} once every layer is random:"
+        ]
         for name, values in self.correlations.items():
             trace = " -> ".join(f"{v:.2f}" for v in values)
-            verdict = ("does NOT change with the weights: it fails the sanity check"
-                       if name in self.insensitive else "changes with the weights: passes")
+            verdict = (
+                "does NOT change with the weights: it fails the sanity check"
+                if name in self.insensitive
+                else "changes with the weights: passes"
+            )
             lines.append(f"  {name}: {trace}; {verdict}")
         return "\n".join(lines)
 
 
-def randomisation_check(model, images, methods: Sequence = ("gradcam", "saliency", "smoothgrad",
-                                                            "integrated_gradients", "occlusion"),
-                        class_index=None, options: dict | None = None, report_after: int | None = None,
-                        threshold: float = 0.5, seed: int = 0) -> RandomisationReport:
+def randomisation_check(
+    model,
+    images,
+    methods: Sequence = ("gradcam", "saliency", "smoothgrad", "integrated_gradients", "occlusion"),
+    class_index=None,
+    options: dict | None = None,
+    report_after: int | None = None,
+    threshold: float = 0.5,
+    seed: int = 0,
+) -> RandomisationReport:
     """Cascading randomisation of a copy of ``model`` (the model itself is untouched).
 
     methods: names of ``zoo.explain.METHODS`` or (name, function(model, images, class_index))
         pairs, e.g. a baseline that ignores the model.
-    options: per method name, keyword arguments for ``explain_batch`` (e.g. {"smoothgrad": {"samples": 4}}).
+    options: per method name, keyword arguments for ``explain_batch``
+        (e.g. {"smoothgrad": {"samples": 4}}).
     report_after: measure after this many evenly spaced steps (the last always fully random);
         default after every layer.
     class_index: the class explained; default each image's top class under the original model,
@@ -92,27 +106,36 @@ def randomisation_check(model, images, methods: Sequence = ("gradcam", "saliency
     """
     from zoo.explain.api import explain_batch
     from zoo.explain.attribution import Scorer
-    from zoo.explain.targets import check_images
+    from zoo.explain.inputs import check_images
 
     x = check_images(model, images, "randomisation_check")
     options = dict(options or {})
     functions: dict[str, Callable] = {}
     for m in methods:
         if isinstance(m, str):
-            functions[m] = (lambda name: lambda mdl, imgs, cls: explain_batch(
-                mdl, imgs, name, class_index=cls, **options.get(name, {})))(m)
+            functions[m] = (
+                lambda name: (
+                    lambda mdl, imgs, cls: explain_batch(
+                        mdl, imgs, name, class_index=cls, **options.get(name, {})
+                    )
+                )
+            )(m)
         elif isinstance(m, tuple) and len(m) == 2 and callable(m[1]):
             functions[m[0]] = m[1]
         else:
-            raise InvalidArgumentError(f"methods: {m!r} is neither a method name (zoo.explain.METHODS) nor a "
-                                       "(name, function(model, images, class_index)) pair.")
+            raise InvalidArgumentError(
+                f"methods: {m!r} is neither a method name (zoo.explain.METHODS) nor a "
+                "(name, function(model, images, class_index)) pair."
+            )
     index = Scorer(model).classes(x, class_index)
     copy = keras.models.clone_model(model)
     copy.set_weights(model.get_weights())
     cascade = list(reversed(kernel_layers(copy)))
     if not cascade:
-        raise InvalidArgumentError(f"model {model.name!r} has no layer with weights to randomise; the check "
-                                   "needs a model with convolution or Dense layers.")
+        raise InvalidArgumentError(
+            f"model {model.name!r} has no layer with weights to randomise; the check "
+            "needs a model with convolution or Dense layers."
+        )
     n = len(cascade) if report_after is None else min(max(1, int(report_after)), len(cascade))
     stops = sorted({int(round(k * len(cascade) / n)) - 1 for k in range(1, n + 1)})
     original = {name: np.asarray(f(model, x, index)) for name, f in functions.items()}
