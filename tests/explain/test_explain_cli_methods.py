@@ -42,8 +42,19 @@ def test_every_registered_method_is_a_cli_choice_and_new_ones_draw(tmp_path, cap
         explain("simple_cnn.phantom", tmp_path / "phantom.npy", tmp_path / "x.png", "occlusions")
     for method in ("occlusion", "perturbation"):
         out = tmp_path / f"{method}.png"
-        report = _run(parser, ["explain", "simple_cnn.phantom", str(tmp_path / "phantom.npy"),
-                               "--method", method, "--out", str(out)], capsys)
+        report = _run(
+            parser,
+            [
+                "explain",
+                "simple_cnn.phantom",
+                str(tmp_path / "phantom.npy"),
+                "--method",
+                method,
+                "--out",
+                str(out),
+            ],
+            capsys,
+        )
         assert report["method"] == method and report["layer"] == "input" and report["heat_max"] > 0
         assert_readable(out, image)
 
@@ -53,16 +64,34 @@ def test_a_volume_for_a_3d_model_and_the_wrong_dimension_refused(tmp_path, capsy
     volume = np.random.default_rng(0).uniform(0, 1, (12, 30, 30)).astype("float32")
     volume[3:6, 10:16, 12:18] += 3.0
     np.save(tmp_path / "vol.npy", volume)
-    report = _run(parser, ["explain", "simple_cnn3d", str(tmp_path / "vol.npy"), "--allow-random",
-                           "--method", "gradcam", "--out", str(tmp_path / "v.png")], capsys)
+    report = _run(
+        parser,
+        [
+            "explain",
+            "simple_cnn3d",
+            str(tmp_path / "vol.npy"),
+            "--allow-random",
+            "--method",
+            "gradcam",
+            "--out",
+            str(tmp_path / "v.png"),
+        ],
+        capsys,
+    )
     assert report["input_shape"] == [16, 32, 32, 1] and 0 <= report["slice"] < 16
     model = zoo.load("simple_cnn3d", in_chans=1)
     fitted = fit_volume_to_model(volume[..., None], model)
-    assert fitted.shape == (1, 16, 32, 32, 1) and np.isclose(fitted.mean(), volume.mean(), rtol=0.05)
+    assert fitted.shape == (1, 16, 32, 32, 1) and np.isclose(
+        fitted.mean(), volume.mean(), rtol=0.05
+    )
     assert_readable(tmp_path / "v.png", fitted[0, report["slice"]])
-    with pytest.raises(DataError, match=r"is a volume of shape \(12, 30, 30\).*takes 2D images.*one slice"):
+    with pytest.raises(
+        DataError, match=r"is a volume of shape \(12, 30, 30\).*takes 2D images.*one slice"
+    ):
         explain("simple_cnn.phantom", tmp_path / "vol.npy", tmp_path / "w.png")
     np.save(tmp_path / "img.npy", volume[0])
-    with pytest.raises(DataError, match=r"is a 2D image \(30, 30\).*takes 3D volumes.*\.npy volume"):
+    with pytest.raises(
+        DataError, match=r"is a 2D image \(30, 30\).*takes 3D volumes.*\.npy volume"
+    ):
         explain("simple_cnn3d", tmp_path / "img.npy", tmp_path / "w.png", allow_random=True)
     assert not (tmp_path / "w.png").exists()

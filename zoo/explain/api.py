@@ -82,8 +82,7 @@ def explain_batch(model, images, method: str = "gradcam", class_index=None, **op
         volume_methods = [n for n in METHODS if METHODS[n].volumes]
         raise InvalidArgumentError(
             f"method={method!r} explains 2D images, and model {model.name!r} takes volumes "
-            f"{x.shape[1:]}; "
-            f"use one of {', '.join(volume_methods)} for volumes."
+            f"{x.shape[1:]}; use one of {', '.join(volume_methods)} for volumes."
         )
     kwargs = {**dict(spec.defaults), **options}
     return spec.resolve()(model, x, class_index=class_index, **kwargs)

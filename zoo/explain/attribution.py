@@ -132,8 +132,8 @@ def _baseline(x, baseline, what: str) -> np.ndarray:
     except ValueError:
         raise InvalidArgumentError(
             f"{what}: baseline of shape {np.shape(baseline)} does not broadcast to the images "
-            f"{x.shape}; give a "
-            "number (0: black in raw pixel values), one image or one baseline per image."
+            f"{x.shape}; give a number (0: black in raw pixel values), one image or one baseline "
+            "per image."
         ) from None
 
 

@@ -74,8 +74,8 @@ def fit_volume_to_model(volume, model, path="IMAGE") -> np.ndarray:
         elif chans == 1:
             volume = volume.mean(axis=-1, keepdims=True)
         else:
-            raise DataError(f"volume {str(path)!r} has {volume.shape[-1]} channels and the model takes {chans}; "
-                            "give a grey volume or one with the model's channel count.")
+            raise DataError(f"volume {str(path)!r} has {volume.shape[-1]} channels and the model "
+                            f"takes {chans}; give a grey volume or one of the model's channel count.")
     size = tuple(s or n for s, n in zip(size, volume.shape[:3]))
     if volume.shape[:3] != size:
         volume = np.moveaxis(upsample_volume(np.moveaxis(volume, -1, 0), size), 0, -1)
@@ -158,12 +158,16 @@ def explain(model_spec, image_path, out, method="gradcam", layer=None, class_ind
     model = _load_model(str(model_spec), pretrained, min(image.shape[-1], 3), allow_random, num_classes)
     volume_model = is_volume_model(model)
     if (image.ndim == 4) != volume_model:
-        given = f"a volume of shape {image.shape[:3]}" if image.ndim == 4 else f"a 2D image {image.shape[:2]}"
+        given = (f"a volume of shape {image.shape[:3]}" if image.ndim == 4
+                 else f"a 2D image {image.shape[:2]}")
         fix = ("give a .npy volume (D, H, W) or (D, H, W, C)" if volume_model else
                "save one slice (np.save(path, volume[d])) or use a 3D model such as simple_cnn3d")
         raise DataError(f"image {str(image_path)!r} is {given}, and model {model.name!r} takes "
                         f"{'3D volumes' if volume_model else '2D images'}; {fix}.")
-    x = fit_volume_to_model(image, model, image_path) if volume_model else fit_to_model(image, model)
+    if volume_model:
+        x = fit_volume_to_model(image, model, image_path)
+    else:
+        x = fit_to_model(image, model)
     scores = keras.Model(model.inputs, select_output(model))([x], training=False)
     score, index = pick_class(scores, class_index)
     cls, score = int(index[0]), float(keras.ops.convert_to_numpy(score)[0])
@@ -209,11 +213,13 @@ def _run(args) -> int:
 def add_explain_parser(subparsers) -> None:
     """Register ``zoo explain`` on the CLI's subparsers."""
     p = subparsers.add_parser("explain",
-                              help="heat map (Grad-CAM, CAM, saliency, SmoothGrad, integrated gradients, "
-                                   "occlusion or a perturbation mask) of an image as a PNG figure",
+                              help="heat map (Grad-CAM, CAM, saliency, SmoothGrad, integrated "
+                                   "gradients, occlusion or a perturbation mask) of an image as a "
+                                   "PNG figure",
                               formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("model", help="a .keras file or a zoo checkpoint (arch.tag, or arch with --pretrained)")
-    p.add_argument("image", help="a .npy array (H, W[, C]) or a .png; for a 3D model a .npy volume (D, H, W[, C])")
+    p.add_argument("image", help="a .npy array (H, W[, C]) or a .png; for a 3D model a .npy volume "
+                                 "(D, H, W[, C])")
     p.add_argument("--out", default="overlay.png")
     p.add_argument("--method", choices=METHODS, default="gradcam")
     p.add_argument("--layer", default=None,

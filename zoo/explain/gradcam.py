@@ -70,8 +70,7 @@ def find_conv_layer(model, layer_name: str | None = None):
     if not valid:
         raise InvalidArgumentError(
             f"model {model.name!r} has no layer with a {_map_shape(model)} output; Grad-CAM needs "
-            "a "
-            "convolutional model. Use method='saliency' or 'occlusion', which explain any model.")
+            "a convolutional model. Use method='saliency' or 'occlusion', which explain any model.")
     if layer_name is None:
         return model.get_layer(default_layer(model))
     if layer_name not in valid:
@@ -98,8 +97,7 @@ def grad_cam(model, images, layer_name=None, class_index=None, output=None, logi
         raise InvalidArgumentError(
             f"model {model.name!r} takes {[tuple(i.shape) for i in model.inputs]}; Grad-CAM explains a model of one "
             "image input (B, H, W, C) or volume input (B, D, H, W, C). For a tiled bag model read "
-            "its "
-            "'attention' / 'instance_maps' outputs, or run grad_cam on its tile encoder."
+            "its 'attention' / 'instance_maps' outputs, or run grad_cam on its tile encoder."
         )
     x = tf.convert_to_tensor(check_images(model, images, "grad_cam"))
     layer = find_conv_layer(model, layer_name)

@@ -31,8 +31,8 @@ def check_images(model, images, method: str = "explain", spatial: bool = True) -
     if len(model.inputs) != 1:
         raise InvalidArgumentError(
             f"{method}: model {model.name!r} has {len(model.inputs)} inputs; the explanation "
-            "methods explain a "
-            "model of one image or volume input. Explain the encoder that takes one input instead."
+            "methods explain a model of one image or volume input. Explain the encoder that "
+            "takes one input instead."
         )
     expected = tuple(model.inputs[0].shape)
     rank = len(expected)
@@ -66,8 +66,7 @@ def check_images(model, images, method: str = "explain", spatial: bool = True) -
         elif rank == 5 and x.ndim == 4:
             fix = (
                 "a batch of 2D images was given to a 3D model; give volumes (B, D, H, W, C), "
-                "or add a "
-                "batch axis (volume[None]) to a single volume"
+                "or add a batch axis (volume[None]) to a single volume"
             )
         elif x.ndim == rank - 1:
             fix = "add a batch axis: images[None]"
