@@ -75,7 +75,7 @@ def fit_volume_to_model(volume, model, path="IMAGE") -> np.ndarray:
             volume = volume.mean(axis=-1, keepdims=True)
         else:
             raise DataError(f"volume {str(path)!r} has {volume.shape[-1]} channels and the model "
-                            f"takes {chans}; give a grey volume or one of the model's channel count.")
+                            f"takes {chans}; give a grey volume or one with that many.")
     size = tuple(s or n for s, n in zip(size, volume.shape[:3]))
     if volume.shape[:3] != size:
         volume = np.moveaxis(upsample_volume(np.moveaxis(volume, -1, 0), size), 0, -1)
