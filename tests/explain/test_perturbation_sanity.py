@@ -89,21 +89,29 @@ def test_spearman_against_its_definition():
 
 def test_randomisation_check_flags_the_method_that_ignores_the_weights(phantoms):
     """Cascading randomisation of the checkpoint: Grad-CAM, saliency and SmoothGrad decorrelate;
-    an 'explanation' that returns the image itself is reported as failing; the model is
-    untouched."""
+    integrated gradients from a black baseline does not (x times the gradient keeps the image's
+    structure, as Adebayo et al. found for gradient x input), and neither does an 'explanation'
+    that returns the image itself: both are reported as failing. The model is untouched."""
     model, data = phantoms
     before = [w.copy() for w in model.get_weights()]
     report = randomisation_check(
         model,
         data.images[:2],
-        methods=("gradcam", "saliency", "smoothgrad", ("image", lambda m, x, c: x[..., 0])),
+        methods=(
+            "gradcam",
+            "saliency",
+            "smoothgrad",
+            "integrated_gradients",
+            ("image", lambda m, x, c: x[..., 0]),
+        ),
         class_index=1,
-        options={"smoothgrad": {"samples": 2}},
+        options={"smoothgrad": {"samples": 2}, "integrated_gradients": {"steps": 8}},
         report_after=2,
     )
     assert report.layers[-1] == "stage1_conv1" and len(report.layers) == 2
     for method in ("gradcam", "saliency", "smoothgrad"):
         assert report.correlations[method][-1] < 0.5, report.summary()
-    assert np.allclose(report.correlations["image"], 1.0) and report.insensitive == ["image"]
+    assert np.allclose(report.correlations["image"], 1.0)
+    assert report.insensitive == ["integrated_gradients", "image"], report.summary()
     assert "image: 1.00 -> 1.00; does NOT change with the weights" in report.summary()
     assert all(np.array_equal(a, b) for a, b in zip(before, model.get_weights()))
