@@ -207,5 +207,12 @@ def test_explain_batch_refuses_bad_inputs_with_the_fix(cnn):
         explain_batch(model, x, "smoothgrad", sigma=-1)
     with pytest.raises(InvalidArgumentError, match=r"baseline of shape \(3,\) does not broadcast"):
         explain_batch(model, x, "integrated_gradients", baseline=np.zeros(3))
+    with pytest.raises(InputShapeError, match="NaN or infinite"):
+        explain_batch(model, np.where(x > 250, np.nan, x), "saliency")
+    a, b = keras.Input((4, 4, 1)), keras.Input((4, 4, 1))
+    joined = keras.layers.Flatten()(keras.layers.Concatenate()([a, b]))
+    two = keras.Model([a, b], keras.layers.Dense(2)(joined), name="two")
+    with pytest.raises(InvalidArgumentError, match="model 'two' has 2 inputs.*takes one input"):
+        explain_batch(two, x, "saliency")
     with pytest.raises(InvalidArgumentError, match="class_index=7"):
         explain_batch(model, x, "occlusion", class_index=7)
