@@ -59,6 +59,28 @@ def upsample(maps, size, method: str = "bilinear") -> np.ndarray:
     return out[..., 0] if maps.ndim == 3 else out
 
 
+def upsample_volume(maps, size) -> np.ndarray:
+    """(B, d, h, w) maps resized to ``size`` (D, H, W): ``upsample``'s mirrored half-pixel linear
+    sampling along each axis in turn (trilinear), so a map constant along depth stays constant."""
+    maps = np.asarray(maps, np.float32)
+    if maps.ndim != 4:
+        raise InvalidArgumentError(
+            f"upsample_volume: maps of shape {maps.shape}; give (B, d, h, w).")
+    out = maps
+    for axis, n_out in enumerate((int(s) for s in size), start=1):
+        i0, i1, f = _mirror_coords(n_out, out.shape[axis])
+        shape = [1] * out.ndim
+        shape[axis] = n_out
+        f = f.reshape(shape)
+        out = np.take(out, i0, axis=axis) * (1 - f) + np.take(out, i1, axis=axis) * f
+    return out
+
+
+def upsample_to(maps, size) -> np.ndarray:
+    """(B, *spatial) maps of a 2D or 3D layer resized to the input's spatial ``size``."""
+    return upsample(maps, size) if len(size) == 2 else upsample_volume(maps, size)
+
+
 def gap_classifier(model):
     """(feature map tensor, Dense layer) of a conv -> GlobalAveragePooling2D -> Dense classifier."""
     for layer in reversed(model.layers):

@@ -1,8 +1,10 @@
 """``zoo explain MODEL IMAGE``: a heat map of one image, written as a PNG overlay.
 
 MODEL is a saved ``.keras`` file or a zoo name (``arch`` or ``arch.tag``); IMAGE a ``.npy``
-array (H, W) or (H, W, C) or a ``.png``. The image is fitted to the model's input (channels
-broadcast or averaged, size resized) and fed in its own value range.
+array (H, W) or (H, W, C) or a ``.png``, or for a 3D model a ``.npy`` volume (D, H, W) or
+(D, H, W, C). The input is fitted to the model's (channels broadcast or averaged, size
+resized) and fed in its own value range. A volume's figure shows the slice through the
+map's peak. ``--method`` takes every name of ``zoo.explain.METHODS``.
 """
 
 from __future__ import annotations
@@ -15,11 +17,10 @@ import numpy as np
 
 from zoo._keras_compat import producing_layer
 from zoo.errors import DataError, RandomWeightsError
+from zoo.explain.api import METHODS as _METHODS
 from zoo.outputs import check_target, staged
-from zoo.registry import Registry
 
-METHODS = ("gradcam", "cam", "saliency")
-_METHODS = Registry("explanation method", METHODS, argument="method")
+METHODS = tuple(_METHODS)  # zoo.explain.api's registry: gradcam, cam, saliency, smoothgrad, ...
 
 
 def load_image(path) -> np.ndarray:
@@ -41,6 +42,44 @@ def load_image(path) -> np.ndarray:
     if image.ndim != 3:
         raise DataError(f"image {str(path)!r} has shape {image.shape}; give (H, W) or (H, W, C).")
     return image
+
+
+def _is_volume(array) -> bool:
+    """A .npy volume: (D, H, W, C), or (D, H, W) whose last axis is too long to be channels."""
+    return array.ndim == 4 or (array.ndim == 3 and array.shape[-1] > 4)
+
+
+def load_input(path) -> np.ndarray:
+    """(H, W, C) image or (D, H, W, C) volume, float32, from a .npy or .png file."""
+    path = Path(path)
+    if path.suffix == ".npy" and path.is_file():
+        array = np.load(path, allow_pickle=False)
+        if _is_volume(array):
+            array = np.asarray(array, np.float32)
+            return array[..., None] if array.ndim == 3 else array
+    return load_image(path)
+
+
+def fit_volume_to_model(volume, model, path="IMAGE") -> np.ndarray:
+    """The (D, H, W, C) volume with the model's channel count and spatial size, batch of one.
+
+    Resized with the maps' mirrored trilinear sampling (zoo.explain.cam.upsample_volume).
+    """
+    from zoo.explain.cam import upsample_volume
+
+    *size, chans = model.inputs[0].shape[1:]
+    if volume.shape[-1] != chans:
+        if volume.shape[-1] == 1:
+            volume = np.repeat(volume, chans, axis=-1)
+        elif chans == 1:
+            volume = volume.mean(axis=-1, keepdims=True)
+        else:
+            raise DataError(f"volume {str(path)!r} has {volume.shape[-1]} channels and the model "
+                            f"takes {chans}; give a grey volume or one with that many.")
+    size = tuple(s or n for s, n in zip(size, volume.shape[:3]))
+    if volume.shape[:3] != size:
+        volume = np.moveaxis(upsample_volume(np.moveaxis(volume, -1, 0), size), 0, -1)
+    return volume[None].astype(np.float32)
 
 
 def fit_to_model(image, model) -> np.ndarray:
@@ -107,41 +146,59 @@ def explain(model_spec, image_path, out, method="gradcam", layer=None, class_ind
     """
     import keras
 
-    from zoo.explain.cam import class_activation_maps, gap_classifier
-    from zoo.explain.gradcam import find_conv_layer, grad_cam
-    from zoo.explain.saliency import saliency
+    from zoo.explain.api import explain_batch
+    from zoo.explain.cam import gap_classifier
+    from zoo.explain.gradcam import find_conv_layer
+    from zoo.explain.inputs import is_volume_model
     from zoo.explain.targets import output_names, pick_class, select_output
     from zoo.figures import explanation_figure
 
     _METHODS.check(method)
     check_target(out, overwrite=overwrite)
-    image = load_image(image_path)
+    image = load_input(image_path)
     model = _load_model(str(model_spec), pretrained, min(image.shape[-1], 3), allow_random, num_classes)
-    x = fit_to_model(image, model)
+    volume_model = is_volume_model(model)
+    if (image.ndim == 4) != volume_model:
+        given = (f"a volume of shape {image.shape[:3]}" if image.ndim == 4
+                 else f"a 2D image {image.shape[:2]}")
+        fix = ("give a .npy volume (D, H, W) or (D, H, W, C)" if volume_model else
+               "save one slice (np.save(path, volume[d])) or use a 3D model such as simple_cnn3d")
+        raise DataError(f"image {str(image_path)!r} is {given}, and model {model.name!r} takes "
+                        f"{'3D volumes' if volume_model else '2D images'}; {fix}.")
+    if volume_model:
+        x = fit_volume_to_model(image, model, image_path)
+    else:
+        x = fit_to_model(image, model)
     scores = keras.Model(model.inputs, select_output(model))([x], training=False)
     score, index = pick_class(scores, class_index)
     cls, score = int(index[0]), float(keras.ops.convert_to_numpy(score)[0])
+    options = {}
     if method == "cam":
-        heat = class_activation_maps(model, x, cls)
         explained = ("instance_maps" if "instance_maps" in output_names(model)
                      else producing_layer(gap_classifier(model)[0]).name)
     elif method == "gradcam":
         explained = find_conv_layer(model, layer).name
-        heat = grad_cam(model, x, explained, cls)
+        options["layer_name"] = explained
     else:
-        explained = "input"
-        heat = saliency(model, x, cls)
-    label = {"gradcam": "Grad-CAM", "cam": "CAM", "saliency": "saliency"}[method]
+        explained = _METHODS[method].explains
+    heat = explain_batch(model, x, method, class_index=cls, **options)
+    label = _METHODS[method].label
     spec = str(model_spec)
     name = model.name if spec.endswith(".keras") else spec + (f".{pretrained}" if pretrained else "")
     kind = _score_kind(model, None)
+    shown, shown_heat, where, extra = x[0], heat[0], "", {}
+    if volume_model:  # the slice through the map's peak
+        depth = int(np.unravel_index(int(np.argmax(heat[0])), heat[0].shape)[0])
+        shown, shown_heat, where = x[0, depth], heat[0, depth], f", slice {depth}/{x.shape[1]}"
+        extra = {"slice": depth}
     with staged([out], writer="zoo explain", overwrite=overwrite) as (tmp,):
-        figure = explanation_figure(tmp, x[0], heat[0], mask=mask, alpha=alpha,
-                                    title=f"{name}: {label} of {explained}, class {cls}, {kind} {score:.3f}")
+        figure = explanation_figure(
+            tmp, shown, shown_heat, mask=mask, alpha=alpha,
+            title=f"{name}: {label} of {explained}{where}, class {cls}, {kind} {score:.3f}")
     return {"overlay": str(out), "model": name, "method": method, "layer": explained,
             "class_index": cls, "score": score, "score_kind": kind, "input_shape": list(x.shape[1:]),
             "heat_max": float(heat[0].max()), "size": [figure.width, figure.height],
-            "boxes": {k: list(v) for k, v in figure.boxes.items()}}
+            "boxes": {k: list(v) for k, v in figure.boxes.items()}, **extra}
 
 
 def _run(args) -> int:
@@ -156,10 +213,14 @@ def _run(args) -> int:
 
 def add_explain_parser(subparsers) -> None:
     """Register ``zoo explain`` on the CLI's subparsers."""
-    p = subparsers.add_parser("explain", help="heat map (Grad-CAM, CAM or saliency) of an image as a PNG figure",
+    p = subparsers.add_parser("explain",
+                              help="heat map (Grad-CAM, CAM, saliency, SmoothGrad, integrated "
+                                   "gradients, occlusion or a perturbation mask) of an image as a "
+                                   "PNG figure",
                               formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("model", help="a .keras file or a zoo checkpoint (arch.tag, or arch with --pretrained)")
-    p.add_argument("image", help="a .npy array (H, W[, C]) or a .png")
+    p.add_argument("image", help="a .npy array (H, W[, C]) or a .png; for a 3D model a .npy volume "
+                                 "(D, H, W[, C])")
     p.add_argument("--out", default="overlay.png")
     p.add_argument("--method", choices=METHODS, default="gradcam")
     p.add_argument("--layer", default=None,

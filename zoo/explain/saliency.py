@@ -1,19 +1,19 @@
 """Gradient saliency (Simonyan et al. 2014): d class score / d input pixel.
 
 The usual post-processing (absolute value, max over channels, scaling to [0, 1]; tf-keras-vis
-does all three by default) is optional, so the raw gradient can be checked exactly.
+does all three by default) is optional, so the raw gradient can be checked exactly. Images
+(B, H, W, C) and volumes (B, D, H, W, C) alike.
 """
 
 from __future__ import annotations
 
-import keras
 import numpy as np
-import tensorflow as tf
 
 from zoo.errors import InvalidArgumentError
-from zoo.explain.targets import pick_class, score_head
+from zoo.explain.attribution import Scorer, postprocess
+from zoo.explain.inputs import check_images
 
-REDUCE = (None, "max", "mean")
+REDUCE = (None, "max", "mean")  # no "sum": a sum of |gradient| over channels means little
 
 
 def saliency(model, images, class_index=None, output=None, logits=True, absolute=True,
@@ -21,22 +21,7 @@ def saliency(model, images, class_index=None, output=None, logits=True, absolute
     """Input gradients of the chosen class score: (B, H, W) with ``channel_reduce``, else (B, H, W, C)."""
     if channel_reduce not in REDUCE:
         raise InvalidArgumentError(f"channel_reduce={channel_reduce!r}: use None, 'max' or 'mean'.")
-    tensor, head = score_head(model, output, logits)
-    graph = keras.Model(model.inputs, tensor)
-    x = tf.convert_to_tensor(np.asarray(images, np.float32))
-    with tf.GradientTape() as tape:
-        tape.watch(x)
-        score, _ = pick_class(head(graph([x], training=False)), class_index)
-        total = tf.reduce_sum(score)
-    g = tape.gradient(total, x).numpy()
-    if absolute:
-        g = np.abs(g)
-    if channel_reduce == "max":
-        g = g.max(axis=-1)
-    elif channel_reduce == "mean":
-        g = g.mean(axis=-1)
-    if normalize:
-        axes = tuple(range(1, g.ndim))
-        lo, hi = g.min(axis=axes, keepdims=True), g.max(axis=axes, keepdims=True)
-        g = (g - lo) / np.maximum(hi - lo, 1e-12)
-    return g
+    x = check_images(model, images, "saliency", spatial=False)
+    scorer = Scorer(model, output, logits)
+    g = scorer.gradient(x, scorer.classes(x, class_index))
+    return postprocess(g, absolute, channel_reduce, normalize)
