@@ -176,4 +176,11 @@ class KerasCompatError(ZooError, RuntimeError):
 
 
 class AgreementError(ZooError, RuntimeError):
-    """An engine/precision whose outputs miss the agreement targets against the fp32 Keras model."""
+    """An engine/precision whose outputs miss the agreement targets against the fp32 Keras model.
+
+    ``agreement`` holds the measured numbers, ``outputs`` the engine's outputs that missed them.
+    """
+
+    def __init__(self, message: str, agreement=None, outputs=None):
+        super().__init__(message)
+        self.agreement, self.outputs = agreement, outputs

@@ -153,8 +153,8 @@ def _write_openvino(model, path: Path, serve, spec) -> None:
                                       "format='saved_model' or 'onnx'.") from None
     with tempfile.TemporaryDirectory() as tmp:
         _write_saved_model(model, Path(tmp) / "sm", serve, spec)
-        try:
-            converted = ov.convert_model(str(Path(tmp) / "sm"))
+        try:  # the runtime's TensorFlow frontend: no converter tool, no telemetry, no network
+            converted = ov.Core().read_model(str(Path(tmp) / "sm"))
         except Exception as e:  # OpenVINO's frontends raise their own (C++) exception types
             raise ExportError(f"OpenVINO could not convert {model.name!r} ({str(e).strip().splitlines()[0][:300]}); "
                               "export format='saved_model' or 'onnx' instead.") from None

@@ -181,7 +181,7 @@ def _build(model, engine, precision, batch, data, reference) -> Predictor:
             f"engine={engine!r}, precision={precision!r} misses the agreement targets against the Keras fp32 "
             f"model on {stats.n} inputs: {miss}. Use precision='fp32' or another engine "
             f"(top-1 >= {TOP1_MIN:.0%} and max |delta p| <= {MAX_DELTA_P} for bf16/int8; max |diff| <= "
-            f"{FP32_RTOL:.0e} for fp32).")
+            f"{FP32_RTOL:.0e} for fp32).", agreement=stats, outputs=outputs)
     return Predictor(engine=engine, precision=precision, batch=batch, input_shape=tuple(model.inputs[0].shape[1:]),
                      output_names=list(model.output_names), agreement=stats, run=run, compile_s=compile_s)
 
