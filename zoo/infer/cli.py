@@ -77,9 +77,9 @@ def _fit(image: np.ndarray, shape) -> np.ndarray:
 
 def _load(path: Path, shape, out_range) -> list[np.ndarray]:
     if path.suffix.lower() in IMAGE_SUFFIXES:
-        from zoo.explain.cli import load_image
+        from zoo.train.folder_data import _read_image  # 8- and 16-bit PNG; a corrupt one is a DataError
 
-        return [_fit(load_image(path), shape)]
+        return [_fit(_read_image(path), shape)]
     if _is_dicom(path):
         return [_fit(frame, shape) for frame in _dicom_frames(path, shape[-1], out_range)]
     raise DataError(f"not an image or DICOM file (use {', '.join(IMAGE_SUFFIXES)} or DICOM)")
