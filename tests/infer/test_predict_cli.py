@@ -33,19 +33,30 @@ def _folder(root):
 
 
 def test_predict_folder_rows_skips_and_no_phi(model, tmp_path, monkeypatch):
-    monkeypatch.setattr("zoo.load", lambda *a, **k: model)  # the same checkpoint, loaded once per module
+    monkeypatch.setattr(
+        "zoo.load", lambda *a, **k: model
+    )  # the same checkpoint, loaded once per module
     images = _folder(tmp_path / "in")
-    summary = predict_folder("simple_cnn.phantom", tmp_path / "in", tmp_path / "out", engine="tensorflow",
-                             batch=3)
+    summary = predict_folder(
+        "simple_cnn.phantom", tmp_path / "in", tmp_path / "out", engine="tensorflow", batch=3
+    )
     assert (summary["predicted"], summary["skipped"], summary["engine"]) == (4, 2, "tensorflow")
     with open(tmp_path / "out" / "predictions.csv") as f:
         rows = list(csv.DictReader(f))
     assert [r["file"] for r in rows][2:] == ["npy/p0.npy", "npy/p1.npy"]
-    assert set(rows[0]) == {"file", "frame", "no-lesion", "lesion", "predicted"}  # the card's class names
+    assert set(rows[0]) == {
+        "file",
+        "frame",
+        "no-lesion",
+        "lesion",
+        "predicted",
+    }  # the card's class names
     reference = model(images, training=False).numpy()
     got = np.array([[float(r["no-lesion"]), float(r["lesion"])] for r in rows[2:]])
     np.testing.assert_allclose(got, reference, atol=1e-5)
-    assert [r["predicted"] for r in rows[2:]] == [["no-lesion", "lesion"][k] for k in reference.argmax(-1)]
+    assert [r["predicted"] for r in rows[2:]] == [
+        ["no-lesion", "lesion"][k] for k in reference.argmax(-1)
+    ]
     with open(tmp_path / "out" / "skipped.csv") as f:
         skipped = {r["file"]: r["reason"] for r in csv.DictReader(f)}
     assert set(skipped) == {"broken.dcm", "notes.txt"}
@@ -60,12 +71,48 @@ def test_cli_exit_codes(model, tmp_path, monkeypatch, capsys):
     monkeypatch.setattr("zoo.load", lambda *a, **k: model)
     (tmp_path / "in").mkdir()
     (tmp_path / "in" / "junk.png").write_bytes(b"not a png")
-    assert main(["predict", "simple_cnn.phantom", str(tmp_path / "in"), "--out", str(tmp_path / "o1"),
-                 "--engine", "tensorflow"]) == 1  # nothing readable: exit 1, a skip report, no traceback
+    assert (
+        main(
+            [
+                "predict",
+                "simple_cnn.phantom",
+                str(tmp_path / "in"),
+                "--out",
+                str(tmp_path / "o1"),
+                "--engine",
+                "tensorflow",
+            ]
+        )
+        == 1
+    )  # nothing readable: exit 1, a skip report, no traceback
     assert "0 image(s) predicted, 1 file(s) skipped" in capsys.readouterr().out
     np.save(tmp_path / "in" / "ok.npy", make_phantoms(1, size=64, seed=3).images[0])
-    assert main(["predict", "simple_cnn.phantom", str(tmp_path / "in"), "--out", str(tmp_path / "o2"),
-                 "--engine", "tensorflow"]) == 0
-    assert main(["predict", "simple_cnn.phantom", str(tmp_path / "in"), "--out", str(tmp_path / "o2"),
-                 "--engine", "tensorflow"]) == 2  # an existing output needs --overwrite
+    assert (
+        main(
+            [
+                "predict",
+                "simple_cnn.phantom",
+                str(tmp_path / "in"),
+                "--out",
+                str(tmp_path / "o2"),
+                "--engine",
+                "tensorflow",
+            ]
+        )
+        == 0
+    )
+    assert (
+        main(
+            [
+                "predict",
+                "simple_cnn.phantom",
+                str(tmp_path / "in"),
+                "--out",
+                str(tmp_path / "o2"),
+                "--engine",
+                "tensorflow",
+            ]
+        )
+        == 2
+    )  # an existing output needs --overwrite
     assert "--overwrite" in capsys.readouterr().err

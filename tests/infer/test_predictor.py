@@ -7,6 +7,7 @@ import importlib.util
 import json
 import logging
 import re
+import sys
 
 import numpy as np
 import pytest
@@ -24,7 +25,8 @@ from zoo.infer import predictor as predictor_mod
 from zoo.infer.engines import ENGINES, Engine, native_bf16
 from zoo.registry import Registry
 
-HELD_OUT_SEED = 2026  # the checkpoint was trained on seed 0 and validated on seed 1 (tools/train_demo_checkpoint.py)
+# the checkpoint was trained on seed 0 and validated on seed 1 (tools/train_demo_checkpoint.py)
+HELD_OUT_SEED = 2026
 
 
 @pytest.fixture(scope="module")
@@ -37,7 +39,9 @@ def phantom():
 
 def _independent(reference, out):
     """top-1 agreement and max |delta p|, computed here without zoo.infer."""
-    return float(np.mean(reference.argmax(-1) == out.argmax(-1))), float(np.abs(reference - out).max())
+    return float(np.mean(reference.argmax(-1) == out.argmax(-1))), float(
+        np.abs(reference - out).max()
+    )
 
 
 def test_tensorflow_fp32_matches_keras(phantom):
@@ -49,8 +53,14 @@ def test_tensorflow_fp32_matches_keras(phantom):
     assert np.abs(out - reference).max() <= 1e-4 * max(1.0, np.abs(reference).max())
 
 
-CASES = [("onnxruntime", "fp32"), ("openvino", "fp32"), ("tensorflow", "bf16"), ("openvino", "bf16"),
-         ("onnxruntime", "int8"), ("openvino", "int8")]
+CASES = [
+    ("onnxruntime", "fp32"),
+    ("openvino", "fp32"),
+    ("tensorflow", "bf16"),
+    ("openvino", "bf16"),
+    ("onnxruntime", "int8"),
+    ("openvino", "int8"),
+]
 
 
 @pytest.mark.parametrize(("engine", "precision"), CASES, ids=[f"{e}-{p}" for e, p in CASES])
@@ -65,10 +75,13 @@ def test_engine_agrees_or_is_refused(phantom, engine, precision):
         pytest.skip("int8 quantizes with onnxruntime.quantization, not installed here")
     model, x, reference = phantom
     try:
-        predictor = zoo.compile_for_inference(model, engine=engine, precision=precision, batch=50,
-                                              calibration_data=x)
+        predictor = zoo.compile_for_inference(
+            model, engine=engine, precision=precision, batch=50, calibration_data=x
+        )
     except AgreementError as e:
-        top1, delta = _independent(reference, e.outputs[0])  # the engine's outputs that were refused
+        top1, delta = _independent(
+            reference, e.outputs[0]
+        )  # the engine's outputs that were refused
         assert top1 < 0.99 or delta > (1e-4 if precision == "fp32" else 0.02), (top1, delta)
         assert f"engine={engine!r}, precision={precision!r}" in str(e)
         assert re.search(r"\d\.\d+", str(e)), "the refusal names the numbers"
@@ -95,13 +108,17 @@ def _noisy_engine(offset):
 def test_an_engine_that_disagrees_is_refused_with_numbers(phantom, monkeypatch):
     model, _, _ = phantom
     monkeypatch.setitem(ENGINES._items, "noisy", _noisy_engine(0.003))
-    with pytest.raises(AgreementError, match=r"engine='noisy', precision='fp32'.*max \|diff\| 3\.00e-03 > 1e-04"):
+    with pytest.raises(
+        AgreementError, match=r"engine='noisy', precision='fp32'.*max \|diff\| 3\.00e-03 > 1e-04"
+    ):
         zoo.compile_for_inference(model, engine="noisy", precision="fp32")
 
 
 def test_auto_measures_once_and_caches_the_choice(phantom, monkeypatch, _isolated_zoo):
     model, x, reference = phantom
-    fake = Registry("inference engine", {"tensorflow": ENGINES["tensorflow"], "noisy": _noisy_engine(0.0)})
+    fake = Registry(
+        "inference engine", {"tensorflow": ENGINES["tensorflow"], "noisy": _noisy_engine(0.0)}
+    )
     monkeypatch.setattr(predictor_mod, "ENGINES", fake)
     monkeypatch.setattr(engines_mod, "ENGINES", fake)
     speeds = {"tensorflow": 100.0, "noisy": 300.0}
@@ -141,18 +158,42 @@ def test_auto_without_optional_engines_says_it_runs_tensorflow(phantom, monkeypa
 def test_arguments_are_checked_before_building(phantom, monkeypatch):
     model, x, _ = phantom
     predictor = zoo.compile_for_inference(model, engine="tensorflow", precision="fp32")
-    with pytest.raises(InputShapeError, match=r"images of shape \(64, 64, 1\).*\(N, 64, 64, 1\).*x\[None\]"):
+    with pytest.raises(
+        InputShapeError, match=r"images of shape \(64, 64, 1\).*\(N, 64, 64, 1\).*x\[None\]"
+    ):
         predictor.predict(x[0])
     with pytest.raises(InputShapeError, match=r"\(3, 32, 32, 1\)"):
         predictor.predict(np.zeros((3, 32, 32, 1)))
     with pytest.raises(InvalidArgumentError, match=r"precision='int8' needs calibration_data"):
         zoo.compile_for_inference(model, engine="tensorflow", precision="int8")
-    with pytest.raises(InvalidArgumentError, match=r"engine='tensorflow' has no int8 path.*onnxruntime"):
-        zoo.compile_for_inference(model, engine="tensorflow", precision="int8", calibration_data=x[:8])
+    with pytest.raises(
+        InvalidArgumentError, match=r"engine='tensorflow' has no int8 path.*onnxruntime"
+    ):
+        zoo.compile_for_inference(
+            model, engine="tensorflow", precision="int8", calibration_data=x[:8]
+        )
     with pytest.raises(InvalidArgumentError, match=r"engine='openvno'.*openvino"):
         zoo.compile_for_inference(model, engine="openvno")
     with pytest.raises(InvalidArgumentError, match=r"batch=0"):
         zoo.compile_for_inference(model, batch=0)
-    monkeypatch.setitem(ENGINES._items, "absent", Engine("absent", "zoo_no_such_package", "medzoo[x]", ("fp32",), None))
-    with pytest.raises(OptionalDependencyError, match=r"engine='absent'.*pip install \"medzoo\[x\]\""):
+    monkeypatch.setitem(
+        ENGINES._items,
+        "absent",
+        Engine("absent", "zoo_no_such_package", "medzoo[x]", ("fp32",), None),
+    )
+    with pytest.raises(
+        OptionalDependencyError, match=r"engine='absent'.*pip install \"medzoo\[x\]\""
+    ):
         zoo.compile_for_inference(model, engine="absent", precision="fp32")
+
+
+@pytest.mark.parametrize(
+    ("module", "engine", "extra"),
+    [("onnxruntime", "onnxruntime", "onnx"), ("openvino", "openvino", "openvino")],
+)
+def test_a_missing_engine_names_its_extra(phantom, monkeypatch, module, engine, extra):
+    model, _, _ = phantom
+    monkeypatch.setitem(sys.modules, module, None)  # as if not installed
+    with pytest.raises(OptionalDependencyError) as caught:
+        zoo.compile_for_inference(model, engine=engine, precision="fp32")
+    assert f'pip install "medzoo[{extra}]"' in str(caught.value) and "\n" not in str(caught.value)

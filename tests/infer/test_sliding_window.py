@@ -13,7 +13,7 @@ UNET = dict(in_chans=1, depth=1, base_filters=4, num_classes=2, classifier_activ
 
 
 def _pair(name, window, full, **options):
-    """The same network built for the window and for the whole image (the U-Net needs static sizes)."""
+    """One network built for the window and for the whole image (the U-Net needs static sizes)."""
     small = zoo.load(name, input_shape=window, **options)
     big = zoo.load(name, input_shape=full, **options)
     big.set_weights(small.get_weights())
@@ -55,8 +55,16 @@ def test_unet3d_stitched_equals_whole_volume():
 
 
 def test_dilated_net_of_any_size_with_roi():
-    net = zoo.load("dilated_cnn", input_shape=(None, None), in_chans=1, dilations=(1, 2, 4), filters=4,
-                   head_filters=8, num_classes=2, dropout=0.0)
+    net = zoo.load(
+        "dilated_cnn",
+        input_shape=(None, None),
+        in_chans=1,
+        dilations=(1, 2, 4),
+        filters=4,
+        head_filters=8,
+        num_classes=2,
+        dropout=0.0,
+    )
     x = np.random.default_rng(2).uniform(0, 255, (1, 70, 90, 1)).astype("float32")
     radius = zoo.receptive_field(net).size[0] // 2
     out = sliding_window(net, x, roi=(40, 48), overlap=0.85, margin=radius, batch=32)
@@ -65,15 +73,24 @@ def test_dilated_net_of_any_size_with_roi():
 
 
 def test_blend_weights_average_overlapping_windows():
-    """A function that outputs a window's mean position-free value: blending must return it unchanged."""
+    """A pointwise function: blending overlapping windows must return its output unchanged."""
     x = np.random.default_rng(3).normal(size=(2, 30, 26, 3)).astype("float32")
     for blend in ("gaussian", "constant"):
-        np.testing.assert_allclose(sliding_window(lambda w: 2 * w[..., :1] - 1, x, roi=(12, 10), overlap=0.4,
-                                                  blend=blend), 2 * x[..., :1] - 1, rtol=1e-5, atol=1e-5)
-    # constant output per window: the constant blend is the plain mean of the covering windows' values
-    out = sliding_window(lambda w: np.broadcast_to(w.mean(axis=(1, 2), keepdims=True), w.shape), x[:1, :20, :10],
-                         roi=(10, 10), overlap=0.5, blend="constant")
-    top, mid, bottom = (x[0, a:a + 10, :10].mean(axis=(0, 1)) for a in (0, 5, 10))
+        np.testing.assert_allclose(
+            sliding_window(lambda w: 2 * w[..., :1] - 1, x, roi=(12, 10), overlap=0.4, blend=blend),
+            2 * x[..., :1] - 1,
+            rtol=1e-5,
+            atol=1e-5,
+        )
+    # one value per window: the constant blend is the plain mean of the covering windows' values
+    out = sliding_window(
+        lambda w: np.broadcast_to(w.mean(axis=(1, 2), keepdims=True), w.shape),
+        x[:1, :20, :10],
+        roi=(10, 10),
+        overlap=0.5,
+        blend="constant",
+    )
+    top, mid, bottom = (x[0, a : a + 10, :10].mean(axis=(0, 1)) for a in (0, 5, 10))
     np.testing.assert_allclose(out[0, 7, 3], (top + mid) / 2, rtol=1e-5)
     np.testing.assert_allclose(out[0, 2, 3], top, rtol=1e-5)
     np.testing.assert_allclose(out[0, 17, 3], bottom, rtol=1e-5)

@@ -11,5 +11,12 @@ from zoo.infer.engines import ENGINES, PRECISIONS
 from zoo.infer.predictor import Agreement, Predictor, agreement, compile_for_inference
 from zoo.infer.sliding import sliding_window
 
-__all__ = ["ENGINES", "PRECISIONS", "Agreement", "Predictor", "agreement", "compile_for_inference",
-           "sliding_window"]
+__all__ = [
+    "ENGINES",
+    "PRECISIONS",
+    "Agreement",
+    "Predictor",
+    "agreement",
+    "compile_for_inference",
+    "sliding_window",
+]

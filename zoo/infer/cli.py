@@ -32,7 +32,10 @@ def _items(source: Path) -> list[Path]:
     if source.is_file():
         return [source]
     if not source.is_dir():
-        raise DataError(f"zoo predict: input {str(source)!r} does not exist; give an image, a DICOM file or a folder.")
+        raise DataError(
+            f"zoo predict: input {str(source)!r} does not exist; give an image, a DICOM file "
+            "or a folder."
+        )
     return sorted(p for p in source.rglob("*") if p.is_file() and not p.name.startswith("."))
 
 
@@ -52,7 +55,10 @@ def _dicom_frames(path: Path, chans: int, out_range) -> list[np.ndarray]:
     array, info = decode_item(path, volumes=False)
     windows = resolve_windows(DEFAULT_CT_STACK if chans == 3 else DEFAULT_CT_STACK[:1])
     ab = _affine(info, windows, chans)
-    return [_apply(frame if frame.shape[-1] == chans else frame[..., :1], ab, out_range) for frame in array]
+    return [
+        _apply(frame if frame.shape[-1] == chans else frame[..., :1], ab, out_range)
+        for frame in array
+    ]
 
 
 def _fit(image: np.ndarray, shape) -> np.ndarray:
@@ -66,7 +72,9 @@ def _fit(image: np.ndarray, shape) -> np.ndarray:
         elif chans == 1:
             image = image.mean(axis=-1, keepdims=True)
         else:
-            raise DataError(f"the image has {image.shape[-1]} channels and the model takes {chans}.")
+            raise DataError(
+                f"the image has {image.shape[-1]} channels and the model takes {chans}."
+            )
     size = (h or image.shape[0], w or image.shape[1])
     if image.shape[:2] != size:
         from keras import ops
@@ -77,7 +85,9 @@ def _fit(image: np.ndarray, shape) -> np.ndarray:
 
 def _load(path: Path, shape, out_range) -> list[np.ndarray]:
     if path.suffix.lower() in IMAGE_SUFFIXES:
-        from zoo.train.folder_data import _read_image  # 8- and 16-bit PNG; a corrupt one is a DataError
+        from zoo.train.folder_data import (
+            _read_image,
+        )  # 8- and 16-bit PNG; a corrupt one is a DataError
 
         return [_fit(_read_image(path), shape)]
     if _is_dicom(path):
@@ -86,28 +96,45 @@ def _load(path: Path, shape, out_range) -> list[np.ndarray]:
 
 
 def _class_names(model, n: int) -> list[str]:
-    """The weight card's class names (``labels = "no-lesion, lesion"``), else class_0, class_1, ..."""
+    """The weight card's class names (``labels = "no-lesion, lesion"``), else class_0, ..."""
     from zoo.hub.cards import get_card
 
     try:
-        labels = [s.strip() for s in get_card(str(getattr(model, "zoo_weights", ""))).labels.split(",")]
+        labels = [
+            s.strip() for s in get_card(str(getattr(model, "zoo_weights", ""))).labels.split(",")
+        ]
     except (ZooError, AttributeError):
         labels = []
     return labels if len(labels) == n and all(labels) else [f"class_{i}" for i in range(n)]
 
 
-def predict_folder(model_spec, source, out, *, engine: str = "auto", batch: int = 16, overwrite: bool = False,
-                   progress: bool = True) -> dict:
+def predict_folder(
+    model_spec,
+    source,
+    out,
+    *,
+    engine: str = "auto",
+    batch: int = 16,
+    overwrite: bool = False,
+    progress: bool = True,
+) -> dict:
     """Predict every readable image under ``source``; write the CSVs and summary into ``out``."""
     import zoo
     from zoo.infer.predictor import compile_for_inference
 
     source = Path(source)
     items = _items(source)
-    model = zoo.load_model(model_spec) if str(model_spec).endswith(".keras") else zoo.load(str(model_spec))
+    model = (
+        zoo.load_model(model_spec)
+        if str(model_spec).endswith(".keras")
+        else zoo.load(str(model_spec))
+    )
     shape = tuple(model.inputs[0].shape[1:])
     if len(shape) != 3:
-        raise DataError(f"zoo predict: model {model.name!r} takes {shape}; it predicts 2D images (H, W, C) only.")
+        raise DataError(
+            f"zoo predict: model {model.name!r} takes {shape}; it predicts 2D images "
+            "(H, W, C) only."
+        )
     try:
         out_range = tuple(zoo.input_contract(model)["input_range"])
     except ZooError:
@@ -149,29 +176,53 @@ def predict_folder(model_spec, source, out, *, engine: str = "auto", batch: int 
         flush()
     with open(folder / "skipped.csv", "w", newline="") as f:
         csv.writer(f).writerows([("file", "reason"), *skipped])
-    summary = {"model": model.name, "engine": predictor.engine, "precision": predictor.precision,
-               "files": len(items), "predicted": rows, "skipped": len(skipped),
-               "seconds": round(time.perf_counter() - start, 3), "note": predictor.note}
+    summary = {
+        "model": model.name,
+        "engine": predictor.engine,
+        "precision": predictor.precision,
+        "files": len(items),
+        "predicted": rows,
+        "skipped": len(skipped),
+        "seconds": round(time.perf_counter() - start, 3),
+        "note": predictor.note,
+    }
     (folder / "summary.json").write_text(json.dumps(summary, indent=2))
     finish_dir(folder, writer="zoo predict")
     return summary
 
 
 def _run(args) -> int:
-    summary = predict_folder(args.model, args.input, args.out, engine=args.engine, batch=args.batch,
-                             overwrite=args.overwrite)
-    print(f"zoo predict: {summary['predicted']} image(s) predicted, {summary['skipped']} file(s) skipped "
-          f"(see {Path(args.out) / 'skipped.csv'}); engine {summary['engine']}; results in {args.out}")
+    summary = predict_folder(
+        args.model,
+        args.input,
+        args.out,
+        engine=args.engine,
+        batch=args.batch,
+        overwrite=args.overwrite,
+    )
+    print(
+        f"zoo predict: {summary['predicted']} image(s) predicted, "
+        f"{summary['skipped']} file(s) skipped "
+        f"(see {Path(args.out) / 'skipped.csv'}); engine {summary['engine']}; results in {args.out}"
+    )
     return 0 if summary["predicted"] else 1
 
 
 def add_predict_parser(subparsers) -> None:
     """Register ``zoo predict`` on the CLI's subparsers."""
-    p = subparsers.add_parser("predict", help="class scores for images / DICOM files (a file or a folder) as a CSV")
-    p.add_argument("model", help="a .keras file or a zoo name with weights, e.g. simple_cnn.phantom")
+    p = subparsers.add_parser(
+        "predict", help="class scores for images / DICOM files (a file or a folder) as a CSV"
+    )
+    p.add_argument(
+        "model", help="a .keras file or a zoo name with weights, e.g. simple_cnn.phantom"
+    )
     p.add_argument("input", help="an image (.png/.npy), a DICOM file, or a folder of them")
-    p.add_argument("--out", required=True, help="output folder (predictions.csv, skipped.csv, summary.json)")
+    p.add_argument(
+        "--out", required=True, help="output folder (predictions.csv, skipped.csv, summary.json)"
+    )
     p.add_argument("--engine", default="auto", help="auto, tensorflow, onnxruntime or openvino")
     p.add_argument("--batch", type=int, default=16)
-    p.add_argument("--overwrite", action="store_true", help="replace a previous zoo predict output at --out")
+    p.add_argument(
+        "--overwrite", action="store_true", help="replace a previous zoo predict output at --out"
+    )
     p.set_defaults(func=_run)

@@ -53,18 +53,23 @@ class Engine:
         try:
             importlib.import_module(self.package)
         except ImportError as e:
-            return f"{self.package} is not installed ({e}); `pip install \"{self.extra}\"`"
+            return f'{self.package} is not installed ({e}); `pip install "{self.extra}"`'
         return None
 
     def require(self, precision: str) -> None:
         reason = self.missing()
         if reason:
-            raise OptionalDependencyError(f"engine={self.name!r}: {reason}, or use engine='tensorflow'.")
+            raise OptionalDependencyError(
+                f"engine={self.name!r}: {reason}, or use engine='tensorflow'."
+            )
         if precision not in self.precisions:
             others = [e.name for e in ENGINES.values() if precision in e.precisions]
             raise InvalidArgumentError(
-                f"engine={self.name!r} has no {precision} path (it runs {', '.join(self.precisions)}); use "
-                f"precision={self.precisions[0]!r} or an engine that runs {precision}: {', '.join(others)}.")
+                f"engine={self.name!r} has no {precision} path (it runs "
+                f"{', '.join(self.precisions)}); use "
+                f"precision={self.precisions[0]!r} or an engine that runs {precision}: "
+                f"{', '.join(others)}."
+            )
 
 
 def _outputs(result) -> list:
@@ -76,7 +81,7 @@ def _outputs(result) -> list:
 
 
 def native_bf16() -> tuple[bool, str]:
-    """Whether this machine runs bf16 natively (zoo.train.precision's rule), and the device that decided."""
+    """(native bf16 here?, the device that decided) by zoo.train.precision's rule."""
     from zoo.train.precision import device_support
 
     return device_support("bf16")
@@ -85,9 +90,11 @@ def native_bf16() -> tuple[bool, str]:
 def _require_native_bf16(engine: str) -> None:
     ok, device = native_bf16()
     if not ok:
-        raise PrecisionError(f"engine={engine!r}, precision='bf16': this {device} has no native bf16, so bf16 "
-                             "would run emulated, slower than fp32. Use precision='fp32' (or 'int8' with "
-                             "calibration_data on engine='onnxruntime' / 'openvino').")
+        raise PrecisionError(
+            f"engine={engine!r}, precision='bf16': this {device} has no native bf16, so bf16 "
+            "would run emulated, slower than fp32. Use precision='fp32' (or 'int8' with "
+            "calibration_data on engine='onnxruntime' / 'openvino')."
+        )
 
 
 # --- tensorflow --------------------------------------------------------------------------------
@@ -102,7 +109,9 @@ def _build_tensorflow(model, precision, batch, calibration_data, workdir) -> Run
         _require_native_bf16("tensorflow")
         model = rebuild(model, "bf16", check=False)
     spec = tf.TensorSpec((None, *model.inputs[0].shape[1:]), tf.float32)
-    fn = tf.function(lambda v: model(v, training=False), input_signature=[spec], reduce_retracing=True)
+    fn = tf.function(
+        lambda v: model(v, training=False), input_signature=[spec], reduce_retracing=True
+    )
 
     def run(x):
         return [np.asarray(o, np.float32) for o in _outputs(fn(tf.constant(x)))]
@@ -120,10 +129,12 @@ def _export(model, path: Path, fmt: str) -> Path:
 
 
 class _Calibration:
-    """onnxruntime's CalibrationDataReader over the first CALIBRATION_SAMPLES inputs, 8 at a time."""
+    """onnxruntime's calibration reader: the first CALIBRATION_SAMPLES inputs, 8 at a time."""
 
     def __init__(self, name: str, data: np.ndarray):
-        self.batches = iter([{name: data[i:i + 8]} for i in range(0, min(len(data), CALIBRATION_SAMPLES), 8)])
+        self.batches = iter(
+            [{name: data[i : i + 8]} for i in range(0, min(len(data), CALIBRATION_SAMPLES), 8)]
+        )
 
     def get_next(self):
         return next(self.batches, None)
@@ -133,13 +144,15 @@ def need_calibration(precision: str, calibration_data) -> None:
     """A reduced precision is calibrated and checked on the caller's data: refuse it without."""
     if calibration_data is None:
         raise InvalidArgumentError(
-            f"precision={precision!r} needs calibration_data: a few hundred typical inputs, as the model takes "
-            "them, to calibrate int8 ranges and to check agreement with the fp32 Keras model; or use "
-            "precision='fp32'.")
+            f"precision={precision!r} needs calibration_data: a few hundred typical inputs, as "
+            "the model takes them, to calibrate int8 ranges and to check agreement with the "
+            "fp32 Keras model; or use "
+            "precision='fp32'."
+        )
 
 
 def quantize_onnx(onnx_path: Path, calibration_data, out: Path) -> Path:
-    """Static int8 quantization (QDQ, per-channel int8 weights, int8 activations) of an ONNX file."""
+    """Static int8 quantization (QDQ, per-channel int8 weights, int8 activations) of ONNX."""
     try:
         from onnxruntime.quantization import (
             CalibrationDataReader,
@@ -149,8 +162,10 @@ def quantize_onnx(onnx_path: Path, calibration_data, out: Path) -> Path:
         )
         from onnxruntime.quantization.shape_inference import quant_pre_process
     except ImportError as e:
-        raise OptionalDependencyError(f"precision='int8' quantizes with onnxruntime.quantization ({e}): "
-                                      "`pip install \"medzoo[onnx]\"`, or use precision='fp32'.") from None
+        raise OptionalDependencyError(
+            f"precision='int8' quantizes with onnxruntime.quantization ({e}): "
+            "`pip install \"medzoo[onnx]\"`, or use precision='fp32'."
+        ) from None
     need_calibration("int8", calibration_data)
     prepared = out.with_name(out.stem + "_prep.onnx")
     quant_pre_process(str(onnx_path), str(prepared))
@@ -158,9 +173,15 @@ def quantize_onnx(onnx_path: Path, calibration_data, out: Path) -> Path:
     class Reader(_Calibration, CalibrationDataReader):
         pass
 
-    quantize_static(str(prepared), str(out), Reader("image", np.asarray(calibration_data, np.float32)),
-                    quant_format=QuantFormat.QDQ, per_channel=True, activation_type=QuantType.QInt8,
-                    weight_type=QuantType.QInt8)
+    quantize_static(
+        str(prepared),
+        str(out),
+        Reader("image", np.asarray(calibration_data, np.float32)),
+        quant_format=QuantFormat.QDQ,
+        per_channel=True,
+        activation_type=QuantType.QInt8,
+        weight_type=QuantType.QInt8,
+    )
     return out
 
 
@@ -170,7 +191,11 @@ def _build_onnxruntime(model, precision, batch, calibration_data, workdir) -> Ru
     path = _export(model, workdir / "model.onnx", "onnx")
     if precision == "int8":
         path = quantize_onnx(path, calibration_data, workdir / "model_int8.onnx")
-    providers = [p for p in ("CUDAExecutionProvider", "CPUExecutionProvider") if p in ort.get_available_providers()]
+    providers = [
+        p
+        for p in ("CUDAExecutionProvider", "CPUExecutionProvider")
+        if p in ort.get_available_providers()
+    ]
     options = ort.SessionOptions()
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     session = ort.InferenceSession(str(path), options, providers=providers)
@@ -193,9 +218,13 @@ def _build_openvino(model, precision, batch, calibration_data, workdir) -> Runne
     core = ov.Core()
     if precision == "int8":  # OpenVINO runs onnxruntime's QDQ graph with int8 kernels
         onnx_path = _export(model, workdir / "model.onnx", "onnx")
-        graph = core.read_model(str(quantize_onnx(onnx_path, calibration_data, workdir / "model_int8.onnx")))
+        graph = core.read_model(
+            str(quantize_onnx(onnx_path, calibration_data, workdir / "model_int8.onnx"))
+        )
     else:
-        graph = core.read_model(str(_export(model, workdir / "openvino", "openvino") / OPENVINO_XML))
+        graph = core.read_model(
+            str(_export(model, workdir / "openvino", "openvino") / OPENVINO_XML)
+        )
     if precision == "bf16":
         _require_native_bf16("openvino")
     shape = list(model.inputs[0].shape[1:])
@@ -220,8 +249,12 @@ ENGINES = Registry(
     "inference engine",
     {
         "tensorflow": Engine("tensorflow", None, "tensorflow", ("fp32", "bf16"), _build_tensorflow),
-        "onnxruntime": Engine("onnxruntime", "onnxruntime", "medzoo[onnx]", ("fp32", "int8"), _build_onnxruntime),
-        "openvino": Engine("openvino", "openvino", "medzoo[openvino]", ("fp32", "bf16", "int8"), _build_openvino),
+        "onnxruntime": Engine(
+            "onnxruntime", "onnxruntime", "medzoo[onnx]", ("fp32", "int8"), _build_onnxruntime
+        ),
+        "openvino": Engine(
+            "openvino", "openvino", "medzoo[openvino]", ("fp32", "bf16", "int8"), _build_openvino
+        ),
     },
     argument="engine",
     hint="Use 'auto' to pick the fastest one installed.",
@@ -229,10 +262,12 @@ ENGINES = Registry(
 
 
 def build_runner(engine: str, model, precision: str, batch: int, calibration_data=None) -> Runner:
-    """A runner of ``model`` on ``engine`` at ``precision``; its files live in a temporary folder."""
+    """A runner of ``model`` on ``engine`` at ``precision`` (files in a temporary folder)."""
     spec = ENGINES.get(engine)
     spec.require(precision)
     if precision != "fp32":
         need_calibration(precision, calibration_data)
-    with tempfile.TemporaryDirectory(prefix="zoo-infer-") as tmp:  # engines hold their graphs in memory
+    with tempfile.TemporaryDirectory(
+        prefix="zoo-infer-"
+    ) as tmp:  # engines hold their graphs in memory
         return spec.build(model, precision, batch, calibration_data, Path(tmp))

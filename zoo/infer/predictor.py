@@ -51,8 +51,16 @@ class Agreement:
             if self.max_delta > FP32_RTOL:
                 return f"max |diff| {self.max_delta:.2e} > {FP32_RTOL:.0e} (relative)"
             return None
-        top1 = "" if self.top1 is None or self.top1 >= TOP1_MIN else f"top-1 agreement {self.top1:.1%} < {TOP1_MIN:.0%}"
-        delta = "" if self.max_delta <= MAX_DELTA_P else f"max |delta p| {self.max_delta:.4f} > {MAX_DELTA_P}"
+        top1 = (
+            ""
+            if self.top1 is None or self.top1 >= TOP1_MIN
+            else f"top-1 agreement {self.top1:.1%} < {TOP1_MIN:.0%}"
+        )
+        delta = (
+            ""
+            if self.max_delta <= MAX_DELTA_P
+            else f"max |delta p| {self.max_delta:.4f} > {MAX_DELTA_P}"
+        )
         return "; ".join(s for s in (top1, delta) if s) or None
 
 
@@ -88,7 +96,7 @@ def _as_list(y) -> list:
 
 def keras_outputs(model, x: np.ndarray, batch: int = 64) -> list:
     """The Keras model's own outputs on ``x`` (the fp32 reference), called directly in chunks."""
-    chunks = [_as_list(model(x[i:i + batch], training=False)) for i in range(0, len(x), batch)]
+    chunks = [_as_list(model(x[i : i + batch], training=False)) for i in range(0, len(x), batch)]
     return [np.concatenate(parts) for parts in zip(*chunks, strict=True)]
 
 
@@ -97,14 +105,20 @@ def check_images(x, shape: tuple, what: str = "predict") -> np.ndarray:
     try:
         x = np.asarray(x, np.float32)
     except (TypeError, ValueError) as e:
-        raise InvalidArgumentError(f"{what}: the images cannot be read as a float32 array ({e}); give a numpy "
-                                   f"array of shape (N, {', '.join(map(str, shape))}).") from None
-    ok = x.ndim == len(shape) + 1 and all(s is None or s == d for s, d in zip(shape, x.shape[1:], strict=True))
+        raise InvalidArgumentError(
+            f"{what}: the images cannot be read as a float32 array ({e}); give a numpy "
+            f"array of shape (N, {', '.join(map(str, shape))})."
+        ) from None
+    ok = x.ndim == len(shape) + 1 and all(
+        s is None or s == d for s, d in zip(shape, x.shape[1:], strict=True)
+    )
     if not ok:
         wanted = "(N, " + ", ".join("any" if s is None else str(s) for s in shape) + ")"
         hint = " Add the batch axis with x[None]." if x.shape == tuple(shape) else ""
-        raise InputShapeError(f"{what}: images of shape {x.shape}; the model takes {wanted}, raw pixel values as "
-                              f"it was built (preprocessing is inside).{hint}")
+        raise InputShapeError(
+            f"{what}: images of shape {x.shape}; the model takes {wanted}, raw pixel values as "
+            f"it was built (preprocessing is inside).{hint}"
+        )
     return x
 
 
@@ -143,9 +157,9 @@ class Predictor:
     refused: dict = field(default_factory=dict)
 
     def predict(self, images):
-        """Outputs for ``images`` (N, *input_shape), raw pixels: one array, or a list for several outputs."""
+        """Outputs for raw-pixel ``images`` (N, *input_shape): an array, or a list of them."""
         x = check_images(images, self.input_shape)
-        parts = [self.run(x[i:i + self.batch]) for i in range(0, len(x), self.batch)]
+        parts = [self.run(x[i : i + self.batch]) for i in range(0, len(x), self.batch)]
         if not parts:
             raise InvalidArgumentError("predict: got 0 images; give at least one.")
         outs = [np.concatenate(p) for p in zip(*parts, strict=True)]
@@ -160,11 +174,15 @@ def _resolve_model(model):
 
         return zoo.load_model(model) if str(model).endswith(".keras") else zoo.load(str(model))
     if not hasattr(model, "inputs") or not hasattr(model, "get_weights"):
-        raise InvalidArgumentError(f"compile_for_inference: {model!r} is not a Keras model; pass a model, a .keras "
-                                   "path or a zoo name such as 'simple_cnn.phantom'.")
+        raise InvalidArgumentError(
+            f"compile_for_inference: {model!r} is not a Keras model; pass a model, a .keras "
+            "path or a zoo name such as 'simple_cnn.phantom'."
+        )
     if len(model.inputs) != 1:
-        raise InvalidArgumentError(f"compile_for_inference: model {model.name!r} has {len(model.inputs)} inputs; "
-                                   "the engines serve one-input models.")
+        raise InvalidArgumentError(
+            f"compile_for_inference: model {model.name!r} has {len(model.inputs)} inputs; "
+            "the engines serve one-input models."
+        )
     return model
 
 
@@ -172,22 +190,37 @@ def _build(model, engine, precision, batch, data, reference) -> Predictor:
     start = time.perf_counter()
     run = build_runner(engine, model, precision, batch, data if precision != "fp32" else None)
     compile_s = time.perf_counter() - start
-    outputs = [np.concatenate(p) for p in zip(*[run(data[i:i + batch]) for i in range(0, len(data), batch)],
-                                                strict=True)]
+    outputs = [
+        np.concatenate(p)
+        for p in zip(*[run(data[i : i + batch]) for i in range(0, len(data), batch)], strict=True)
+    ]
     stats = agreement(reference, outputs)
     miss = stats.misses(precision)
     if miss:
         raise AgreementError(
-            f"engine={engine!r}, precision={precision!r} misses the agreement targets against the Keras fp32 "
+            f"engine={engine!r}, precision={precision!r} misses the agreement targets against the "
+            "Keras fp32 "
             f"model on {stats.n} inputs: {miss}. Use precision='fp32' or another engine "
-            f"(top-1 >= {TOP1_MIN:.0%} and max |delta p| <= {MAX_DELTA_P} for bf16/int8; max |diff| <= "
-            f"{FP32_RTOL:.0e} for fp32).", agreement=stats, outputs=outputs)
-    return Predictor(engine=engine, precision=precision, batch=batch, input_shape=tuple(model.inputs[0].shape[1:]),
-                     output_names=list(model.output_names), agreement=stats, run=run, compile_s=compile_s)
+            f"(top-1 >= {TOP1_MIN:.0%} and max |delta p| <= {MAX_DELTA_P} for bf16/int8; "
+            "max |diff| <= "
+            f"{FP32_RTOL:.0e} for fp32).",
+            agreement=stats,
+            outputs=outputs,
+        )
+    return Predictor(
+        engine=engine,
+        precision=precision,
+        batch=batch,
+        input_shape=tuple(model.inputs[0].shape[1:]),
+        output_names=list(model.output_names),
+        agreement=stats,
+        run=run,
+        compile_s=compile_s,
+    )
 
 
 def _images_per_s(predictor: Predictor, data: np.ndarray, repeats: int = 3) -> float:
-    x = data[:predictor.batch]
+    x = data[: predictor.batch]
     if len(x) < predictor.batch:
         x = np.resize(x, (predictor.batch, *x.shape[1:]))
     predictor.run(x)  # warm-up
@@ -213,9 +246,17 @@ def _fingerprint(model, batch, candidates, data) -> str:
             versions[package] = metadata.version(package)
         except metadata.PackageNotFoundError:
             versions[package] = None
-    key = {"model": model.name, "shape": [str(s) for s in model.inputs[0].shape], "weights": digest.hexdigest(),
-           "batch": batch, "candidates": candidates, "calibration": data is not None and list(data.shape),
-           "cpu": sorted(cpu_flags()), "cores": os.cpu_count(), "versions": versions}
+    key = {
+        "model": model.name,
+        "shape": [str(s) for s in model.inputs[0].shape],
+        "weights": digest.hexdigest(),
+        "batch": batch,
+        "candidates": candidates,
+        "calibration": data is not None and list(data.shape),
+        "cpu": sorted(cpu_flags()),
+        "cores": os.cpu_count(),
+        "versions": versions,
+    }
     return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:32]
 
 
@@ -243,11 +284,15 @@ def _write_cache(key: str, record: dict) -> None:
         tmp.write_text(json.dumps(cache, indent=1, sort_keys=True))
         os.replace(tmp, path)
     except OSError as e:  # a read-only cache only costs a new measurement next time
-        log.warning("zoo.infer: cannot cache the engine choice in %s (%s); it will be measured again.", path, e)
+        log.warning(
+            "zoo.infer: cannot cache the engine choice in %s (%s); it will be measured again.",
+            path,
+            e,
+        )
 
 
 def _candidates(precision: str, data) -> tuple[list, dict]:
-    """(engine, precision) pairs auto may try here, and why each other installed pair is left out."""
+    """(engine, precision) pairs auto may try here, and why the others are left out."""
     skipped = {}
     installed = []
     for name, engine in ENGINES.items():
@@ -292,25 +337,39 @@ def _auto(model, precision, batch, data, check, reference) -> Predictor:
                 continue
             timings[f"{engine}/{p}"] = _images_per_s(built[(engine, p)], check)
         if not built:
-            raise AgreementError(f"engine='auto': no engine/precision passed the agreement checks here: "
-                                 f"{json.dumps(refused)}. Use precision='fp32'.")
+            raise AgreementError(
+                f"engine='auto': no engine/precision passed the agreement checks here: "
+                f"{json.dumps(refused)}. Use precision='fp32'."
+            )
         best = max(timings, key=timings.get)
         chosen = built[tuple(best.split("/"))]
         chosen.timings, chosen.refused = timings, refused
-        _write_cache(key, {"engine": chosen.engine, "precision": chosen.precision, "timings": timings,
-                           "refused": refused, "measured": time.strftime("%Y-%m-%d %H:%M:%S")})
+        _write_cache(
+            key,
+            {
+                "engine": chosen.engine,
+                "precision": chosen.precision,
+                "timings": timings,
+                "refused": refused,
+                "measured": time.strftime("%Y-%m-%d %H:%M:%S"),
+            },
+        )
     optional = [name for name in ENGINES if name != "tensorflow"]
     if all(name in skipped for name in optional):
-        chosen.note = ("no optional inference engine is installed (" + "; ".join(skipped[n] for n in optional)
-                       + "): running on TensorFlow.")
+        chosen.note = (
+            "no optional inference engine is installed ("
+            + "; ".join(skipped[n] for n in optional)
+            + "): running on TensorFlow."
+        )
         log.warning("zoo.infer: %s", chosen.note)
     else:
         chosen.note = f"auto chose {chosen.engine}/{chosen.precision} (images/s: {chosen.timings})."
     return chosen
 
 
-def compile_for_inference(model, engine: str = "auto", precision: str = "auto", batch: int = 8,
-                          calibration_data=None) -> Predictor:
+def compile_for_inference(
+    model, engine: str = "auto", precision: str = "auto", batch: int = 8, calibration_data=None
+) -> Predictor:
     """``model`` on an inference engine, checked against its own Keras fp32 outputs.
 
     Args:
@@ -326,17 +385,25 @@ def compile_for_inference(model, engine: str = "auto", precision: str = "auto", 
             bf16 and int8.
 
     Returns:
-        A :class:`Predictor`; its ``engine``, ``precision``, ``agreement`` and ``note`` say what runs.
+        A :class:`Predictor`; ``engine``, ``precision``, ``agreement`` and ``note`` say what runs.
     """
     if not isinstance(batch, int) or isinstance(batch, bool) or batch < 1:
-        raise InvalidArgumentError(f"batch={batch!r}: give a positive integer (e.g. 8; 1 for one study at a time).")
+        raise InvalidArgumentError(
+            f"batch={batch!r}: give a positive integer (e.g. 8; 1 for one study at a time)."
+        )
     if precision != "auto" and precision not in PRECISIONS:
-        raise InvalidArgumentError(f"precision={precision!r}: use 'auto', 'fp32', 'bf16' or 'int8'.")
+        raise InvalidArgumentError(
+            f"precision={precision!r}: use 'auto', 'fp32', 'bf16' or 'int8'."
+        )
     if engine != "auto":
         ENGINES.check(engine)
     model = _resolve_model(model)
     shape = tuple(model.inputs[0].shape[1:])
-    data = None if calibration_data is None else check_images(calibration_data, shape, "calibration_data")
+    data = (
+        None
+        if calibration_data is None
+        else check_images(calibration_data, shape, "calibration_data")
+    )
     if data is not None and len(data) == 0:
         raise InvalidArgumentError("calibration_data is empty; give a few hundred typical inputs.")
     check = data if data is not None else _probe(model, batch)
@@ -345,6 +412,8 @@ def compile_for_inference(model, engine: str = "auto", precision: str = "auto", 
         return _auto(model, precision, batch, data, check, reference)
     if precision in ("bf16", "int8"):
         need_calibration(precision, data)
-    chosen = _build(model, engine, "fp32" if precision == "auto" else precision, batch, check, reference)
+    chosen = _build(
+        model, engine, "fp32" if precision == "auto" else precision, batch, check, reference
+    )
     chosen.note = f"engine={engine!r} as asked."
     return chosen

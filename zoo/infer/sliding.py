@@ -30,16 +30,23 @@ SIGMA_SCALE = 0.125  # Gaussian sigma as a fraction of the window (MONAI's defau
 
 def _per_axis(value, dims: int, what: str) -> tuple[int, ...]:
     values = tuple(value) if isinstance(value, list | tuple) else (value,) * dims
-    if len(values) != dims or any(not isinstance(v, int | np.integer) or isinstance(v, bool) for v in values):
-        raise InvalidArgumentError(f"{what}={value!r}: give an integer or {dims} integers (one per spatial axis).")
+    if len(values) != dims or any(
+        not isinstance(v, int | np.integer) or isinstance(v, bool) for v in values
+    ):
+        raise InvalidArgumentError(
+            f"{what}={value!r}: give an integer or {dims} integers (one per spatial axis)."
+        )
     return tuple(int(v) for v in values)
 
 
 def _positions(size: int, roi: int, step: int, align: int, axis: int) -> list[int]:
     if (size - roi) % align:
-        raise InputShapeError(f"axis {axis}: image size {size} minus window {roi} is not a multiple of align={align}, "
-                              f"so the last window would leave the network's grid; pad or crop the image to "
-                              f"{roi + (size - roi) // align * align} or {roi + ((size - roi) // align + 1) * align}.")
+        raise InputShapeError(
+            f"axis {axis}: image size {size} minus window {roi} is not a multiple of "
+            f"align={align}, "
+            f"so the last window would leave the network's grid; pad or crop the image to "
+            f"{roi + (size - roi) // align * align} or {roi + ((size - roi) // align + 1) * align}."
+        )
     starts = list(range(0, size - roi + 1, step))
     if starts[-1] != size - roi:
         starts.append(size - roi)
@@ -64,8 +71,17 @@ def _call(model, x: np.ndarray) -> list:
     return _as_list(model(x))
 
 
-def sliding_window(model, x, roi=None, overlap: float = 0.25, blend: str = "gaussian", *, margin=0, align=1,
-                   batch: int = 8):
+def sliding_window(
+    model,
+    x,
+    roi=None,
+    overlap: float = 0.25,
+    blend: str = "gaussian",
+    *,
+    margin=0,
+    align=1,
+    batch: int = 8,
+):
     """Run the dense ``model`` over ``x`` window by window and stitch the outputs.
 
     Args:
@@ -85,23 +101,31 @@ def sliding_window(model, x, roi=None, overlap: float = 0.25, blend: str = "gaus
     BLENDS.check(blend)
     x = np.asarray(x, np.float32)
     if x.ndim not in (4, 5):
-        raise InputShapeError(f"sliding_window: x has shape {x.shape}; give (N, H, W, C) images or (N, D, H, W, C) "
-                              "volumes (add the batch axis with x[None]).")
+        raise InputShapeError(
+            f"sliding_window: x has shape {x.shape}; give (N, H, W, C) images or (N, D, H, W, C) "
+            "volumes (add the batch axis with x[None])."
+        )
     dims, spatial = x.ndim - 2, x.shape[1:-1]
     model_shape = tuple(model.inputs[0].shape[1:-1]) if hasattr(model, "inputs") else (None,) * dims
     if len(model_shape) != dims:
-        raise InputShapeError(f"sliding_window: x has {dims} spatial axes {spatial}; the model takes "
-                              f"{len(model_shape)}.")
+        raise InputShapeError(
+            f"sliding_window: x has {dims} spatial axes {spatial}; the model takes "
+            f"{len(model_shape)}."
+        )
     if roi is None:
         if None in model_shape:
-            raise InvalidArgumentError("sliding_window: the model takes any size, so give roi= (the window size, "
-                                       "e.g. the training patch size).")
+            raise InvalidArgumentError(
+                "sliding_window: the model takes any size, so give roi= (the window size, "
+                "e.g. the training patch size)."
+            )
         roi = model_shape
     roi = _per_axis(roi, dims, "roi")
     margin, align = _per_axis(margin, dims, "margin"), _per_axis(align, dims, "align")
     if any(s is not None and s != r for s, r in zip(model_shape, roi, strict=True)):
-        raise InputShapeError(f"sliding_window: roi={roi} but the model takes windows of {model_shape} only; "
-                              f"use roi={model_shape} or build the model with input_shape={roi}.")
+        raise InputShapeError(
+            f"sliding_window: roi={roi} but the model takes windows of {model_shape} only; "
+            f"use roi={model_shape} or build the model with input_shape={roi}."
+        )
     if not (0 <= overlap < 1):
         raise InvalidArgumentError(f"overlap={overlap!r}: give a fraction in [0, 1), e.g. 0.25.")
     if not isinstance(batch, int) or batch < 1:
@@ -109,18 +133,24 @@ def sliding_window(model, x, roi=None, overlap: float = 0.25, blend: str = "gaus
     starts = []
     for axis, (size, r, m, a) in enumerate(zip(spatial, roi, margin, align, strict=True)):
         if r < 1 or r > size:
-            raise InputShapeError(f"roi={roi}: the window ({r}) is larger than the image ({size}) along spatial axis "
-                                  f"{axis}; give a roi no larger than {tuple(spatial)}, or pad the image first "
-                                  "(np.pad) to at least the window.")
+            raise InputShapeError(
+                f"roi={roi}: the window ({r}) is larger than the image ({size}) along spatial axis "
+                f"{axis}; give a roi no larger than {tuple(spatial)}, or pad the image first "
+                "(np.pad) to at least the window."
+            )
         if a < 1 or m < 0 or 2 * m >= r:
-            raise InvalidArgumentError(f"align={a}, margin={m} on axis {axis}: need align >= 1 and 0 <= 2*margin < roi "
-                                       f"({r}).")
+            raise InvalidArgumentError(
+                f"align={a}, margin={m} on axis {axis}: need align >= 1 and 0 <= 2*margin < roi "
+                f"({r})."
+            )
         step = max(a, int(r * (1 - overlap)) // a * a)
         if step > r - 2 * m and size > r:
             need = (r - (r - 2 * m) // a * a) / r
-            raise InvalidArgumentError(f"overlap={overlap} on axis {axis}: windows of {r} step by {step}, more than "
-                                       f"the {r - 2 * m} pixels left inside margin={m}, so some pixels would get no "
-                                       f"trusted output; use overlap >= {need:.3f} or a smaller margin.")
+            raise InvalidArgumentError(
+                f"overlap={overlap} on axis {axis}: windows of {r} step by {step}, more than "
+                f"the {r - 2 * m} pixels left inside margin={m}, so some pixels would get no "
+                f"trusted output; use overlap >= {need:.3f} or a smaller margin."
+            )
         starts.append(_positions(size, r, step, a, axis))
     base = [_base_weight(r, blend) for r in roi]
 
@@ -130,21 +160,25 @@ def sliding_window(model, x, roi=None, overlap: float = 0.25, blend: str = "gaus
         if m and start > 0:
             w[:m] = 0.0
         if m and start + roi[axis] < spatial[axis]:
-            w[roi[axis] - m:] = 0.0
+            w[roi[axis] - m :] = 0.0
         return w
 
     windows = [(n, pos) for n in range(len(x)) for pos in itertools.product(*starts)]
     sums, norm = None, np.zeros((len(x), *spatial, 1), np.float64)
     for first in range(0, len(windows), batch):
-        chunk = windows[first:first + batch]
-        slices = [(n, tuple(slice(p, p + r) for p, r in zip(pos, roi, strict=True))) for n, pos in chunk]
+        chunk = windows[first : first + batch]
+        slices = [
+            (n, tuple(slice(p, p + r) for p, r in zip(pos, roi, strict=True))) for n, pos in chunk
+        ]
         outs = _call(model, np.stack([x[(n, *sl)] for n, sl in slices]))
         if sums is None:
             for o in outs:
                 if o.shape[1:-1] != roi:
-                    raise InputShapeError(f"sliding_window: the model maps a {roi} window to {o.shape[1:]}; it "
-                                          "stitches dense outputs the size of the window (segmentation, "
-                                          "per-pixel maps) only.")
+                    raise InputShapeError(
+                        f"sliding_window: the model maps a {roi} window to {o.shape[1:]}; it "
+                        "stitches dense outputs the size of the window (segmentation, "
+                        "per-pixel maps) only."
+                    )
             sums = [np.zeros((len(x), *spatial, o.shape[-1]), np.float64) for o in outs]
         for k, ((n, sl), (_, pos)) in enumerate(zip(slices, chunk, strict=True)):
             w = weight(0, pos[0])
