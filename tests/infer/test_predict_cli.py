@@ -33,9 +33,8 @@ def _folder(root):
 
 
 def test_predict_folder_rows_skips_and_no_phi(model, tmp_path, monkeypatch):
-    monkeypatch.setattr(
-        "zoo.load", lambda *a, **k: model
-    )  # the same checkpoint, loaded once per module
+    # the same checkpoint, loaded once per module
+    monkeypatch.setattr("zoo.models.factory.load", lambda *a, **k: model)
     images = _folder(tmp_path / "in")
     summary = predict_folder(
         "simple_cnn.phantom", tmp_path / "in", tmp_path / "out", engine="tensorflow", batch=3
@@ -65,54 +64,23 @@ def test_predict_folder_rows_skips_and_no_phi(model, tmp_path, monkeypatch):
     assert json.loads((tmp_path / "out" / "summary.json").read_text())["predicted"] == 4
 
 
-def test_cli_exit_codes(model, tmp_path, monkeypatch, capsys):
+def test_cli_exit_codes(model, tmp_path, capsys):
+    """A saved .keras model; exit 1 when nothing was readable, 0 when something was, 2 on refusal."""
     from zoo.cli import main
 
-    monkeypatch.setattr("zoo.load", lambda *a, **k: model)
+    model.save(tmp_path / "m.keras")
     (tmp_path / "in").mkdir()
     (tmp_path / "in" / "junk.png").write_bytes(b"not a png")
-    assert (
-        main(
-            [
-                "predict",
-                "simple_cnn.phantom",
-                str(tmp_path / "in"),
-                "--out",
-                str(tmp_path / "o1"),
-                "--engine",
-                "tensorflow",
-            ]
-        )
-        == 1
-    )  # nothing readable: exit 1, a skip report, no traceback
+
+    def predict(out):
+        args = ["predict", str(tmp_path / "m.keras"), str(tmp_path / "in"), "--out", str(out)]
+        return main([*args, "--engine", "tensorflow"])
+
+    assert predict(tmp_path / "o1") == 1  # nothing readable: a skip report, no traceback
     assert "0 image(s) predicted, 1 file(s) skipped" in capsys.readouterr().out
     np.save(tmp_path / "in" / "ok.npy", make_phantoms(1, size=64, seed=3).images[0])
-    assert (
-        main(
-            [
-                "predict",
-                "simple_cnn.phantom",
-                str(tmp_path / "in"),
-                "--out",
-                str(tmp_path / "o2"),
-                "--engine",
-                "tensorflow",
-            ]
-        )
-        == 0
-    )
-    assert (
-        main(
-            [
-                "predict",
-                "simple_cnn.phantom",
-                str(tmp_path / "in"),
-                "--out",
-                str(tmp_path / "o2"),
-                "--engine",
-                "tensorflow",
-            ]
-        )
-        == 2
-    )  # an existing output needs --overwrite
+    assert predict(tmp_path / "o2") == 0
+    with open(tmp_path / "o2" / "predictions.csv") as f:
+        assert [r["file"] for r in csv.DictReader(f)] == ["ok.npy"]
+    assert predict(tmp_path / "o2") == 2  # an existing output needs --overwrite
     assert "--overwrite" in capsys.readouterr().err

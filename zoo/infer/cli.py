@@ -119,16 +119,12 @@ def predict_folder(
     progress: bool = True,
 ) -> dict:
     """Predict every readable image under ``source``; write the CSVs and summary into ``out``."""
-    import zoo
-    from zoo.infer.predictor import compile_for_inference
+    from zoo.infer.predictor import compile_for_inference, resolve_model
+    from zoo.models.factory import input_contract
 
     source = Path(source)
     items = _items(source)
-    model = (
-        zoo.load_model(model_spec)
-        if str(model_spec).endswith(".keras")
-        else zoo.load(str(model_spec))
-    )
+    model = resolve_model(model_spec)
     shape = tuple(model.inputs[0].shape[1:])
     if len(shape) != 3:
         raise DataError(
@@ -136,7 +132,7 @@ def predict_folder(
             "(H, W, C) only."
         )
     try:
-        out_range = tuple(zoo.input_contract(model)["input_range"])
+        out_range = tuple(input_contract(model)["input_range"])
     except ZooError:
         out_range = (0.0, 255.0)
     predictor = compile_for_inference(model, engine=engine, precision="fp32", batch=batch)

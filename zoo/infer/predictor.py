@@ -168,11 +168,22 @@ class Predictor:
     __call__ = predict
 
 
-def _resolve_model(model):
-    if isinstance(model, str | os.PathLike):
-        import zoo
+def load_keras(path):
+    """A saved ``.keras`` zoo model. Its home is zoo.saving.load_model where that module exists;
+    the fallback to the facade is for trees from before it (remove it once zoo.saving is in)."""
+    try:
+        from zoo.saving import load_model
+    except ImportError:
+        from zoo import load_model
+    return load_model(path)
 
-        return zoo.load_model(model) if str(model).endswith(".keras") else zoo.load(str(model))
+
+def resolve_model(model):
+    """A Keras model from a model, a ``.keras`` path or a zoo name (``"simple_cnn.phantom"``)."""
+    if isinstance(model, str | os.PathLike):
+        from zoo.models.factory import load
+
+        return load_keras(model) if str(model).endswith(".keras") else load(str(model))
     if not hasattr(model, "inputs") or not hasattr(model, "get_weights"):
         raise InvalidArgumentError(
             f"compile_for_inference: {model!r} is not a Keras model; pass a model, a .keras "
@@ -397,7 +408,7 @@ def compile_for_inference(
         )
     if engine != "auto":
         ENGINES.check(engine)
-    model = _resolve_model(model)
+    model = resolve_model(model)
     shape = tuple(model.inputs[0].shape[1:])
     data = (
         None
