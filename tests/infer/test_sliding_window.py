@@ -70,6 +70,10 @@ def test_dilated_net_of_any_size_with_roi():
     out = sliding_window(net, x, roi=(40, 48), overlap=0.85, margin=radius, batch=32)
     whole = net(x, training=False).numpy()
     np.testing.assert_allclose(out, whole, rtol=0, atol=1e-5 * np.abs(whole).max())
+    # the windows can run on a compiled predictor as well (any spatial size: the TensorFlow engine)
+    predictor = zoo.compile_for_inference(net, engine="tensorflow", precision="fp32", batch=32)
+    out = sliding_window(predictor, x, roi=(40, 48), overlap=0.85, margin=radius, batch=32)
+    np.testing.assert_allclose(out, whole, rtol=0, atol=1e-5 * np.abs(whole).max())
 
 
 def test_blend_weights_average_overlapping_windows():
