@@ -15,6 +15,20 @@ fraction of peak divides the model's analytic FLOPs (convolutions and dense laye
 the Keras layers) by the CPU's measured fp32 matmul rate. bf16 error is measured on the
 same random images; top-1 agreement of bf16 with fp32 on the shipped, trained phantom checkpoint.
 All networks carry random weights: no network access here, and speed does not depend on values.
+
+Engines (issue 15): every zoo inference engine and precision installed here (``zoo.infer``:
+TensorFlow fp32/bf16, ONNX Runtime fp32/int8, OpenVINO fp32/bf16/int8), per backbone and for the
+3D ResNet-50 on volumes: images/s at ``--batch``, batch-1 latency, compile time and max |diff|
+against Keras fp32, plus what ``zoo.compile_for_inference(engine="auto")`` picks and its ratio to
+timm's best (target: >= 2x with avx512_bf16/AMX, >= 1.3x with AVX2 only). ``--train-steps N``
+fine-tunes a ResNet-50 on phantoms for N steps and checks every engine/precision's agreement on
+512 held-out phantoms (top-1 >= 99%, max |delta p| <= 0.02; fp32 1e-4). ``--no-engines`` skips
+this part; ``--engines-only`` runs only it and prints the table without writing docs/.
+
+Quick check that it runs: ``python benchmarks/bench_inference.py --archs resnet50 --batch 4
+--window 0.5 --engines-only --volume 32``. The full run (the lead's, on a quiet machine):
+``python benchmarks/bench_inference.py --torch-python /path/to/torch-venv/bin/python --batch 16
+--train-steps 300``.
 """
 
 from __future__ import annotations
@@ -162,6 +176,176 @@ def phantom_agreement() -> float:
     return agreement(fp32.predict(x, verbose=0), bf16.predict(x, verbose=0))
 
 
+ENGINE_FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "amx_tile", "amx_bf16", "amx_int8")
+
+
+def latency_ms(run, x1, repeats: int = 20) -> float:
+    """Median wall time of one batch-1 call, in ms (a clinic runs one study at a time)."""
+    import numpy as np
+
+    run(x1)
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        run(x1)
+        times.append(time.perf_counter() - start)
+    return float(np.median(times)) * 1e3
+
+
+def engine_throughput(run, x, batch: int) -> float:
+    """Best images/s over three timed windows of ``run`` (a zoo.infer runner), after a warm-up."""
+    run(x)
+    best = 0.0
+    for _ in range(3):
+        n, start = 0, time.perf_counter()
+        while time.perf_counter() - start < WINDOW_S:
+            run(x)
+            n += batch
+        best = max(best, n / (time.perf_counter() - start))
+    return best
+
+
+def engine_pairs():
+    """(engine, precision) pairs installed and runnable here, and why the others are not."""
+    from zoo.infer.engines import ENGINES, native_bf16
+
+    pairs, skipped = [], []
+    bf16_ok, device = native_bf16()
+    for name, engine in ENGINES.items():
+        reason = engine.missing()
+        if reason:
+            skipped.append(f"{name}: {reason}")
+            continue
+        for precision in engine.precisions:
+            if precision == "bf16" and not bf16_ok:
+                skipped.append(f"{name}/bf16: {device}")
+                continue
+            pairs.append((name, precision))
+    return pairs, skipped
+
+
+def bench_engines(label, build_model, x, batch, timm_best):
+    """Rows of the engine table for one model: every engine/precision, then the auto choice."""
+    import numpy as np
+
+    from zoo.infer.engines import build_runner
+    from zoo.infer.predictor import agreement, compile_for_inference, keras_outputs
+
+    model = build_model()
+    xn = np.asarray(x)
+    reference = keras_outputs(model, xn)
+    rows, speeds = [], {}
+    for engine, precision in engine_pairs()[0]:
+        calibration = xn if precision != "fp32" else None
+        try:
+            start = time.perf_counter()
+            run = build_runner(engine, model, precision, batch, calibration)
+            compile_s = time.perf_counter() - start
+            ips = engine_throughput(run, xn, batch)
+            delta = agreement(reference, run(xn)).max_delta
+            run1 = build_runner(engine, model, precision, 1, calibration)
+            ms = latency_ms(run1, xn[:1])
+        except Exception as e:  # report and go on: one engine's failure must not end the run
+            rows.append(f"| {label} | {engine}/{precision} | failed: {str(e).splitlines()[0][:120]} | | | | |")
+            continue
+        speeds[f"{engine}/{precision}"] = ips
+        vs = f"{ips / timm_best:.2f}x" if timm_best else "n/a"
+        rows.append(f"| {label} | {engine}/{precision} | {ips:.1f} | {ms:.1f} | {compile_s:.1f} | {delta:.2e} | {vs} |")
+        print(rows[-1], flush=True)
+    try:  # what a user gets: auto, with the same images as calibration data
+        predictor = compile_for_inference(model, engine="auto", batch=batch, calibration_data=xn)
+        key = f"{predictor.engine}/{predictor.precision}"
+        ips = speeds.get(key) or engine_throughput(predictor.run, xn, batch)
+        vs = f"{ips / timm_best:.2f}x" if timm_best else "n/a"
+        rows.append(f"| {label} | **auto = {key}** | {ips:.1f} | | | {predictor.agreement.max_delta:.2e} | {vs} |")
+    except Exception as e:
+        rows.append(f"| {label} | auto | failed: {str(e).splitlines()[0][:120]} | | | | |")
+    print(rows[-1], flush=True)
+    return rows
+
+
+def trained_agreement(steps: int) -> list[str]:
+    """A ResNet-50 fine-tuned here on phantoms: every engine/precision against its Keras fp32 outputs."""
+    import keras
+    import numpy as np
+
+    import zoo
+    from zoo.data.synthetic import make_phantoms
+    from zoo.errors import ZooError
+
+    train = make_phantoms(2000, size=64, seed=0, contrast=(0.12, 0.4))
+    held = make_phantoms(512, size=64, seed=2026, contrast=(0.12, 0.4)).images
+    calibration = make_phantoms(200, size=64, seed=2027, contrast=(0.12, 0.4)).images
+    model = zoo.load("resnet50", in_chans=1, num_classes=2, input_shape=(64, 64))
+    model.compile(optimizer=keras.optimizers.Adam(1e-4), loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+    epochs = max(1, steps * 32 // len(train.images))
+    model.fit(train.images, train.labels, batch_size=32, epochs=epochs, verbose=0)
+    reference = model.predict(held, verbose=0)
+    accuracy = float(np.mean(reference.argmax(-1) == make_phantoms(512, size=64, seed=2026,
+                                                                    contrast=(0.12, 0.4)).labels))
+    rows = [f"ResNet-50 fine-tuned {epochs} epoch(s) on 2000 phantoms (held-out accuracy {accuracy:.1%}); "
+            "agreement with its Keras fp32 outputs on 512 held-out phantoms, calibrated on 200 others:\n",
+            "| engine/precision | accepted | top-1 agreement | max abs delta p |", "|---|---|---|---|"]
+    for engine, precision in engine_pairs()[0]:
+        try:
+            predictor = zoo.compile_for_inference(model, engine=engine, precision=precision, batch=32,
+                                                  calibration_data=calibration)
+            out, accepted = predictor.predict(held), "yes"
+        except ZooError as e:
+            out, accepted = None, f"refused on calibration ({str(e).split(': ', 1)[-1][:80]})"
+            if getattr(e, "outputs", None) is None:
+                rows.append(f"| {engine}/{precision} | {accepted} | | |")
+                continue
+            from zoo.infer.engines import build_runner
+
+            run = build_runner(engine, model, precision, 32, calibration)
+            out = np.concatenate([run(held[i:i + 32])[0] for i in range(0, len(held), 32)])
+        top1 = float(np.mean(out.argmax(-1) == reference.argmax(-1)))
+        rows.append(f"| {engine}/{precision} | {accepted} | {top1:.1%} | {np.abs(out - reference).max():.4f} |")
+        print(rows[-1], flush=True)
+    return rows
+
+
+def engines_body(args, timm_best_by_arch) -> str:
+    import numpy as np
+    import tensorflow as tf
+
+    import zoo
+    from zoo.train.precision import cpu_flags
+
+    pairs, skipped = engine_pairs()
+    flags = [f for f in ENGINE_FLAGS if f in cpu_flags()]
+    tf_threads = (tf.config.threading.get_intra_op_parallelism_threads() or os.cpu_count(),
+                  tf.config.threading.get_inter_op_parallelism_threads() or "auto")
+    rows = []
+    for arch in args.archs.split(","):
+        size = 299 if arch == "inception_v3" else 224
+        x = np.random.default_rng(0).uniform(0, 255, (args.batch, size, size, 3)).astype("float32")
+        rows += bench_engines(arch, lambda a=arch, s=size: zoo.load(a, num_classes=1000, input_shape=(s, s)), x,
+                              args.batch, timm_best_by_arch.get(arch))
+    if args.volume:
+        v = args.volume
+        x = np.random.default_rng(0).uniform(0, 255, (args.batch, v, v, v, 1)).astype("float32")
+        rows += bench_engines(f"resnet50_3d ({v}^3)", lambda: zoo.load("resnet50_3d", in_chans=1, num_classes=2,
+                                                                        input_shape=(v, v, v)), x, args.batch, None)
+    target = "2x" if {"avx512_bf16", "amx_bf16"} & cpu_flags() else "1.3x"
+    body = (
+        f"\n\n### Inference engines (zoo.infer)\n\nCPU flags: {', '.join(flags) or 'none of ' + ', '.join(ENGINE_FLAGS)}; "
+        f"{os.cpu_count()} logical CPUs; TensorFlow intra/inter-op threads {tf_threads[0]}/{tf_threads[1]}; "
+        "ONNX Runtime and OpenVINO at their defaults (one thread per core). Batch "
+        f"{args.batch} images/s (best of three {WINDOW_S:.1f}-s windows), batch-1 latency (median of 20 calls), "
+        "compile time (export + conversion + compilation), max |diff| against Keras fp32 on the same random images "
+        "(int8 is calibrated on them), and the ratio to timm's fastest path. `auto` is "
+        f"`zoo.compile_for_inference(model, calibration_data=...)`'s choice. Target for auto: >= {target} timm's best "
+        "on this CPU.\n\n| model | engine/precision | images/s | batch-1 ms | compile s | max abs diff | vs timm best |\n"
+        "|---|---|---|---|---|---|---|\n" + "\n".join(rows)
+        + ("\n\nNot measured here: " + "; ".join(skipped) if skipped else "")
+    )
+    if args.train_steps:
+        body += "\n\n" + "\n".join(trained_agreement(args.train_steps))
+    return body
+
+
 def main(argv=None):
     global WINDOW_S
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -170,6 +354,11 @@ def main(argv=None):
     parser.add_argument("--archs", default=",".join(ARCHS))
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--window", type=float, default=WINDOW_S, help="seconds per timed window")
+    parser.add_argument("--no-engines", action="store_true", help="skip the zoo.infer engine table")
+    parser.add_argument("--engines-only", action="store_true", help="only the zoo.infer engine table")
+    parser.add_argument("--volume", type=int, default=64, help="edge of the 3D ResNet-50's volume (0: skip)")
+    parser.add_argument("--train-steps", type=int, default=0,
+                        help="fine-tune a ResNet-50 on phantoms this many steps and check engine agreement on it")
     args = parser.parse_args(argv)
     WINDOW_S = args.window
 
@@ -179,7 +368,16 @@ def main(argv=None):
 
     from benchmarks._report import write_section
 
+    if args.engines_only:
+        timm = {}
+        if args.torch_python:
+            for arch in args.archs.split(","):
+                result = run_timm(args.torch_python, ARCHS[arch][1], 299 if arch == "inception_v3" else 224, args.batch)
+                timm[arch] = max(result.values()) if result else None
+        print(engines_body(args, timm))  # a partial run: printed, docs/benchmarks.md left as it is
+        return
     peak32, peak16 = matmul_peak("float32"), matmul_peak("bfloat16")
+    timm_best_by_arch = {}
     print(f"matmul peak: fp32 {peak32 / 1e9:.1f} GFLOP/s, bf16 {peak16 / 1e9:.1f} GFLOP/s", flush=True)
     rows, ratios = [], []
     for arch in args.archs.split(","):
@@ -205,6 +403,7 @@ def main(argv=None):
         best_key = max(results, key=results.get)
         best = results[best_key]
         timm_best = max(timm.values()) if timm else None
+        timm_best_by_arch[arch] = timm_best
         frac = best * flops / (peak16 if best_key[0] == "bf16" else peak32)
         ref32 = np.asarray(outs["fp32"], np.float32)
         rel = float(np.max(np.abs(np.asarray(outs["bf16"], np.float32) - ref32)) / (np.ptp(ref32) + 1e-12))
@@ -237,6 +436,7 @@ def main(argv=None):
         f"phantom images: {phantom:.1%}."
         + "\n\n" + PEAK_NOTE
         + ("" if args.torch_python else "\n\ntimm was not measured in this run (no `--torch-python`).")
+        + ("" if args.no_engines else engines_body(args, timm_best_by_arch))
     )
     print(write_section("bench_inference", "Inference speed: zoo vs keras.applications vs timm", body))
 

@@ -26,6 +26,9 @@ ROOT = Path(__file__).resolve().parents[1]
 OPTIONAL = {
     "torch": r'pip install "medzoo\[torch\]"',
     "tf2onnx": r"medzoo\[onnx\]",
+    # zoo.infer's engines; their absence is checked in tests/infer (test_predictor, test_export_openvino)
+    "onnxruntime": r'pip install "medzoo\[onnx\]"',
+    "openvino": r"medzoo\[openvino\]",
 }
 
 

@@ -133,8 +133,17 @@ def dicom_dataset(source, labels=None, **kwargs):
     return _ds(source, labels, **kwargs)
 
 
+def compile_for_inference(model, engine: str = "auto", precision: str = "auto", batch: int = 8,
+                          calibration_data=None):
+    """``model`` on the fastest inference engine that agrees with its Keras fp32 outputs
+    (see zoo.infer.predictor.compile_for_inference); returns a predictor with ``predict(images)``."""
+    from zoo.infer.predictor import compile_for_inference as _compile
+
+    return _compile(model, engine=engine, precision=precision, batch=batch, calibration_data=calibration_data)
+
+
 __all__ = ["ZooError", "load", "load_model", "input_contract", "fetch", "list_models", "list_weights", "model_info", "get_card",
            "read_dicom", "load_series", "dicom_dataset", "finetune", "export", "pretrain",
-           "receptive_field"]
+           "receptive_field", "compile_for_inference"]
 
 __getattr__, __dir__ = submodule_access(__name__)  # zoo.data.dicom etc. import on first use

@@ -109,6 +109,7 @@ def build_parser() -> argparse.ArgumentParser:
     from zoo.data.dicom_cli import add_dicom_parser
     from zoo.explain.cli import add_explain_parser
     from zoo.export import add_export_parser
+    from zoo.infer.cli import add_predict_parser
     from zoo.ssl.cli import add_pretrain_parser
     from zoo.train.cli import add_finetune_parser
 
@@ -117,6 +118,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_pretrain_parser(sub)
     add_dicom_parser(sub)
     add_explain_parser(sub)
+    add_predict_parser(sub)
     _show_defaults(parser)
     return parser
 

@@ -171,3 +171,16 @@ class UnknownNameError(UnknownModelError, InvalidArgumentError):
 
 class KerasCompatError(ZooError, RuntimeError):
     """The installed Keras no longer has the private API zoo._keras_compat relies on."""
+
+# --- inference engines (zoo.infer; issue 15) ------------------------------------------------------
+
+
+class AgreementError(ZooError, RuntimeError):
+    """An engine/precision whose outputs miss the agreement targets against the fp32 Keras model.
+
+    ``agreement`` holds the measured numbers, ``outputs`` the engine's outputs that missed them.
+    """
+
+    def __init__(self, message: str, agreement=None, outputs=None):
+        super().__init__(message)
+        self.agreement, self.outputs = agreement, outputs

@@ -28,7 +28,7 @@ from zoo.errors import ExportError, InvalidArgumentError, OptionalDependencyErro
 from zoo.outputs import check_target, staged
 from zoo.registry import Registry
 
-FORMATS = ("saved_model", "tflite", "onnx")
+FORMATS = ("saved_model", "tflite", "onnx", "openvino")
 _FORMATS = Registry("export format", FORMATS, argument="format")
 QUANTIZE = (None, "dynamic", "int8")
 ONNX_OPSET = 17
@@ -146,6 +146,29 @@ def _write_onnx(model, path: Path, serve, spec, names) -> None:
     path.write_bytes(proto.SerializeToString())
 
 
+OPENVINO_XML = "model.xml"
+
+
+def _write_openvino(model, path: Path, serve, spec) -> None:
+    """A folder with OpenVINO IR (``model.xml`` + ``model.bin``, float32 weights), converted from a
+    SavedModel of the same signature, so its input ``image`` takes raw pixels like the others."""
+    try:
+        import openvino as ov
+    except ImportError as e:
+        raise OptionalDependencyError(f"format='openvino' needs OpenVINO ({e}): `pip install \"medzoo[openvino]\"` "
+                                      "(openvino 2026.4 reads TensorFlow 2.21 SavedModels), or export "
+                                      "format='saved_model' or 'onnx'.") from None
+    with tempfile.TemporaryDirectory() as tmp:
+        _write_saved_model(model, Path(tmp) / "sm", serve, spec)
+        try:  # the runtime's TensorFlow frontend: no converter tool, no telemetry, no network
+            converted = ov.Core().read_model(str(Path(tmp) / "sm"))
+        except Exception as e:  # OpenVINO's frontends raise their own (C++) exception types
+            raise ExportError(f"OpenVINO could not convert {model.name!r} ({str(e).strip().splitlines()[0][:300]}); "
+                              "export format='saved_model' or 'onnx' instead.") from None
+    path.mkdir()
+    ov.save_model(converted, str(path / OPENVINO_XML), compress_to_fp16=False)
+
+
 def _metadata(model, fmt, quantize, input_name, names) -> dict:
     import keras
     import tensorflow as tf
@@ -171,6 +194,8 @@ def export(model, path, format: str = "saved_model", quantize=None, representati
     tflite: ``quantize=None`` (float32), ``"dynamic"`` (int8 weights, float activations) or
         ``"int8"`` (full-integer kernels calibrated on ``representative_data``; float32 in/out).
     onnx: through tf2onnx (opset 17); no quantization here (use onnxruntime.quantization).
+    openvino: a folder with ``model.xml`` + ``model.bin`` (OpenVINO IR, float32), read with
+        ``openvino.Core().read_model(path / "model.xml")``; needs the ``openvino`` extra.
 
     The model and every argument are checked before the disk is touched; the export is written
     beside ``path`` and swapped in only when complete. An existing ``path`` is replaced only with
@@ -187,13 +212,13 @@ def export(model, path, format: str = "saved_model", quantize=None, representati
     check_serializable(model)
     serve, spec, names = _signature(model, input_name, output_names)
     path = Path(path)
-    targets = [path] if format == "saved_model" else [path, path.with_name(path.name + ".json")]
+    targets = [path] if format in ("saved_model", "openvino") else [path, path.with_name(path.name + ".json")]
     for target in targets:  # refuse before the (slow) conversion, not only at the swap
         check_target(target, overwrite=overwrite)
     meta = _metadata(model, format, quantize, input_name, names)
     with staged(targets, writer="zoo.export", overwrite=overwrite) as tmp:
-        if format == "saved_model":
-            _write_saved_model(model, tmp[0], serve, spec)
+        if format in ("saved_model", "openvino"):
+            (_write_saved_model if format == "saved_model" else _write_openvino)(model, tmp[0], serve, spec)
             (tmp[0] / "zoo_export.json").write_text(json.dumps(meta, indent=2))
         else:
             writer = _write_tflite if format == "tflite" else _write_onnx
@@ -223,7 +248,7 @@ def _run_cli(args) -> int:
 
 def add_export_parser(sub) -> None:
     """Register ``zoo export`` on the CLI's subparsers."""
-    p = sub.add_parser("export", help="write a .keras model (or a zoo model name) as SavedModel, TFLite or ONNX")
+    p = sub.add_parser("export", help="write a .keras model (or a zoo model name) as SavedModel, TFLite, ONNX or OpenVINO")
     p.add_argument("model", help="a .keras file (e.g. finetune_out/best.keras) or a zoo name such as simple_cnn.phantom")
     p.add_argument("out", help="output path (a folder for saved_model)")
     p.add_argument("--format", choices=FORMATS, default="saved_model")

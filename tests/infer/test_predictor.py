@@ -1,0 +1,199 @@
+"""zoo.compile_for_inference: every engine/precision against the Keras fp32 model on the shipped
+checkpoint and 200 held-out phantoms; refusals, the auto choice and its cache."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import logging
+import re
+import sys
+
+import numpy as np
+import pytest
+
+import zoo
+from zoo.data.synthetic import make_phantoms
+from zoo.errors import (
+    AgreementError,
+    InputShapeError,
+    InvalidArgumentError,
+    OptionalDependencyError,
+)
+from zoo.infer import engines as engines_mod
+from zoo.infer import predictor as predictor_mod
+from zoo.infer.engines import ENGINES, Engine, native_bf16
+from zoo.registry import Registry
+
+# the checkpoint was trained on seed 0 and validated on seed 1 (tools/train_demo_checkpoint.py)
+HELD_OUT_SEED = 2026
+
+
+@pytest.fixture(scope="module")
+def phantom():
+    """The shipped trained checkpoint, 200 held-out phantoms and its own fp32 outputs on them."""
+    model = zoo.load("simple_cnn.phantom")
+    x = make_phantoms(200, size=64, seed=HELD_OUT_SEED, contrast=(0.12, 0.4)).images
+    return model, x, model(x, training=False).numpy()
+
+
+def _independent(reference, out):
+    """top-1 agreement and max |delta p|, computed here without zoo.infer."""
+    return float(np.mean(reference.argmax(-1) == out.argmax(-1))), float(
+        np.abs(reference - out).max()
+    )
+
+
+def test_tensorflow_fp32_matches_keras(phantom):
+    model, x, reference = phantom
+    predictor = zoo.compile_for_inference(model, engine="tensorflow", precision="fp32", batch=64)
+    assert (predictor.engine, predictor.precision) == ("tensorflow", "fp32")
+    out = predictor.predict(x)
+    assert out.shape == reference.shape
+    assert np.abs(out - reference).max() <= 1e-4 * max(1.0, np.abs(reference).max())
+
+
+CASES = [
+    ("onnxruntime", "fp32"),
+    ("openvino", "fp32"),
+    ("tensorflow", "bf16"),
+    ("openvino", "bf16"),
+    ("onnxruntime", "int8"),
+    ("openvino", "int8"),
+]
+
+
+@pytest.mark.parametrize(("engine", "precision"), CASES, ids=[f"{e}-{p}" for e, p in CASES])
+def test_engine_agrees_or_is_refused(phantom, engine, precision):
+    """Accepted: the targets hold on the 200 held-out phantoms. Refused: they really miss there."""
+    reason = ENGINES[engine].missing()
+    if reason:
+        pytest.skip(f"engine {engine!r} not installed here: {reason}")
+    if precision == "bf16" and not native_bf16()[0]:
+        pytest.skip(f"bf16 runs only on native bf16 hardware; this is a {native_bf16()[1]}")
+    if precision == "int8" and importlib.util.find_spec("onnxruntime") is None:
+        pytest.skip("int8 quantizes with onnxruntime.quantization, not installed here")
+    model, x, reference = phantom
+    try:
+        predictor = zoo.compile_for_inference(
+            model, engine=engine, precision=precision, batch=50, calibration_data=x
+        )
+    except AgreementError as e:
+        top1, delta = _independent(
+            reference, e.outputs[0]
+        )  # the engine's outputs that were refused
+        assert top1 < 0.99 or delta > (1e-4 if precision == "fp32" else 0.02), (top1, delta)
+        assert f"engine={engine!r}, precision={precision!r}" in str(e)
+        assert re.search(r"\d\.\d+", str(e)), "the refusal names the numbers"
+        return
+    out = predictor.predict(x)
+    top1, delta = _independent(reference, out)
+    if precision == "fp32":
+        assert delta <= 1e-4 * max(1.0, np.abs(reference).max())
+    else:
+        assert top1 >= 0.99 and delta <= 0.02, (top1, delta)
+    assert predictor.agreement.n == len(x)
+
+
+def _noisy_engine(offset):
+    """An engine whose outputs are TensorFlow's plus ``offset``: an engine that does not agree."""
+
+    def build(model, precision, batch, calibration_data, workdir):
+        run = engines_mod._build_tensorflow(model, "fp32", batch, None, workdir)
+        return lambda x: [o + offset for o in run(x)]
+
+    return Engine("noisy", None, "-", ("fp32",), build)
+
+
+def test_an_engine_that_disagrees_is_refused_with_numbers(phantom, monkeypatch):
+    model, _, _ = phantom
+    monkeypatch.setitem(ENGINES._items, "noisy", _noisy_engine(0.003))
+    with pytest.raises(
+        AgreementError, match=r"engine='noisy', precision='fp32'.*max \|diff\| 3\.00e-03 > 1e-04"
+    ):
+        zoo.compile_for_inference(model, engine="noisy", precision="fp32")
+
+
+def test_auto_measures_once_and_caches_the_choice(phantom, monkeypatch, _isolated_zoo):
+    model, x, reference = phantom
+    fake = Registry(
+        "inference engine", {"tensorflow": ENGINES["tensorflow"], "noisy": _noisy_engine(0.0)}
+    )
+    monkeypatch.setattr(predictor_mod, "ENGINES", fake)
+    monkeypatch.setattr(engines_mod, "ENGINES", fake)
+    speeds = {"tensorflow": 100.0, "noisy": 300.0}
+    monkeypatch.setattr(predictor_mod, "_images_per_s", lambda p, data: speeds[p.engine])
+    first = zoo.compile_for_inference(model, batch=16)
+    assert (first.engine, first.precision) == ("noisy", "fp32")
+    assert first.timings == {"tensorflow/fp32": 100.0, "noisy/fp32": 300.0}
+    cache = json.loads((_isolated_zoo / "infer" / "auto.json").read_text())
+    assert [(r["engine"], r["precision"]) for r in cache.values()] == [("noisy", "fp32")]
+
+    def no_measuring(*args):
+        raise AssertionError("auto measured again although the choice was cached")
+
+    monkeypatch.setattr(predictor_mod, "_images_per_s", no_measuring)
+    again = zoo.compile_for_inference(model, batch=16)
+    assert (again.engine, again.timings) == ("noisy", first.timings)
+    np.testing.assert_allclose(again.predict(x[:20]), reference[:20], atol=1e-5)
+    # another batch size is another measurement
+    with pytest.raises(AssertionError, match="measured again"):
+        zoo.compile_for_inference(model, batch=8)
+
+
+def test_auto_without_optional_engines_says_it_runs_tensorflow(phantom, monkeypatch, caplog):
+    model, x, reference = phantom
+    missing = Engine("openvino", "zoo_no_such_package", "medzoo[openvino]", ("fp32",), None)
+    fake = Registry("inference engine", {"tensorflow": ENGINES["tensorflow"], "openvino": missing})
+    monkeypatch.setattr(predictor_mod, "ENGINES", fake)
+    monkeypatch.setattr(engines_mod, "ENGINES", fake)
+    with caplog.at_level(logging.WARNING, logger="zoo.infer"):
+        predictor = zoo.compile_for_inference(model, batch=32)
+    assert predictor.engine == "tensorflow"
+    assert "running on TensorFlow" in predictor.note and "medzoo[openvino]" in predictor.note
+    assert "running on TensorFlow" in caplog.text
+    np.testing.assert_allclose(predictor(x[:40]), reference[:40], atol=1e-5)
+
+
+def test_arguments_are_checked_before_building(phantom, monkeypatch):
+    model, x, _ = phantom
+    predictor = zoo.compile_for_inference(model, engine="tensorflow", precision="fp32")
+    with pytest.raises(
+        InputShapeError, match=r"images of shape \(64, 64, 1\).*\(N, 64, 64, 1\).*x\[None\]"
+    ):
+        predictor.predict(x[0])
+    with pytest.raises(InputShapeError, match=r"\(3, 32, 32, 1\)"):
+        predictor.predict(np.zeros((3, 32, 32, 1)))
+    with pytest.raises(InvalidArgumentError, match=r"precision='int8' needs calibration_data"):
+        zoo.compile_for_inference(model, engine="tensorflow", precision="int8")
+    with pytest.raises(
+        InvalidArgumentError, match=r"engine='tensorflow' has no int8 path.*onnxruntime"
+    ):
+        zoo.compile_for_inference(
+            model, engine="tensorflow", precision="int8", calibration_data=x[:8]
+        )
+    with pytest.raises(InvalidArgumentError, match=r"engine='openvno'.*openvino"):
+        zoo.compile_for_inference(model, engine="openvno")
+    with pytest.raises(InvalidArgumentError, match=r"batch=0"):
+        zoo.compile_for_inference(model, batch=0)
+    monkeypatch.setitem(
+        ENGINES._items,
+        "absent",
+        Engine("absent", "zoo_no_such_package", "medzoo[x]", ("fp32",), None),
+    )
+    with pytest.raises(
+        OptionalDependencyError, match=r"engine='absent'.*pip install \"medzoo\[x\]\""
+    ):
+        zoo.compile_for_inference(model, engine="absent", precision="fp32")
+
+
+@pytest.mark.parametrize(
+    ("module", "engine", "extra"),
+    [("onnxruntime", "onnxruntime", "onnx"), ("openvino", "openvino", "openvino")],
+)
+def test_a_missing_engine_names_its_extra(phantom, monkeypatch, module, engine, extra):
+    model, _, _ = phantom
+    monkeypatch.setitem(sys.modules, module, None)  # as if not installed
+    with pytest.raises(OptionalDependencyError) as caught:
+        zoo.compile_for_inference(model, engine=engine, precision="fp32")
+    assert f'pip install "medzoo[{extra}]"' in str(caught.value) and "\n" not in str(caught.value)
