@@ -80,6 +80,18 @@ def _strategy(name):
     return strategy(name)
 
 
+def _engine(name):
+    from zoo.infer.engines import ENGINES
+
+    return ENGINES.get(name)
+
+
+def _blend(name):
+    from zoo.infer.sliding import BLENDS
+
+    return BLENDS.check(name)
+
+
 def _layer_kind(name):
     from zoo.layers.dims import layer
 
@@ -101,6 +113,8 @@ CASES = [
     (_precision, "precision", "fp61", "fp16"),
     (_strategy, "strategy", "mirored", "mirrored"),
     (_layer_kind, "2D/3D layer", "max_pol", "max_pool"),
+    (_engine, "inference engine", "openvno", "openvino"),
+    (_blend, "blend", "gausian", "gaussian"),
 ]
 
 

@@ -169,12 +169,9 @@ class Predictor:
 
 
 def load_keras(path):
-    """A saved ``.keras`` zoo model. Its home is zoo.saving.load_model where that module exists;
-    the fallback to the facade is for trees from before it (remove it once zoo.saving is in)."""
-    try:
-        from zoo.saving import load_model
-    except ImportError:
-        from zoo import load_model
+    """A saved ``.keras`` zoo model (zoo.saving.load_model registers the zoo's layers first)."""
+    from zoo.saving import load_model
+
     return load_model(path)
 
 
