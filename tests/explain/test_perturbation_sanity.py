@@ -32,7 +32,7 @@ def phantoms():
 
 
 def test_perturbation_mask_points_at_the_lesion(phantoms):
-    from zoo.heads.demo import chance_pointing
+    from zoo.demo.mil import chance_pointing
 
     model, data = phantoms
     images, masks = data.images[:6], data.masks[:6]
