@@ -7,18 +7,20 @@ folder in ``ZOO_CARDS`` (os.pathsep separated). Environment is read at call time
 
 from __future__ import annotations
 
+import json
+import math
 import os
 import re
 import tomllib
-from dataclasses import dataclass, field, fields
+from dataclasses import MISSING, dataclass, field, fields
 from pathlib import Path
 from urllib.parse import urlparse
 
 from zoo.errors import CardError
 from zoo.registry import Registry
+from zoo.weights import FORMATS
 
 PREPROCESS_MODES = ("tf", "caffe", "torch", "meanstd", "none")
-FORMATS = ("keras-legacy-h5", "keras-weights-h5", "torch-state-dict", "inflated-2d")
 _HEX_LENGTHS = {"sha256": (64, 64), "md5": (32, 32), "sha256_prefix": (8, 63)}
 
 
@@ -50,6 +52,8 @@ class WeightCard:
     units: str = ""
     description: str = ""
     filename: str = ""
+    inflate_from: str = ""  # inflated-2d: the 2D architecture whose file is inflated
+    fixed_input_size: bool = False  # the classifier top takes only input_size (VGG's flatten)
     card_path: str = ""
     extra: dict = field(default_factory=dict, compare=False)
 
@@ -90,6 +94,51 @@ class WeightCard:
                               "and checked from then on")
         return {k: (list(v) if isinstance(v, tuple) else v) for k, v in d.items() if v not in (None, "")}
 
+    def to_toml(self) -> str:
+        """The card as one ``[arch.tag]`` TOML table (plus sub-tables for dict-valued extras).
+
+        The one card writer of the zoo: ``read_card_file`` of the text gives this card back.
+        Fields at their default are left out; ``card_path`` is where a card was read from, not
+        part of it.
+        """
+        values = {"arch": self.arch}
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if f.name in ("arch", "tag", "card_path", "extra") or value is None:
+                continue
+            if f.default is not MISSING and value == f.default:
+                continue
+            values[f.name] = value
+        return toml_table(self.name, {**values, **self.extra})
+
+
+def _toml_value(v) -> str:
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, int):
+        return str(v)
+    if isinstance(v, float):
+        return repr(v) if math.isfinite(v) else ("nan" if math.isnan(v) else ("inf" if v > 0 else "-inf"))
+    if isinstance(v, str):
+        return json.dumps(v, ensure_ascii=False).replace("\x7f", "\\u007f")  # TOML's escapes are JSON's
+    if isinstance(v, list | tuple):
+        return "[" + ", ".join(_toml_value(x) for x in v) + "]"
+    if hasattr(v, "item"):  # numpy scalars
+        return _toml_value(v.item())
+    raise CardError(f"cannot write {v!r} ({type(v).__name__}) into a weight card; use numbers, "
+                    "strings, booleans, lists or tables of them.")
+
+
+def toml_table(name: str, values: dict) -> str:
+    """``[name]`` with the plain values first, then one ``[name.key]`` sub-table per dict value."""
+    plain = {k: v for k, v in values.items() if not isinstance(v, dict) and v is not None}
+    lines = [f"[{name}]"] + [f"{k} = {_toml_value(v)}" for k, v in plain.items()]
+    text = "\n".join(lines) + "\n"
+    for key, table in values.items():
+        if isinstance(table, dict):
+            text += "\n" + toml_table(f"{name}.{key}", table)
+    return text
+
 
 _PLAIN = re.compile(r"[A-Za-z0-9_.-]+")
 
@@ -113,7 +162,8 @@ _REQUIRED = ("urls", "format", "input_size", "preprocess", "license", "source")
 _TUPLES = ("urls", "input_size", "mean", "std", "input_range")
 
 
-def _card_from_table(arch: str, tag: str, table: dict, path: Path) -> WeightCard:
+def card_from_table(arch: str, tag: str, table: dict, path: Path) -> WeightCard:
+    """The card ``[arch.tag]`` from its TOML table, validated (CardError names the field and fix)."""
     where = f"weight card [{arch}.{tag}] in {path}"
     for key, value in (("arch", arch), ("tag", tag), ("arch", table.get("arch", arch))):
         problem = plain_name_problem(value)
@@ -134,7 +184,10 @@ def _card_from_table(arch: str, tag: str, table: dict, path: Path) -> WeightCard
             raise CardError(f"{where}: {key} = {value!r} is not {shortest}" + (f" to {longest}" if longest > shortest else "")
                             + " hex digits; copy it from the publisher.")
     if table["format"] not in FORMATS:
-        raise CardError(f"{where} has format {table['format']!r}; use one of {FORMATS}.")
+        raise CardError(f"{where} has format {table['format']!r}; use one of {tuple(FORMATS.names())}.")
+    if table["format"] == "inflated-2d" and not table.get("inflate_from"):
+        raise CardError(f"{where} has format 'inflated-2d' without inflate_from: name the 2D "
+                        "architecture whose file it inflates (inflate_from = \"resnet50\", say).")
     if table["preprocess"] not in PREPROCESS_MODES:
         raise CardError(f"{where} has preprocess {table['preprocess']!r}; use one of {PREPROCESS_MODES}.")
     if table["preprocess"] == "meanstd" and not ("mean" in table and "std" in table):
@@ -174,7 +227,7 @@ def read_card_file(path: str | os.PathLike) -> list[WeightCard]:
         if not isinstance(tags, dict) or not all(isinstance(t, dict) for t in tags.values()):
             raise CardError(f"{path}: top-level key {arch!r} must hold [{arch}.TAG] tables.")
         for tag, table in tags.items():
-            cards.append(_card_from_table(arch, tag, table, path))
+            cards.append(card_from_table(arch, tag, table, path))
     return cards
 
 
