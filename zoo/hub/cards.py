@@ -162,9 +162,7 @@ _REQUIRED = ("urls", "format", "input_size", "preprocess", "license", "source")
 _TUPLES = ("urls", "input_size", "mean", "std", "input_range")
 
 
-def card_from_table(arch: str, tag: str, table: dict, path: Path) -> WeightCard:
-    """The card ``[arch.tag]`` from its TOML table, validated (CardError names the field and fix)."""
-    where = f"weight card [{arch}.{tag}] in {path}"
+def _check_names(arch: str, tag: str, table: dict, path: Path, where: str) -> None:
     for key, value in (("arch", arch), ("tag", tag), ("arch", table.get("arch", arch))):
         problem = plain_name_problem(value)
         if problem:
@@ -175,14 +173,21 @@ def card_from_table(arch: str, tag: str, table: dict, path: Path) -> WeightCard:
         raise CardError(f"{where} lacks {', '.join(missing)}: add the field(s); see docs/ARCHITECTURE.md.")
     if table.get("arch", arch) != arch:
         raise CardError(f"{where} says arch = {table['arch']!r}: the table name and arch must agree.")
+
+
+def _check_hashes(table: dict, where: str) -> None:
     if not (table.get("sha256") or table.get("md5") or table.get("sha256_prefix")):
         raise CardError(f"{where} has neither sha256 nor md5: every checkpoint must be verifiable.")
     for key, (shortest, longest) in _HEX_LENGTHS.items():
         value = table.get(key)
         if value is not None and not (isinstance(value, str) and shortest <= len(value) <= longest
                                       and all(c in "0123456789abcdefABCDEF" for c in value)):
-            raise CardError(f"{where}: {key} = {value!r} is not {shortest}" + (f" to {longest}" if longest > shortest else "")
-                            + " hex digits; copy it from the publisher.")
+            span = f"{shortest}" + (f" to {longest}" if longest > shortest else "")
+            raise CardError(f"{where}: {key} = {value!r} is not {span} hex digits; copy it from the publisher.")
+
+
+def _check_choices(table: dict, where: str) -> None:
+    """format (a name of the zoo.weights registry) and preprocess, with the fields they need."""
     if table["format"] not in FORMATS:
         raise CardError(f"{where} has format {table['format']!r}; use one of {tuple(FORMATS.names())}.")
     if table["format"] == "inflated-2d" and not table.get("inflate_from"):
@@ -192,15 +197,27 @@ def card_from_table(arch: str, tag: str, table: dict, path: Path) -> WeightCard:
         raise CardError(f"{where} has preprocess {table['preprocess']!r}; use one of {PREPROCESS_MODES}.")
     if table["preprocess"] == "meanstd" and not ("mean" in table and "std" in table):
         raise CardError(f"{where} uses preprocess = 'meanstd' without mean and std lists.")
+
+
+def _split_fields(table: dict, where: str) -> tuple[dict, dict]:
+    """(the WeightCard fields, tuples where the card keeps tuples; everything else: ``extra``)."""
     known = {f.name for f in fields(WeightCard)}
     kwargs = {k: v for k, v in table.items() if k in known and k not in ("arch", "tag")}
     for k in _TUPLES:
         if k in kwargs:
             kwargs[k] = tuple(kwargs[k]) if isinstance(kwargs[k], list) else (kwargs[k],)
-    extra = {k: v for k, v in table.items() if k not in known}
-    if not isinstance(kwargs["urls"], tuple) or not kwargs["urls"] or not all(
-            isinstance(u, str) and u for u in kwargs["urls"]):
+    if not kwargs["urls"] or not all(isinstance(u, str) and u for u in kwargs["urls"]):
         raise CardError(f"{where}: urls must be a non-empty list of URLs or paths.")
+    return kwargs, {k: v for k, v in table.items() if k not in known}
+
+
+def card_from_table(arch: str, tag: str, table: dict, path: Path) -> WeightCard:
+    """The card ``[arch.tag]`` from its TOML table, validated (CardError names the field and fix)."""
+    where = f"weight card [{arch}.{tag}] in {path}"
+    _check_names(arch, tag, table, path, where)
+    _check_hashes(table, where)
+    _check_choices(table, where)
+    kwargs, extra = _split_fields(table, where)
     try:
         card = WeightCard(arch=arch, tag=tag, card_path=str(path), extra=extra, **kwargs)
     except TypeError as e:

@@ -36,7 +36,7 @@ def _looks_like_path(value: str) -> bool:
 
 @dataclass(frozen=True)
 class Resolved:
-    """What ``name`` and ``pretrained`` point at: the architecture and a card or a file (or neither)."""
+    """What ``name`` and ``pretrained`` point at: the architecture, and a card or a file."""
 
     entry: ModelEntry
     card: WeightCard | None = None
@@ -49,8 +49,13 @@ def resolve_card(entry: ModelEntry, tag: str, want_top: bool) -> WeightCard:
     plain, notop = cards.get(f"{entry.name}.{tag}"), cards.get(f"{entry.name}.{tag}_notop")
     if plain is None and notop is None:
         tags = sorted(c.tag for c in cards.values() if c.arch == entry.name)
-        raise UnknownNameError(f"weights tag of {entry.name}", tag, tags, show_choices=bool(tags),
-                               hint="" if tags else f"{entry.name} has no weight cards yet.")
+        raise UnknownNameError(
+            f"weights tag of {entry.name}",
+            tag,
+            tags,
+            show_choices=bool(tags),
+            hint="" if tags else f"{entry.name} has no weight cards yet.",
+        )
     if plain is None:
         return notop
     if plain.include_top and not want_top and notop is not None:
@@ -63,13 +68,17 @@ def resolve(name: str, pretrained=None, *, want_top: bool = False) -> Resolved:
     arch, _, tag = name.partition(".")
     entry = get_entry(arch)
     if tag and pretrained not in (None, tag):
-        raise InvalidArgumentError(f"load({name!r}, pretrained={pretrained!r}): the name already says tag {tag!r}.")
+        raise InvalidArgumentError(
+            f"load({name!r}, pretrained={pretrained!r}): the name already says tag {tag!r}."
+        )
     pretrained = pretrained or tag or None
     if isinstance(pretrained, str | os.PathLike) and _looks_like_path(str(pretrained)):
         path = Path(pretrained).expanduser()
         if not path.is_file():
-            raise WeightsError(f"pretrained={str(pretrained)!r}: no such file. Give the path of a "
-                               f".h5 / .weights.h5 file, or a tag from zoo.list_weights('{arch}.*').")
+            raise WeightsError(
+                f"pretrained={str(pretrained)!r}: no such file. Give the path of a "
+                f".h5 / .weights.h5 file, or a tag from zoo.list_weights('{arch}.*')."
+            )
         return Resolved(entry, path=path)
     if pretrained:
         return Resolved(entry, card=resolve_card(entry, str(pretrained), want_top))
@@ -104,27 +113,46 @@ class Plan:
     @property
     def file_top(self) -> tuple[bool, int]:
         """(include_top, num_classes) of the checkpoint itself."""
-        return (self.card.include_top, self.card.num_classes) if self.card else (self.use_top, self.top_classes)
+        return (
+            (self.card.include_top, self.card.num_classes)
+            if self.card
+            else (self.use_top, self.top_classes)
+        )
 
 
 def _check_num_classes(num_classes, include_top, features) -> None:
-    if num_classes is not None and (isinstance(num_classes, bool) or not isinstance(num_classes, int | np.integer)
-                                    or num_classes < 0):
-        raise InvalidArgumentError(f"num_classes={num_classes!r}: use None, 0 (no classifier) or a positive int.")
+    if num_classes is not None and (
+        isinstance(num_classes, bool)
+        or not isinstance(num_classes, int | np.integer)
+        or num_classes < 0
+    ):
+        raise InvalidArgumentError(
+            f"num_classes={num_classes!r}: use None, 0 (no classifier) or a positive int."
+        )
     if include_top not in (None, True, False):
-        raise InvalidArgumentError(f"include_top={include_top!r}: use True (the architecture's own "
-                                   "classifier), False (the backbone) or None (decided by num_classes).")
+        raise InvalidArgumentError(
+            f"include_top={include_top!r}: use True (the architecture's own "
+            "classifier), False (the backbone) or None (decided by num_classes)."
+        )
     if include_top and features:
-        raise InvalidArgumentError("include_top=True with features=...: the feature maps come from the "
-                                   "backbone; drop one of the two.")
+        raise InvalidArgumentError(
+            "include_top=True with features=...: the feature maps come from the "
+            "backbone; drop one of the two."
+        )
     if include_top is False and num_classes:
-        raise InvalidArgumentError(f"include_top=False with num_classes={num_classes}: a fresh head is "
-                                   "include_top=None (the default) with num_classes; False gives the backbone.")
+        raise InvalidArgumentError(
+            f"include_top=False with num_classes={num_classes}: a fresh head is "
+            "include_top=None (the default) with num_classes; False gives the backbone."
+        )
 
 
 def _default_in_chans(entry, card, input_shape) -> int:
     """The channels of a given (H, W, C) input_shape, else the checkpoint's, else 3."""
-    if input_shape is not None and len(input_shape) == entry.spatial_dims + 1 and input_shape[-1] is not None:
+    if (
+        input_shape is not None
+        and len(input_shape) == entry.spatial_dims + 1
+        and input_shape[-1] is not None
+    ):
         return adapt.check_in_chans(input_shape[-1])
     return card.in_chans if card else 3
 
@@ -135,20 +163,36 @@ def _top(resolved, num_classes, include_top, features) -> tuple[bool, int]:
     if include_top and card is not None and not card.include_top:
         raise InvalidArgumentError(
             f"include_top=True: {card.name} has no classifier top; load the architecture without "
-            f"weights for its own classifier, or use num_classes=... for a fresh head on {card.name}.")
+            "weights for its own classifier, or use num_classes=... for a fresh head on "
+            f"{card.name}."
+        )
     if include_top and card is not None and num_classes not in (None, card.num_classes):
         raise InvalidArgumentError(
-            f"include_top=True keeps {card.name}'s own classifier of {card.num_classes} classes, not "
-            f"{num_classes}; drop num_classes, or drop include_top for a fresh {num_classes}-class head.")
+            f"include_top=True keeps {card.name}'s own classifier of {card.num_classes} classes, "
+            f"not {num_classes}; drop num_classes, or drop include_top for a fresh "
+            f"{num_classes}-class head."
+        )
     if include_top:
         return True, int(card.num_classes if card else num_classes or ORIGINAL_CLASSES)
-    use_top = bool(card and card.include_top and num_classes in (None, card.num_classes) and not features
-                   and include_top is None)
+    use_top = bool(
+        card
+        and card.include_top
+        and num_classes in (None, card.num_classes)
+        and not features
+        and include_top is None
+    )
     return use_top, int(card.num_classes if use_top else num_classes or 0)  # segmenters need it too
 
 
-def plan(resolved: Resolved, *, in_chans=None, input_shape=None, num_classes=None, features=False,
-         include_top=None) -> Plan:
+def plan(
+    resolved: Resolved,
+    *,
+    in_chans=None,
+    input_shape=None,
+    num_classes=None,
+    features=False,
+    include_top=None,
+) -> Plan:
     """Decide channels, input shape and classifier top for ``resolved`` (no model is built)."""
     entry, card, path = resolved.entry, resolved.card, resolved.path
     _check_num_classes(num_classes, include_top, features)
@@ -158,10 +202,17 @@ def plan(resolved: Resolved, *, in_chans=None, input_shape=None, num_classes=Non
     if card and input_shape is None:
         input_shape = tuple(card.input_size[:-1])
     use_top, top_classes = _top(resolved, num_classes, include_top, features)
-    if use_top and card and card.fixed_input_size and tuple(input_shape)[:2] != tuple(card.input_size[:2]):
+    if (
+        use_top
+        and card
+        and card.fixed_input_size
+        and tuple(input_shape)[:2] != tuple(card.input_size[:2])
+    ):
         raise InvalidArgumentError(
-            f"{card.name} has a classifier top that only takes {tuple(card.input_size[:2])} inputs; use that "
-            f"input_shape, or num_classes=... for a fresh head on the {entry.name}.{card.tag}_notop weights.")
+            f"{card.name} has a classifier top that only takes {tuple(card.input_size[:2])} "
+            "inputs; use that input_shape, or num_classes=... for a fresh head on the "
+            f"{entry.name}.{card.tag}_notop weights."
+        )
     shape = adapt.check_input_shape(input_shape, entry, in_chans)
     fmt, file_chans = (card.format, card.in_chans) if card else (None, in_chans)
     if path is not None:
@@ -170,8 +221,19 @@ def plan(resolved: Resolved, *, in_chans=None, input_shape=None, num_classes=Non
         fmt = sniff_format(path)
         file_chans = get_format(fmt).inspect(path).in_chans or in_chans
     backbone_chans = file_chans if (in_chans == 1 and file_chans == 3) else in_chans
-    return Plan(entry, card, path, fmt, shape, in_chans, backbone_chans, file_chans,
-                card.preprocess if card else entry.preprocess, use_top, top_classes)
+    return Plan(
+        entry,
+        card,
+        path,
+        fmt,
+        shape,
+        in_chans,
+        backbone_chans,
+        file_chans,
+        card.preprocess if card else entry.preprocess,
+        use_top,
+        top_classes,
+    )
 
 
 # --- build --------------------------------------------------------------------------------------
@@ -179,19 +241,28 @@ def plan(resolved: Resolved, *, in_chans=None, input_shape=None, num_classes=Non
 
 def _check_arguments(entry, input_shape, classifier_activation, options) -> None:
     """Arguments the builders would reject with a raw TypeError/ValueError, named with the fix."""
-    if input_shape is not None and (isinstance(input_shape, str | bytes) or not isinstance(input_shape, tuple | list | np.ndarray)
-                                    or not all(s is None or (isinstance(s, int | np.integer) and not isinstance(s, bool))
-                                               for s in input_shape)):
+    if input_shape is not None and (
+        isinstance(input_shape, str | bytes)
+        or not isinstance(input_shape, tuple | list | np.ndarray)
+        or not all(
+            s is None or (isinstance(s, int | np.integer) and not isinstance(s, bool))
+            for s in input_shape
+        )
+    ):
         example = (64,) * entry.spatial_dims
-        raise InvalidArgumentError(f"input_shape={input_shape!r}: give a tuple of {entry.spatial_dims} spatial sizes "
-                                   f"(plus optional channels), e.g. input_shape={example}.")
+        raise InvalidArgumentError(
+            f"input_shape={input_shape!r}: give a tuple of {entry.spatial_dims} spatial sizes "
+            f"(plus optional channels), e.g. input_shape={example}."
+        )
     if classifier_activation is not None and not callable(classifier_activation):
         try:
             keras.activations.get(classifier_activation)
         except (ValueError, TypeError):
             raise InvalidArgumentError(
-                f"classifier_activation={classifier_activation!r} is not a Keras activation; use 'softmax', "
-                "'sigmoid', None (logits) or another name from keras.activations.") from None
+                f"classifier_activation={classifier_activation!r} is not a Keras activation; "
+                "use 'softmax', "
+                "'sigmoid', None (logits) or another name from keras.activations."
+            ) from None
     _check_options(entry, options)
 
 
@@ -201,19 +272,28 @@ def _check_options(entry, options) -> None:
     params = inspect.signature(entry.builder).parameters
     if not options or any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
         return
-    bound = set(getattr(entry.builder, "keywords", None) or ())  # a functools.partial's own settings
-    known = sorted(n for n, p in params.items() if p.kind is inspect.Parameter.KEYWORD_ONLY
-                   and n not in ("include_top", "num_classes", "classifier_activation", *bound))
+    bound = set(
+        getattr(entry.builder, "keywords", None) or ()
+    )  # a functools.partial's own settings
+    known = sorted(
+        n
+        for n, p in params.items()
+        if p.kind is inspect.Parameter.KEYWORD_ONLY
+        and n not in ("include_top", "num_classes", "classifier_activation", *bound)
+    )
     if entry.takes_encoder:
         known.append("encoder_weights")
     unknown = sorted(set(options) - set(known))
     if unknown:
-        public = sorted(n for n in inspect.signature(load).parameters if n not in ("name", "options"))
+        public = sorted(
+            n for n in inspect.signature(load).parameters if n not in ("name", "options")
+        )
         raise InvalidArgumentError(
             f"zoo.load({entry.name!r}, ...) got unknown keyword argument(s) {', '.join(unknown)}."
             + "".join(did_you_mean(u, [*known, *public]) for u in unknown)
             + f" zoo.load takes {', '.join(public)}"
-            + (f"; {entry.name} also takes {', '.join(known)}." if known else "."))
+            + (f"; {entry.name} also takes {', '.join(known)}." if known else ".")
+        )
 
 
 def build_encoder(entry: ModelEntry, options: dict, shape: tuple) -> dict:
@@ -226,16 +306,28 @@ def build_encoder(entry: ModelEntry, options: dict, shape: tuple) -> dict:
     name, weights = options.pop("encoder"), options.pop("encoder_weights", None)
     encoder = get_entry(name)  # UnknownModelError, with suggestions, for a name not registered
     dims = entry.spatial_dims
-    if encoder.spatial_dims != dims or encoder.feature_layers is None or encoder.task != "classification":
+    if (
+        encoder.spatial_dims != dims
+        or encoder.feature_layers is None
+        or encoder.task != "classification"
+    ):
         raise InvalidArgumentError(
-            f"encoder={name!r} cannot be a {dims}D U-Net encoder: it needs a {dims}D classification backbone "
-            "with multi-scale features (e.g. resnet50, densenet121, vgg16, simple_cnn).")
+            f"encoder={name!r} cannot be a {dims}D U-Net encoder: it needs a {dims}D "
+            "classification backbone "
+            "with multi-scale features (e.g. resnet50, densenet121, vgg16, simple_cnn)."
+        )
     options["encoder"] = load(name, weights, in_chans=shape[-1], input_shape=shape, features=True)
     return options
 
 
-def build(p: Plan, *, classifier_activation="softmax", options=None, channels: int | None = None,
-          top: tuple[bool, int] | None = None):
+def build(
+    p: Plan,
+    *,
+    classifier_activation="softmax",
+    options=None,
+    channels: int | None = None,
+    top: tuple[bool, int] | None = None,
+):
     """The entry's builder behind the preprocessing, as a Functional model without weights.
 
     ``channels`` and ``top`` (include_top, num_classes) build the checkpoint's own shape instead
@@ -248,30 +340,46 @@ def build(p: Plan, *, classifier_activation="softmax", options=None, channels: i
     use_top, top_classes = top or (p.use_top, p.top_classes)
     inputs = keras.Input(shape=(*p.shape[:-1], in_chans), name="image")
     source, scale, offset = normalization_params(
-        p.mode, in_chans, backbone_chans, getattr(card, "mean", None), getattr(card, "std", None))
+        p.mode, in_chans, backbone_chans, getattr(card, "mean", None), getattr(card, "std", None)
+    )
     input_range = card.input_range if card else (0.0, 255.0)
-    x = Normalize(source, scale, offset, mode=p.mode, input_range=input_range, name="preprocess")(inputs)
+    x = Normalize(source, scale, offset, mode=p.mode, input_range=input_range, name="preprocess")(
+        inputs
+    )
     with deterministic_names():
         try:
-            out = entry.builder(x, include_top=use_top, num_classes=top_classes,
-                                classifier_activation=classifier_activation, **(options or {}))
+            out = entry.builder(
+                x,
+                include_top=use_top,
+                num_classes=top_classes,
+                classifier_activation=classifier_activation,
+                **(options or {}),
+            )
         except TypeError as e:
             if "unexpected keyword argument" not in str(e) and "unexpected options" not in str(e):
                 raise
-            raise InvalidArgumentError(f"zoo.load({entry.name!r}, ...): {e}; see help(zoo.load) and "
-                                       f"zoo.model_info({entry.name!r}) for the arguments it takes.") from None
-    if isinstance(out, keras.Model):  # already a Functional model from `inputs`: no second graph walk
+            raise InvalidArgumentError(
+                f"zoo.load({entry.name!r}, ...): {e}; see help(zoo.load) and "
+                f"zoo.model_info({entry.name!r}) for the arguments it takes."
+            ) from None
+    if isinstance(
+        out, keras.Model
+    ):  # already a Functional model from `inputs`: no second graph walk
         return out
-    if isinstance(out, dict):  # a builder with inputs of its own (e.g. scalar features beside the image)
+    if isinstance(
+        out, dict
+    ):  # a builder with inputs of its own (e.g. scalar features beside the image)
         return keras.Model([inputs, *out["inputs"]], out["outputs"], name=entry.name)
     return keras.Model(inputs, out, name=entry.name)
 
 
 def build_plain(arch: str, in_chans: int):
-    """``arch`` without weights at its minimum size (the 2D network an inflated file is read into)."""
+    """``arch`` without weights at its minimum size (the 2D network of an inflated file)."""
     entry = get_entry(arch)
     size = (entry.min_size,) * entry.spatial_dims
-    return build(plan(Resolved(entry), in_chans=in_chans, input_shape=size, num_classes=0), options={})
+    return build(
+        plan(Resolved(entry), in_chans=in_chans, input_shape=size, num_classes=0), options={}
+    )
 
 
 # --- load weights -------------------------------------------------------------------------------
@@ -282,18 +390,24 @@ def weights_in_file_head(model, p: Plan, num_classes, features) -> bool:
 
     A file does not say its class count, so such a file needs num_classes=<its count>.
     """
-    if p.path is None or p.card is not None or p.fmt != "keras-weights-h5" \
-            or p.entry.task != "classification" or features:
+    if (
+        p.path is None
+        or p.card is not None
+        or p.fmt != "keras-weights-h5"
+        or p.entry.task != "classification"
+        or features
+    ):
         return False
     from zoo.weights import get_format
 
     extra_arrays = get_format(p.fmt).inspect(p.path).arrays - len(model.weights)
     if extra_arrays > 0 and num_classes is None:
         raise WeightsError(
-            f"pretrained={str(p.path)!r} holds {extra_arrays} weight arrays more than {p.entry.name} without a "
-            "classifier: it was saved with a classifier head. A file does not say its class count, so "
-            "pass num_classes=<the number of classes it was saved with> to load the head too, or "
-            "num_classes=0 for the backbone only.")
+            f"pretrained={str(p.path)!r} holds {extra_arrays} weight arrays more than "
+            f"{p.entry.name} without a classifier: it was saved with a classifier head. A file "
+            "does not say its class count, so pass num_classes=<the number of classes it was "
+            "saved with> to load the head too, or num_classes=0 for the backbone only."
+        )
     return extra_arrays > 0 and bool(num_classes)
 
 
@@ -319,9 +433,20 @@ def load_weights(model, p: Plan, *, classifier_activation="softmax", options=Non
 
     loader = get_format(p.fmt)
     file_top = p.file_top
-    own_shape = p.backbone_chans == p.file_chans and (not loader.converted or file_top[0] == p.use_top)
-    target = model if own_shape else build(p, classifier_activation=classifier_activation, options=options,
-                                           channels=p.file_chans, top=file_top if loader.converted else None)
+    own_shape = p.backbone_chans == p.file_chans and (
+        not loader.converted or file_top[0] == p.use_top
+    )
+    target = (
+        model
+        if own_shape
+        else build(
+            p,
+            classifier_activation=classifier_activation,
+            options=options,
+            channels=p.file_chans,
+            top=file_top if loader.converted else None,
+        )
+    )
     loader.load_into(target, p.path, p.card, build=build_plain)
     if target is not model:
         copy_by_name(target, model)
@@ -342,8 +467,14 @@ def record_origin(model, p: Plan) -> dict:
 def weights_origin(model) -> dict | None:
     """Where a zoo model's weights came from: ``{"card" or "file": ..., "sha256": ...}``, or None
     for random weights. Kept in the model's config: it survives ``.keras`` files and new heads."""
-    origin = next((getattr(layer, "weights_origin", None) for layer in model.layers
-                   if layer.name == "preprocess"), None)
+    origin = next(
+        (
+            getattr(layer, "weights_origin", None)
+            for layer in model.layers
+            if layer.name == "preprocess"
+        ),
+        None,
+    )
     if origin:
         return dict(origin)
     for layer in model.layers:  # a pretrained encoder nested in a U-Net
@@ -358,20 +489,34 @@ def weights_origin(model) -> dict | None:
 
 def _inputs_of(model):
     """A one-input model's input as a tensor, not a one-element list: Keras 3 warns on every call
-    ("The structure of `inputs` doesn't match") when a model built on [x] is called with a tensor."""
+    ("The structure of `inputs` doesn't match") when a model built on [x] gets a tensor."""
     return model.inputs[0] if len(model.inputs) == 1 else model.inputs
 
 
-def adapt_model(model, p: Plan, *, num_classes=None, pooling="avg", dropout=0.0,
-                classifier_activation="softmax", features=False):
-    """The built, loaded backbone as asked: feature maps, a fresh head, a pooled backbone, or as is."""
+def adapt_model(
+    model,
+    p: Plan,
+    *,
+    num_classes=None,
+    pooling="avg",
+    dropout=0.0,
+    classifier_activation="softmax",
+    features=False,
+):
+    """The loaded backbone as asked: feature maps, a fresh head, a pooled backbone, or as is."""
     entry = p.entry
     if features:
-        return keras.Model(_inputs_of(model), adapt.feature_outputs(model, entry, features),
-                           name=f"{entry.name}_features")
+        return keras.Model(
+            _inputs_of(model),
+            adapt.feature_outputs(model, entry, features),
+            name=f"{entry.name}_features",
+        )
     if p.use_top or entry.task != "classification":
         return model
-    main, extra = model.outputs[0], model.outputs[1:]  # extra: auxiliary classifiers, kept as they are
+    main, extra = (
+        model.outputs[0],
+        model.outputs[1:],
+    )  # extra: auxiliary classifiers, kept as they are
     if num_classes:
         out = adapt.classifier_head(main, int(num_classes), pooling, dropout, classifier_activation)
     elif pooling is None:
@@ -381,49 +526,116 @@ def adapt_model(model, p: Plan, *, num_classes=None, pooling="avg", dropout=0.0,
     return keras.Model(_inputs_of(model), [out, *extra] if extra else out, name=entry.name)
 
 
-def _mil(name, pretrained, *, in_chans, input_shape, num_classes, pooling, dropout, classifier_activation,
-         features, head, head_options, mil_pooling, options):
+def _mil(
+    name,
+    pretrained,
+    *,
+    in_chans,
+    input_shape,
+    num_classes,
+    pooling,
+    dropout,
+    classifier_activation,
+    features,
+    head,
+    head_options,
+    mil_pooling,
+    options,
+):
     """``head="mil"``: a multiple-instance head on the multi-scale features of the backbone."""
     from zoo.heads.builder import attach_head
 
     if pooling is not adapt.POOLING:
         raise InvalidArgumentError(
-            f"pooling={pooling!r} with head={head!r}: pooling is the global pooling of a classifier; "
-            f"name the MIL pooling with mil_pooling={pooling!r} instead (default {mil_pooling!r}).")
-    backbone = load(name, pretrained, in_chans=in_chans, input_shape=input_shape, features=features or True,
-                    **options)
-    activation = None if classifier_activation is adapt.ACTIVATION else classifier_activation  # logits
-    return attach_head(backbone, head, num_classes=num_classes, pooling=mil_pooling, dropout=dropout,
-                       activation=activation, **(head_options or {}))
+            f"pooling={pooling!r} with head={head!r}: pooling is the global pooling of a "
+            "classifier; "
+            f"name the MIL pooling with mil_pooling={pooling!r} instead (default {mil_pooling!r})."
+        )
+    backbone = load(
+        name,
+        pretrained,
+        in_chans=in_chans,
+        input_shape=input_shape,
+        features=features or True,
+        **options,
+    )
+    activation = (
+        None if classifier_activation is adapt.ACTIVATION else classifier_activation
+    )  # logits
+    return attach_head(
+        backbone,
+        head,
+        num_classes=num_classes,
+        pooling=mil_pooling,
+        dropout=dropout,
+        activation=activation,
+        **(head_options or {}),
+    )
 
 
-def load(name: str, pretrained=None, *, in_chans: int | None = None, num_classes: int | None = None,
-         input_shape=None, pooling: str | None = adapt.POOLING, dropout: float = 0.0,
-         classifier_activation: str | None = adapt.ACTIVATION, features=False, head: str | None = None,
-         head_options: dict | None = None, include_top: bool | None = None, mil_pooling: str = "lse",
-         **options):
+def load(
+    name: str,
+    pretrained=None,
+    *,
+    in_chans: int | None = None,
+    num_classes: int | None = None,
+    input_shape=None,
+    pooling: str | None = adapt.POOLING,
+    dropout: float = 0.0,
+    classifier_activation: str | None = adapt.ACTIVATION,
+    features=False,
+    head: str | None = None,
+    head_options: dict | None = None,
+    include_top: bool | None = None,
+    mil_pooling: str = "lse",
+    **options,
+):
     """Build ``name`` (``arch`` or ``arch.tag``) as a Functional ``keras.Model``; see ``zoo.load``.
 
-    resolve -> plan -> build -> fetch and load weights -> adapt, each step a function of this module.
+    resolve -> plan -> build -> fetch and load weights -> adapt: each step a function here.
     """
     if head is not None:  # weak-label heads: built on the multi-scale features
-        return _mil(name, pretrained, in_chans=in_chans, input_shape=input_shape, num_classes=num_classes,
-                    pooling=pooling, dropout=dropout, classifier_activation=classifier_activation,
-                    features=features, head=head, head_options=head_options, mil_pooling=mil_pooling,
-                    options=options)
+        return _mil(
+            name,
+            pretrained,
+            in_chans=in_chans,
+            input_shape=input_shape,
+            num_classes=num_classes,
+            pooling=pooling,
+            dropout=dropout,
+            classifier_activation=classifier_activation,
+            features=features,
+            head=head,
+            head_options=head_options,
+            mil_pooling=mil_pooling,
+            options=options,
+        )
     entry = get_entry(name.partition(".")[0])
     _check_arguments(entry, input_shape, classifier_activation, options)
     want_top = bool(include_top) or (include_top is None and num_classes is None and not features)
-    p = plan(resolve(name, pretrained, want_top=want_top), in_chans=in_chans, input_shape=input_shape,
-             num_classes=num_classes, features=features, include_top=include_top)
+    p = plan(
+        resolve(name, pretrained, want_top=want_top),
+        in_chans=in_chans,
+        input_shape=input_shape,
+        num_classes=num_classes,
+        features=features,
+        include_top=include_top,
+    )
     options = build_encoder(entry, options, (*p.shape[:-1], p.backbone_chans))
     model = build(p, classifier_activation=classifier_activation, options=options)
     head_in_file = weights_in_file_head(model, p, num_classes, features)
     p = fetch_weights(p)
     if p.path is not None and not head_in_file:
         load_weights(model, p, classifier_activation=classifier_activation, options=options)
-    final = adapt_model(model, p, num_classes=num_classes, pooling=pooling, dropout=dropout,
-                        classifier_activation=classifier_activation, features=features)
+    final = adapt_model(
+        model,
+        p,
+        num_classes=num_classes,
+        pooling=pooling,
+        dropout=dropout,
+        classifier_activation=classifier_activation,
+        features=features,
+    )
     if head_in_file:
         from zoo.weights.keras_h5 import load_with_keras
 
@@ -438,6 +650,12 @@ def input_contract(model) -> dict:
     try:
         layer = model.get_layer("preprocess")
     except ValueError:
-        raise InvalidArgumentError(f"model {model.name!r} has no 'preprocess' layer; it was not built by zoo.load.") from None
-    return {"mode": layer.mode, "input_range": layer.input_range, "in_chans": model.inputs[0].shape[-1],
-            "input_shape": tuple(model.inputs[0].shape[1:])}
+        raise InvalidArgumentError(
+            f"model {model.name!r} has no 'preprocess' layer; it was not built by zoo.load."
+        ) from None
+    return {
+        "mode": layer.mode,
+        "input_range": layer.input_range,
+        "in_chans": model.inputs[0].shape[-1],
+        "input_shape": tuple(model.inputs[0].shape[1:]),
+    }

@@ -27,8 +27,11 @@ def _populate() -> None:
 
 
 FORMATS: Registry = Registry(
-    "weights format", argument="format", populate=_populate,
-    hint="Set the card's format to one of these (see zoo/weights/ for what each reads).")
+    "weights format",
+    argument="format",
+    populate=_populate,
+    hint="Set the card's format to one of these (see zoo/weights/ for what each reads).",
+)
 
 
 def register_format(name: str):
@@ -53,7 +56,7 @@ def get_format(name: str):
 
 
 def sniff_format(path) -> str:
-    """The format of a weights file given by path (no card): legacy ``.h5`` or Keras 3 ``.weights.h5``."""
+    """The format of a weights file given by path: legacy ``.h5`` or Keras 3 ``.weights.h5``."""
     from zoo.weights.keras_h5 import sniff
 
     return sniff(path)

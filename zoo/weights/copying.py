@@ -29,9 +29,11 @@ def adapted(value: np.ndarray, variable) -> np.ndarray:
     """``value`` for ``variable``; a kernel of another input-channel count is adapted."""
     if value.shape != tuple(variable.shape):
         if value.ndim < 3 or value.shape[-1] != variable.shape[-1]:
-            raise WeightsError(f"cannot adapt weight {variable.path} from {value.shape} to "
-                               f"{tuple(variable.shape)}: the checkpoint was saved from another "
-                               "architecture or variant; load the one it was saved from.")
+            raise WeightsError(
+                f"cannot adapt weight {variable.path} from {value.shape} to "
+                f"{tuple(variable.shape)}: the checkpoint was saved from another "
+                "architecture or variant; load the one it was saved from."
+            )
         value = adapt_first_conv(value, variable.shape[-2])
     return value
 

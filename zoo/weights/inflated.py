@@ -26,7 +26,9 @@ def inflate_weights(two_d, three_d) -> None:
     """Copy ``two_d``'s weights into the same-named layers of ``three_d``, inflating kernels."""
     for layer in three_d.layers:
         if layer.weights:
-            layer.set_weights([inflate_kernel(w) for w in two_d.get_layer(layer.name).get_weights()])
+            layer.set_weights(
+                [inflate_kernel(w) for w in two_d.get_layer(layer.name).get_weights()]
+            )
 
 
 @register_format("inflated-2d")
@@ -40,8 +42,10 @@ class Inflated2D(WeightsFormat):
 
     def load_into(self, model, path, card=None, *, build=None):
         if card is None or not card.inflate_from:
-            raise CardError(f"{path}: an inflated-2d checkpoint needs a card naming its 2D architecture "
-                            "(inflate_from = \"resnet50\", say); load it through its card.")
+            raise CardError(
+                f"{path}: an inflated-2d checkpoint needs a card naming its 2D architecture "
+                '(inflate_from = "resnet50", say); load it through its card.'
+            )
         two_d = build(card.inflate_from, int(model.inputs[0].shape[-1]))
         load_with_keras(two_d, path, "keras-legacy-h5")
         inflate_weights(two_d, model)

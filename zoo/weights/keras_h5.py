@@ -27,8 +27,10 @@ def _open(path: Path):
     try:
         return h5py.File(path, "r")
     except OSError as e:
-        raise WeightsError(f"weights file {path} is not a readable HDF5 file ({e}); "
-                           "re-download it or point pretrained= at a .h5 / .weights.h5 file.") from None
+        raise WeightsError(
+            f"weights file {path} is not a readable HDF5 file ({e}); "
+            "re-download it or point pretrained= at a .h5 / .weights.h5 file."
+        ) from None
 
 
 def _layer_group(f):
@@ -37,7 +39,7 @@ def _layer_group(f):
 
 
 def sniff(path: Path) -> str:
-    """``keras-legacy-h5`` when the file lists its layers (``layer_names``), else ``keras-weights-h5``."""
+    """``keras-legacy-h5`` when the file lists its ``layer_names``, else ``keras-weights-h5``."""
     with _open(path) as f:
         return "keras-legacy-h5" if "layer_names" in _layer_group(f).attrs else "keras-weights-h5"
 
@@ -92,9 +94,11 @@ def load_with_keras(model, path: Path, fmt: str) -> None:
             model.load_weights(str(target))
         except (ValueError, KeyError, TypeError, OSError) as e:
             raise WeightsError(
-                f"weights file {path} does not fit {model.name} as built ({str(e).splitlines()[0]}). "
+                f"weights file {path} does not fit {model.name} as built "
+                f"({str(e).splitlines()[0]}). "
                 f"Use a file saved from {model.name} with the same options, or load the "
-                "architecture it was saved from.") from None
+                "architecture it was saved from."
+            ) from None
     for w in caught:
         warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
 

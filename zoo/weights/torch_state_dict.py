@@ -13,7 +13,7 @@ class TorchStateDict(WeightsFormat):
     converted = True
 
     def before_fetch(self, card) -> None:
-        """No download that cannot be converted: torch missing and nothing cached is an error now."""
+        """No download that cannot be converted: no torch and nothing cached is an error now."""
         from zoo.hub.convert_torch import check_convertible
 
         check_convertible(card)
