@@ -46,6 +46,6 @@ class Inflated2D(WeightsFormat):
                 f"{path}: an inflated-2d checkpoint needs a card naming its 2D architecture "
                 '(inflate_from = "resnet50", say); load it through its card.'
             )
-        two_d = build(card.inflate_from, int(model.inputs[0].shape[-1]))
+        two_d = build(card.inflate_from, card.in_chans)  # the file's own channels
         load_with_keras(two_d, path, "keras-legacy-h5")
         inflate_weights(two_d, model)
