@@ -40,6 +40,26 @@ def test_resolve_and_plan_alone_build_nothing(tmp_path):
     assert not hasattr(ModelEntry, "options") and get_entry("unet").takes_encoder
 
 
+def test_build_then_load_weights_step_by_step():
+    """build gives random weights and never fetches; load_weights fills them from the card's file,
+    through a twin at the file's channels copied by layer name (the first kernel adapted)."""
+    from zoo.weights.copying import adapt_first_conv
+
+    reference = zoo.load("simple_cnn.phantom")
+    p = factory.plan(factory.resolve("simple_cnn.phantom"), in_chans=2)
+    model = factory.build(p)
+    assert p.path is None and factory.weights_origin(model) is None
+    p = factory.fetch_weights(p)
+    factory.load_weights(model, p)
+    kernel = reference.get_layer("stage1_conv1").kernel.numpy()
+    np.testing.assert_array_equal(
+        model.get_layer("stage1_conv1").kernel.numpy(), adapt_first_conv(kernel, 2)
+    )
+    np.testing.assert_array_equal(
+        model.get_layer("head_fc").kernel.numpy(), reference.get_layer("head_fc").kernel.numpy()
+    )
+
+
 def test_unet_takes_the_channels_of_its_input_shape():
     model = zoo.load("unet", input_shape=(64, 64, 1), depth=2, base_filters=4)
     assert model.inputs[0].shape == (None, 64, 64, 1) and model.output.shape == (None, 64, 64, 2)

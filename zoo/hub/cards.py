@@ -87,6 +87,8 @@ class WeightCard:
 
     def to_dict(self) -> dict:
         d = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "extra"}
+        if not self.fixed_input_size:  # listed only where it holds, as before it was a typed field
+            del d["fixed_input_size"]
         d.update(self.extra, name=self.name, in_chans=self.in_chans)
         if not (self.sha256 or self.md5):
             d["integrity"] = (f"only the first {len(self.sha256_prefix)} hex digits of the sha256 are "
