@@ -62,15 +62,14 @@ def torch_rows():
     import torch
     from torchvision_modules import AlexNet, GoogLeNet, randomise
 
+    import zoo
     from zoo.hub.convert_torch import convert_state_dict
-    from zoo.models.factory import _backbone, get_entry
 
     torch.set_num_threads(os.cpu_count())  # TensorFlow uses every core by default too
     rows = []
-    for arch, net, mode in (("alexnet", AlexNet(), "torch"), ("googlenet", GoogLeNet(aux_logits=False), "tf")):
+    for arch, net in (("alexnet", AlexNet()), ("googlenet", GoogLeNet(aux_logits=False))):
         net = randomise(net)
-        model = _backbone(get_entry(arch), (224, 224, 3), 3, 3, mode, None, include_top=True, num_classes=1000,
-                          classifier_activation=None, options={})
+        model = zoo.load(arch, include_top=True, classifier_activation=None)  # the 1000-class top, no weights
         convert_state_dict(model, {k: v.numpy() for k, v in net.state_dict().items()})
         x = np.random.default_rng(0).uniform(0, 255, (BATCH, 224, 224, 3)).astype("float32")
         keras_fwd, torch_fwd = _keras_call(model, x), _torch_call(net, x.transpose(0, 3, 1, 2) / 255.0)

@@ -241,18 +241,10 @@ def write_card(folder, arch, tag, url, data: bytes, **fields) -> str:
         "source": "tests",
     }
     values.update(fields)
+    from zoo.hub.cards import card_from_table
 
-    def fmt(v):
-        if isinstance(v, bool):
-            return "true" if v else "false"
-        if isinstance(v, str):
-            return '"' + v.replace("\\", "\\\\").replace('"', '\\"') + '"'
-        if isinstance(v, list | tuple):
-            return "[" + ", ".join(fmt(x) for x in v) + "]"
-        return repr(v)
-
-    text = f"[{arch}.{tag}]\n" + "".join(f"{k} = {fmt(v)}\n" for k, v in values.items())
     path = os.path.join(folder, f"{arch}.{tag}.toml")
+    text = card_from_table(arch, tag, values, path).to_toml()  # the zoo's one card writer
     with open(path, "w") as f:
         f.write(text)
     return f"{arch}.{tag}"

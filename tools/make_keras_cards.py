@@ -10,6 +10,8 @@ from pathlib import Path
 
 from keras.src.applications import densenet, inception_v3, resnet, vgg16, vgg19
 
+from zoo.hub.cards import WeightCard
+
 LICENSES = {
     "inception_v3": ("Apache-2.0", "Szegedy et al. 2016, arXiv:1512.00567"),
     "resnet": ("MIT", "He et al. 2016, arXiv:1512.03385"),
@@ -54,28 +56,13 @@ def main():
     for arch, family, url, md5, top in entries():
         size = 299 if arch == "inception_v3" else 224
         lic, paper = LICENSES[family]
-        tag = "imagenet" if top else "imagenet_notop"
-        out += [
-            f"[{arch}.{tag}]",
-            f'arch = "{arch}"',
-            f'urls = ["{url}"]',
-            f'md5 = "{md5}"',
-            'format = "keras-legacy-h5"',
-            f"include_top = {'true' if top else 'false'}",
-            f"input_size = [{size}, {size}, 3]",
-            f"min_size = {MIN.get(arch, 32)}",
-            f'preprocess = "{PREPROCESS[family]}"',
-            "input_range = [0.0, 255.0]",
-            f"num_classes = {1000 if top else 0}",
-            f'labels = "{"imagenet-1k" if top else ""}"',
-            f'license = "{lic}"',
-            'source = "keras.applications"',
-            f'paper = "{paper}"',
-            'modality = "natural RGB photographs"',
-        ]
-        if top and family == "vgg":
-            out.append("fixed_input_size = true")
-        out.append("")
+        card = WeightCard(
+            arch=arch, tag="imagenet" if top else "imagenet_notop", urls=(url,), md5=md5,
+            format="keras-legacy-h5", include_top=top, input_size=(size, size, 3), min_size=MIN.get(arch, 32),
+            preprocess=PREPROCESS[family], num_classes=1000 if top else 0, labels="imagenet-1k" if top else "",
+            license=lic, source="keras.applications", paper=paper, modality="natural RGB photographs",
+            fixed_input_size=top and family == "vgg")
+        out.append(card.to_toml())
     path = Path(__file__).resolve().parents[1] / "weights" / "keras_applications.toml"
     path.write_text("\n".join(out))
     print(f"wrote {path}")

@@ -6,7 +6,6 @@ weights/zoo.toml (seeded; bitwise identity across machines is not promised).
 
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 
 import keras
@@ -15,6 +14,8 @@ import numpy as np
 import zoo
 from zoo.data.synthetic import make_phantoms
 from zoo.demo import SOURCE_TASK
+from zoo.hub.cards import WeightCard
+from zoo.hub.fetch import file_hash
 
 WEIGHTS = Path(__file__).resolve().parents[1] / "weights"
 FILE = "simple_cnn_phantom.weights.h5"
@@ -32,31 +33,18 @@ def main(epochs: int = 5):
     acc = float(np.mean(model.predict(val.images, verbose=0).argmax(-1) == val.labels))
     path = WEIGHTS / FILE
     model.save_weights(path)
-    sha = hashlib.sha256(path.read_bytes()).hexdigest()
-    card = f"""# The zoo's own checkpoints, trained by tools/ scripts in this repository.
-
-[simple_cnn.phantom]
-arch = "simple_cnn"
-urls = ["{FILE}"]
-sha256 = "{sha}"
-size = {path.stat().st_size}
-format = "keras-weights-h5"
-include_top = true
-input_size = [64, 64, 1]
-min_size = 32
-preprocess = "tf"
-input_range = [0.0, 255.0]
-num_classes = 2
-labels = "no-lesion, lesion"
-license = "Apache-2.0"
-source = "medzoo tools/train_demo_checkpoint.py"
-modality = "synthetic grey-scale phantoms (zoo.data.synthetic)"
-units = "arbitrary grey values in [0, 255]"
-description = "simple_cnn trained {epochs} epochs on {SOURCE_TASK['n']} phantoms, lesion contrast in {SOURCE_TASK['contrast']}"
-validation_accuracy = {acc:.4f}
-recipe = "Adam 1e-3, batch 32, {epochs} epochs, seed 0"
-keras_version = "{keras.__version__}"
-"""
+    card = WeightCard(
+        arch="simple_cnn", tag="phantom", urls=(FILE,), sha256=file_hash(path, "sha256"),
+        size=path.stat().st_size, format="keras-weights-h5", include_top=True, input_size=(64, 64, 1),
+        min_size=32, preprocess="tf", num_classes=2, labels="no-lesion, lesion", license="Apache-2.0",
+        source="medzoo tools/train_demo_checkpoint.py",
+        modality="synthetic grey-scale phantoms (zoo.data.synthetic)",
+        units="arbitrary grey values in [0, 255]",
+        description=f"simple_cnn trained {epochs} epochs on {SOURCE_TASK['n']} phantoms, lesion contrast "
+                    f"in {SOURCE_TASK['contrast']}",
+        extra={"validation_accuracy": round(acc, 4), "recipe": f"Adam 1e-3, batch 32, {epochs} epochs, seed 0",
+               "keras_version": keras.__version__})
+    card = "# The zoo's own checkpoints, trained by tools/ scripts in this repository.\n\n" + card.to_toml()
     (WEIGHTS / "zoo.toml").write_text(card)
     print(f"validation accuracy {acc:.3f}; wrote {path} ({path.stat().st_size} bytes) and weights/zoo.toml")
 

@@ -30,7 +30,7 @@ def main():
     os.environ["ZOO_HOME"] = tempfile.mkdtemp()
     import zoo.ssl
     from zoo.data.synthetic import make_phantoms
-    from zoo.ssl.publish import card_toml
+    from zoo.hub.cards import card_from_table
 
     text = ["# The zoo's own self-supervised checkpoints (tools/train_ssl_checkpoints.py): encoders only,",
             "# pretrained without labels on synthetic phantoms; the [evaluation] scores use labels.", ""]
@@ -47,7 +47,7 @@ def main():
         with open(card.card_path, "rb") as f:
             fields = tomllib.load(f)["simple_cnn"][tag]
         fields.update(urls=[src.name], source="medzoo tools/train_ssl_checkpoints.py")
-        text.append(card_toml(f"simple_cnn.{tag}", fields))
+        text.append(card_from_table("simple_cnn", tag, fields, WEIGHTS / "ssl.toml").to_toml())
         print(f"{tag}: {src.name} {src.stat().st_size} bytes, evaluation {result.evaluation}, {result.seconds:.0f} s")
     (WEIGHTS / "ssl.toml").write_text("\n".join(text))
     print(f"wrote {WEIGHTS / 'ssl.toml'}")

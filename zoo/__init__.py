@@ -12,6 +12,7 @@ from zoo import export  # the module, callable: zoo.export(model, path) exports 
 from zoo._lazy import submodule_access
 from zoo.errors import ZooError
 from zoo.hub.cards import get_card, list_weights
+from zoo.models import adapt as _adapt
 from zoo.models import receptive_field
 from zoo.models.registry import list_models
 from zoo.ssl import pretrain
@@ -39,9 +40,10 @@ def model_info(name: str) -> dict:
 
 
 def load(name: str, pretrained=None, *, in_chans: int | None = None, num_classes: int | None = None,
-         input_shape=None, pooling: str | None = "avg", dropout: float = 0.0,
-         classifier_activation: str | None = "softmax", features=False, head: str | None = None,
-         head_options: dict | None = None, **options):
+         input_shape=None, pooling: str | None = _adapt.POOLING, dropout: float = 0.0,
+         classifier_activation: str | None = _adapt.ACTIVATION, features=False, head: str | None = None,
+         head_options: dict | None = None, include_top: bool | None = None, mil_pooling: str = "lse",
+         **options):
     """Build ``name`` (``"arch"`` or ``"arch.tag"``) as a ready Functional ``keras.Model``.
 
     Imports TensorFlow on first call. Example:
@@ -53,22 +55,29 @@ def load(name: str, pretrained=None, *, in_chans: int | None = None, num_classes
             ``"imagenet"`` (``zoo.list_weights()``); or a path to a ``.h5`` / ``.weights.h5``
             file. A missing, corrupt or mismatched file raises a ``ZooError``, never a silent
             random init.
-        in_chans: input channels; default the checkpoint's (3 without one). ``1`` on an RGB
+        in_chans: input channels; default the channels of a given ``(H, W, C)`` ``input_shape``,
+            else the checkpoint's (3 without one). ``1`` on an RGB
             checkpoint broadcasts the grey channel inside the preprocessing (exact); other
             counts adapt the first convolution by timm's repeat-and-scale rule.
         num_classes: ``None`` keeps the checkpoint's classifier if it has one; ``0`` gives the
             backbone; any other number adds a fresh head (``head_pool``, ``head_fc``).
         input_shape: ``(H, W)`` or ``(H, W, C)`` (3D models: ``(D, H, W)``); default the card's
             or the architecture's size. Below the architecture's minimum: ``InputShapeError``.
-        pooling: ``"avg"``, ``"max"`` or ``None`` (the feature map) for the backbone; with
-            ``head="mil"``, the MIL pooling (``"wildcat"``, ``"attention"``, ...).
-        dropout: dropout rate before a new classifier.
+        pooling: ``"avg"``, ``"max"`` or ``None`` (the feature map): the global pooling of the
+            backbone or of a new classifier (with ``head="mil"`` use ``mil_pooling``).
+        dropout: dropout rate before a new classifier (or the MIL head).
         classifier_activation: activation of a new classifier (``"softmax"``, ``"sigmoid"``,
-            ``None`` for logits).
+            ``None`` for logits); with ``head="mil"``, of the bag score (default: logits, as
+            ``zoo.heads.losses.mil_losses`` expects).
         features: ``True`` (or a tuple of strides) returns the multi-scale feature maps
             (outputs ``features_stride4`` ... ``features_stride32``) instead.
         head: ``"mil"`` puts a multiple-instance head on the deepest feature map.
         head_options: the MIL head's settings (``r``, ``k_max``, ...).
+        include_top: ``True`` builds the architecture's own original classifier (ImageNet's
+            1000 classes, or ``num_classes``) without weights, or keeps a card's; ``False`` the
+            backbone; ``None`` (default) decides by ``num_classes``.
+        mil_pooling: the MIL pooling of ``head="mil"`` (``"lse"``, ``"wildcat"``,
+            ``"attention"``, ... from ``zoo.heads.mil.POOLINGS``).
         **options: architecture-specific options (e.g. ``encoder=`` and ``freeze_encoder=`` for
             ``unet``, ``norm=`` for ``unet3d``, ``n_scalars=`` for ``patch_cnn29``).
 
@@ -80,7 +89,23 @@ def load(name: str, pretrained=None, *, in_chans: int | None = None, num_classes
 
     return _load(name, pretrained, in_chans=in_chans, num_classes=num_classes, input_shape=input_shape,
                  pooling=pooling, dropout=dropout, classifier_activation=classifier_activation,
-                 features=features, head=head, head_options=head_options, **options)
+                 features=features, head=head, head_options=head_options, include_top=include_top,
+                 mil_pooling=mil_pooling, **options)
+
+
+def weights_origin(model) -> dict | None:
+    """Where a zoo model's weights came from, or None for random weights.
+
+    Args:
+        model: a model from ``zoo.load`` (or saved from one and reloaded, or with a new head).
+
+    Returns:
+        ``{"card": "arch.tag", "sha256": ...}`` or ``{"file": path, "sha256": ...}``: kept in
+        the model's config (its ``preprocess`` layer), so it survives ``.keras`` files.
+    """
+    from zoo.models.factory import weights_origin as _origin
+
+    return _origin(model)
 
 
 def input_contract(model) -> dict:
@@ -142,7 +167,7 @@ def compile_for_inference(model, engine: str = "auto", precision: str = "auto", 
     return _compile(model, engine=engine, precision=precision, batch=batch, calibration_data=calibration_data)
 
 
-__all__ = ["ZooError", "load", "load_model", "input_contract", "fetch", "list_models", "list_weights", "model_info", "get_card",
+__all__ = ["ZooError", "load", "load_model", "input_contract", "weights_origin", "fetch", "list_models", "list_weights", "model_info", "get_card",
            "read_dicom", "load_series", "dicom_dataset", "finetune", "export", "pretrain",
            "receptive_field", "compile_for_inference"]
 

@@ -118,13 +118,13 @@ def test_bad_settings_are_zoo_errors():
 
 
 def test_zoo_load_with_a_mil_head():
-    model = zoo.load("simple_cnn", in_chans=1, input_shape=(64, 64), head="mil", pooling="wildcat", num_classes=2,
+    model = zoo.load("simple_cnn", in_chans=1, input_shape=(64, 64), head="mil", mil_pooling="wildcat", num_classes=2,
                      head_options={"maps_per_class": 3, "k_max": 2, "k_min": 2})
     out = run(model, RNG.uniform(0, 255, (2, 64, 64, 1)).astype("float32"))
     assert out["bag"].shape == (2, 2) and out["instance_maps"].shape == (2, 2, 2, 2)  # deepest map, stride 32
     assert model.get_layer("mil_classifier").kernel.shape == (64, 6)
     x = RNG.uniform(0, 255, (2, 32, 32, 1)).astype("float32")
-    stride8 = zoo.load("simple_cnn", in_chans=1, input_shape=(32, 32), head="mil", pooling="lse", features=(8,))
+    stride8 = zoo.load("simple_cnn", in_chans=1, input_shape=(32, 32), head="mil", mil_pooling="lse", features=(8,))
     assert run(stride8, x)["instance_maps"].shape == (2, 4, 4, 1)
     with pytest.raises(InvalidArgumentError, match="Did you mean 'mil'"):
         zoo.load("simple_cnn", in_chans=1, input_shape=(32, 32), head="mli")

@@ -99,7 +99,7 @@ def test_inflated_kernel_is_repeated_and_divided(inflated):
 @pytest.mark.parametrize("arch", ["resnet50", "densenet121", "vgg16"])
 def test_shipped_inflated_cards_point_at_the_2d_file(arch):
     card, source = get_card(f"{arch}_3d.imagenet_inflated"), get_card(f"{arch}.imagenet_notop")
-    assert card.format == "inflated-2d" and card.extra["inflate_from"] == arch
+    assert card.format == "inflated-2d" and card.inflate_from == arch
     assert (card.urls, card.md5, card.preprocess) == (source.urls, source.md5, source.preprocess)
     assert zoo.model_info(f"{arch}_3d")["spatial_dims"] == 3
 

@@ -11,11 +11,8 @@ def trainable(model) -> int:
 
 
 def test_alexnet_is_torchvision_count():
-    """torchvision's classifier (6x6 adaptive pool, 4096-4096-1000), as built for the ImageNet card."""
-    from zoo.models.factory import _backbone, get_entry
-
-    model = _backbone(get_entry("alexnet"), (224, 224, 3), 3, 3, "torch", None, include_top=True, num_classes=1000,
-                      classifier_activation=None, options={})
+    """torchvision's classifier (6x6 adaptive pool, 4096-4096-1000): zoo.load's include_top=True."""
+    model = zoo.load("alexnet", include_top=True, classifier_activation=None)
     features = 2_469_696  # torchvision's features: 11*11*3*64+64 + 5*5*64*192+192 + 3*3*192*384+384 + ...
     assert features + 9216 * 4096 + 4096 + 4096 * 4096 + 4096 + 4096 * 1000 + 1000 == 61_100_840
     assert model.count_params() == 61_100_840
@@ -23,11 +20,10 @@ def test_alexnet_is_torchvision_count():
 
 
 def test_googlenet_is_torchvision_count():
-    from zoo.models.factory import _backbone, get_entry
-
-    build = dict(include_top=True, num_classes=1000, classifier_activation=None)
-    plain = _backbone(get_entry("googlenet"), (224, 224, 3), 3, 3, "tf", None, **build, options={})
-    aux = _backbone(get_entry("googlenet"), (224, 224, 3), 3, 3, "tf", None, **build, options={"aux_logits": True})
+    plain = zoo.load("googlenet", include_top=True, classifier_activation=None)
+    aux = zoo.load("googlenet", include_top=True, classifier_activation=None, aux_logits=True)
+    assert plain.count_params() == trainable(plain) + 2 * sum(  # BatchNorm moving statistics
+        int(layer.moving_mean.shape[0]) for layer in plain.layers if hasattr(layer, "moving_mean"))
     assert trainable(plain) == 6_624_904
     assert trainable(aux) == 13_004_888
 

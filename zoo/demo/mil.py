@@ -32,7 +32,7 @@ def train_and_score(pooling, options, train, test, epochs=5, seed=0, learning_ra
     from zoo.heads.losses import mil_losses, mil_targets
 
     keras.utils.set_random_seed(seed)
-    model = zoo.load("simple_cnn", **BACKBONE, head="mil", pooling=pooling, num_classes=1, head_options=options)
+    model = zoo.load("simple_cnn", **BACKBONE, head="mil", mil_pooling=pooling, num_classes=1, head_options=options)
     losses = mil_losses(**(priors or {}))
     model.compile(optimizer=keras.optimizers.Adam(learning_rate), loss=losses)
     model.fit(train.images, mil_targets(train.labels, losses), batch_size=32, epochs=epochs, verbose=0)

@@ -7,18 +7,20 @@ folder in ``ZOO_CARDS`` (os.pathsep separated). Environment is read at call time
 
 from __future__ import annotations
 
+import json
+import math
 import os
 import re
 import tomllib
-from dataclasses import dataclass, field, fields
+from dataclasses import MISSING, dataclass, field, fields
 from pathlib import Path
 from urllib.parse import urlparse
 
 from zoo.errors import CardError
 from zoo.registry import Registry
+from zoo.weights import FORMATS
 
 PREPROCESS_MODES = ("tf", "caffe", "torch", "meanstd", "none")
-FORMATS = ("keras-legacy-h5", "keras-weights-h5", "torch-state-dict", "inflated-2d")
 _HEX_LENGTHS = {"sha256": (64, 64), "md5": (32, 32), "sha256_prefix": (8, 63)}
 
 
@@ -50,6 +52,8 @@ class WeightCard:
     units: str = ""
     description: str = ""
     filename: str = ""
+    inflate_from: str = ""  # inflated-2d: the 2D architecture whose file is inflated
+    fixed_input_size: bool = False  # the classifier top takes only input_size (VGG's flatten)
     card_path: str = ""
     extra: dict = field(default_factory=dict, compare=False)
 
@@ -83,12 +87,59 @@ class WeightCard:
 
     def to_dict(self) -> dict:
         d = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "extra"}
+        if not self.fixed_input_size:  # listed only where it holds, as before it was a typed field
+            del d["fixed_input_size"]
         d.update(self.extra, name=self.name, in_chans=self.in_chans)
         if not (self.sha256 or self.md5):
             d["integrity"] = (f"only the first {len(self.sha256_prefix)} hex digits of the sha256 are "
                               "published; the full sha256 is recorded at the first verified download "
                               "and checked from then on")
         return {k: (list(v) if isinstance(v, tuple) else v) for k, v in d.items() if v not in (None, "")}
+
+    def to_toml(self) -> str:
+        """The card as one ``[arch.tag]`` TOML table (plus sub-tables for dict-valued extras).
+
+        The one card writer of the zoo: ``read_card_file`` of the text gives this card back.
+        Fields at their default are left out; ``card_path`` is where a card was read from, not
+        part of it.
+        """
+        values = {"arch": self.arch}
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if f.name in ("arch", "tag", "card_path", "extra") or value is None:
+                continue
+            if f.default is not MISSING and value == f.default:
+                continue
+            values[f.name] = value
+        return toml_table(self.name, {**values, **self.extra})
+
+
+def _toml_value(v) -> str:
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, int):
+        return str(v)
+    if isinstance(v, float):
+        return repr(v) if math.isfinite(v) else ("nan" if math.isnan(v) else ("inf" if v > 0 else "-inf"))
+    if isinstance(v, str):
+        return json.dumps(v, ensure_ascii=False).replace("\x7f", "\\u007f")  # TOML's escapes are JSON's
+    if isinstance(v, list | tuple):
+        return "[" + ", ".join(_toml_value(x) for x in v) + "]"
+    if hasattr(v, "item"):  # numpy scalars
+        return _toml_value(v.item())
+    raise CardError(f"cannot write {v!r} ({type(v).__name__}) into a weight card; use numbers, "
+                    "strings, booleans, lists or tables of them.")
+
+
+def toml_table(name: str, values: dict) -> str:
+    """``[name]`` with the plain values first, then one ``[name.key]`` sub-table per dict value."""
+    plain = {k: v for k, v in values.items() if not isinstance(v, dict) and v is not None}
+    lines = [f"[{name}]"] + [f"{k} = {_toml_value(v)}" for k, v in plain.items()]
+    text = "\n".join(lines) + "\n"
+    for key, table in values.items():
+        if isinstance(table, dict):
+            text += "\n" + toml_table(f"{name}.{key}", table)
+    return text
 
 
 _PLAIN = re.compile(r"[A-Za-z0-9_.-]+")
@@ -113,8 +164,7 @@ _REQUIRED = ("urls", "format", "input_size", "preprocess", "license", "source")
 _TUPLES = ("urls", "input_size", "mean", "std", "input_range")
 
 
-def _card_from_table(arch: str, tag: str, table: dict, path: Path) -> WeightCard:
-    where = f"weight card [{arch}.{tag}] in {path}"
+def _check_names(arch: str, tag: str, table: dict, path: Path, where: str) -> None:
     for key, value in (("arch", arch), ("tag", tag), ("arch", table.get("arch", arch))):
         problem = plain_name_problem(value)
         if problem:
@@ -125,29 +175,51 @@ def _card_from_table(arch: str, tag: str, table: dict, path: Path) -> WeightCard
         raise CardError(f"{where} lacks {', '.join(missing)}: add the field(s); see docs/ARCHITECTURE.md.")
     if table.get("arch", arch) != arch:
         raise CardError(f"{where} says arch = {table['arch']!r}: the table name and arch must agree.")
+
+
+def _check_hashes(table: dict, where: str) -> None:
     if not (table.get("sha256") or table.get("md5") or table.get("sha256_prefix")):
         raise CardError(f"{where} has neither sha256 nor md5: every checkpoint must be verifiable.")
     for key, (shortest, longest) in _HEX_LENGTHS.items():
         value = table.get(key)
         if value is not None and not (isinstance(value, str) and shortest <= len(value) <= longest
                                       and all(c in "0123456789abcdefABCDEF" for c in value)):
-            raise CardError(f"{where}: {key} = {value!r} is not {shortest}" + (f" to {longest}" if longest > shortest else "")
-                            + " hex digits; copy it from the publisher.")
+            span = f"{shortest}" + (f" to {longest}" if longest > shortest else "")
+            raise CardError(f"{where}: {key} = {value!r} is not {span} hex digits; copy it from the publisher.")
+
+
+def _check_choices(table: dict, where: str) -> None:
+    """format (a name of the zoo.weights registry) and preprocess, with the fields they need."""
     if table["format"] not in FORMATS:
-        raise CardError(f"{where} has format {table['format']!r}; use one of {FORMATS}.")
+        raise CardError(f"{where} has format {table['format']!r}; use one of {tuple(FORMATS.names())}.")
+    if table["format"] == "inflated-2d" and not table.get("inflate_from"):
+        raise CardError(f"{where} has format 'inflated-2d' without inflate_from: name the 2D "
+                        "architecture whose file it inflates (inflate_from = \"resnet50\", say).")
     if table["preprocess"] not in PREPROCESS_MODES:
         raise CardError(f"{where} has preprocess {table['preprocess']!r}; use one of {PREPROCESS_MODES}.")
     if table["preprocess"] == "meanstd" and not ("mean" in table and "std" in table):
         raise CardError(f"{where} uses preprocess = 'meanstd' without mean and std lists.")
+
+
+def _split_fields(table: dict, where: str) -> tuple[dict, dict]:
+    """(the WeightCard fields, tuples where the card keeps tuples; everything else: ``extra``)."""
     known = {f.name for f in fields(WeightCard)}
     kwargs = {k: v for k, v in table.items() if k in known and k not in ("arch", "tag")}
     for k in _TUPLES:
         if k in kwargs:
             kwargs[k] = tuple(kwargs[k]) if isinstance(kwargs[k], list) else (kwargs[k],)
-    extra = {k: v for k, v in table.items() if k not in known}
-    if not isinstance(kwargs["urls"], tuple) or not kwargs["urls"] or not all(
-            isinstance(u, str) and u for u in kwargs["urls"]):
+    if not kwargs["urls"] or not all(isinstance(u, str) and u for u in kwargs["urls"]):
         raise CardError(f"{where}: urls must be a non-empty list of URLs or paths.")
+    return kwargs, {k: v for k, v in table.items() if k not in known}
+
+
+def card_from_table(arch: str, tag: str, table: dict, path: Path) -> WeightCard:
+    """The card ``[arch.tag]`` from its TOML table, validated (CardError names the field and fix)."""
+    where = f"weight card [{arch}.{tag}] in {path}"
+    _check_names(arch, tag, table, path, where)
+    _check_hashes(table, where)
+    _check_choices(table, where)
+    kwargs, extra = _split_fields(table, where)
     try:
         card = WeightCard(arch=arch, tag=tag, card_path=str(path), extra=extra, **kwargs)
     except TypeError as e:
@@ -174,7 +246,7 @@ def read_card_file(path: str | os.PathLike) -> list[WeightCard]:
         if not isinstance(tags, dict) or not all(isinstance(t, dict) for t in tags.values()):
             raise CardError(f"{path}: top-level key {arch!r} must hold [{arch}.TAG] tables.")
         for tag, table in tags.items():
-            cards.append(_card_from_table(arch, tag, table, path))
+            cards.append(card_from_table(arch, tag, table, path))
     return cards
 
 

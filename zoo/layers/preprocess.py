@@ -53,11 +53,15 @@ class Normalize(keras.layers.Layer):
     """Per-channel affine map of (optionally reordered or broadcast) input channels.
 
     Records the model's input contract (``mode``, ``input_range``) in its config, so it is
-    saved with the model and read back by ``input_contract``.
+    saved with the model and read back by ``input_contract``; and where the weights came from
+    (``weights_origin``: card name or file path, and the file's sha256), so the origin survives
+    ``.keras`` files and new heads (read by ``zoo.weights_origin``).
     """
 
-    def __init__(self, source_channels, scale, offset, mode="none", input_range=(0.0, 255.0), **kwargs):
+    def __init__(self, source_channels, scale, offset, mode="none", input_range=(0.0, 255.0),
+                 weights_origin=None, **kwargs):
         super().__init__(**kwargs)
+        self.weights_origin = dict(weights_origin) if weights_origin else None
         self.source_channels = [int(c) for c in source_channels]
         self.scale = [float(s) for s in scale]
         self.offset = [float(o) for o in offset]
@@ -83,6 +87,7 @@ class Normalize(keras.layers.Layer):
             "offset": self.offset,
             "mode": self.mode,
             "input_range": list(self.input_range),
+            **({"weights_origin": dict(self.weights_origin)} if self.weights_origin else {}),
         }
 
 

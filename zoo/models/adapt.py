@@ -6,13 +6,22 @@ what is particular to their architecture.
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 
 from zoo._lazy import keras
 from zoo.errors import InputShapeError, InvalidArgumentError
 from zoo.layers import dims as D
+from zoo.weights.copying import adapt_first_conv  # noqa: F401  (its home is zoo.weights)
+
+
+class Default(str):
+    """A string default that can be told apart from the same string given explicitly (``is``)."""
+
+    __slots__ = ()
+
+
+POOLING = Default("avg")  # zoo.load's global pooling; with head="mil" only the default is allowed
+ACTIVATION = Default("softmax")  # zoo.load's classifier activation; a MIL bag keeps logits unless asked
 
 
 def check_in_chans(in_chans) -> int:
@@ -24,11 +33,11 @@ def check_in_chans(in_chans) -> int:
     return int(in_chans)
 
 
-def check_input_shape(input_shape, entry, in_chans: int, divisor: int = 1) -> tuple[int, ...]:
+def check_input_shape(input_shape, entry, in_chans: int) -> tuple[int, ...]:
     """Validate ``input_shape`` ((H, W), (H, W, C), or with D first for 3D) for ``entry``.
 
     Returns the full shape with channels last. Spatial sizes must be at least the
-    architecture's minimum and, where ``divisor`` > 1, divisible by it.
+    architecture's minimum (divisibility is the builder's check: U-Net's depth decides it).
     """
     dims = entry.spatial_dims
     shape = tuple(entry.default_size) if input_shape is None else tuple(input_shape)
@@ -52,23 +61,7 @@ def check_input_shape(input_shape, entry, in_chans: int, divisor: int = 1) -> tu
                 f"input_shape={input_shape}: {entry.name} needs every spatial size >= "
                 f"{entry.min_size} (got {s}); resize or pad the images, or pick a smaller network."
             )
-        if s % divisor:
-            raise InputShapeError(
-                f"input_shape={input_shape}: {entry.name} needs spatial sizes divisible by "
-                f"{divisor} (got {s}); pad or crop to a multiple of {divisor}."
-            )
     return (*shape, in_chans)
-
-
-def adapt_first_conv(kernel: np.ndarray, in_chans: int) -> np.ndarray:
-    """timm's rule: repeat the kernel along input channels, keep ``in_chans``, scale by C/in_chans.
-
-    A constant image (the same value in every channel) then gives the same response.
-    """
-    c = kernel.shape[-2]
-    reps = math.ceil(in_chans / c)
-    out = np.concatenate([kernel] * reps, axis=-2)[..., :in_chans, :]
-    return (out * (c / in_chans)).astype(kernel.dtype)
 
 
 def global_pool(x, pooling: str | None, name: str):

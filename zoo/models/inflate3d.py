@@ -6,13 +6,12 @@ Zisserman's I3D inflation). Depth is padded by replicating the edge slice (in-pl
 stays zero), so a volume that is constant along depth passes through every layer constant
 along depth and the 3D features equal the 2D features of one slice, to float32 round-off.
 Depth, height and width are all strided as in-plane; every spatial size must be >= 32.
+The inflation of the weights is the ``inflated-2d`` format's loader (zoo/weights/inflated.py).
 """
 
 from __future__ import annotations
 
 from functools import partial
-
-import numpy as np
 
 from zoo._lazy import keras
 from zoo.models import keras_apps
@@ -91,19 +90,6 @@ def vgg16_3d(x):
             x = _conv(x, filters, 3, f"block{block}_conv{c}", activation="relu")
         x = keras.layers.MaxPooling3D(2, strides=2, name=f"block{block}_pool")(x)
     return x
-
-
-def inflate_weights(two_d, three_d) -> None:
-    """Copy ``two_d``'s weights into the same-named layers of ``three_d``, inflating kernels."""
-    for layer in three_d.layers:
-        if not layer.weights:
-            continue
-        values = []
-        for w in two_d.get_layer(layer.name).get_weights():
-            if w.ndim == 4:  # (kh, kw, cin, cout) -> (kh, kh, kw, cin, cout) / kh
-                w = np.repeat(w[None], w.shape[0], axis=0) / np.float32(w.shape[0])
-            values.append(w.astype("float32"))
-        layer.set_weights(values)
 
 
 def _build(x, *, include_top, num_classes, classifier_activation, body):

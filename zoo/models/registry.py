@@ -10,7 +10,7 @@ import fnmatch
 import importlib
 import pkgutil
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from zoo.registry import Registry
 
@@ -23,6 +23,9 @@ class ModelEntry:
     the preprocessed Keras tensor ``x`` (already ``in_chans`` channels wide) and returns the
     output tensor: the feature map (``include_top=False``) or the class scores (it may instead
     return a Functional model from the factory's input to that tensor). ``feature_layers(model)`` maps a nominal stride to a layer name.
+    ``takes_encoder``: the builder's ``encoder`` option is a features model that ``zoo.load``
+    builds from an architecture name (and ``encoder_weights``) before the builder runs, so a
+    builder never loads or downloads anything itself.
     """
 
     name: str
@@ -36,7 +39,7 @@ class ModelEntry:
     feature_layers: Callable | None = None
     description: str = ""
     paper: str = ""
-    options: dict = field(default_factory=dict)
+    takes_encoder: bool = False
 
 
 _MODELS: Registry = Registry("model", hint="See zoo.list_models() or `zoo list` for every registered name.",

@@ -11,7 +11,6 @@ contracting path by that backbone's ``features_strideN`` maps, pretrained when
 
 from __future__ import annotations
 
-from zoo._keras_compat import producing_layer
 from zoo._lazy import keras
 from zoo.errors import InputShapeError, InvalidArgumentError
 from zoo.layers import dims as D
@@ -108,18 +107,18 @@ def _features(model) -> dict[int, str]:
     return out
 
 
-def _encoder_unet(x, *, dims, num_classes, classifier_activation, encoder, encoder_weights, freeze_encoder,
-                  norm, upsampling, decoder_filters):
-    from zoo.models.factory import backbone_features
-    from zoo.models.registry import get_entry
-
-    entry = get_entry(encoder)  # UnknownModelError, with suggestions, for a name not registered
-    if entry.spatial_dims != dims or entry.feature_layers is None or entry.task != "classification":
+def _encoder_unet(x, *, dims, num_classes, classifier_activation, encoder, freeze_encoder, norm, upsampling,
+                  decoder_filters):
+    """The decoder on ``encoder``, a features model (``features_strideN`` outputs) built by zoo.load."""
+    if not isinstance(encoder, keras.Model):
         raise InvalidArgumentError(
-            f"encoder={encoder!r} cannot be a {dims}D U-Net encoder: it needs a {dims}D classification backbone "
-            "with multi-scale features (e.g. resnet50, densenet121, vgg16, simple_cnn).")
-    feats = backbone_features(encoder, x, encoder_weights)
-    producing_layer(feats[min(feats)]).trainable = not freeze_encoder  # the nested encoder model
+            f"encoder={encoder!r}: the U-Net builder takes a features model; name an architecture "
+            "through zoo.load('unet', encoder=\"resnet50\", encoder_weights=...), which builds it.")
+    encoder.trainable = not freeze_encoder
+    names = list(encoder.output_names)
+    outputs = encoder(x)
+    feats = {int(n.removeprefix("features_stride")): o for n, o in zip(names, outputs, strict=True)}
+    encoder = encoder.name.removesuffix("_features")
     strides = sorted(feats)
     for s in strides:
         want = [None if n is None else n // s for n in x.shape[1:-1]]
@@ -151,16 +150,18 @@ def _register(name, dims, size, paper):
         feature_layers=_features,
         description=f"{dims}D U-Net (depth, base_filters, norm, upsampling, padding configurable; encoder=any backbone)",
         paper=paper,
+        takes_encoder=True,
     )
     def build(x, *, include_top, num_classes, classifier_activation, depth=4, base_filters=64 if dims == 2 else 32,
-              norm="batch", upsampling="transpose", padding="same", encoder=None, encoder_weights=None,
-              freeze_encoder=False, decoder_filters=(256, 128, 64, 32, 16)):
-        """num_classes: output channels of the 1x1 head (2 when not given)."""
+              norm="batch", upsampling="transpose", padding="same", encoder=None, freeze_encoder=False,
+              decoder_filters=(256, 128, 64, 32, 16)):
+        """num_classes: output channels of the 1x1 head (2 when not given); encoder: a features model
+        (zoo.load builds it from encoder="resnet50" and encoder_weights=...)."""
         activation = classifier_activation
         if encoder is not None:
             return _encoder_unet(x, dims=dims, num_classes=num_classes, classifier_activation=activation,
-                                 encoder=encoder, encoder_weights=encoder_weights, freeze_encoder=freeze_encoder,
-                                 norm=norm, upsampling=upsampling, decoder_filters=decoder_filters)
+                                 encoder=encoder, freeze_encoder=freeze_encoder, norm=norm,
+                                 upsampling=upsampling, decoder_filters=decoder_filters)
         return _unet(x, dims=dims, num_classes=num_classes, classifier_activation=activation, depth=depth,
                      base_filters=base_filters, norm=norm, upsampling=upsampling, padding=padding, name=name)
 

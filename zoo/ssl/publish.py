@@ -9,15 +9,14 @@ files from a ZOO_MIRROR, serves a whole site) or into ``out`` (named by a file:/
 from __future__ import annotations
 
 import datetime
-import hashlib
-import math
 import os
 import platform
 import re
 from pathlib import Path
 
 from zoo.errors import CardError, InvalidArgumentError
-from zoo.hub.cards import WeightCard, all_cards, read_card_file, zoo_home
+from zoo.hub.cards import WeightCard, all_cards, card_from_table, read_card_file, zoo_home
+from zoo.hub.fetch import file_hash
 
 TAG = re.compile(r"^[a-z0-9][a-z0-9_]*$")
 
@@ -40,32 +39,6 @@ def check_tag(arch: str, tag: str, overwrite: bool = False) -> None:
                            if mine else "pick another tag (that card is not one pretrain wrote here)."))
 
 
-def _value(v) -> str:
-    if isinstance(v, bool):
-        return "true" if v else "false"
-    if isinstance(v, int):
-        return str(v)
-    if isinstance(v, float):
-        return repr(v) if math.isfinite(v) else ("nan" if math.isnan(v) else ("inf" if v > 0 else "-inf"))
-    if isinstance(v, str):
-        return '"' + v.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n") + '"'
-    if isinstance(v, list | tuple):
-        return "[" + ", ".join(_value(x) for x in v) + "]"
-    if hasattr(v, "item"):  # numpy scalars
-        return _value(v.item())
-    raise CardError(f"cannot write {v!r} ({type(v).__name__}) into a weight card.")
-
-
-def card_toml(name: str, fields: dict) -> str:
-    """``[arch.tag]`` with flat fields first, then one sub-table per dict field."""
-    flat = {k: v for k, v in fields.items() if not isinstance(v, dict) and v is not None}
-    lines = [f"[{name}]"] + [f"{k} = {_value(v)}" for k, v in flat.items()]
-    for key, table in fields.items():
-        if isinstance(table, dict):
-            lines += ["", f"[{name}.{key}]"] + [f"{k} = {_value(v)}" for k, v in table.items() if v is not None]
-    return "\n".join(lines) + "\n"
-
-
 def versions() -> dict:
     import keras
     import numpy as np
@@ -75,14 +48,6 @@ def versions() -> dict:
 
     return {"zoo": zoo_version(), "keras": keras.__version__, "tensorflow": tf.__version__,
             "numpy": np.__version__, "python": platform.python_version()}
-
-
-def sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(1 << 20):
-            h.update(block)
-    return h.hexdigest()
 
 
 def publish(encoder, arch: str, tag: str, fields: dict, out=None, overwrite: bool = False) -> WeightCard:
@@ -97,15 +62,15 @@ def publish(encoder, arch: str, tag: str, fields: dict, out=None, overwrite: boo
     url = path.name if folder.resolve() == cards.resolve() else path.resolve().as_uri()
     shape = [int(s) for s in encoder.input.shape[1:]]
     card = {
-        "arch": arch, "urls": [url], "sha256": sha256(path), "size": path.stat().st_size,
+        "arch": arch, "urls": [url], "sha256": file_hash(path, "sha256"), "size": path.stat().st_size,
         "format": "keras-weights-h5", "include_top": False, "input_size": shape,
         "created": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
         **fields, "versions": versions(),
     }
     card_path = cards / f"{arch}.{tag}.toml"
+    text = card_from_table(arch, tag, card, card_path).to_toml()  # CardError before anything is written
     tmp = card_path.with_name(card_path.name + ".tmp")
-    tmp.write_text("# Written by zoo.ssl.pretrain; the weights file is verified by sha256 on load.\n\n"
-                   + card_toml(f"{arch}.{tag}", card))
+    tmp.write_text("# Written by zoo.ssl.pretrain; the weights file is verified by sha256 on load.\n\n" + text)
     try:
         read_card_file(tmp)  # never leave a card the zoo cannot read
     except CardError:
