@@ -63,7 +63,7 @@ def torch_rows():
     from torchvision_modules import AlexNet, GoogLeNet, randomise
 
     import zoo
-    from zoo.hub.convert_torch import convert_state_dict
+    from zoo.weights.convert_torch import convert_state_dict
 
     torch.set_num_threads(os.cpu_count())  # TensorFlow uses every core by default too
     rows = []

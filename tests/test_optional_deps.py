@@ -85,7 +85,7 @@ def _one_line(error: BaseException, hint: str) -> None:
 
 
 def test_torch_missing_names_the_extra(tmp_path, monkeypatch):
-    from zoo.hub.convert_torch import read_state_dict
+    from zoo.weights.convert_torch import read_state_dict
 
     monkeypatch.setitem(sys.modules, "torch", None)  # as if not installed
     with pytest.raises(OptionalDependencyError) as caught:

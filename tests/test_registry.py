@@ -92,6 +92,12 @@ def _blend(name):
     return BLENDS.check(name)
 
 
+def _weights_format(name):
+    from zoo.weights import get_format
+
+    return get_format(name)
+
+
 def _layer_kind(name):
     from zoo.layers.dims import layer
 
@@ -113,6 +119,7 @@ CASES = [
     (_precision, "precision", "fp61", "fp16"),
     (_strategy, "strategy", "mirored", "mirrored"),
     (_layer_kind, "2D/3D layer", "max_pol", "max_pool"),
+    (_weights_format, "weights format", "torch-state-dic", "torch-state-dict"),
     (_engine, "inference engine", "openvno", "openvino"),
     (_blend, "blend", "gausian", "gaussian"),
 ]

@@ -40,7 +40,7 @@ def _download(args) -> int:
 
 
 def _verify(args) -> int:
-    from zoo.hub.fetch import verify_cache
+    from zoo.weights.verify import verify_cache
 
     results = verify_cache(refetch=args.refetch)
     for result in results:

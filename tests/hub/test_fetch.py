@@ -16,6 +16,7 @@ from conftest import served_card, write_card
 from zoo.errors import ChecksumError, FetchError, OfflineError
 from zoo.hub import fetch as hub
 from zoo.hub.cards import get_card
+from zoo.weights.verify import verify_cache
 
 DATA = np.random.default_rng(0).bytes(300_000)
 
@@ -93,9 +94,9 @@ def test_cached_file_that_changed_is_fetched_again(zoo_env, server):
     path.write_bytes(b"rotten" + DATA[6:])
     assert hub.fetch(card).read_bytes() == DATA
     assert server.gets("w.h5") == 2
-    assert hub.verify_cache() == [(path, True)]
+    assert verify_cache() == [(path, True)]
     path.write_bytes(b"rotten")
-    assert hub.verify_cache() == [(path, False)] and not path.exists()
+    assert verify_cache() == [(path, False)] and not path.exists()
 
 
 def test_offline_never_touches_network_and_says_where(zoo_env, server, monkeypatch):

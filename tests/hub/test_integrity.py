@@ -18,6 +18,7 @@ from zoo.cli import main
 from zoo.errors import ChecksumError, OptionalDependencyError
 from zoo.hub import fetch as hub
 from zoo.hub.cards import get_card
+from zoo.weights.verify import verify_cache
 
 DATA = np.random.default_rng(3).bytes(200_000)
 
@@ -73,7 +74,7 @@ def test_M1_zoo_verify_repairs_a_corrupted_cache(zoo_env, server, capsys):
     assert main(["verify", "--refetch"]) == 1
     assert "fetched again and verified" in capsys.readouterr().out
     assert path.read_bytes() == DATA and server.gets("w.h5") == 3
-    assert main(["verify"]) == 0 and hub.verify_cache() == [(path, True)]
+    assert main(["verify"]) == 0 and verify_cache() == [(path, True)]
 
 
 def _prefix_card(zoo_env, server, data=DATA):
@@ -127,7 +128,7 @@ def torch_cache(zoo_env, server, tmp_path):
     torch = pytest.importorskip("torch")
     import keras
 
-    from zoo.hub.convert_torch import load_torch_checkpoint
+    from zoo.weights.convert_torch import load_torch_checkpoint
 
     g = torch.Generator().manual_seed(0)
     state = {"conv1.weight": torch.randn(4, 3, 3, 3, generator=g), "conv1.bias": torch.randn(4, generator=g),
@@ -147,7 +148,7 @@ def test_M1_converted_cache_carries_its_digest(torch_cache):
     record = json.loads(cached.with_name(cached.name + ".json").read_text())
     assert record["sha256"] == hashlib.sha256(cached.read_bytes()).hexdigest()
     assert record["size"] == cached.stat().st_size and record["source"] == ":".join(card.hash)
-    assert [r for r in hub.verify_cache() if r.path == cached] == [(cached, True)]
+    assert [r for r in verify_cache() if r.path == cached] == [(cached, True)]
 
 
 def test_M1_truncated_converted_cache_is_converted_again(torch_cache):
@@ -157,7 +158,7 @@ def test_M1_truncated_converted_cache_is_converted_again(torch_cache):
         again = reload()
     for a, b in zip(model.get_weights(), again.get_weights(), strict=True):
         np.testing.assert_array_equal(a, b)
-    assert [r for r in hub.verify_cache() if r.path == cached] == [(cached, True)]
+    assert [r for r in verify_cache() if r.path == cached] == [(cached, True)]
 
 
 def test_M1_truncated_converted_cache_without_torch_is_a_clear_error(torch_cache, monkeypatch):
@@ -173,7 +174,7 @@ def test_M1_altered_converted_cache_is_not_loaded_and_verify_deletes_it(torch_ca
     raw = bytearray(cached.read_bytes())
     raw[-100] ^= 0xFF
     cached.write_bytes(bytes(raw))
-    results = [r for r in hub.verify_cache() if r.path == cached]
+    results = [r for r in verify_cache() if r.path == cached]
     assert results == [(cached, False)] and "sha256 recorded at conversion" in results[0].note
     assert not cached.exists()
     again = reload()  # converted again

@@ -20,7 +20,7 @@ from numerics_util import assert_deep_close, depth_of
 
 import zoo
 from zoo.errors import OptionalDependencyError, WeightsError
-from zoo.hub.convert_torch import converted_path
+from zoo.weights.convert_torch import converted_path
 
 
 @pytest.fixture

@@ -18,9 +18,10 @@ from urllib.parse import urlparse
 
 from zoo.errors import CardError
 from zoo.registry import Registry
-from zoo.weights import FORMATS
 
 PREPROCESS_MODES = ("tf", "caffe", "torch", "meanstd", "none")
+# what a card may give as ``format``; zoo/weights/ has one loader per name (register_format checks it)
+FORMATS = ("keras-legacy-h5", "keras-weights-h5", "torch-state-dict", "inflated-2d")
 _HEX_LENGTHS = {"sha256": (64, 64), "md5": (32, 32), "sha256_prefix": (8, 63)}
 
 
@@ -189,9 +190,9 @@ def _check_hashes(table: dict, where: str) -> None:
 
 
 def _check_choices(table: dict, where: str) -> None:
-    """format (a name of the zoo.weights registry) and preprocess, with the fields they need."""
+    """format (one of FORMATS, each loaded by zoo.weights) and preprocess, with the fields they need."""
     if table["format"] not in FORMATS:
-        raise CardError(f"{where} has format {table['format']!r}; use one of {tuple(FORMATS.names())}.")
+        raise CardError(f"{where} has format {table['format']!r}; use one of {FORMATS}.")
     if table["format"] == "inflated-2d" and not table.get("inflate_from"):
         raise CardError(f"{where} has format 'inflated-2d' without inflate_from: name the 2D "
                         "architecture whose file it inflates (inflate_from = \"resnet50\", say).")

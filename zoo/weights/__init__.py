@@ -9,9 +9,10 @@ Each loader has ``inspect(path)`` (what the file says about itself) and
 copied between models by one rule, ``zoo.weights.copy.copy_by_name``; Keras' own layer-order
 loading is used only for legacy ``.h5`` files, whose layer names Keras 3 cannot always keep.
 
-Importing this package (and listing the names) is free of TensorFlow: hub/cards.py validates
-card formats against ``format_names()``. A new format is one module with a
-``@register_format("name")`` class, imported in ``_populate``.
+Importing this package (and listing the names) is free of TensorFlow. hub/cards.py lists the
+names a card may give (``zoo.hub.cards.FORMATS``, so reading cards needs no loader); a new format
+is its name there plus one module here with a ``@register_format("name")`` class, imported in
+``_populate``.
 """
 
 from __future__ import annotations
@@ -36,6 +37,12 @@ FORMATS: Registry = Registry(
 
 def register_format(name: str):
     """Class decorator: register an instance of a ``WeightsFormat`` subclass as ``name``."""
+
+    from zoo.hub.cards import FORMATS as CARD_FORMATS
+
+    if name not in CARD_FORMATS:
+        raise ValueError(f"weights format {name!r} is not in zoo.hub.cards.FORMATS: add it there, "
+                         "so cards may name it.")
 
     def decorate(cls):
         cls.name = name

@@ -1,4 +1,4 @@
-"""torchvision state dicts, converted by layer name once and cached (zoo.hub.convert_torch)."""
+"""torchvision state dicts, converted by layer name once and cached (zoo.weights.convert_torch)."""
 
 from __future__ import annotations
 
@@ -14,11 +14,11 @@ class TorchStateDict(WeightsFormat):
 
     def before_fetch(self, card) -> None:
         """No download that cannot be converted: no torch and nothing cached is an error now."""
-        from zoo.hub.convert_torch import check_convertible
+        from zoo.weights.convert_torch import check_convertible
 
         check_convertible(card)
 
     def load_into(self, model, path, card=None, *, build=None):
-        from zoo.hub.convert_torch import load_torch_checkpoint
+        from zoo.weights.convert_torch import load_torch_checkpoint
 
         load_torch_checkpoint(model, path, card)
