@@ -19,7 +19,18 @@ from zoo.ssl import pretrain
 
 
 def model_info(name: str) -> dict:
-    """What the zoo knows of ``arch`` or ``arch.tag``: the architecture and its weight cards."""
+    """What the zoo knows of ``arch`` or ``arch.tag``: the architecture and its weight cards.
+
+    Args:
+        name: a registered architecture, or ``arch.tag`` for one checkpoint's card.
+
+    Returns:
+        A dict: name, family, task, default_size, min_size, spatial_dims, preprocess,
+        description, paper and ``weights`` (each card as a dict). Imports no TensorFlow.
+
+    Raises:
+        UnknownNameError: an unknown architecture or card (with did-you-mean suggestions).
+    """
     from zoo.hub.cards import cards_for
     from zoo.models.registry import get_entry
 
@@ -84,6 +95,13 @@ def load(name: str, pretrained=None, *, in_chans: int | None = None, num_classes
     Returns:
         A Functional ``keras.Model`` whose first layer is the checkpoint's preprocessing; its
         input contract is ``zoo.input_contract(model)``.
+
+    Raises:
+        UnknownNameError: unknown architecture, weights tag or MIL pooling (with suggestions).
+        InvalidArgumentError: arguments that do not fit together or the architecture (named
+            with the fix). InputShapeError: a shape below the architecture's minimum.
+        WeightsError / FetchError / OfflineError: a weights file that is missing, corrupt, does
+            not fit the architecture, or cannot be fetched: never a silent random init.
     """
     from zoo.models.factory import load as _load
 
@@ -102,6 +120,9 @@ def weights_origin(model) -> dict | None:
     Returns:
         ``{"card": "arch.tag", "sha256": ...}`` or ``{"file": path, "sha256": ...}``: kept in
         the model's config (its ``preprocess`` layer), so it survives ``.keras`` files.
+
+    Raises:
+        InvalidArgumentError: ``model`` was not built by ``zoo.load`` (no ``preprocess`` layer).
     """
     from zoo.models.factory import weights_origin as _origin
 
@@ -109,22 +130,59 @@ def weights_origin(model) -> dict | None:
 
 
 def input_contract(model) -> dict:
-    """What a zoo model expects as input (mode, value range, channels, shape)."""
+    """What a zoo model expects as input, read from the model itself (its ``preprocess`` layer).
+
+    Args:
+        model: a model from ``zoo.load`` or ``zoo.load_model``.
+
+    Returns:
+        ``{"mode", "input_range", "in_chans", "input_shape"}``: feed raw values in
+        ``input_range`` (ImageNet cards: [0, 255]); the normalisation is inside the model.
+
+    Raises:
+        InvalidArgumentError: the model has no ``preprocess`` layer (not built by ``zoo.load``).
+    """
     from zoo.layers.preprocess import input_contract as _contract
 
     return _contract(model)
 
 
 def load_model(path, **kwargs):
-    """Load a saved ``.keras`` zoo model (safe mode), registering every zoo layer first."""
+    """Load a saved ``.keras`` zoo model (safe mode), registering every zoo layer first.
+
+    Args:
+        path: a ``.keras`` file written by ``model.save`` (e.g. ``finetune_out/best.keras``).
+        **kwargs: passed to ``keras.models.load_model`` (``safe_mode`` defaults to True).
+
+    Returns:
+        The ``keras.Model``, with its input contract and weights origin.
+
+    Raises:
+        InvalidArgumentError: no such file, not a ``.keras`` archive, or a layer Keras cannot load.
+    """
     from zoo.saving import load_model as _load_model
 
     return _load_model(path, **kwargs)
 
 
 def fetch(name, **kwargs):
-    """Download (or find in the cache) and verify the weights file of a card: its name ``arch.tag``
-    or the WeightCard itself (the same function as zoo.hub.fetch.fetch)."""
+    """Download (or find in the cache) and verify the weights file of a card.
+
+    Mirrors (``ZOO_MIRROR``) come first, downloads resume, and a file is used only when its hash
+    matches the card; ``ZOO_OFFLINE=1`` never touches the network.
+
+    Args:
+        name: the card's name ``arch.tag``, or the ``WeightCard`` itself.
+        **kwargs: ``progress``, ``timeout`` (seconds a read may wait), ``retries``, ``backoff``,
+            ``min_rate`` (bytes/s a download must keep up); see ``zoo.hub.fetch.fetch``.
+
+    Returns:
+        The ``Path`` of the verified file inside ``ZOO_HOME``.
+
+    Raises:
+        UnknownNameError: no such card. FetchError / OfflineError: no source delivered a file
+        with the right hash. CacheWriteError: the cache cannot be written.
+    """
     from zoo.hub.fetch import fetch as _fetch
 
     return _fetch(name, **kwargs)
@@ -138,21 +196,66 @@ def finetune(model_or_name, train_data, val_data=None, **kwargs):
 
 
 def read_dicom(path, **kwargs):
-    """Decode a DICOM file: float32 (frames, H, W, C) in physical units plus PHI-free metadata."""
+    """Decode a DICOM file: float32 (frames, H, W, C) in physical units plus PHI-free metadata.
+
+    Args:
+        path: a DICOM file (any transfer syntax pydicom and the installed decoders read).
+        **kwargs: ``frames`` (0-based frames of a multi-frame file to decode) and
+            ``invert_monochrome1`` (default True: bright always means dense).
+
+    Returns:
+        ``DicomImage(pixels, meta)``: CT in HU, MONOCHROME1 inverted, colour as RGB; ``meta`` has
+        geometry and acquisition fields, never patient identifiers.
+
+    Raises:
+        DicomError: not DICOM, truncated, no pixel data, or a compressed syntax without its
+            decoder (the message names the extra to install).
+    """
     from zoo.data.dicom import read_dicom as _read
 
     return _read(path, **kwargs)
 
 
 def load_series(source, **kwargs):
-    """Stack a DICOM series (folder or file list) into a Volume ordered by its geometry."""
+    """Stack a DICOM series (folder or file list) into a Volume ordered by its geometry.
+
+    Args:
+        source: a folder, a list of files, or one multi-frame file.
+        **kwargs: ``series`` (which series when there are several), ``on_problem`` ("warn",
+            "raise", "ignore" for gaps, duplicates, irregular spacing), ``target_spacing`` (mm,
+            resample), tolerances; see ``zoo.data.series.load_series``.
+
+    Returns:
+        A ``Volume``: voxels (D, H, W, C) in physical units, spacing, orientation and a
+        ``SeriesReport`` of what was wrong with the series.
+
+    Raises:
+        SeriesError: no images, several series without ``series=``, mixed sizes, or a problem
+            with ``on_problem="raise"``. DicomError: a file that cannot be decoded.
+    """
     from zoo.data.series import load_series as _load
 
     return _load(source, **kwargs)
 
 
 def dicom_dataset(source, labels=None, **kwargs):
-    """A tf.data pipeline over DICOM files or series that matches a model's input contract."""
+    """A tf.data pipeline over DICOM files or series that matches a model's input contract.
+
+    Args:
+        source: a folder, a list of files (or series folders), or a labels CSV
+            ``path,label[,patient]``.
+        labels: a list, a ``{path: label}`` mapping or a labels CSV (None: unlabelled).
+        **kwargs: ``model`` or its contract, ``window``, ``batch_size``, ``shuffle``, cache and
+            worker settings; see ``zoo.data.pipeline.DicomDataset``.
+
+    Returns:
+        A ``tf.data.Dataset`` of model-ready batches; its ``.dicom`` attribute holds the skip
+        report and the kept items.
+
+    Raises:
+        DicomError / LabelsError / InvalidArgumentError: bad source, labels or options, before
+            any decoding starts.
+    """
     from zoo.data.pipeline import dicom_dataset as _ds
 
     return _ds(source, labels, **kwargs)
@@ -160,8 +263,25 @@ def dicom_dataset(source, labels=None, **kwargs):
 
 def compile_for_inference(model, engine: str = "auto", precision: str = "auto", batch: int = 8,
                           calibration_data=None):
-    """``model`` on the fastest inference engine that agrees with its Keras fp32 outputs
-    (see zoo.infer.predictor.compile_for_inference); returns a predictor with ``predict(images)``."""
+    """``model`` on the fastest inference engine that agrees with its Keras fp32 outputs.
+
+    Args:
+        model: a Keras model, a ``.keras`` path or a zoo name such as ``"simple_cnn.phantom"``.
+        engine: ``"auto"`` (measured once per machine, cached under ZOO_HOME), ``"tensorflow"``,
+            ``"onnxruntime"`` or ``"openvino"``.
+        precision: ``"auto"``, ``"fp32"``, ``"bf16"`` or ``"int8"`` (reduced precisions need
+            ``calibration_data``).
+        batch: the batch size the engine is compiled for.
+        calibration_data: images the engine is checked (and int8 calibrated) on.
+
+    Returns:
+        A predictor: ``predict(images)`` takes what the Keras model takes and returns the same
+        outputs; ``.engine``, ``.precision``, ``.agreement`` and ``.note`` say what it chose.
+
+    Raises:
+        AgreementError: the engine/precision misses the agreement targets (numbers in the
+            message). OptionalDependencyError: the engine's extra is not installed.
+    """
     from zoo.infer.predictor import compile_for_inference as _compile
 
     return _compile(model, engine=engine, precision=precision, batch=batch, calibration_data=calibration_data)

@@ -187,7 +187,27 @@ def _metadata(model, fmt, quantize, input_name, names) -> dict:
 
 def export(model, path, format: str = "saved_model", quantize=None, representative_data=None, *,
            input_name: str = "image", output_names=None, overwrite: bool = False) -> Path:
-    """Write ``model`` to ``path`` as ``format``; returns the path written.
+    """Write ``model`` to ``path`` as ``format``, with its input contract in the metadata.
+
+    Args:
+        model: a Keras model (a zoo model: raw pixels in, preprocessing inside).
+        path: the output folder (saved_model, openvino) or file (tflite, onnx; a ``.json``
+            sidecar beside it).
+        format: ``"saved_model"``, ``"tflite"``, ``"onnx"`` or ``"openvino"`` (below).
+        quantize: tflite only: ``None``, ``"dynamic"`` or ``"int8"``.
+        representative_data: images to calibrate ``quantize="int8"``.
+        input_name: the serving signature's input name.
+        output_names: names of the outputs (default the model's).
+        overwrite: replace an earlier zoo export at ``path`` (never other files).
+
+    Returns:
+        The ``Path`` written.
+
+    Raises:
+        UnknownNameError: unknown format. InvalidArgumentError: not a Keras model, bad
+            quantize settings. ExportError: a layer that does not round-trip, or a converter
+            failure. OutputError: ``path`` exists and is not a previous export (or no
+            ``overwrite``). OptionalDependencyError: the format's extra is missing.
 
     saved_model: a folder loadable with ``tf.saved_model.load``; signature ``serving_default``
         takes ``image`` and returns a dict of named outputs.

@@ -310,12 +310,33 @@ def cards_for(arch: str) -> list[WeightCard]:
 
 
 def get_card(name: str) -> WeightCard:
-    """The card ``arch.tag``."""
+    """The weight card ``arch.tag``, from the zoo's cards, ``ZOO_HOME/cards`` and ``ZOO_CARDS``.
+
+    Args:
+        name: the card's name, e.g. ``"resnet50.imagenet"``.
+
+    Returns:
+        The frozen ``WeightCard`` (where the file is, its hash, licence and preprocessing).
+
+    Raises:
+        UnknownNameError: no such card (with suggestions). CardError: a card file is invalid.
+    """
     return Registry("weight card", all_cards(), show_choices=False,
                     hint="See zoo.list_weights() or `zoo list --pretrained` for every card.").get(name)
 
 
 def list_weights(pattern: str = "*") -> list[str]:
+    """Every weight card's name ``arch.tag`` matching an fnmatch ``pattern``.
+
+    Args:
+        pattern: an fnmatch pattern over ``arch.tag`` (``"resnet50.*"``).
+
+    Returns:
+        A sorted list of card names.
+
+    Raises:
+        CardError: a card file that does not parse, or a name defined twice.
+    """
     import fnmatch
 
     return sorted(n for n in all_cards() if fnmatch.fnmatch(n, pattern))

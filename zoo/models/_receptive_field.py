@@ -154,8 +154,17 @@ def input_window(model, position, layer=None) -> list[tuple[int, int]]:
 def receptive_field(model, layer=None) -> ReceptiveField:
     """Receptive field size and total stride (input pixels per output step) of ``model``.
 
-    ``layer``: the layer whose output is analysed; default the model's output or, for a
-    classifier, its last spatial feature map before global pooling / flattening.
+    Args:
+        model: a Functional Keras model (nested models are followed).
+        layer: the layer (or its name) whose output is analysed; default the model's output or,
+            for a classifier, its last spatial feature map before global pooling / flattening.
+
+    Returns:
+        A ``ReceptiveField``: per-axis ``size`` and ``stride``, and the ``layer`` analysed.
+
+    Raises:
+        UnsupportedLayerError: a layer whose spatial effect the analysis does not know.
+        InvalidArgumentError: no such layer, or an output without spatial axes.
     """
     tensor = _spatial_tensor(model, layer)
     name = producing_layer(tensor).name

@@ -88,10 +88,18 @@ def get_entry(name: str) -> ModelEntry:
 
 
 def list_models(pattern: str = "*", pretrained: bool | None = None) -> list[str]:
-    """Registered names matching an fnmatch ``pattern``.
+    """Registered names matching an fnmatch ``pattern``; imports no TensorFlow.
 
-    ``pretrained=None`` lists architectures; ``True`` lists every ``arch.tag`` that has a
-    weight card; ``False`` lists architectures without any card.
+    Args:
+        pattern: an fnmatch pattern (``"resnet*"``); ``"*"`` lists everything.
+        pretrained: ``None`` lists architectures; ``True`` every ``arch.tag`` that has a weight
+            card; ``False`` the architectures without any card.
+
+    Returns:
+        A sorted list of names.
+
+    Raises:
+        CardError: a weight card file that does not parse (``pretrained`` given).
     """
     from zoo.hub.cards import all_cards
 

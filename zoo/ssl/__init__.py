@@ -12,7 +12,23 @@ from zoo.ssl.tasks import TASKS, get_task, list_tasks
 
 
 def pretrain(task: str, encoder: str = "simple_cnn", data="synthetic", **kwargs):
-    """See zoo.ssl.runner.pretrain."""
+    """Pretrain ``encoder`` on unlabelled ``data`` with a pretext ``task``; publish it as a card.
+
+    Args:
+        task: a pretext task name (``zoo.ssl.list_tasks()``: rotation, inpainting, simclr, ...).
+        encoder: a registered architecture (2D or 3D, as the task needs).
+        data: images (N, H, W, C) or volumes (N, D, H, W, C) in [0, 255], or ``"synthetic"``.
+        **kwargs: ``epochs``, ``batch_size``, ``learning_rate``, ``tag`` (write weights and a
+            card, then ``zoo.load(encoder, pretrained=tag)``), ``init``, ``eval_data``,
+            ``overwrite`` and the task's own options; see ``zoo.ssl.runner.pretrain``.
+
+    Returns:
+        A ``PretrainResult``: the encoder, the training history, probe scores and the card.
+
+    Raises:
+        UnknownNameError: unknown task or encoder. InvalidArgumentError / DataError: data of
+            the wrong kind, range or size, checked before anything is built.
+    """
     from zoo.ssl.runner import pretrain as _pretrain
 
     return _pretrain(task, encoder, data, **kwargs)
