@@ -80,6 +80,11 @@ def _show_defaults(parser: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The ``zoo`` command line: its own sub-commands plus each package's (finetune, export, ...).
+
+    Returns:
+        The ``argparse.ArgumentParser``; every sub-command's ``--help`` shows its defaults.
+    """
     import zoo
 
     parser = argparse.ArgumentParser(prog="zoo", description="medzoo: a Keras 3 model zoo for medical imaging")
@@ -124,6 +129,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv=None) -> int:
+    """Run ``zoo`` with ``argv``: a ZooError becomes one line on stderr, never a traceback.
+
+    Args:
+        argv: the arguments after ``zoo`` (default ``sys.argv[1:]``).
+
+    Returns:
+        The exit code: 0 on success, 2 when the zoo refused the input (the message says why).
+    """
     args = build_parser().parse_args(argv)
     from zoo._quiet import QuietTensorFlow
 

@@ -29,7 +29,15 @@ from zoo.outputs import staged
 
 
 def write_png(path, image: np.ndarray) -> Path:
-    """Write a (H, W) or (H, W, 1|3) uint8 array as a PNG (zlib only; no Pillow needed)."""
+    """Write a (H, W) or (H, W, 1|3) uint8 array as a PNG (zlib only; no Pillow needed).
+
+    Args:
+        path: the PNG file to write.
+        image: uint8 pixels, grey or RGB.
+
+    Returns:
+        ``Path(path)``.
+    """
     image = np.asarray(image)
     if image.dtype != np.uint8:
         raise InvalidArgumentError(f"write_png takes uint8 pixels, got {image.dtype}.")
@@ -60,6 +68,14 @@ def to_uint8(pixels: np.ndarray, meta, windows=None) -> np.ndarray:
     HU: the given windows (1 or 3, 3 giving an RGB stack), else the file's own window, else the
     soft-tissue preset. Colour: scaled by its value range. Other grey: 0.5-99.5 percentile stretch.
     Non-finite pixels are refused: a PNG must never hide an inf or NaN.
+
+    Args:
+        pixels: one frame (H, W, C) from ``zoo.read_dicom``.
+        meta: its metadata (modality, units, the file's own window).
+        windows: CT window names or ``(centre, width)`` pairs, 1 or 3.
+
+    Returns:
+        uint8 (H, W, 1) or (H, W, 3).
     """
     if not np.isfinite(pixels).all():
         raise DicomValueError(f"{getattr(meta, 'path', 'the image')}: pixels are not finite "
@@ -80,7 +96,15 @@ def to_uint8(pixels: np.ndarray, meta, windows=None) -> np.ndarray:
 
 
 def summarize(path) -> dict:
-    """A PHI-free summary of a file, or of a folder grouped by series."""
+    """A PHI-free summary of a file, or of a folder grouped by series.
+
+    Args:
+        path: a DICOM file or a folder.
+
+    Returns:
+        A JSON-ready dict (geometry, modality, transfer syntax, series counts; skipped files with
+        the reason); never a patient identifier.
+    """
     path = Path(path)
     if path.is_file():
         return read_metadata(path).to_dict()
@@ -182,7 +206,14 @@ def _window_arg(text: str):
 
 
 def add_dicom_parser(subparsers) -> argparse.ArgumentParser:
-    """Add ``dicom info`` and ``dicom convert`` to ``zoo``'s subparsers."""
+    """Add ``dicom info`` and ``dicom convert`` to ``zoo``'s subparsers.
+
+    Args:
+        subparsers: the ``zoo`` parser's sub-parsers action.
+
+    Returns:
+        The ``dicom`` parser.
+    """
     p = subparsers.add_parser("dicom", help="DICOM files: PHI-free summary, conversion to PNG / .npy")
     sub = p.add_subparsers(dest="dicom_command", required=True)
     q = sub.add_parser("info", help="summary of a file or folder (no names, IDs or dates)")

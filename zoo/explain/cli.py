@@ -24,7 +24,14 @@ METHODS = tuple(_METHODS)  # zoo.explain.api's registry: gradcam, cam, saliency,
 
 
 def load_image(path) -> np.ndarray:
-    """(H, W, C) float32 from a .npy or .png file."""
+    """(H, W, C) float32 from a .npy or .png file.
+
+    Args:
+        path: a ``.npy`` array (H, W[, C]) or a ``.png`` image.
+
+    Returns:
+        The image as float32 (H, W, C).
+    """
     path = Path(path)
     if not path.is_file():
         raise DataError(f"image {str(path)!r}: no such file.")
@@ -50,7 +57,14 @@ def _is_volume(array) -> bool:
 
 
 def load_input(path) -> np.ndarray:
-    """(H, W, C) image or (D, H, W, C) volume, float32, from a .npy or .png file."""
+    """(H, W, C) image or (D, H, W, C) volume, float32, from a .npy or .png file.
+
+    Args:
+        path: a ``.npy`` array (an image or a volume) or a ``.png`` image.
+
+    Returns:
+        float32 (H, W, C) or (D, H, W, C).
+    """
     path = Path(path)
     if path.suffix == ".npy" and path.is_file():
         array = np.load(path, allow_pickle=False)
@@ -64,6 +78,14 @@ def fit_volume_to_model(volume, model, path="IMAGE") -> np.ndarray:
     """The (D, H, W, C) volume with the model's channel count and spatial size, batch of one.
 
     Resized with the maps' mirrored trilinear sampling (zoo.explain.cam.upsample_volume).
+
+    Args:
+        volume: (D, H, W, C) float32.
+        model: the 3D model to explain.
+        path: the file the volume came from, for messages.
+
+    Returns:
+        (1, D, H, W, C) at the model's input size and channels.
     """
     from zoo.explain.cam import upsample_volume
 
@@ -83,7 +105,15 @@ def fit_volume_to_model(volume, model, path="IMAGE") -> np.ndarray:
 
 
 def fit_to_model(image, model) -> np.ndarray:
-    """The image with the model's channel count and (fixed) spatial size, batch of one."""
+    """The image with the model's channel count and (fixed) spatial size, batch of one.
+
+    Args:
+        image: (H, W, C) float32.
+        model: the 2D model to explain.
+
+    Returns:
+        (1, H, W, C) at the model's input size and channels.
+    """
     from keras import ops
 
     h, w, chans = model.inputs[0].shape[1:]
@@ -139,10 +169,29 @@ def explain(model_spec, image_path, out, method="gradcam", layer=None, class_ind
             overwrite=False) -> dict:
     """Explain ``image_path`` with ``model_spec``; write the figure (original, map, colour bar) to ``out``.
 
-    Returns what was explained: the layer, the class and its score, and the figure's panel boxes.
-    ``mask`` (optional, (H, W) at the model's input size) is outlined on the map. ``num_classes``:
-    the class count of a ``pretrained`` weights file with a classifier. An existing ``out`` is replaced
-    only with ``overwrite=True`` and only if the zoo wrote it (zoo.outputs).
+    Args:
+        model_spec: a zoo name (``arch`` or ``arch.tag``) or a ``.keras`` file.
+        image_path: a ``.npy`` or ``.png`` image (a ``.npy`` volume for 3D models).
+        out: the PNG to write; replaced only with ``overwrite=True`` and only if the zoo wrote
+            it (zoo.outputs).
+        method: a name from ``zoo.explain.METHODS`` (gradcam, cam, saliency, smoothgrad,
+            integrated_gradients, occlusion, perturbation).
+        layer: the conv layer for Grad-CAM (default the last one with a spatial map).
+        class_index: the class explained (default the predicted one).
+        pretrained: weights for a model built from a name (tag or file).
+        alpha: the map's opacity in the overlay.
+        allow_random: explain a model built from a name without weights (refused otherwise).
+        mask: optional (H, W) lesion mask at the model's input size, outlined on the map.
+        num_classes: the class count of a ``pretrained`` weights file with a classifier.
+        overwrite: replace an earlier figure the zoo wrote.
+
+    Returns:
+        What was explained: the layer, the class and its score, and the figure's panel boxes.
+
+    Raises:
+        RandomWeightsError: a model from a name without weights and no ``allow_random``.
+        InvalidArgumentError / UnknownNameError: unreadable image, unknown method or layer.
+        OutputError: ``out`` exists and is not the zoo's (or no ``overwrite``).
     """
     import keras
 
@@ -212,7 +261,11 @@ def _run(args) -> int:
 
 
 def add_explain_parser(subparsers) -> None:
-    """Register ``zoo explain`` on the CLI's subparsers."""
+    """Register ``zoo explain`` on the CLI's subparsers.
+
+    Args:
+        subparsers: the ``zoo`` parser's sub-parsers action.
+    """
     p = subparsers.add_parser("explain",
                               help="heat map (Grad-CAM, CAM, saliency, SmoothGrad, integrated "
                                    "gradients, occlusion or a perturbation mask) of an image as a "

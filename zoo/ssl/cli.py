@@ -55,7 +55,11 @@ def _run(args) -> int:
 
 
 def add_pretrain_parser(subparsers) -> None:
-    """Register ``zoo pretrain`` on the CLI's sub-parsers."""
+    """Register ``zoo pretrain`` on the CLI's sub-parsers.
+
+    Args:
+        subparsers: the ``zoo`` parser's sub-parsers action.
+    """
     from zoo.ssl.tasks import list_tasks
 
     p = subparsers.add_parser("pretrain", help="self-supervised pretraining; writes weights and a weight card")
