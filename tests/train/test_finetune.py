@@ -108,6 +108,10 @@ def test_bad_input_is_explained(data, tmp_path):
         finetune(_model(), train, val, out_dir=tmp_path, strategy="gpu")
     with pytest.raises(DataError, match="too few to hold out"):
         finetune(_model(), (train.images[:1], train.labels[:1]), **kw)
+    with pytest.raises(DataError, match="groups has 3 entries for 36"):
+        finetune(_model(), train, groups=["a", "b", "c"], **kw)
+    with pytest.raises(DataError, match="one patient"):  # a patient-wise split needs two patients
+        finetune(_model(), train, groups=["p1"] * 36, **kw)
     with pytest.raises(DataError, match="NaN"):
         as_arrays((np.full((2, 4, 4), np.nan), [0, 1]), "train_data")
 

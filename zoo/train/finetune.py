@@ -409,14 +409,15 @@ def finetune(model_or_name, train_data, val_data=None, *, pretrained=None, num_c
              epochs=(5, 5), learning_rate=(1e-3, 1e-4), weight_decay: float = 1e-4, batch_size: int = 32,
              unfreeze_from=None, unfreeze_batchnorm: bool = False, patience: int = 3, monitor: str = "val_loss",
              class_weight=None, augment=True, cache_features: bool = True, validation_split: float = 0.2,
-             seed: int = 0, out_dir="finetune_out", overwrite: bool = False, strategy="auto",
+             groups=None, seed: int = 0, out_dir="finetune_out", overwrite: bool = False, strategy="auto",
              precision: str = "fp32", verbose: int = 1) -> FinetuneResult:
     """Fine-tune a zoo model (by name, or a Functional model with ``head_*`` layers) in two stages.
 
     train_data / val_data: (images, labels) with images (N, H, W[, C]) in the model's input
         range (raw pixel values for zoo models, [0, 255]) and integer labels; or an object with
         .images and .labels; or a tf.data.Dataset of (image, label). Without val_data, a seeded
-        ``validation_split`` of the training data is held out. Bad input (one class, values
+        ``validation_split`` of the training data is held out, patient-wise when ``groups``
+        (one patient id per training image) is given: no patient is in both sets. Bad input (one class, values
         outside the input range, empty or mismatched arrays, string labels) is refused before training.
     epochs, learning_rate: one value or a (stage 1, stage 2) pair; stage 2 with 0 epochs is skipped.
         Stage 2 is kept only if it improves ``monitor`` on the validation set without worsening
@@ -438,7 +439,8 @@ def finetune(model_or_name, train_data, val_data=None, *, pretrained=None, num_c
     For runs that repeat exactly, call keras.utils.set_random_seed and
     tf.config.experimental.enable_op_determinism() first (``zoo finetune`` and ``zoo demo`` do).
     """
-    arguments = {k: v for k, v in dict(locals()).items() if k not in ("train_data", "val_data")}
+    arguments = {k: v for k, v in dict(locals()).items() if k not in ("train_data", "val_data", "groups")}
+    arguments["groups"] = None if groups is None else f"{len(np.unique(np.asarray(groups)))} patients"  # ids stay private
     import keras
 
     from zoo.train.distribute import describe, is_chief
@@ -468,12 +470,16 @@ def finetune(model_or_name, train_data, val_data=None, *, pretrained=None, num_c
     strat = make_strategy(strategy)  # first: MultiWorkerMirroredStrategy must precede other TF work
 
     x, y = as_arrays(train_data, "train_data")
+    if groups is not None and len(groups) != len(x):
+        raise DataError(f"groups has {len(groups)} entries for {len(x)} training images; give one patient id "
+                        "per image, in the order of train_data.")
     if val_data is None:
-        order = np.random.default_rng(seed).permutation(len(x))
-        n_val = max(1, int(round(validation_split * len(x))))
-        if n_val >= len(x):
+        from zoo.metrics import validation_split as split
+
+        if len(x) < 2:
             raise DataError(f"train_data has {len(x)} examples: too few to hold out a validation set; give val_data.")
-        (x, y), (vx, vy) = (x[order[n_val:]], y[order[n_val:]]), (x[order[:n_val]], y[order[:n_val]])
+        train_idx, val_idx = split(len(x), validation_split, groups=groups, seed=seed)
+        (x, y), (vx, vy) = (x[train_idx], y[train_idx]), (x[val_idx], y[val_idx])
     else:
         vx, vy = as_arrays(val_data, "val_data")
     _check_labels(y, vy, num_classes)
