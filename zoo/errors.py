@@ -171,3 +171,9 @@ class UnknownNameError(UnknownModelError, InvalidArgumentError):
 
 class KerasCompatError(ZooError, RuntimeError):
     """The installed Keras no longer has the private API zoo._keras_compat relies on."""
+
+# --- the training engine and its checkpoints (zoo.train.engine; issue 14) ---------------------
+
+
+class ResumeError(ZooError, RuntimeError):
+    """A run folder cannot be resumed: its checkpoint is unreadable or was written for other models."""
