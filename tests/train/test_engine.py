@@ -214,7 +214,7 @@ def _epochs(x, y, batch=6):
 
 def test_resume_mid_epoch_equals_the_uninterrupted_run(tmp_path):
     x, y = _data()
-    full = Engine(Classification(_classifier(dropout=0.3)), keras.optimizers.Adam(0.01), run_dir=tmp_path / "a")
+    full = Engine(Classification(_classifier(dropout=0.3)), keras.optimizers.Adam(0.01), checkpoint_dir=tmp_path / "a")
     full.fit(_epochs(x, y), epochs=3)
 
     class Stop(Hook):  # a run that dies after 6 of its 12 steps (mid epoch 2), checkpointing each step
@@ -222,12 +222,12 @@ def test_resume_mid_epoch_equals_the_uninterrupted_run(tmp_path):
             if engine.step_count == 6:
                 raise KeyboardInterrupt
 
-    first = Engine(Classification(_classifier(dropout=0.3)), keras.optimizers.Adam(0.01), run_dir=tmp_path / "b",
+    first = Engine(Classification(_classifier(dropout=0.3)), keras.optimizers.Adam(0.01), checkpoint_dir=tmp_path / "b",
                    checkpoint_every=1, hooks=[Stop()])
     with pytest.raises(KeyboardInterrupt):
         first.fit(_epochs(x, y), epochs=3)
     resumed_model = _classifier(seed=5, dropout=0.3)  # other initial weights: all must come from the checkpoint
-    resumed = Engine(Classification(resumed_model), keras.optimizers.Adam(0.01), run_dir=tmp_path / "b")
+    resumed = Engine(Classification(resumed_model), keras.optimizers.Adam(0.01), checkpoint_dir=tmp_path / "b")
     history = resumed.fit(_epochs(x, y), epochs=3, resume=True)
     for a, b in zip(full.task.model.variables, resumed_model.variables, strict=True):
         np.testing.assert_allclose(b.numpy(), a.numpy(), rtol=1e-6, atol=1e-7)
@@ -235,7 +235,7 @@ def test_resume_mid_epoch_equals_the_uninterrupted_run(tmp_path):
     assert len(resumed.checkpoints()) == 2  # older ones pruned
 
     other = Engine(Classification(keras.Sequential([keras.Input((4,)), keras.layers.Dense(2, activation="softmax")])),
-                   keras.optimizers.Adam(0.01), run_dir=tmp_path / "b")
+                   keras.optimizers.Adam(0.01), checkpoint_dir=tmp_path / "b")
     with pytest.raises(ResumeError, match="other models or optimizers"):
         other.fit(_epochs(x, y), epochs=3, resume=True)
 
@@ -284,7 +284,7 @@ def test_hooks_schedule_early_stopping_and_gradual_unfreezing(tmp_path):
     model = _classifier()
     model.get_layer("body").trainable = False
     stop = EarlyStopping("val_loss", patience=1)
-    engine = Engine(Classification(model), keras.optimizers.SGD(0.1), run_dir=tmp_path,
+    engine = Engine(Classification(model), keras.optimizers.SGD(0.1), checkpoint_dir=tmp_path,
                     hooks=[LearningRateSchedule(lambda e: 0.1 / (e + 1)), GradualUnfreezing({1: "body"}), stop])
     frozen = model.get_layer("body").kernel.numpy().copy()
     history = engine.fit(_epochs(x, y), epochs=4, val=_epochs(x, y))

@@ -15,7 +15,7 @@ from zoo.data.synthetic import make_phantoms
 from zoo.errors import DataError, InvalidArgumentError
 from zoo.export import add_export_parser
 from zoo.train.cli import add_finetune_parser
-from zoo.train.finetune import Augment, _AugmentedBatches, as_arrays, finetune
+from zoo.train.finetune import Augment, _AugmentedBatches, finetune
 from zoo.train.folder_data import load_labelled_folder
 
 SMALL = dict(in_chans=1, num_classes=2, input_shape=(32, 32), widths=(8, 8, 8, 8, 12))
@@ -113,15 +113,47 @@ def test_bad_input_is_explained(data, tmp_path):
     with pytest.raises(DataError, match="one patient"):  # a patient-wise split needs two patients
         finetune(_model(), train, groups=["p1"] * 36, **kw)
     with pytest.raises(DataError, match="NaN"):
-        as_arrays((np.full((2, 4, 4), np.nan), [0, 1]), "train_data")
+        finetune(_model(), (np.full((2, 32, 32), np.nan), [0, 1]), val, **kw)
 
 
-def test_dataset_input_is_read_in_order(data):
-    train, _ = data
-    ds = tf.data.Dataset.from_tensor_slices((train.images[:10], train.labels[:10])).batch(4)
-    x, y = as_arrays(ds, "train_data")
-    np.testing.assert_array_equal(x, train.images[:10])
-    np.testing.assert_array_equal(y, train.labels[:10])
+def test_a_streamed_dataset_trains_batch_by_batch(data, tmp_path, monkeypatch):
+    """tf.data input is consumed as a stream (no whole copy): the generator never runs more than
+    prefetch + 2 batches ahead of training, and the loss goes down."""
+    train, val = data
+    lead = []
+
+    def batches():  # each pass: how many batches it handed over that training has not used yet
+        base = consumed()
+        for i, start in enumerate(range(0, 36, 6)):
+            lead.append(i - (consumed() - base))
+            yield train.images[start:start + 6], train.labels[start:start + 6]
+
+    spec = (tf.TensorSpec((None, 32, 32, 1), tf.float32), tf.TensorSpec((None,), tf.int64))
+    stream = tf.data.Dataset.from_generator(batches, output_signature=spec).prefetch(2)
+    val_ds = tf.data.Dataset.from_tensor_slices((val.images, val.labels)).batch(6)
+    model = _model()
+    steps = []  # the running engine's count of trained batches
+
+    def consumed():
+        return steps[-1]() if steps else 0
+
+    import zoo.train.engine as engine_module
+
+    real_fit = engine_module.Engine.fit
+
+    def fit(self, *args, **kwargs):
+        start = int(self.optimizers["main"].iterations.numpy())
+        steps.append(lambda: int(self.optimizers["main"].iterations.numpy()) - start)
+        return real_fit(self, *args, **kwargs)
+
+    monkeypatch.setattr(engine_module.Engine, "fit", fit)
+    result = finetune(model, stream, val_ds, epochs=(0, 3), learning_rate=(1e-3, 3e-3), augment=False,
+                      out_dir=tmp_path, strategy="cpu", verbose=0, patience=5)
+    assert max(lead) <= 2 + 2
+    assert result.history[-1]["loss"] < result.history[0]["loss"]
+    assert json.loads(result.record.read_text())["data"]["streamed"] is True
+    with pytest.raises(DataError, match="give val_data as a dataset"):
+        finetune(_model(), stream, out_dir=tmp_path / "b", strategy="cpu", verbose=0)
 
 
 def test_labelled_folder(tmp_path):
@@ -198,8 +230,9 @@ def test_m8_degenerate_data_is_refused_before_training(data, tmp_path):
     _refused(tmp_path, InvalidArgumentError, r"out_dir=.*file' is a file, not a folder", model, train, val,
              out_dir=tmp_path / "file")
     assert (tmp_path / "file").read_text() == "not a folder"
-    with pytest.raises(DataError, match="the dataset yields no examples"):
-        as_arrays(tf.data.Dataset.from_tensor_slices((np.zeros((0, 4, 4)), np.zeros(0))), "val_data")
+    with pytest.raises(DataError, match="val_data: the dataset yields no batches"):
+        empty = tf.data.Dataset.from_tensor_slices((np.zeros((0, 32, 32, 1)), np.zeros(0))).batch(4)
+        finetune(model, train, empty, out_dir=tmp_path / "e", strategy="cpu", verbose=0)
 
 
 def test_m8_one_class_is_allowed_when_num_classes_is_given(data, tmp_path):

@@ -22,7 +22,7 @@ Input streams: a ``tf.data.Dataset`` (the same pipeline each epoch), a callable 
 Dataset`` or an object with ``.dataset(epoch)`` (a deterministic order per epoch, needed for an
 exact mid-epoch resume) is consumed batch by batch; nothing is copied into memory.
 
-Checkpoints (``run_dir/checkpoints/ckpt-STEP.npz``): every model variable (weights, BatchNorm
+Checkpoints (``checkpoint_dir/ckpt-STEP.npz``): every model variable (weights, BatchNorm
 statistics, dropout seed-generator states), every optimizer variable, the step, epoch and
 position in the epoch, the partial epoch sums, the history and the hooks' state. Each is
 written to a ``.partial`` file, flushed and fsynced, then renamed into place, so a kill during
@@ -49,7 +49,6 @@ import numpy as np
 
 from zoo.errors import DataError, InvalidArgumentError, ResumeError
 
-CHECKPOINTS = "checkpoints"
 _CKPT = re.compile(r"^ckpt-(\d+)\.npz$")
 
 
@@ -204,12 +203,12 @@ class Engine:
 
     task: a Task. optimizers: one Keras optimizer or {name: optimizer} for ``task.optimizers``;
     models and optimizers must have been created under ``strategy.scope()``.
-    hooks: Hook objects. run_dir: where checkpoints go (None: no checkpoints, no resume).
+    hooks: Hook objects. checkpoint_dir: the folder of the checkpoints (None: no checkpoints, no resume).
     checkpoint_every: also checkpoint every N steps inside an epoch (None: at epoch ends only).
     whole_epoch: run each epoch as one graph call (cheap steps; no mid-epoch checkpoints).
     """
 
-    def __init__(self, task: Task, optimizers, strategy=None, *, hooks: Sequence[Hook] = (), run_dir=None,
+    def __init__(self, task: Task, optimizers, strategy=None, *, hooks: Sequence[Hook] = (), checkpoint_dir=None,
                  checkpoint_every: int | None = None, whole_epoch: bool = False, keep_checkpoints: int = 2,
                  chief: bool = True, verbose: int = 0):
         import tensorflow as tf
@@ -228,7 +227,7 @@ class Engine:
             raise InvalidArgumentError(f"checkpoint_every={checkpoint_every!r}: give a positive number of steps or None.")
         self.optimizers = dict(optimizers)
         self.hooks = list(hooks)
-        self.run_dir = Path(run_dir) if run_dir is not None else None
+        self.checkpoint_dir = Path(checkpoint_dir) if checkpoint_dir is not None else None
         self.checkpoint_every, self.whole_epoch, self.keep = checkpoint_every, whole_epoch, keep_checkpoints
         self.chief, self.verbose = chief, verbose
         self.replicas = int(self.strategy.num_replicas_in_sync)
@@ -395,7 +394,7 @@ class Engine:
     def fit(self, train, epochs: int, val=None, *, resume: bool = False) -> list[dict]:
         """Train for ``epochs`` epochs (in total: a resumed run continues to the same end).
 
-        ``resume``: continue from the newest complete checkpoint in ``run_dir`` (a fresh start
+        ``resume``: continue from the newest complete checkpoint in ``checkpoint_dir`` (a fresh start
         when there is none). Returns the history (one dict per epoch).
         """
         if isinstance(epochs, bool) or not isinstance(epochs, int | np.integer) or epochs < 0:
@@ -404,8 +403,8 @@ class Engine:
         val_source = epoch_source(val) if val is not None else None
         position, partial = 0, None
         if resume:
-            if self.run_dir is None:
-                raise InvalidArgumentError("resume=True needs run_dir= (where the checkpoints are).")
+            if self.checkpoint_dir is None:
+                raise InvalidArgumentError("resume=True needs checkpoint_dir= (where the checkpoints are).")
             position, partial = self.restore()
         first = _first_batch(source(self.epoch))
         self.task.check(first[0], first[1])
@@ -428,18 +427,18 @@ class Engine:
             for hook in self.hooks:
                 hook.on_epoch_end(self, epoch, row)
             self.epoch = epoch + 1
-            if self.run_dir is not None:
+            if self.checkpoint_dir is not None:
                 self.save(position=0, totals=None)
         for hook in self.hooks:
             hook.on_train_end(self)
         return self.history
 
     def _distribute(self, dataset):
-        """The strategy's distributed dataset; the dataset itself on the default (no) strategy, which
-        saves the extra buffer a distributed iterator keeps (a batch less held in memory)."""
-        import tensorflow as tf
+        """The strategy's distributed dataset; on one device the dataset itself, which saves the
+        buffers a distributed iterator keeps (two batches less held in memory)."""
+        from zoo.train.distribute import cluster_size
 
-        if self.strategy is tf.distribute.get_strategy() and not tf.distribute.has_strategy():
+        if self.replicas == 1 and cluster_size() <= 1:  # one device: the batches as they come
             return dataset
         return self.strategy.experimental_distribute_dataset(dataset)
 
@@ -472,7 +471,7 @@ class Engine:
                 hook.on_batch_end(self, position, lambda t=totals: self._means(t.numpy()))
             if self._kill_after is not None and self.step_count >= self._kill_after:
                 _kill_self()
-            if self.run_dir is not None and self.checkpoint_every and self.step_count % self.checkpoint_every == 0:
+            if self.checkpoint_dir is not None and self.checkpoint_every and self.step_count % self.checkpoint_every == 0:
                 self.save(position=position, totals=totals.numpy())
         if totals is None:
             raise DataError("the training data yields no batches; give at least one labelled example.")
@@ -490,9 +489,9 @@ class Engine:
 
     def save(self, *, position: int = 0, totals=None) -> Path | None:
         """Write a checkpoint of everything a resume needs (chief only); returns its path."""
-        if self.run_dir is None or not self.chief:
+        if self.checkpoint_dir is None or not self.chief:
             return None
-        folder = self.run_dir / CHECKPOINTS
+        folder = self.checkpoint_dir
         folder.mkdir(parents=True, exist_ok=True)
         arrays = {}
         for group, variables in self._variables().items():
@@ -518,7 +517,7 @@ class Engine:
         return path
 
     def checkpoints(self) -> list[Path]:
-        folder = self.run_dir / CHECKPOINTS if self.run_dir is not None else None
+        folder = self.checkpoint_dir
         if folder is None or not folder.is_dir():
             return []
         return sorted(p for p in folder.iterdir() if _CKPT.match(p.name))
@@ -527,7 +526,7 @@ class Engine:
         """Load the newest complete checkpoint (or ``path``); returns (position in epoch, partial sums).
         A fresh start (0, None) when there is none."""
         candidates = [Path(path)] if path is not None else self.checkpoints()[::-1]
-        for leftover in (self.run_dir / CHECKPOINTS).glob("*.partial") if self.run_dir else ():
+        for leftover in self.checkpoint_dir.glob("*.partial") if self.checkpoint_dir else ():
             leftover.unlink(missing_ok=True)  # a write that was killed: never read
         for candidate in candidates:
             try:
@@ -555,7 +554,7 @@ class Engine:
         if state["fingerprint"] != self._fingerprint():
             mine, theirs = self._fingerprint(), state["fingerprint"]
             diff = sorted(k for k in set(mine) | set(theirs) if mine.get(k) != theirs.get(k))
-            raise ResumeError(f"{self.run_dir}: its checkpoint {path.name} was written for other models or "
+            raise ResumeError(f"{self.checkpoint_dir}: its checkpoint {path.name} was written for other models or "
                               f"optimizers (variables differ in {diff}); resume with the same model and settings, "
                               "or give a new run folder.")
         for group, variables in self._variables().items():
