@@ -319,3 +319,19 @@ def validation_split(n: int, fraction: float = 0.2, *, groups=None, seed: int = 
     k = min(max(k, 1), len(ids) - 1)
     val = np.isin(inverse, order[:k])
     return np.flatnonzero(~val), np.flatnonzero(val)
+
+
+def format_report(report: dict) -> str:
+    """classification_report's result as a few readable lines (value and CI per metric)."""
+    unit = report.get("unit", "image")
+    lines = [f"{report['n']} {unit}s" + (f" (score per patient: {report['aggregate']} over its images; a patient is "
+                                         "positive when any image is)" if unit == "patient" else "")]
+    for key in ("auc", "sensitivity", "specificity", "balanced_accuracy", "ece"):
+        if key in report:
+            m = report[key]
+            lines.append(f"{key:18s} {m['value']:.3f}  ({100 * m['level']:.0f}% CI {m['low']:.3f} - {m['high']:.3f})")
+    if report.get("threshold") is not None:
+        lines.append(f"{'operating point':18s} score >= {report['threshold']:g}")
+    if "auc_per_finding" in report:
+        lines.append("AUC per finding    " + ", ".join(f"{v:.3f}" for v in report["auc_per_finding"]))
+    return "\n".join(lines)
