@@ -231,8 +231,7 @@ class Engine:
         self.checkpoint_every, self.whole_epoch, self.keep = checkpoint_every, whole_epoch, keep_checkpoints
         self.chief, self.verbose = chief, verbose
         self.replicas = int(self.strategy.num_replicas_in_sync)
-        for model in task.models().values():
-            sync_batchnorm(model, self.replicas)
+        self.synchronized_bn = sum(sync_batchnorm(m, self.replicas) for m in task.models().values())
         self.history: list[dict] = []
         self.step_count = 0
         self.epoch = 0
