@@ -658,13 +658,18 @@ def finetune(model_or_name, train_data, val_data=None, *, pretrained=None, num_c
     def val_source():
         return val_data if val_streamed else Batches(vx, vy, batch_size, False)
 
-    def steps(source):
-        return len(source) if hasattr(source, "__len__") else None
-
     def run_stage(name, target, source, val, n_epochs, lr, whole_epoch=False):
+        offset = len(run.history)  # the run's epoch number seeds the order and the augmentation
+        n_steps = len(source) if hasattr(source, "__len__") else None
+        if hasattr(source, "dataset"):
+            batches = source
+            source = lambda epoch: batches.dataset(epoch + offset)  # noqa: E731
+        elif callable(source) and not _is_dataset(source):
+            inner = source
+            source = lambda epoch: inner(epoch + offset)  # noqa: E731
         hooks = [run.hook(name, patience)]
         if verbose and not whole_epoch:
-            hooks.append(Progress(steps(source), name))
+            hooks.append(Progress(n_steps, name))
         engine = Engine(make_task(task, target), optimizer(lr), strat, hooks=hooks,
                         checkpoint_dir=out / "checkpoints" / name, checkpoint_every=checkpoint_every,
                         whole_epoch=whole_epoch, chief=run.chief)
