@@ -660,7 +660,7 @@ def finetune(model_or_name, train_data, val_data=None, *, pretrained=None, num_c
 
     def run_stage(name, target, source, val, n_epochs, lr, whole_epoch=False):
         offset = len(run.history)  # the run's epoch number seeds the order and the augmentation
-        n_steps = len(source) if hasattr(source, "__len__") else None
+        n_steps = len(source) if hasattr(source, "__len__") and not _is_dataset(source) else None
         if hasattr(source, "dataset"):
             batches = source
             source = lambda epoch: batches.dataset(epoch + offset)  # noqa: E731
