@@ -43,6 +43,7 @@ def _weights(path: Path) -> list[np.ndarray]:
     return [np.asarray(w) for w in zoo.load_model(path).get_weights()]
 
 
+@pytest.mark.slow
 def test_killed_mid_epoch_and_mid_checkpoint_then_resumed_equals_uninterrupted(tmp_path):
     full = _zoo(tmp_path / "full", wait=False)  # the reference, alongside the first killed run
     killed = _zoo(tmp_path / "run", env={"ZOO_TEST_KILL_AFTER_STEPS": "3"})  # stage 1, step 3 of 4

@@ -9,7 +9,11 @@ resamples: whole-pixel shifts and intensity jitter, optionally 90-degree turns a
 normalisation parameters), class weights, early stopping on the validation set with the best
 weights restored, the best model saved as ``best.keras``, TensorBoard scalars, a progress
 bar, and ``run.json`` (library versions, arguments, metrics per epoch) next to the checkpoint.
-Training runs the zoo's own distributed step (zoo.train.trainer) under ``strategy``.
+Training runs on the zoo's one engine (zoo.train.engine, the task from zoo.train.tasks) under
+``strategy``; the engine checkpoints each epoch (and every ``checkpoint_every`` steps) into
+``checkpoints/`` so ``resume=True`` continues a killed run. Validation metrics of zoo.metrics
+(AUC, sensitivity/specificity, balanced accuracy, ECE with bootstrap CIs, per patient when the
+split was by patient) go into run.json, with ``reliability.png``.
 """
 
 from __future__ import annotations
