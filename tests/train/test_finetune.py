@@ -311,3 +311,28 @@ def test_m8_a_run_folder_is_replaced_only_with_overwrite_and_never_with_user_fil
     (out / "notes.txt").unlink()
     finetune(_model(), train, val, out_dir=out, overwrite=True, **kw)
     assert json.loads((out / "run.json").read_text())["arguments"]["overwrite"] is True
+
+
+def test_multilabel_and_segmentation_tasks_fine_tune_and_check_their_labels(tmp_path):
+    """task='multilabel' records per-finding AUCs; task='segmentation' trains on masks (Dice); labels
+    that do not fit the task are refused before training."""
+    rng = np.random.default_rng(0)
+    x = rng.uniform(0, 255, (24, 16, 16, 1)).astype("float32")
+    inputs = keras.Input((16, 16, 1))
+    body = keras.layers.Conv2D(4, 3, padding="same", name="body")(inputs)
+    pooled = keras.layers.GlobalAveragePooling2D()(body)
+    multilabel = keras.Model(inputs, keras.layers.Dense(3, activation="sigmoid", name="head_fc")(pooled))
+    kw = dict(epochs=(1, 1), augment=False, strategy="cpu", verbose=0, batch_size=8)
+    findings = (rng.random((24, 3)) > 0.5).astype("int32")
+    result = finetune(multilabel, (x, findings), task="multilabel", out_dir=tmp_path / "ml", **kw)
+    metrics = json.loads(result.record.read_text())["validation_metrics"]
+    assert len(metrics["auc_per_finding"]) == 3 and "val_accuracy" in result.history[0]
+    segmenter = keras.Model(inputs, keras.layers.Conv2D(2, 1, activation="softmax", name="head_conv")(body))
+    masks = (x[..., 0] > 128).astype("int32")
+    result = finetune(segmenter, (x, masks), task="segmentation", monitor="val_dice", cache_features=False,
+                      out_dir=tmp_path / "seg", **kw)
+    assert 0 <= result.history[-1]["val_dice"] <= 1
+    with pytest.raises(DataError, match=r"masks of shape \(8, 16\)"):
+        finetune(segmenter, (x, masks[:, :8]), task="segmentation", out_dir=tmp_path / "bad", **kw)
+    with pytest.raises(DataError, match="use task='multilabel'"):
+        finetune(_model(), (np.zeros((8, 32, 32, 1)), np.zeros((8, 2), int)), out_dir=tmp_path / "bad", **kw)

@@ -96,6 +96,9 @@ def _arrays(data, what: str, classes: bool = True) -> tuple[np.ndarray, np.ndarr
         x = x[..., None]
     if x.ndim != 4:
         raise DataError(f"{what}: images of shape {x.shape}; need (N, H, W) or (N, H, W, C).")
+    if y.ndim == 2 and len(y) == len(x) and y.shape[1] > 1:
+        raise DataError(f"{what}: labels of shape {y.shape} (several per image) for single-label classification; "
+                        "use task='multilabel' for several findings per image, or give one class index per image.")
     if y.ndim != 1 or len(y) != len(x):
         raise DataError(f"{what}: {len(x)} images but labels of shape {y.shape}; need one integer class per image.")
     if not np.issubdtype(y.dtype, np.integer) and not np.all(np.mod(y, 1) == 0):
