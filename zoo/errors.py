@@ -184,3 +184,9 @@ class AgreementError(ZooError, RuntimeError):
     def __init__(self, message: str, agreement=None, outputs=None):
         super().__init__(message)
         self.agreement, self.outputs = agreement, outputs
+
+# --- the training engine and its checkpoints (zoo.train.engine; issue 14) ---------------------
+
+
+class ResumeError(ZooError, RuntimeError):
+    """A run folder cannot be resumed: its checkpoint is unreadable or was written for other models."""

@@ -221,3 +221,34 @@ def training_curves(history_or_run_json, path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=DPI, format="png", facecolor="white")
     return path
+
+
+def reliability_diagram(table: dict, path, *, title: str = "calibration") -> Path:
+    """A PNG of observed frequency against predicted confidence per bin (zoo.metrics.calibration's
+    table), with the diagonal of perfect calibration, bin counts as bars and the ECE in the title."""
+    for key in ("edges", "confidence", "observed", "count", "ece"):
+        if key not in table:
+            raise DataError(f"reliability_diagram: the table has no {key!r}; give zoo.metrics.calibration(...)'s result.")
+    _, MplFigure = _mpl()
+    edges = np.asarray(table["edges"], np.float64)
+    conf = np.asarray(table["confidence"], np.float64)
+    observed = np.asarray(table["observed"], np.float64)
+    counts = np.asarray(table["count"], np.float64)
+    fig = MplFigure(figsize=(4.2, 4.2), dpi=DPI, facecolor="white", layout="constrained")
+    ax = fig.add_subplot(1, 1, 1)
+    ax.plot([0, 1], [0, 1], ":", color="grey", lw=1, label="perfectly calibrated")
+    shown = np.isfinite(conf)
+    ax.plot(conf[shown], observed[shown], "-o", markersize=4, label="model")
+    share = counts / max(counts.sum(), 1)
+    ax.bar(edges[:-1], share, width=np.diff(edges), align="edge", alpha=0.25, color="C1", label="share of examples")
+    ax.set_xlim(0, 1)
+    ax.set_ylim(0, 1)
+    ax.set_xlabel("predicted probability (bin mean)")
+    ax.set_ylabel("observed frequency")
+    ax.set_title(f"{title}: ECE {float(table['ece']):.3f}")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, loc="upper left")
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=DPI, format="png", facecolor="white")
+    return path

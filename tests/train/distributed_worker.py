@@ -1,4 +1,4 @@
-"""Run by tests/train/test_distribute.py in a fresh process: a few zoo training steps under one strategy.
+"""Run by tests/train/test_distribute.py in a fresh process: a few engine training steps under one strategy.
 
 Usage: python distributed_worker.py MODE OUT.npz, MODE one of one | mirrored2 | one+mirrored2 |
 multiworker. mirrored2 splits the CPU into two logical devices, which must happen before TensorFlow
@@ -38,12 +38,16 @@ def main(mode: str, out: str) -> None:
 
 
 def train(strat, out: str) -> None:
-    """A few seeded steps of simple_cnn under ``strat``; weights, initial weights and a summary to ``out``."""
+    """A few seeded engine steps under ``strat``: simple_cnn classification, a segmentation model and a
+    two-model (adversarial) step; weights, initial weights and a summary to ``out`` (and _seg, _gan)."""
     import keras
     import numpy as np
+    import tensorflow as tf
 
     import zoo
-    from zoo.train.trainer import Batches, Trainer
+    from zoo.train.engine import Engine, StepOutput, Task
+    from zoo.train.tasks import Classification, Segmentation
+    from zoo.train.trainer import Batches
 
     rng = np.random.default_rng(0)
     x = rng.uniform(0, 255, (20, 32, 32, 1)).astype("float32")
@@ -53,14 +57,62 @@ def train(strat, out: str) -> None:
         model = zoo.load("simple_cnn", in_chans=1, num_classes=2, input_shape=(32, 32), widths=(8, 8, 8, 8, 8))
         optimizer = keras.optimizers.SGD(0.05, momentum=0.9)
     initial = [w.numpy() for w in model.weights]
-    trainer = Trainer(model, optimizer, strat)
+    engine = Engine(Classification(model), optimizer, strat)
     batches = Batches(x, y, batch_size=8, seed=0)  # 8 + 8 + 4: the short last batch is weighted too
-    metrics = [trainer.train_epoch(batches, epoch) for epoch in range(2)]
-    np.savez(out, *[w.numpy() for w in model.weights])
-    np.savez(out.replace(".npz", "_initial.npz"), *initial)
+    metrics = engine.fit(batches, epochs=2)
+    save(out, model.weights, initial)
     Path(out.replace(".npz", ".json")).write_text(json.dumps(
-        {"replicas": trainer.replicas, "synchronized_bn": trainer.synchronized_bn, "metrics": metrics,
+        {"replicas": engine.replicas, "synchronized_bn": engine.synchronized_bn, "metrics": metrics,
          "strategy": type(strat).__name__}))
+
+    masks = (x[..., 0] > 128).astype("int32")
+    keras.utils.set_random_seed(1)
+    with strat.scope():
+        inputs = keras.Input((32, 32, 1))
+        h = keras.layers.Rescaling(1 / 255.0)(inputs)
+        h = keras.layers.Conv2D(4, 3, padding="same", activation="relu")(h)
+        seg = keras.Model(inputs, keras.layers.Conv2D(2, 1, activation="softmax")(h))
+        optimizer = keras.optimizers.SGD(0.5)
+    initial = [w.numpy() for w in seg.weights]
+    Engine(Segmentation(seg), optimizer, strat).fit(Batches(x, masks, batch_size=8, seed=0), epochs=2)
+    save(out.replace(".npz", "_seg.npz"), seg.weights, initial)
+
+    class Adversarial(Task):
+        optimizers = ("generator", "discriminator")
+
+        def __init__(self):
+            gi, di = keras.Input((2,)), keras.Input((3,))
+            self.g = keras.Model(gi, keras.layers.Dense(3)(gi))
+            self.d = keras.Model(di, keras.layers.Dense(1, activation="sigmoid")(di))
+
+        def models(self):
+            return {"generator": self.g, "discriminator": self.d}
+
+        def trainable(self, name):
+            return (self.g if name == "generator" else self.d).trainable_variables
+
+        def step(self, batch, training):
+            noise, real, _ = batch
+            fake_p, real_p = self.d(self.g(noise)), self.d(real)
+            return StepOutput({"generator": -tf.math.log(fake_p[:, 0]),
+                               "discriminator": -tf.math.log(real_p[:, 0]) - tf.math.log(1 - fake_p[:, 0])})
+
+    keras.utils.set_random_seed(2)
+    with strat.scope():
+        task = Adversarial()
+        optimizers = {"generator": keras.optimizers.SGD(1.0), "discriminator": keras.optimizers.SGD(1.0)}
+    weights = task.g.weights + task.d.weights
+    initial = [w.numpy() for w in weights]
+    noise, real = rng.standard_normal((20, 2)).astype("float32"), rng.standard_normal((20, 3)).astype("float32") + 2
+    Engine(task, optimizers, strat).fit(Batches(noise, real, batch_size=8, seed=0), epochs=2)
+    save(out.replace(".npz", "_gan.npz"), weights, initial)
+
+
+def save(out: str, weights, initial) -> None:
+    import numpy as np
+
+    np.savez(out, *[w.numpy() for w in weights])
+    np.savez(out.replace(".npz", "_initial.npz"), *initial)
 
 
 if __name__ == "__main__":

@@ -108,6 +108,13 @@ def one_device(tmp_path_factory):
 
 
 def _assert_same_training(a, b, initial):
+    """``a`` trained like ``b``: for the classifier, and for the engine's segmentation and two-model steps."""
+    for suffix in ("_seg", "_gan"):
+        seg = [Path(str(p).replace(".npz", f"{suffix}.npz")) for p in (a, b)]
+        seg.append(Path(str(b).replace(".npz", f"{suffix}_initial.npz")))
+        for wa, wb in zip(_weights(seg[0]), _weights(seg[1]), strict=True):
+            np.testing.assert_allclose(wa, wb, atol=1e-4, rtol=1e-4)
+        assert max(np.abs(w - w0).max() for w, w0 in zip(_weights(seg[1]), _weights(seg[2]), strict=True)) > 1e-3
     for wa, wb in zip(_weights(a), _weights(b), strict=True):
         # updates are O(0.1-1); float32 round-off through synchronized BatchNorm stays below 5e-3
         np.testing.assert_allclose(wa, wb, atol=5e-3, rtol=0)

@@ -15,7 +15,7 @@ from zoo.data.synthetic import make_phantoms
 from zoo.errors import DataError, InvalidArgumentError
 from zoo.export import add_export_parser
 from zoo.train.cli import add_finetune_parser
-from zoo.train.finetune import Augment, _AugmentedBatches, as_arrays, finetune
+from zoo.train.finetune import Augment, _AugmentedBatches, finetune
 from zoo.train.folder_data import load_labelled_folder
 
 SMALL = dict(in_chans=1, num_classes=2, input_shape=(32, 32), widths=(8, 8, 8, 8, 12))
@@ -108,16 +108,52 @@ def test_bad_input_is_explained(data, tmp_path):
         finetune(_model(), train, val, out_dir=tmp_path, strategy="gpu")
     with pytest.raises(DataError, match="too few to hold out"):
         finetune(_model(), (train.images[:1], train.labels[:1]), **kw)
+    with pytest.raises(DataError, match="groups has 3 entries for 36"):
+        finetune(_model(), train, groups=["a", "b", "c"], **kw)
+    with pytest.raises(DataError, match="one patient"):  # a patient-wise split needs two patients
+        finetune(_model(), train, groups=["p1"] * 36, **kw)
     with pytest.raises(DataError, match="NaN"):
-        as_arrays((np.full((2, 4, 4), np.nan), [0, 1]), "train_data")
+        finetune(_model(), (np.full((2, 32, 32), np.nan), [0, 1]), val, **kw)
 
 
-def test_dataset_input_is_read_in_order(data):
-    train, _ = data
-    ds = tf.data.Dataset.from_tensor_slices((train.images[:10], train.labels[:10])).batch(4)
-    x, y = as_arrays(ds, "train_data")
-    np.testing.assert_array_equal(x, train.images[:10])
-    np.testing.assert_array_equal(y, train.labels[:10])
+def test_a_streamed_dataset_trains_batch_by_batch(data, tmp_path, monkeypatch):
+    """tf.data input is consumed as a stream (no whole copy): the generator never runs more than
+    prefetch + 2 batches ahead of training, and the loss goes down."""
+    train, val = data
+    lead = []
+
+    def batches():  # each pass: how many batches it handed over that training has not used yet
+        base = consumed()
+        for i, start in enumerate(range(0, 36, 6)):
+            lead.append(i - (consumed() - base))
+            yield train.images[start:start + 6], train.labels[start:start + 6]
+
+    spec = (tf.TensorSpec((None, 32, 32, 1), tf.float32), tf.TensorSpec((None,), tf.int64))
+    stream = tf.data.Dataset.from_generator(batches, output_signature=spec).prefetch(2)
+    val_ds = tf.data.Dataset.from_tensor_slices((val.images, val.labels)).batch(6)
+    model = _model()
+    steps = []  # the running engine's count of trained batches
+
+    def consumed():
+        return steps[-1]() if steps else 0
+
+    import zoo.train.engine as engine_module
+
+    real_fit = engine_module.Engine.fit
+
+    def fit(self, *args, **kwargs):
+        start = int(self.optimizers["main"].iterations.numpy())
+        steps.append(lambda: int(self.optimizers["main"].iterations.numpy()) - start)
+        return real_fit(self, *args, **kwargs)
+
+    monkeypatch.setattr(engine_module.Engine, "fit", fit)
+    result = finetune(model, stream, val_ds, epochs=(0, 3), learning_rate=(1e-3, 3e-3), augment=False,
+                      out_dir=tmp_path, strategy="cpu", verbose=0, patience=5)
+    assert max(lead) <= 2 + 2
+    assert result.history[-1]["loss"] < result.history[0]["loss"]
+    assert json.loads(result.record.read_text())["data"]["streamed"] is True
+    with pytest.raises(DataError, match="give val_data as a dataset"):
+        finetune(_model(), stream, out_dir=tmp_path / "b", strategy="cpu", verbose=0)
 
 
 def test_labelled_folder(tmp_path):
@@ -194,8 +230,9 @@ def test_m8_degenerate_data_is_refused_before_training(data, tmp_path):
     _refused(tmp_path, InvalidArgumentError, r"out_dir=.*file' is a file, not a folder", model, train, val,
              out_dir=tmp_path / "file")
     assert (tmp_path / "file").read_text() == "not a folder"
-    with pytest.raises(DataError, match="the dataset yields no examples"):
-        as_arrays(tf.data.Dataset.from_tensor_slices((np.zeros((0, 4, 4)), np.zeros(0))), "val_data")
+    with pytest.raises(DataError, match="val_data: the dataset yields no batches"):
+        empty = tf.data.Dataset.from_tensor_slices((np.zeros((0, 32, 32, 1)), np.zeros(0))).batch(4)
+        finetune(model, train, empty, out_dir=tmp_path / "e", strategy="cpu", verbose=0)
 
 
 def test_m8_one_class_is_allowed_when_num_classes_is_given(data, tmp_path):
@@ -274,3 +311,28 @@ def test_m8_a_run_folder_is_replaced_only_with_overwrite_and_never_with_user_fil
     (out / "notes.txt").unlink()
     finetune(_model(), train, val, out_dir=out, overwrite=True, **kw)
     assert json.loads((out / "run.json").read_text())["arguments"]["overwrite"] is True
+
+
+def test_multilabel_and_segmentation_tasks_fine_tune_and_check_their_labels(tmp_path):
+    """task='multilabel' records per-finding AUCs; task='segmentation' trains on masks (Dice); labels
+    that do not fit the task are refused before training."""
+    rng = np.random.default_rng(0)
+    x = rng.uniform(0, 255, (24, 16, 16, 1)).astype("float32")
+    inputs = keras.Input((16, 16, 1))
+    body = keras.layers.Conv2D(4, 3, padding="same", name="body")(inputs)
+    pooled = keras.layers.GlobalAveragePooling2D()(body)
+    multilabel = keras.Model(inputs, keras.layers.Dense(3, activation="sigmoid", name="head_fc")(pooled))
+    kw = dict(epochs=(1, 1), augment=False, strategy="cpu", verbose=0, batch_size=8)
+    findings = (rng.random((24, 3)) > 0.5).astype("int32")
+    result = finetune(multilabel, (x, findings), task="multilabel", out_dir=tmp_path / "ml", **kw)
+    metrics = json.loads(result.record.read_text())["validation_metrics"]
+    assert len(metrics["auc_per_finding"]) == 3 and "val_accuracy" in result.history[0]
+    segmenter = keras.Model(inputs, keras.layers.Conv2D(2, 1, activation="softmax", name="head_conv")(body))
+    masks = (x[..., 0] > 128).astype("int32")
+    result = finetune(segmenter, (x, masks), task="segmentation", monitor="val_dice", cache_features=False,
+                      out_dir=tmp_path / "seg", **kw)
+    assert 0 <= result.history[-1]["val_dice"] <= 1
+    with pytest.raises(DataError, match=r"masks of shape \(8, 16\)"):
+        finetune(segmenter, (x, masks[:, :8]), task="segmentation", out_dir=tmp_path / "bad", **kw)
+    with pytest.raises(DataError, match="use task='multilabel'"):
+        finetune(_model(), (np.zeros((8, 32, 32, 1)), np.zeros((8, 2), int)), out_dir=tmp_path / "bad", **kw)

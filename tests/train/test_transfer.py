@@ -8,7 +8,9 @@ import pytest
 
 import zoo
 from zoo.errors import InvalidArgumentError
-from zoo.train.transfer import GradualUnfreezing, freeze, layer_index, trainable_summary, unfreeze
+from zoo.train.engine import Engine, GradualUnfreezing
+from zoo.train.tasks import Classification
+from zoo.train.transfer import freeze, layer_index, trainable_summary, unfreeze
 
 
 @pytest.fixture(scope="module")
@@ -60,14 +62,17 @@ def test_freeze_defaults_to_backbone_and_unfreeze_from_block(data):
 
 
 def test_gradual_unfreezing_trains_newly_unfrozen_layers(data):
+    """The engine hook: at epoch 1 block 5 becomes trainable, with a rebuilt optimizer at 0.1x the rate."""
+    import tensorflow as tf
+
     model = zoo.load("vgg16", input_shape=(32, 32), in_chans=1, num_classes=2)
     freeze(model)
-    model.compile(optimizer=keras.optimizers.Adam(1e-3), loss="sparse_categorical_crossentropy")
     before = model.get_layer("block5_conv3").get_weights()[0].copy()
-    model.fit(*data, epochs=2, batch_size=8, verbose=0,
-              callbacks=[GradualUnfreezing({1: "block5_conv1"}, lr_factor=0.1)])
+    engine = Engine(Classification(model), keras.optimizers.Adam(1e-3),
+                    hooks=[GradualUnfreezing({1: "block5_conv1"}, lr_factor=0.1)])
+    engine.fit(tf.data.Dataset.from_tensor_slices(data).batch(8), epochs=2)
     assert not np.array_equal(before, model.get_layer("block5_conv3").get_weights()[0])
-    assert np.isclose(float(model.optimizer.learning_rate), 1e-4)
+    assert np.isclose(float(engine.optimizers["main"].learning_rate), 1e-4)
 
 
 def test_bad_layer_names_suggest():

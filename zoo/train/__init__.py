@@ -1,4 +1,5 @@
-"""Training: freezing (transfer), the distributed trainer, precision, feature caching, fine-tuning.
+"""Training: the engine (any task, any strategy, hooks, resume), tasks, freezing (transfer),
+precision, feature caching, fine-tuning.
 
 ``zoo.train.strategy`` is importable without importing TensorFlow; it loads on the first
 call. Fine-tuning is ``zoo.finetune`` (zoo.train.finetune.finetune).

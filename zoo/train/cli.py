@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
+
 
 def _data(args):
     from zoo.errors import InvalidArgumentError
@@ -18,20 +20,40 @@ def _data(args):
         return (train.images, train.labels), (val.images, val.labels)
     from zoo.train.folder_data import load_labelled_folder
 
-    x, y, _ = load_labelled_folder(args.data)
+    x, y, names = load_labelled_folder(args.data)
     val = None
     if args.val_data:
-        vx, vy, _ = load_labelled_folder(args.val_data)
+        vx, vy, _ = load_labelled_folder(args.val_data, classes=names)
         val = (vx, vy)
     return (x, y), val
+
+
+def _groups(args):
+    """The labels CSV's patient column, for a patient-wise validation split (--groups)."""
+    from pathlib import Path
+
+    from zoo.data.labels import read_labels
+    from zoo.errors import InvalidArgumentError
+
+    if not args.groups:
+        return None
+    if args.demo:
+        raise InvalidArgumentError("zoo finetune --groups: the demo phantoms have no patients; use it with --data.")
+    labels = read_labels(Path(args.data) / "labels.csv")
+    if labels.patients is None:
+        raise InvalidArgumentError(f"zoo finetune --groups: {Path(args.data) / 'labels.csv'} has no patient column; "
+                                   "add one (path,label,patient) or drop --groups.")
+    return list(labels.patients)
 
 
 def _run(args) -> int:
     from zoo.train.finetune import deterministic, finetune
 
     train, val = _data(args)
+    groups = _groups(args)
     deterministic(args.seed)
     result = finetune(args.model, train, val, pretrained=args.pretrained, epochs=tuple(args.epochs),
+                      task=args.task, groups=groups, resume=args.resume, checkpoint_every=args.checkpoint_every,
                       learning_rate=tuple(args.lr), weight_decay=args.weight_decay, batch_size=args.batch_size,
                       unfreeze_from=args.unfreeze_from, class_weight=args.class_weight,
                       augment=False if args.no_augment else ("rot90" if args.rot90 else True), cache_features=not args.no_cache, patience=args.patience,
@@ -70,5 +92,68 @@ def add_finetune_parser(sub) -> None:
                    help="replace an earlier run at --out (never a folder with files the zoo did not write)")
     p.add_argument("--strategy", default="auto", choices=["auto", "cpu", "mirrored", "multiworker", "tpu"])
     p.add_argument("--precision", default="fp32", choices=["fp32", "bf16", "fp16"])
+    p.add_argument("--task", default="classification", choices=["classification", "multilabel", "regression",
+                                                                      "segmentation"])
+    p.add_argument("--groups", action="store_true", help="hold out validation by patient (labels.csv's patient "
+                   "column): no patient in both sets")
+    p.add_argument("--resume", action="store_true", help="continue the killed run in --out from its newest checkpoint")
+    p.add_argument("--checkpoint-every", type=int, default=None, metavar="STEPS",
+                   help="also checkpoint every STEPS training steps (default: at each epoch's end)")
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=_run)
+
+
+def _evaluate(args) -> int:
+    """``zoo evaluate``: clinical metrics of a saved classifier on a labelled folder."""
+    from pathlib import Path
+
+    from zoo.data.labels import read_labels
+    from zoo.errors import DataError
+    from zoo.figures import reliability_diagram
+    from zoo.metrics import classification_report, format_report
+    from zoo.outputs import claim_dir, finish_dir
+    from zoo.saving import load_model
+    from zoo.train.folder_data import load_labelled_folder
+
+    model_path = Path(args.model)
+    if model_path.is_dir() and (model_path / "best.keras").is_file():
+        model_path = model_path / "best.keras"
+    model = load_model(model_path)
+    x, y, names = load_labelled_folder(args.data)
+    patients = read_labels(Path(args.data) / "labels.csv").patients
+    groups = None if args.per_image or patients is None else list(patients)
+    probs = np.concatenate([np.asarray(model(x[i:i + args.batch_size], training=False), np.float64)
+                            for i in range(0, len(x), args.batch_size)])
+    if probs.ndim != 2 or probs.shape[1] < 2 and not (probs.shape[1] == 1 and y.max() <= 1):
+        raise DataError(f"{model_path}: outputs of shape {probs.shape[1:]}; zoo evaluate takes a classifier's "
+                        "probabilities (N, classes).")
+    report = classification_report(y, probs[:, 0] if probs.shape[1] == 1 else probs, groups,
+                                   threshold=args.threshold, n_boot=args.bootstrap, seed=args.seed)
+    report["classes"] = names
+    text = format_report(report)
+    print(text)
+    if args.out:
+        out = claim_dir(args.out, writer="zoo evaluate", overwrite=args.overwrite,
+                        names=("metrics.json", "summary.txt", "reliability.png"))
+        (out / "metrics.json").write_text(json.dumps(report, indent=2))
+        (out / "summary.txt").write_text(text + "\n")
+        if "calibration" in report:
+            reliability_diagram(report["calibration"], out / "reliability.png")
+        finish_dir(out, writer="zoo evaluate")
+    return 0
+
+
+def add_evaluate_parser(sub) -> None:
+    """Register ``zoo evaluate MODEL DATA`` on the CLI's subparsers."""
+    p = sub.add_parser("evaluate", help="clinical metrics (AUC, sensitivity/specificity, balanced accuracy, "
+                       "calibration) with bootstrap CIs, per patient when labels.csv has a patient column")
+    p.add_argument("model", help="a saved model (.keras) or a zoo finetune run folder")
+    p.add_argument("data", help="folder: .npy/.png images, labels.csv (path,label[,patient])")
+    p.add_argument("--threshold", type=float, default=0.5, help="operating point: positive when score >= it")
+    p.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples for the 95%% CIs")
+    p.add_argument("--per-image", action="store_true", help="ignore the patient column: one row per image")
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", default=None, help="folder for metrics.json, summary.txt and reliability.png")
+    p.add_argument("--overwrite", action="store_true", help="replace an earlier zoo evaluate output at --out")
+    p.set_defaults(func=_evaluate)

@@ -9,7 +9,11 @@ resamples: whole-pixel shifts and intensity jitter, optionally 90-degree turns a
 normalisation parameters), class weights, early stopping on the validation set with the best
 weights restored, the best model saved as ``best.keras``, TensorBoard scalars, a progress
 bar, and ``run.json`` (library versions, arguments, metrics per epoch) next to the checkpoint.
-Training runs the zoo's own distributed step (zoo.train.trainer) under ``strategy``.
+Training runs on the zoo's one engine (zoo.train.engine, the task from zoo.train.tasks) under
+``strategy``; the engine checkpoints each epoch (and every ``checkpoint_every`` steps) into
+``checkpoints/`` so ``resume=True`` continues a killed run. Validation metrics of zoo.metrics
+(AUC, sensitivity/specificity, balanced accuracy, ECE with bootstrap CIs, per patient when the
+split was by patient) go into run.json, with ``reliability.png``.
 """
 
 from __future__ import annotations
@@ -24,7 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
-from zoo.errors import DataError, InvalidArgumentError
+from zoo.errors import DataError, InvalidArgumentError, ResumeError
 from zoo.train.trainer import Batches, finish_batches
 
 NO_DECAY = ["bias", "gamma", "beta"]
@@ -55,25 +59,20 @@ class FinetuneResult:
                 "history": self.history}
 
 
-def as_arrays(data, what: str) -> tuple[np.ndarray, np.ndarray]:
-    """(x float32, y int32) from (x, y), an object with .images/.labels, or a tf.data.Dataset of (x, y)."""
+def _is_dataset(data) -> bool:
+    return hasattr(data, "element_spec") and hasattr(data, "as_numpy_iterator")
+
+
+def _arrays(data, what: str, classes: bool = True) -> tuple[np.ndarray, np.ndarray]:
+    """(x float32, y) from in-memory (x, y) or an object with .images/.labels, checked; ``classes``:
+    the labels must be integer class indices (single-label classification)."""
     if data is None:
         raise DataError(f"{what} is None; give (images, labels) arrays.")
     if hasattr(data, "images") and hasattr(data, "labels"):
         data = (data.images, data.labels)
-    elif hasattr(data, "as_numpy_iterator"):
-        xs, ys = [], []
-        for item in data.as_numpy_iterator():
-            if not isinstance(item, tuple) or len(item) != 2:
-                raise DataError(f"{what}: a dataset must yield (image, label) pairs, got {type(item).__name__}.")
-            xs.append(item[0])
-            ys.append(item[1])
-        if not xs:
-            raise DataError(f"{what}: the dataset yields no examples; give at least one labelled image.")
-        batched = np.ndim(ys[0]) == 1
-        data = (np.concatenate(xs) if batched else np.stack(xs), np.concatenate(ys) if batched else np.array(ys))
     if not isinstance(data, tuple | list) or len(data) != 2:
-        raise DataError(f"{what}: give (images, labels), an object with .images and .labels, or a tf.data.Dataset.")
+        raise DataError(f"{what}: give (images, labels), an object with .images and .labels, or a tf.data.Dataset "
+                        "of (images, labels) batches.")
     y = np.asarray(data[1])
     if y.dtype.kind not in "biuf":
         raise DataError(f"{what}: labels of type {y.dtype} (e.g. {y.ravel()[:2].tolist()}); give integer class "
@@ -85,18 +84,27 @@ def as_arrays(data, what: str) -> tuple[np.ndarray, np.ndarray]:
     if x.ndim == 0 or y.ndim == 0 or len(x) == 0 or len(y) == 0:
         raise DataError(f"{what} is empty ({x.size} image values, {y.size} labels); give at least one labelled image "
                         "(and leave val_data=None to hold out part of the training data).")
+    if not np.all(np.isfinite(x)):
+        raise DataError(f"{what}: images contain NaN or infinity; clean or drop those images.")
+    if x.ndim == 3:
+        x = x[..., None]
+    if not classes:
+        if len(y) != len(x):
+            raise DataError(f"{what}: {len(x)} images but {len(y)} labels; give one label (row) per image.")
+        return x, y
     if x.ndim == 3:
         x = x[..., None]
     if x.ndim != 4:
         raise DataError(f"{what}: images of shape {x.shape}; need (N, H, W) or (N, H, W, C).")
+    if y.ndim == 2 and len(y) == len(x) and y.shape[1] > 1:
+        raise DataError(f"{what}: labels of shape {y.shape} (several per image) for single-label classification; "
+                        "use task='multilabel' for several findings per image, or give one class index per image.")
     if y.ndim != 1 or len(y) != len(x):
         raise DataError(f"{what}: {len(x)} images but labels of shape {y.shape}; need one integer class per image.")
     if not np.issubdtype(y.dtype, np.integer) and not np.all(np.mod(y, 1) == 0):
         raise DataError(f"{what}: labels must be integer class indices (got {y.dtype}).")
     if len(y) and y.min() < 0:
         raise DataError(f"{what}: labels must be class indices >= 0 (found {y.min()}).")
-    if not np.all(np.isfinite(x)):
-        raise DataError(f"{what}: images contain NaN or infinity; clean or drop those images.")
     return x, y.astype(np.int32)
 
 
@@ -244,7 +252,7 @@ def _pair(value, name: str) -> tuple:
     return pair
 
 
-def _build(model_or_name, strat, precision, *, pretrained, num_classes, in_chans, input_shape, dropout):
+def _build(model_or_name, strat, precision, *, pretrained, num_classes, in_chans, input_shape, dropout, **options):
     import tensorflow as tf
 
     from zoo.models.factory import load
@@ -253,7 +261,7 @@ def _build(model_or_name, strat, precision, *, pretrained, num_classes, in_chans
     if isinstance(model_or_name, str):
         with strat.scope(), policy(precision):
             model = load(model_or_name, pretrained, in_chans=in_chans, num_classes=num_classes,
-                         input_shape=input_shape, dropout=dropout)
+                         input_shape=input_shape, dropout=dropout, **options)
         if any(t.dtype != "float32" for t in model.outputs):  # a checkpoint's own top: keep the output float32
             model = rebuild(model, precision, strat)
         return model
@@ -264,62 +272,20 @@ def _build(model_or_name, strat, precision, *, pretrained, num_classes, in_chans
     return rebuild(model_or_name, precision, strat)
 
 
-def scalar(tag: str, value: float, step: int) -> None:
-    """A TensorBoard scalar through TensorFlow's core summary op.
+from zoo.train.engine import scalar  # noqa: E402,F401  (re-exported: zoo.train.finetune.scalar)
 
-    ``tf.summary.scalar`` lives in the tensorboard package, which TensorFlow 2.21 no longer
-    installs; the event (with the scalars plugin's metadata) is the same, and TensorBoard is
-    then only needed to look at the logs.
-    """
-    import tensorflow as tf
-    from tensorflow.core.framework import summary_pb2
-
-    metadata = summary_pb2.SummaryMetadata(plugin_data=summary_pb2.SummaryMetadata.PluginData(plugin_name="scalars"))
-    tf.summary.write(tag, tf.constant(float(value), tf.float32), step=int(step), metadata=metadata)
-
-
-class _Stage:
-    """Epoch loop shared by both stages: metrics, early stopping, checkpoint, logs."""
-
-    def __init__(self, run, trainer, batches, val_batches, map_fn, name, whole_epoch=False):
-        self.run, self.trainer, self.whole_epoch = run, trainer, whole_epoch
-        self.batches, self.val_batches, self.map_fn, self.name = batches, val_batches, map_fn, name
-
-    def fit(self, epochs: int, patience: int) -> None:
-        import keras
-
-        run, wait = self.run, 0
-        for _ in range(epochs):
-            epoch = len(run.history)
-            bar = keras.utils.Progbar(len(self.batches), verbose=1) if run.verbose else None
-            if bar is not None:
-                print(f"{self.name} epoch {epoch + 1}")
-            t0 = time.perf_counter()
-            train = self.trainer.train_epoch(self.batches, epoch, self.map_fn, bar, self.whole_epoch)
-            seconds = time.perf_counter() - t0
-            val = self.trainer.evaluate(self.val_batches)
-            row = {"epoch": epoch, "stage": self.name, "loss": train["loss"], "accuracy": train["accuracy"],
-                   "val_loss": val["loss"], "val_accuracy": val["accuracy"], "seconds": round(seconds, 4),
-                   "learning_rate": float(keras.ops.convert_to_numpy(self.trainer.optimizer.learning_rate))}
-            run.log(row)
-            if run.improved(row):
-                wait = 0
-                run.save_best(epoch)
-            else:
-                wait += 1
-                if wait >= patience:
-                    if run.verbose:
-                        print(f"{self.name}: early stop, no {run.monitor} improvement in {patience} epochs")
-                    break
-        run.restore_best()
+ACTIVATIONS = {"classification": "softmax", "multilabel": "sigmoid", "regression": None, "segmentation": "softmax"}
 
 
 class _Run:
-    """State of one fine-tuning run: history, the best weights and where things are written."""
+    """State of one fine-tuning run across both stages: history, the best weights, the files.
+
+    Also the engine hook of each stage (``hook(stage)``): it logs each epoch, keeps the best
+    weights and ``best.keras``, stops a stage early, and is saved in the engine's checkpoints,
+    so a resumed run continues with the same history, best value and patience count.
+    """
 
     def __init__(self, model, out_dir, monitor, chief, verbose):
-        import tensorflow as tf
-
         self.model, self.monitor, self.chief, self.verbose = model, monitor, chief, verbose
         self.history: list[dict] = []
         self.best_value, self.best_epoch, self.best_weights = None, -1, None
@@ -327,8 +293,7 @@ class _Run:
         self.out = Path(out_dir)
         self.checkpoint = self.out / "best.keras"
         self.log_dir = self.out / "logs"
-        if chief:
-            self.writers = {k: tf.summary.create_file_writer(str(self.log_dir / k)) for k in ("train", "validation")}
+        self.writers = None
 
     def improved(self, row: dict) -> bool:
         """``row`` improves on the best so far, and does not fall below any floor on the other metric."""
@@ -341,14 +306,20 @@ class _Run:
         return better
 
     def log(self, row: dict) -> None:
+        import tensorflow as tf
+
         self.history.append(row)
         if self.verbose:
             print(" ".join(f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items()))
         if self.chief:
+            if self.writers is None:
+                self.writers = {k: tf.summary.create_file_writer(str(self.log_dir / k)) for k in ("train", "validation")}
             for split, prefix in (("train", ""), ("validation", "val_")):
                 with self.writers[split].as_default():
-                    scalar("epoch_loss", row[prefix + "loss"], row["epoch"])
-                    scalar("epoch_accuracy", row[prefix + "accuracy"], row["epoch"])
+                    for key, value in row.items():
+                        if key.startswith(prefix) and (prefix or not key.startswith("val_")) and key not in (
+                                "epoch", "stage", "seconds", "learning_rate") and isinstance(value, float):
+                            scalar("epoch_" + key.removeprefix(prefix), value, row["epoch"])
                     if split == "train":
                         scalar("learning_rate", row["learning_rate"], row["epoch"])
                 self.writers[split].flush()
@@ -357,28 +328,83 @@ class _Run:
         self.best_epoch = epoch
         self.best_weights = self.model.get_weights()
         if self.chief:
-            self.model.save(self.checkpoint)
+            partial = self.checkpoint.with_name("best.partial.keras")
+            self.model.save(partial)
+            os.replace(partial, self.checkpoint)
 
     def restore_best(self) -> None:
         if self.best_weights is not None:
             self.model.set_weights(self.best_weights)
 
+    def hook(self, stage: str, patience: int):
+        from zoo.train.engine import Hook
 
-RUN_FILES = ("best.keras", "run.json", "curves.png", "logs")
+        run = self
+
+        class StageHook(Hook):
+            wait = 0
+
+            def on_epoch_end(self, engine, epoch, logs):
+                row = {"epoch": len(run.history), "stage": stage,
+                       **{k: v for k, v in logs.items() if k not in ("epoch", "seconds", "learning_rate")},
+                       "seconds": logs["seconds"], "learning_rate": logs["learning_rate"]}
+                run.log(row)
+                if run.improved(row):
+                    self.wait = 0
+                    run.save_best(row["epoch"])
+                else:
+                    self.wait += 1
+                    if self.wait >= patience:
+                        if run.verbose:
+                            print(f"{stage}: early stop, no {run.monitor} improvement in {patience} epochs")
+                        engine.stop = True
+
+            def on_train_end(self, engine):
+                run.restore_best()
+
+            def state(self):
+                return {"wait": self.wait, "history": run.history, "best_value": run.best_value,
+                        "best_epoch": run.best_epoch, "floor": run.floor,
+                        "best_weights": None if run.best_weights is None else len(run.best_weights)}
+
+            def arrays(self):
+                return {f"w{i}": w for i, w in enumerate(run.best_weights or [])}
+
+            def load(self, state, arrays):
+                self.wait = state["wait"]
+                run.history, run.best_value, run.best_epoch = state["history"], state["best_value"], state["best_epoch"]
+                run.floor = state["floor"]
+                if state["best_weights"] is not None:
+                    run.best_weights = [arrays[f"w{i}"] for i in range(state["best_weights"])]
+
+        return StageHook()
 
 
-def prepare_out_dir(out_dir, overwrite: bool = False) -> Path:
+RUN_FILES = ("best.keras", "run.json", "curves.png", "logs", "checkpoints", "reliability.png")
+
+
+def prepare_out_dir(out_dir, overwrite: bool = False, resume: bool = False) -> Path:
     """The run folder, claimed before any training under the zoo's one overwrite rule (zoo.outputs).
 
     A new or empty folder is used; an earlier run folder is replaced only with ``overwrite=True``;
-    a folder holding anything the zoo did not write is refused, naming those files.
+    a folder holding anything the zoo did not write is refused, naming those files. With
+    ``resume``, an earlier ``zoo.finetune`` folder is kept as it is (its checkpoints continue).
     """
-    from zoo.outputs import claim_dir
+    from zoo.outputs import MANIFEST, claim_dir
 
     out = Path(out_dir)
     if out.exists() and not out.is_dir():
         raise InvalidArgumentError(f"out_dir={os.fspath(out_dir)!r} is a file, not a folder; give a folder "
                                    "for best.keras, run.json and logs/ (a new name, or remove the file).")
+    if resume and out.is_dir() and any(out.iterdir()):
+        try:
+            writer = json.loads((out / MANIFEST).read_text()).get("writer")
+        except (OSError, ValueError):
+            writer = None
+        if writer != "zoo.finetune":
+            raise ResumeError(f"out_dir={os.fspath(out_dir)!r} is not a zoo.finetune run folder (no manifest of "
+                              "one); resume needs the folder a killed run wrote, or drop resume to start afresh.")
+        return out
     return claim_dir(out, writer="zoo.finetune", overwrite=overwrite, names=RUN_FILES)
 
 
@@ -404,20 +430,84 @@ def _check_range(model, x: np.ndarray, vx: np.ndarray) -> tuple[float, float] | 
     return value_range
 
 
+def _first(dataset, what: str):
+    """The first (x, y) batch of a streamed dataset, as numpy (for the checks before training)."""
+    for batch in dataset.take(1):
+        if not isinstance(batch, tuple) or len(batch) not in (2, 3):
+            raise DataError(f"{what}: a dataset must yield (images, labels[, weights]) batches, got "
+                            f"{type(batch).__name__}.")
+        x, y = np.asarray(batch[0], np.float32), np.asarray(batch[1])
+        if x.ndim < 3:
+            raise DataError(f"{what}: batches of shape {x.shape}; the dataset must be batched "
+                            "(ds.batch(n)) and yield images (N, H, W, C).")
+        if not np.all(np.isfinite(x)):
+            raise DataError(f"{what}: images contain NaN or infinity; clean or drop those images.")
+        return x, y
+    raise DataError(f"{what}: the dataset yields no batches (it is empty); give at least one labelled image.")
+
+
+def _class_weights_fn(table):
+    import tensorflow as tf
+
+    table = tf.constant(table, tf.float32)
+
+    def weigh(*batch):
+        x, y = batch[0], batch[1]
+        w = tf.gather(table, tf.cast(tf.reshape(y, [-1]), tf.int32))
+        return x, y, (w * batch[2] if len(batch) == 3 else w)
+
+    return weigh
+
+
+def _streamed_features(backbone, dataset, strategy) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """One pass of a streamed dataset through the frozen backbone: (features, labels, weights)."""
+    import tensorflow as tf
+
+    fn = tf.function(lambda batch: tf.cast(backbone(batch, training=False), tf.float32), reduce_retracing=True)
+    feats, labels, weights = [], [], []
+    with strategy.scope():
+        for batch in dataset:
+            feats.append(fn(batch[0]).numpy())
+            labels.append(np.asarray(batch[1]))
+            weights.append(np.asarray(batch[2]) if len(batch) == 3 else np.ones(len(labels[-1]), np.float32))
+    return np.concatenate(feats), np.concatenate(labels), np.concatenate(weights).astype(np.float32)
+
+
+def _clinical(model, vx, vy, groups, batch_size, task_name) -> dict | None:
+    """zoo.metrics on the validation set (per patient when the split was by patient)."""
+    from zoo.metrics import classification_report
+
+    if task_name not in ("classification", "multilabel") or vx is None:
+        return None
+    probs = np.concatenate([np.asarray(model(vx[i:i + batch_size], training=False), np.float64)
+                            for i in range(0, len(vx), batch_size)])
+    try:
+        return classification_report(vy, probs, groups, n_boot=200)
+    except DataError as err:  # e.g. one class in a tiny validation set: report, do not fail the run
+        return {"error": str(err)}
+
+
 def finetune(model_or_name, train_data, val_data=None, *, pretrained=None, num_classes: int | None = None,
              in_chans: int | None = None, input_shape=None, dropout: float = 0.0,
              epochs=(5, 5), learning_rate=(1e-3, 1e-4), weight_decay: float = 1e-4, batch_size: int = 32,
              unfreeze_from=None, unfreeze_batchnorm: bool = False, patience: int = 3, monitor: str = "val_loss",
              class_weight=None, augment=True, cache_features: bool = True, validation_split: float = 0.2,
-             seed: int = 0, out_dir="finetune_out", overwrite: bool = False, strategy="auto",
-             precision: str = "fp32", verbose: int = 1) -> FinetuneResult:
+             groups=None, task: str = "classification", seed: int = 0, out_dir="finetune_out",
+             overwrite: bool = False, resume: bool = False, checkpoint_every: int | None = None,
+             strategy="auto", precision: str = "fp32", verbose: int = 1) -> FinetuneResult:
     """Fine-tune a zoo model (by name, or a Functional model with ``head_*`` layers) in two stages.
 
-    train_data / val_data: (images, labels) with images (N, H, W[, C]) in the model's input
-        range (raw pixel values for zoo models, [0, 255]) and integer labels; or an object with
-        .images and .labels; or a tf.data.Dataset of (image, label). Without val_data, a seeded
-        ``validation_split`` of the training data is held out. Bad input (one class, values
-        outside the input range, empty or mismatched arrays, string labels) is refused before training.
+    train_data / val_data: (images, labels) with images (N, H, W[, C]) (or 3D volumes) in the
+        model's input range (raw pixel values for zoo models, [0, 255]); or an object with .images
+        and .labels; or a batched tf.data.Dataset of (images, labels[, weights]) -- e.g.
+        ``zoo.dicom_dataset`` -- streamed batch by batch (give val_data and, with a model name,
+        num_classes; its batching is kept). Without val_data, a seeded ``validation_split`` of
+        in-memory training data is held out, patient-wise when ``groups``
+        (one patient id per training image) is given: no patient is in both sets. Bad
+        input (one class, values outside the input range, empty or mismatched arrays, string
+        labels, labels that do not fit ``task``) is refused before training.
+    task: "classification" (integer classes), "multilabel" ((N, K) 0/1, sigmoid), "regression"
+        (numbers), "segmentation" (integer masks, Dice + cross-entropy): zoo.train.tasks.
     epochs, learning_rate: one value or a (stage 1, stage 2) pair; stage 2 with 0 epochs is skipped.
         Stage 2 is kept only if it improves ``monitor`` on the validation set without worsening
         the other validation metric (accuracy or loss) of stage 1's best epoch; otherwise the
@@ -425,27 +515,33 @@ def finetune(model_or_name, train_data, val_data=None, *, pretrained=None, num_c
     unfreeze_from: where stage 2 unfreezes (layer index, name or block prefix; None: the whole
         backbone). BatchNorm stays frozen (inference mode, the checkpoint's statistics) unless
         ``unfreeze_batchnorm``.
-    class_weight: None, "balanced" or {class: weight}.
+    class_weight: None, "balanced" or {class: weight} (classification).
     augment: True (whole-pixel shifts and a small intensity jitter: see Augment), "rot90" (also
         90-degree rotations and flips, for images without a fixed orientation), an Augment,
         False, or a list of Keras preprocessing layers. The same policy in both stages: with
         augmentation, stage 1 runs through the frozen backbone instead of a feature cache.
+        A streamed dataset takes only False or Keras layers (augment inside its pipeline).
     cache_features: train stage 1 on the frozen backbone's features, computed once (only
         without augmentation: a cache holds one view per image).
-    out_dir: the run folder (best.keras, run.json, curves.png, logs/); an earlier run there is
-        replaced only with ``overwrite=True``, a folder with other files is refused (zoo.outputs).
+    out_dir: the run folder (best.keras, run.json, curves.png, logs/, checkpoints/); an earlier
+        run there is replaced only with ``overwrite=True``, a folder with other files is refused
+        (zoo.outputs). resume: continue the killed run in ``out_dir`` from its newest checkpoint
+        (checkpoints are written at each epoch's end, and every ``checkpoint_every`` steps).
     strategy: a name for zoo.train.strategy or a tf.distribute.Strategy. precision: fp32, bf16, fp16.
     For runs that repeat exactly, call keras.utils.set_random_seed and
     tf.config.experimental.enable_op_determinism() first (``zoo finetune`` and ``zoo demo`` do).
     """
-    arguments = {k: v for k, v in dict(locals()).items() if k not in ("train_data", "val_data")}
+    arguments = {k: v for k, v in dict(locals()).items() if k not in ("train_data", "val_data", "groups")}
+    arguments["groups"] = None if groups is None else f"{len(np.unique(np.asarray(groups)))} patients"  # ids stay private
     import keras
 
     from zoo.train.distribute import describe, is_chief
     from zoo.train.distribute import strategy as make_strategy
+    from zoo.train.engine import Engine, Progress, epoch_source
     from zoo.train.feature_cache import compute_features, split_head
     from zoo.train.precision import check_precision, wrap_optimizer
-    from zoo.train.trainer import Trainer, class_weights_to_samples
+    from zoo.train.tasks import make_task
+    from zoo.train.trainer import class_weights_to_samples
     from zoo.train.transfer import freeze, trainable_summary, unfreeze
 
     arguments["model_or_name"] = model_or_name if isinstance(model_or_name, str) else getattr(model_or_name, "name", "?")
@@ -457,8 +553,13 @@ def finetune(model_or_name, train_data, val_data=None, *, pretrained=None, num_c
     if isinstance(weight_decay, bool) or not isinstance(weight_decay, int | float) or not 0 <= weight_decay < np.inf:
         raise InvalidArgumentError(f"weight_decay={weight_decay!r}: must be a number >= 0 (0 turns decay off; "
                                    "1e-4 is the default).")
-    if monitor not in ("val_loss", "val_accuracy"):
-        raise InvalidArgumentError(f"monitor={monitor!r}: use 'val_loss' or 'val_accuracy'.")
+    if task not in ACTIVATIONS:
+        from zoo.errors import UnknownNameError
+
+        raise UnknownNameError("fine-tuning task", task, ACTIVATIONS, argument="task")
+    metric = "accuracy" if task in ("classification", "multilabel") else {"regression": "mae", "segmentation": "dice"}[task]
+    if monitor not in ("val_loss", f"val_{metric}"):
+        raise InvalidArgumentError(f"monitor={monitor!r}: use 'val_loss' or 'val_{metric}'.")
     if not 0 < validation_split < 1:
         raise InvalidArgumentError(f"validation_split={validation_split}: must be in (0, 1).")
     if not isinstance(patience, int) or patience < 1:
@@ -467,31 +568,73 @@ def finetune(model_or_name, train_data, val_data=None, *, pretrained=None, num_c
     check_precision(precision)
     strat = make_strategy(strategy)  # first: MultiWorkerMirroredStrategy must precede other TF work
 
-    x, y = as_arrays(train_data, "train_data")
-    if val_data is None:
-        order = np.random.default_rng(seed).permutation(len(x))
-        n_val = max(1, int(round(validation_split * len(x))))
-        if n_val >= len(x):
-            raise DataError(f"train_data has {len(x)} examples: too few to hold out a validation set; give val_data.")
-        (x, y), (vx, vy) = (x[order[n_val:]], y[order[n_val:]]), (x[order[:n_val]], y[order[:n_val]])
+    streamed, val_groups = _is_dataset(train_data), None
+    classes_task = task == "classification"
+    if streamed:
+        if val_data is None or not _is_dataset(val_data):
+            raise DataError("train_data is a tf.data.Dataset: give val_data as a dataset too (a stream is not split "
+                            "here; split the file list, by patient, before building the two pipelines).")
+        if isinstance(policy, Augment):
+            raise InvalidArgumentError("augment: the built-in augmentation works on in-memory images; for a tf.data "
+                                       "pipeline augment inside it (zoo.dicom_dataset(augment=...)) and pass "
+                                       "augment=False, or give a list of Keras preprocessing layers.")
+        if num_classes is None and isinstance(model_or_name, str) and task in ("classification", "segmentation"):
+            raise InvalidArgumentError("num_classes=None with a streamed dataset: give the number of classes (the "
+                                       "zoo does not read the whole stream to count them).")
+        x, y = _first(train_data, "train_data")
+        vx, vy = _first(val_data, "val_data")
+        if groups is not None:
+            raise InvalidArgumentError("groups= splits in-memory data; a streamed dataset is split before it is built.")
     else:
-        vx, vy = as_arrays(val_data, "val_data")
-    _check_labels(y, vy, num_classes)
+        x, y = _arrays(train_data, "train_data", classes_task)
+        if groups is not None and len(groups) != len(x):
+            raise DataError(f"groups has {len(groups)} entries for {len(x)} training images; give one patient id "
+                            "per image, in the order of train_data.")
+        if val_data is None:
+            from zoo.metrics import validation_split as split
+
+            if len(x) < 2:
+                raise DataError(f"train_data has {len(x)} examples: too few to hold out a validation set; give val_data.")
+            train_idx, val_idx = split(len(x), validation_split, groups=groups, seed=seed)
+            (x, y), (vx, vy) = (x[train_idx], y[train_idx]), (x[val_idx], y[val_idx])
+            val_groups = None if groups is None else np.asarray(groups)[val_idx]
+        elif _is_dataset(val_data):
+            vx, vy = _first(val_data, "val_data")
+        else:
+            vx, vy = _arrays(val_data, "val_data", classes_task)
+    val_streamed = _is_dataset(val_data)
+    if classes_task and not streamed:
+        _check_labels(y, vy, num_classes)
     if num_classes is None and isinstance(model_or_name, str):
-        num_classes = int(max(y.max(), vy.max())) + 1
+        num_classes = {"classification": lambda: int(max(y.max(), vy.max())) + 1,
+                       "segmentation": lambda: int(max(y.max(), vy.max())) + 1,
+                       "multilabel": lambda: int(y.shape[1]) if y.ndim == 2 else 1,
+                       "regression": lambda: int(np.prod(y.shape[1:], dtype=int))}[task]()
     keras.utils.set_random_seed(seed)
+    if isinstance(model_or_name, str) and task != "classification":
+        build_kw = {"classifier_activation": ACTIVATIONS[task]}
+    else:
+        build_kw = {}
     model = _build(model_or_name, strat, precision, pretrained=pretrained, num_classes=num_classes,
-                   in_chans=in_chans or x.shape[-1], input_shape=input_shape or x.shape[1:3], dropout=dropout)
+                   in_chans=in_chans or x.shape[-1], input_shape=input_shape or x.shape[1:-1], dropout=dropout,
+                   **build_kw)
     classes = int(model.outputs[0].shape[-1])
-    if y.max() >= classes or vy.max() >= classes:
+    if classes_task and (y.max() >= classes or vy.max() >= classes):
         raise DataError(f"labels go up to {max(y.max(), vy.max())} but the model has {classes} outputs; "
                         "give num_classes= the number of classes.")
     if tuple(x.shape[1:]) != tuple(model.inputs[0].shape[1:]) and None not in model.inputs[0].shape[1:]:
         raise DataError(f"images of shape {x.shape[1:]} but the model takes {tuple(model.inputs[0].shape[1:])}; "
                         "resize the images or build the model with input_shape=.")
     value_range = _check_range(model, x, vx)
-    weights = class_weights_to_samples(y, class_weight, classes)
-    out = prepare_out_dir(out_dir, overwrite) if is_chief() else Path(out_dir)
+    for data, labels, what in ((x, y, "train_data"), (vx, vy, "val_data")):
+        try:
+            make_task(task, model).check(data, labels)
+        except DataError as err:
+            raise DataError(f"{what}: {err}") from None
+    if class_weight is not None and not classes_task:
+        raise InvalidArgumentError(f"class_weight= is for task='classification' (task={task!r}).")
+    weights = None if streamed else class_weights_to_samples(y, class_weight, classes)
+    out = prepare_out_dir(out_dir, overwrite, resume) if is_chief() else Path(out_dir)
 
     def optimizer(lr):
         with strat.scope():
@@ -499,40 +642,80 @@ def finetune(model_or_name, train_data, val_data=None, *, pretrained=None, num_c
             opt.exclude_from_weight_decay(var_names=NO_DECAY)
             return wrap_optimizer(opt, precision)
 
-    def training_batches():
+    def training_source():
+        if streamed:
+            ds = train_data if class_weight is None else None
+            if ds is None:
+                counts = None
+                if class_weight == "balanced":
+                    raise InvalidArgumentError("class_weight='balanced' needs the class counts; with a streamed "
+                                               "dataset give {class: weight}.")
+                table = class_weights_to_samples(np.arange(classes), counts or class_weight, classes)
+                ds = train_data.map(_class_weights_fn(table))
+            if policy:
+                ds = epoch_source(ds)(0).map(_layers_fn(policy))
+            return ds
         if isinstance(policy, Augment):
-            return _AugmentedBatches(x, y, batch_size, seed, weights, policy, value_range), None
-        return Batches(x, y, batch_size, True, seed, weights), _layers_fn(policy) if policy else None
+            batches = _AugmentedBatches(x, y, batch_size, seed, weights, policy, value_range)
+            return batches
+        batches = Batches(x, y, batch_size, True, seed, weights)
+        map_fn = _layers_fn(policy) if policy else None
+        return (lambda epoch: batches.dataset(epoch, map_fn)) if map_fn else batches
+
+    def val_source():
+        return val_data if val_streamed else Batches(vx, vy, batch_size, False)
+
+    def run_stage(name, target, source, val, n_epochs, lr, whole_epoch=False):
+        offset = len(run.history)  # the run's epoch number seeds the order and the augmentation
+        n_steps = len(source) if hasattr(source, "__len__") and not _is_dataset(source) else None
+        if hasattr(source, "dataset"):
+            batches = source
+            source = lambda epoch: batches.dataset(epoch + offset)  # noqa: E731
+        elif callable(source) and not _is_dataset(source):
+            inner = source
+            source = lambda epoch: inner(epoch + offset)  # noqa: E731
+        hooks = [run.hook(name, patience)]
+        if verbose and not whole_epoch:
+            hooks.append(Progress(n_steps, name))
+        engine = Engine(make_task(task, target), optimizer(lr), strat, hooks=hooks,
+                        checkpoint_dir=out / "checkpoints" / name, checkpoint_every=checkpoint_every,
+                        whole_epoch=whole_epoch, chief=run.chief)
+        engine.fit(source, n_epochs, val, resume=resume)
+        return engine
 
     run = _Run(model, out, monitor, is_chief(), verbose)
     freeze(model)
     stage1_info = trainable_summary(model)
     cached = False
     if epochs[0]:
-        target, (batches, map_fn), val = model, training_batches(), vx
+        target, source, val = model, training_source(), val_source()
         if cache_features and policy is None:
             backbone, head = split_head(model)
             t0 = time.perf_counter()
-            data = compute_features(backbone, x, strategy=strat)
-            val = compute_features(backbone, vx, strategy=strat)
+            if streamed:
+                data, fy, fw = _streamed_features(backbone, source, strat)
+                source = Batches(data, fy, batch_size, True, seed, fw)
+            else:
+                data = compute_features(backbone, x, strategy=strat)
+                source = Batches(data, y, batch_size, True, seed, weights)
+            if val_streamed:
+                vdata, fvy, _ = _streamed_features(backbone, val_data, strat)
+                val = Batches(vdata, fvy, batch_size, False)
+            else:
+                val = Batches(compute_features(backbone, vx, strategy=strat), vy, batch_size, False)
             stage1_info["cache_seconds"] = round(time.perf_counter() - t0, 4)
             stage1_info["cache_shape"] = list(data.shape[1:])
             target, cached = head, True
-            batches = Batches(data, y, batch_size, True, seed, weights)
-        trainer = Trainer(target, optimizer(learning_rate[0]), strat)
-        _Stage(run, trainer, batches, Batches(val, vy, batch_size, False), map_fn, "stage1",
-               whole_epoch=cached).fit(epochs[0], patience)
+        run_stage("stage1", target, source, val, epochs[0], learning_rate[0], whole_epoch=cached)
     stage2_info = None
     if epochs[1]:
         before = (run.best_epoch, run.best_value)
         if before[0] >= 0:  # stage 2 must not end below stage 1 on either validation metric
-            other = "val_accuracy" if monitor == "val_loss" else "val_loss"
+            other = f"val_{metric}" if monitor == "val_loss" else "val_loss"
             run.floor = {other: run.history[before[0]][other]}
         unfreeze(model, unfreeze_from, batchnorm=unfreeze_batchnorm)
         stage2_info = trainable_summary(model)
-        trainer = Trainer(model, optimizer(learning_rate[1]), strat)
-        batches, map_fn = training_batches()
-        _Stage(run, trainer, batches, Batches(vx, vy, batch_size, False), map_fn, "stage2").fit(epochs[1], patience)
+        run_stage("stage2", model, training_source(), val_source(), epochs[1], learning_rate[1])
         kept = before[0] < 0 or run.best_epoch != before[0]
         stage2_info["kept"] = kept
         if not kept:
@@ -545,21 +728,28 @@ def finetune(model_or_name, train_data, val_data=None, *, pretrained=None, num_c
 
     record = None
     if run.chief:
+        clinical = None if val_streamed else _clinical(model, vx, vy, val_groups, batch_size, task)
         record = run.out / "run.json"
         record.write_text(json.dumps(_jsonable({
-            "versions": library_versions(), "arguments": arguments, "strategy": describe(strat),
-            "data": {"train": list(x.shape), "validation": list(vx.shape), "classes": classes,
-                     "train_class_counts": np.bincount(y, minlength=classes).tolist(),
+            "versions": library_versions(), "arguments": arguments, "strategy": describe(strat), "task": task,
+            "data": {"train": None if streamed else list(x.shape), "validation": None if val_streamed else list(vx.shape),
+                     "streamed": streamed, "classes": classes,
+                     "train_class_counts": np.bincount(y, minlength=classes).tolist()
+                     if classes_task and not streamed else None,
+                     "split": "patient" if groups is not None and val_data is None else "image",
                      "input_range": list(value_range) if value_range else None},
             "augment": _jsonable(vars(policy)) if isinstance(policy, Augment) else _jsonable(policy),
             "stage1": {**stage1_info, "cached_features": cached}, "stage2": stage2_info,
             "best": {"epoch": run.best_epoch, monitor: run.best_value, "checkpoint": str(run.checkpoint),
                      "stage": run.history[run.best_epoch]["stage"] if run.best_epoch >= 0 else None},
+            "validation_metrics": clinical,
             "history": run.history}), indent=2))
-        from zoo.figures import training_curves
+        from zoo.figures import reliability_diagram, training_curves
         from zoo.outputs import finish_dir
 
         training_curves(record, run.out / "curves.png")
+        if clinical and "calibration" in clinical:
+            reliability_diagram(clinical["calibration"], run.out / "reliability.png")
         finish_dir(run.out, writer="zoo.finetune")
     return FinetuneResult(model=model, history=run.history, best_epoch=run.best_epoch, best_value=run.best_value,
                           monitor=monitor, checkpoint=run.checkpoint if run.chief else None, record=record,

@@ -77,35 +77,3 @@ def trainable_summary(model) -> dict:
         "frozen_layers": len(frozen),
         "first_trainable": trainable[0].name if trainable else None,
     }
-
-
-class GradualUnfreezing(keras.callbacks.Callback):
-    """Unfreeze more of the backbone at given epochs: ``{epoch: layer or block}``.
-
-    Newly trainable variables need a fresh optimizer (Keras 3 optimizers only update the
-    variables they were built with), so at each step the optimizer is rebuilt from its
-    config, with the learning rate multiplied by ``lr_factor``, and the train step re-traced.
-    """
-
-    def __init__(self, schedule: dict[int, object], lr_factor: float = 1.0, batchnorm: bool = False,
-                 verbose: bool = False):
-        super().__init__()
-        self.schedule = dict(schedule)
-        self.batchnorm = batchnorm
-        self.lr_factor = lr_factor
-        self.verbose = verbose
-
-    def on_epoch_begin(self, epoch, logs=None):
-        if epoch not in self.schedule:
-            return
-        model = self.model
-        unfreeze(model, self.schedule[epoch], batchnorm=self.batchnorm)
-        config = model.optimizer.get_config()
-        if isinstance(config.get("learning_rate"), float):
-            config["learning_rate"] *= self.lr_factor
-        optimizer = type(model.optimizer).from_config(config)
-        optimizer.build(model.trainable_variables)
-        model.optimizer = optimizer
-        model.make_train_function(force=True)
-        if self.verbose:
-            print(f"epoch {epoch}: unfroze from {self.schedule[epoch]!r}; {trainable_summary(model)}")

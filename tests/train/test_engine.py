@@ -1,0 +1,320 @@
+"""The training engine: each task's step against numpy, two-optimizer and EMA steps, hooks,
+streaming input, checkpoints and resume, bad input refused before training."""
+
+from __future__ import annotations
+
+import json
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from zoo.errors import DataError, ResumeError
+from zoo.train.engine import (
+    EarlyStopping,
+    Engine,
+    GradualUnfreezing,
+    Hook,
+    LearningRateSchedule,
+    StepOutput,
+    Task,
+    write_atomic,
+)
+from zoo.train.tasks import MIL, Classification, MultiLabel, Regression, Segmentation
+
+LR = 0.5
+
+
+def _softmax(z):
+    e = np.exp(z - z.max(-1, keepdims=True))
+    return e / e.sum(-1, keepdims=True)
+
+
+def _sigmoid(z):
+    return 1 / (1 + np.exp(-z))
+
+
+def _bce(t, p, eps=1e-7):
+    p = np.clip(p, eps, 1 - eps)
+    return -(t * np.log(p) + (1 - t) * np.log(1 - p))
+
+
+def _dice_loss(p, onehot, smooth=1e-5):
+    axes = tuple(range(1, p.ndim - 1))
+    inter, total = (p * onehot).sum(axes), p.sum(axes) + onehot.sum(axes)
+    return 1 - ((2 * inter + smooth) / (total + smooth)).mean(-1)
+
+
+def _case(kind, rng):
+    """(model, task, x, y, numpy per-example loss of (W, b, x, y)) for one task."""
+    d = 3
+    if kind == "segmentation_dice" or kind == "segmentation_dice_ce":
+        x = rng.standard_normal((2, 4, 4, d)).astype("float32")
+        y = rng.integers(0, 3, (2, 4, 4))
+        inputs = keras.Input((4, 4, d))
+        model = keras.Model(inputs, keras.layers.Conv2D(3, 1, activation="softmax")(inputs))
+        loss = kind.removeprefix("segmentation_")
+
+        def ref(W, b, x, y):
+            p = _softmax(x @ W + b)
+            onehot = np.eye(3)[y]
+            value = _dice_loss(p, onehot)
+            if loss == "dice_ce":
+                value = value - (onehot * np.log(np.clip(p, 1e-7, 1))).sum(-1).mean((1, 2))
+            return value
+
+        return model, Segmentation(model, loss=loss), x, y, ref
+    if kind == "mil":
+        x = rng.standard_normal((4, 5, d)).astype("float32")
+        y = np.array([0, 1, 1, 0])
+        inputs = keras.Input((5, d))
+        scores = keras.layers.Dense(1)(inputs)
+        bag = keras.layers.GlobalAveragePooling1D(name="bag")(scores)
+        model = keras.Model(inputs, {"bag": bag, "instance_maps": keras.layers.Identity(name="instance_maps")(scores)})
+        return model, MIL(model), x, y, lambda W, b, x, y: _bce(y, _sigmoid((x @ W + b).mean(1)[:, 0]))
+    x = rng.standard_normal((5, d)).astype("float32")
+    inputs = keras.Input((d,))
+    if kind == "classification":
+        y = np.array([0, 1, 1, 0, 1])
+        model = keras.Model(inputs, keras.layers.Dense(2, activation="softmax")(inputs))
+        ref = lambda W, b, x, y: -np.log(_softmax(x @ W + b)[np.arange(len(y)), y])  # noqa: E731
+        return model, Classification(model), x, y, ref
+    if kind == "multilabel":
+        y = rng.integers(0, 2, (5, 3))
+        model = keras.Model(inputs, keras.layers.Dense(3, activation="sigmoid")(inputs))
+        return model, MultiLabel(model), x, y, lambda W, b, x, y: _bce(y, _sigmoid(x @ W + b)).mean(-1)
+    y = rng.standard_normal((5, 2)).astype("float32")
+    model = keras.Model(inputs, keras.layers.Dense(2)(inputs))
+    return model, Regression(model), x, y, lambda W, b, x, y: ((x @ W + b - y) ** 2).mean(-1)
+
+
+def _numeric_grad(f, params, h=1e-6):
+    grads = []
+    for k, p in enumerate(params):
+        g = np.zeros_like(p)
+        for i in np.ndindex(p.shape):
+            up = [q.copy() for q in params]
+            down = [q.copy() for q in params]
+            up[k][i] += h
+            down[k][i] -= h
+            g[i] = (f(*up) - f(*down)) / (2 * h)
+        grads.append(g)
+    return grads
+
+
+@pytest.mark.parametrize("kind", ["classification", "multilabel", "regression", "segmentation_dice",
+                                  "segmentation_dice_ce", "mil"])
+def test_one_step_equals_numpy_loss_and_sgd_update(kind):
+    rng = np.random.default_rng(0)
+    keras.utils.set_random_seed(0)
+    model, task, x, y, ref = _case(kind, rng)
+    w = rng.uniform(0.5, 2.0, len(x)).astype("float32")
+    W0, b0 = (v.numpy().astype(np.float64) for v in model.trainable_weights)
+    xd = x.astype(np.float64)
+
+    def batch_loss(W, b):
+        return float(np.sum(ref(W, b, xd, y) * w) / len(x))
+
+    engine = Engine(task, keras.optimizers.SGD(LR))
+    history = engine.fit(tf.data.Dataset.from_tensors((x, y, w)), epochs=1)
+    assert history[0]["loss"] == pytest.approx(batch_loss(W0, b0), abs=1e-5)
+    gW, gb = _numeric_grad(batch_loss, [W0, b0])
+    np.testing.assert_allclose(model.trainable_weights[0].numpy(), W0 - LR * gW, atol=1e-5)
+    np.testing.assert_allclose(model.trainable_weights[1].numpy(), b0 - LR * gb, atol=1e-5)
+
+
+class _Adversarial(Task):
+    """A generator and a discriminator, each with its own optimizer, from one forward pass."""
+
+    optimizers = ("generator", "discriminator")
+
+    def __init__(self):
+        gi, di = keras.Input((2,)), keras.Input((3,))
+        self.g = keras.Model(gi, keras.layers.Dense(3)(gi))
+        self.d = keras.Model(di, keras.layers.Dense(1, activation="sigmoid")(di))
+
+    def models(self):
+        return {"generator": self.g, "discriminator": self.d}
+
+    def trainable(self, name):
+        return (self.g if name == "generator" else self.d).trainable_variables
+
+    def losses(self, batch):
+        noise, real, _ = batch
+        fake_p, real_p = self.d(self.g(noise)), self.d(real)
+        d_loss = -tf.math.log(real_p[:, 0]) - tf.math.log(1 - fake_p[:, 0])
+        return {"generator": -tf.math.log(fake_p[:, 0]), "discriminator": d_loss}
+
+    def step(self, batch, training):
+        return StepOutput(self.losses(batch))
+
+
+def test_two_optimizer_step_updates_each_model_with_its_own_loss():
+    keras.utils.set_random_seed(1)
+    task = _Adversarial()
+    rng = np.random.default_rng(1)
+    batch = (rng.standard_normal((4, 2)).astype("float32"), rng.standard_normal((4, 3)).astype("float32"),
+             np.ones(4, np.float32))
+    before = {n: [v.numpy().copy() for v in task.trainable(n)] for n in task.optimizers}
+    with tf.GradientTape(persistent=True) as tape:
+        losses = {k: tf.reduce_mean(v) for k, v in task.losses(batch).items()}
+    expected = {n: [b - 0.1 * g.numpy() for b, g in zip(before[n], tape.gradient(losses[n], task.trainable(n)), strict=True)]
+                for n in task.optimizers}
+    engine = Engine(task, {"generator": keras.optimizers.SGD(0.1), "discriminator": keras.optimizers.SGD(0.1)})
+    row = engine.fit(tf.data.Dataset.from_tensors(batch), epochs=1)[0]
+    assert {"generator_loss", "discriminator_loss"} <= set(row)
+    for name in task.optimizers:  # each model moved by its own loss's gradient only
+        for v, e in zip(task.trainable(name), expected[name], strict=True):
+            np.testing.assert_allclose(v.numpy(), e, atol=1e-6)
+
+
+class _MeanTeacher(Classification):
+    def __init__(self, student, teacher, decay):
+        super().__init__(student)
+        self.teacher, self.ema = teacher, [(teacher, student, decay)]
+
+    def models(self):
+        return {"student": self.model, "teacher": self.teacher}
+
+
+def test_ema_step_moves_only_the_teacher_towards_the_updated_student():
+    keras.utils.set_random_seed(2)
+    make = lambda: keras.Sequential([keras.Input((3,)), keras.layers.Dense(2, activation="softmax")])  # noqa: E731
+    student, teacher = make(), make()
+    t0 = [v.numpy().copy() for v in teacher.weights]
+    x, y = np.random.default_rng(2).standard_normal((4, 3)).astype("float32"), np.array([0, 1, 0, 1])
+    engine = Engine(_MeanTeacher(student, teacher, 0.9), keras.optimizers.SGD(0.1))
+    assert len(engine.optimizers["main"].variables) == 2  # teacher variables are not the optimizer's
+    engine.fit(tf.data.Dataset.from_tensors((x, y)), epochs=1)
+    for t, t_before, s in zip(teacher.weights, t0, student.weights, strict=True):
+        np.testing.assert_allclose(t.numpy(), 0.9 * t_before + 0.1 * s.numpy(), atol=1e-6)
+
+
+def _classifier(seed=0, dropout=0.0):
+    keras.utils.set_random_seed(seed)
+    inputs = keras.Input((4,))
+    h = keras.layers.Dense(8, activation="relu", name="body")(inputs)
+    h = keras.layers.Dropout(dropout)(h)
+    return keras.Model(inputs, keras.layers.Dense(2, activation="softmax", name="head_fc")(h))
+
+
+def _data(n=24, seed=0):
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((n, 4)).astype("float32")
+    return x, (x[:, 0] + 0.3 * x[:, 1] > 0).astype(np.int32)
+
+
+def _epochs(x, y, batch=6):
+    """A deterministic per-epoch order, as resume needs."""
+    return lambda e: tf.data.Dataset.from_tensor_slices(
+        (x[np.random.default_rng([0, e]).permutation(len(x))], y[np.random.default_rng([0, e]).permutation(len(x))])
+    ).batch(batch)
+
+
+def test_resume_mid_epoch_equals_the_uninterrupted_run(tmp_path):
+    x, y = _data()
+    full = Engine(Classification(_classifier(dropout=0.3)), keras.optimizers.Adam(0.01), checkpoint_dir=tmp_path / "a")
+    full.fit(_epochs(x, y), epochs=3)
+
+    class Stop(Hook):  # a run that dies after 6 of its 12 steps (mid epoch 2), checkpointing each step
+        def on_batch_end(self, engine, step, logs):
+            if engine.step_count == 6:
+                raise KeyboardInterrupt
+
+    first = Engine(Classification(_classifier(dropout=0.3)), keras.optimizers.Adam(0.01), checkpoint_dir=tmp_path / "b",
+                   checkpoint_every=1, hooks=[Stop()])
+    with pytest.raises(KeyboardInterrupt):
+        first.fit(_epochs(x, y), epochs=3)
+    resumed_model = _classifier(seed=5, dropout=0.3)  # other initial weights: all must come from the checkpoint
+    resumed = Engine(Classification(resumed_model), keras.optimizers.Adam(0.01), checkpoint_dir=tmp_path / "b")
+    history = resumed.fit(_epochs(x, y), epochs=3, resume=True)
+    for a, b in zip(full.task.model.variables, resumed_model.variables, strict=True):
+        np.testing.assert_allclose(b.numpy(), a.numpy(), rtol=1e-6, atol=1e-7)
+    assert [r["loss"] for r in history] == pytest.approx([r["loss"] for r in full.history], rel=1e-6)
+    assert len(resumed.checkpoints()) == 2  # older ones pruned
+
+    other = Engine(Classification(keras.Sequential([keras.Input((4,)), keras.layers.Dense(2, activation="softmax")])),
+                   keras.optimizers.Adam(0.01), checkpoint_dir=tmp_path / "b")
+    with pytest.raises(ResumeError, match="other models or optimizers"):
+        other.fit(_epochs(x, y), epochs=3, resume=True)
+
+
+def test_a_killed_write_leaves_the_previous_checkpoint(tmp_path, monkeypatch):
+    path = tmp_path / "ckpt-000000001.npz"
+    write_atomic(path, b"old")
+    killed = []
+    monkeypatch.setenv("ZOO_TEST_KILL_CHECKPOINT_BYTES", "70000")
+    monkeypatch.setattr("zoo.train.engine._kill_self", lambda: killed.append(True) or (_ for _ in ()).throw(SystemExit))
+    with pytest.raises(SystemExit):
+        write_atomic(path, b"x" * 200_000)
+    assert killed and path.read_bytes() == b"old"
+    assert path.with_name(path.name + ".partial").stat().st_size == 70000
+
+
+def test_streaming_input_is_consumed_batch_by_batch():
+    """A generator-backed pipeline: the engine never runs ahead by more than prefetch + 2 batches."""
+    x, y = _data(64)
+    produced, consumed, lead = [0], [0], []
+
+    def batches():
+        for start in range(0, 64, 4):
+            lead.append(produced[0] - consumed[0])  # batches handed to the pipeline, not yet trained on
+            produced[0] += 1
+            yield x[start:start + 4], y[start:start + 4]
+
+    spec = (tf.TensorSpec((None, 4), tf.float32), tf.TensorSpec((None,), tf.int32))
+    ds = tf.data.Dataset.from_generator(batches, output_signature=spec).prefetch(2)
+
+    class Count(Hook):
+        def on_epoch_begin(self, engine, epoch):
+            produced[0] = consumed[0] = 0
+
+        def on_batch_end(self, engine, step, logs):
+            consumed[0] += 1
+
+    engine = Engine(Classification(_classifier()), keras.optimizers.Adam(0.02), hooks=[Count()])
+    history = engine.fit(ds, epochs=3)
+    assert max(lead) <= 2 + 2  # prefetch 2, + 2 (the step's and one in flight); as_arrays held all 16
+    assert history[-1]["loss"] < history[0]["loss"]
+
+
+def test_hooks_schedule_early_stopping_and_gradual_unfreezing(tmp_path):
+    x, y = _data()
+    model = _classifier()
+    model.get_layer("body").trainable = False
+    stop = EarlyStopping("val_loss", patience=1)
+    engine = Engine(Classification(model), keras.optimizers.SGD(0.1), checkpoint_dir=tmp_path,
+                    hooks=[LearningRateSchedule(lambda e: 0.1 / (e + 1)), GradualUnfreezing({1: "body"}), stop])
+    frozen = model.get_layer("body").kernel.numpy().copy()
+    history = engine.fit(_epochs(x, y), epochs=4, val=_epochs(x, y))
+    assert [r["learning_rate"] for r in history] == pytest.approx([0.1 / (e + 1) for e in range(len(history))])
+    assert not np.allclose(model.get_layer("body").kernel.numpy(), frozen)  # unfrozen at epoch 1 and trained
+    assert len(engine.optimizers["main"].variables) > 2 or model.get_layer("body").trainable
+    assert stop.best == min(r["val_loss"] for r in history)
+    state = json.loads(bytes(np.load(engine.checkpoints()[-1])["state.json"]).decode())
+    assert state["epoch"] == len(history) and state["hooks"][2]["best"] == stop.best
+
+
+@pytest.mark.parametrize("task,y,message", [
+    (Classification, np.zeros((6, 2), np.int32), "use task='multilabel'"),
+    (Classification, np.full(6, np.nan, np.float32), "NaN"),
+    (MultiLabel, np.zeros(6, np.int32), r"give \(N, 2\)"),
+])
+def test_labels_that_do_not_fit_the_task_are_refused_before_training(task, y, message):
+    model = _classifier()
+    before = [v.numpy().copy() for v in model.weights]
+    engine = Engine(task(model), keras.optimizers.SGD(0.1))
+    with pytest.raises(DataError, match=message):
+        engine.fit(tf.data.Dataset.from_tensor_slices((np.zeros((6, 4), np.float32), y)).batch(3), epochs=1)
+    assert all(np.array_equal(a, b.numpy()) for a, b in zip(before, model.weights, strict=True))
+
+
+def test_masks_of_the_wrong_shape_and_empty_data_are_refused():
+    inputs = keras.Input((4, 4, 1))
+    model = keras.Model(inputs, keras.layers.Conv2D(2, 1, activation="softmax")(inputs))
+    engine = Engine(Segmentation(model), keras.optimizers.SGD(0.1))
+    with pytest.raises(DataError, match=r"masks of shape \(8, 8\)"):
+        engine.fit(tf.data.Dataset.from_tensors((np.zeros((2, 4, 4, 1), np.float32), np.zeros((2, 8, 8)))), 1)
+    with pytest.raises(DataError, match="empty dataset"):
+        engine.fit(tf.data.Dataset.from_tensors((np.zeros((2, 4, 4, 1), np.float32), np.zeros((2, 4, 4)))).take(0), 1)
