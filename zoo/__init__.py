@@ -189,7 +189,30 @@ def fetch(name, **kwargs):
 
 
 def finetune(model_or_name, train_data, val_data=None, **kwargs):
-    """Two-stage fine-tuning with a run record; see zoo.train.finetune.finetune for every argument."""
+    """Fine-tune in two stages (frozen backbone, then unfrozen) on the zoo's one training engine.
+
+    Args:
+        model_or_name: a zoo name (``"simple_cnn.phantom"``, ``"resnet50"`` with
+            ``pretrained=``) or a Functional model with ``head_*`` layers.
+        train_data: ``(images, labels)`` in the model's input range, an object with ``.images``
+            and ``.labels``, or a batched ``tf.data.Dataset`` (streamed; e.g. ``zoo.dicom_dataset``).
+        val_data: the same; default a seeded ``validation_split`` of ``train_data``, whole
+            patients at a time when ``groups=`` (one patient id per image) is given.
+        **kwargs: ``task`` ("classification", "multilabel", "regression", "segmentation"),
+            ``epochs`` / ``learning_rate`` (one value or a stage pair), ``unfreeze_from``,
+            ``augment``, ``class_weight``, ``groups``, ``out_dir``, ``overwrite``, ``resume``,
+            ``checkpoint_every``, ``strategy``, ``precision``, ``seed``; see
+            ``zoo.train.finetune.finetune``.
+
+    Returns:
+        A ``FinetuneResult``: the model, the history per stage, whether stage 2 was kept, the
+        validation metrics (with bootstrap CIs, per patient with groups) and the run record path.
+
+    Raises:
+        DataError / InvalidArgumentError: data or labels that do not fit the task, checked before
+            any training. OutputError: ``out_dir`` holds files that are not an earlier run.
+        ResumeError: ``resume=True`` on a run folder of another model or without a checkpoint.
+    """
     from zoo.train.finetune import finetune as _finetune
 
     return _finetune(model_or_name, train_data, val_data, **kwargs)

@@ -66,7 +66,11 @@ def _run(args) -> int:
 
 
 def add_finetune_parser(sub) -> None:
-    """Register ``zoo finetune`` on the CLI's subparsers."""
+    """Register ``zoo finetune`` on the CLI's subparsers.
+
+    Args:
+        sub: the ``zoo`` parser's sub-parsers action.
+    """
     p = sub.add_parser("finetune", help="two-stage fine-tuning (frozen backbone, then unfrozen) with a run record")
     p.add_argument("model", nargs="?", default="simple_cnn.phantom", help="arch or arch.tag (default simple_cnn.phantom)")
     p.add_argument("--pretrained", default=None, help="weights tag or file when MODEL has no tag")
@@ -144,7 +148,11 @@ def _evaluate(args) -> int:
 
 
 def add_evaluate_parser(sub) -> None:
-    """Register ``zoo evaluate MODEL DATA`` on the CLI's subparsers."""
+    """Register ``zoo evaluate MODEL DATA`` on the CLI's subparsers.
+
+    Args:
+        sub: the ``zoo`` parser's sub-parsers action.
+    """
     p = sub.add_parser("evaluate", help="clinical metrics (AUC, sensitivity/specificity, balanced accuracy, "
                        "calibration) with bootstrap CIs, per patient when labels.csv has a patient column")
     p.add_argument("model", help="a saved model (.keras) or a zoo finetune run folder")
