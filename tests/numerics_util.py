@@ -86,7 +86,8 @@ def depth_of(arch: str, model=None) -> int:
         return DEPTH[arch.removesuffix("_3d")]
     from zoo._keras_compat import all_layers
 
-    return max(1, sum(1 for layer in all_layers(model) if getattr(layer, "kernel", None) is not None))
+    weighted = [layer for layer in all_layers(model) if getattr(layer, "kernel", None) is not None]
+    return max(1, len(weighted))
 
 
 def tolerances(depth: int, eps: float = FLOAT32_EPS) -> tuple[float, float]:

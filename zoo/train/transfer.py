@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import keras
 
-from zoo._keras_compat import nodes_by_depth, producing_layer
+from zoo._keras_compat import has_call_graph, nodes_by_depth, producing_layer
 from zoo.errors import InvalidArgumentError, did_you_mean
 
 HEAD_PREFIX = "head_"
@@ -48,12 +48,16 @@ def _downstream(model, starts) -> set[int]:
     """``id()`` of every layer of ``model`` whose output depends on one of ``starts`` (included).
 
     Walks the top-level call graph (a nested model is one layer) from each start to the layers
-    called on its outputs.
+    called on its outputs; a Sequential or subclassed model has no graph to walk, so there each
+    layer feeds the next one in ``model.layers`` (exact for Sequential).
     """
-    consumers: dict[int, list] = {}
-    for node in nodes_by_depth(model):
-        for tensor in node.inputs:
-            consumers.setdefault(id(producing_layer(tensor)), []).append(node.operation)
+    if has_call_graph(model):
+        consumers: dict[int, list] = {}
+        for node in nodes_by_depth(model):
+            for tensor in node.inputs:
+                consumers.setdefault(id(producing_layer(tensor)), []).append(node.operation)
+    else:
+        consumers = {id(a): [b] for a, b in zip(model.layers, model.layers[1:])}
     seen: set[int] = set()
     todo = list(starts)
     while todo:
@@ -72,7 +76,8 @@ def freeze(model, upto=None):
     heads), whatever their position in ``model.layers``.
     """
     if upto is None:
-        keep = _downstream(model, [layer for layer in model.layers if layer.name.startswith(HEAD_PREFIX)])
+        heads = [layer for layer in model.layers if layer.name.startswith(HEAD_PREFIX)]
+        keep = _downstream(model, heads)
     else:
         cut = model.layers[layer_index(model, upto)]
         keep = _downstream(model, [cut]) - {id(cut)}
@@ -82,7 +87,7 @@ def freeze(model, upto=None):
 
 
 def unfreeze(model, start=None, batchnorm: bool = False):
-    """Make ``start`` (index, name or block; default: every layer) and the layers computed from it trainable.
+    """Make ``start`` (index, name or block; default: all) and what is computed from it trainable.
 
     BatchNormalization layers stay frozen (inference mode, fixed statistics) unless
     ``batchnorm=True``: re-estimating statistics from the small batches of a small dataset
