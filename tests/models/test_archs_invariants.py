@@ -20,6 +20,7 @@ round-tripped through .keras here and in test_archs_layers.py but never exported
 from __future__ import annotations
 
 import math
+from types import SimpleNamespace
 
 import keras
 import numpy as np
@@ -70,6 +71,16 @@ def _cases():
 
 def test_variants_name_registered_models():
     assert set(VARIANTS) | set(DEFAULT_SIZE_AT_LEAST) <= set(zoo.list_models())
+
+
+def test_a_model_of_another_task_is_skipped_with_the_reason(monkeypatch):
+    """A generator registered later (task "generation") is collected, and skipped, not failed."""
+    monkeypatch.setattr(zoo, "list_models", lambda: ["dcgan"])
+    entry = SimpleNamespace(task="generation", family="zoo")
+    monkeypatch.setitem(globals(), "get_entry", lambda name: entry)
+    [case] = _cases()
+    [skip] = [m for m in case.marks if m.name == "skip"]
+    assert "generation" in skip.kwargs["reason"] and case.id == "dcgan"
 
 
 def batch(model, seed=0):
