@@ -146,6 +146,12 @@ def test_nodes_by_depth_runs_from_outputs_to_inputs(nested):
     ], WHY
 
 
+def test_has_call_graph_tells_functional_from_sequential(nested):
+    chain = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2)])
+    assert compat.has_call_graph(nested[0]) and compat.has_call_graph(nested[1]), WHY
+    assert not compat.has_call_graph(chain), WHY
+
+
 def test_deterministic_names_repeat_and_never_collide():
     def build():
         with compat.deterministic_names():

@@ -91,6 +91,17 @@ def nodes_by_depth(model) -> list[GraphNode]:
         ]
 
 
+
+def has_call_graph(model) -> bool:
+    """Whether ``model`` is a Functional model, whose calls :func:`nodes_by_depth` can walk.
+
+    A Sequential model (a chain in ``model.layers`` order) or a subclassed one is not.
+    """
+    with _private("has_call_graph"):
+        from keras.src.models.functional import Functional
+
+        return isinstance(model, Functional)
+
 @contextlib.contextmanager
 def deterministic_names():
     """Auto-named layers (InceptionV3's, say) get the names of a fresh session, every build.

@@ -92,22 +92,6 @@ def test_parity_grey_identity_and_heads(arch, zoo_env, server):
                 np.testing.assert_array_equal(a, b)
 
 
-@pytest.mark.parametrize("arch", ["resnet50", "densenet121", "vgg16", "inception_v3"])
-def test_features_have_documented_strides(arch):
-    size = 96 if arch != "inception_v3" else 160
-    model = zoo.load(arch, input_shape=(size, size), features=True)
-    names = [t._keras_history.operation.name for t in model.outputs]
-    strides = [int(n.removeprefix("features_stride")) for n in names]
-    assert strides == sorted(strides) and {4, 8, 16, 32} <= set(strides)
-    for stride, out in zip(strides, model.outputs):
-        if arch == "inception_v3":  # valid padding: sizes shrink a little below H / stride
-            assert size // stride - 4 <= out.shape[1] <= size // stride
-        else:
-            assert out.shape[1] == size // stride
-    sub = zoo.load(arch, input_shape=(size, size), features=(8, 32))
-    assert len(sub.outputs) == 2
-
-
 @pytest.mark.numerics
 def test_top_checkpoint_keeps_imagenet_classifier(zoo_env, server):
     ref = serve_reference("densenet121", zoo_env, server, 64, include_top=True, tag="top")
@@ -127,17 +111,6 @@ def test_six_channel_rule_on_constant_images(zoo_env, server):
     g = images(75, 1)
     assert_deep_close(run(six, np.repeat(g, 6, -1)), run(rgb, np.repeat(g, 3, -1)), depth_of("inception_v3"),
                       what="6 channels vs RGB ")
-
-
-@pytest.mark.numerics
-def test_keras_file_round_trip_safe_mode(tmp_path):
-    model = zoo.load("resnet50", input_shape=(32, 32), in_chans=1, num_classes=3)
-    path = tmp_path / "m.keras"
-    model.save(path)
-    again = zoo.load_model(path)
-    x = images(32, 1)
-    assert_deep_close(run(again, x), run(model, x), depth_of("resnet50"), what="resnet50 .keras round trip ")
-    assert zoo.input_contract(again)["mode"] == "caffe"
 
 
 def test_bad_input_raises_clear_errors(zoo_env, server, tmp_path):

@@ -138,22 +138,5 @@ def test_triplanar_pathways_read_a_plane_of_the_cube():
             assert measured_window(model, position, layer, trials=3) == clipped, (layer, position, analytic)
 
 
-HEAVY = {"densenet121", "densenet121_3d", "densenet169", "densenet201", "googlenet", "inception_v3", "resnet101",
-         "resnet152", "resnet50_3d"}  # slow to build; the analysis is the same as for their smaller siblings
-
-
-@pytest.mark.parametrize("name", [pytest.param(n, marks=pytest.mark.slow) if n in HEAVY else n
-                                  for n in zoo.list_models()])
-def test_every_registered_model_has_a_receptive_field(name):
-    """The README says receptive_field works for every listed model: each registered one, small input."""
-    from zoo.models.registry import get_entry
-
-    entry = get_entry(name)
-    small = max(entry.default_size) <= 160
-    shape = None if small else (max(entry.min_size, 32),) * entry.spatial_dims
-    model = zoo.load(name, input_shape=shape, num_classes=2 if small else 0)
-    rf = receptive_field(model)
-    assert len(rf.size) == len(rf.stride) == entry.spatial_dims
-    planes = [a for a, s in enumerate(rf.stride) if s == 0]  # triplanar pathways: one plane of the cube
-    assert len(planes) <= 1 and all(rf.size[a] == 1 for a in planes)
-    assert all(size >= stride >= 1 for size, stride in zip(rf.size, rf.stride) if stride != 0), rf
+# Every registered model has a receptive field: checked on the model each case of
+# tests/models/test_archs_invariants.py builds anyway (one build per model for all invariants).

@@ -81,3 +81,36 @@ def test_bad_layer_names_suggest():
         freeze(model, "block5_conv")
     with pytest.raises(InvalidArgumentError, match="outside"):
         freeze(model, 999)
+
+
+def test_freeze_follows_the_graph_so_auxiliary_heads_below_the_cut_freeze_too():
+    """Only what depends on the cut stays trainable; GoogLeNet's aux heads read inception4a/4d,
+    below a cut at inception5a, so they freeze too (by layer position they stayed trainable)."""
+    keras.utils.set_random_seed(0)
+    model = zoo.load("googlenet", input_shape=(32, 32), in_chans=1, num_classes=2, aux_logits=True)
+    freeze(model, upto="inception5a")
+    trainable = {w.path.split("/")[0] for w in model.trainable_weights}
+    above = {layer.name for layer in model.layers
+             if layer.weights and layer.name.startswith(("inception5b_", "head_"))}
+    assert trainable == above and not any(n.startswith("aux") for n in trainable)
+
+    bns = [layer for layer in model.layers if isinstance(layer, keras.layers.BatchNormalization)]
+    before = {layer.name: layer.moving_mean.numpy().copy() for layer in bns}
+    model(np.random.default_rng(0).uniform(0, 255, (2, 32, 32, 1)).astype("float32"), training=True)
+    moved = {la.name for la in bns if not np.array_equal(before[la.name], la.moving_mean.numpy())}
+    assert moved == {n for n in before if n.startswith("inception5b_")}  # frozen BN: inference mode
+
+    unfreeze(model, "inception4e")  # the concat of block 4e: aux2 reads 4d, below it
+    trainable = {w.path.split("/")[0] for w in model.trainable_weights}
+    assert "inception5a_branch1_conv" in trainable and "inception5a_branch1_bn" not in trainable
+    assert not any(n.startswith(("aux", "inception4")) for n in trainable), trainable
+
+
+def test_freeze_a_sequential_model_by_its_chain():
+    """A Sequential model has no call graph to walk: each layer feeds the next in the list."""
+    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3, name="a"),
+                              keras.layers.BatchNormalization(name="bn"),
+                              keras.layers.Dense(2, name="head_fc")])
+    assert [layer.trainable for layer in freeze(model).layers] == [False, False, True]
+    assert [layer.trainable for layer in freeze(model, "a").layers] == [False, True, True]
+    assert [layer.trainable for layer in unfreeze(freeze(model), "a").layers] == [True, False, True]
