@@ -160,7 +160,9 @@ def series_uid(path: Path) -> str:
     from zoo.data.dicom import open_dataset
 
     ds = open_dataset(path, stop_before_pixels=True)
-    value = str(ds.get("SeriesInstanceUID", "") or "").strip()
+    with warnings.catch_warnings():  # pydicom's warning about a bad UI value quotes the value
+        warnings.simplefilter("ignore")
+        value = str(ds.get("SeriesInstanceUID", "") or "").strip()
     if _UID.fullmatch(value) and len(value) <= 64:
         return value
     import hashlib
@@ -172,9 +174,7 @@ def _read_series(paths: list[Path], shape, out_range) -> tuple[np.ndarray, int]:
     """(volume fitted to the model, slices) of one series' files; problems noted, not raised."""
     from zoo.data.series import load_series
 
-    with warnings.catch_warnings():  # gaps/duplicates: the volume is still predicted
-        warnings.simplefilter("ignore")
-        volume = load_series(paths, on_problem="ignore")
+    volume = load_series(paths, on_problem="warn")  # gaps, duplicates: predicted, and noted
     array = volume.array
     norm = _normaliser(volume.meta.units, array, (float(array.min()), float(array.max())),
                        shape[-1], out_range)
@@ -220,30 +220,52 @@ def _heatmap(model, x: np.ndarray, method: str, cls: int, path: Path, title: str
     explanation_figure(path, x, heat, title=title)
 
 
-def _items(source: Path, model, root: Path, keys: RowKeys):
+class _Notes:
+    """Warnings raised while reading (a gap in a series, an odd tag), kept for the summary with
+    paths replaced by row ids, instead of printed: a log must not name what the CSV hides."""
+
+    def __init__(self, keys: RowKeys, limit: int = 20):
+        self.keys, self.limit, self.count, self.kept = keys, limit, 0, []
+
+    def run(self, fn, names: dict):
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            try:
+                return fn()
+            finally:
+                for w in caught:
+                    self.count += 1
+                    text = self.keys.clean(str(w.message).splitlines()[0][:300], names)
+                    if len(self.kept) < self.limit and text not in self.kept:
+                        self.kept.append(text)
+
+
+def _items(source: Path, model, root: Path, keys: RowKeys, notes: _Notes):
     """(row id, frame/slices, fitted input) or (shown name, None, reason) per item, streamed."""
     shape, out_range = model.input_shape, model.input_range
     for folder, files in _folders(source):
         groups: dict[str, list[Path]] = {}
         for path in files:
             rel = path.relative_to(root).as_posix()
+            names = {str(path): keys(rel, "file") if keys.pseudonymise else rel}
             try:
                 if not model.volumes:
-                    frames = _read_image(path, shape, out_range)
+                    frames = notes.run(lambda p=path: _read_image(p, shape, out_range), names)
                     yield from ((keys(rel, "file"), k, x) for k, x in enumerate(frames))
                 elif path.suffix.lower() == ".npy":
                     yield keys(rel, "file"), 1, _read_npy_volume(path, shape)
                 else:
-                    groups.setdefault(series_uid(path), []).append(path)
+                    uid = notes.run(lambda p=path: series_uid(p), names)
+                    groups.setdefault(uid, []).append(path)
             except _READ_ERRORS as e:
                 shown = keys(rel, "file")
                 yield shown, None, _reason(e, keys, {str(path): shown, rel: shown})
         for uid, paths in groups.items():
             shown = keys(uid, "SeriesInstanceUID")
+            names = {str(p): keys(p.relative_to(root).as_posix(), "file") for p in paths}
             try:
-                x, slices = _read_series(paths, shape, out_range)
+                x, slices = notes.run(lambda g=paths: _read_series(g, shape, out_range), names)
             except _READ_ERRORS as e:
-                names = {str(p): keys(p.relative_to(root).as_posix(), "file") for p in paths}
                 yield shown, None, _reason(e, keys, names)
             else:
                 yield shown, slices, x
@@ -299,6 +321,7 @@ def predict_folder(
         )
     folder = claim_dir(out, writer="zoo predict", overwrite=overwrite, names=OUTPUTS)
     keys = RowKeys(pseudonymise)
+    notes = _Notes(keys)
     root = source if source.is_dir() else source.parent
     start, rows, skipped, pending, seen = time.perf_counter(), 0, [], [], 0
     tty = progress and sys.stderr.isatty()
@@ -331,7 +354,7 @@ def predict_folder(
                 rows += 1
             pending.clear()
 
-        for key, frame, x in _items(source, model, root, keys):
+        for key, frame, x in _items(source, model, root, keys, notes):
             seen += 1
             if frame is None:
                 skipped.append((key, x))
@@ -361,6 +384,8 @@ def predict_folder(
         "heatmaps": heatmaps,
         "pseudonymised": pseudonymise,
         "note": model.note,
+        "warnings": notes.count,
+        "warning_examples": notes.kept,
     }
     if pseudonymise:
         with staged([mapping], writer="zoo predict", overwrite=overwrite) as (tmp,):
