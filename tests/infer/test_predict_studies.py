@@ -19,6 +19,7 @@ import pytest
 from pydicom.data import get_testdata_file
 
 import zoo
+import zoo.infer.sources
 from tests.data.test_dicom_phi import PID, SEEDS, leaks, plant, write_raw
 from zoo.data.dicom import read_dicom
 from zoo.data.synthetic import make_phantoms
@@ -222,3 +223,46 @@ def test_heatmaps_for_series(model3d, studies, tmp_path):
     assert png[:8] == b"\x89PNG\r\n\x1a\n"
     summary = json.loads((tmp_path / "out" / "summary.json").read_text())
     assert summary["heatmaps"] == "gradcam" and summary["predicted"] == 1
+
+
+@pytest.mark.parametrize("fmt", ["saved_model", "openvino"])
+def test_exported_folders_run_through_their_sidecar(fmt, tmp_path):
+    if fmt == "openvino":
+        pytest.importorskip("openvino", reason="the openvino extra is not installed")
+    model = zoo.load("simple_cnn.phantom")
+    path = zoo.export(model, tmp_path / fmt, format=fmt)
+    images = make_phantoms(2, size=64, seed=5).images
+    (tmp_path / "in").mkdir()
+    for i, image in enumerate(images):
+        np.save(tmp_path / "in" / f"p{i}.npy", image)
+    summary = predict_folder(path, tmp_path / "in", tmp_path / "out")
+    assert summary["model_kind"] == fmt
+    rows, _ = _rows(tmp_path / "out")
+    got = np.array([[float(r["class_0"]), float(r["class_1"])] for r in rows])
+    np.testing.assert_allclose(got, model(images, training=False).numpy(), atol=1e-4)
+
+
+def test_streams_a_folder_batch_by_batch(tmp_path, monkeypatch):
+    """The first batch is predicted after ``batch`` reads, not after the whole folder is decoded."""
+    import zoo.infer.cli as cli
+
+    phantom = zoo.load("simple_cnn.phantom")
+    for i, image in enumerate(make_phantoms(7, size=64, seed=6).images):
+        (tmp_path / "in" / f"d{i % 3}").mkdir(parents=True, exist_ok=True)
+        np.save(tmp_path / "in" / f"d{i % 3}" / f"p{i}.npy", image)
+    reads, calls = [], []
+    read = cli._read_image
+    monkeypatch.setattr(cli, "_read_image", lambda *a: reads.append(1) or read(*a))
+    opened = zoo.infer.sources.open_model
+
+    def spy(*a, **k):  # each predict call records its batch size and the reads before it
+        model = opened(*a, **k)
+        run = model.predict
+        model.predict = lambda x: calls.append((len(reads), len(x))) or run(x)
+        return model
+
+    monkeypatch.setattr("zoo.infer.sources.open_model", spy)
+    summary = predict_folder(phantom, tmp_path / "in", tmp_path / "out", engine="tensorflow",
+                             batch=3)
+    assert summary["predicted"] == 7
+    assert calls == [(3, 3), (6, 3), (7, 1)]

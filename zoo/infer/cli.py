@@ -48,10 +48,10 @@ _READ_ERRORS = (ZooError, OSError, ValueError)
 # --- inputs ------------------------------------------------------------------------------------
 
 
-def _folders(source: Path) -> Iterator[tuple[Path, list[Path]]]:
-    """(folder, its files) for ``source`` and every non-hidden folder below it, sorted, lazily."""
+def _folders(source: Path) -> Iterator[list[Path]]:
+    """The files of ``source`` and of every non-hidden folder below it, sorted, lazily."""
     if source.is_file():
-        yield source.parent, [source]
+        yield [source]
         return
     if not source.is_dir():
         raise DataError(f"zoo predict: input {str(source)!r} does not exist; give an image, a "
@@ -60,7 +60,7 @@ def _folders(source: Path) -> Iterator[tuple[Path, list[Path]]]:
         dirs[:] = sorted(d for d in dirs if not d.startswith("."))
         files = [Path(root) / n for n in sorted(names) if not n.startswith(".")]
         if files:
-            yield Path(root), files
+            yield files
 
 
 def _is_dicom(path: Path) -> bool:
@@ -243,7 +243,7 @@ class _Notes:
 def _items(source: Path, model, root: Path, keys: RowKeys, notes: _Notes):
     """(row id, frame/slices, fitted input) or (shown name, None, reason) per item, streamed."""
     shape, out_range = model.input_shape, model.input_range
-    for folder, files in _folders(source):
+    for files in _folders(source):
         groups: dict[str, list[Path]] = {}
         for path in files:
             rel = path.relative_to(root).as_posix()
