@@ -92,8 +92,9 @@ def _keras(spec, engine: str, batch: int) -> PredictModel:
     except ZooError:
         input_range = (0.0, 255.0)
     predictor = compile_for_inference(model, engine=engine, precision="fp32", batch=batch)
+    named = isinstance(spec, str) and not spec.endswith(".keras")
     return PredictModel(
-        name=model.name, kind="keras", input_shape=shape, input_range=input_range,
+        name=spec if named else model.name, kind="keras", input_shape=shape, input_range=input_range,
         class_names=_card_class_names(model),
         predict=lambda x: _first_output(predictor.predict(x)), engine=predictor.engine,
         precision=predictor.precision, note=predictor.note, keras_model=model,
