@@ -266,3 +266,19 @@ def test_streams_a_folder_batch_by_batch(tmp_path, monkeypatch):
                              batch=3)
     assert summary["predicted"] == 7
     assert calls == [(3, 3), (6, 3), (7, 1)]
+
+
+def test_a_model_with_its_own_windows_gets_hounsfield_units(tmp_path):
+    """zoo.data.windows.with_hu_input puts the windows in the graph: the CT is fed as HU."""
+    from zoo.data.windows import with_hu_input
+
+    model = with_hu_input(zoo.load("simple_cnn.phantom"), windows=["abdomen_soft_tissue"])
+    series = write_ct_series(tmp_path / "ct", n_slices=2, size=64)
+    summary = predict_folder(model, tmp_path / "ct", tmp_path / "out", engine="tensorflow")
+    assert "Hounsfield" in summary["note"]
+    rows, _ = _rows(tmp_path / "out")
+    got = np.array([[float(r["class_0"]), float(r["class_1"])] for r in rows])
+    reference = model(series.volume[..., None], training=False).numpy()  # one row per slice
+    match = [int(np.argmin(np.abs(reference - g).max(axis=1))) for g in got]
+    assert sorted(match) == [0, 1]  # the files are shuffled: each row is one of the slices
+    np.testing.assert_allclose(got, reference[match], atol=1e-4)

@@ -72,7 +72,14 @@ def _is_dicom(path: Path) -> bool:
 
 
 def _normaliser(units: str, array: np.ndarray, value_range, chans: int, out_range):
-    """The in-range transform ``zoo.dicom_dataset`` applies (HU windows, colour, percentiles)."""
+    """The in-range transform ``zoo.dicom_dataset`` applies (HU windows, colour, percentiles);
+    ``out_range`` None: the model takes Hounsfield units, its own windows inside the graph."""
+    if out_range is None:
+        if units != "HU":
+            raise DataError(f"the model takes Hounsfield units (its CT windows are inside it) and "
+                            f"this image's pixels are {units or 'not calibrated'}, not HU; give "
+                            "CT images, or a model without built-in windows.")
+        return lambda x: np.asarray(x, np.float32)
     from zoo.data.pipeline import _affine, _apply
     from zoo.data.windows import DEFAULT_CT_STACK, resolve_windows
 

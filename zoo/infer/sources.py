@@ -34,7 +34,7 @@ class PredictModel:
     name: str
     kind: str  # "keras", "onnx", "openvino" or "saved_model"
     input_shape: tuple  # without the batch axis; (H, W, C) or (D, H, W, C)
-    input_range: tuple
+    input_range: tuple | None  # None: takes Hounsfield units as they are (windows inside)
     class_names: list | None
     predict: Callable = field(repr=False)
     engine: str = "tensorflow"
@@ -91,13 +91,18 @@ def _keras(spec, engine: str, batch: int) -> PredictModel:
         input_range = tuple(float(v) for v in input_contract(model)["input_range"])
     except ZooError:
         input_range = (0.0, 255.0)
+    from zoo.layers.window import WindowStack
+
+    note = ""
+    if any(isinstance(layer, WindowStack) for layer in model.layers):  # zoo.data.with_hu_input
+        input_range, note = None, "the model takes Hounsfield units (its windows are inside); "
     predictor = compile_for_inference(model, engine=engine, precision="fp32", batch=batch)
     named = isinstance(spec, str) and not spec.endswith(".keras")
     return PredictModel(
         name=spec if named else model.name, kind="keras", input_shape=shape, input_range=input_range,
         class_names=_card_class_names(model),
         predict=lambda x: _first_output(predictor.predict(x)), engine=predictor.engine,
-        precision=predictor.precision, note=predictor.note, keras_model=model,
+        precision=predictor.precision, note=note + predictor.note, keras_model=model,
     )
 
 
