@@ -51,12 +51,14 @@ def model3d():
 
 @pytest.fixture(scope="module")
 def studies(tmp_path_factory):
-    """a/: one series; b/: two series in one folder, a corrupt .dcm and a text file;
+    """a/: one series, a truncated slice and a text file; b/: two series in one folder, a corrupt .dcm and a text file;
     c/: a CT slice whose SeriesInstanceUID holds a patient ID (not a UID)."""
     root = tmp_path_factory.mktemp("studies")
     volumes = {}
     s = write_ct_series(root / "a", n_slices=16, size=32, series_uid=UIDS[0], seed=1)
     volumes[UIDS[0]] = s.volume
+    (root / "a" / "readme.txt").write_text("a file beside one series")
+    (root / "a" / "zz_broken.dcm").write_bytes(s.paths[0].read_bytes()[:400])  # truncated
     for k, uid in enumerate(UIDS[1:]):
         s = write_ct_series(root / f"tmp{k}", n_slices=16, size=32, series_uid=uid, seed=k + 2)
         volumes[uid] = s.volume
@@ -93,7 +95,7 @@ def test_one_row_per_series_keyed_by_uid(model3d, studies, tmp_path, capsys, cap
     assert set(by_id) - set(UIDS) == {next(i for i in by_id if i.startswith("series-"))}
     assert len(rows) == 4 and summary["predicted"] == 4
     assert {by_id[u]["slices"] for u in UIDS} == {"16"}
-    assert set(skipped) == {"b/broken.dcm", "b/notes.txt"}
+    assert set(skipped) == {"a/readme.txt", "a/zz_broken.dcm", "b/broken.dcm", "b/notes.txt"}
     assert not [r for r in skipped.values() if str(root) in r]  # relative paths only
     for uid in UIDS:
         got = [float(by_id[uid][c]) for c in ("class_0", "class_1")]

@@ -177,15 +177,19 @@ def series_uid(path: Path) -> str:
     return "series-" + hashlib.sha256(value.encode()).hexdigest()[:12]
 
 
-def _read_series(paths: list[Path], shape, out_range) -> tuple[np.ndarray, int]:
-    """(volume fitted to the model, slices) of one series' files; problems noted, not raised."""
+def _read_series(paths: list[Path], shape, out_range):
+    """(volume fitted to the model, slices, files left out and why) of one series' files.
+
+    Gaps and duplicates are warned about (the summary notes them) and the volume is predicted;
+    files that hold no usable image are left out and come back to be reported."""
     from zoo.data.series import load_series
 
-    volume = load_series(paths, on_problem="warn")  # gaps, duplicates: predicted, and noted
+    volume = load_series(paths, on_problem="warn")
     array = volume.array
     norm = _normaliser(volume.meta.units, array, (float(array.min()), float(array.max())),
                        shape[-1], out_range)
-    return fit_volume(norm(array[..., None]), shape), volume.report.slices
+    left_out = [(p, why) for p, why in volume.report.skipped if " frame " not in p]
+    return fit_volume(norm(array[..., None]), shape), volume.report.slices, left_out
 
 
 # --- row keys ----------------------------------------------------------------------------------
@@ -250,32 +254,71 @@ class _Notes:
 def _items(source: Path, model, root: Path, keys: RowKeys, notes: _Notes):
     """(row id, frame/slices, fitted input) or (shown name, None, reason) per item, streamed."""
     shape, out_range = model.input_shape, model.input_range
+
+    def file_key(path: Path) -> str:
+        return keys(path.relative_to(root).as_posix(), "file")
+
+    def names_of(paths) -> dict:  # absolute path -> what a message may show instead
+        return {str(p): file_key(p) if keys.pseudonymise else p.relative_to(root).as_posix()
+                for p in paths}
+
+    def skip(path: Path, e) -> tuple:
+        shown = file_key(path)
+        text = e if isinstance(e, str) else _reason(e, keys, {})
+        return shown, None, keys.clean(text, {**names_of([path]), str(root) + os.sep: ""})
+
+    def series(paths: list[Path], uid: str | None = None):
+        """One series' row and its left-out files; SeriesError when the files hold several."""
+        names = names_of(paths)
+        x, slices, left_out = notes.run(lambda: _read_series(paths, shape, out_range), names)
+        if uid is None:
+            used = [p for p in paths if str(p) not in {q for q, _ in left_out}]
+            uid = notes.run(lambda: series_uid(used[0]), names)
+        for p, why in left_out:
+            yield skip(Path(p), why)
+        yield keys(uid, "SeriesInstanceUID"), slices, x
+
     for files in _folders(source):
-        groups: dict[str, list[Path]] = {}
-        for path in files:
-            rel = path.relative_to(root).as_posix()
-            names = {str(path): keys(rel, "file") if keys.pseudonymise else rel}
-            try:
-                if not model.volumes:
-                    frames = notes.run(lambda p=path: _read_image(p, shape, out_range), names)
-                    yield from ((keys(rel, "file"), k, x) for k, x in enumerate(frames))
-                elif path.suffix.lower() == ".npy":
-                    yield keys(rel, "file"), 1, _read_npy_volume(path, shape)
+        if not model.volumes:
+            for path in files:
+                try:
+                    frames = notes.run(lambda p=path: _read_image(p, shape, out_range),
+                                       names_of([path]))
+                except _READ_ERRORS as e:
+                    yield skip(path, e)
                 else:
-                    uid = notes.run(lambda p=path: series_uid(p), names)
-                    groups.setdefault(uid, []).append(path)
-            except _READ_ERRORS as e:
-                shown = keys(rel, "file")
-                yield shown, None, _reason(e, keys, {str(path): shown, rel: shown})
-        for uid, paths in groups.items():
-            shown = keys(uid, "SeriesInstanceUID")
-            names = {str(p): keys(p.relative_to(root).as_posix(), "file") for p in paths}
+                    yield from ((file_key(path), k, x) for k, x in enumerate(frames))
+            continue
+        dicom = []
+        for path in files:
+            if path.suffix.lower() != ".npy":
+                dicom.append(path)
+                continue
             try:
-                x, slices = notes.run(lambda g=paths: _read_series(g, shape, out_range), names)
+                yield file_key(path), 1, _read_npy_volume(path, shape)
             except _READ_ERRORS as e:
-                yield shown, None, _reason(e, keys, names)
+                yield skip(path, e)
+        if not dicom:
+            continue
+        try:  # the usual folder, one series: each file parsed once
+            yield from list(series(dicom))
+            continue
+        except _READ_ERRORS:  # several series, or nothing usable: file by file
+            pass
+        groups: dict[str, list[Path]] = {}
+        for path in dicom:
+            try:
+                uid = notes.run(lambda p=path: series_uid(p), names_of([path]))
+            except _READ_ERRORS as e:
+                yield skip(path, e)
             else:
-                yield shown, slices, x
+                groups.setdefault(uid, []).append(path)
+        for uid, paths in groups.items():
+            try:
+                yield from list(series(paths, uid))
+            except _READ_ERRORS as e:
+                yield keys(uid, "SeriesInstanceUID"), None, keys.clean(
+                    _reason(e, keys, {}), {**names_of(paths), str(root) + os.sep: ""})
 
 
 def _reason(e: Exception, keys: RowKeys, names: dict) -> str:
