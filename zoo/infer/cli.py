@@ -350,7 +350,9 @@ def predict_folder(
         from zoo.explain.api import METHODS
 
         METHODS.check(heatmaps)
-    source, out = Path(source), Path(out)
+    source, out = Path(source), Path(out).absolute()
+    if not out.name:
+        raise InvalidArgumentError(f"--out {str(out)!r}: give a new folder for the results.")
     if pseudonymise:
         mapping = Path(mapping) if mapping else out.with_name(out.name + ".pseudonyms.csv")
         if mapping.resolve().is_relative_to(out.resolve()):
