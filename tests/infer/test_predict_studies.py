@@ -21,6 +21,7 @@ from pydicom.data import get_testdata_file
 import zoo
 import zoo.infer.sources
 from tests.data.test_dicom_phi import PID, SEEDS, leaks, plant, write_raw
+from zoo import figures
 from zoo.data.dicom import read_dicom
 from zoo.data.synthetic import make_phantoms
 from zoo.data.synthetic_dicom import write_ct_series
@@ -284,3 +285,32 @@ def test_a_model_with_its_own_windows_gets_hounsfield_units(tmp_path):
     match = [int(np.argmin(np.abs(reference - g).max(axis=1))) for g in got]
     assert sorted(match) == [0, 1]  # the files are shuffled: each row is one of the slices
     np.testing.assert_allclose(got, reference[match], atol=1e-4)
+
+
+def test_heatmaps_for_images_follow_the_explained_map(tmp_path):
+    """A 2D overlay per row; the map drawn is explain_batch's for the row's predicted class."""
+    from zoo.explain.api import explain_batch
+
+    phantom = zoo.load("simple_cnn.phantom")
+    images = make_phantoms(2, size=64, seed=8).images
+    (tmp_path / "in").mkdir()
+    for i, image in enumerate(images):
+        np.save(tmp_path / "in" / f"p{i}.npy", image)
+    drawn = []
+    real = figures.explanation_figure
+
+    def spy(path, image, heat, **kw):
+        drawn.append(heat)
+        return real(path, image, heat, **kw)
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(figures, "explanation_figure", spy)
+        predict_folder(phantom, tmp_path / "in", tmp_path / "out", engine="tensorflow",
+                       heatmaps="saliency")
+    rows, _ = _rows(tmp_path / "out")
+    assert [r["heatmap"] for r in rows] == ["heatmaps/000001.png", "heatmaps/000002.png"]
+    assert all((tmp_path / "out" / r["heatmap"]).stat().st_size > 1000 for r in rows)
+    classes = phantom(images, training=False).numpy().argmax(-1)
+    for k in range(2):
+        expected = explain_batch(phantom, images[k : k + 1], "saliency", class_index=int(classes[k]))
+        np.testing.assert_allclose(drawn[k], expected[0], rtol=1e-4, atol=1e-6)
