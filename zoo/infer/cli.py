@@ -235,8 +235,9 @@ class _Notes:
     """Warnings raised while reading (a gap in a series, an odd tag), kept for the summary with
     paths replaced by row ids, instead of printed: a log must not name what the CSV hides."""
 
-    def __init__(self, keys: RowKeys, limit: int = 20):
+    def __init__(self, keys: RowKeys, root: Path, limit: int = 20):
         self.keys, self.limit, self.count, self.kept = keys, limit, 0, []
+        self.root = {str(root) + os.sep: "", str(root): "INPUT"}
 
     def run(self, fn, names: dict):
         with warnings.catch_warnings(record=True) as caught:
@@ -246,7 +247,8 @@ class _Notes:
             finally:
                 for w in caught:
                     self.count += 1
-                    text = self.keys.clean(str(w.message).splitlines()[0][:300], names)
+                    text = str(w.message).splitlines()[0][:300] if str(w.message) else ""
+                    text = self.keys.clean(text, {**names, **self.root})
                     if len(self.kept) < self.limit and text not in self.kept:
                         self.kept.append(text)
 
@@ -373,8 +375,8 @@ def predict_folder(
         )
     folder = claim_dir(out, writer="zoo predict", overwrite=overwrite, names=OUTPUTS)
     keys = RowKeys(pseudonymise)
-    notes = _Notes(keys)
     root = source if source.is_dir() else source.parent
+    notes = _Notes(keys, root)
     start, rows, skipped, pending, seen = time.perf_counter(), 0, [], [], 0
     tty = progress and sys.stderr.isatty()
     with open(folder / "predictions.csv", "w", newline="") as f:
