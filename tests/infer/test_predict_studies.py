@@ -53,7 +53,7 @@ def model3d():
 @pytest.fixture(scope="module")
 def studies(tmp_path_factory):
     """a/: one series, a truncated slice and a text file; b/: two series in one folder, a corrupt .dcm and a text file;
-    c/: a CT slice whose SeriesInstanceUID holds a patient ID (not a UID)."""
+    c/: a CT slice whose SeriesInstanceUID holds a patient ID (not a UID); d/: a colour image."""
     root = tmp_path_factory.mktemp("studies")
     volumes = {}
     s = write_ct_series(root / "a", n_slices=16, size=32, series_uid=UIDS[0], seed=1)
@@ -76,6 +76,8 @@ def studies(tmp_path_factory):
         plant(ds)
         write_raw(ds, "SeriesInstanceUID", PID)
         ds.save_as(root / "c" / "odd.dcm")
+    (root / "d").mkdir()
+    shutil.copy(get_testdata_file("SC_rgb.dcm"), root / "d" / "rgb.dcm")  # colour: no volume
     return root, volumes
 
 
@@ -96,7 +98,9 @@ def test_one_row_per_series_keyed_by_uid(model3d, studies, tmp_path, capsys, cap
     assert set(by_id) - set(UIDS) == {next(i for i in by_id if i.startswith("series-"))}
     assert len(rows) == 4 and summary["predicted"] == 4
     assert {by_id[u]["slices"] for u in UIDS} == {"16"}
-    assert set(skipped) == {"a/readme.txt", "a/zz_broken.dcm", "b/broken.dcm", "b/notes.txt"}
+    assert set(skipped) == {"a/readme.txt", "a/zz_broken.dcm", "b/broken.dcm", "b/notes.txt",
+                            "d/rgb.dcm"}
+    assert skipped["d/rgb.dcm"].startswith("series ") and "colour" in skipped["d/rgb.dcm"]
     assert not [r for r in skipped.values() if str(root) in r]  # relative paths only
     for uid in UIDS:
         got = [float(by_id[uid][c]) for c in ("class_0", "class_1")]

@@ -318,9 +318,10 @@ def _items(source: Path, model, root: Path, keys: RowKeys, notes: _Notes):
         for uid, paths in groups.items():
             try:
                 yield from list(series(paths, uid))
-            except _READ_ERRORS as e:
-                yield keys(uid, "SeriesInstanceUID"), None, keys.clean(
-                    _reason(e, keys, {}), {**names_of(paths), str(root) + os.sep: ""})
+            except _READ_ERRORS as e:  # one line per file, each naming the series
+                why = f"series {keys(uid, 'SeriesInstanceUID')}: {_reason(e, keys, {})}"
+                for path in paths:
+                    yield skip(path, keys.clean(why, {**names_of(paths), str(root) + os.sep: ""}))
 
 
 def _reason(e: Exception, keys: RowKeys, names: dict) -> str:
