@@ -253,6 +253,15 @@ class _Notes:
                         self.kept.append(text)
 
 
+def _uid_or_none(path: Path) -> str | None:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        try:
+            return series_uid(path)
+        except _READ_ERRORS:
+            return None
+
+
 def _items(source: Path, model, root: Path, keys: RowKeys, notes: _Notes):
     """(row id, frame/slices, fitted input) or (shown name, None, reason) per item, streamed."""
     shape, out_range = model.input_shape, model.input_range
@@ -302,11 +311,13 @@ def _items(source: Path, model, root: Path, keys: RowKeys, notes: _Notes):
                 yield skip(path, e)
         if not dicom:
             continue
-        try:  # the usual folder, one series: each file parsed once
-            yield from list(series(dicom))
-            continue
-        except _READ_ERRORS:  # several series, or nothing usable: file by file
-            pass
+        ends = {_uid_or_none(dicom[0]), _uid_or_none(dicom[-1])} - {None}
+        if len(ends) < 2:  # the usual folder, one series: each file parsed once
+            try:
+                yield from list(series(dicom))
+                continue
+            except _READ_ERRORS:  # several series after all, or nothing usable: file by file
+                pass
         groups: dict[str, list[Path]] = {}
         for path in dicom:
             try:
