@@ -42,9 +42,9 @@ def test_predict_folder_rows_skips_and_no_phi(model, tmp_path, monkeypatch):
     assert (summary["predicted"], summary["skipped"], summary["engine"]) == (4, 2, "tensorflow")
     with open(tmp_path / "out" / "predictions.csv") as f:
         rows = list(csv.DictReader(f))
-    assert [r["file"] for r in rows][2:] == ["npy/p0.npy", "npy/p1.npy"]
+    assert [r["id"] for r in rows][2:] == ["npy/p0.npy", "npy/p1.npy"]
     assert set(rows[0]) == {
-        "file",
+        "id",
         "frame",
         "no-lesion",
         "lesion",
@@ -57,7 +57,7 @@ def test_predict_folder_rows_skips_and_no_phi(model, tmp_path, monkeypatch):
         ["no-lesion", "lesion"][k] for k in reference.argmax(-1)
     ]
     with open(tmp_path / "out" / "skipped.csv") as f:
-        skipped = {r["file"]: r["reason"] for r in csv.DictReader(f)}
+        skipped = {r["id"]: r["reason"] for r in csv.DictReader(f)}
     assert set(skipped) == {"broken.dcm", "notes.txt"}
     text = "".join(p.read_text() for p in (tmp_path / "out").iterdir())
     assert not [v for v in FAKE_PHI.values() if v in text]
@@ -81,6 +81,6 @@ def test_cli_exit_codes(model, tmp_path, capsys):
     np.save(tmp_path / "in" / "ok.npy", make_phantoms(1, size=64, seed=3).images[0])
     assert predict(tmp_path / "o2") == 0
     with open(tmp_path / "o2" / "predictions.csv") as f:
-        assert [r["file"] for r in csv.DictReader(f)] == ["ok.npy"]
+        assert [r["id"] for r in csv.DictReader(f)] == ["ok.npy"]
     assert predict(tmp_path / "o2") == 2  # an existing output needs --overwrite
     assert "--overwrite" in capsys.readouterr().err

@@ -1,42 +1,66 @@
-"""``zoo predict MODEL INPUT --out DIR``: class scores for images and DICOM files, as a CSV.
+"""``zoo predict MODEL INPUT --out DIR``: class scores for images, DICOM files and series, as a CSV.
 
-INPUT is an image (``.png`` / ``.npy``), a DICOM file, or a folder of them (searched
-recursively; files of other types are skipped). Each readable image (each frame of a
-multi-frame DICOM) gets one row: its path relative to INPUT (never a patient identifier),
-the frame, one score per class and the predicted label. DICOM pixels are brought into the
-model's input range as ``zoo.dicom_dataset`` does (HU windows, colour scaling, or the image's
-0.5-99.5 percentile stretch) and resized to the model's input size. Unreadable files are
-listed in ``skipped.csv`` and do not stop the run. ``summary.json`` gives the counts, the
-engine and the model. Exit 0 when at least one image was predicted, 1 when none was.
-Outputs are written through zoo.outputs (never over a user's files).
+MODEL is a ``.keras`` file, a zoo name/tag, or a model ``zoo export`` wrote (ONNX, OpenVINO IR,
+SavedModel; see zoo.infer.sources). INPUT is an image (``.png`` / ``.npy``), a DICOM file, or a
+folder of them (searched recursively, one folder at a time, so a large archive is streamed:
+at most one batch of decoded inputs is held in memory).
+
+- A 2D model gets one row per image (per frame of a multi-frame DICOM), keyed by the file's
+  path relative to INPUT.
+- A 3D model gets one row per DICOM series, keyed by its SeriesInstanceUID: the files of one
+  folder sharing a SeriesInstanceUID are stacked by zoo.data.series.load_series (geometry
+  order; gaps and duplicates are noted, not fatal), and one row per ``.npy`` volume.
+
+DICOM pixels are brought into the model's input range as ``zoo.dicom_dataset`` does (HU
+windows, colour scaling, or the image's 0.5-99.5 percentile stretch) and resized to the
+model's input size. No patient identifier is written: rows carry a path or a UID only, and
+``--pseudonymise`` replaces those by random pseudonyms, with the mapping in a separate file
+(``DIR.pseudonyms.csv`` beside DIR, or ``--mapping``) that the user keeps locally.
+``--heatmaps METHOD`` writes one overlay per row (zoo.explain + zoo.figures; Keras models only).
+Unreadable files are listed in ``skipped.csv`` and do not stop the run. Exit 0 when at least one
+row was predicted, 1 when none was. Outputs are written through zoo.outputs.
 """
 
 from __future__ import annotations
 
 import csv
 import json
+import os
+import re
+import secrets
 import sys
 import time
+import warnings
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 
-from zoo.errors import DataError, ZooError
-from zoo.outputs import claim_dir, finish_dir
+from zoo.errors import DataError, InvalidArgumentError, ZooError
+from zoo.outputs import check_target, claim_dir, finish_dir, staged
 
 IMAGE_SUFFIXES = (".png", ".npy")
-OUTPUTS = ("predictions.csv", "skipped.csv", "summary.json")
+OUTPUTS = ("predictions.csv", "skipped.csv", "summary.json", "heatmaps")
+_UID = re.compile(r"[0-9]+(\.[0-9]+)*")
+_READ_ERRORS = (ZooError, OSError, ValueError)
 
 
-def _items(source: Path) -> list[Path]:
+# --- inputs ------------------------------------------------------------------------------------
+
+
+def _folders(source: Path) -> Iterator[list[Path]]:
+    """The files of ``source`` and of every non-hidden folder below it, sorted, lazily."""
     if source.is_file():
-        return [source]
+        yield [source]
+        return
     if not source.is_dir():
-        raise DataError(
-            f"zoo predict: input {str(source)!r} does not exist; give an image, a DICOM file "
-            "or a folder."
-        )
-    return sorted(p for p in source.rglob("*") if p.is_file() and not p.name.startswith("."))
+        raise DataError(f"zoo predict: input {str(source)!r} does not exist; give an image, a "
+                        "DICOM file or a folder.")
+    for root, dirs, names in os.walk(source):
+        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+        files = [Path(root) / n for n in sorted(names) if not n.startswith(".")]
+        if files:
+            yield files
 
 
 def _is_dicom(path: Path) -> bool:
@@ -47,18 +71,34 @@ def _is_dicom(path: Path) -> bool:
     return head[128:132] == b"DICM"
 
 
-def _dicom_frames(path: Path, chans: int, out_range) -> list[np.ndarray]:
-    """The frames of a DICOM file in the model's value range, (H, W, chans) each."""
-    from zoo.data.pipeline import _affine, _apply, decode_item
+def _normaliser(units: str, array: np.ndarray, value_range, chans: int, out_range):
+    """The in-range transform ``zoo.dicom_dataset`` applies (HU windows, colour, percentiles);
+    ``out_range`` None: the model takes Hounsfield units, its own windows inside the graph."""
+    if out_range is None:
+        if units != "HU":
+            raise DataError(f"the model takes Hounsfield units (its CT windows are inside it) and "
+                            f"this image's pixels are {units or 'not calibrated'}, not HU; give "
+                            "CT images, or a model without built-in windows.")
+        return lambda x: np.asarray(x, np.float32)
+    from zoo.data.pipeline import _affine, _apply
     from zoo.data.windows import DEFAULT_CT_STACK, resolve_windows
 
-    array, info = decode_item(path, volumes=False)
+    info = {"units": units, "value_range": list(value_range or (0.0, 1.0))}
+    if units not in ("HU", "RGB"):
+        sample = array.ravel()[:: max(1, array.size // 1_000_000)]
+        info["percentiles"] = [float(v) for v in np.percentile(sample, (0.5, 99.5))]
     windows = resolve_windows(DEFAULT_CT_STACK if chans == 3 else DEFAULT_CT_STACK[:1])
     ab = _affine(info, windows, chans)
-    return [
-        _apply(frame if frame.shape[-1] == chans else frame[..., :1], ab, out_range)
-        for frame in array
-    ]
+    return lambda x: _apply(x, ab, out_range)
+
+
+def _dicom_frames(path: Path, chans: int, out_range) -> list[np.ndarray]:
+    """The frames of a DICOM file in the model's value range, (H, W, chans) each."""
+    from zoo.data.pipeline import decode_item
+
+    array, info = decode_item(path, volumes=False)
+    norm = _normaliser(info["units"], array, info["value_range"], chans, out_range)
+    return [norm(frame if frame.shape[-1] == chans else frame[..., :1]) for frame in array]
 
 
 def _fit(image: np.ndarray, shape) -> np.ndarray:
@@ -83,11 +123,27 @@ def _fit(image: np.ndarray, shape) -> np.ndarray:
     return image.astype(np.float32)
 
 
-def _load(path: Path, shape, out_range) -> list[np.ndarray]:
+def fit_volume(volume: np.ndarray, shape) -> np.ndarray:
+    """A (D, H, W, C) volume with the model's channels and size (zoo.explain's trilinear resize)."""
+    from zoo.explain.cam import upsample_volume
+
+    *size, chans = shape
+    if volume.shape[-1] != chans:
+        if volume.shape[-1] != 1 and chans != 1:
+            raise DataError(f"the volume has {volume.shape[-1]} channels and the model takes "
+                            f"{chans}; give a grey volume or one with {chans}.")
+        volume = (np.repeat(volume, chans, axis=-1) if volume.shape[-1] == 1
+                  else volume.mean(axis=-1, keepdims=True))
+    size = tuple(s or n for s, n in zip(size, volume.shape[:3], strict=True))
+    if volume.shape[:3] != size:
+        volume = np.moveaxis(upsample_volume(np.moveaxis(volume, -1, 0), size), 0, -1)
+    return volume.astype(np.float32)
+
+
+def _read_image(path: Path, shape, out_range) -> list[np.ndarray]:
+    """The frames of one image file, fitted to a 2D model."""
     if path.suffix.lower() in IMAGE_SUFFIXES:
-        from zoo.train.folder_data import (
-            _read_image,
-        )  # 8- and 16-bit PNG; a corrupt one is a DataError
+        from zoo.train.folder_data import _read_image  # 8/16-bit PNG, .npy; corrupt: DataError
 
         return [_fit(_read_image(path), shape)]
     if _is_dicom(path):
@@ -95,17 +151,193 @@ def _load(path: Path, shape, out_range) -> list[np.ndarray]:
     raise DataError(f"not an image or DICOM file (use {', '.join(IMAGE_SUFFIXES)} or DICOM)")
 
 
-def _class_names(model, n: int) -> list[str]:
-    """The weight card's class names (``labels = "no-lesion, lesion"``), else class_0, ..."""
-    from zoo.hub.cards import get_card
+def _read_npy_volume(path: Path, shape) -> np.ndarray:
+    array = np.load(path, allow_pickle=False).astype(np.float32)
+    if array.ndim == 3:
+        array = array[..., None]
+    if array.ndim != 4:
+        raise DataError(f"a .npy of shape {array.shape}; a 3D model takes volumes (D, H, W) or "
+                        "(D, H, W, C), already in its input range.")
+    return fit_volume(array, shape)
 
-    try:
-        labels = [
-            s.strip() for s in get_card(str(getattr(model, "zoo_weights", ""))).labels.split(",")
-        ]
-    except (ZooError, AttributeError):
-        labels = []
-    return labels if len(labels) == n and all(labels) else [f"class_{i}" for i in range(n)]
+
+def series_uid(path: Path) -> str:
+    """The file's SeriesInstanceUID (header only); a value that is not a UID (a corrupt file may
+    hold any text there) is replaced by a hash of it, so no other text reaches an output."""
+    from zoo.data.dicom import open_dataset
+
+    ds = open_dataset(path, stop_before_pixels=True)
+    with warnings.catch_warnings():  # pydicom's warning about a bad UI value quotes the value
+        warnings.simplefilter("ignore")
+        value = str(ds.get("SeriesInstanceUID", "") or "").strip()
+    if _UID.fullmatch(value) and len(value) <= 64:
+        return value
+    import hashlib
+
+    return "series-" + hashlib.sha256(value.encode()).hexdigest()[:12]
+
+
+def _read_series(paths: list[Path], shape, out_range):
+    """(volume fitted to the model, slices, files left out and why) of one series' files.
+
+    Gaps and duplicates are warned about (the summary notes them) and the volume is predicted;
+    files that hold no usable image are left out and come back to be reported."""
+    from zoo.data.series import load_series
+
+    volume = load_series(paths, on_problem="warn")
+    array = volume.array
+    norm = _normaliser(volume.meta.units, array, (float(array.min()), float(array.max())),
+                       shape[-1], out_range)
+    left_out = [(p, why) for p, why in volume.report.skipped if " frame " not in p]
+    return fit_volume(norm(array[..., None]), shape), volume.report.slices, left_out
+
+
+# --- row keys ----------------------------------------------------------------------------------
+
+
+class RowKeys:
+    """Row keys as written: the path / UID itself, or with ``pseudonymise`` a random pseudonym
+    (the mapping stays in memory and goes to the user's local mapping file only)."""
+
+    def __init__(self, pseudonymise: bool):
+        self.pseudonymise, self.mapping, self._given = pseudonymise, [], {}
+
+    def __call__(self, real: str, kind: str) -> str:
+        if not self.pseudonymise:
+            return real
+        if real not in self._given:
+            self._given[real] = f"anon-{secrets.token_hex(6)}"
+            self.mapping.append((self._given[real], kind, real))
+        return self._given[real]
+
+    def clean(self, text: str, replace: dict) -> str:
+        """``text`` with every path in ``replace`` swapped for its row key (pseudonym)."""
+        for real, key in sorted(replace.items(), key=lambda kv: -len(kv[0])):
+            text = text.replace(real, key)
+        return text
+
+
+# --- the run -----------------------------------------------------------------------------------
+
+
+def _heatmap(model, x: np.ndarray, method: str, cls: int, path: Path, title: str) -> None:
+    from zoo.explain.api import explain_batch
+    from zoo.figures import explanation_figure
+
+    heat = explain_batch(model, x[None], method, class_index=cls)[0]
+    if heat.ndim == 3:  # a volume: the slice through the map's peak
+        depth = int(np.unravel_index(int(np.argmax(heat)), heat.shape)[0])
+        x, heat, title = x[depth], heat[depth], f"{title}, slice {depth}/{len(heat)}"
+    explanation_figure(path, x, heat, title=title)
+
+
+class _Notes:
+    """Warnings raised while reading (a gap in a series, an odd tag), kept for the summary with
+    paths replaced by row ids, instead of printed: a log must not name what the CSV hides."""
+
+    def __init__(self, keys: RowKeys, root: Path, limit: int = 20):
+        self.keys, self.limit, self.count, self.kept = keys, limit, 0, []
+        self.root = {str(root) + os.sep: "", str(root): "INPUT"}
+
+    def run(self, fn, names: dict):
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            try:
+                return fn()
+            finally:
+                for w in caught:
+                    self.count += 1
+                    text = str(w.message).splitlines()[0][:300] if str(w.message) else ""
+                    text = self.keys.clean(text, {**names, **self.root})
+                    if len(self.kept) < self.limit and text not in self.kept:
+                        self.kept.append(text)
+
+
+def _uid_or_none(path: Path) -> str | None:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        try:
+            return series_uid(path)
+        except _READ_ERRORS:
+            return None
+
+
+def _items(source: Path, model, root: Path, keys: RowKeys, notes: _Notes):
+    """(row id, frame/slices, fitted input) or (shown name, None, reason) per item, streamed."""
+    shape, out_range = model.input_shape, model.input_range
+
+    def file_key(path: Path) -> str:
+        return keys(path.relative_to(root).as_posix(), "file")
+
+    def names_of(paths) -> dict:  # absolute path -> what a message may show instead
+        return {str(p): file_key(p) if keys.pseudonymise else p.relative_to(root).as_posix()
+                for p in paths}
+
+    def skip(path: Path, e) -> tuple:
+        shown = file_key(path)
+        text = e if isinstance(e, str) else _reason(e, keys, {})
+        return shown, None, keys.clean(text, {**names_of([path]), str(root) + os.sep: ""})
+
+    def series(paths: list[Path], uid: str | None = None):
+        """One series' row and its left-out files; SeriesError when the files hold several."""
+        names = names_of(paths)
+        x, slices, left_out = notes.run(lambda: _read_series(paths, shape, out_range), names)
+        if uid is None:
+            used = [p for p in paths if str(p) not in {q for q, _ in left_out}]
+            uid = notes.run(lambda: series_uid(used[0]), names)
+        for p, why in left_out:
+            yield skip(Path(p), why)
+        yield keys(uid, "SeriesInstanceUID"), slices, x
+
+    for files in _folders(source):
+        if not model.volumes:
+            for path in files:
+                try:
+                    frames = notes.run(lambda p=path: _read_image(p, shape, out_range),
+                                       names_of([path]))
+                except _READ_ERRORS as e:
+                    yield skip(path, e)
+                else:
+                    yield from ((file_key(path), k, x) for k, x in enumerate(frames))
+            continue
+        dicom = []
+        for path in files:
+            if path.suffix.lower() != ".npy":
+                dicom.append(path)
+                continue
+            try:
+                yield file_key(path), 1, _read_npy_volume(path, shape)
+            except _READ_ERRORS as e:
+                yield skip(path, e)
+        if not dicom:
+            continue
+        ends = {_uid_or_none(dicom[0]), _uid_or_none(dicom[-1])} - {None}
+        if len(ends) < 2:  # the usual folder, one series: each file parsed once
+            try:
+                yield from list(series(dicom))
+                continue
+            except _READ_ERRORS:  # several series after all, or nothing usable: file by file
+                pass
+        groups: dict[str, list[Path]] = {}
+        for path in dicom:
+            try:
+                uid = notes.run(lambda p=path: series_uid(p), names_of([path]))
+            except _READ_ERRORS as e:
+                yield skip(path, e)
+            else:
+                groups.setdefault(uid, []).append(path)
+        for uid, paths in groups.items():
+            try:
+                yield from list(series(paths, uid))
+            except _READ_ERRORS as e:  # one line per file, each naming the series
+                why = f"series {keys(uid, 'SeriesInstanceUID')}: {_reason(e, keys, {})}"
+                for path in paths:
+                    yield skip(path, keys.clean(why, {**names_of(paths), str(root) + os.sep: ""}))
+
+
+def _reason(e: Exception, keys: RowKeys, names: dict) -> str:
+    text = f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"[:300]
+    return keys.clean(text, names)  # absolute paths -> the row's id (relative path or pseudonym)
 
 
 def predict_folder(
@@ -115,30 +347,50 @@ def predict_folder(
     *,
     engine: str = "auto",
     batch: int = 16,
+    heatmaps: str | None = None,
+    pseudonymise: bool = False,
+    mapping=None,
     overwrite: bool = False,
     progress: bool = True,
 ) -> dict:
-    """Predict every readable image under ``source``; write the CSVs and summary into ``out``."""
-    from zoo.infer.predictor import compile_for_inference, resolve_model
-    from zoo.models.factory import input_contract
+    """Predict every readable image / series under ``source``; write the CSVs and summary to ``out``.
 
-    source = Path(source)
-    items = _items(source)
-    model = resolve_model(model_spec)
-    shape = tuple(model.inputs[0].shape[1:])
-    if len(shape) != 3:
-        raise DataError(
-            f"zoo predict: model {model.name!r} takes {shape}; it predicts 2D images "
-            "(H, W, C) only."
+    ``mapping`` (with ``pseudonymise``): where the pseudonym -> UID/path table goes, default
+    ``<out>.pseudonyms.csv`` beside ``out`` (never inside it, so ``out`` can be shared).
+    """
+    from zoo.infer.sources import open_model
+
+    if heatmaps is not None:
+        from zoo.explain.api import METHODS
+
+        METHODS.check(heatmaps)
+    source, out = Path(source), Path(out).absolute()
+    if not out.name:
+        raise InvalidArgumentError(f"--out {str(out)!r}: give a new folder for the results.")
+    if pseudonymise:
+        mapping = Path(mapping) if mapping else out.with_name(out.name + ".pseudonyms.csv")
+        if mapping.resolve().is_relative_to(out.resolve()):
+            raise InvalidArgumentError(f"--mapping {str(mapping)!r} is inside --out; put the "
+                                       "pseudonym mapping outside the folder you share.")
+        check_target(mapping, overwrite=overwrite)
+    elif mapping:
+        raise InvalidArgumentError("--mapping applies with --pseudonymise only.")
+    if not source.exists():
+        raise DataError(f"zoo predict: input {str(source)!r} does not exist; give an image, a "
+                        "DICOM file or a folder.")
+    model = open_model(model_spec, engine=engine, batch=batch)
+    if heatmaps and model.keras_model is None:
+        raise InvalidArgumentError(
+            f"--heatmaps {heatmaps}: heat maps need the Keras model (gradients, layers), and "
+            f"{str(model_spec)!r} is an exported {model.kind} model; give the .keras file or "
+            "the zoo name it was exported from, or leave out --heatmaps."
         )
-    try:
-        out_range = tuple(input_contract(model)["input_range"])
-    except ZooError:
-        out_range = (0.0, 255.0)
-    predictor = compile_for_inference(model, engine=engine, precision="fp32", batch=batch)
     folder = claim_dir(out, writer="zoo predict", overwrite=overwrite, names=OUTPUTS)
-    start, rows, skipped, pending = time.perf_counter(), 0, [], []
+    keys = RowKeys(pseudonymise)
     root = source if source.is_dir() else source.parent
+    notes = _Notes(keys, root)
+    start, rows, skipped, pending, seen = time.perf_counter(), 0, [], [], 0
+    tty = progress and sys.stderr.isatty()
     with open(folder / "predictions.csv", "w", newline="") as f:
         writer = csv.writer(f)
         names = None
@@ -147,41 +399,69 @@ def predict_folder(
             nonlocal names, rows
             if not pending:
                 return
-            scores = np.asarray(predictor.predict(np.stack([x for _, _, x in pending])))
+            scores = np.asarray(model.predict(np.stack([x for _, _, x in pending])))
             scores = scores.reshape(len(pending), -1)
             if names is None:
-                names = _class_names(model, scores.shape[1])
-                writer.writerow(["file", "frame", *names, "predicted"])
-            for (rel, frame, _), s in zip(pending, scores, strict=True):
-                writer.writerow([rel, frame, *(f"{v:.6g}" for v in s), names[int(np.argmax(s))]])
-            rows += len(pending)
+                names = model.class_names
+                if not names or len(names) != scores.shape[1]:
+                    names = [f"class_{i}" for i in range(scores.shape[1])]
+                extra = ["heatmap"] if heatmaps else []
+                writer.writerow(["id", "slices" if model.volumes else "frame", *names,
+                                 "predicted", *extra])
+            for (key, frame, x), s in zip(pending, scores, strict=True):
+                cls = int(np.argmax(s))
+                extra = []
+                if heatmaps:
+                    rel = f"heatmaps/{rows + 1:06d}.png"
+                    _heatmap(model.keras_model, x, heatmaps, cls, folder / rel,
+                             f"row {rows + 1}: {heatmaps}, {names[cls]} {s[cls]:.3f}")
+                    extra = [rel]
+                writer.writerow([key, frame, *(f"{v:.6g}" for v in s), names[cls], *extra])
+                rows += 1
             pending.clear()
 
-        for i, path in enumerate(items, 1):
-            rel = path.relative_to(root).as_posix()
-            try:
-                frames = _load(path, shape, out_range)
-            except (ZooError, OSError, ValueError) as e:
-                skipped.append((rel, str(e).splitlines()[0][:300]))
+        for key, frame, x in _items(source, model, root, keys, notes):
+            seen += 1
+            if frame is None:
+                skipped.append((key, x))
             else:
-                pending += [(rel, k, x) for k, x in enumerate(frames)]
+                pending.append((key, frame, x))
                 if len(pending) >= batch:
                     flush()
-            if progress and sys.stderr.isatty():
-                print(f"\rzoo predict: {i}/{len(items)} files", end="", file=sys.stderr, flush=True)
+            if tty:
+                print(f"\rzoo predict: {rows + len(pending)} predicted, {len(skipped)} skipped",
+                      end="", file=sys.stderr, flush=True)
         flush()
+    if tty:
+        print(file=sys.stderr)
     with open(folder / "skipped.csv", "w", newline="") as f:
-        csv.writer(f).writerows([("file", "reason"), *skipped])
+        csv.writer(f).writerows([("id", "reason"), *skipped])
+    seconds = time.perf_counter() - start
     summary = {
         "model": model.name,
-        "engine": predictor.engine,
-        "precision": predictor.precision,
-        "files": len(items),
+        "model_kind": model.kind,
+        "engine": model.engine,
+        "precision": model.precision,
+        "rows": "one per DICOM series / volume" if model.volumes else "one per image or frame",
         "predicted": rows,
         "skipped": len(skipped),
-        "seconds": round(time.perf_counter() - start, 3),
-        "note": predictor.note,
+        "seconds": round(seconds, 3),
+        "rows_per_s": round(rows / seconds, 3) if seconds > 0 else None,
+        "heatmaps": heatmaps,
+        "pseudonymised": pseudonymise,
+        "note": model.note,
+        "warnings": notes.count,
+        "warning_examples": notes.kept,
     }
+    if pseudonymise:
+        with staged([mapping], writer="zoo predict", overwrite=overwrite) as (tmp,):
+            with open(tmp, "w", newline="") as f:
+                csv.writer(f).writerows([("pseudonym", "kind", "original"), *keys.mapping])
+        summary["mapping"] = str(mapping)
+        summary["mapping_note"] = (
+            "row ids are random pseudonyms; the file named in 'mapping' links them back to "
+            "SeriesInstanceUIDs and paths. Keep it locally; do not share it with these results."
+        )
     (folder / "summary.json").write_text(json.dumps(summary, indent=2))
     finish_dir(folder, writer="zoo predict")
     return summary
@@ -194,23 +474,35 @@ def _run(args) -> int:
         args.out,
         engine=args.engine,
         batch=args.batch,
+        heatmaps=args.heatmaps,
+        pseudonymise=args.pseudonymise,
+        mapping=args.mapping,
         overwrite=args.overwrite,
     )
+    what = "series/volume(s)" if "series" in summary["rows"] else "image(s)"
     print(
-        f"zoo predict: {summary['predicted']} image(s) predicted, "
+        f"zoo predict: {summary['predicted']} {what} predicted, "
         f"{summary['skipped']} file(s) skipped "
         f"(see {Path(args.out) / 'skipped.csv'}); engine {summary['engine']}; results in {args.out}"
     )
+    if args.pseudonymise:
+        print(f"zoo predict: pseudonym mapping in {summary['mapping']}: keep it local, do not "
+              "share it with the results.")
     return 0 if summary["predicted"] else 1
 
 
 def add_predict_parser(subparsers) -> None:
     """Register ``zoo predict`` on the CLI's subparsers."""
+    from zoo.explain.api import METHODS
+
     p = subparsers.add_parser(
-        "predict", help="class scores for images / DICOM files (a file or a folder) as a CSV"
+        "predict",
+        help="class scores for images, DICOM files, series and folders of studies, as a CSV",
     )
     p.add_argument(
-        "model", help="a .keras file or a zoo name with weights, e.g. simple_cnn.phantom"
+        "model",
+        help="a .keras file, a zoo name with weights (simple_cnn.phantom), or a zoo export "
+        "output (.onnx, OpenVINO folder, SavedModel folder)",
     )
     p.add_argument("input", help="an image (.png/.npy), a DICOM file, or a folder of them")
     p.add_argument(
@@ -218,6 +510,12 @@ def add_predict_parser(subparsers) -> None:
     )
     p.add_argument("--engine", default="auto", help="auto, tensorflow, onnxruntime or openvino")
     p.add_argument("--batch", type=int, default=16)
+    p.add_argument("--heatmaps", metavar="METHOD", choices=list(METHODS),
+                   help=f"write an overlay per row ({', '.join(METHODS)}); Keras models only")
+    p.add_argument("--pseudonymise", action="store_true",
+                   help="random row ids; the mapping to UIDs/paths goes to a separate local file")
+    p.add_argument("--mapping", help="where --pseudonymise writes the mapping "
+                   "(default: OUT.pseudonyms.csv beside OUT)")
     p.add_argument(
         "--overwrite", action="store_true", help="replace a previous zoo predict output at --out"
     )
