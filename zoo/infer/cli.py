@@ -355,8 +355,28 @@ def predict_folder(
 ) -> dict:
     """Predict every readable image / series under ``source``; write the CSVs and summary to ``out``.
 
-    ``mapping`` (with ``pseudonymise``): where the pseudonym -> UID/path table goes, default
-    ``<out>.pseudonyms.csv`` beside ``out`` (never inside it, so ``out`` can be shared).
+    Args:
+        model_spec: a ``.keras`` file, a zoo name/tag, a model, or a ``zoo export`` output
+            (ONNX file, OpenVINO or SavedModel folder with its sidecar JSON).
+        source: an image, a DICOM file, a series folder or a folder of studies.
+        out: the output folder (``predictions.csv``, ``skipped.csv``, ``summary.json``,
+            ``heatmaps/``); an earlier run is replaced only with ``overwrite``.
+        engine: the inference engine for Keras models (``zoo.compile_for_inference``).
+        batch: images (or series) per forward pass.
+        heatmaps: an explanation method (``zoo.explain.METHODS``) for one overlay per row.
+        pseudonymise: random row ids instead of paths and SeriesInstanceUIDs.
+        mapping: where the pseudonym -> UID/path table goes, default ``<out>.pseudonyms.csv``
+            beside ``out`` (never inside it, so ``out`` can be shared).
+        overwrite: replace an earlier ``zoo predict`` output.
+        progress: print a progress line on a terminal.
+
+    Returns:
+        The summary (counts of rows and skips, the model, the engine, notes), also written to
+        ``summary.json``.
+
+    Raises:
+        RandomWeightsError: a bare architecture name. DataError / OptionalDependencyError: a
+            model or export that cannot run here. OutputError: ``out`` is not an earlier run.
     """
     from zoo.infer.sources import open_model
 
@@ -492,7 +512,11 @@ def _run(args) -> int:
 
 
 def add_predict_parser(subparsers) -> None:
-    """Register ``zoo predict`` on the CLI's subparsers."""
+    """Register ``zoo predict`` on the CLI's subparsers.
+
+    Args:
+        subparsers: the ``zoo`` parser's sub-parsers action.
+    """
     from zoo.explain.api import METHODS
 
     p = subparsers.add_parser(
