@@ -36,7 +36,8 @@ displaced by 1e5 mm would otherwise "bridge" a 100 m gap with 40,000 interpolate
 
 
 class SeriesWarning(UserWarning):
-    """A series that was stacked despite a problem (gap, duplicate, orientation); see volume.report."""
+    """A series that was stacked despite a problem (gap, duplicate, orientation); see
+    volume.report."""
 
 
 @dataclass
@@ -46,7 +47,9 @@ class SeriesReport:
     files: int = 0
     slices: int = 0
     skipped: list[tuple[str, str]] = field(default_factory=list)  # (file, why): EVERY file left out
-    gaps: list[tuple[int, int]] = field(default_factory=list)  # (slice index before the gap, slices missing)
+    gaps: list[tuple[int, int]] = field(
+        default_factory=list
+    )  # (slice index before the gap, slices missing)
     duplicates: list[str] = field(default_factory=list)  # files dropped: same position, same pixels
     tilt_deg: float = 0.0  # angle between the slice step and the normal (gantry tilt)
     orientation_spread_deg: float = 0.0
@@ -73,7 +76,8 @@ def _angle_deg(a, b) -> float:
 
 
 def _slices(paths, report: SeriesReport):
-    """(pixels (H, W), meta, position or None, file label) per slice; multi-frame files give one per frame."""
+    """(pixels (H, W), meta, position or None, file label) per slice; multi-frame files give one per
+    frame."""
     out, broken = [], []
     for path in paths:
         try:
@@ -88,8 +92,10 @@ def _slices(paths, report: SeriesReport):
             broken.append(str(path))
             continue
         if image.meta.channels != 1:
-            raise SeriesError(f"DICOM file {path} is a colour ({image.meta.photometric}) image; a series volume "
-                              "takes grey slices (CT, MR, PET).")
+            raise SeriesError(
+                f"DICOM file {path} is a colour ({image.meta.photometric}) image; a series volume "
+                "takes grey slices (CT, MR, PET)."
+            )
         frames = image.meta.frame_positions or [image.meta.image_position] * image.meta.frames
         for f in range(image.meta.frames):
             label = str(path) if image.meta.frames == 1 else f"{path} frame {f}"
@@ -109,7 +115,8 @@ def _sources(source) -> list[Path]:
 
 def load_series(source, *, series: str | None = None, on_problem: str = "warn", target_spacing=None,
                 angle_tolerance_deg: float = 1.0, spacing_tolerance: float = 0.1) -> Volume:
-    """Stack the slices in ``source`` (a folder, a file list, or one multi-frame file) into a Volume.
+    """Stack the slices in ``source`` (a folder, a file list, or one multi-frame file) into a
+    Volume.
 
     series: the ``series_key`` to take when the files hold several series (see the error).
     on_problem: "warn" (SeriesWarning), "raise" (SeriesError) or "ignore", for gaps, duplicates
@@ -139,12 +146,17 @@ def load_series(source, *, series: str | None = None, on_problem: str = "warn", 
             raise SeriesError(f"series={series!r} is not among the series found: {dict(keys)}.")
         report.skipped += [(p, f"another series (series_key != {series!r})") for p in sorted(other)]
     elif len(keys) > 1:
-        raise SeriesError(f"the files hold {len(keys)} series (series_key: slices) {dict(keys)}; pass "
-                          "series='<series_key>' to pick one, or separate them into folders.")
+        raise SeriesError(
+            f"the files hold {len(keys)} series (series_key: slices) {dict(keys)}; pass "
+            "series='<series_key>' to pick one, or separate them into folders."
+        )
     shapes = Counter(s[0].shape for s in slices)
     if len(shapes) > 1:
-        raise SeriesError(f"slices of different sizes {dict(shapes)} cannot be stacked; e.g. "
-                          f"{next(s[3] for s in slices if s[0].shape != slices[0][0].shape)}. Remove the odd files.")
+        raise SeriesError(
+            f"slices of different sizes {dict(shapes)} cannot be stacked; e.g. "
+            f"{next(s[3] for s in slices if s[0].shape != slices[0][0].shape)}. Remove the odd "
+            "files."
+        )
 
     def problem(text: str):
         report.problems.append(text)
@@ -163,7 +175,9 @@ def load_series(source, *, series: str | None = None, on_problem: str = "warn", 
     if geometric:
         orient = np.array([s[1].image_orientation for s in slices], float)
         normals = np.cross(orient[:, :3], orient[:, 3:])
-        common = Counter(tuple(np.round(o, 3)) for o in orient).most_common(1)[0][0]  # the majority orientation
+        common = Counter(tuple(np.round(o, 3)) for o in orient).most_common(1)[0][
+            0
+        ]  # the majority orientation
         main = int(np.argmin([np.abs(o - np.array(common)).max() for o in orient]))
         normal = normals[main] / np.linalg.norm(normals[main])
         orient = orient[[main]]
@@ -176,7 +190,10 @@ def load_series(source, *, series: str | None = None, on_problem: str = "warn", 
         offsets = np.array([float(np.dot(s[2], normal)) for s in slices])
         order = np.argsort(offsets, kind="stable")
     else:
-        problem("ImagePositionPatient/ImageOrientationPatient missing on some slices; sorted by InstanceNumber")
+        problem(
+            "ImagePositionPatient/ImageOrientationPatient missing on some slices; sorted by "
+            "InstanceNumber"
+        )
         report.sorted_by = "InstanceNumber"
         order = np.argsort([s[1].instance_number or 0 for s in slices], kind="stable")
         normal = np.array([0.0, 0.0, 1.0])
@@ -191,8 +208,11 @@ def load_series(source, *, series: str | None = None, on_problem: str = "warn", 
             if np.array_equal(slices[i][0], slices[keep[-1]][0]):
                 report.duplicates.append(slices[i][3])
             else:
-                problem(f"{slices[i][3]} and {slices[keep[-1]][3]} lie at the same position with different "
-                        "pixels; the first is kept")
+                problem(
+                    f"{slices[i][3]} and {slices[keep[-1]][3]} lie at the same position with "
+                    "different "
+                    "pixels; the first is kept"
+                )
                 report.skipped.append((slices[i][3], f"same position as {slices[keep[-1]][3]} "
                                                      "with different "
                                                      "pixels; the first is kept"))
@@ -206,7 +226,10 @@ def load_series(source, *, series: str | None = None, on_problem: str = "warn", 
         if step > 1.5 * spacing_z:
             report.gaps.append((i, int(round(step / spacing_z)) - 1))
         elif abs(step - spacing_z) > spacing_tolerance * spacing_z:
-            problem(f"irregular slice spacing: {step:.3f} mm after {slices[i][3]} against {spacing_z:.3f} mm")
+            problem(
+                f"irregular slice spacing: {step:.3f} mm after {slices[i][3]} against "
+                f"{spacing_z:.3f} mm"
+            )
     for i, n in report.gaps:
         problem(f"{n} slice(s) missing between {slices[i][3]} and {slices[i + 1][3]} "
                 f"({steps[i]:.2f} mm apart, spacing {spacing_z:.2f} mm)")
@@ -225,8 +248,13 @@ def load_series(source, *, series: str | None = None, on_problem: str = "warn", 
 
 
 def _interp_axis(array: np.ndarray, axis: int, old: np.ndarray, new: np.ndarray) -> np.ndarray:
-    """Linear interpolation of ``array`` along ``axis`` from coordinates ``old`` (increasing) to ``new``."""
-    idx = np.clip(np.searchsorted(old, new, side="right") - 1, 0, len(old) - 2) if len(old) > 1 else np.zeros(len(new), int)
+    """Linear interpolation of ``array`` along ``axis`` from coordinates ``old`` (increasing) to
+    ``new``."""
+    idx = (
+        np.clip(np.searchsorted(old, new, side="right") - 1, 0, len(old) - 2)
+        if len(old) > 1
+        else np.zeros(len(new), int)
+    )
     if len(old) == 1:
         return np.take(array, idx, axis=axis)
     t = np.clip((new - old[idx]) / (old[idx + 1] - old[idx]), 0.0, 1.0)
