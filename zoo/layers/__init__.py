@@ -1,4 +1,5 @@
-"""Serializable Keras layers shared by the model builders (import the submodules; they import Keras)."""
+"""Serializable Keras layers shared by the model builders (import the submodules; they import
+Keras)."""
 
 from zoo._lazy import submodule_access
 
