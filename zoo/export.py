@@ -121,9 +121,8 @@ def _write_tflite(model, path: Path, serve, spec, quantize, representative) -> N
         )
         if quantize:
             converter.optimizations = [tf.lite.Optimize.DEFAULT]
-        if (
-            quantize == "int8"
-        ):  # full-integer kernels; float32 in and out so callers feed raw pixels
+        # full-integer kernels; float32 in and out so callers feed raw pixels
+        if quantize == "int8":
             converter.representative_dataset = representative
             converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
         try:
@@ -345,7 +344,7 @@ def add_export_parser(sub) -> None:
     p.add_argument(
         "model",
         help="a .keras file (e.g. finetune_out/best.keras) or a zoo name such as "
-             "simple_cnn.phantom",
+        "simple_cnn.phantom",
     )
     p.add_argument("out", help="output path (a folder for saved_model)")
     p.add_argument("--format", choices=FORMATS, default="saved_model")

@@ -262,7 +262,7 @@ def add_dicom_parser(subparsers) -> argparse.ArgumentParser:
         "--overwrite",
         action="store_true",
         help="replace a previous `zoo dicom convert` output at OUT (never files the zoo did not "
-             "write)",
+        "write)",
     )
     q.add_argument(
         "--window",

@@ -77,6 +77,18 @@ def resolve_items(source, labels, volumes: bool,
             )
         table = read_labels(source, must_exist=must_exist)
         return list(table.paths), table.labels.tolist(), table.classes
+    items = _list_items(source, volumes)
+    if not items:
+        raise DataError(
+            f"no items found in {source!r}; give DICOM files, series folders or a labels CSV."
+        )
+    if labels is None:
+        return items, None, None
+    return (items, *_match_labels(items, labels))
+
+
+def _list_items(source, volumes: bool) -> list[Path]:
+    """The files (or, for volumes, the series sub-folders) of a folder, a file, or a path list."""
     if isinstance(source, str | os.PathLike):
         root = Path(source)
         if not root.exists():
@@ -90,12 +102,12 @@ def resolve_items(source, labels, volumes: bool,
             items = find_dicom_files(root)
     else:
         items = [Path(p) for p in source]
-    if not items:
-        raise DataError(
-            f"no items found in {source!r}; give DICOM files, series folders or a labels CSV."
-        )
-    if labels is None:
-        return items, None, None
+    return items
+
+
+def _match_labels(items: list[Path], labels) -> tuple[list, tuple | None]:
+    """(one label per item, class names or None) from a labels CSV, a path -> label mapping or a
+    list in item order; a DataError names the first unlabelled item or the count mismatch."""
     classes = None
     if isinstance(labels, str | os.PathLike):
         table = read_labels(labels, must_exist=False)
@@ -109,11 +121,11 @@ def resolve_items(source, labels, volumes: bool,
                 f"{len(missing)} item(s) have no label, e.g. {missing[0]}; label every item "
                 "or pass the labelled subset as the source."
             )
-        return items, [table[p.resolve()] for p in items], classes
+        return [table[p.resolve()] for p in items], classes
     labels = list(labels)
     if len(labels) != len(items):
         raise DataError(f"{len(labels)} labels for {len(items)} items; give one label per item.")
-    return items, labels, None
+    return labels, None
 
 
 # ----------------------------------------------------------------------------------------------
@@ -157,10 +169,8 @@ def decode_item(item: Path, volumes: bool, target_spacing=None) -> tuple[np.ndar
         "shape": list(array.shape),
         "pad": float(array.min()),
     }
-    if meta.units not in (
-        "HU",
-        "RGB",
-    ):  # uncalibrated grey: stretch the item's 0.5-99.5 percentiles
+    # uncalibrated grey: stretch the item's 0.5-99.5 percentiles
+    if meta.units not in ("HU", "RGB"):
         sample = array.ravel()[:: max(1, array.size // 1_000_000)]
         info["percentiles"] = [float(v) for v in np.percentile(sample, (0.5, 99.5))]
     return np.ascontiguousarray(array, np.float32), info
@@ -183,9 +193,8 @@ def _decode_to_cache(args) -> tuple[str, str | None, int]:
         and array.max() <= 32767
         and np.array_equal(array, np.rint(array))
     ):
-        array = array.astype(
-            np.int16
-        )  # HU and most stored grey values are integers: half the bytes, lossless
+        # HU and most stored grey values are integers: half the bytes, lossless
+        array = array.astype(np.int16)
     tmp = target.with_suffix(f".{os.getpid()}.tmp.npy")
     np.save(tmp, array)
     os.replace(tmp, target)
@@ -275,9 +284,8 @@ def _sample_raw(array: np.ndarray, info: dict, position: int, seed: int, plan: _
     """(x in physical units, (2, C) affine): x has C channels, or 1 that the affine broadcasts."""
     rng = np.random.default_rng(seed)
     chans = plan.shape[-1]
-    pad = (
-        float(info["pad"]) if "pad" in info else float(array.min())
-    )  # the volume's minimum: air, background
+    # the volume's minimum: air, background
+    pad = float(info["pad"]) if "pad" in info else float(array.min())
     single = plan.windows[:1]
     if plan.sampler == "slice":
         x = np.asarray(array[position], np.float32)
@@ -395,9 +403,8 @@ class DicomDataset:
                 "augment= takes 2D Keras preprocessing layers; the cube sampler has none."
             )
         chans = shape[-1]
-        if (
-            windows == "auto"
-        ):  # three complementary windows for 3 channels, else the soft-tissue one
+        # three complementary windows for 3 channels, else the soft-tissue one
+        if windows == "auto":
             multi = chans == 3 and sampler not in ("2.5d", "triplanar")
             windows = DEFAULT_CT_STACK if multi else DEFAULT_CT_STACK[:1]
         wins = resolve_windows(windows)
@@ -508,11 +515,8 @@ class DicomDataset:
         plan = self._plan
         native = [None] * (len(plan.shape) - 1) + [None]
         if plan.sampler == "mil":
-            native = [
-                plan.tiles,
-                *plan.shape[1:-1],
-                None,
-            ]  # tiles are cut at the model's size: no resize
+            # tiles are cut at the model's size: no resize
+            native = [plan.tiles, *plan.shape[1:-1], None]
         elif plan.sampler in ("triplanar", "cube"):
             native = [*plan.shape[:-1], None]
         lo, hi = plan.out_range
@@ -531,14 +535,11 @@ class DicomDataset:
             )
             x.set_shape(native)
             ab.set_shape([2, plan.shape[-1]])
-            if plan.sampler in (
-                "slice",
-                "2.5d",
-            ):  # resize the physical values (1 channel for CT), then window
+            # resize the physical values (1 channel for CT), then window
+            if plan.sampler in ("slice", "2.5d"):
                 x = tf.image.resize(x, plan.shape[:2], antialias=True)
-            x = (
-                tf.clip_by_value(x * ab[0] + ab[1], 0.0, 1.0) * (hi - lo) + lo
-            )  # windows / scaling, in C++
+            # windows / scaling, in C++
+            x = tf.clip_by_value(x * ab[0] + ab[1], 0.0, 1.0) * (hi - lo) + lo
             x.set_shape([*native[:-1], plan.shape[-1]])
             if layer is not None and plan.sampler == "mil":
                 x = layer(x, training=True)  # a bag is a batch of tiles

@@ -47,9 +47,8 @@ class SeriesReport:
     files: int = 0
     slices: int = 0
     skipped: list[tuple[str, str]] = field(default_factory=list)  # (file, why): EVERY file left out
-    gaps: list[tuple[int, int]] = field(
-        default_factory=list
-    )  # (slice index before the gap, slices missing)
+    # (slice index before the gap, slices missing)
+    gaps: list[tuple[int, int]] = field(default_factory=list)
     duplicates: list[str] = field(default_factory=list)  # files dropped: same position, same pixels
     tilt_deg: float = 0.0  # angle between the slice step and the normal (gantry tilt)
     orientation_spread_deg: float = 0.0
@@ -175,9 +174,8 @@ def load_series(source, *, series: str | None = None, on_problem: str = "warn", 
     if geometric:
         orient = np.array([s[1].image_orientation for s in slices], float)
         normals = np.cross(orient[:, :3], orient[:, 3:])
-        common = Counter(tuple(np.round(o, 3)) for o in orient).most_common(1)[0][
-            0
-        ]  # the majority orientation
+        # the majority orientation
+        common = Counter(tuple(np.round(o, 3)) for o in orient).most_common(1)[0][0]
         main = int(np.argmin([np.abs(o - np.array(common)).max() for o in orient]))
         normal = normals[main] / np.linalg.norm(normals[main])
         orient = orient[[main]]

@@ -103,7 +103,7 @@ def demo_step(out_dir=None, seed=0, n_train=256, epochs=5) -> dict:
                 maps[k],
                 mask=test.masks[k],
                 title="MIL instance map (WILDCAT, trained on image labels only), lesion "
-                      f"probability {p:.3f}",
+                f"probability {p:.3f}",
             )
         )
     print(

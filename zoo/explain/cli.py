@@ -324,7 +324,7 @@ def add_explain_parser(subparsers) -> None:
         "--overwrite",
         action="store_true",
         help="replace a figure zoo explain wrote before at --out (never a file the zoo did not "
-             "write)",
+        "write)",
     )
     p.add_argument(
         "--allow-random",

@@ -55,9 +55,8 @@ def _pool_instances(embeddings, num_classes, pooling, maps_per_class, options):
     )
     scores = classifier(embeddings)  # on a map: a 1x1 convolution, i.e. the class activation maps
     bag, extra = None, {}
-    if (
-        pooling in ATTENTION
-    ):  # pool the embeddings; the shared classifier makes bag = sum_n a_n score_n
+    # pool the embeddings; the shared classifier makes bag = sum_n a_n score_n
+    if pooling in ATTENTION:
         z, attention = make_pooling(pooling, return_attention=True, **options)(embeddings)
         bag = classifier(z)
         extra["attention"] = keras.layers.Identity(name="attention", dtype="float32")(attention)

@@ -374,9 +374,8 @@ POOLINGS = Registry("MIL pooling", {
 
 def make_pooling(pooling: str, name: str = "mil_pool", **options):
     """The pooling layer called ``pooling`` (a key of ``POOLINGS``) with its options."""
-    cls, defaults = POOLINGS.get(
-        pooling
-    )  # UnknownNameError (an InvalidArgumentError) with suggestions
+    # UnknownNameError (an InvalidArgumentError) with suggestions
+    cls, defaults = POOLINGS.get(pooling)
     try:
         return cls(**{**defaults, **options}, name=name)
     except ZooError:

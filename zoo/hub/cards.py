@@ -135,9 +135,8 @@ def _toml_value(v) -> str:
             else ("nan" if math.isnan(v) else ("inf" if v > 0 else "-inf"))
         )
     if isinstance(v, str):
-        return json.dumps(v, ensure_ascii=False).replace(
-            "\x7f", "\\u007f"
-        )  # TOML's escapes are JSON's
+        # TOML's escapes are JSON's
+        return json.dumps(v, ensure_ascii=False).replace("\x7f", "\\u007f")
     if isinstance(v, list | tuple):
         return "[" + ", ".join(_toml_value(x) for x in v) + "]"
     if hasattr(v, "item"):  # numpy scalars

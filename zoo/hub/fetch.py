@@ -369,9 +369,8 @@ def _download_once(url: str, part: Path, algorithm: str, progress: bool, limits:
                 "was kept."
             )
         total = have + length if length is not None else expect
-        limit = (
-            None if expect is None else expect + 1
-        )  # one byte past the card's size proves excess
+        # one byte past the card's size proves excess
+        limit = None if expect is None else expect + 1
         bar = _Progress(Path(part.name).stem, total, have, progress)
         written = have
         try:
@@ -448,7 +447,7 @@ def _download(url: str, dest: Path, card: WeightCard, retries: int, backoff: flo
                     f"card {card.name} ({card.card_path}) says"
                     if card.sha256 or card.md5
                     else f"recorded for {card.name} at its first verified download "
-                         f"({recorded_hash_path(card)})"
+                    f"({recorded_hash_path(card)})"
                     if full
                     else f"card {card.name} ({card.card_path}) says"
                 )
@@ -560,9 +559,8 @@ def fetch(card: WeightCard | str, *, progress: bool | None = None, timeout: floa
             if dest.is_file():  # another process may have finished it while we waited
                 if is_verified(dest, card):
                     return dest
-                _unlink(
-                    dest
-                )  # bytes that no longer match their hash are fetched again, never loaded
+                # bytes that no longer match their hash are fetched again, never loaded
+                _unlink(dest)
             for url in remote:
                 try:
                     _download(url, dest, card, retries, backoff, progress, limits)

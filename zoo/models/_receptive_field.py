@@ -86,36 +86,9 @@ def _window(layer, intervals, in_shape):
             *intervals[layer.axis :],
         ]
     if kind.startswith(("Conv", "MaxPooling", "AveragePooling", "DepthwiseConv", "SeparableConv")):
-        k = _tuple(getattr(layer, "kernel_size", None) or layer.pool_size, dims)
-        s = _tuple(layer.strides, dims)
-        d = _tuple(getattr(layer, "dilation_rate", 1), dims)
-        if "Transpose" in kind:
-            out = []
-            for (a, b), ki, si in zip(intervals, k, s):
-                pl = max(ki - si, 0) // 2 if layer.padding == "same" else 0
-                out.append((-(-(a + pl - ki + 1) // si), (b + pl) // si))
-            return out
-        out = []
-        for (a, b), ki, si, di, n in zip(intervals, k, s, d, sizes):
-            keff = di * (ki - 1) + 1
-            pl = _same_left(n, keff, si) if layer.padding == "same" else 0
-            out.append((a * si - pl, b * si - pl + keff - 1))
-        return out
-    if kind == "LinearUpsampling" or (
-        kind.startswith("UpSampling") and layer.interpolation == "bilinear"
-    ):
-        # half-pixel linear by u: output o reads floor((o + 1/2) / u - 1/2) and the next input
-        u = _tuple(getattr(layer, "size", 2), dims)
-        return [
-            (
-                math.floor(Fraction(2 * a + 1, 2 * ui) - Fraction(1, 2)),
-                math.floor(Fraction(2 * b + 1, 2 * ui) - Fraction(1, 2)) + 1,
-            )
-            for (a, b), ui in zip(intervals, u)
-        ]
-    if kind.startswith("UpSampling"):
-        u = _tuple(layer.size, dims)
-        return [(a // ui, b // ui) for (a, b), ui in zip(intervals, u)]
+        return _conv_window(layer, kind, intervals, sizes)
+    if kind == "LinearUpsampling" or kind.startswith("UpSampling"):
+        return _upsampling_window(layer, kind, intervals)
     if kind.startswith("ZeroPadding") or kind == "SpatialPadding":
         return [(a - p[0], b - p[0]) for (a, b), p in zip(intervals, layer.padding)]
     if kind.startswith("Cropping"):
@@ -133,6 +106,43 @@ def _window(layer, intervals, in_shape):
         "pooling, padding, cropping, up-sampling, central planes and point-wise layers. "
         "Pass layer= to stop before it."
     )
+
+
+def _conv_window(layer, kind, intervals, sizes):
+    """Convolutions and poolings (transposed ones too): kernel, stride, dilation and padding."""
+    dims = len(intervals)
+    k = _tuple(getattr(layer, "kernel_size", None) or layer.pool_size, dims)
+    s = _tuple(layer.strides, dims)
+    d = _tuple(getattr(layer, "dilation_rate", 1), dims)
+    if "Transpose" in kind:
+        out = []
+        for (a, b), ki, si in zip(intervals, k, s):
+            pl = max(ki - si, 0) // 2 if layer.padding == "same" else 0
+            out.append((-(-(a + pl - ki + 1) // si), (b + pl) // si))
+        return out
+    out = []
+    for (a, b), ki, si, di, n in zip(intervals, k, s, d, sizes):
+        keff = di * (ki - 1) + 1
+        pl = _same_left(n, keff, si) if layer.padding == "same" else 0
+        out.append((a * si - pl, b * si - pl + keff - 1))
+    return out
+
+
+def _upsampling_window(layer, kind, intervals):
+    """Up-sampling: nearest reads one input cell, (bi)linear also reads the next one."""
+    dims = len(intervals)
+    if kind == "LinearUpsampling" or layer.interpolation == "bilinear":
+        # half-pixel linear by u: output o reads floor((o + 1/2) / u - 1/2) and the next input
+        u = _tuple(getattr(layer, "size", 2), dims)
+        return [
+            (
+                math.floor(Fraction(2 * a + 1, 2 * ui) - Fraction(1, 2)),
+                math.floor(Fraction(2 * b + 1, 2 * ui) - Fraction(1, 2)) + 1,
+            )
+            for (a, b), ui in zip(intervals, u)
+        ]
+    u = _tuple(layer.size, dims)
+    return [(a // ui, b // ui) for (a, b), ui in zip(intervals, u)]
 
 
 def _union(a, b):

@@ -21,9 +21,8 @@ class Default(str):
 
 
 POOLING = Default("avg")  # zoo.load's global pooling; with head="mil" only the default is allowed
-ACTIVATION = Default(
-    "softmax"
-)  # zoo.load's classifier activation; a MIL bag keeps logits unless asked
+# zoo.load's classifier activation; a MIL bag keeps logits unless asked
+ACTIVATION = Default("softmax")
 
 
 def check_in_chans(in_chans) -> int:

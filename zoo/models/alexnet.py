@@ -45,7 +45,7 @@ def _features(model):
     preprocess="torch",
     feature_layers=_features,
     description="AlexNet, torchvision's single-tower variant (61.1 M parameters); variant='2012' "
-                "is the LRN original",
+    "is the LRN original",
     paper="Krizhevsky et al. 2012 (NIPS); Krizhevsky 2014, arXiv:1404.5997",
 )
 def build_alexnet(

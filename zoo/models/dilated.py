@@ -32,7 +32,7 @@ def _features(model):
     task="segmentation",
     feature_layers=_features,
     description="3x3 convolutions dilated 1,1,2,4,8,16,32,1 (131-pixel receptive field) + 1x1 "
-                "layers, per-pixel classes",
+    "layers, per-pixel classes",
     paper="Wolterink et al. 2016, arXiv:1704.03669; Yu & Koltun 2016, arXiv:1511.07122",
 )
 def build_dilated_cnn(

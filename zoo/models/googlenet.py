@@ -76,7 +76,7 @@ def _features(model):
     preprocess="tf",
     feature_layers=_features,
     description="GoogLeNet / Inception v1 as in torchvision (6.6 M parameters); aux_logits=True "
-                "adds the two auxiliary heads",
+    "adds the two auxiliary heads",
     paper="Szegedy et al. 2015, arXiv:1409.4842",
 )
 def build_googlenet(

@@ -128,7 +128,7 @@ for _name, (_body, _arch2d) in _NETS.items():
         spatial_dims=3,
         feature_layers=keras_apps._APPS[_arch2d][4],
         description=f"3D {_arch2d} with depth-edge padding; tag imagenet_inflated inflates its 2D "
-                    "ImageNet weights",
+        "ImageNet weights",
         paper=f"{keras_apps._APPS[_arch2d][5]}; inflation: Carreira & Zisserman 2017, "
-              "arXiv:1705.07750",
+        "arXiv:1705.07750",
     )(partial(_build, body=_body))

@@ -92,7 +92,7 @@ def build_patch_cnn29(
     "multiscale_patch_cnn",
     default_size=(87, 87),
     description="patches of several scales cut from one patch, separate pathways, merged before "
-                "dense layers",
+    "dense layers",
     paper="Moeskops et al. 2016, doi:10.1109/TMI.2016.2548501",
     **_COMMON,
 )

@@ -48,7 +48,7 @@ def vgg_stages(x, widths, dims: int = 2):
     preprocess="tf",
     feature_layers=stage_features,
     description="5-stage VGG-style CNN (conv-BN-ReLU x2 + max pool per stage), about 0.2 M "
-                "parameters; its own top pools by max",
+    "parameters; its own top pools by max",
 )
 def build_simple_cnn(x, *, include_top, num_classes, classifier_activation, widths=WIDTHS):
     x = vgg_stages(x, widths)

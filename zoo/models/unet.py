@@ -224,7 +224,7 @@ def _register(name, dims, size, paper):
         task="segmentation",
         feature_layers=_features,
         description=f"{dims}D U-Net (depth, base_filters, norm, upsampling, padding configurable; "
-                    "encoder=any backbone)",
+        "encoder=any backbone)",
         paper=paper,
         takes_encoder=True,
     )

@@ -78,7 +78,7 @@ def add_pretrain_parser(subparsers) -> None:
     p.add_argument(
         "--data",
         help=".npy images (N,H,W,C) / volumes (N,D,H,W,C) in [0,255], or .npz; default synthetic "
-             "phantoms",
+        "phantoms",
     )
     p.add_argument("--tag", help="card tag to write: afterwards zoo.load(ENCODER, pretrained=TAG)")
     p.add_argument(

@@ -118,8 +118,7 @@ def pretrain(
     """Pretrain ``encoder`` (a registered name) on unlabelled ``data`` with pretext ``task``.
 
     data: images (N, H, W, C) or volumes (N, D, H, W, C) in [0, 255], a Phantoms / Volumes object,
-    or
-        "synthetic" (the zoo's phantoms). task_options go to the task (see zoo.ssl.list_tasks()).
+        or "synthetic" (the zoo's phantoms). task_options go to the task (see zoo.ssl.list_tasks()).
     init: weights to start from (a card tag such as "imagenet", a file, or None for random init).
     tag: when given, the encoder weights and a weight card are written (see zoo.ssl.publish), after
         which ``zoo.load(encoder, pretrained=tag)`` loads them; ``out`` is the weights folder
@@ -133,9 +132,7 @@ def pretrain(
     from zoo.models.registry import get_entry
 
     t0 = time.time()
-    for name, value, low in (("epochs", epochs, 1), ("batch_size", batch_size, 2)):
-        if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < low:
-            raise InvalidArgumentError(f"{name}={value!r}: must be an integer >= {low}.")
+    _check_counts(epochs=epochs, batch_size=batch_size)
     if tag is not None:
         from zoo.ssl.publish import check_tag
 
@@ -156,14 +153,7 @@ def pretrain(
     if verbose:
         print(f"pretraining {encoder} with {the_task.describe()} on {len(data.array)} {data.kind} "
               f"{data.array.shape[1:]}, {epochs} epochs")
-    history = []
-    for epoch in range(epochs):
-        x, y = the_task.epoch(data, rng)  # fresh augmentations every epoch
-        x = list(x) if isinstance(x, tuple) else x
-        h = model.fit(
-            x, y, batch_size=batch_size, epochs=epoch + 1, initial_epoch=epoch, verbose=verbose
-        )
-        history.append(float(h.history["loss"][-1]))
+    history = _fit_epochs(model, the_task, data, rng, epochs, batch_size, verbose)
     evaluation = {}
     if eval_data is not None:
         evaluation = probe(enc, eval_data)
@@ -214,6 +204,27 @@ def pretrain(
     return result
 
 
+def _check_counts(**counts) -> None:
+    """epochs >= 1 and batch_size >= 2 as plain integers (a bool or float is a caller's slip)."""
+    for name, value in counts.items():
+        low = 2 if name == "batch_size" else 1
+        if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < low:
+            raise InvalidArgumentError(f"{name}={value!r}: must be an integer >= {low}.")
+
+
+def _fit_epochs(model, the_task, data, rng, epochs, batch_size, verbose) -> list[float]:
+    """One fit per epoch, each on fresh augmentations from the task; the last loss per epoch."""
+    history = []
+    for epoch in range(epochs):
+        x, y = the_task.epoch(data, rng)  # fresh augmentations every epoch
+        x = list(x) if isinstance(x, tuple) else x
+        h = model.fit(
+            x, y, batch_size=batch_size, epochs=epoch + 1, initial_epoch=epoch, verbose=verbose
+        )
+        history.append(float(h.history["loss"][-1]))
+    return history
+
+
 def probe(encoder, eval_data, k: int = 5) -> dict:
     """Linear probe and k-NN accuracy of frozen features: first half of ``eval_data`` trains, second
     half tests."""
@@ -228,16 +239,14 @@ def probe(encoder, eval_data, k: int = 5) -> dict:
             f"eval_data: {len(images)} images and {len(labels)} labels; give at least 4 of each, "
             "equally many."
         )
-    if tuple(images.shape[1:]) != tuple(
-        encoder.input.shape[1:]
-    ):  # e.g. a tile encoder scored on whole images
+    # e.g. a tile encoder scored on whole images
+    if tuple(images.shape[1:]) != tuple(encoder.input.shape[1:]):
         from zoo.models.factory import load
 
         resized = load(encoder.name, in_chans=int(images.shape[-1]), input_shape=images.shape[1:-1],
                        num_classes=0, pooling=None)
-        resized.set_weights(
-            encoder.get_weights()
-        )  # convolutional weights do not depend on the input size
+        # convolutional weights do not depend on the input size
+        resized.set_weights(encoder.get_weights())
         encoder = resized
     f = encoder_features(encoder, images)
     half = len(f) // 2

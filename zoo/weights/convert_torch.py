@@ -240,9 +240,8 @@ def load_torch_checkpoint(model, path, card) -> Path:
         text = json.dumps({"sha256": file_hash(part, "sha256"), "size": part.stat().st_size,
                            "source": _source_id(card)})
         record_part = record.with_name(f".{os.getpid()}.{record.name}")
-        _discard(
-            record
-        )  # a record without its file is harmless; a file without its record is not loaded
+        # a record without its file is harmless; a file without its record is not loaded
+        _discard(record)
         _replace(part, cached)
         inside_home(record_part).write_text(text)
         _replace(record_part, record)

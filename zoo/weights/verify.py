@@ -56,9 +56,8 @@ def verify_cache(refetch: bool = False) -> list[Checked]:
     results = []
     for card in all_cards().values():
         path = cache_path(card)
-        legacy_stamp = path.with_name(
-            path.name + ".verified"
-        )  # older zoos' size+mtime stamps: unused now
+        # older zoos' size+mtime stamps: unused now
+        legacy_stamp = path.with_name(path.name + ".verified")
         if legacy_stamp.is_file():
             _remove_for_verify(legacy_stamp)
         if path.is_file():
@@ -73,7 +72,7 @@ def verify_cache(refetch: bool = False) -> list[Checked]:
                     f"recorded at its first verified download ({recorded_hash_path(card)})"
                     if full
                     else f"the card has only the sha256 prefix {card.sha256_prefix}: checked by "
-                         "that prefix only"
+                    "that prefix only"
                 )
             )
             if not ok:
