@@ -687,6 +687,33 @@ def read_dicom(
 
 def _decode(ds, path, frames, invert_monochrome1) -> DicomImage:
     meta = _metadata(path, ds)
+    _check_has_pixels(ds, path, meta)
+    uid = transfer_syntax(ds, path)
+    _check_size(ds, path, meta.frames)
+    decoder = _decoder(uid, path)
+    frames = _check_frames(path, meta, frames)
+    indices = list(range(meta.frames)) if frames is None else frames
+    samples = _get(ds, "SamplesPerPixel", int, path, 1)
+    if not uid.is_compressed:
+        _check_native_length(ds, path, meta.frames, samples)
+    elif "PixelData" in ds:
+        _check_encapsulated_frames(ds, path, uid, meta.frames)
+    decoded, info = _decode_frames(ds, path, uid, decoder, frames, indices)
+    _check_decoded_count(path, uid, meta, indices, samples, decoded)
+    arr = np.concatenate([a.reshape(-1) for a in decoded])
+    arr = arr.reshape(len(indices), meta.rows, meta.columns, samples)
+    photometric = str(info.get("photometric_interpretation", meta.photometric)).strip()
+    if (
+        photometric == "PALETTE COLOR"
+        or photometric.startswith(("RGB", "YBR"))
+        or arr.shape[-1] == 3
+    ):
+        return _colour_image(ds, path, meta, arr, photometric)
+    return _grey_image(ds, path, meta, arr, indices, photometric, invert_monochrome1)
+
+
+def _check_has_pixels(ds, path, meta) -> None:
+    """A MissingPixelDataError for an object without pixel data (a DICOMDIR, a report, ...)."""
     if not any(k in ds for k in _PIXEL_KEYWORDS):
         what = (
             "a DICOMDIR (a media index)"
@@ -698,9 +725,10 @@ def _decode(ds, path, frames, invert_monochrome1) -> DicomImage:
             "image. "
             "Leave it out of image inputs (a dataset pipeline with on_error='skip' reports it)."
         )
-    uid = transfer_syntax(ds, path)
-    _check_size(ds, path, meta.frames)
-    decoder = _decoder(uid, path)
+
+
+def _check_frames(path, meta, frames) -> list[int] | None:
+    """The requested 0-based frame indices as ints (None: all), each one that exists."""
     if frames is not None:
         frames = [int(f) for f in frames]
         bad = [f for f in frames if not 0 <= f < meta.frames]
@@ -708,12 +736,12 @@ def _decode(ds, path, frames, invert_monochrome1) -> DicomImage:
             raise DicomError(
                 f"{_where(path)} has {meta.frames} frame(s); frames {bad} do not exist (0-based)."
             )
-    indices = list(range(meta.frames)) if frames is None else frames
-    samples = _get(ds, "SamplesPerPixel", int, path, 1)
-    if not uid.is_compressed:
-        _check_native_length(ds, path, meta.frames, samples)
-    elif "PixelData" in ds:
-        _check_encapsulated_frames(ds, path, uid, meta.frames)
+    return frames
+
+
+def _decode_frames(ds, path, uid, decoder, frames, indices):
+    """(decoded arrays, decoder info); a decoder failure becomes a DicomDecodeError with a hint
+    (truncated file, corrupt stream, another decoder to install, tags that do not match)."""
     try:
         if frames is None:
             arr, info = decoder.as_array(ds, as_rgb=True)
@@ -722,6 +750,7 @@ def _decode(ds, path, frames, invert_monochrome1) -> DicomImage:
             pairs = list(decoder.iter_array(ds, indices=indices, as_rgb=True))
             info = pairs[0][1]
             decoded = [np.asarray(a) for a, _ in pairs]
+        return decoded, info
     except (MemoryError, DicomError, *_FATAL):
         raise
     except BaseException as e:
@@ -742,6 +771,10 @@ def _decode(ds, path, frames, invert_monochrome1) -> DicomImage:
         raise DicomDecodeError(
             f"{_where(path)} ({_uid_text(uid)}): {hint} ({type(e).__name__}: "
             f"{_short(e)}).{extra}") from None
+
+
+def _check_decoded_count(path, uid, meta, indices, samples, decoded) -> None:
+    """The decoder gave frames x Rows x Columns x SamplesPerPixel values, else a tag is wrong."""
     want = len(indices) * meta.rows * meta.columns * samples
     got = sum(a.size for a in decoded)
     if got != want:
@@ -753,24 +786,26 @@ def _decode(ds, path, frames, invert_monochrome1) -> DicomImage:
             f"{want}; NumberOfFrames (0028,0008), Rows (0028,0010), Columns (0028,0011) or "
             "SamplesPerPixel "
             "(0028,0002) do not match the pixel data. Fix the tags or re-export the file.")
-    arr = np.concatenate([a.reshape(-1) for a in decoded])
-    arr = arr.reshape(len(indices), meta.rows, meta.columns, samples)
-    photometric = str(info.get("photometric_interpretation", meta.photometric)).strip()
-    if (
-        photometric == "PALETTE COLOR"
-        or photometric.startswith(("RGB", "YBR"))
-        or arr.shape[-1] == 3
-    ):
-        rgb = _to_rgb(arr[..., 0] if photometric == "PALETTE COLOR" else arr, photometric, ds, path)
-        out = rgb.astype(np.float32).reshape((len(indices), meta.rows, meta.columns, 3))
-        bits = meta.bits_stored or 8
-        if photometric == "PALETTE COLOR":
-            bits = _get(
-                ds, "RedPaletteColorLookupTableDescriptor", lambda v: int(list(v)[2]), path, 16
-            )
-        return DicomImage(
-            np.ascontiguousarray(out), replace(meta, value_range=(0.0, float(2**bits - 1)))
+
+
+def _colour_image(ds, path, meta, arr, photometric) -> DicomImage:
+    """RGB, YBR or palette colour as float RGB (frames, rows, columns, 3); its value range from
+    BitsStored (or the palette's descriptor)."""
+    rgb = _to_rgb(arr[..., 0] if photometric == "PALETTE COLOR" else arr, photometric, ds, path)
+    out = rgb.astype(np.float32).reshape((len(arr), meta.rows, meta.columns, 3))
+    bits = meta.bits_stored or 8
+    if photometric == "PALETTE COLOR":
+        bits = _get(
+            ds, "RedPaletteColorLookupTableDescriptor", lambda v: int(list(v)[2]), path, 16
         )
+    return DicomImage(
+        np.ascontiguousarray(out), replace(meta, value_range=(0.0, float(2**bits - 1)))
+    )
+
+
+def _grey_image(ds, path, meta, arr, indices, photometric, invert_monochrome1) -> DicomImage:
+    """Grey values through the Modality LUT / rescale per frame; the value range is the transform
+    of the stored extremes, MONOCHROME1 inverted within it when asked."""
     transform = _modality_transform(ds, path, meta.frames)
     bits = meta.bits_stored or 16
     signed = _get(ds, "PixelRepresentation", int, path, 0) == 1

@@ -326,11 +326,49 @@ def _download_once(url: str, part: Path, algorithm: str, progress: bool, limits:
     if expect is not None and have > expect:
         _unlink(part)
         have = 0
+    response = _request(url, part, have, limits)
+    with response:
+        raw_length = response.headers.get("Content-Length")
+        length = int(raw_length) if raw_length and raw_length.strip().isdigit() else None
+        h = hashlib.new(algorithm)
+        if have and response.status == 206:
+            _hash_resumed(url, response, part, have, length, expect, h)
+            mode = "ab"
+        else:
+            have, mode = 0, "wb"
+        if expect is not None and length is not None and have + length != expect:
+            raise FetchError(
+                f"{url} announces {have + length:,} bytes (Content-Length) but the card says "
+                f"size = {expect:,}: the URL serves another file, or the card is wrong. Nothing "
+                "was kept."
+            )
+        total = have + length if length is not None else expect
+        bar = _Progress(Path(part.name).stem, total, have, progress)
+        try:
+            f = _open_part(part, mode)
+        except OSError as e:
+            raise cache_error(e, part.parent, doing="write into") from None
+        try:
+            written = _stream_into(response, f, part, h, have, limits, bar)
+        finally:
+            bar.close()
+    if expect is not None and written > expect:
+        raise FetchError(
+            f"{url} sent more than the card's size of {expect:,} bytes (stopped at {written:,}): "
+            "the URL serves another file, or the card is wrong. Nothing was kept."
+        )
+    if total is not None and written < total:
+        raise _Retryable(f"connection closed after {written} of {total} bytes")
+    return h.hexdigest()
+
+
+def _request(url: str, part: Path, have: int, limits: _Limits):
+    """The open response for ``url`` from byte ``have`` on; transient failures are _Retryable."""
     headers = {"User-Agent": "medzoo"}
     if have:
         headers["Range"] = f"bytes={have}-"
     try:
-        response = urllib.request.urlopen(
+        return urllib.request.urlopen(
             urllib.request.Request(url, headers=headers), timeout=limits.timeout
         )
     except urllib.error.HTTPError as e:
@@ -342,85 +380,64 @@ def _download_once(url: str, part: Path, algorithm: str, progress: bool, limits:
         raise FetchError(f"{url} answered HTTP {e.code} {e.reason}") from None
     except (urllib.error.URLError, TimeoutError, ConnectionError, http.client.HTTPException) as e:
         raise _Retryable(f"{type(e).__name__}: {getattr(e, 'reason', e)}") from None
-    with response:
-        raw_length = response.headers.get("Content-Length")
-        length = int(raw_length) if raw_length and raw_length.strip().isdigit() else None
-        h = hashlib.new(algorithm)
-        if have and response.status == 206:
-            problem = _content_range_problem(
-                response.headers.get("Content-Range"), have, length, expect
-            )
-            if problem:
-                _discard(part)
-                raise _Retryable(
-                    f"{url} answered the resume at byte {have} with {problem}; the partial file "
-                    "was discarded and the download starts over"
-                )
-            with open(part, "rb") as f:
-                while block := f.read(CHUNK):
-                    h.update(block)
-            mode = "ab"
-        else:
-            have, mode = 0, "wb"
-        if expect is not None and length is not None and have + length != expect:
-            raise FetchError(
-                f"{url} announces {have + length:,} bytes (Content-Length) but the card says "
-                f"size = {expect:,}: the URL serves another file, or the card is wrong. Nothing "
-                "was kept."
-            )
-        total = have + length if length is not None else expect
-        # one byte past the card's size proves excess
-        limit = None if expect is None else expect + 1
-        bar = _Progress(Path(part.name).stem, total, have, progress)
-        written = have
-        try:
-            f = _open_part(part, mode)
-        except OSError as e:
-            raise cache_error(e, part.parent, doing="write into") from None
-        try:
-            with f:
-                window_start, window_bytes = time.monotonic(), 0
-                while True:
-                    want = CHUNK if limit is None else min(CHUNK, limit - written)
-                    if want <= 0:
-                        break
-                    block = response.read1(want)  # what has arrived, so a stall keeps it
-                    if not block:
-                        break
-                    h.update(block)
-                    _write_block(f, block)
-                    written += len(block)
-                    window_bytes += len(block)
-                    bar.update(len(block))
-                    elapsed = time.monotonic() - window_start
-                    if elapsed >= limits.timeout:
-                        if window_bytes < limits.min_rate * elapsed:
-                            raise _Retryable(
-                                f"slower than {limits.min_rate:g} bytes/s for {elapsed:.1f} s "
-                                f"after {written:,} bytes (ZOO_MIN_RATE, ZOO_TIMEOUT)"
-                            )
-                        window_start, window_bytes = time.monotonic(), 0
-        except (
-            TimeoutError,
-            ConnectionError,
-            http.client.HTTPException,
-            urllib.error.URLError,
-        ) as e:
-            raise _Retryable(f"{type(e).__name__} after {written} bytes") from None
-        except FetchError:
-            raise
-        except OSError as e:
-            raise cache_error(e, part.parent, doing="write into") from None
-        finally:
-            bar.close()
-    if expect is not None and written > expect:
-        raise FetchError(
-            f"{url} sent more than the card's size of {expect:,} bytes (stopped at {written:,}): "
-            "the URL serves another file, or the card is wrong. Nothing was kept."
+
+
+def _hash_resumed(url, response, part: Path, have: int, length, expect, h) -> None:
+    """Check a 206 answer resumes at byte ``have``, then hash the bytes the part file holds."""
+    problem = _content_range_problem(response.headers.get("Content-Range"), have, length, expect)
+    if problem:
+        _discard(part)
+        raise _Retryable(
+            f"{url} answered the resume at byte {have} with {problem}; the partial file "
+            "was discarded and the download starts over"
         )
-    if total is not None and written < total:
-        raise _Retryable(f"connection closed after {written} of {total} bytes")
-    return h.hexdigest()
+    with open(part, "rb") as f:
+        while block := f.read(CHUNK):
+            h.update(block)
+
+
+def _stream_into(response, f, part: Path, h, have: int, limits: _Limits, bar) -> int:
+    """Write the body into ``f``, the open ``part`` file (hashing it), stopping one byte past the
+    card's size (which proves excess) and on a stall below ZOO_MIN_RATE; returns the bytes the
+    part file holds."""
+    # one byte past the card's size proves excess
+    limit = None if limits.expect is None else limits.expect + 1
+    written = have
+    try:
+        with f:
+            window_start, window_bytes = time.monotonic(), 0
+            while True:
+                want = CHUNK if limit is None else min(CHUNK, limit - written)
+                if want <= 0:
+                    break
+                block = response.read1(want)  # what has arrived, so a stall keeps it
+                if not block:
+                    break
+                h.update(block)
+                _write_block(f, block)
+                written += len(block)
+                window_bytes += len(block)
+                bar.update(len(block))
+                elapsed = time.monotonic() - window_start
+                if elapsed >= limits.timeout:
+                    _check_rate(window_bytes, elapsed, written, limits)
+                    window_start, window_bytes = time.monotonic(), 0
+    except (TimeoutError, ConnectionError, http.client.HTTPException, urllib.error.URLError) as e:
+        raise _Retryable(f"{type(e).__name__} after {written} bytes") from None
+    except FetchError:
+        raise
+    except OSError as e:
+        raise cache_error(e, part.parent, doing="write into") from None
+    return written
+
+
+def _check_rate(window_bytes: int, elapsed: float, written: int, limits: _Limits) -> None:
+    """A transfer slower than ZOO_MIN_RATE over the last ZOO_TIMEOUT seconds: a retryable stall."""
+    if window_bytes < limits.min_rate * elapsed:
+        raise _Retryable(
+            f"slower than {limits.min_rate:g} bytes/s for {elapsed:.1f} s "
+            f"after {written:,} bytes (ZOO_MIN_RATE, ZOO_TIMEOUT)"
+        )
 
 
 def _download(url: str, dest: Path, card: WeightCard, retries: int, backoff: float, progress: bool,
@@ -507,7 +524,7 @@ def fetch(card: WeightCard | str, *, progress: bool | None = None, timeout: floa
     download must keep up over each ``timeout`` window (default ZOO_MIN_RATE or 1024).
     """
     card = get_card(card) if isinstance(card, str) else card
-    algorithm, digest, full = expected_hash(card)
+    expected = expected_hash(card)
     dest = cache_path(card)
     if progress is None:
         progress = sys.stderr.isatty()
@@ -517,8 +534,29 @@ def fetch(card: WeightCard | str, *, progress: bool | None = None, timeout: floa
         card.size,
     )
     failures: list[str] = []
-    remote = []
-    kind = FetchError
+    remote: list[str] = []
+    found = _verified_copy(card, expected, dest, failures, remote)
+    if found is not None:
+        return found
+    _check_downloadable(card, expected, dest, failures, remote)
+    found, kind = _download_locked(card, dest, remote, failures,
+                                   retries=retries, backoff=backoff, progress=progress,
+                                   limits=limits)
+    if found is not None:
+        return found
+    used = mirrors()
+    fix = (f"Fix the network, or check that the mirror(s) in ZOO_MIRROR ({', '.join(used)}) hold "
+           f"{card.file_name}." if used else
+           f"Fix the network or set ZOO_MIRROR to a folder or server holding {card.file_name}.")
+    raise kind(
+        f"could not fetch the weights of {card.name}:\n  " + "\n  ".join(failures) + "\n" + fix
+    )
+
+
+def _verified_copy(card: WeightCard, expected, dest: Path, failures: list[str], remote: list[str]):
+    """A local source or the cache entry whose bytes match the card, else None; collects the
+    remote sources into ``remote`` and each local copy that does not match into ``failures``."""
+    algorithm, digest, _ = expected
     for source in sources(card):
         local = _local(source)
         if local is None:
@@ -534,6 +572,14 @@ def fetch(card: WeightCard | str, *, progress: bool | None = None, timeout: floa
             f"the cached {dest}: {algorithm} does not match {digest} (changed or corrupt; it is "
             "fetched again, never loaded)"
         )
+    return None
+
+
+def _check_downloadable(card: WeightCard, expected, dest: Path, failures: list[str],
+                        remote: list[str]) -> None:
+    """Raise the error that says why nothing can be downloaded (bad local copies only, offline,
+    no remote source); return when a download may be tried. ``expected`` is expected_hash(card)."""
+    algorithm, digest, full = expected
     prefix_only = "starting " if not full else ""
     if failures and (not remote or _offline()):
         raise ChecksumError(
@@ -554,17 +600,24 @@ def fetch(card: WeightCard | str, *, progress: bool | None = None, timeout: floa
             f"no usable copy of {card.name}'s weights: "
             f"{'; '.join(failures) or 'none of ' + ', '.join(sources(card)) + ' exists'}."
         )
+
+
+def _download_locked(card: WeightCard, dest: Path, remote: list[str], failures: list[str], *,
+                     retries: int, backoff: float, progress: bool, limits: _Limits):
+    """(dest, kind) once a remote source gave the card's bytes, else (None, the error class to
+    raise): one process at a time downloads into the cache, the others wait and reuse it."""
+    kind = FetchError
     try:
         with _Lock(dest.with_name(dest.name + ".lock")):
             if dest.is_file():  # another process may have finished it while we waited
                 if is_verified(dest, card):
-                    return dest
+                    return dest, kind
                 # bytes that no longer match their hash are fetched again, never loaded
                 _unlink(dest)
             for url in remote:
                 try:
                     _download(url, dest, card, retries, backoff, progress, limits)
-                    return dest
+                    return dest, kind
                 except CacheWriteError:
                     raise
                 except FetchError as e:
@@ -574,10 +627,5 @@ def fetch(card: WeightCard | str, *, progress: bool | None = None, timeout: floa
         raise
     except OSError as e:
         raise cache_error(e, dest.parent, card) from None
-    used = mirrors()
-    fix = (f"Fix the network, or check that the mirror(s) in ZOO_MIRROR ({', '.join(used)}) hold "
-           f"{card.file_name}." if used else
-           f"Fix the network or set ZOO_MIRROR to a folder or server holding {card.file_name}.")
-    raise kind(
-        f"could not fetch the weights of {card.name}:\n  " + "\n  ".join(failures) + "\n" + fix
-    )
+    return None, kind
+
