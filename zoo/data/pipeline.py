@@ -347,6 +347,26 @@ def _contract(model, input_shape, input_range):
     return tuple(input_shape or shape), tuple(input_range or contract["input_range"])
 
 
+def _native_shape(plan: _Plan) -> list:
+    """The shape a sample has before resizing: unknown sizes, except where the sampler cuts
+    at the model's size (MIL tiles, triplanar and cube patches); channels set after windowing."""
+    if plan.sampler == "mil":
+        # tiles are cut at the model's size: no resize
+        return [plan.tiles, *plan.shape[1:-1], None]
+    if plan.sampler in ("triplanar", "cube"):
+        return [*plan.shape[:-1], None]
+    return [None] * (len(plan.shape) - 1) + [None]
+
+
+def _augment_batches(ds, layer, with_labels: bool):
+    """Run the augmentation layer on whole batches (training mode), leaving the labels alone."""
+    import tensorflow as tf
+
+    if not with_labels:
+        return ds.map(lambda x: layer(x, training=True), num_parallel_calls=tf.data.AUTOTUNE)
+    return ds.map(lambda x, y: (layer(x, training=True), y), num_parallel_calls=tf.data.AUTOTUNE)
+
+
 class DicomDataset:
     """What ``dicom_dataset`` built: ``.dataset`` (the ``tf.data.Dataset``) and its metadata.
 
@@ -437,12 +457,29 @@ class DicomDataset:
 
     # -- stage 1
     def _decode(self, items, ys, volumes, cache_dir, workers, on_error):
+        """Stage 1: decode into the cache what it lacks (in worker processes when many), then
+        keep the items that decoded to a shape the pipeline takes."""
         if cache_dir is None:
             from zoo.hub.cards import zoo_home
 
             cache_dir = zoo_home() / "dicom_cache"
         cache_dir = Path(cache_dir)
         cache_dir.mkdir(parents=True, exist_ok=True)
+        keys, jobs, skipped = self._plan_decoding(items, volumes, cache_dir, on_error)
+        if workers is None:
+            workers = min(os.cpu_count() or 1, 8)
+            workers = workers if len(jobs) >= AUTO_JOBS_PER_WORKER * workers else 1
+        results = _pool_map(_decode_to_cache, jobs, workers if len(jobs) >= 2 * workers else 1)
+        self.decoded, self.cached = len(jobs), len(items) - len(jobs) - len(skipped)
+        self.decode_processes = len({pid for _, _, pid in results})
+        for item, error, _ in results:
+            if error:
+                self.report.skipped.append((item, error))
+                skipped.add(item)
+        return self._kept(items, ys, keys, skipped, cache_dir, on_error)
+
+    def _plan_decoding(self, items, volumes, cache_dir: Path, on_error):
+        """(cache key per item (None: unreadable), decode jobs for items not cached, skipped)."""
         keys, jobs, skipped = [], [], set()
         for item in items:
             try:
@@ -461,16 +498,11 @@ class DicomDataset:
                 jobs.append(
                     (str(item), volumes, self._spacing, str(cache_dir), key, on_error == "raise")
                 )
-        if workers is None:
-            workers = min(os.cpu_count() or 1, 8)
-            workers = workers if len(jobs) >= AUTO_JOBS_PER_WORKER * workers else 1
-        results = _pool_map(_decode_to_cache, jobs, workers if len(jobs) >= 2 * workers else 1)
-        self.decoded, self.cached = len(jobs), len(items) - len(jobs) - len(skipped)
-        self.decode_processes = len({pid for _, _, pid in results})
-        for item, error, _ in results:
-            if error:
-                self.report.skipped.append((item, error))
-                skipped.add(item)
+        return keys, jobs, skipped
+
+    def _kept(self, items, ys, keys, skipped, cache_dir: Path, on_error):
+        """(arrays, items, labels) of the decoded items whose cached shape the pipeline takes;
+        another shape would stop tf.data's batching with a raw error, so it is skipped or raised."""
         arrays, kept, kept_y = [], [], []
         for k, (item, key) in enumerate(zip(items, keys)):
             if key is None or str(item) in skipped:
@@ -513,12 +545,7 @@ class DicomDataset:
         import tensorflow as tf
 
         plan = self._plan
-        native = [None] * (len(plan.shape) - 1) + [None]
-        if plan.sampler == "mil":
-            # tiles are cut at the model's size: no resize
-            native = [plan.tiles, *plan.shape[1:-1], None]
-        elif plan.sampler in ("triplanar", "cube"):
-            native = [*plan.shape[:-1], None]
+        native = _native_shape(plan)
         lo, hi = plan.out_range
         labels = None if self.labels is None else np.asarray(self.labels)
         layer = None if augment is None else _augmenter(augment)
@@ -554,12 +581,7 @@ class DicomDataset:
             batch_size, drop_remainder=drop_remainder, num_parallel_calls=tf.data.AUTOTUNE
         )
         if layer is not None and plan.sampler != "mil":
-            if labels is None:
-                ds = ds.map(lambda x: layer(x, training=True), num_parallel_calls=tf.data.AUTOTUNE)
-            else:
-                ds = ds.map(
-                    lambda x, y: (layer(x, training=True), y), num_parallel_calls=tf.data.AUTOTUNE
-                )
+            ds = _augment_batches(ds, layer, with_labels=labels is not None)
         return ds.prefetch(tf.data.AUTOTUNE)
 
     def __iter__(self):

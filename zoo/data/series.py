@@ -132,11 +132,65 @@ def load_series(source, *, series: str | None = None, on_problem: str = "warn", 
     paths = _sources(source)
     report.files = len(paths)
     slices, broken = _slices(paths, report)
+    _check_some_slices(paths, slices, report)
+    slices = _pick_series(slices, series, report)
+    if broken:
+        first = next(why for p, why in report.skipped if p == broken[0])
+        _problem(report, on_problem,
+                 f"{len(broken)} image file(s) could not be used and are left out of the volume "
+                 f"(all listed in report.skipped), e.g. {first}")
+    meta = slices[0][1]
+    geometric = all(s[1].image_orientation is not None and s[2] is not None for s in slices)
+    if geometric:
+        order, offsets, normal, orient, found = _order_by_position(slices, report,
+                                                                   angle_tolerance_deg)
+    else:
+        order, offsets, normal, orient, found = _order_by_instance(slices, report)
+    for text in found:
+        _problem(report, on_problem, text)
+    slices = [slices[i] for i in order]
+    slices, offsets, found = _drop_duplicates(slices, offsets[order], report)
+    for text in found:
+        _problem(report, on_problem, text)
+    steps = np.diff(offsets)
+    spacing_z = float(np.median(steps)) if len(steps) else float(meta.slice_thickness or 1.0)
+    for text in _spacing_problems(slices, steps, spacing_z, spacing_tolerance, report):
+        _problem(report, on_problem, text)
+    if geometric and len(slices) > 1:
+        report.tilt_deg = _angle_deg(np.asarray(slices[-1][2]) - np.asarray(slices[0][2]), normal)
+
+    row_spacing, col_spacing = meta.pixel_spacing or (1.0, 1.0)
+    direction = np.stack([orient[0, :3], orient[0, 3:], normal])
+    array = np.stack([s[0] for s in slices]).astype(np.float32)
+    origin = tuple(float(v) for v in (slices[0][2] if geometric else (0.0, 0.0, 0.0)))
+    spacing = (spacing_z, float(row_spacing), float(col_spacing))
+    report.slices = len(slices)
+    if target_spacing is not None:
+        array, offsets, spacing = resample(array, offsets, spacing, target_spacing)
+    return Volume(array, spacing, origin, direction, offsets - offsets[0], meta, report)
+
+
+def _problem(report: SeriesReport, on_problem: str, text: str) -> None:
+    """Record a series problem; raise, warn (at load_series' caller) or stay quiet, per
+    ``on_problem``."""
+    report.problems.append(text)
+    if on_problem == "raise":
+        raise SeriesError(text + " (on_problem='warn' stacks anyway and reports it).")
+    if on_problem == "warn":
+        warnings.warn(text, SeriesWarning, stacklevel=3)
+
+
+def _check_some_slices(paths: list[Path], slices: list, report: SeriesReport) -> None:
+    """A SeriesError listing the first skipped files when no file held a usable image."""
     if not slices:
         raise SeriesError(f"none of the {len(paths)} file(s) holds a usable image; skipped: "
                           + "; ".join(f"{p} ({why.split(';')[0]})" for p, why in report.skipped[:5])
                           + ("" if len(report.skipped) <= 5
                              else f"; and {len(report.skipped) - 5} more"))
+
+
+def _pick_series(slices: list, series: str | None, report: SeriesReport) -> list:
+    """The slices of one series (the asked ``series``, or the only one) that can be stacked."""
     keys = Counter(s[1].series_key for s in slices)
     if series is not None:
         other = {s[3].split(" frame ")[0] for s in slices if s[1].series_key != series}
@@ -156,93 +210,79 @@ def load_series(source, *, series: str | None = None, on_problem: str = "warn", 
             f"{next(s[3] for s in slices if s[0].shape != slices[0][0].shape)}. Remove the odd "
             "files."
         )
+    return slices
 
-    def problem(text: str):
-        report.problems.append(text)
-        if on_problem == "raise":
-            raise SeriesError(text + " (on_problem='warn' stacks anyway and reports it).")
-        if on_problem == "warn":
-            warnings.warn(text, SeriesWarning, stacklevel=3)
 
-    if broken:
-        first = next(why for p, why in report.skipped if p == broken[0])
-        problem(f"{len(broken)} image file(s) could not be used and are left out of the volume "
-                "(all listed in "
-                f"report.skipped), e.g. {first}")
-    meta = slices[0][1]
-    geometric = all(s[1].image_orientation is not None and s[2] is not None for s in slices)
-    if geometric:
-        orient = np.array([s[1].image_orientation for s in slices], float)
-        normals = np.cross(orient[:, :3], orient[:, 3:])
-        # the majority orientation
-        common = Counter(tuple(np.round(o, 3)) for o in orient).most_common(1)[0][0]
-        main = int(np.argmin([np.abs(o - np.array(common)).max() for o in orient]))
-        normal = normals[main] / np.linalg.norm(normals[main])
-        orient = orient[[main]]
-        spread = [_angle_deg(n, normal) for n in normals]
-        report.orientation_spread_deg = max(spread)
-        if report.orientation_spread_deg > angle_tolerance_deg:
-            odd = slices[int(np.argmax(spread))][3]
-            problem(f"inconsistent ImageOrientationPatient (0020,0037): {odd} is tilted "
-                    f"{report.orientation_spread_deg:.1f} deg from the series' main orientation")
-        offsets = np.array([float(np.dot(s[2], normal)) for s in slices])
-        order = np.argsort(offsets, kind="stable")
-    else:
-        problem(
-            "ImagePositionPatient/ImageOrientationPatient missing on some slices; sorted by "
-            "InstanceNumber"
-        )
-        report.sorted_by = "InstanceNumber"
-        order = np.argsort([s[1].instance_number or 0 for s in slices], kind="stable")
-        normal = np.array([0.0, 0.0, 1.0])
-        offsets = np.arange(len(slices), dtype=float) * float(meta.slice_thickness or 1.0)
-        orient = np.array([[1.0, 0, 0, 0, 1.0, 0]])
-    slices = [slices[i] for i in order]
-    offsets = offsets[order]
+def _order_by_position(slices: list, report: SeriesReport, angle_tolerance_deg: float):
+    """(order, offsets along the normal, normal, orientation, problems) from the slices'
+    positions, projected on the majority orientation's normal."""
+    found = []
+    orient = np.array([s[1].image_orientation for s in slices], float)
+    normals = np.cross(orient[:, :3], orient[:, 3:])
+    # the majority orientation
+    common = Counter(tuple(np.round(o, 3)) for o in orient).most_common(1)[0][0]
+    main = int(np.argmin([np.abs(o - np.array(common)).max() for o in orient]))
+    normal = normals[main] / np.linalg.norm(normals[main])
+    orient = orient[[main]]
+    spread = [_angle_deg(n, normal) for n in normals]
+    report.orientation_spread_deg = max(spread)
+    if report.orientation_spread_deg > angle_tolerance_deg:
+        odd = slices[int(np.argmax(spread))][3]
+        found.append(f"inconsistent ImageOrientationPatient (0020,0037): {odd} is tilted "
+                     f"{report.orientation_spread_deg:.1f} deg from the series' main orientation")
+    offsets = np.array([float(np.dot(s[2], normal)) for s in slices])
+    return np.argsort(offsets, kind="stable"), offsets, normal, orient, found
 
+
+def _order_by_instance(slices: list, report: SeriesReport):
+    """The fallback without positions: InstanceNumber order, SliceThickness apart, axial."""
+    found = ["ImagePositionPatient/ImageOrientationPatient missing on some slices; sorted by "
+             "InstanceNumber"]
+    report.sorted_by = "InstanceNumber"
+    order = np.argsort([s[1].instance_number or 0 for s in slices], kind="stable")
+    normal = np.array([0.0, 0.0, 1.0])
+    offsets = np.arange(len(slices), dtype=float) * float(slices[0][1].slice_thickness or 1.0)
+    orient = np.array([[1.0, 0, 0, 0, 1.0, 0]])
+    return order, offsets, normal, orient, found
+
+
+def _drop_duplicates(slices: list, offsets: np.ndarray, report: SeriesReport):
+    """(slices, offsets, problems) with one slice per position: identical copies are noted in
+    report.duplicates, different pixels at one position keep the first and are a problem."""
+    found = []
     keep = [0]
     for i in range(1, len(slices)):
         if abs(offsets[i] - offsets[keep[-1]]) < 1e-3:
             if np.array_equal(slices[i][0], slices[keep[-1]][0]):
                 report.duplicates.append(slices[i][3])
             else:
-                problem(
+                found.append(
                     f"{slices[i][3]} and {slices[keep[-1]][3]} lie at the same position with "
-                    "different "
-                    "pixels; the first is kept"
+                    "different pixels; the first is kept"
                 )
                 report.skipped.append((slices[i][3], f"same position as {slices[keep[-1]][3]} "
-                                                     "with different "
-                                                     "pixels; the first is kept"))
+                                                     "with different pixels; the first is kept"))
             continue
         keep.append(i)
-    slices = [slices[i] for i in keep]
-    offsets = offsets[keep]
-    steps = np.diff(offsets)
-    spacing_z = float(np.median(steps)) if len(steps) else float(meta.slice_thickness or 1.0)
+    return [slices[i] for i in keep], offsets[keep], found
+
+
+def _spacing_problems(slices: list, steps: np.ndarray, spacing_z: float,
+                      spacing_tolerance: float, report: SeriesReport) -> list[str]:
+    """Irregular steps, then the gaps (recorded in report.gaps), as problem texts in that order."""
+    found = []
     for i, step in enumerate(steps):
         if step > 1.5 * spacing_z:
             report.gaps.append((i, int(round(step / spacing_z)) - 1))
         elif abs(step - spacing_z) > spacing_tolerance * spacing_z:
-            problem(
+            found.append(
                 f"irregular slice spacing: {step:.3f} mm after {slices[i][3]} against "
                 f"{spacing_z:.3f} mm"
             )
     for i, n in report.gaps:
-        problem(f"{n} slice(s) missing between {slices[i][3]} and {slices[i + 1][3]} "
-                f"({steps[i]:.2f} mm apart, spacing {spacing_z:.2f} mm)")
-    if geometric and len(slices) > 1:
-        report.tilt_deg = _angle_deg(np.asarray(slices[-1][2]) - np.asarray(slices[0][2]), normal)
-
-    row_spacing, col_spacing = meta.pixel_spacing or (1.0, 1.0)
-    direction = np.stack([orient[0, :3], orient[0, 3:], normal])
-    array = np.stack([s[0] for s in slices]).astype(np.float32)
-    origin = tuple(float(v) for v in (slices[0][2] if geometric else (0.0, 0.0, 0.0)))
-    spacing = (spacing_z, float(row_spacing), float(col_spacing))
-    report.slices = len(slices)
-    if target_spacing is not None:
-        array, offsets, spacing = resample(array, offsets, spacing, target_spacing)
-    return Volume(array, spacing, origin, direction, offsets - offsets[0], meta, report)
+        found.append(f"{n} slice(s) missing between {slices[i][3]} and {slices[i + 1][3]} "
+                     f"({steps[i]:.2f} mm apart, spacing {spacing_z:.2f} mm)")
+    return found
 
 
 def _interp_axis(array: np.ndarray, axis: int, old: np.ndarray, new: np.ndarray) -> np.ndarray:
