@@ -48,11 +48,10 @@ def check_serializable(model) -> None:
         except (NotImplementedError, TypeError, ValueError, AttributeError) as e:
             raise ExportError(
                 f"layer {layer.name!r} ({type(layer).__name__}) of model {model.name!r} cannot be "
-                "rebuilt from its "
-                f"config ({str(e).strip().splitlines()[0][:200]}). Decorate the class with "
-                "@keras.saving.register_keras_serializable(package=...) and give it get_config() "
-                "returning its "
-                "__init__ arguments (and no Lambda layers); then export again."
+                f"rebuilt from its config ({str(e).strip().splitlines()[0][:200]}). Decorate the "
+                "class with @keras.saving.register_keras_serializable(package=...) and give it "
+                "get_config() returning its __init__ arguments (and no Lambda layers); then "
+                "export again."
             ) from None
 
 
@@ -93,9 +92,8 @@ def _representative(data, model):
     if data is None:
         raise ExportError(
             "quantize='int8' needs representative_data: a few hundred typical inputs (array of "
-            "shape "
-            f"(N, {', '.join(str(s) for s in model.inputs[0].shape[1:])})) to calibrate the int8 "
-            "ranges."
+            f"shape (N, {', '.join(str(s) for s in model.inputs[0].shape[1:])})) to calibrate the "
+            "int8 ranges."
         )
     x = np.asarray(data, dtype=np.float32)
     if x.shape[1:] != tuple(model.inputs[0].shape[1:]) and None not in model.inputs[0].shape[1:]:
@@ -130,8 +128,8 @@ def _write_tflite(model, path: Path, serve, spec, quantize, representative) -> N
         except Exception as e:  # the converter raises ConverterError or bare Exceptions from C++
             raise ExportError(
                 f"TFLite conversion of {model.name!r} failed "
-                f"({str(e).strip().splitlines()[0][:300]}). "
-                "Try quantize=None or 'dynamic', or format='saved_model'."
+                f"({str(e).strip().splitlines()[0][:300]}). Try quantize=None or 'dynamic', or "
+                "format='saved_model'."
             ) from None
 
 
@@ -142,9 +140,8 @@ def _write_onnx(model, path: Path, serve, spec, names) -> None:
         import tf2onnx
     except ImportError as e:
         raise OptionalDependencyError(
-            f"format='onnx' needs tf2onnx ({e}): `pip install \"medzoo[onnx]\"` "
-            "(tf2onnx 1.17 converts TensorFlow 2.21 graphs), or export "
-            "format='saved_model'."
+            f"format='onnx' needs tf2onnx ({e}): `pip install \"medzoo[onnx]\"` (tf2onnx 1.17 "
+            "converts TensorFlow 2.21 graphs), or export format='saved_model'."
         ) from None
     fn = tf.function(serve, input_signature=[spec])
     try:
@@ -193,9 +190,8 @@ def _write_openvino(model, path: Path, serve, spec) -> None:
         import openvino as ov
     except ImportError as e:
         raise OptionalDependencyError(
-            f"format='openvino' needs OpenVINO ({e}): `pip install \"medzoo[openvino]\"` "
-            "(openvino 2026.4 reads TensorFlow 2.21 SavedModels), or export "
-            "format='saved_model' or 'onnx'."
+            f"format='openvino' needs OpenVINO ({e}): `pip install \"medzoo[openvino]\"` (openvino "
+            "2026.4 reads TensorFlow 2.21 SavedModels), or export format='saved_model' or 'onnx'."
         ) from None
     with tempfile.TemporaryDirectory() as tmp:
         _write_saved_model(model, Path(tmp) / "sm", serve, spec)
@@ -204,8 +200,8 @@ def _write_openvino(model, path: Path, serve, spec) -> None:
         except Exception as e:  # OpenVINO's frontends raise their own (C++) exception types
             raise ExportError(
                 f"OpenVINO could not convert {model.name!r} "
-                f"({str(e).strip().splitlines()[0][:300]}); "
-                "export format='saved_model' or 'onnx' instead."
+                f"({str(e).strip().splitlines()[0][:300]}); export format='saved_model' or 'onnx' "
+                "instead."
             ) from None
     path.mkdir()
     ov.save_model(converted, str(path / OPENVINO_XML), compress_to_fp16=False)
@@ -318,8 +314,7 @@ def _run_cli(args) -> int:
     if source.suffix == ".keras" and not source.is_file():
         raise ZooError(
             f"zoo export: {args.model!r} does not exist; give a .keras file written by zoo "
-            "finetune "
-            "or zoo.save, or a zoo model name such as simple_cnn.phantom."
+            "finetune or zoo.save, or a zoo model name such as simple_cnn.phantom."
         )
     model = load_model(source) if source.suffix == ".keras" else load(args.model)
     representative = np.load(args.representative_data) if args.representative_data else None

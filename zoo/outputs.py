@@ -59,8 +59,8 @@ def _refuse_dangerous(path: Path, given) -> None:
     if real == real.parent or real == Path.home().resolve() or real == cwd or real in cwd.parents:
         raise OutputError(
             f"{str(given)!r} is the working directory, one of its ancestors, the home folder or a "
-            "file-system root: the zoo never writes an output over it. Give a new sub-folder, e.g. "
-            "'deploy/saved_model'."
+            "file-system root: the zoo never writes an output over it. Give a new sub-folder, "
+            "e.g. 'deploy/saved_model'."
         )
 
 
@@ -100,8 +100,7 @@ def check_target(path, *, overwrite: bool) -> Path:
     if not overwrite:
         raise OutputError(
             f"{str(given)!r} exists; pass overwrite=True (CLI: --overwrite) to replace a previous "
-            "zoo "
-            "output there, or choose a new path."
+            "zoo output there, or choose a new path."
         )
     foreign = _unaccounted(path)
     if foreign:
@@ -110,8 +109,8 @@ def check_target(path, *, overwrite: bool) -> Path:
         )
         raise OutputError(
             f"{str(given)!r} holds files the zoo did not write or that changed since it wrote them "
-            f"({shown}); the zoo deletes only its own outputs. Move those files away or choose "
-            "a new path."
+            f"({shown}); the zoo deletes only its own outputs. Move those files away or choose a "
+            "new path."
         )
     return path
 
@@ -132,8 +131,7 @@ def _record(target: Path, writer: str, *, complete: bool = True, names: Sequence
 def _os_error(e: OSError, path: Path) -> OutputError:
     return OutputError(
         f"cannot write {str(path)!r} ({e.strerror or e}): check that the folder exists, is "
-        "writable "
-        "and has free space, or choose another output path."
+        "writable and has free space, or choose another output path."
     )
 
 

@@ -303,8 +303,8 @@ def open_dataset(path, stop_before_pixels: bool = False):
             if not _looks_like_raw_dataset(path):
                 raise NotDicomError(
                     f"{path} is not a DICOM file: no 'DICM' marker after the 128-byte preamble and "
-                    "no "
-                    "DICOM data set at its start. Remove it from the input or convert it to DICOM."
+                    "no DICOM data set at its start. Remove it from the input or convert it to "
+                    "DICOM."
                 ) from None
             return _dcmread(path, stop_before_pixels, force=True)
     except DicomError:
@@ -318,8 +318,7 @@ def open_dataset(path, stop_before_pixels: bool = False):
     except BaseException as e:
         raise DicomDecodeError(
             f"{_where(path)} cannot be parsed ({type(e).__name__}: {_short(e)}); the file is "
-            "truncated or "
-            "corrupt. Re-export it from the archive (PACS) or check the transfer."
+            "truncated or corrupt. Re-export it from the archive (PACS) or check the transfer."
         ) from None
 
 
@@ -341,8 +340,8 @@ def transfer_syntax(ds, path):
     implicit, little = getattr(ds, "original_encoding", (None, None))
     if implicit is None:
         raise DicomError(
-            f"{_where(path)} has no TransferSyntaxUID (0002,0010) and its encoding is unknown; "
-            "add the file meta header (e.g. dcmconv +fe) and read it again."
+            f"{_where(path)} has no TransferSyntaxUID (0002,0010) and its encoding is unknown; add "
+            "the file meta header (e.g. dcmconv +fe) and read it again."
         )
     if implicit:
         return ImplicitVRLittleEndian
@@ -410,8 +409,8 @@ def _guarded(path, work: Callable):
         raise
     except MemoryError:
         raise DicomDecodeError(
-            f"{_where(path)}: the pixel data does not fit in memory; the header is corrupt "
-            "or the image is too large, read fewer frames with frames=[...]."
+            f"{_where(path)}: the pixel data does not fit in memory; the header is corrupt or the "
+            "image is too large, read fewer frames with frames=[...]."
         ) from None
     except _FATAL:
         raise
@@ -420,8 +419,7 @@ def _guarded(path, work: Callable):
     ) as e:  # pydicom raises many types on corrupt headers; never let one escape raw
         raise DicomDecodeError(
             f"{_where(path)} cannot be read ({type(e).__name__}: {_short(e)}). The file is "
-            "truncated or "
-            "its tags (image tags are group 0028) are inconsistent; re-export it."
+            "truncated or its tags (image tags are group 0028) are inconsistent; re-export it."
         ) from None
 
 
@@ -566,8 +564,7 @@ def _decoder(uid, path):
         raise DecoderMissingError(
             f"{_where(path)} uses transfer syntax {_uid_text(uid)}, which no Python DICOM decoder "
             "supports. Transcode it to an uncompressed syntax first (e.g. `dcmconv +te` from "
-            "dcmtk, or "
-            "`gdcmconv --raw`)."
+            "dcmtk, or `gdcmconv --raw`)."
         ) from None
     if not decoder.is_available:
         package = _DECODER_PACKAGES.get(str(uid), "python-gdcm")
@@ -590,17 +587,15 @@ def _check_size(ds, path, n_frames: int) -> None:
     if rows <= 0 or cols <= 0 or samples not in (1, 3) or bits not in (1, 8, 16, 32, 64):
         raise DicomDecodeError(
             f"{_where(path)}: the image header is invalid (Rows={rows}, Columns={cols}, "
-            f"SamplesPerPixel={samples}, "
-            f"BitsAllocated={bits}); tags Rows (0028,0010), Columns (0028,0011), SamplesPerPixel "
-            "(0028,0002) and "
-            "BitsAllocated (0028,0100) must describe the pixel data. Re-export the file."
+            f"SamplesPerPixel={samples}, BitsAllocated={bits}); tags Rows (0028,0010), Columns "
+            "(0028,0011), SamplesPerPixel (0028,0002) and BitsAllocated (0028,0100) must describe "
+            "the pixel data. Re-export the file."
         )
     if n_frames < 1 or rows * cols * samples * max(bits // 8, 1) * n_frames > MAX_DECODED_BYTES:
         raise DicomDecodeError(
             f"{_where(path)}: NumberOfFrames (0028,0008)={n_frames} with a {rows}x{cols} image "
-            "would decode to more "
-            f"than {MAX_DECODED_BYTES >> 30} GiB; the header is corrupt, or read fewer frames with "
-            "frames=[...]."
+            f"would decode to more than {MAX_DECODED_BYTES >> 30} GiB; the header is corrupt, or "
+            "read fewer frames with frames=[...]."
         )
 
 
@@ -655,8 +650,8 @@ def _to_rgb(arr: np.ndarray, photometric: str, ds, path) -> np.ndarray:
         except Exception as e:
             raise DicomDecodeError(
                 f"{_where(path)}: the palette (Red/Green/Blue Palette Color Lookup Table tags, "
-                "(0028,1101)-(0028,1203)) "
-                f"cannot be applied ({_short(e)}); the file's palette is missing or corrupt."
+                f"(0028,1101)-(0028,1203)) cannot be applied ({_short(e)}); the file's palette is "
+                "missing or corrupt."
             ) from None
     if photometric in ("YBR_FULL", "YBR_FULL_422"):
         return convert_color_space(arr, photometric, "RGB")
@@ -722,8 +717,8 @@ def _check_has_pixels(ds, path, meta) -> None:
         )
         raise MissingPixelDataError(
             f"{_where(path)} is {what} without pixel data (no PixelData (7FE0,0010)); it holds no "
-            "image. "
-            "Leave it out of image inputs (a dataset pipeline with on_error='skip' reports it)."
+            "image. Leave it out of image inputs (a dataset pipeline with on_error='skip' reports "
+            "it)."
         )
 
 
@@ -763,8 +758,7 @@ def _decode_frames(ds, path, uid, decoder, frames, indices):
             hint = "the pixel data does not match the image tags (group 0028)"
         extra = (
             " Another decoder may read it: `pip install "
-            f"{_DECODER_PACKAGES.get(str(uid), 'python-gdcm')}` "
-            "or `pip install python-gdcm`."
+            f"{_DECODER_PACKAGES.get(str(uid), 'python-gdcm')}` or `pip install python-gdcm`."
             if uid.is_compressed
             else " Re-export the file."
         )
@@ -886,9 +880,8 @@ def _check_encapsulated_frames(ds, path, uid, frames: int) -> None:
         return
     raise DicomDecodeError(
         f"{_where(path)} ({_uid_text(uid)}): NumberOfFrames (0028,0008) declares {frames} "
-        "frame(s), "
-        f"but {found}. The file is truncated or corrupt, or NumberOfFrames is wrong: fix the tag "
-        "or re-export the file."
+        f"frame(s), but {found}. The file is truncated or corrupt, or NumberOfFrames is wrong: fix "
+        "the tag or re-export the file."
     )
 
 

@@ -110,8 +110,8 @@ def _given_classes(csv_path: Path, raw: list[str], lines: list[int], classes: tu
             raise _fail(
                 csv_path,
                 line,
-                f"unknown label {value!r}; the known classes are {list(classes)} "
-                f"(or their indices 0-{len(classes) - 1}). Fix the label or the class list.",
+                f"unknown label {value!r}; the known classes are {list(classes)} (or their indices "
+                f"0-{len(classes) - 1}). Fix the label or the class list.",
             )
     return np.asarray(out, np.int32), classes
 

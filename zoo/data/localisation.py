@@ -67,8 +67,7 @@ def _check_maps(maps, masks):
     if maps.shape != masks.shape or maps.ndim != 3:
         raise DataError(
             f"maps {maps.shape} and masks {masks.shape}: give (N, H, W) maps already upsampled to "
-            "the "
-            "masks' size (zoo.explain.cam.upsample), one per image."
+            "the masks' size (zoo.explain.cam.upsample), one per image."
         )
     with_lesion = masks.reshape(len(masks), -1).any(axis=1)
     if not with_lesion.any():

@@ -118,8 +118,8 @@ def _match_labels(items: list[Path], labels) -> tuple[list, tuple | None]:
         missing = [str(p) for p in items if p.resolve() not in table]
         if missing:
             raise DataError(
-                f"{len(missing)} item(s) have no label, e.g. {missing[0]}; label every item "
-                "or pass the labelled subset as the source."
+                f"{len(missing)} item(s) have no label, e.g. {missing[0]}; label every item or "
+                "pass the labelled subset as the source."
             )
         return [table[p.resolve()] for p in items], classes
     labels = list(labels)
@@ -410,8 +410,8 @@ class DicomDataset:
         want = 4 if sampler == "cube" else 3
         if len(shape) != want:
             raise InvalidArgumentError(
-                f"sampler={sampler!r} makes {want - 1}D samples with channels, but the input "
-                f"shape is {shape}; pass input_shape=... of length {want}."
+                f"sampler={sampler!r} makes {want - 1}D samples with channels, but the input shape "
+                f"is {shape}; pass input_shape=... of length {want}."
             )
         if sampler == "triplanar" and (shape[-1] != 3 or shape[0] != shape[1]):
             raise InvalidArgumentError(
@@ -431,9 +431,8 @@ class DicomDataset:
         if len(wins) not in (1, chans) or (len(wins) > 1 and sampler in ("2.5d", "triplanar")):
             raise InvalidArgumentError(
                 f"{len(wins)} windows for {chans} channels with sampler={sampler!r}: give one "
-                "window per channel, or "
-                "one window (repeated; the 2.5d and triplanar samplers use their channels for "
-                "slices and planes)."
+                "window per channel, or one window (repeated; the 2.5d and triplanar samplers use "
+                "their channels for slices and planes)."
             )
         self.sampler, self.shape, self.seed = sampler, shape, seed
         self.report = SkipReport()

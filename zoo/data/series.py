@@ -260,8 +260,8 @@ def _drop_duplicates(slices: list, offsets: np.ndarray, report: SeriesReport):
                     f"{slices[i][3]} and {slices[keep[-1]][3]} lie at the same position with "
                     "different pixels; the first is kept"
                 )
-                report.skipped.append((slices[i][3], f"same position as {slices[keep[-1]][3]} "
-                                                     "with different pixels; the first is kept"))
+                report.skipped.append((slices[i][3], f"same position as {slices[keep[-1]][3]} with "
+                                                     "different pixels; the first is kept"))
             continue
         keep.append(i)
     return [slices[i] for i in keep], offsets[keep], found

@@ -88,8 +88,8 @@ def write_ct_series(
         raise InvalidArgumentError(f"compression={compression!r}: use one of {list(COMPRESSIONS)}.")
     if n_slices < 2 or size < 8 or (compression == "j2k" and size < 32):
         raise InvalidArgumentError(
-            f"n_slices={n_slices}, size={size}: need n_slices >= 2 and size >= 8 "
-            "(32 for j2k: openjpeg's default resolution levels need it)."
+            f"n_slices={n_slices}, size={size}: need n_slices >= 2 and size >= 8 (32 for j2k: "
+            "openjpeg's default resolution levels need it)."
         )
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)

@@ -29,13 +29,11 @@ def check_value_range(array, input_range=(0.0, 255.0), what: str = "data") -> No
             else ""
         )
         raise DataError(
-            f"{what} values span [{low:.3g}, {high:.3g}]; the zoo's input range is "
-            f"[{lo:g}, {hi:g}]{hint}: window CT to grey values first, or rescale the images into "
-            "that range."
+            f"{what} values span [{low:.3g}, {high:.3g}]; the zoo's input range is [{lo:g}, "
+            f"{hi:g}]{hint}: window CT to grey values first, or rescale the images into that range."
         )
     if hi - lo > 2 and high <= lo + 1.0:
         raise DataError(
             f"{what} values all lie in [{lo:g}, {lo + 1:g}]; the zoo's input range is [{lo:g}, "
-            f"{hi:g}]: "
-            f"multiply by {hi - lo:g}."
+            f"{hi:g}]: multiply by {hi - lo:g}."
         )

@@ -59,8 +59,8 @@ def with_hu_input(model, windows=DEFAULT_CT_STACK, name: str | None = None):
         wins = wins * chans
     if len(wins) != chans:
         raise InvalidArgumentError(
-            f"{len(wins)} windows for a model with {chans} input channels; give {chans} "
-            "windows (or one, repeated)."
+            f"{len(wins)} windows for a model with {chans} input channels; give {chans} windows "
+            "(or one, repeated)."
         )
     shape = contract["input_shape"][:-1]
     inputs = keras.Input(shape=(*shape, 1), name="hu")

@@ -42,9 +42,8 @@ def transfer_step(out: Path, n_labelled: int, epochs: int, seed: int, export: bo
     train, val, test = transfer_data(n_labelled, seed)
     print(
         f"target task: {n_labelled} labelled 64x64 phantoms (lesion contrast "
-        f"{TARGET_TASK['contrast']}, "
-        f"noise {TARGET_TASK['noise']}), {len(val.labels)} for validation, {len(test.labels)} for "
-        "test"
+        f"{TARGET_TASK['contrast']}, noise {TARGET_TASK['noise']}), {len(val.labels)} for "
+        f"validation, {len(test.labels)} for test"
     )
     card = zoo.get_card(CHECKPOINT)
     print(f"loading {card.name} ({card.description}; sha256 {card.sha256[:12]}...)")

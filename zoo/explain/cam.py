@@ -99,10 +99,8 @@ def gap_classifier(model):
             return source.input, layer
     raise InvalidArgumentError(
         f"model {model.name!r} has neither an 'instance_maps' output (a zoo MIL head) nor a "
-        "global-average-"
-        "pooling + Dense classifier, so it has no class activation map. Use "
-        "zoo.explain.gradcam.grad_cam, "
-        "which works for any convolutional model."
+        "global-average-pooling + Dense classifier, so it has no class activation map. Use "
+        "zoo.explain.gradcam.grad_cam, which works for any convolutional model."
     )
 
 

@@ -151,12 +151,10 @@ def _load_model(spec: str, pretrained: str | None, in_chans: int, allow_random: 
     if "." not in spec and pretrained is None and not allow_random:
         raise RandomWeightsError(
             f"model {spec!r} was given as an architecture name without --pretrained, so its "
-            "weights would be "
-            "random and the map would explain an untrained network. Give a checkpoint (e.g. `zoo "
-            "explain "
-            f"{spec}.TAG ...` or `--pretrained TAG`; `zoo list --pretrained` lists them) or a "
-            ".keras file, "
-            "or pass --allow-random to explain random weights on purpose."
+            "weights would be random and the map would explain an untrained network. Give a "
+            f"checkpoint (e.g. `zoo explain {spec}.TAG ...` or `--pretrained TAG`; `zoo list "
+            "--pretrained` lists them) or a .keras file, or pass --allow-random to explain random "
+            "weights on purpose."
         )
     return load(spec, pretrained=pretrained, in_chans=in_chans, num_classes=num_classes)
 
@@ -277,8 +275,7 @@ def _run(args) -> int:
                      overwrite=args.overwrite)
     print(
         f"explained class {report['class_index']} ({report['score_kind']} {report['score']:.3f}) "
-        "of "
-        f"{report['model']} with {report['method']} at layer {report['layer']}; figure "
+        f"of {report['model']} with {report['method']} at layer {report['layer']}; figure "
         f"{report['overlay']}"
     )
     print(json.dumps(report))

@@ -68,24 +68,23 @@ def _model_input(model, method: str, spatial: bool) -> tuple[tuple, str]:
     if len(model.inputs) != 1:
         raise InvalidArgumentError(
             f"{method}: model {model.name!r} has {len(model.inputs)} inputs; the explanation "
-            "methods explain a model of one image or volume input. Explain the encoder that "
-            "takes one input instead."
+            "methods explain a model of one image or volume input. Explain the encoder that takes "
+            "one input instead."
         )
     expected = tuple(model.inputs[0].shape)
     rank = len(expected)
     kind = {4: "2D images (B, H, W, C)", 5: "3D volumes (B, D, H, W, C)"}.get(rank)
     if rank == 5 and spatial and not is_volume_model(model):
         raise InvalidArgumentError(
-            f"{method}: model {model.name!r} takes {expected}: a bag of 2D tiles, not a "
-            "volume. Read its 'attention' / 'instance_maps' outputs, or explain its tile encoder."
+            f"{method}: model {model.name!r} takes {expected}: a bag of 2D tiles, not a volume. "
+            "Read its 'attention' / 'instance_maps' outputs, or explain its tile encoder."
         )
     if kind is None and not spatial:
         kind = "inputs " + str(("B", *expected[1:]))
     elif kind is None:
         raise InvalidArgumentError(
             f"{method}: model {model.name!r} takes inputs of shape {expected}; the explanation "
-            "methods explain "
-            "2D images (B, H, W, C) or 3D volumes (B, D, H, W, C)."
+            "methods explain 2D images (B, H, W, C) or 3D volumes (B, D, H, W, C)."
         )
     return expected, kind
 
@@ -99,8 +98,8 @@ def _rank_fix(rank: int, ndim: int, kind: str) -> str:
         )
     elif rank == 5 and ndim == 4:
         fix = (
-            "a batch of 2D images was given to a 3D model; give volumes (B, D, H, W, C), "
-            "or add a batch axis (volume[None]) to a single volume"
+            "a batch of 2D images was given to a 3D model; give volumes (B, D, H, W, C), or add a "
+            "batch axis (volume[None]) to a single volume"
         )
     elif ndim == rank - 1:
         fix = "add a batch axis: images[None]"

@@ -87,11 +87,10 @@ def build_mil_head(features_model, pooling="lse", num_classes=1, *, maps_per_cla
     features = outputs[-1]
     if len(features.shape) != 4:
         raise InputShapeError(
-            f"build_mil_head needs a spatial feature map (B, H, W, C) as the last output of "
+            "build_mil_head needs a spatial feature map (B, H, W, C) as the last output of "
             f"{features_model.name!r}, got shape {tuple(features.shape)} (rank "
-            f"{len(features.shape)}). "
-            "Pass zoo.load(name, features=True, ...) or a model that stops before its global "
-            "pooling."
+            f"{len(features.shape)}). Pass zoo.load(name, features=True, ...) or a model that "
+            "stops before its global pooling."
         )
     x = keras.layers.Dropout(dropout, name="mil_dropout")(features) if dropout else features
     bag, scores, extra = _pool_instances(x, num_classes, pooling, maps_per_class, options)
@@ -149,8 +148,7 @@ def build_tiled_mil(tile_encoder, pooling="attention", num_classes=1, *, num_til
     elif len(tile.shape) != 2:
         raise InputShapeError(
             f"tile encoder {tile_encoder.name!r} gives shape {tuple(tile.shape)}; it must give a "
-            "feature "
-            "map (B, h, w, D) or an embedding (B, D) per tile."
+            "feature map (B, h, w, D) or an embedding (B, D) per tile."
         )
     tiles = keras.Input(shape=(num_tiles, *tile_encoder.inputs[0].shape[1:]), name="tiles")
     embeddings = UnfoldTiles(name="unfold_tiles")(

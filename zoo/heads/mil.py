@@ -38,8 +38,7 @@ def _check_rank(layer, input_shape, ranks=(3, 4)) -> None:
         want = " or ".join(kinds[r] for r in ranks)
         raise InputShapeError(
             f"{type(layer).__name__} {layer.name!r} got an input of shape {tuple(input_shape)} "
-            "(rank "
-            f"{len(input_shape)}); it pools {want}. Reshape the scores to that layout first."
+            f"(rank {len(input_shape)}); it pools {want}. Reshape the scores to that layout first."
         )
 
 
@@ -198,8 +197,7 @@ def _check_k(name, k, allow_zero):
     if not (ok_count or ok_fraction):
         raise InvalidArgumentError(
             f"{name}={k!r}: give a count of instances (int >= {0 if allow_zero else 1}) or a "
-            "fraction of "
-            "them (float in (0, 1])."
+            "fraction of them (float in (0, 1])."
         )
     return int(k) if ok_count else float(k)
 
@@ -251,8 +249,7 @@ class WildcatPooling(_Pooling):
             if isinstance(k, int) and k > n:
                 raise InvalidArgumentError(
                     f"{name}={k} is larger than the {n} instances of the input "
-                    f"{tuple(input_shape)}; "
-                    f"use at most {n}, or a fraction such as {name}=0.1."
+                    f"{tuple(input_shape)}; use at most {n}, or a fraction such as {name}=0.1."
                 )
 
     def pool(self, s):

@@ -97,9 +97,9 @@ class WeightCard:
         d.update(self.extra, name=self.name, in_chans=self.in_chans)
         if not (self.sha256 or self.md5):
             d["integrity"] = (
-                f"only the first {len(self.sha256_prefix)} hex digits of the sha256 are "
-                "published; the full sha256 is recorded at the first verified download "
-                "and checked from then on"
+                f"only the first {len(self.sha256_prefix)} hex digits of the sha256 are published; "
+                "the full sha256 is recorded at the first verified download and checked from then "
+                "on"
             )
         return {
             k: (list(v) if isinstance(v, tuple) else v) for k, v in d.items() if v not in (None, "")
@@ -183,8 +183,8 @@ def _check_names(arch: str, tag: str, table: dict, path: Path, where: str) -> No
         problem = plain_name_problem(value)
         if problem:
             raise CardError(
-                f"weight card file {path}: the {key} {value!r} {problem}; name cards with "
-                "plain names such as [resnet50.my_site] (letters, digits, _ . -)."
+                f"weight card file {path}: the {key} {value!r} {problem}; name cards with plain "
+                "names such as [resnet50.my_site] (letters, digits, _ . -)."
             )
     missing = [k for k in _REQUIRED if k not in table]
     if missing:
@@ -254,8 +254,8 @@ def card_from_table(arch: str, tag: str, table: dict, path: Path) -> WeightCard:
     problem = plain_name_problem(card.file_name)
     if problem:
         raise CardError(
-            f"{where}: the file name {card.file_name!r} (from its {field_name}) {problem}. "
-            "Set filename = \"NAME.weights.h5\" to a plain name: the cache keeps it under "
+            f"{where}: the file name {card.file_name!r} (from its {field_name}) {problem}. Set "
+            "filename = \"NAME.weights.h5\" to a plain name: the cache keeps it under "
             "ZOO_HOME/weights/ARCH/TAG/ and never writes elsewhere."
         )
     return card

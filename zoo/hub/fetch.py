@@ -61,8 +61,8 @@ def inside_home(path: str | os.PathLike, what: str = "cache path", sub: str = ""
     target = os.path.normpath(os.path.abspath(path))
     if target == home or os.path.commonpath([home, target]) != home:
         raise CardError(
-            f"the {what} {path} lies outside ZOO_HOME ({home}); the zoo never writes or "
-            "deletes there. Fix the weight card's arch, tag or filename (plain names only)."
+            f"the {what} {path} lies outside ZOO_HOME ({home}); the zoo never writes or deletes "
+            "there. Fix the weight card's arch, tag or filename (plain names only)."
         )
     return Path(path)
 
@@ -204,8 +204,8 @@ def _setting(name: str, given, default: float, unit: str) -> float:
             f"{name}={raw!r}" if given is None else f"{name.removeprefix('ZOO_').lower()}={raw!r}"
         )
         raise InvalidArgumentError(
-            f"{source} is not a positive number of {unit}; set it to e.g. {default:g} "
-            f"or unset {name}."
+            f"{source} is not a positive number of {unit}; set it to e.g. {default:g} or unset "
+            f"{name}."
         )
     return value
 
@@ -246,24 +246,24 @@ def cache_error(
     blocker = next((p for p in [Path(folder), *Path(folder).parents] if p.exists()), None)
     if blocker is not None and not blocker.is_dir():
         return CacheWriteError(
-            f"cannot {doing} {folder}: {blocker} is a file, not a folder. Point ZOO_HOME "
-            f"(now {home}) at a folder, or move that file away."
+            f"cannot {doing} {folder}: {blocker} is a file, not a folder. Point ZOO_HOME (now "
+            f"{home}) at a folder, or move that file away."
         )
     if e.errno in (errno.ENOSPC, errno.EDQUOT):
         need = f" (the file needs {card.size:,} bytes)" if card is not None and card.size else ""
         return CacheWriteError(
-            f"no space left to {doing} {folder}{need}: free space on that disk, or set "
-            "ZOO_HOME to a folder on a disk with room. The partial file was removed."
+            f"no space left to {doing} {folder}{need}: free space on that disk, or set ZOO_HOME to "
+            "a folder on a disk with room. The partial file was removed."
         )
     if e.errno in (errno.EROFS, errno.EACCES, errno.EPERM):
         return CacheWriteError(
-            f"cannot {doing} {folder}: it is read-only ({os.strerror(e.errno)}). Make it "
-            "writable, or set ZOO_HOME to a writable folder; a read-only copy of the weights "
-            "can be used through ZOO_MIRROR."
+            f"cannot {doing} {folder}: it is read-only ({os.strerror(e.errno)}). Make it writable, "
+            "or set ZOO_HOME to a writable folder; a read-only copy of the weights can be used "
+            "through ZOO_MIRROR."
         )
     return CacheWriteError(
-        f"cannot {doing} {folder}: {e.strerror or e}. Check the folder, or set ZOO_HOME to "
-        "another folder."
+        f"cannot {doing} {folder}: {e.strerror or e}. Check the folder, or set ZOO_HOME to another "
+        "folder."
     )
 
 
@@ -338,9 +338,9 @@ def _download_once(url: str, part: Path, algorithm: str, progress: bool, limits:
             have, mode = 0, "wb"
         if expect is not None and length is not None and have + length != expect:
             raise FetchError(
-                f"{url} announces {have + length:,} bytes (Content-Length) but the card says "
-                f"size = {expect:,}: the URL serves another file, or the card is wrong. Nothing "
-                "was kept."
+                f"{url} announces {have + length:,} bytes (Content-Length) but the card says size "
+                f"= {expect:,}: the URL serves another file, or the card is wrong. Nothing was "
+                "kept."
             )
         total = have + length if length is not None else expect
         bar = _Progress(Path(part.name).stem, total, have, progress)
@@ -388,8 +388,8 @@ def _hash_resumed(url, response, part: Path, have: int, length, expect, h) -> No
     if problem:
         _discard(part)
         raise _Retryable(
-            f"{url} answered the resume at byte {have} with {problem}; the partial file "
-            "was discarded and the download starts over"
+            f"{url} answered the resume at byte {have} with {problem}; the partial file was "
+            "discarded and the download starts over"
         )
     with open(part, "rb") as f:
         while block := f.read(CHUNK):
@@ -435,8 +435,8 @@ def _check_rate(window_bytes: int, elapsed: float, written: int, limits: _Limits
     """A transfer slower than ZOO_MIN_RATE over the last ZOO_TIMEOUT seconds: a retryable stall."""
     if window_bytes < limits.min_rate * elapsed:
         raise _Retryable(
-            f"slower than {limits.min_rate:g} bytes/s for {elapsed:.1f} s "
-            f"after {written:,} bytes (ZOO_MIN_RATE, ZOO_TIMEOUT)"
+            f"slower than {limits.min_rate:g} bytes/s for {elapsed:.1f} s after {written:,} bytes "
+            "(ZOO_MIN_RATE, ZOO_TIMEOUT)"
         )
 
 
@@ -584,16 +584,15 @@ def _check_downloadable(card: WeightCard, expected, dest: Path, failures: list[s
     if failures and (not remote or _offline()):
         raise ChecksumError(
             f"the local copies of {card.name}'s weights do not match its card: "
-            f"{'; '.join(failures)}. "
-            f"Replace them with the file whose {algorithm} is {prefix_only}{digest}"
+            f"{'; '.join(failures)}. Replace them with the file whose {algorithm} is "
+            f"{prefix_only}{digest}"
             + (f", or unset ZOO_OFFLINE to download it from {remote[0]}." if remote else ".")
         )
     if _offline():
         raise OfflineError(
             f"ZOO_OFFLINE=1 and the weights of {card.name} are not cached. Place {card.file_name} "
             f"({algorithm} {prefix_only}{digest}) at {dest}, or in a folder named by ZOO_MIRROR, "
-            "or unset "
-            f"ZOO_OFFLINE to download it from {card.urls[0]}."
+            f"or unset ZOO_OFFLINE to download it from {card.urls[0]}."
         )
     if not remote:
         raise FetchError(

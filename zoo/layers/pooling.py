@@ -58,8 +58,7 @@ class AdaptiveAveragePooling2D(keras.layers.Layer):
         if h is None or w is None:
             raise InputShapeError(
                 f"layer {self.name}: adaptive pooling needs a fixed input_shape (got "
-                f"{tuple(x.shape)}); "
-                "give zoo.load an input_shape with both spatial sizes."
+                f"{tuple(x.shape)}); give zoo.load an input_shape with both spatial sizes."
             )
         if (h, w) == self.output_size:
             return x

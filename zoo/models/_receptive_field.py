@@ -102,9 +102,8 @@ def _window(layer, intervals, in_shape):
         return [(a * layer.strides, b * layer.strides + layer.pool_size - 1) for a, b in intervals]
     raise UnsupportedLayerError(
         f"receptive_field: layer {layer.name!r} ({kind}) has no rule; the analysis covers "
-        "convolutions, "
-        "pooling, padding, cropping, up-sampling, central planes and point-wise layers. "
-        "Pass layer= to stop before it."
+        "convolutions, pooling, padding, cropping, up-sampling, central planes and point-wise "
+        "layers. Pass layer= to stop before it."
     )
 
 
@@ -203,8 +202,8 @@ def input_window(model, position, layer=None) -> list[tuple[int, int]]:
     image = model.inputs[0]
     if id(image) not in found:
         raise InvalidArgumentError(
-            f"layer {producing_layer(tensor).name!r} does not depend on input "
-            f"{image.name!r} through spatial layers."
+            f"layer {producing_layer(tensor).name!r} does not depend on input {image.name!r} "
+            "through spatial layers."
         )
     return found[id(image)]
 

@@ -46,8 +46,7 @@ def check_input_shape(input_shape, entry, in_chans: int) -> tuple[int, ...]:
         if shape[-1] is not None and shape[-1] != in_chans:
             raise InputShapeError(
                 f"input_shape={tuple(input_shape)} has {shape[-1]} channels but "
-                f"in_chans={in_chans}; "
-                "make them agree (or give input_shape without channels)."
+                f"in_chans={in_chans}; make them agree (or give input_shape without channels)."
             )
         shape = shape[:-1]
     if len(shape) != dims:
@@ -116,11 +115,10 @@ def check_batch(model, batch) -> None:
                 if len(got) == len(want) - 1 else "")
         raise InputShapeError(
             f"batch of shape {got}: {model.name} is a {dims}D network and takes a {len(want)}D "
-            "batch "
-            f"(N, {', '.join(['D', 'H', 'W'][-dims:])}, C) such as {(2, *want[1:])}.{hint}"
+            f"batch (N, {', '.join(['D', 'H', 'W'][-dims:])}, C) such as {(2, *want[1:])}.{hint}"
         )
     if want[-1] is not None and got[-1] != want[-1]:
         raise InputShapeError(
-            f"batch of shape {got}: {model.name} takes {want[-1]} channels (the last axis), "
-            f"not {got[-1]}."
+            f"batch of shape {got}: {model.name} takes {want[-1]} channels (the last axis), not "
+            f"{got[-1]}."
         )

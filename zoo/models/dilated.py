@@ -55,9 +55,8 @@ def build_dilated_cnn(
         )
     if padding == "valid" and x.shape[1] is not None and x.shape[1] <= 2 * sum(dilations):
         raise InvalidArgumentError(
-            f"input {tuple(x.shape[1:-1])} with padding='valid' leaves no output pixel: "
-            f"use sizes above {2 * sum(dilations)} (the receptive field is "
-            f"{1 + 2 * sum(dilations)})."
+            f"input {tuple(x.shape[1:-1])} with padding='valid' leaves no output pixel: use sizes "
+            f"above {2 * sum(dilations)} (the receptive field is {1 + 2 * sum(dilations)})."
         )
     for i, d in enumerate(dilations, start=1):
         x = _blocks.conv_norm_act(

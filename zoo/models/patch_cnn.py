@@ -123,8 +123,8 @@ def build_multiscale_patch_cnn(
         or (size and patch * max(scales) > size)
     ):
         raise InvalidArgumentError(
-            f"scales={scales!r} with patch={patch}: give integer factors >= 1 whose windows "
-            f"(patch * scale = {[patch * s for s in scales]}) fit the input ({size})."
+            f"scales={scales!r} with patch={patch}: give integer factors >= 1 whose windows (patch "
+            f"* scale = {[patch * s for s in scales]}) fit the input ({size})."
         )
     paths = []
     for i, s in enumerate(scales, start=1):

@@ -49,8 +49,8 @@ def check_sizes(sizes, depth: int, padding: str, name: str) -> None:
             lo, hi = size - size % 2**depth, size - size % 2**depth + 2**depth
             raise InputShapeError(
                 f"input size {size}: {name} with depth={depth} needs spatial sizes divisible by "
-                f"2**{depth} = "
-                f"{2**depth}; pad or crop to {lo or hi} or {hi}, or use a smaller depth."
+                f"2**{depth} = {2**depth}; pad or crop to {lo or hi} or {hi}, or use a smaller "
+                "depth."
             )
         s = size
         for level in range(depth):
@@ -58,9 +58,8 @@ def check_sizes(sizes, depth: int, padding: str, name: str) -> None:
             if s < 2 or s % 2:
                 raise InputShapeError(
                     f"input size {size}: {name} ('valid', depth={depth}) reaches an odd or empty "
-                    f"size {s} before "
-                    f"pooling {level + 1}; use a size such as 572 (the paper's) where every level "
-                    "is even."
+                    f"size {s} before pooling {level + 1}; use a size such as 572 (the paper's) "
+                    "where every level is even."
                 )
             s //= 2
         if padding == "valid" and s <= 4:

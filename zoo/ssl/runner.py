@@ -54,8 +54,8 @@ def as_data(data, task: Task, seed: int = 0) -> Data:
     a = out.array
     if a.ndim not in (4, 5) or not np.issubdtype(a.dtype, np.number):
         raise DataError(
-            f"data of shape {a.shape} ({a.dtype}): give numeric images (N, H, W, C) or volumes "
-            "(N, D, H, W, C), channels last; add a trailing axis of 1 for grey-scale."
+            f"data of shape {a.shape} ({a.dtype}): give numeric images (N, H, W, C) or volumes (N, "
+            "D, H, W, C), channels last; add a trailing axis of 1 for grey-scale."
         )
     if len(a) < 2:
         raise DataError(f"data holds {len(a)} sample(s); pretraining needs at least 2.")
@@ -87,10 +87,9 @@ def check_encoder(task: Task, entry, data: Data) -> tuple[int, ...]:
         need = task.min_side(entry.min_size)
         raise InputShapeError(
             f"{size} {task.data} are too small for task {task.name!r} with {entry.name}: its "
-            "encoder would see "
-            f"{'x'.join(map(str, shape))} inputs but needs every size >= {entry.min_size}. Give "
-            f"{task.data} of at "
-            f"least {need} pixels a side (resize or pad), or a smaller encoder."
+            f"encoder would see {'x'.join(map(str, shape))} inputs but needs every size >= "
+            f"{entry.min_size}. Give {task.data} of at least {need} pixels a side (resize or pad), "
+            "or a smaller encoder."
         )
     return shape
 

@@ -109,10 +109,9 @@ def check_reconstructable(task: Task, encoder, shape) -> int:
     if factor < 1 or factor & (factor - 1):
         raise InputShapeError(
             f"task {task.name!r} reconstructs {shape} images through {encoder.name}'s {feat} "
-            "feature map, "
-            "which is not an exact power-of-2 downsampling; give sizes that are multiples of the "
-            "encoder's "
-            f"stride (32 for the 5-stage 2D networks, 16 for simple_cnn3d)."
+            "feature map, which is not an exact power-of-2 downsampling; give sizes that are "
+            "multiples of the encoder's stride (32 for the 5-stage 2D networks, 16 for "
+            "simple_cnn3d)."
         )
     return int(math.log2(factor))
 
@@ -201,8 +200,8 @@ class Inpainting(_Reconstruction):
 
         if not 0 < self.options["fraction"] < 1:
             raise InvalidArgumentError(
-                f"inpainting fraction={self.options['fraction']}: the hidden square must be "
-                "0 < fraction < 1 of the side."
+                f"inpainting fraction={self.options['fraction']}: the hidden square must be 0 < "
+                "fraction < 1 of the side."
             )
         self.loss = MaskedL2(self.options["rec_weight"])
         generator = super().build(encoder)

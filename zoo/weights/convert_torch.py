@@ -49,8 +49,8 @@ def check_convertible(card) -> None:
         return
     raise OptionalDependencyError(
         f"{card.name} is a PyTorch checkpoint and converting it (once) needs torch, which is not "
-        "installed; "
-        f"nothing was downloaded. Run `{INSTALL_HINT}` (CPU wheels suffice) and load it again."
+        f"installed; nothing was downloaded. Run `{INSTALL_HINT}` (CPU wheels suffice) and load it "
+        "again."
     )
 
 
@@ -62,8 +62,8 @@ def read_state_dict(path) -> dict[str, np.ndarray]:
     except ImportError:
         raise OptionalDependencyError(
             f"{path} is a PyTorch checkpoint and converting it needs torch, which is not "
-            "installed. "
-            f"Run `{INSTALL_HINT}` (CPU wheels suffice), or load a converted .weights.h5 instead."
+            f"installed. Run `{INSTALL_HINT}` (CPU wheels suffice), or load a converted "
+            ".weights.h5 instead."
         ) from None
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
@@ -103,16 +103,15 @@ def _keras_values(layer, module: str, state: dict) -> tuple[list[np.ndarray], li
     missing = [k for k in keys if k not in state]
     if missing:
         raise WeightsError(
-            f"the checkpoint has no {', '.join(missing)} for Keras layer {layer.name}; "
-            "it was saved from another architecture or variant."
+            f"the checkpoint has no {', '.join(missing)} for Keras layer {layer.name}; it was "
+            "saved from another architecture or variant."
         )
     values = [(f or (lambda a: a))(state[k]) for k, f in zip(keys, convert)]
     for v, var, k in zip(values, layer.weights, keys):
         if tuple(v.shape) != tuple(var.shape):
             raise WeightsError(
                 f"{k} has shape {state[k].shape}, which does not fit {var.path} "
-                f"{tuple(var.shape)}; "
-                "the checkpoint was saved with other widths or classes."
+                f"{tuple(var.shape)}; the checkpoint was saved with other widths or classes."
             )
     return values, keys
 
@@ -134,8 +133,8 @@ def convert_state_dict(model, state: dict[str, np.ndarray]) -> list[str]:
     stray = [k for k in left if k.split(".")[0] in roots]
     if stray:
         raise WeightsError(
-            f"the checkpoint has tensors the model has no layer for: {', '.join(stray[:5])}; "
-            "it was saved from another architecture or variant."
+            f"the checkpoint has tensors the model has no layer for: {', '.join(stray[:5])}; it "
+            "was saved from another architecture or variant."
         )
     return left
 

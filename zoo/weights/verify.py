@@ -40,9 +40,9 @@ def _remove_for_verify(path: Path) -> None:
         pass
     except OSError as e:
         raise CacheWriteError(
-            f"zoo verify found {path} corrupt but cannot delete it: {path.parent} is "
-            f"read-only or not ours ({os.strerror(e.errno) if e.errno else e}). Make the cache "
-            f"writable (or run as its owner) and verify again, or delete {path} by hand."
+            f"zoo verify found {path} corrupt but cannot delete it: {path.parent} is read-only or "
+            f"not ours ({os.strerror(e.errno) if e.errno else e}). Make the cache writable (or run "
+            f"as its owner) and verify again, or delete {path} by hand."
         ) from None
 
 
@@ -68,8 +68,8 @@ def verify_cache(refetch: bool = False) -> list[Checked]:
                 if card.sha256 or card.md5
                 else (
                     f"the card has only the sha256 prefix {card.sha256_prefix}; checked against "
-                    "the full sha256 "
-                    f"recorded at its first verified download ({recorded_hash_path(card)})"
+                    "the full sha256 recorded at its first verified download "
+                    f"({recorded_hash_path(card)})"
                     if full
                     else f"the card has only the sha256 prefix {card.sha256_prefix}: checked by "
                     "that prefix only"
