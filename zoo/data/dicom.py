@@ -414,9 +414,8 @@ def _guarded(path, work: Callable):
         ) from None
     except _FATAL:
         raise
-    except (
-        BaseException
-    ) as e:  # pydicom raises many types on corrupt headers; never let one escape raw
+    # pydicom raises many types on corrupt headers; never let one escape raw
+    except BaseException as e:
         raise DicomDecodeError(
             f"{_where(path)} cannot be read ({type(e).__name__}: {_short(e)}). The file is "
             "truncated or its tags (image tags are group 0028) are inconsistent; re-export it."

@@ -220,9 +220,8 @@ def _pool_map(fn, jobs, workers: int):
             max_workers=workers, mp_context=multiprocessing.get_context("spawn")
         ) as pool:
             return list(pool.map(fn, jobs, chunksize=max(1, len(jobs) // (4 * workers))))
-    except (
-        BrokenProcessPool
-    ) as e:  # e.g. a main module that spawn cannot re-import (python - < script)
+    # e.g. a main module that spawn cannot re-import (python - < script)
+    except BrokenProcessPool as e:
         warnings.warn(
             f"DICOM decode workers could not start ({e}); decoding in this process instead.",
             RuntimeWarning,

@@ -85,9 +85,8 @@ def publish(
         "versions": versions(),
     }
     card_path = cards / f"{arch}.{tag}.toml"
-    text = card_from_table(
-        arch, tag, card, card_path
-    ).to_toml()  # CardError before anything is written
+    # CardError before anything is written
+    text = card_from_table(arch, tag, card, card_path).to_toml()
     tmp = card_path.with_name(card_path.name + ".tmp")
     tmp.write_text(
         "# Written by zoo.ssl.pretrain; the weights file is verified by sha256 on load.\n\n" + text
