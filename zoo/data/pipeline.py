@@ -237,8 +237,8 @@ def _pool_map(fn, jobs, workers: int):
 def _affine(info: dict, windows, chans: int) -> np.ndarray:
     """(2, chans) float32 (a, b): each output channel is ``clip(x * a + b, 0, 1)``.
 
-    HU: one DICOM linear window per channel (``a = 1 / (w - 1)``, ``b = 0.5 - (c - 0.5) / (w -
-    1)``).
+    HU: one DICOM linear window per channel,
+    ``a = 1 / (w - 1)`` and ``b = 0.5 - (c - 0.5) / (w - 1)``.
     Colour: divided by its value range. Other grey: the item's 0.5-99.5 percentile stretch.
     """
     if info["units"] == "HU":

@@ -30,8 +30,8 @@ def window(x, center: float | str, width: float | None = None) -> np.ndarray:
 
 
 def stack_windows(x, windows=DEFAULT_CT_STACK) -> np.ndarray:
-    """One channel per window, last axis: ``(..., 1)`` or ``(...)`` HU -> ``(...,
-    len(windows))``."""
+    """One channel per window, last axis: ``(..., 1)`` or ``(...)`` HU ->
+    ``(..., len(windows))``."""
     x = np.asarray(x, np.float32)
     if x.ndim and x.shape[-1] == 1:
         x = x[..., 0]

@@ -260,8 +260,8 @@ def painting(
 ) -> np.ndarray:
     """In-painting (random boxes replaced by uniform noise) with probability ``prob * inpaint``,
     else
-    out-painting (noise everywhere but a few boxes of the image) with probability ``prob * (1 -
-    inpaint)``."""
+    out-painting (noise everywhere but a few boxes of the image) with probability
+    ``prob * (1 - inpaint)``."""
     if rng.random() >= prob:
         return x
     spatial = x.shape[:-1]

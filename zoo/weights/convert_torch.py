@@ -55,8 +55,8 @@ def check_convertible(card) -> None:
 
 
 def read_state_dict(path) -> dict[str, np.ndarray]:
-    """The tensors of a torch checkpoint as numpy arrays (``torch.load(...,
-    weights_only=True)``)."""
+    """The tensors of a torch checkpoint as numpy arrays
+    (``torch.load(..., weights_only=True)``)."""
     try:
         import torch
     except ImportError:
