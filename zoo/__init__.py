@@ -213,8 +213,7 @@ def fetch(name, **kwargs):
 
 
 def finetune(model_or_name, train_data, val_data=None, **kwargs):
-    """Two-stage fine-tuning with a run record; see zoo.train.finetune.finetune for every
-    argument."""
+    """Two-stage fine-tuning with a run record; every argument: zoo.train.finetune.finetune."""
     from zoo.train.finetune import finetune as _finetune
 
     return _finetune(model_or_name, train_data, val_data, **kwargs)

@@ -35,8 +35,7 @@ ONNX_OPSET = 17
 
 
 def check_serializable(model) -> None:
-    """Raise ExportError naming the first layer that does not survive get_config -> from_config
-    (safe mode)."""
+    """ExportError naming the first layer lost by get_config -> from_config (safe mode)."""
     import keras
 
     for layer in all_layers(model):

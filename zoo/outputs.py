@@ -83,8 +83,7 @@ def _unaccounted(path: Path) -> list[str]:
 
 
 def check_target(path, *, overwrite: bool) -> Path:
-    """Raise OutputError unless ``path`` is new, or a previous zoo output that ``overwrite`` allows
-    replacing."""
+    """OutputError unless ``path`` is new, or a zoo output that ``overwrite`` allows replacing."""
     given = path
     path = Path(os.path.expanduser(str(path))).absolute()
     _refuse_dangerous(path, given)

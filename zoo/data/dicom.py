@@ -146,8 +146,7 @@ def _first_float(value) -> float:
 
 
 def _looks_like_raw_dataset(path) -> bool:
-    """A file without preamble/'DICM' that starts with a group 0002/0008 element (old ACR-NEMA
-    style)."""
+    """No preamble/'DICM' but a group 0002/0008 element first (old ACR-NEMA style)."""
     with open(path, "rb") as f:
         head = f.read(8)
     if len(head) < 8:
@@ -329,8 +328,7 @@ def _short(e: BaseException) -> str:
 
 
 def transfer_syntax(ds, path):
-    """The dataset's transfer syntax; for a file without meta header, the encoding it was read
-    with."""
+    """The dataset's transfer syntax; without a meta header, the encoding it was read with."""
     from pydicom.uid import UID, ExplicitVRBigEndian, ExplicitVRLittleEndian, ImplicitVRLittleEndian
 
     meta = getattr(ds, "file_meta", None)
@@ -401,8 +399,7 @@ def read_metadata(path) -> DicomMeta:
 
 
 def _guarded(path, work: Callable):
-    """Run ``work``; any failure that is not already a DicomError becomes a DicomDecodeError naming
-    the file."""
+    """Run ``work``; a failure not a DicomError becomes a DicomDecodeError naming the file."""
     try:
         return work()
     except DicomError:
@@ -599,8 +596,7 @@ def _check_size(ds, path, n_frames: int) -> None:
 
 
 def _modality_transform(ds, path, frames: int) -> Callable[[np.ndarray, int], np.ndarray]:
-    """A function (stored values of one frame, frame index) -> physical values (Modality LUT /
-    rescale)."""
+    """(stored values of one frame, frame index) -> physical values (Modality LUT / rescale)."""
     from pydicom.pixels import apply_modality_lut
 
     if "ModalityLUTSequence" in ds:
@@ -901,8 +897,7 @@ def _not_finite(ds, path):
 
 
 def find_dicom_files(folder) -> list[Path]:
-    """Every regular, non-hidden file under ``folder`` (recursively), sorted; DICOM or not is
-    decided on read."""
+    """Every regular non-hidden file under ``folder``, recursively, sorted; read decides DICOM."""
     folder = Path(folder)
     if not folder.is_dir():
         raise DicomError(f"{folder} is not a folder; give a folder of DICOM files.")

@@ -148,8 +148,7 @@ def _info(args) -> int:
 
 
 def _convert(args) -> int:
-    """Convert into a staged copy of OUT and swap it in when done (zoo.outputs: never over a user's
-    files)."""
+    """Convert into a staged copy of OUT, swapped in when done (zoo.outputs: never user files)."""
     out = Path(args.out)
     with staged([out], writer="zoo dicom convert", overwrite=args.overwrite) as (stage,):
         stage.mkdir()

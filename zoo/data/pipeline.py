@@ -177,8 +177,7 @@ def decode_item(item: Path, volumes: bool, target_spacing=None) -> tuple[np.ndar
 
 
 def _decode_to_cache(args) -> tuple[str, str | None, int]:
-    """Worker: decode one item into ``cache_dir``; returns (item, error text or None, worker
-    pid)."""
+    """Worker: decode one item into ``cache_dir``; returns (item, error text or None, pid)."""
     item, volumes, spacing, cache_dir, key, raise_errors = args
     target = Path(cache_dir) / f"{key}.npy"
     try:

@@ -36,8 +36,7 @@ displaced by 1e5 mm would otherwise "bridge" a 100 m gap with 40,000 interpolate
 
 
 class SeriesWarning(UserWarning):
-    """A series that was stacked despite a problem (gap, duplicate, orientation); see
-    volume.report."""
+    """A series stacked despite a problem (gap, duplicate, orientation); see volume.report."""
 
 
 @dataclass
@@ -75,8 +74,7 @@ def _angle_deg(a, b) -> float:
 
 
 def _slices(paths, report: SeriesReport):
-    """(pixels (H, W), meta, position or None, file label) per slice; multi-frame files give one per
-    frame."""
+    """(pixels (H, W), meta, position or None, file label) per slice, one per frame of a file."""
     out, broken = [], []
     for path in paths:
         try:
@@ -171,8 +169,7 @@ def load_series(source, *, series: str | None = None, on_problem: str = "warn", 
 
 
 def _problem(report: SeriesReport, on_problem: str, text: str) -> None:
-    """Record a series problem; raise, warn (at load_series' caller) or stay quiet, per
-    ``on_problem``."""
+    """Record a problem; raise, warn (at load_series' caller) or stay quiet, per ``on_problem``."""
     report.problems.append(text)
     if on_problem == "raise":
         raise SeriesError(text + " (on_problem='warn' stacks anyway and reports it).")
@@ -286,8 +283,7 @@ def _spacing_problems(slices: list, steps: np.ndarray, spacing_z: float,
 
 
 def _interp_axis(array: np.ndarray, axis: int, old: np.ndarray, new: np.ndarray) -> np.ndarray:
-    """Linear interpolation of ``array`` along ``axis`` from coordinates ``old`` (increasing) to
-    ``new``."""
+    """Linear interpolation of ``array`` along ``axis`` from ``old`` (increasing) to ``new``."""
     idx = (
         np.clip(np.searchsorted(old, new, side="right") - 1, 0, len(old) - 2)
         if len(old) > 1

@@ -44,8 +44,7 @@ def rotation(tilt_deg: float, axis: str = "x") -> np.ndarray:
 
 
 def phantom_volume(n_slices: int, size: int) -> np.ndarray:
-    """(Z, Y, X) HU: air, a body ellipse of 40 HU, a bone disk (700 HU) of growing radius, an index
-    marker."""
+    """(Z, Y, X) HU: air, a 40 HU body ellipse, a growing 700 HU bone disk, an index marker."""
     yy, xx = np.mgrid[0:size, 0:size].astype(np.float32)
     c = (size - 1) / 2
     vol = np.full((n_slices, size, size), -1000.0, np.float32)

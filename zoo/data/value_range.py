@@ -14,8 +14,7 @@ from zoo.errors import DataError
 
 
 def check_value_range(array, input_range=(0.0, 255.0), what: str = "data") -> None:
-    """Raise DataError naming ``what``, the values found and the fix when ``array`` is outside
-    ``input_range``."""
+    """A DataError (``what``, the values, the fix) when ``array`` is outside ``input_range``."""
     a = np.asarray(array)
     if a.size == 0:
         return

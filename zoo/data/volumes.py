@@ -31,8 +31,7 @@ def _ellipsoid(zz, yy, xx, c, r):
 
 def make_volumes(n: int, depth: int = 16, size: int = 32, seed: int = 0, noise: float = 0.04,
                  subjects: np.ndarray | None = None) -> Volumes:
-    """``n`` volumes of ``depth`` x ``size`` x ``size``; ``subjects`` (length n) repeats a subject's
-    anatomy."""
+    """``n`` volumes ``depth`` x ``size`` x ``size``; ``subjects`` (length n) repeat anatomy."""
     if n < 1 or depth < 4 or size < 16:
         raise InvalidArgumentError(
             f"make_volumes(n={n}, depth={depth}, size={size}): need n >= 1, depth >= 4 and size >= "

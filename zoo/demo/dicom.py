@@ -1,5 +1,4 @@
-"""The DICOM step of ``zoo demo``: a synthetic CT series on disk -> volume -> model-ready
-batches."""
+"""The DICOM step of ``zoo demo``: a synthetic CT series on disk -> volume -> model batches."""
 
 from __future__ import annotations
 

@@ -14,8 +14,7 @@ CHECKPOINT = "simple_cnn.ssl_simclr"
 
 
 def demo_step(n_labelled: int = 20, n_test: int = 300, seeds=(0, 1, 2)) -> dict:
-    """Few-label linear-probe accuracy of the shipped SSL encoder and of random init (mean over
-    seeds)."""
+    """Few-label linear-probe accuracy, shipped SSL encoder vs random init (mean over seeds)."""
     import numpy as np
 
     import zoo

@@ -20,8 +20,7 @@ def _accuracy(model, images, labels) -> float:
 
 
 def transfer_data(n_labelled: int, seed: int):
-    """The target task's (train, validation, test) phantoms: seeded, so every run sees the same
-    images."""
+    """The target task's (train, validation, test) phantoms, seeded: every run sees the same."""
     from zoo.data.synthetic import make_phantoms
 
     return (make_phantoms(n_labelled, seed=seed + 1, **TARGET_TASK),

@@ -19,8 +19,7 @@ PASS_THROUGH = (keras.layers.Dropout, keras.layers.Identity, keras.layers.Activa
 
 
 def _mirror_coords(n_out: int, n_in: int):
-    """Source index pairs and weights of half-pixel bilinear sampling, mirrored at the border
-    cells."""
+    """Source index pairs and weights of half-pixel bilinear sampling, mirrored at the border."""
     src = (np.arange(n_out, dtype=np.float64) + 0.5) * n_in / n_out - 0.5
     if n_in > 1:
         src = np.where(src < 0, -src, src)

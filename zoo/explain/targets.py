@@ -63,8 +63,7 @@ def score_head(model, output=None, logits=True):
 
 
 def pick_class(scores, class_index=None):
-    """(selected scores (B,), class indices (B,)) from (B,) or (B, C) scores; default the top
-    class."""
+    """(scores (B,), class indices (B,)) from (B,) or (B, C) scores; default the top class."""
     scores = ops.reshape(scores, (ops.shape(scores)[0], -1))
     num = scores.shape[-1]
     if class_index is None:

@@ -48,8 +48,7 @@ def _outputs(bag, instance_maps, activation, extra=None):
 
 
 def _pool_instances(embeddings, num_classes, pooling, maps_per_class, options):
-    """(bag scores, instance scores, extra outputs) from instance embeddings (B, H, W, D) or (B, N,
-    D)."""
+    """(bag scores, instance scores, extras) from instance embeddings (B, H, W, D) or (B, N, D)."""
     classifier = keras.layers.Dense(
         num_classes * check_maps_per_class(maps_per_class), name="mil_classifier"
     )

@@ -89,8 +89,7 @@ class BagCrossEntropy(keras.losses.Loss):
 
 @keras.saving.register_keras_serializable(package="zoo")
 class SparsityPrior(keras.losses.Loss):
-    """weight x mean instance probability (L1 on the instance map, Zhu et al. 2017); labels
-    unused."""
+    """weight x mean instance probability (L1 on the map, Zhu et al. 2017); labels unused."""
 
     def __init__(self, weight=1e-2, from_logits=True, name="sparsity_prior", **kwargs):
         super().__init__(name=name, **kwargs)
@@ -107,8 +106,7 @@ class SparsityPrior(keras.losses.Loss):
 
 @keras.saving.register_keras_serializable(package="zoo")
 class AreaConstraint(keras.losses.Loss):
-    """Positive area fraction in [lower, upper] for present classes, 0 for absent ones (Jia et al.
-    2017)."""
+    """Positive area in [lower, upper] for present classes, 0 for absent ones (Jia et al. 2017)."""
 
     def __init__(
         self, lower=0.01, upper=0.2, weight=1.0, from_logits=True, name="area_constraint", **kwargs

@@ -141,8 +141,7 @@ def _check_r(name, value):
 
 @keras.saving.register_keras_serializable(package="zoo")
 class LSEPooling(_Pooling):
-    """Log-sum-exp pooling (1/r) log mean exp(r s); ``learnable`` trains r (kept > 0 as exp(log
-    r))."""
+    """Log-sum-exp pooling (1/r) log mean exp(r s); ``learnable`` trains r (> 0 as exp(log r))."""
 
     def __init__(self, r=5.0, learnable=False, **kwargs):
         super().__init__(**kwargs)

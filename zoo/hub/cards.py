@@ -71,8 +71,7 @@ class WeightCard:
 
     @property
     def hash(self) -> tuple[str, str]:
-        """(algorithm, hex digest or its leading digits): sha256 (or its prefix) where given, else
-        md5."""
+        """(algorithm, hex digest or its start): sha256 (or its prefix) where given, else md5."""
         if self.sha256 or self.sha256_prefix:
             return "sha256", self.sha256 or self.sha256_prefix
         return "md5", self.md5
@@ -211,8 +210,7 @@ def _check_hashes(table: dict, where: str) -> None:
 
 
 def _check_choices(table: dict, where: str) -> None:
-    """format (one of FORMATS, each loaded by zoo.weights) and preprocess, with the fields they
-    need."""
+    """format (one of FORMATS, loaded by zoo.weights) and preprocess, with the fields they need."""
     if table["format"] not in FORMATS:
         raise CardError(f"{where} has format {table['format']!r}; use one of {FORMATS}.")
     if table["format"] == "inflated-2d" and not table.get("inflate_from"):
@@ -239,8 +237,7 @@ def _split_fields(table: dict, where: str) -> tuple[dict, dict]:
 
 
 def card_from_table(arch: str, tag: str, table: dict, path: Path) -> WeightCard:
-    """The card ``[arch.tag]`` from its TOML table, validated (CardError names the field and
-    fix)."""
+    """The card ``[arch.tag]`` from its TOML table, validated (CardError: the field and fix)."""
     where = f"weight card [{arch}.{tag}] in {path}"
     _check_names(arch, tag, table, path, where)
     _check_hashes(table, where)

@@ -105,8 +105,7 @@ def file_hash(path: Path, algorithm: str, *, memo: bool = True) -> str:
 
 
 def recorded_sha256(card: WeightCard) -> str | None:
-    """The full sha256 recorded for a prefix-only card, when one was recorded and fits its
-    prefix."""
+    """The full sha256 recorded for a prefix-only card, when there is one that fits its prefix."""
     if card.sha256 or card.md5 or not card.sha256_prefix:
         return None
     try:
@@ -118,8 +117,7 @@ def recorded_sha256(card: WeightCard) -> str | None:
 
 
 def expected_hash(card: WeightCard) -> tuple[str, str, bool]:
-    """(algorithm, digest, full): the card's hash, or the recorded full sha256 of a prefix-only
-    card."""
+    """(algorithm, digest, full): the card's hash, or a prefix-only card's recorded sha256."""
     algorithm, digest = card.hash
     if card.sha256 or card.md5:
         return algorithm, digest.lower(), True
@@ -149,8 +147,7 @@ def _record(card: WeightCard, sha256: str) -> None:
 
 
 def is_verified(path: Path, card: WeightCard, rehash: bool = False) -> bool:
-    """True when ``path`` holds the card's bytes (hashed once per process, or again with
-    ``rehash``)."""
+    """True when ``path`` holds the card's bytes (hashed once per process; ``rehash`` again)."""
     if not path.is_file():
         return False
     algorithm, digest, full = expected_hash(card)
@@ -230,8 +227,7 @@ def _replace(src: Path, dst: Path) -> None:
 
 
 def _discard(path: Path) -> None:
-    """Remove a part file, ignoring a missing one or a cache that refuses (the error comes
-    elsewhere)."""
+    """Remove a part file; a missing one or a refusing cache is ignored (reported elsewhere)."""
     try:
         _unlink(path)
     except OSError:

@@ -15,8 +15,7 @@ from zoo.errors import InvalidArgumentError
 
 @keras.saving.register_keras_serializable(package="zoo")
 class LocalResponseNormalization(keras.layers.Layer):
-    """LRN over ``size`` neighbouring channels (channels last); paper defaults k=2, n=5, alpha=1e-4,
-    beta=0.75."""
+    """LRN over ``size`` channels (channels last); paper: k=2, n=5, alpha=1e-4, beta=0.75."""
 
     def __init__(self, size=5, alpha=1e-4, beta=0.75, k=2.0, **kwargs):
         super().__init__(**kwargs)

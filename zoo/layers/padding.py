@@ -13,8 +13,7 @@ from keras import ops
 
 @keras.saving.register_keras_serializable(package="zoo")
 class SpatialPadding(keras.layers.Layer):
-    """Pad each spatial axis by ``padding[i] = (before, after)``; axes in ``edge_axes`` replicate
-    the edge."""
+    """Pad spatial axis i by ``padding[i] = (before, after)``; ``edge_axes`` replicate the edge."""
 
     def __init__(self, padding, edge_axes=(), **kwargs):
         super().__init__(**kwargs)

@@ -19,8 +19,10 @@ def _along(x, axis, sl):
 
 @keras.saving.register_keras_serializable(package="zoo")
 class LinearUpsampling(keras.layers.Layer):
-    """x2 linear interpolation on every spatial axis: out[2i] = .75 x[i] + .25 x[i-1], out[2i+1] =
-    .75 x[i] + .25 x[i+1]."""
+    """x2 linear interpolation on every spatial axis.
+
+    out[2i] = .75 x[i] + .25 x[i-1], out[2i+1] = .75 x[i] + .25 x[i+1].
+    """
 
     def call(self, x):
         for axis in range(1, len(x.shape) - 1):

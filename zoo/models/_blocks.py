@@ -18,8 +18,7 @@ def check_norm(norm: str) -> str:
 
 
 def normalization(x, norm: str, name: str):
-    """Batch, group (8 groups, or the largest divisor of the width below 8), instance or no
-    normalisation."""
+    """Batch, group (8, or the width's largest divisor below 8), instance or no normalisation."""
     if norm == "none":
         return x
     if norm == "batch":

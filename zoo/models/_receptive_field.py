@@ -149,8 +149,7 @@ def _union(a, b):
 
 
 def _propagate(model, seeds: dict[int, list]) -> dict[int, list]:
-    """Intervals of every tensor of ``model`` reached backwards from ``seeds`` (id(tensor) ->
-    intervals)."""
+    """Intervals of the tensors reached back from ``seeds`` (id(tensor) -> intervals)."""
     found = dict(seeds)
     for node in nodes_by_depth(model):
         outs = [found.get(id(t)) for t in node.outputs]
@@ -194,8 +193,7 @@ def _spatial_tensor(model, layer):
 
 
 def input_window(model, position, layer=None) -> list[tuple[int, int]]:
-    """The input positions (lo, hi per axis, inclusive; may extend into padding) that output
-    ``position`` reads."""
+    """Input positions (lo, hi per axis, inclusive; may reach padding) read by ``position``."""
     tensor = _spatial_tensor(model, layer)
     seeds = {id(tensor): [(p, p) for p in position]}
     found = _propagate(model, seeds)

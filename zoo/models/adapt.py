@@ -105,8 +105,7 @@ def feature_outputs(model, entry, strides=None) -> list:
 
 
 def check_batch(model, batch) -> None:
-    """A batch ``model`` can take: the right rank (a 2D batch for a 3D network is the common slip)
-    and channels."""
+    """A batch ``model`` takes: rank (2D batch to a 3D network: the common slip), channels."""
     want = tuple(model.inputs[0].shape)
     got = tuple(np.shape(batch))
     dims = len(want) - 2

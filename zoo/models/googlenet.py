@@ -49,8 +49,7 @@ def inception(x, name, widths):
 
 
 def aux_head(x, name, num_classes, activation):
-    """The paper's auxiliary classifier (torchvision's InceptionAux): 4x4 pool, 1x1 conv, FC 1024,
-    dropout 0.7."""
+    """Auxiliary classifier (torchvision's InceptionAux): 4x4 pool, 1x1 conv, FC 1024, drop .7."""
     from zoo.layers.pooling import AdaptiveAveragePooling2D
 
     x = AdaptiveAveragePooling2D((4, 4), name=f"{name}_pool")(x)

@@ -27,8 +27,7 @@ def _pad(x, p: int, name: str):
 
 
 def _conv(x, filters, k, name, strides=1, use_bias=True, activation=None, pad_name=None):
-    """A 'same' (k odd, stride 1) or explicitly padded convolution; depth padded by edge
-    replication."""
+    """A 'same' (k odd, stride 1) or explicitly padded convolution; depth edge-replicated."""
     x = _pad(x, (k - 1) // 2 if strides == 1 else 0, pad_name or f"{name}_pad")
     return keras.layers.Conv3D(
         filters, k, strides=strides, use_bias=use_bias, activation=activation, name=name
@@ -106,8 +105,7 @@ def vgg16_3d(x):
 
 
 def _build(x, *, include_top, num_classes, classifier_activation, body):
-    """Backbone only: the ImageNet classifier of a 2D checkpoint has no 3D meaning; heads come from
-    zoo.load."""
+    """Backbone only: a 2D ImageNet classifier has no 3D meaning; zoo.load adds heads."""
     return body(x)
 
 

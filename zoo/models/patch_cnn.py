@@ -18,8 +18,7 @@ from zoo.models.registry import register_model
 
 
 def pathway(x, name, widths=(20, 50), kernel=5):
-    """conv(k) + PReLU + 2x2 max pool per width, flattened: the 29x29 pathway (29 -> 25 -> 12 -> 8
-    -> 4)."""
+    """conv(k) + PReLU + 2x2 max pool per width, flattened: the 29x29 pathway (29->25->12->8->4)."""
     for i, width in enumerate(widths, start=1):
         x = _blocks.conv_norm_act(
             x, width, kernel, f"{name}_{i}", norm="none", padding="valid", activation="prelu"

@@ -28,8 +28,7 @@ def stage_features(model):
 
 
 def vgg_stages(x, widths, dims: int = 2):
-    """Stages of two 3x3 conv-BN-ReLU layers and a 2x max pool; shared by simple_cnn and
-    simple_cnn3d."""
+    """Stages of two 3x3 conv-BN-ReLU and a 2x max pool; shared by simple_cnn and simple_cnn3d."""
     conv, pool = D.conv(dims), D.pool("max", dims)
     for stage, width in enumerate(widths, start=1):
         for i in (1, 2):

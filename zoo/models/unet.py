@@ -40,8 +40,7 @@ def _check_options(depth, base_filters, upsampling, padding):
 
 
 def check_sizes(sizes, depth: int, padding: str, name: str) -> None:
-    """'same': every size divisible by 2**depth; 'valid': every pooled size even (572,
-    1-pixel-exact)."""
+    """'same': sizes divisible by 2**depth; 'valid': every pooled size even (572, 1-pixel-exact)."""
     for size in sizes:
         if size is None:
             continue
@@ -136,8 +135,7 @@ def _unet(
 
 
 def _features(model) -> dict[int, str]:
-    """The decoder's outputs (``dec{k}`` at stride 2**(k-1)) and, without an encoder, the
-    bottleneck."""
+    """Decoder outputs (``dec{k}``, stride 2**(k-1)) and, without an encoder, the bottleneck."""
     names = {layer.name for layer in model.layers}
     out = {}
     for k in range(1, 12):
@@ -160,8 +158,7 @@ def _encoder_unet(
     upsampling,
     decoder_filters,
 ):
-    """The decoder on ``encoder``, a features model (``features_strideN`` outputs) built by
-    zoo.load."""
+    """The decoder on ``encoder``, a zoo.load features model (``features_strideN`` outputs)."""
     if not isinstance(encoder, keras.Model):
         raise InvalidArgumentError(
             f"encoder={encoder!r}: the U-Net builder takes a features model; name an architecture "

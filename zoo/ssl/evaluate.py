@@ -13,15 +13,13 @@ from zoo.errors import DataError, InvalidArgumentError
 
 
 def encoder_features(encoder, images: np.ndarray, batch_size: int = 128) -> np.ndarray:
-    """Global-average-pooled features of a feature-map encoder (or its output as is when already
-    pooled)."""
+    """Global-average-pooled features of a feature-map encoder (as is when already pooled)."""
     f = encoder.predict(images, batch_size=batch_size, verbose=0)
     return f.reshape(len(f), -1, f.shape[-1]).mean(1) if f.ndim > 2 else f
 
 
 def knn_accuracy(train_f, train_y, test_f, test_y, k: int = 5) -> float:
-    """Majority vote of the ``k`` nearest training features by cosine similarity (ties: the smaller
-    label)."""
+    """Majority vote of the ``k`` nearest training features by cosine (ties: the smaller label)."""
 
     def unit(f):
         return f / np.maximum(np.linalg.norm(f, axis=1, keepdims=True), 1e-12)
@@ -78,8 +76,7 @@ def _load(arch, weights, images, **kwargs):
 def frozen_scores(
     arch: str, weights, train, test, fractions=(0.01, 0.1, 1.0), seeds=(0, 1, 2), k: int = 5
 ) -> dict:
-    """{"linear": {fraction: [acc per seed]}, "knn": {...}} on frozen features of ``weights`` (None:
-    random init)."""
+    """{"linear": {fraction: [acc per seed]}, "knn": ...} on frozen ``weights`` (None: random)."""
     (x, y), (tx, ty) = train, test
     out = {"linear": {}, "knn": {}}
     feats, test_feats = {}, None

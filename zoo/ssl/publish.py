@@ -26,8 +26,7 @@ def user_card_dir() -> Path:
 
 
 def check_tag(arch: str, tag: str, overwrite: bool = False) -> None:
-    """A tag is lower case letters, digits and underscores, and new unless ``overwrite`` (own cards
-    only)."""
+    """A tag: lower case letters, digits, underscores; new unless ``overwrite`` (own cards only)."""
     if not isinstance(tag, str) or not TAG.match(tag):
         raise InvalidArgumentError(
             f"tag={tag!r}: use lower case letters, digits and underscores, e.g. 'simclr_ct2026'."
@@ -61,8 +60,7 @@ def versions() -> dict:
 def publish(
     encoder, arch: str, tag: str, fields: dict, out=None, overwrite: bool = False
 ) -> WeightCard:
-    """Save ``encoder``'s weights and write card ``arch.tag`` (``fields`` adds recipe, data,
-    evaluation...)."""
+    """Save ``encoder``'s weights, write card ``arch.tag`` (``fields``: recipe, data...)."""
     check_tag(arch, tag, overwrite)
     cards = user_card_dir()
     cards.mkdir(parents=True, exist_ok=True)

@@ -23,8 +23,7 @@ class PretrainResult:
 
 
 def synthetic_data(task: Task, n: int | None = None, seed: int = 0) -> Data:
-    """The zoo's own unlabelled data for ``task``: 64-px phantoms (larger where tiles need it) or
-    volumes."""
+    """The zoo's data for ``task``: 64-px phantoms (larger where tiles need it) or volumes."""
     if task.data == "volumes":
         from zoo.data.volumes import make_volumes
 
@@ -225,8 +224,7 @@ def _fit_epochs(model, the_task, data, rng, epochs, batch_size, verbose) -> list
 
 
 def probe(encoder, eval_data, k: int = 5) -> dict:
-    """Linear probe and k-NN accuracy of frozen features: first half of ``eval_data`` trains, second
-    half tests."""
+    """Linear probe and k-NN accuracy of frozen features (half ``eval_data`` trains, half tests)."""
     from zoo.ssl.evaluate import encoder_features, knn_accuracy, linear_probe
 
     images, labels = (

@@ -25,8 +25,7 @@ from zoo.ssl import transforms as T
 
 @dataclass(frozen=True)
 class Data:
-    """Pretraining data: images (N, H, W, C) or volumes (N, D, H, W, C) in [0, 255]; subject ids for
-    volumes."""
+    """Pretraining data: images (N,H,W,C) or volumes (N,D,H,W,C) in [0, 255]; volume subject ids."""
 
     array: np.ndarray
     subjects: np.ndarray | None = None
@@ -101,8 +100,7 @@ class Task:
 
 
 def check_reconstructable(task: Task, encoder, shape) -> int:
-    """Decoder tasks upsample the encoder's last map by powers of 2 back to ``shape``; returns the
-    steps."""
+    """Decoder tasks upsample the last map by powers of 2 back to ``shape``; returns the steps."""
     feat = tuple(encoder.output.shape[1:-1])
     factors = {s // f if f and s % f == 0 else 0 for s, f in zip(shape, feat)}
     factor = factors.pop() if len(factors) == 1 else 0
@@ -117,8 +115,7 @@ def check_reconstructable(task: Task, encoder, shape) -> int:
 
 
 def decoder(x, steps: int, channels: int, name: str):
-    """Transposed convolutions (stride 2, halving the width each step) and a sigmoid output in [0,
-    1]."""
+    """Transposed convolutions (stride 2, halving the width each step), sigmoid output in [0, 1]."""
     layers, dims = _layers(), D.spatial_dims_of(x)
     up, conv = D.conv_transpose(dims), D.conv(dims)
     width = int(x.shape[-1])

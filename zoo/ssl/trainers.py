@@ -13,8 +13,7 @@ from zoo.ssl.losses import MaskedL2, byol_regression
 
 
 def momentum_copy(model):
-    """An exact copy of ``model``: ``clone_model`` builds fresh variables, so the values are copied
-    after."""
+    """An exact copy of ``model``: ``clone_model`` makes fresh variables; values copied after."""
     copy = keras.models.clone_model(model)
     copy.set_weights(model.get_weights())
     return copy

@@ -34,8 +34,7 @@ def rotations(images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 def inpaint_mask(shape: tuple[int, ...], rng: np.random.Generator, fraction: float = 0.5,
                  mode: str = "center") -> np.ndarray:
-    """Pathak 2016's masks for (N, H, W): a central square of ``fraction`` of the side, or one at a
-    random place."""
+    """Pathak 2016's masks (N, H, W): a central square (side ``fraction``) or a random one."""
     n, h, w = shape
     mh, mw = max(1, int(round(h * fraction))), max(1, int(round(w * fraction)))
     mask = np.zeros((n, h, w), np.float32)
@@ -49,16 +48,14 @@ def inpaint_mask(shape: tuple[int, ...], rng: np.random.Generator, fraction: flo
 
 
 def mask_images(images: np.ndarray, mask: np.ndarray) -> np.ndarray:
-    """Fill the masked region with each image's mean, as the context encoder fills with the mean
-    pixel."""
+    """Fill the masked region with each image's mean (the context encoder's mean pixel)."""
     fill = images.mean(axis=(1, 2), keepdims=True)
     m = mask[..., None]
     return (images * (1 - m) + fill * m).astype(np.float32)
 
 
 def window(images: np.ndarray, lo: float, hi: float) -> np.ndarray:
-    """An intensity window (as for CT Hounsfield units): values in [lo, hi] mapped linearly to [0,
-    1], clipped."""
+    """An intensity window (as for CT HU): [lo, hi] mapped linearly to [0, 1], clipped."""
     return np.clip((images - lo) / (hi - lo), 0.0, 1.0).astype(np.float32)
 
 
@@ -90,8 +87,7 @@ NEIGHBOURS = (0, 1, 2, 3, 5, 6, 7, 8)  # grid indices of the 8 neighbours of the
 
 def relative_position(images: np.ndarray, patch: int, gap: int, rng: np.random.Generator,
                       jitter: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Doersch 2015: (centre tiles, neighbour tiles, label 0..7 naming which of the 8
-    neighbours)."""
+    """Doersch 2015: (centre tiles, neighbour tiles, label 0..7 naming which neighbour)."""
     labels = rng.integers(0, 8, len(images)).astype(np.int32)
     centre, other = [], []
     for img, label in zip(images, labels):
@@ -133,8 +129,7 @@ def jigsaw(images: np.ndarray, permutations: np.ndarray, patch: int, gap: int,
 
 def slice_order_pairs(volumes: np.ndarray, rng: np.random.Generator, min_gap: int = 2,
                       count: int | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """P-CNN style: two slices of one volume (N, D, H, W, C); label 1 when the first is higher
-    (larger index)."""
+    """P-CNN: two slices of a volume (N, D, H, W, C); label 1 when the first is higher."""
     n, d = volumes.shape[:2]
     if d <= min_gap:
         raise DataError(
@@ -153,8 +148,7 @@ def slice_order_pairs(volumes: np.ndarray, rng: np.random.Generator, min_gap: in
 
 def subject_pairs(volumes: np.ndarray, subjects: np.ndarray, rng: np.random.Generator,
                   count: int | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Siamese pairs of slices at the same height: from the same subject (label 1) or two subjects
-    (0), balanced."""
+    """Siamese slice pairs at one height: same subject (label 1) or two subjects (0), balanced."""
     n, d = volumes.shape[:2]
     subjects = np.asarray(subjects)
     if len(np.unique(subjects)) < 2:
@@ -216,8 +210,7 @@ def _bezier(points: np.ndarray, n: int = 1000) -> tuple[np.ndarray, np.ndarray]:
 
 
 def nonlinear(x: np.ndarray, rng: np.random.Generator, prob: float = 0.9) -> np.ndarray:
-    """A monotone (or, half the time, inverted) cubic Bezier intensity curve from [0, 1] onto [0,
-    1]."""
+    """A monotone (half the time inverted) cubic Bezier intensity curve from [0, 1] onto [0, 1]."""
     if rng.random() >= prob:
         return x
     points = np.array([[0, 0], [rng.random(), rng.random()], [rng.random(), rng.random()], [1, 1]])
@@ -285,8 +278,7 @@ def painting(
 def flips(
     x: np.ndarray, y: np.ndarray, rng: np.random.Generator, prob: float = 0.4
 ) -> tuple[np.ndarray, np.ndarray]:
-    """The same random flips of input and target, along each spatial axis with probability
-    ``prob``."""
+    """The same random flips of input and target, each spatial axis with probability ``prob``."""
     for axis in range(x.ndim - 1):
         if rng.random() < prob:
             x, y = np.flip(x, axis), np.flip(y, axis)

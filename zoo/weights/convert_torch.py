@@ -140,8 +140,7 @@ def convert_state_dict(model, state: dict[str, np.ndarray]) -> list[str]:
 
 
 def structure_digest(model) -> str:
-    """Eight hex digits naming the model's weighted layers and shapes (the converted cache's
-    key)."""
+    """Eight hex digits naming the model's weighted layers and shapes (the converted cache key)."""
     text = ";".join(f"{v.path}:{tuple(v.shape)}" for v in model.weights)
     return hashlib.sha256(text.encode()).hexdigest()[:8]
 
@@ -159,8 +158,7 @@ def _record_path(cached: Path) -> Path:
 
 
 def _source_id(card) -> str:
-    """The checkpoint a converted file came from: the card's hash (fetch verified the file against
-    it)."""
+    """The checkpoint a converted file came from: the card's hash (fetch verified the file)."""
     return ":".join(card.hash)
 
 
