@@ -50,11 +50,23 @@ def model_info(name: str) -> dict:
     }
 
 
-def load(name: str, pretrained=None, *, in_chans: int | None = None, num_classes: int | None = None,
-         input_shape=None, pooling: str | None = _adapt.POOLING, dropout: float = 0.0,
-         classifier_activation: str | None = _adapt.ACTIVATION, features=False, head: str | None = None,
-         head_options: dict | None = None, include_top: bool | None = None, mil_pooling: str = "lse",
-         **options):
+def load(
+    name: str,
+    pretrained=None,
+    *,
+    in_chans: int | None = None,
+    num_classes: int | None = None,
+    input_shape=None,
+    pooling: str | None = _adapt.POOLING,
+    dropout: float = 0.0,
+    classifier_activation: str | None = _adapt.ACTIVATION,
+    features=False,
+    head: str | None = None,
+    head_options: dict | None = None,
+    include_top: bool | None = None,
+    mil_pooling: str = "lse",
+    **options,
+):
     """Build ``name`` (``"arch"`` or ``"arch.tag"``) as a ready Functional ``keras.Model``.
 
     Imports TensorFlow on first call. Example:
@@ -105,10 +117,22 @@ def load(name: str, pretrained=None, *, in_chans: int | None = None, num_classes
     """
     from zoo.models.factory import load as _load
 
-    return _load(name, pretrained, in_chans=in_chans, num_classes=num_classes, input_shape=input_shape,
-                 pooling=pooling, dropout=dropout, classifier_activation=classifier_activation,
-                 features=features, head=head, head_options=head_options, include_top=include_top,
-                 mil_pooling=mil_pooling, **options)
+    return _load(
+        name,
+        pretrained,
+        in_chans=in_chans,
+        num_classes=num_classes,
+        input_shape=input_shape,
+        pooling=pooling,
+        dropout=dropout,
+        classifier_activation=classifier_activation,
+        features=features,
+        head=head,
+        head_options=head_options,
+        include_top=include_top,
+        mil_pooling=mil_pooling,
+        **options,
+    )
 
 
 def weights_origin(model) -> dict | None:
@@ -194,8 +218,9 @@ def finetune(model_or_name, train_data, val_data=None, **kwargs):
     Args:
         model_or_name: a zoo name (``"simple_cnn.phantom"``, ``"resnet50"`` with
             ``pretrained=``) or a Functional model with ``head_*`` layers.
-        train_data: ``(images, labels)`` in the model's input range, an object with ``.images``
-            and ``.labels``, or a batched ``tf.data.Dataset`` (streamed; e.g. ``zoo.dicom_dataset``).
+        train_data: ``(images, labels)`` in the model's input range, an object with
+            ``.images`` and ``.labels``, or a batched ``tf.data.Dataset`` (streamed, e.g.
+            ``zoo.dicom_dataset``).
         val_data: the same; default a seeded ``validation_split`` of ``train_data``, whole
             patients at a time when ``groups=`` (one patient id per image) is given.
         **kwargs: ``task`` ("classification", "multilabel", "regression", "segmentation"),
@@ -307,11 +332,30 @@ def compile_for_inference(model, engine: str = "auto", precision: str = "auto", 
     """
     from zoo.infer.predictor import compile_for_inference as _compile
 
-    return _compile(model, engine=engine, precision=precision, batch=batch, calibration_data=calibration_data)
+    return _compile(
+        model, engine=engine, precision=precision, batch=batch, calibration_data=calibration_data
+    )
 
 
-__all__ = ["ZooError", "load", "load_model", "input_contract", "weights_origin", "fetch", "list_models", "list_weights", "model_info", "get_card",
-           "read_dicom", "load_series", "dicom_dataset", "finetune", "export", "pretrain",
-           "receptive_field", "compile_for_inference"]
+__all__ = [
+    "ZooError",
+    "load",
+    "load_model",
+    "input_contract",
+    "weights_origin",
+    "fetch",
+    "list_models",
+    "list_weights",
+    "model_info",
+    "get_card",
+    "read_dicom",
+    "load_series",
+    "dicom_dataset",
+    "finetune",
+    "export",
+    "pretrain",
+    "receptive_field",
+    "compile_for_inference",
+]
 
 __getattr__, __dir__ = submodule_access(__name__)  # zoo.data.dicom etc. import on first use

@@ -34,12 +34,19 @@ class StderrFilter:
         sys.stderr.flush()
         self._saved = os.dup(2)
         self._stderr = sys.stderr
-        sys.stderr = open(os.dup(self._saved), "w", buffering=1, encoding=getattr(self._stderr, "encoding", None)
-                          or "utf-8", errors="backslashreplace")
+        sys.stderr = open(
+            os.dup(self._saved),
+            "w",
+            buffering=1,
+            encoding=getattr(self._stderr, "encoding", None) or "utf-8",
+            errors="backslashreplace",
+        )
         read, write = os.pipe()
         os.dup2(write, 2)
         os.close(write)
-        self._thread = threading.Thread(target=self._pump, args=(read,), daemon=True, name="zoo-stderr-filter")
+        self._thread = threading.Thread(
+            target=self._pump, args=(read,), daemon=True, name="zoo-stderr-filter"
+        )
         self._thread.start()
 
     def _pump(self, read: int) -> None:
@@ -74,7 +81,8 @@ def _zoo_warnings_only(showwarning):
 
 
 class QuietTensorFlow:
-    """Silence TensorFlow/Keras/absl chatter until ``close`` (start it before TensorFlow is imported).
+    """Silence TensorFlow/Keras/absl chatter until ``close`` (start it before TensorFlow is
+    imported).
 
     The fd-2 filter is set only when ``sys.stderr`` is the process's fd 2 (not under a test's
     capture), so in-process callers keep their own stderr.
@@ -82,7 +90,9 @@ class QuietTensorFlow:
 
     def __init__(self):
         os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-        self._levels = {name: logging.getLogger(name).level for name in ("tensorflow", "absl", "h5py")}
+        self._levels = {
+            name: logging.getLogger(name).level for name in ("tensorflow", "absl", "h5py")
+        }
         for name in self._levels:
             logging.getLogger(name).setLevel(logging.ERROR)
         self._showwarning = warnings.showwarning

@@ -57,9 +57,11 @@ def _refuse_dangerous(path: Path, given) -> None:
     cwd = Path.cwd().resolve()
     real = path.resolve()
     if real == real.parent or real == Path.home().resolve() or real == cwd or real in cwd.parents:
-        raise OutputError(f"{str(given)!r} is the working directory, one of its ancestors, the home folder or a "
-                          "file-system root: the zoo never writes an output over it. Give a new sub-folder, e.g. "
-                          "'deploy/saved_model'.")
+        raise OutputError(
+            f"{str(given)!r} is the working directory, one of its ancestors, the home folder or a "
+            "file-system root: the zoo never writes an output over it. Give a new sub-folder, "
+            "e.g. 'deploy/saved_model'."
+        )
 
 
 def _unaccounted(path: Path) -> list[str]:
@@ -73,30 +75,42 @@ def _unaccounted(path: Path) -> list[str]:
         return sorted(rel for rel, size in _files(path).items()
                       if listed.get(rel) != size and rel.split("/")[0] not in names)
     entry = _read(path.parent / MANIFEST).get("files", {}).get(path.name)
-    return [] if entry is not None and not path.is_symlink() and path.stat().st_size == entry else [path.name]
+    return (
+        []
+        if entry is not None and not path.is_symlink() and path.stat().st_size == entry
+        else [path.name]
+    )
 
 
 def check_target(path, *, overwrite: bool) -> Path:
-    """Raise OutputError unless ``path`` is new, or a previous zoo output that ``overwrite`` allows replacing."""
+    """OutputError unless ``path`` is new, or a zoo output that ``overwrite`` allows replacing."""
     given = path
     path = Path(os.path.expanduser(str(path))).absolute()
     _refuse_dangerous(path, given)
     if not os.path.lexists(path):
         if path.parent.exists() and not path.parent.is_dir():
-            raise OutputError(f"cannot write {str(given)!r}: {str(path.parent)!r} is a file, not a folder. "
-                              "Choose another output path.")
+            raise OutputError(
+                f"cannot write {str(given)!r}: {str(path.parent)!r} is a file, not a folder. "
+                "Choose another output path."
+            )
         return path
     if path.is_dir() and not path.is_symlink() and not any(path.iterdir()):
         return path  # an empty folder the user made for the output
     if not overwrite:
-        raise OutputError(f"{str(given)!r} exists; pass overwrite=True (CLI: --overwrite) to replace a previous zoo "
-                          "output there, or choose a new path.")
+        raise OutputError(
+            f"{str(given)!r} exists; pass overwrite=True (CLI: --overwrite) to replace a previous "
+            "zoo output there, or choose a new path."
+        )
     foreign = _unaccounted(path)
     if foreign:
-        shown = ", ".join(foreign[:5]) + (f" and {len(foreign) - 5} more" if len(foreign) > 5 else "")
-        raise OutputError(f"{str(given)!r} holds files the zoo did not write or that changed since it wrote them "
-                          f"({shown}); the zoo deletes only its own outputs. Move those files away or choose "
-                          "a new path.")
+        shown = ", ".join(foreign[:5]) + (
+            f" and {len(foreign) - 5} more" if len(foreign) > 5 else ""
+        )
+        raise OutputError(
+            f"{str(given)!r} holds files the zoo did not write or that changed since it wrote them "
+            f"({shown}); the zoo deletes only its own outputs. Move those files away or choose a "
+            "new path."
+        )
     return path
 
 
@@ -114,8 +128,10 @@ def _record(target: Path, writer: str, *, complete: bool = True, names: Sequence
 
 
 def _os_error(e: OSError, path: Path) -> OutputError:
-    return OutputError(f"cannot write {str(path)!r} ({e.strerror or e}): check that the folder exists, is writable "
-                       "and has free space, or choose another output path.")
+    return OutputError(
+        f"cannot write {str(path)!r} ({e.strerror or e}): check that the folder exists, is "
+        "writable and has free space, or choose another output path."
+    )
 
 
 @contextmanager
@@ -132,7 +148,9 @@ def staged(paths: Sequence, *, writer: str, overwrite: bool = False) -> Iterator
         for t in targets:
             if t.parent not in stage_dirs:
                 t.parent.mkdir(parents=True, exist_ok=True)
-                stage_dirs[t.parent] = Path(tempfile.mkdtemp(prefix=f".{t.name}.", suffix=".zoo-tmp", dir=t.parent))
+                stage_dirs[t.parent] = Path(
+                    tempfile.mkdtemp(prefix=f".{t.name}.", suffix=".zoo-tmp", dir=t.parent)
+                )
     except OSError as e:
         for d in stage_dirs.values():
             shutil.rmtree(d, ignore_errors=True)
@@ -183,7 +201,9 @@ def claim_dir(path, *, writer: str, overwrite: bool = False, names: Sequence[str
     target = check_target(path, overwrite=overwrite)
     try:
         if os.path.lexists(target):
-            shutil.rmtree(target) if target.is_dir() and not target.is_symlink() else target.unlink()
+            shutil.rmtree(
+                target
+            ) if target.is_dir() and not target.is_symlink() else target.unlink()
         target.mkdir(parents=True)
         _record(target, writer, complete=False, names=names)
     except OSError as e:

@@ -125,7 +125,14 @@ def _get(ds, keyword: str, cast: Callable, path, default=None):
 
 def _floats(n: int | None = None) -> Callable:
     def cast(value):
-        values = [float(v) for v in (value if isinstance(value, Sequence) and not isinstance(value, str | bytes) else [value])]
+        values = [
+            float(v)
+            for v in (
+                value
+                if isinstance(value, Sequence) and not isinstance(value, str | bytes)
+                else [value]
+            )
+        ]
         if n is not None and len(values) < n:
             raise ValueError(f"expected {n} values")
         if not all(np.isfinite(values)):
@@ -139,12 +146,14 @@ def _first_float(value) -> float:
 
 
 def _looks_like_raw_dataset(path) -> bool:
-    """A file without preamble/'DICM' that starts with a group 0002/0008 element (old ACR-NEMA style)."""
+    """No preamble/'DICM' but a group 0002/0008 element first (old ACR-NEMA style)."""
     with open(path, "rb") as f:
         head = f.read(8)
     if len(head) < 8:
         return False
-    return int.from_bytes(head[:2], "little") in (0x0002, 0x0008) or int.from_bytes(head[:2], "big") in (0x0002, 0x0008)
+    return int.from_bytes(head[:2], "little") in (0x0002, 0x0008) or int.from_bytes(
+        head[:2], "big"
+    ) in (0x0002, 0x0008)
 
 
 class DicomWarning(UserWarning):
@@ -280,8 +289,10 @@ def open_dataset(path, stop_before_pixels: bool = False):
 
     path = Path(path)
     if path.is_dir():
-        raise DicomError(f"{path} is a folder, not a DICOM file; use zoo.data.series.load_series for a series "
-                         "or list its files.")
+        raise DicomError(
+            f"{path} is a folder, not a DICOM file; use zoo.data.series.load_series for a series "
+            "or list its files."
+        )
     if not path.is_file():
         raise DicomError(f"{_where(path)} does not exist; check the path.")
     try:
@@ -290,20 +301,23 @@ def open_dataset(path, stop_before_pixels: bool = False):
         except InvalidDicomError:
             if not _looks_like_raw_dataset(path):
                 raise NotDicomError(
-                    f"{path} is not a DICOM file: no 'DICM' marker after the 128-byte preamble and no "
-                    "DICOM data set at its start. Remove it from the input or convert it to DICOM."
+                    f"{path} is not a DICOM file: no 'DICM' marker after the 128-byte preamble and "
+                    "no DICOM data set at its start. Remove it from the input or convert it to "
+                    "DICOM."
                 ) from None
             return _dcmread(path, stop_before_pixels, force=True)
     except DicomError:
         raise
     except MemoryError:
-        raise DicomDecodeError(f"{_where(path)} claims an element too large to allocate; the file is corrupt.") from None
+        raise DicomDecodeError(
+            f"{_where(path)} claims an element too large to allocate; the file is corrupt."
+        ) from None
     except _FATAL:
         raise
     except BaseException as e:
         raise DicomDecodeError(
-            f"{_where(path)} cannot be parsed ({type(e).__name__}: {_short(e)}); the file is truncated or "
-            "corrupt. Re-export it from the archive (PACS) or check the transfer."
+            f"{_where(path)} cannot be parsed ({type(e).__name__}: {_short(e)}); the file is "
+            "truncated or corrupt. Re-export it from the archive (PACS) or check the transfer."
         ) from None
 
 
@@ -314,7 +328,7 @@ def _short(e: BaseException) -> str:
 
 
 def transfer_syntax(ds, path):
-    """The dataset's transfer syntax; for a file without meta header, the encoding it was read with."""
+    """The dataset's transfer syntax; without a meta header, the encoding it was read with."""
     from pydicom.uid import UID, ExplicitVRBigEndian, ExplicitVRLittleEndian, ImplicitVRLittleEndian
 
     meta = getattr(ds, "file_meta", None)
@@ -323,8 +337,10 @@ def transfer_syntax(ds, path):
         return uid
     implicit, little = getattr(ds, "original_encoding", (None, None))
     if implicit is None:
-        raise DicomError(f"{_where(path)} has no TransferSyntaxUID (0002,0010) and its encoding is unknown; "
-                         "add the file meta header (e.g. dcmconv +fe) and read it again.")
+        raise DicomError(
+            f"{_where(path)} has no TransferSyntaxUID (0002,0010) and its encoding is unknown; add "
+            "the file meta header (e.g. dcmconv +fe) and read it again."
+        )
     if implicit:
         return ImplicitVRLittleEndian
     return ExplicitVRLittleEndian if little else ExplicitVRBigEndian
@@ -383,20 +399,24 @@ def read_metadata(path) -> DicomMeta:
 
 
 def _guarded(path, work: Callable):
-    """Run ``work``; any failure that is not already a DicomError becomes a DicomDecodeError naming the file."""
+    """Run ``work``; a failure not a DicomError becomes a DicomDecodeError naming the file."""
     try:
         return work()
     except DicomError:
         raise
     except MemoryError:
-        raise DicomDecodeError(f"{_where(path)}: the pixel data does not fit in memory; the header is corrupt "
-                               "or the image is too large, read fewer frames with frames=[...].") from None
+        raise DicomDecodeError(
+            f"{_where(path)}: the pixel data does not fit in memory; the header is corrupt or the "
+            "image is too large, read fewer frames with frames=[...]."
+        ) from None
     except _FATAL:
         raise
-    except BaseException as e:  # pydicom raises many types on corrupt headers; never let one escape raw
+    # pydicom raises many types on corrupt headers; never let one escape raw
+    except BaseException as e:
         raise DicomDecodeError(
-            f"{_where(path)} cannot be read ({type(e).__name__}: {_short(e)}). The file is truncated or "
-            "its tags (image tags are group 0028) are inconsistent; re-export it.") from None
+            f"{_where(path)} cannot be read ({type(e).__name__}: {_short(e)}). The file is "
+            "truncated or its tags (image tags are group 0028) are inconsistent; re-export it."
+        ) from None
 
 
 _CODE = re.compile(r"[A-Z0-9 _]{0,16}")
@@ -426,11 +446,14 @@ def _metadata(path, ds) -> DicomMeta:
         spacing_tag = "ImagerPixelSpacing"
         spacing = _get(ds, spacing_tag, _floats(2), path)
     thickness = _get(ds, "SliceThickness", _first_float, path)
-    thickness = thickness or _frame_group_value(ds, 0, "PixelMeasuresSequence", "SliceThickness", _first_float, path)
+    thickness = thickness or _frame_group_value(
+        ds, 0, "PixelMeasuresSequence", "SliceThickness", _first_float, path
+    )
     position = _get(ds, "ImagePositionPatient", _floats(3), path)
     orientation = _get(ds, "ImageOrientationPatient", _floats(6), path)
-    orientation = orientation or _frame_group_value(ds, 0, "PlaneOrientationSequence", "ImageOrientationPatient",
-                                                    _floats(6), path)
+    orientation = orientation or _frame_group_value(
+        ds, 0, "PlaneOrientationSequence", "ImageOrientationPatient", _floats(6), path
+    )
     invalid = _check_geometry(path, spacing, spacing_tag, orientation)
     if any(i.startswith(spacing_tag) for i in invalid):
         spacing = None
@@ -438,15 +461,21 @@ def _metadata(path, ds) -> DicomMeta:
         orientation = None
     frame_positions = None
     if frames > 1 and "PerFrameFunctionalGroupsSequence" in ds:
-        found = [_frame_group_value(ds, i, "PlanePositionSequence", "ImagePositionPatient", _floats(3), path)
-                 for i in range(frames)]
+        found = [
+            _frame_group_value(
+                ds, i, "PlanePositionSequence", "ImagePositionPatient", _floats(3), path
+            )
+            for i in range(frames)
+        ]
         if all(p is not None for p in found):
             frame_positions = tuple(found)
     position = position or (frame_positions[0] if frame_positions else None)
     center = _get(ds, "WindowCenter", _first_float, path)
     width = _get(ds, "WindowWidth", _first_float, path)
     if center is None or width is None:
-        center = _frame_group_value(ds, 0, "FrameVOILUTSequence", "WindowCenter", _first_float, path)
+        center = _frame_group_value(
+            ds, 0, "FrameVOILUTSequence", "WindowCenter", _first_float, path
+        )
         width = _frame_group_value(ds, 0, "FrameVOILUTSequence", "WindowWidth", _first_float, path)
     photometric = _code(ds, "PhotometricInterpretation", path)
     series_uid = _get(ds, "SeriesInstanceUID", str, path, "")
@@ -530,8 +559,8 @@ def _decoder(uid, path):
     except NotImplementedError:
         raise DecoderMissingError(
             f"{_where(path)} uses transfer syntax {_uid_text(uid)}, which no Python DICOM decoder "
-            "supports. Transcode it to an uncompressed syntax first (e.g. `dcmconv +te` from dcmtk, or "
-            "`gdcmconv --raw`)."
+            "supports. Transcode it to an uncompressed syntax first (e.g. `dcmconv +te` from "
+            "dcmtk, or `gdcmconv --raw`)."
         ) from None
     if not decoder.is_available:
         package = _DECODER_PACKAGES.get(str(uid), "python-gdcm")
@@ -553,17 +582,21 @@ def _check_size(ds, path, n_frames: int) -> None:
     bits = _get(ds, "BitsAllocated", int, path, 0)
     if rows <= 0 or cols <= 0 or samples not in (1, 3) or bits not in (1, 8, 16, 32, 64):
         raise DicomDecodeError(
-            f"{_where(path)}: the image header is invalid (Rows={rows}, Columns={cols}, SamplesPerPixel={samples}, "
-            f"BitsAllocated={bits}); tags Rows (0028,0010), Columns (0028,0011), SamplesPerPixel (0028,0002) and "
-            "BitsAllocated (0028,0100) must describe the pixel data. Re-export the file.")
+            f"{_where(path)}: the image header is invalid (Rows={rows}, Columns={cols}, "
+            f"SamplesPerPixel={samples}, BitsAllocated={bits}); tags Rows (0028,0010), Columns "
+            "(0028,0011), SamplesPerPixel (0028,0002) and BitsAllocated (0028,0100) must describe "
+            "the pixel data. Re-export the file."
+        )
     if n_frames < 1 or rows * cols * samples * max(bits // 8, 1) * n_frames > MAX_DECODED_BYTES:
         raise DicomDecodeError(
-            f"{_where(path)}: NumberOfFrames (0028,0008)={n_frames} with a {rows}x{cols} image would decode to more "
-            f"than {MAX_DECODED_BYTES >> 30} GiB; the header is corrupt, or read fewer frames with frames=[...].")
+            f"{_where(path)}: NumberOfFrames (0028,0008)={n_frames} with a {rows}x{cols} image "
+            f"would decode to more than {MAX_DECODED_BYTES >> 30} GiB; the header is corrupt, or "
+            "read fewer frames with frames=[...]."
+        )
 
 
 def _modality_transform(ds, path, frames: int) -> Callable[[np.ndarray, int], np.ndarray]:
-    """A function (stored values of one frame, frame index) -> physical values (Modality LUT / rescale)."""
+    """(stored values of one frame, frame index) -> physical values (Modality LUT / rescale)."""
     from pydicom.pixels import apply_modality_lut
 
     if "ModalityLUTSequence" in ds:
@@ -577,14 +610,28 @@ def _modality_transform(ds, path, frames: int) -> Callable[[np.ndarray, int], np
         return lambda arr, _frame: np.asarray(arr, np.float64) * s + b
     if "SharedFunctionalGroupsSequence" in ds or "PerFrameFunctionalGroupsSequence" in ds:
         per_frame = [
-            (_frame_group_value(ds, i, "PixelValueTransformationSequence", "RescaleSlope", _first_float, path),
-             _frame_group_value(ds, i, "PixelValueTransformationSequence", "RescaleIntercept", _first_float, path))
+            (
+                _frame_group_value(
+                    ds, i, "PixelValueTransformationSequence", "RescaleSlope", _first_float, path
+                ),
+                _frame_group_value(
+                    ds,
+                    i,
+                    "PixelValueTransformationSequence",
+                    "RescaleIntercept",
+                    _first_float,
+                    path,
+                ),
+            )
             for i in range(frames)
         ]
 
         def functional(arr, frame):
             s, b = per_frame[frame]
-            return np.asarray(arr, np.float64) * (1.0 if s is None else s) + (0.0 if b is None else b)
+            return np.asarray(arr, np.float64) * (1.0 if s is None else s) + (
+                0.0 if b is None else b
+            )
+
         return functional
     return lambda arr, _frame: np.asarray(arr, np.float64)
 
@@ -597,14 +644,18 @@ def _to_rgb(arr: np.ndarray, photometric: str, ds, path) -> np.ndarray:
             return apply_color_lut(arr, ds)
         except Exception as e:
             raise DicomDecodeError(
-                f"{_where(path)}: the palette (Red/Green/Blue Palette Color Lookup Table tags, (0028,1101)-(0028,1203)) "
-                f"cannot be applied ({_short(e)}); the file's palette is missing or corrupt.") from None
+                f"{_where(path)}: the palette (Red/Green/Blue Palette Color Lookup Table tags, "
+                f"(0028,1101)-(0028,1203)) cannot be applied ({_short(e)}); the file's palette is "
+                "missing or corrupt."
+            ) from None
     if photometric in ("YBR_FULL", "YBR_FULL_422"):
         return convert_color_space(arr, photometric, "RGB")
     return arr
 
 
-def read_dicom(path, frames: Sequence[int] | None = None, invert_monochrome1: bool = True) -> DicomImage:
+def read_dicom(
+    path, frames: Sequence[int] | None = None, invert_monochrome1: bool = True
+) -> DicomImage:
     """Decode ``path`` into ``DicomImage(pixels (F, H, W, C) float32, meta)``.
 
     Grey images are in physical units: the Modality LUT or RescaleSlope/Intercept is applied
@@ -626,26 +677,61 @@ def read_dicom(path, frames: Sequence[int] | None = None, invert_monochrome1: bo
 
 def _decode(ds, path, frames, invert_monochrome1) -> DicomImage:
     meta = _metadata(path, ds)
-    if not any(k in ds for k in _PIXEL_KEYWORDS):
-        what = "a DICOMDIR (a media index)" if "DirectoryRecordSequence" in ds else f"a {meta.sop_class} object"
-        raise MissingPixelDataError(
-            f"{_where(path)} is {what} without pixel data (no PixelData (7FE0,0010)); it holds no image. "
-            "Leave it out of image inputs (a dataset pipeline with on_error='skip' reports it)."
-        )
+    _check_has_pixels(ds, path, meta)
     uid = transfer_syntax(ds, path)
     _check_size(ds, path, meta.frames)
     decoder = _decoder(uid, path)
-    if frames is not None:
-        frames = [int(f) for f in frames]
-        bad = [f for f in frames if not 0 <= f < meta.frames]
-        if bad:
-            raise DicomError(f"{_where(path)} has {meta.frames} frame(s); frames {bad} do not exist (0-based).")
+    frames = _check_frames(path, meta, frames)
     indices = list(range(meta.frames)) if frames is None else frames
     samples = _get(ds, "SamplesPerPixel", int, path, 1)
     if not uid.is_compressed:
         _check_native_length(ds, path, meta.frames, samples)
     elif "PixelData" in ds:
         _check_encapsulated_frames(ds, path, uid, meta.frames)
+    decoded, info = _decode_frames(ds, path, uid, decoder, frames, indices)
+    _check_decoded_count(path, uid, meta, indices, samples, decoded)
+    arr = np.concatenate([a.reshape(-1) for a in decoded])
+    arr = arr.reshape(len(indices), meta.rows, meta.columns, samples)
+    photometric = str(info.get("photometric_interpretation", meta.photometric)).strip()
+    if (
+        photometric == "PALETTE COLOR"
+        or photometric.startswith(("RGB", "YBR"))
+        or arr.shape[-1] == 3
+    ):
+        return _colour_image(ds, path, meta, arr, photometric)
+    return _grey_image(ds, path, meta, arr, indices, photometric, invert_monochrome1)
+
+
+def _check_has_pixels(ds, path, meta) -> None:
+    """A MissingPixelDataError for an object without pixel data (a DICOMDIR, a report, ...)."""
+    if not any(k in ds for k in _PIXEL_KEYWORDS):
+        what = (
+            "a DICOMDIR (a media index)"
+            if "DirectoryRecordSequence" in ds
+            else f"a {meta.sop_class} object"
+        )
+        raise MissingPixelDataError(
+            f"{_where(path)} is {what} without pixel data (no PixelData (7FE0,0010)); it holds no "
+            "image. Leave it out of image inputs (a dataset pipeline with on_error='skip' reports "
+            "it)."
+        )
+
+
+def _check_frames(path, meta, frames) -> list[int] | None:
+    """The requested 0-based frame indices as ints (None: all), each one that exists."""
+    if frames is not None:
+        frames = [int(f) for f in frames]
+        bad = [f for f in frames if not 0 <= f < meta.frames]
+        if bad:
+            raise DicomError(
+                f"{_where(path)} has {meta.frames} frame(s); frames {bad} do not exist (0-based)."
+            )
+    return frames
+
+
+def _decode_frames(ds, path, uid, decoder, frames, indices):
+    """(decoded arrays, decoder info); a decoder failure becomes a DicomDecodeError with a hint
+    (truncated file, corrupt stream, another decoder to install, tags that do not match)."""
     try:
         if frames is None:
             arr, info = decoder.as_array(ds, as_rgb=True)
@@ -654,6 +740,7 @@ def _decode(ds, path, frames, invert_monochrome1) -> DicomImage:
             pairs = list(decoder.iter_array(ds, indices=indices, as_rgb=True))
             info = pairs[0][1]
             decoded = [np.asarray(a) for a, _ in pairs]
+        return decoded, info
     except (MemoryError, DicomError, *_FATAL):
         raise
     except BaseException as e:
@@ -664,11 +751,19 @@ def _decode(ds, path, frames, invert_monochrome1) -> DicomImage:
                     "rejects")
         else:
             hint = "the pixel data does not match the image tags (group 0028)"
-        extra = (f" Another decoder may read it: `pip install {_DECODER_PACKAGES.get(str(uid), 'python-gdcm')}` "
-                 "or `pip install python-gdcm`." if uid.is_compressed else " Re-export the file.")
+        extra = (
+            " Another decoder may read it: `pip install "
+            f"{_DECODER_PACKAGES.get(str(uid), 'python-gdcm')}` or `pip install python-gdcm`."
+            if uid.is_compressed
+            else " Re-export the file."
+        )
         raise DicomDecodeError(
             f"{_where(path)} ({_uid_text(uid)}): {hint} ({type(e).__name__}: "
             f"{_short(e)}).{extra}") from None
+
+
+def _check_decoded_count(path, uid, meta, indices, samples, decoded) -> None:
+    """The decoder gave frames x Rows x Columns x SamplesPerPixel values, else a tag is wrong."""
     want = len(indices) * meta.rows * meta.columns * samples
     got = sum(a.size for a in decoded)
     if got != want:
@@ -680,20 +775,32 @@ def _decode(ds, path, frames, invert_monochrome1) -> DicomImage:
             f"{want}; NumberOfFrames (0028,0008), Rows (0028,0010), Columns (0028,0011) or "
             "SamplesPerPixel "
             "(0028,0002) do not match the pixel data. Fix the tags or re-export the file.")
-    arr = np.concatenate([a.reshape(-1) for a in decoded])
-    arr = arr.reshape(len(indices), meta.rows, meta.columns, samples)
-    photometric = str(info.get("photometric_interpretation", meta.photometric)).strip()
-    if photometric == "PALETTE COLOR" or photometric.startswith(("RGB", "YBR")) or arr.shape[-1] == 3:
-        rgb = _to_rgb(arr[..., 0] if photometric == "PALETTE COLOR" else arr, photometric, ds, path)
-        out = rgb.astype(np.float32).reshape((len(indices), meta.rows, meta.columns, 3))
-        bits = meta.bits_stored or 8
-        if photometric == "PALETTE COLOR":
-            bits = _get(ds, "RedPaletteColorLookupTableDescriptor", lambda v: int(list(v)[2]), path, 16)
-        return DicomImage(np.ascontiguousarray(out), replace(meta, value_range=(0.0, float(2**bits - 1))))
+
+
+def _colour_image(ds, path, meta, arr, photometric) -> DicomImage:
+    """RGB, YBR or palette colour as float RGB (frames, rows, columns, 3); its value range from
+    BitsStored (or the palette's descriptor)."""
+    rgb = _to_rgb(arr[..., 0] if photometric == "PALETTE COLOR" else arr, photometric, ds, path)
+    out = rgb.astype(np.float32).reshape((len(arr), meta.rows, meta.columns, 3))
+    bits = meta.bits_stored or 8
+    if photometric == "PALETTE COLOR":
+        bits = _get(
+            ds, "RedPaletteColorLookupTableDescriptor", lambda v: int(list(v)[2]), path, 16
+        )
+    return DicomImage(
+        np.ascontiguousarray(out), replace(meta, value_range=(0.0, float(2**bits - 1)))
+    )
+
+
+def _grey_image(ds, path, meta, arr, indices, photometric, invert_monochrome1) -> DicomImage:
+    """Grey values through the Modality LUT / rescale per frame; the value range is the transform
+    of the stored extremes, MONOCHROME1 inverted within it when asked."""
     transform = _modality_transform(ds, path, meta.frames)
     bits = meta.bits_stored or 16
     signed = _get(ds, "PixelRepresentation", int, path, 0) == 1
-    extremes = np.array([-(2 ** (bits - 1)), 2 ** (bits - 1) - 1] if signed else [0, 2**bits - 1], np.int64)
+    extremes = np.array(
+        [-(2 ** (bits - 1)), 2 ** (bits - 1) - 1] if signed else [0, 2**bits - 1], np.int64
+    )
     out = np.empty((len(indices), meta.rows, meta.columns, arr.shape[-1]), np.float32)
     ranges = []
     with np.errstate(over="ignore", invalid="ignore"):
@@ -767,9 +874,10 @@ def _check_encapsulated_frames(ds, path, uid, frames: int) -> None:
     else:
         return
     raise DicomDecodeError(
-        f"{_where(path)} ({_uid_text(uid)}): NumberOfFrames (0028,0008) declares {frames} frame(s), "
-        f"but {found}. The file is truncated or corrupt, or NumberOfFrames is wrong: fix the tag "
-        "or re-export the file.")
+        f"{_where(path)} ({_uid_text(uid)}): NumberOfFrames (0028,0008) declares {frames} "
+        f"frame(s), but {found}. The file is truncated or corrupt, or NumberOfFrames is wrong: fix "
+        "the tag or re-export the file."
+    )
 
 
 def _not_finite(ds, path):
@@ -789,9 +897,12 @@ def _not_finite(ds, path):
 
 
 def find_dicom_files(folder) -> list[Path]:
-    """Every regular, non-hidden file under ``folder`` (recursively), sorted; DICOM or not is decided on read."""
+    """Every regular non-hidden file under ``folder``, recursively, sorted; read decides DICOM."""
     folder = Path(folder)
     if not folder.is_dir():
         raise DicomError(f"{folder} is not a folder; give a folder of DICOM files.")
-    return sorted(p for p in folder.rglob("*") if p.is_file() and not any(part.startswith(".") for part in
-                                                                           p.relative_to(folder).parts))
+    return sorted(
+        p
+        for p in folder.rglob("*")
+        if p.is_file() and not any(part.startswith(".") for part in p.relative_to(folder).parts)
+    )

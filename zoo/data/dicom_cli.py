@@ -48,12 +48,19 @@ def write_png(path, image: np.ndarray) -> Path:
     elif image.ndim == 3 and image.shape[-1] == 3:
         colour = 2
     else:
-        raise InvalidArgumentError(f"write_png takes (H, W), (H, W, 1) or (H, W, 3) pixels, got {image.shape}.")
+        raise InvalidArgumentError(
+            f"write_png takes (H, W), (H, W, 1) or (H, W, 3) pixels, got {image.shape}."
+        )
     h, w = image.shape[:2]
     raw = b"".join(b"\x00" + image[r].tobytes() for r in range(h))  # filter type 0 per row
 
     def chunk(kind: bytes, data: bytes) -> bytes:
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+        return (
+            struct.pack(">I", len(data))
+            + kind
+            + data
+            + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+        )
 
     png = (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 8, colour, 0, 0, 0))
            + chunk(b"IDAT", zlib.compress(raw, 6)) + chunk(b"IEND", b""))
@@ -83,9 +90,15 @@ def to_uint8(pixels: np.ndarray, meta, windows=None) -> np.ndarray:
                               "no PNG is written. Check the file's rescale tags (RescaleSlope "
                               "(0028,1053)).")
     if meta.units == "HU":
-        wins = [resolve_window(w) for w in windows] if windows else [meta.window or resolve_window(DEFAULT_CT_STACK[0])]
+        wins = (
+            [resolve_window(w) for w in windows]
+            if windows
+            else [meta.window or resolve_window(DEFAULT_CT_STACK[0])]
+        )
         if len(wins) not in (1, 3):
-            raise InvalidArgumentError(f"{len(wins)} windows: give one (grey PNG) or three (an RGB stack).")
+            raise InvalidArgumentError(
+                f"{len(wins)} windows: give one (grey PNG) or three (an RGB stack)."
+            )
         y = stack_windows(pixels[..., 0], wins)
     elif pixels.shape[-1] == 3:
         y = np.clip(pixels / max((meta.value_range or (0, 255))[1], 1.0), 0, 1)
@@ -119,8 +132,10 @@ def summarize(path) -> dict:
             skipped[type(e).__name__] += 1
             not_read.append({"file": str(f), "error": type(e).__name__})
             continue
-        s = series.setdefault(meta.series_key or "(none)", {"files": 0, "modality": meta.modality,
-                                                             "size": [meta.rows, meta.columns], "frames": 0})
+        s = series.setdefault(
+            meta.series_key or "(none)",
+            {"files": 0, "modality": meta.modality, "size": [meta.rows, meta.columns], "frames": 0},
+        )
         s["files"] += 1
         s["frames"] += meta.frames
     return {"path": str(path), "files": len(files), "series": series, "not_read": dict(skipped),
@@ -133,7 +148,7 @@ def _info(args) -> int:
 
 
 def _convert(args) -> int:
-    """Convert into a staged copy of OUT and swap it in when done (zoo.outputs: never over a user's files)."""
+    """Convert into a staged copy of OUT, swapped in when done (zoo.outputs: never user files)."""
     out = Path(args.out)
     with staged([out], writer="zoo dicom convert", overwrite=args.overwrite) as (stage,):
         stage.mkdir()
@@ -150,10 +165,21 @@ def _convert_into(out: Path, shown: Path, args) -> int:
         if not np.isfinite(vol.array).all():
             raise DicomValueError(f"{src}: the volume holds non-finite values; nothing is written.")
         np.save(out / "volume.npy", vol.array)
-        (out / "volume.json").write_text(json.dumps({"spacing_zyx_mm": vol.spacing, "origin": vol.origin,
-                                                     "direction": vol.direction.tolist(),
-                                                     "problems": vol.report.problems}, indent=2))
-        print(f"{shown / 'volume.npy'}: {vol.array.shape} float32, spacing {tuple(round(s, 4) for s in vol.spacing)} mm")
+        (out / "volume.json").write_text(
+            json.dumps(
+                {
+                    "spacing_zyx_mm": vol.spacing,
+                    "origin": vol.origin,
+                    "direction": vol.direction.tolist(),
+                    "problems": vol.report.problems,
+                },
+                indent=2,
+            )
+        )
+        print(
+            f"{shown / 'volume.npy'}: {vol.array.shape} float32, spacing "
+            f"{tuple(round(s, 4) for s in vol.spacing)} mm"
+        )
         return 0
     files = find_dicom_files(src) if src.is_dir() else [src]
     written, failed, broken = 0, [], 0
@@ -178,8 +204,10 @@ def _convert_into(out: Path, shown: Path, args) -> int:
             name = f"{stem}.png" if image.meta.frames == 1 else f"{stem}_f{k:03d}.png"
             write_png(out / name, png)
             written += 1
-    print(f"wrote {written} file(s) to {shown}" + (f"; {len(failed)} not converted:\n  " + "\n  ".join(failed)
-                                                  if failed else ""))
+    print(
+        f"wrote {written} file(s) to {shown}"
+        + (f"; {len(failed)} not converted:\n  " + "\n  ".join(failed) if failed else "")
+    )
     # exit 1 when an image could not be converted (files that hold no image are only listed)
     return 1 if broken or (files and not written) else 0
 
@@ -200,7 +228,9 @@ def _window_arg(text: str):
         try:
             c, w = (float(v) for v in text.split(","))
         except ValueError:
-            raise argparse.ArgumentTypeError(f"--window {text!r}: use a preset name or CENTER,WIDTH") from None
+            raise argparse.ArgumentTypeError(
+                f"--window {text!r}: use a preset name or CENTER,WIDTH"
+            ) from None
         return (c, w)
     return text
 
@@ -214,20 +244,34 @@ def add_dicom_parser(subparsers) -> argparse.ArgumentParser:
     Returns:
         The ``dicom`` parser.
     """
-    p = subparsers.add_parser("dicom", help="DICOM files: PHI-free summary, conversion to PNG / .npy")
+    p = subparsers.add_parser(
+        "dicom", help="DICOM files: PHI-free summary, conversion to PNG / .npy"
+    )
     sub = p.add_subparsers(dest="dicom_command", required=True)
     q = sub.add_parser("info", help="summary of a file or folder (no names, IDs or dates)")
     q.add_argument("path")
     q.set_defaults(func=_info)
-    q = sub.add_parser("convert", help="windowed PNG per frame, float32 .npy in physical units, or a series volume")
+    q = sub.add_parser(
+        "convert", help="windowed PNG per frame, float32 .npy in physical units, or a series volume"
+    )
     q.add_argument("path")
     q.add_argument("out", help="output folder")
     q.add_argument("--format", choices=("png", "npy"), default="png")
-    q.add_argument("--overwrite", action="store_true",
-                   help="replace a previous `zoo dicom convert` output at OUT (never files the zoo did not write)")
-    q.add_argument("--window", action="append", type=_window_arg,
-                   help="preset (brain, lung, bone, ...) or CENTER,WIDTH in HU; give 3 for an RGB stack")
-    q.add_argument("--volume", action="store_true", help="stack the folder as one series into volume.npy")
+    q.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace a previous `zoo dicom convert` output at OUT (never files the zoo did not "
+        "write)",
+    )
+    q.add_argument(
+        "--window",
+        action="append",
+        type=_window_arg,
+        help="preset (brain, lung, bone, ...) or CENTER,WIDTH in HU; give 3 for an RGB stack",
+    )
+    q.add_argument(
+        "--volume", action="store_true", help="stack the folder as one series into volume.npy"
+    )
     q.add_argument("--spacing", type=_spacing_arg, default=None,
                    help="with --volume: resample to this isotropic spacing (mm)")
     q.set_defaults(func=_convert)

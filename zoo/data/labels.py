@@ -83,22 +83,7 @@ def _header(csv_path: Path, fields) -> dict[str, str]:
 def _classes(csv_path: Path, raw: list[str], lines: list[int], classes):
     """(labels, class names): integer ids, names numbered in sorted order, or float targets."""
     if classes is not None:
-        classes = tuple(str(c) for c in classes)
-        index = {c: i for i, c in enumerate(classes)}
-        out = []
-        for value, line in zip(raw, lines):
-            if value in index:
-                out.append(index[value])
-            elif value.isdigit() and int(value) < len(classes):
-                out.append(int(value))
-            else:
-                raise _fail(
-                    csv_path,
-                    line,
-                    f"unknown label {value!r}; the known classes are {list(classes)} "
-                    f"(or their indices 0-{len(classes) - 1}). Fix the label or the class list.",
-                )
-        return np.asarray(out, np.int32), classes
+        return _given_classes(csv_path, raw, lines, tuple(str(c) for c in classes))
     numbers = []
     for value in raw:
         try:
@@ -109,6 +94,30 @@ def _classes(csv_path: Path, raw: list[str], lines: list[int], classes):
     if numbers is None:  # class names
         names = tuple(sorted(set(raw)))
         return np.asarray([names.index(v) for v in raw], np.int32), names
+    return _numeric_labels(csv_path, raw, lines, numbers)
+
+
+def _given_classes(csv_path: Path, raw: list[str], lines: list[int], classes: tuple[str, ...]):
+    """Labels against a class list the caller gave: a class name or its index, else a DataError."""
+    index = {c: i for i, c in enumerate(classes)}
+    out = []
+    for value, line in zip(raw, lines):
+        if value in index:
+            out.append(index[value])
+        elif value.isdigit() and int(value) < len(classes):
+            out.append(int(value))
+        else:
+            raise _fail(
+                csv_path,
+                line,
+                f"unknown label {value!r}; the known classes are {list(classes)} (or their indices "
+                f"0-{len(classes) - 1}). Fix the label or the class list.",
+            )
+    return np.asarray(out, np.int32), classes
+
+
+def _numeric_labels(csv_path: Path, raw: list[str], lines: list[int], numbers: list[float]):
+    """All-number labels: class ids 0..K-1 when every one is a whole number, else float targets."""
     bad = next(((v, line) for v, x, line in zip(raw, numbers, lines) if not np.isfinite(x)), None)
     if bad:
         raise _fail(csv_path, bad[1], f"label {bad[0]!r} is not a finite number; fix the label.")

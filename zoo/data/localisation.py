@@ -13,17 +13,33 @@ from zoo.data.synthetic import Phantoms, make_phantoms
 from zoo.errors import DataError
 
 
-def make_localisation_task(n: int, size: int = 64, seed: int = 0, *, positive_fraction: float = 0.5,
-                           lesions: tuple[int, int] = (1, 3), lesion_area: tuple[float, float] = (0.01, 0.05),
-                           contrast: float | tuple[float, float] = (0.2, 0.45), noise: float = 0.05) -> Phantoms:
+def make_localisation_task(
+    n: int,
+    size: int = 64,
+    seed: int = 0,
+    *,
+    positive_fraction: float = 0.5,
+    lesions: tuple[int, int] = (1, 3),
+    lesion_area: tuple[float, float] = (0.01, 0.05),
+    contrast: float | tuple[float, float] = (0.2, 0.45),
+    noise: float = 0.05,
+) -> Phantoms:
     """``n`` phantoms; a positive one holds ``lesions`` (min, max) lesions of ``lesion_area``
     (fractions of the image, default 1-5% each) at random places inside the body.
 
     Returns ``Phantoms(images (n, size, size, 1) in [0, 255], labels (n,), masks (n, size, size))``:
     give a model ``images`` and ``labels`` only; ``masks`` are the hidden ground truth.
     """
-    return make_phantoms(n, size=size, seed=seed, positive_fraction=positive_fraction,
-                         lesions_per_image=lesions, lesion_area=lesion_area, contrast=contrast, noise=noise)
+    return make_phantoms(
+        n,
+        size=size,
+        seed=seed,
+        positive_fraction=positive_fraction,
+        lesions_per_image=lesions,
+        lesion_area=lesion_area,
+        contrast=contrast,
+        noise=noise,
+    )
 
 
 def roc_auc(scores, labels) -> float:
@@ -31,10 +47,14 @@ def roc_auc(scores, labels) -> float:
     scores = np.asarray(scores, np.float64).ravel()
     labels = np.asarray(labels).ravel().astype(bool)
     if scores.shape != labels.shape:
-        raise DataError(f"roc_auc: {scores.size} scores but {labels.size} labels; give one label per score.")
+        raise DataError(
+            f"roc_auc: {scores.size} scores but {labels.size} labels; give one label per score."
+        )
     n_pos, n_neg = int(labels.sum()), int((~labels).sum())
     if n_pos == 0 or n_neg == 0:
-        raise DataError(f"roc_auc: needs both classes, got {n_pos} positives and {n_neg} negatives.")
+        raise DataError(
+            f"roc_auc: needs both classes, got {n_pos} positives and {n_neg} negatives."
+        )
     _, inverse, counts = np.unique(scores, return_inverse=True, return_counts=True)
     ends = np.cumsum(counts)
     average_rank = ends - (counts - 1) / 2.0  # 1-based mean rank of each tied group
@@ -46,12 +66,14 @@ def _check_maps(maps, masks):
     maps, masks = np.asarray(maps), np.asarray(masks).astype(bool)
     if maps.shape != masks.shape or maps.ndim != 3:
         raise DataError(
-            f"maps {maps.shape} and masks {masks.shape}: give (N, H, W) maps already upsampled to the "
-            "masks' size (zoo.explain.cam.upsample), one per image."
+            f"maps {maps.shape} and masks {masks.shape}: give (N, H, W) maps already upsampled to "
+            "the masks' size (zoo.explain.cam.upsample), one per image."
         )
     with_lesion = masks.reshape(len(masks), -1).any(axis=1)
     if not with_lesion.any():
-        raise DataError("no image has a lesion mask; localisation is scored on positive images only.")
+        raise DataError(
+            "no image has a lesion mask; localisation is scored on positive images only."
+        )
     return maps[with_lesion], masks[with_lesion]
 
 

@@ -1,4 +1,5 @@
-"""tf.data pipelines from DICOM files or series: decode once (in parallel, cached on disk), then sample.
+"""tf.data pipelines from DICOM files or series: decode once (in parallel, cached on disk), then
+sample.
 
 Two stages, so training never waits on pydicom:
 1. **Decode** every item once into ``cache_dir`` (``.npy`` in physical units, int16 where the
@@ -53,7 +54,9 @@ class SkipReport:
     def __str__(self) -> str:
         if not self.skipped:
             return "no items skipped"
-        return f"{len(self.skipped)} item(s) skipped:\n" + "\n".join(f"  {p}: {why}" for p, why in self.skipped)
+        return f"{len(self.skipped)} item(s) skipped:\n" + "\n".join(
+            f"  {p}: {why}" for p, why in self.skipped
+        )
 
 
 # ----------------------------------------------------------------------------------------------
@@ -69,9 +72,23 @@ def resolve_items(source, labels, volumes: bool,
     """
     if isinstance(source, str | os.PathLike) and str(source).endswith(".csv"):
         if labels is not None:
-            raise InvalidArgumentError("give labels either in the CSV source or as labels=, not both.")
+            raise InvalidArgumentError(
+                "give labels either in the CSV source or as labels=, not both."
+            )
         table = read_labels(source, must_exist=must_exist)
         return list(table.paths), table.labels.tolist(), table.classes
+    items = _list_items(source, volumes)
+    if not items:
+        raise DataError(
+            f"no items found in {source!r}; give DICOM files, series folders or a labels CSV."
+        )
+    if labels is None:
+        return items, None, None
+    return (items, *_match_labels(items, labels))
+
+
+def _list_items(source, volumes: bool) -> list[Path]:
+    """The files (or, for volumes, the series sub-folders) of a folder, a file, or a path list."""
     if isinstance(source, str | os.PathLike):
         root = Path(source)
         if not root.exists():
@@ -85,10 +102,12 @@ def resolve_items(source, labels, volumes: bool,
             items = find_dicom_files(root)
     else:
         items = [Path(p) for p in source]
-    if not items:
-        raise DataError(f"no items found in {source!r}; give DICOM files, series folders or a labels CSV.")
-    if labels is None:
-        return items, None, None
+    return items
+
+
+def _match_labels(items: list[Path], labels) -> tuple[list, tuple | None]:
+    """(one label per item, class names or None) from a labels CSV, a path -> label mapping or a
+    list in item order; a DataError names the first unlabelled item or the count mismatch."""
     classes = None
     if isinstance(labels, str | os.PathLike):
         table = read_labels(labels, must_exist=False)
@@ -98,13 +117,15 @@ def resolve_items(source, labels, volumes: bool,
         table = {Path(k).resolve(): v for k, v in labels.items()}
         missing = [str(p) for p in items if p.resolve() not in table]
         if missing:
-            raise DataError(f"{len(missing)} item(s) have no label, e.g. {missing[0]}; label every item "
-                            "or pass the labelled subset as the source.")
-        return items, [table[p.resolve()] for p in items], classes
+            raise DataError(
+                f"{len(missing)} item(s) have no label, e.g. {missing[0]}; label every item or "
+                "pass the labelled subset as the source."
+            )
+        return [table[p.resolve()] for p in items], classes
     labels = list(labels)
     if len(labels) != len(items):
         raise DataError(f"{len(labels)} labels for {len(items)} items; give one label per item.")
-    return items, labels, None
+    return labels, None
 
 
 # ----------------------------------------------------------------------------------------------
@@ -113,7 +134,8 @@ def resolve_items(source, labels, volumes: bool,
 
 def _fingerprint(item: Path, volumes: bool, target_spacing=None) -> str:
     files = find_dicom_files(item) if item.is_dir() else [item]
-    h = hashlib.sha256(f"v{READER_VERSION}|{'volume' if volumes else 'image'}|{target_spacing}|{item.resolve()}".encode())
+    kind = "volume" if volumes else "image"
+    h = hashlib.sha256(f"v{READER_VERSION}|{kind}|{target_spacing}|{item.resolve()}".encode())
     for f in files:
         st = f.stat()
         h.update(f"|{f.name}:{st.st_size}:{st.st_mtime_ns}".encode())
@@ -121,7 +143,8 @@ def _fingerprint(item: Path, volumes: bool, target_spacing=None) -> str:
 
 
 def decode_item(item: Path, volumes: bool, target_spacing=None) -> tuple[np.ndarray, dict]:
-    """(array, info): (F, H, W, C) float32 for images, (Z, Y, X, 1) for volumes; info for normalising.
+    """(array, info): (F, H, W, C) float32 for images, (Z, Y, X, 1) for volumes; info for
+    normalising.
 
     A series folder with a gap, duplicate or tilt problem raises: a training volume must be sound.
     """
@@ -136,17 +159,25 @@ def decode_item(item: Path, volumes: bool, target_spacing=None) -> tuple[np.ndar
         meta, array = image.meta, image.pixels
         value_range = image.meta.value_range
         if volumes and meta.channels != 1:
-            raise DataError(f"DICOM file {item} is a colour image; the volume samplers take grey volumes.")
-    info = {"units": meta.units, "modality": meta.modality, "value_range": list(value_range or (0.0, 1.0)),
-            "shape": list(array.shape), "pad": float(array.min())}
-    if meta.units not in ("HU", "RGB"):  # uncalibrated grey: stretch the item's 0.5-99.5 percentiles
+            raise DataError(
+                f"DICOM file {item} is a colour image; the volume samplers take grey volumes."
+            )
+    info = {
+        "units": meta.units,
+        "modality": meta.modality,
+        "value_range": list(value_range or (0.0, 1.0)),
+        "shape": list(array.shape),
+        "pad": float(array.min()),
+    }
+    # uncalibrated grey: stretch the item's 0.5-99.5 percentiles
+    if meta.units not in ("HU", "RGB"):
         sample = array.ravel()[:: max(1, array.size // 1_000_000)]
         info["percentiles"] = [float(v) for v in np.percentile(sample, (0.5, 99.5))]
     return np.ascontiguousarray(array, np.float32), info
 
 
 def _decode_to_cache(args) -> tuple[str, str | None, int]:
-    """Worker: decode one item into ``cache_dir``; returns (item, error text or None, worker pid)."""
+    """Worker: decode one item into ``cache_dir``; returns (item, error text or None, pid)."""
     item, volumes, spacing, cache_dir, key, raise_errors = args
     target = Path(cache_dir) / f"{key}.npy"
     try:
@@ -155,8 +186,14 @@ def _decode_to_cache(args) -> tuple[str, str | None, int]:
         if raise_errors:
             raise
         return item, f"{type(e).__name__}: {e}", os.getpid()
-    if array.size and -32768 <= array.min() and array.max() <= 32767 and np.array_equal(array, np.rint(array)):
-        array = array.astype(np.int16)  # HU and most stored grey values are integers: half the bytes, lossless
+    if (
+        array.size
+        and -32768 <= array.min()
+        and array.max() <= 32767
+        and np.array_equal(array, np.rint(array))
+    ):
+        # HU and most stored grey values are integers: half the bytes, lossless
+        array = array.astype(np.int16)
     tmp = target.with_suffix(f".{os.getpid()}.tmp.npy")
     np.save(tmp, array)
     os.replace(tmp, target)
@@ -178,11 +215,17 @@ def _pool_map(fn, jobs, workers: int):
     from concurrent.futures.process import BrokenProcessPool
 
     try:  # spawn, not fork: the parent may already run TensorFlow threads
-        with ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+        with ProcessPoolExecutor(
+            max_workers=workers, mp_context=multiprocessing.get_context("spawn")
+        ) as pool:
             return list(pool.map(fn, jobs, chunksize=max(1, len(jobs) // (4 * workers))))
-    except BrokenProcessPool as e:  # e.g. a main module that spawn cannot re-import (python - < script)
-        warnings.warn(f"DICOM decode workers could not start ({e}); decoding in this process instead.",
-                      RuntimeWarning, stacklevel=3)
+    # e.g. a main module that spawn cannot re-import (python - < script)
+    except BrokenProcessPool as e:
+        warnings.warn(
+            f"DICOM decode workers could not start ({e}); decoding in this process instead.",
+            RuntimeWarning,
+            stacklevel=3,
+        )
         return [fn(j) for j in jobs]
 
 
@@ -193,7 +236,8 @@ def _pool_map(fn, jobs, workers: int):
 def _affine(info: dict, windows, chans: int) -> np.ndarray:
     """(2, chans) float32 (a, b): each output channel is ``clip(x * a + b, 0, 1)``.
 
-    HU: one DICOM linear window per channel (``a = 1 / (w - 1)``, ``b = 0.5 - (c - 0.5) / (w - 1)``).
+    HU: one DICOM linear window per channel,
+    ``a = 1 / (w - 1)`` and ``b = 0.5 - (c - 0.5) / (w - 1)``.
     Colour: divided by its value range. Other grey: the item's 0.5-99.5 percentile stretch.
     """
     if info["units"] == "HU":
@@ -238,20 +282,27 @@ def _sample_raw(array: np.ndarray, info: dict, position: int, seed: int, plan: _
     """(x in physical units, (2, C) affine): x has C channels, or 1 that the affine broadcasts."""
     rng = np.random.default_rng(seed)
     chans = plan.shape[-1]
-    pad = float(info["pad"]) if "pad" in info else float(array.min())  # the volume's minimum: air, background
+    # the volume's minimum: air, background
+    pad = float(info["pad"]) if "pad" in info else float(array.min())
     single = plan.windows[:1]
     if plan.sampler == "slice":
         x = np.asarray(array[position], np.float32)
     elif plan.sampler == "2.5d":
-        z = np.clip(np.arange(position - chans // 2, position - chans // 2 + chans), 0, array.shape[0] - 1)
-        return np.moveaxis(np.asarray(array[z, ..., 0], np.float32), 0, -1), _affine(info, single, chans)
+        z = np.clip(
+            np.arange(position - chans // 2, position - chans // 2 + chans), 0, array.shape[0] - 1
+        )
+        return np.moveaxis(np.asarray(array[z, ..., 0], np.float32), 0, -1), _affine(
+            info, single, chans
+        )
     elif plan.sampler == "triplanar":
         p = plan.shape[0]
         center = [int(rng.integers(0, d)) for d in array.shape[:3]]
         vol = array[..., 0]
         axial = _crop(vol[center[0]], (center[1] - p // 2, center[2] - p // 2), (p, p), pad)
         coronal = _crop(vol[:, center[1], :], (center[0] - p // 2, center[2] - p // 2), (p, p), pad)
-        sagittal = _crop(vol[:, :, center[2]], (center[0] - p // 2, center[1] - p // 2), (p, p), pad)
+        sagittal = _crop(
+            vol[:, :, center[2]], (center[0] - p // 2, center[1] - p // 2), (p, p), pad
+        )
         return np.stack([axial, coronal, sagittal], axis=-1), _affine(info, single, 3)
     elif plan.sampler == "cube":
         size = plan.shape[:3]
@@ -294,6 +345,26 @@ def _contract(model, input_shape, input_range):
     return tuple(input_shape or shape), tuple(input_range or contract["input_range"])
 
 
+def _native_shape(plan: _Plan) -> list:
+    """The shape a sample has before resizing: unknown sizes, except where the sampler cuts
+    at the model's size (MIL tiles, triplanar and cube patches); channels set after windowing."""
+    if plan.sampler == "mil":
+        # tiles are cut at the model's size: no resize
+        return [plan.tiles, *plan.shape[1:-1], None]
+    if plan.sampler in ("triplanar", "cube"):
+        return [*plan.shape[:-1], None]
+    return [None] * (len(plan.shape) - 1) + [None]
+
+
+def _augment_batches(ds, layer, with_labels: bool):
+    """Run the augmentation layer on whole batches (training mode), leaving the labels alone."""
+    import tensorflow as tf
+
+    if not with_labels:
+        return ds.map(lambda x: layer(x, training=True), num_parallel_calls=tf.data.AUTOTUNE)
+    return ds.map(lambda x, y: (layer(x, training=True), y), num_parallel_calls=tf.data.AUTOTUNE)
+
+
 class DicomDataset:
     """What ``dicom_dataset`` built: ``.dataset`` (the ``tf.data.Dataset``) and its metadata.
 
@@ -305,11 +376,29 @@ class DicomDataset:
     samples per epoch (not batches).
     """
 
-    def __init__(self, source, labels=None, *, model=None, sampler: str = "slice", input_shape=None,
-                 input_range=None, windows="auto", batch_size: int = 16, shuffle: bool = True, seed: int = 0,
-                 cache_dir=None, workers: int | None = None, augment=None, on_error: str = "raise",
-                 samples_per_item: int = 4, tiles: int = 8, target_spacing=None, repeat: bool = False,
-                 drop_remainder: bool = False):
+    def __init__(
+        self,
+        source,
+        labels=None,
+        *,
+        model=None,
+        sampler: str = "slice",
+        input_shape=None,
+        input_range=None,
+        windows="auto",
+        batch_size: int = 16,
+        shuffle: bool = True,
+        seed: int = 0,
+        cache_dir=None,
+        workers: int | None = None,
+        augment=None,
+        on_error: str = "raise",
+        samples_per_item: int = 4,
+        tiles: int = 8,
+        target_spacing=None,
+        repeat: bool = False,
+        drop_remainder: bool = False,
+    ):
         _SAMPLERS.check(sampler)
         if on_error not in ("raise", "skip"):
             raise InvalidArgumentError(f"on_error={on_error!r}: use 'raise' or 'skip'.")
@@ -318,58 +407,62 @@ class DicomDataset:
         shape, out_range = _contract(model, input_shape, input_range)
         want = 4 if sampler == "cube" else 3
         if len(shape) != want:
-            raise InvalidArgumentError(f"sampler={sampler!r} makes {want - 1}D samples with channels, but the input "
-                                       f"shape is {shape}; pass input_shape=... of length {want}.")
+            raise InvalidArgumentError(
+                f"sampler={sampler!r} makes {want - 1}D samples with channels, but the input shape "
+                f"is {shape}; pass input_shape=... of length {want}."
+            )
         if sampler == "triplanar" and (shape[-1] != 3 or shape[0] != shape[1]):
-            raise InvalidArgumentError(f"sampler='triplanar' gives square 3-channel patches; input shape {shape} is not "
-                                       "(P, P, 3).")
+            raise InvalidArgumentError(
+                f"sampler='triplanar' gives square 3-channel patches; input shape {shape} is not "
+                "(P, P, 3)."
+            )
         if augment is not None and sampler == "cube":
-            raise InvalidArgumentError("augment= takes 2D Keras preprocessing layers; the cube sampler has none.")
+            raise InvalidArgumentError(
+                "augment= takes 2D Keras preprocessing layers; the cube sampler has none."
+            )
         chans = shape[-1]
-        if windows == "auto":  # three complementary windows for 3 channels, else the soft-tissue one
+        # three complementary windows for 3 channels, else the soft-tissue one
+        if windows == "auto":
             multi = chans == 3 and sampler not in ("2.5d", "triplanar")
             windows = DEFAULT_CT_STACK if multi else DEFAULT_CT_STACK[:1]
         wins = resolve_windows(windows)
         if len(wins) not in (1, chans) or (len(wins) > 1 and sampler in ("2.5d", "triplanar")):
             raise InvalidArgumentError(
-                f"{len(wins)} windows for {chans} channels with sampler={sampler!r}: give one window per channel, or "
-                "one window (repeated; the 2.5d and triplanar samplers use their channels for slices and planes).")
+                f"{len(wins)} windows for {chans} channels with sampler={sampler!r}: give one "
+                "window per channel, or one window (repeated; the 2.5d and triplanar samplers use "
+                "their channels for slices and planes)."
+            )
         self.sampler, self.shape, self.seed = sampler, shape, seed
         self.report = SkipReport()
         items, ys, self.classes = resolve_items(source, labels, sampler in VOLUME_SAMPLERS,
                                                 must_exist=on_error == "raise")
         self._spacing = None if target_spacing is None else np.broadcast_to(
             np.asarray(target_spacing, float), (3,)).tolist()
-        self._arrays, self.items, self.labels = self._decode(items, ys, sampler in VOLUME_SAMPLERS, cache_dir,
-                                                             workers, on_error)
+        self._arrays, self.items, self.labels = self._decode(
+            items, ys, sampler in VOLUME_SAMPLERS, cache_dir, workers, on_error
+        )
         if not self.items:
-            raise DataError(f"every one of the {len(items)} item(s) was skipped, nothing to train on.\n{self.report}")
-        self._plan = _Plan(sampler, tuple(shape) if sampler != "mil" else (tiles, *shape), wins, out_range, tiles)
+            raise DataError(
+                f"every one of the {len(items)} item(s) was skipped, nothing to train "
+                f"on.\n{self.report}"
+            )
+        self._plan = _Plan(
+            sampler, tuple(shape) if sampler != "mil" else (tiles, *shape), wins, out_range, tiles
+        )
         self.index = self._index(samples_per_item)
         self.dataset = self._build(batch_size, shuffle, augment, repeat, drop_remainder)
 
     # -- stage 1
     def _decode(self, items, ys, volumes, cache_dir, workers, on_error):
+        """Stage 1: decode into the cache what it lacks (in worker processes when many), then
+        keep the items that decoded to a shape the pipeline takes."""
         if cache_dir is None:
             from zoo.hub.cards import zoo_home
 
             cache_dir = zoo_home() / "dicom_cache"
         cache_dir = Path(cache_dir)
         cache_dir.mkdir(parents=True, exist_ok=True)
-        keys, jobs, skipped = [], [], set()
-        for item in items:
-            try:
-                key = _fingerprint(item, volumes, self._spacing)
-            except (OSError, ZooError) as e:
-                if on_error == "raise":
-                    raise DataError(f"{item} cannot be read ({e}); fix the path or use on_error='skip'.") from None
-                self.report.skipped.append((str(item), f"{type(e).__name__}: {e}"))
-                skipped.add(str(item))
-                keys.append(None)
-                continue
-            keys.append(key)
-            if not (cache_dir / f"{key}.npy").exists() or not (cache_dir / f"{key}.json").exists():
-                jobs.append((str(item), volumes, self._spacing, str(cache_dir), key, on_error == "raise"))
+        keys, jobs, skipped = self._plan_decoding(items, volumes, cache_dir, on_error)
         if workers is None:
             workers = min(os.cpu_count() or 1, 8)
             workers = workers if len(jobs) >= AUTO_JOBS_PER_WORKER * workers else 1
@@ -380,6 +473,33 @@ class DicomDataset:
             if error:
                 self.report.skipped.append((item, error))
                 skipped.add(item)
+        return self._kept(items, ys, keys, skipped, cache_dir, on_error)
+
+    def _plan_decoding(self, items, volumes, cache_dir: Path, on_error):
+        """(cache key per item (None: unreadable), decode jobs for items not cached, skipped)."""
+        keys, jobs, skipped = [], [], set()
+        for item in items:
+            try:
+                key = _fingerprint(item, volumes, self._spacing)
+            except (OSError, ZooError) as e:
+                if on_error == "raise":
+                    raise DataError(
+                        f"{item} cannot be read ({e}); fix the path or use on_error='skip'."
+                    ) from None
+                self.report.skipped.append((str(item), f"{type(e).__name__}: {e}"))
+                skipped.add(str(item))
+                keys.append(None)
+                continue
+            keys.append(key)
+            if not (cache_dir / f"{key}.npy").exists() or not (cache_dir / f"{key}.json").exists():
+                jobs.append(
+                    (str(item), volumes, self._spacing, str(cache_dir), key, on_error == "raise")
+                )
+        return keys, jobs, skipped
+
+    def _kept(self, items, ys, keys, skipped, cache_dir: Path, on_error):
+        """(arrays, items, labels) of the decoded items whose cached shape the pipeline takes;
+        another shape would stop tf.data's batching with a raw error, so it is skipped or raised."""
         arrays, kept, kept_y = [], [], []
         for k, (item, key) in enumerate(zip(items, keys)):
             if key is None or str(item) in skipped:
@@ -422,26 +542,28 @@ class DicomDataset:
         import tensorflow as tf
 
         plan = self._plan
-        native = [None] * (len(plan.shape) - 1) + [None]
-        if plan.sampler == "mil":
-            native = [plan.tiles, *plan.shape[1:-1], None]  # tiles are cut at the model's size: no resize
-        elif plan.sampler in ("triplanar", "cube"):
-            native = [*plan.shape[:-1], None]
+        native = _native_shape(plan)
         lo, hi = plan.out_range
         labels = None if self.labels is None else np.asarray(self.labels)
         layer = None if augment is None else _augmenter(augment)
         ds = tf.data.Dataset.from_tensor_slices(self.index)
         if shuffle:
             ds = ds.shuffle(len(self.index), seed=self.seed, reshuffle_each_iteration=True)
-        ds = tf.data.Dataset.zip(ds, tf.data.Dataset.random(seed=self.seed, rerandomize_each_iteration=True))
+        ds = tf.data.Dataset.zip(
+            ds, tf.data.Dataset.random(seed=self.seed, rerandomize_each_iteration=True)
+        )
 
         def load(row, seed):
-            x, ab = tf.numpy_function(self._load, [row[0], row[1], seed], (tf.float32, tf.float32), stateful=False)
+            x, ab = tf.numpy_function(
+                self._load, [row[0], row[1], seed], (tf.float32, tf.float32), stateful=False
+            )
             x.set_shape(native)
             ab.set_shape([2, plan.shape[-1]])
-            if plan.sampler in ("slice", "2.5d"):  # resize the physical values (1 channel for CT), then window
+            # resize the physical values (1 channel for CT), then window
+            if plan.sampler in ("slice", "2.5d"):
                 x = tf.image.resize(x, plan.shape[:2], antialias=True)
-            x = tf.clip_by_value(x * ab[0] + ab[1], 0.0, 1.0) * (hi - lo) + lo  # windows / scaling, in C++
+            # windows / scaling, in C++
+            x = tf.clip_by_value(x * ab[0] + ab[1], 0.0, 1.0) * (hi - lo) + lo
             x.set_shape([*native[:-1], plan.shape[-1]])
             if layer is not None and plan.sampler == "mil":
                 x = layer(x, training=True)  # a bag is a batch of tiles
@@ -452,12 +574,11 @@ class DicomDataset:
         ds = ds.map(load, num_parallel_calls=tf.data.AUTOTUNE, deterministic=not shuffle)
         if repeat:
             ds = ds.repeat()
-        ds = ds.batch(batch_size, drop_remainder=drop_remainder, num_parallel_calls=tf.data.AUTOTUNE)
+        ds = ds.batch(
+            batch_size, drop_remainder=drop_remainder, num_parallel_calls=tf.data.AUTOTUNE
+        )
         if layer is not None and plan.sampler != "mil":
-            if labels is None:
-                ds = ds.map(lambda x: layer(x, training=True), num_parallel_calls=tf.data.AUTOTUNE)
-            else:
-                ds = ds.map(lambda x, y: (layer(x, training=True), y), num_parallel_calls=tf.data.AUTOTUNE)
+            ds = _augment_batches(ds, layer, with_labels=labels is not None)
         return ds.prefetch(tf.data.AUTOTUNE)
 
     def __iter__(self):
@@ -475,7 +596,9 @@ def _augmenter(augment):
         return augment
     if isinstance(augment, Sequence):
         return keras.Sequential(list(augment), name="augment")
-    raise InvalidArgumentError("augment= takes a Keras layer or a list of Keras preprocessing layers.")
+    raise InvalidArgumentError(
+        "augment= takes a Keras layer or a list of Keras preprocessing layers."
+    )
 
 
 def dicom_dataset(source, labels=None, **options):

@@ -36,7 +36,7 @@ displaced by 1e5 mm would otherwise "bridge" a 100 m gap with 40,000 interpolate
 
 
 class SeriesWarning(UserWarning):
-    """A series that was stacked despite a problem (gap, duplicate, orientation); see volume.report."""
+    """A series stacked despite a problem (gap, duplicate, orientation); see volume.report."""
 
 
 @dataclass
@@ -46,7 +46,8 @@ class SeriesReport:
     files: int = 0
     slices: int = 0
     skipped: list[tuple[str, str]] = field(default_factory=list)  # (file, why): EVERY file left out
-    gaps: list[tuple[int, int]] = field(default_factory=list)  # (slice index before the gap, slices missing)
+    # (slice index before the gap, slices missing)
+    gaps: list[tuple[int, int]] = field(default_factory=list)
     duplicates: list[str] = field(default_factory=list)  # files dropped: same position, same pixels
     tilt_deg: float = 0.0  # angle between the slice step and the normal (gantry tilt)
     orientation_spread_deg: float = 0.0
@@ -73,7 +74,7 @@ def _angle_deg(a, b) -> float:
 
 
 def _slices(paths, report: SeriesReport):
-    """(pixels (H, W), meta, position or None, file label) per slice; multi-frame files give one per frame."""
+    """(pixels (H, W), meta, position or None, file label) per slice, one per frame of a file."""
     out, broken = [], []
     for path in paths:
         try:
@@ -88,8 +89,10 @@ def _slices(paths, report: SeriesReport):
             broken.append(str(path))
             continue
         if image.meta.channels != 1:
-            raise SeriesError(f"DICOM file {path} is a colour ({image.meta.photometric}) image; a series volume "
-                              "takes grey slices (CT, MR, PET).")
+            raise SeriesError(
+                f"DICOM file {path} is a colour ({image.meta.photometric}) image; a series volume "
+                "takes grey slices (CT, MR, PET)."
+            )
         frames = image.meta.frame_positions or [image.meta.image_position] * image.meta.frames
         for f in range(image.meta.frames):
             label = str(path) if image.meta.frames == 1 else f"{path} frame {f}"
@@ -109,7 +112,8 @@ def _sources(source) -> list[Path]:
 
 def load_series(source, *, series: str | None = None, on_problem: str = "warn", target_spacing=None,
                 angle_tolerance_deg: float = 1.0, spacing_tolerance: float = 0.1) -> Volume:
-    """Stack the slices in ``source`` (a folder, a file list, or one multi-frame file) into a Volume.
+    """Stack the slices in ``source`` (a folder, a file list, or one multi-frame file) into a
+    Volume.
 
     series: the ``series_key`` to take when the files hold several series (see the error).
     on_problem: "warn" (SeriesWarning), "raise" (SeriesError) or "ignore", for gaps, duplicates
@@ -126,90 +130,30 @@ def load_series(source, *, series: str | None = None, on_problem: str = "warn", 
     paths = _sources(source)
     report.files = len(paths)
     slices, broken = _slices(paths, report)
-    if not slices:
-        raise SeriesError(f"none of the {len(paths)} file(s) holds a usable image; skipped: "
-                          + "; ".join(f"{p} ({why.split(';')[0]})" for p, why in report.skipped[:5])
-                          + ("" if len(report.skipped) <= 5
-                             else f"; and {len(report.skipped) - 5} more"))
-    keys = Counter(s[1].series_key for s in slices)
-    if series is not None:
-        other = {s[3].split(" frame ")[0] for s in slices if s[1].series_key != series}
-        slices = [s for s in slices if s[1].series_key == series]
-        if not slices:
-            raise SeriesError(f"series={series!r} is not among the series found: {dict(keys)}.")
-        report.skipped += [(p, f"another series (series_key != {series!r})") for p in sorted(other)]
-    elif len(keys) > 1:
-        raise SeriesError(f"the files hold {len(keys)} series (series_key: slices) {dict(keys)}; pass "
-                          "series='<series_key>' to pick one, or separate them into folders.")
-    shapes = Counter(s[0].shape for s in slices)
-    if len(shapes) > 1:
-        raise SeriesError(f"slices of different sizes {dict(shapes)} cannot be stacked; e.g. "
-                          f"{next(s[3] for s in slices if s[0].shape != slices[0][0].shape)}. Remove the odd files.")
-
-    def problem(text: str):
-        report.problems.append(text)
-        if on_problem == "raise":
-            raise SeriesError(text + " (on_problem='warn' stacks anyway and reports it).")
-        if on_problem == "warn":
-            warnings.warn(text, SeriesWarning, stacklevel=3)
-
+    _check_some_slices(paths, slices, report)
+    slices = _pick_series(slices, series, report)
     if broken:
         first = next(why for p, why in report.skipped if p == broken[0])
-        problem(f"{len(broken)} image file(s) could not be used and are left out of the volume "
-                "(all listed in "
-                f"report.skipped), e.g. {first}")
+        _problem(report, on_problem,
+                 f"{len(broken)} image file(s) could not be used and are left out of the volume "
+                 f"(all listed in report.skipped), e.g. {first}")
     meta = slices[0][1]
     geometric = all(s[1].image_orientation is not None and s[2] is not None for s in slices)
     if geometric:
-        orient = np.array([s[1].image_orientation for s in slices], float)
-        normals = np.cross(orient[:, :3], orient[:, 3:])
-        common = Counter(tuple(np.round(o, 3)) for o in orient).most_common(1)[0][0]  # the majority orientation
-        main = int(np.argmin([np.abs(o - np.array(common)).max() for o in orient]))
-        normal = normals[main] / np.linalg.norm(normals[main])
-        orient = orient[[main]]
-        spread = [_angle_deg(n, normal) for n in normals]
-        report.orientation_spread_deg = max(spread)
-        if report.orientation_spread_deg > angle_tolerance_deg:
-            odd = slices[int(np.argmax(spread))][3]
-            problem(f"inconsistent ImageOrientationPatient (0020,0037): {odd} is tilted "
-                    f"{report.orientation_spread_deg:.1f} deg from the series' main orientation")
-        offsets = np.array([float(np.dot(s[2], normal)) for s in slices])
-        order = np.argsort(offsets, kind="stable")
+        order, offsets, normal, orient, found = _order_by_position(slices, report,
+                                                                   angle_tolerance_deg)
     else:
-        problem("ImagePositionPatient/ImageOrientationPatient missing on some slices; sorted by InstanceNumber")
-        report.sorted_by = "InstanceNumber"
-        order = np.argsort([s[1].instance_number or 0 for s in slices], kind="stable")
-        normal = np.array([0.0, 0.0, 1.0])
-        offsets = np.arange(len(slices), dtype=float) * float(meta.slice_thickness or 1.0)
-        orient = np.array([[1.0, 0, 0, 0, 1.0, 0]])
+        order, offsets, normal, orient, found = _order_by_instance(slices, report)
+    for text in found:
+        _problem(report, on_problem, text)
     slices = [slices[i] for i in order]
-    offsets = offsets[order]
-
-    keep = [0]
-    for i in range(1, len(slices)):
-        if abs(offsets[i] - offsets[keep[-1]]) < 1e-3:
-            if np.array_equal(slices[i][0], slices[keep[-1]][0]):
-                report.duplicates.append(slices[i][3])
-            else:
-                problem(f"{slices[i][3]} and {slices[keep[-1]][3]} lie at the same position with different "
-                        "pixels; the first is kept")
-                report.skipped.append((slices[i][3], f"same position as {slices[keep[-1]][3]} "
-                                                     "with different "
-                                                     "pixels; the first is kept"))
-            continue
-        keep.append(i)
-    slices = [slices[i] for i in keep]
-    offsets = offsets[keep]
+    slices, offsets, found = _drop_duplicates(slices, offsets[order], report)
+    for text in found:
+        _problem(report, on_problem, text)
     steps = np.diff(offsets)
     spacing_z = float(np.median(steps)) if len(steps) else float(meta.slice_thickness or 1.0)
-    for i, step in enumerate(steps):
-        if step > 1.5 * spacing_z:
-            report.gaps.append((i, int(round(step / spacing_z)) - 1))
-        elif abs(step - spacing_z) > spacing_tolerance * spacing_z:
-            problem(f"irregular slice spacing: {step:.3f} mm after {slices[i][3]} against {spacing_z:.3f} mm")
-    for i, n in report.gaps:
-        problem(f"{n} slice(s) missing between {slices[i][3]} and {slices[i + 1][3]} "
-                f"({steps[i]:.2f} mm apart, spacing {spacing_z:.2f} mm)")
+    for text in _spacing_problems(slices, steps, spacing_z, spacing_tolerance, report):
+        _problem(report, on_problem, text)
     if geometric and len(slices) > 1:
         report.tilt_deg = _angle_deg(np.asarray(slices[-1][2]) - np.asarray(slices[0][2]), normal)
 
@@ -224,9 +168,127 @@ def load_series(source, *, series: str | None = None, on_problem: str = "warn", 
     return Volume(array, spacing, origin, direction, offsets - offsets[0], meta, report)
 
 
+def _problem(report: SeriesReport, on_problem: str, text: str) -> None:
+    """Record a problem; raise, warn (at load_series' caller) or stay quiet, per ``on_problem``."""
+    report.problems.append(text)
+    if on_problem == "raise":
+        raise SeriesError(text + " (on_problem='warn' stacks anyway and reports it).")
+    if on_problem == "warn":
+        warnings.warn(text, SeriesWarning, stacklevel=3)
+
+
+def _check_some_slices(paths: list[Path], slices: list, report: SeriesReport) -> None:
+    """A SeriesError listing the first skipped files when no file held a usable image."""
+    if not slices:
+        raise SeriesError(f"none of the {len(paths)} file(s) holds a usable image; skipped: "
+                          + "; ".join(f"{p} ({why.split(';')[0]})" for p, why in report.skipped[:5])
+                          + ("" if len(report.skipped) <= 5
+                             else f"; and {len(report.skipped) - 5} more"))
+
+
+def _pick_series(slices: list, series: str | None, report: SeriesReport) -> list:
+    """The slices of one series (the asked ``series``, or the only one) that can be stacked."""
+    keys = Counter(s[1].series_key for s in slices)
+    if series is not None:
+        other = {s[3].split(" frame ")[0] for s in slices if s[1].series_key != series}
+        slices = [s for s in slices if s[1].series_key == series]
+        if not slices:
+            raise SeriesError(f"series={series!r} is not among the series found: {dict(keys)}.")
+        report.skipped += [(p, f"another series (series_key != {series!r})") for p in sorted(other)]
+    elif len(keys) > 1:
+        raise SeriesError(
+            f"the files hold {len(keys)} series (series_key: slices) {dict(keys)}; pass "
+            "series='<series_key>' to pick one, or separate them into folders."
+        )
+    shapes = Counter(s[0].shape for s in slices)
+    if len(shapes) > 1:
+        raise SeriesError(
+            f"slices of different sizes {dict(shapes)} cannot be stacked; e.g. "
+            f"{next(s[3] for s in slices if s[0].shape != slices[0][0].shape)}. Remove the odd "
+            "files."
+        )
+    return slices
+
+
+def _order_by_position(slices: list, report: SeriesReport, angle_tolerance_deg: float):
+    """(order, offsets along the normal, normal, orientation, problems) from the slices'
+    positions, projected on the majority orientation's normal."""
+    found = []
+    orient = np.array([s[1].image_orientation for s in slices], float)
+    normals = np.cross(orient[:, :3], orient[:, 3:])
+    # the majority orientation
+    common = Counter(tuple(np.round(o, 3)) for o in orient).most_common(1)[0][0]
+    main = int(np.argmin([np.abs(o - np.array(common)).max() for o in orient]))
+    normal = normals[main] / np.linalg.norm(normals[main])
+    orient = orient[[main]]
+    spread = [_angle_deg(n, normal) for n in normals]
+    report.orientation_spread_deg = max(spread)
+    if report.orientation_spread_deg > angle_tolerance_deg:
+        odd = slices[int(np.argmax(spread))][3]
+        found.append(f"inconsistent ImageOrientationPatient (0020,0037): {odd} is tilted "
+                     f"{report.orientation_spread_deg:.1f} deg from the series' main orientation")
+    offsets = np.array([float(np.dot(s[2], normal)) for s in slices])
+    return np.argsort(offsets, kind="stable"), offsets, normal, orient, found
+
+
+def _order_by_instance(slices: list, report: SeriesReport):
+    """The fallback without positions: InstanceNumber order, SliceThickness apart, axial."""
+    found = ["ImagePositionPatient/ImageOrientationPatient missing on some slices; sorted by "
+             "InstanceNumber"]
+    report.sorted_by = "InstanceNumber"
+    order = np.argsort([s[1].instance_number or 0 for s in slices], kind="stable")
+    normal = np.array([0.0, 0.0, 1.0])
+    offsets = np.arange(len(slices), dtype=float) * float(slices[0][1].slice_thickness or 1.0)
+    orient = np.array([[1.0, 0, 0, 0, 1.0, 0]])
+    return order, offsets, normal, orient, found
+
+
+def _drop_duplicates(slices: list, offsets: np.ndarray, report: SeriesReport):
+    """(slices, offsets, problems) with one slice per position: identical copies are noted in
+    report.duplicates, different pixels at one position keep the first and are a problem."""
+    found = []
+    keep = [0]
+    for i in range(1, len(slices)):
+        if abs(offsets[i] - offsets[keep[-1]]) < 1e-3:
+            if np.array_equal(slices[i][0], slices[keep[-1]][0]):
+                report.duplicates.append(slices[i][3])
+            else:
+                found.append(
+                    f"{slices[i][3]} and {slices[keep[-1]][3]} lie at the same position with "
+                    "different pixels; the first is kept"
+                )
+                report.skipped.append((slices[i][3], f"same position as {slices[keep[-1]][3]} with "
+                                                     "different pixels; the first is kept"))
+            continue
+        keep.append(i)
+    return [slices[i] for i in keep], offsets[keep], found
+
+
+def _spacing_problems(slices: list, steps: np.ndarray, spacing_z: float,
+                      spacing_tolerance: float, report: SeriesReport) -> list[str]:
+    """Irregular steps, then the gaps (recorded in report.gaps), as problem texts in that order."""
+    found = []
+    for i, step in enumerate(steps):
+        if step > 1.5 * spacing_z:
+            report.gaps.append((i, int(round(step / spacing_z)) - 1))
+        elif abs(step - spacing_z) > spacing_tolerance * spacing_z:
+            found.append(
+                f"irregular slice spacing: {step:.3f} mm after {slices[i][3]} against "
+                f"{spacing_z:.3f} mm"
+            )
+    for i, n in report.gaps:
+        found.append(f"{n} slice(s) missing between {slices[i][3]} and {slices[i + 1][3]} "
+                     f"({steps[i]:.2f} mm apart, spacing {spacing_z:.2f} mm)")
+    return found
+
+
 def _interp_axis(array: np.ndarray, axis: int, old: np.ndarray, new: np.ndarray) -> np.ndarray:
-    """Linear interpolation of ``array`` along ``axis`` from coordinates ``old`` (increasing) to ``new``."""
-    idx = np.clip(np.searchsorted(old, new, side="right") - 1, 0, len(old) - 2) if len(old) > 1 else np.zeros(len(new), int)
+    """Linear interpolation of ``array`` along ``axis`` from ``old`` (increasing) to ``new``."""
+    idx = (
+        np.clip(np.searchsorted(old, new, side="right") - 1, 0, len(old) - 2)
+        if len(old) > 1
+        else np.zeros(len(new), int)
+    )
     if len(old) == 1:
         return np.take(array, idx, axis=axis)
     t = np.clip((new - old[idx]) / (old[idx + 1] - old[idx]), 0.0, 1.0)

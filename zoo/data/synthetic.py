@@ -58,15 +58,20 @@ def make_phantoms(
     """``n`` phantoms of ``size`` x ``size``; ``lesion_area`` is a fraction of the image per lesion.
 
     ``contrast`` is the lesion's intensity step relative to the full range (negative for dark
-    lesions), or a (low, high) range drawn per lesion; ``noise`` the standard deviation of white noise, same units.
+    lesions), or a (low, high) range drawn per lesion; ``noise`` the standard deviation of white
+    noise, same units.
     """
     if n < 1 or size < 16:
-        raise InvalidArgumentError(f"make_phantoms(n={n}, size={size}): need n >= 1 and size >= 16.")
+        raise InvalidArgumentError(
+            f"make_phantoms(n={n}, size={size}): need n >= 1 and size >= 16."
+        )
     lo, hi = lesions_per_image
     if not (1 <= lo <= hi):
         raise InvalidArgumentError(f"lesions_per_image={lesions_per_image}: need 1 <= min <= max.")
     if not (0 < lesion_area[0] <= lesion_area[1] < 0.25):
-        raise InvalidArgumentError(f"lesion_area={lesion_area}: need 0 < min <= max < 0.25 of the image.")
+        raise InvalidArgumentError(
+            f"lesion_area={lesion_area}: need 0 < min <= max < 0.25 of the image."
+        )
     rng = np.random.default_rng(seed)
     yy, xx = np.mgrid[0:size, 0:size].astype(np.float32)
     images = np.zeros((n, size, size), np.float32)
@@ -74,12 +79,26 @@ def make_phantoms(
     labels = (rng.random(n) < positive_fraction).astype(np.int32)
     for k in range(n):
         c = size / 2
-        body = _ellipse(yy, xx, c + rng.uniform(-2, 2), c + rng.uniform(-2, 2),
-                        size * rng.uniform(0.36, 0.44), size * rng.uniform(0.40, 0.47), rng.uniform(-0.3, 0.3))
+        body = _ellipse(
+            yy,
+            xx,
+            c + rng.uniform(-2, 2),
+            c + rng.uniform(-2, 2),
+            size * rng.uniform(0.36, 0.44),
+            size * rng.uniform(0.40, 0.47),
+            rng.uniform(-0.3, 0.3),
+        )
         img = np.where(body, 0.45 + 0.05 * _smooth_noise(rng, size), 0.05)
         for _ in range(rng.integers(2, 5)):  # organs
-            organ = _ellipse(yy, xx, c + rng.uniform(-0.2, 0.2) * size, c + rng.uniform(-0.2, 0.2) * size,
-                             size * rng.uniform(0.06, 0.14), size * rng.uniform(0.06, 0.14), rng.uniform(0, np.pi))
+            organ = _ellipse(
+                yy,
+                xx,
+                c + rng.uniform(-0.2, 0.2) * size,
+                c + rng.uniform(-0.2, 0.2) * size,
+                size * rng.uniform(0.06, 0.14),
+                size * rng.uniform(0.06, 0.14),
+                rng.uniform(0, np.pi),
+            )
             img = np.where(organ & body, img + rng.uniform(-0.15, 0.15), img)
         if labels[k]:
             inside = np.argwhere(_ellipse(yy, xx, c, c, size * 0.3, size * 0.33, 0.0))

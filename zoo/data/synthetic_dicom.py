@@ -44,7 +44,7 @@ def rotation(tilt_deg: float, axis: str = "x") -> np.ndarray:
 
 
 def phantom_volume(n_slices: int, size: int) -> np.ndarray:
-    """(Z, Y, X) HU: air, a body ellipse of 40 HU, a bone disk (700 HU) of growing radius, an index marker."""
+    """(Z, Y, X) HU: air, a 40 HU body ellipse, a growing 700 HU bone disk, an index marker."""
     yy, xx = np.mgrid[0:size, 0:size].astype(np.float32)
     c = (size - 1) / 2
     vol = np.full((n_slices, size, size), -1000.0, np.float32)
@@ -57,10 +57,22 @@ def phantom_volume(n_slices: int, size: int) -> np.ndarray:
     return np.round(vol)  # integer HU, so a lossless round trip through 12-bit storage is exact
 
 
-def write_ct_series(folder, n_slices: int = 8, size: int = 32, *, pixel_spacing=(0.7, 0.7),
-                    slice_spacing: float = 2.5, tilt_deg: float = 0.0, tilt_axis: str = "x",
-                    origin=(-10.0, -12.0, 30.0), missing=(), duplicate=(), compression: str = "none",
-                    seed: int = 0, series_uid: str | None = None) -> SyntheticSeries:
+def write_ct_series(
+    folder,
+    n_slices: int = 8,
+    size: int = 32,
+    *,
+    pixel_spacing=(0.7, 0.7),
+    slice_spacing: float = 2.5,
+    tilt_deg: float = 0.0,
+    tilt_axis: str = "x",
+    origin=(-10.0, -12.0, 30.0),
+    missing=(),
+    duplicate=(),
+    compression: str = "none",
+    seed: int = 0,
+    series_uid: str | None = None,
+) -> SyntheticSeries:
     """Write ``n_slices`` CT slices into ``folder`` (shuffled names and InstanceNumbers).
 
     ``tilt_deg`` rotates the image plane about the patient x (or y) axis, an oblique series.
@@ -74,8 +86,10 @@ def write_ct_series(folder, n_slices: int = 8, size: int = 32, *, pixel_spacing=
     if compression not in COMPRESSIONS:
         raise InvalidArgumentError(f"compression={compression!r}: use one of {list(COMPRESSIONS)}.")
     if n_slices < 2 or size < 8 or (compression == "j2k" and size < 32):
-        raise InvalidArgumentError(f"n_slices={n_slices}, size={size}: need n_slices >= 2 and size >= 8 "
-                                   "(32 for j2k: openjpeg's default resolution levels need it).")
+        raise InvalidArgumentError(
+            f"n_slices={n_slices}, size={size}: need n_slices >= 2 and size >= 8 (32 for j2k: "
+            "openjpeg's default resolution levels need it)."
+        )
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(seed)
@@ -86,7 +100,9 @@ def write_ct_series(folder, n_slices: int = 8, size: int = 32, *, pixel_spacing=
     volume = phantom_volume(n_slices, size)
     series_uid = series_uid or generate_uid()
     study_uid, frame_uid = generate_uid(), generate_uid()
-    written = [k for k in range(n_slices) if k not in set(missing)] + [k for k in duplicate if k not in set(missing)]
+    written = [k for k in range(n_slices) if k not in set(missing)] + [
+        k for k in duplicate if k not in set(missing)
+    ]
     order = rng.permutation(len(written))
     instance_numbers = rng.permutation(len(written)) + 1
     paths = []
@@ -101,7 +117,11 @@ def write_ct_series(folder, n_slices: int = 8, size: int = 32, *, pixel_spacing=
         for key, value in FAKE_PHI.items():
             setattr(ds, key, value)
         ds.SOPClassUID, ds.SOPInstanceUID = CTImageStorage, meta.MediaStorageSOPInstanceUID
-        ds.StudyInstanceUID, ds.SeriesInstanceUID, ds.FrameOfReferenceUID = study_uid, series_uid, frame_uid
+        ds.StudyInstanceUID, ds.SeriesInstanceUID, ds.FrameOfReferenceUID = (
+            study_uid,
+            series_uid,
+            frame_uid,
+        )
         ds.Modality = "CT"
         ds.InstanceNumber = int(instance_numbers[j])
         ds.ImageOrientationPatient = [f"{v:.6f}" for v in (*row_dir, *col_dir)]
@@ -119,5 +139,11 @@ def write_ct_series(folder, n_slices: int = 8, size: int = 32, *, pixel_spacing=
         path = folder / f"slice_{j:04d}.dcm"
         pydicom.dcmwrite(path, ds, enforce_file_format=True)
         paths.append(path)
-    return SyntheticSeries(paths, volume, positions, normal, (slice_spacing, *map(float, pixel_spacing)),
-                           tuple(sorted(set(missing))))
+    return SyntheticSeries(
+        paths,
+        volume,
+        positions,
+        normal,
+        (slice_spacing, *map(float, pixel_spacing)),
+        tuple(sorted(set(missing))),
+    )

@@ -14,7 +14,7 @@ from zoo.errors import DataError
 
 
 def check_value_range(array, input_range=(0.0, 255.0), what: str = "data") -> None:
-    """Raise DataError naming ``what``, the values found and the fix when ``array`` is outside ``input_range``."""
+    """A DataError (``what``, the values, the fix) when ``array`` is outside ``input_range``."""
     a = np.asarray(array)
     if a.size == 0:
         return
@@ -22,10 +22,17 @@ def check_value_range(array, input_range=(0.0, 255.0), what: str = "data") -> No
     low, high = float(a.min()), float(a.max())
     tolerance = 1e-3 * (hi - lo)
     if low < lo - tolerance or high > hi + tolerance:
-        hint = " (raw CT Hounsfield units? window them first, e.g. zoo.data.windows)" if low < -100 else ""
-        raise DataError(f"{what} values span [{low:.3g}, {high:.3g}]; the zoo's input range is "
-                        f"[{lo:g}, {hi:g}]{hint}: window CT to grey values first, or rescale the images into "
-                        "that range.")
+        hint = (
+            " (raw CT Hounsfield units? window them first, e.g. zoo.data.windows)"
+            if low < -100
+            else ""
+        )
+        raise DataError(
+            f"{what} values span [{low:.3g}, {high:.3g}]; the zoo's input range is [{lo:g}, "
+            f"{hi:g}]{hint}: window CT to grey values first, or rescale the images into that range."
+        )
     if hi - lo > 2 and high <= lo + 1.0:
-        raise DataError(f"{what} values all lie in [{lo:g}, {lo + 1:g}]; the zoo's input range is [{lo:g}, {hi:g}]: "
-                        f"multiply by {hi - lo:g}.")
+        raise DataError(
+            f"{what} values all lie in [{lo:g}, {lo + 1:g}]; the zoo's input range is [{lo:g}, "
+            f"{hi:g}]: multiply by {hi - lo:g}."
+        )

@@ -31,12 +31,17 @@ def _ellipsoid(zz, yy, xx, c, r):
 
 def make_volumes(n: int, depth: int = 16, size: int = 32, seed: int = 0, noise: float = 0.04,
                  subjects: np.ndarray | None = None) -> Volumes:
-    """``n`` volumes of ``depth`` x ``size`` x ``size``; ``subjects`` (length n) repeats a subject's anatomy."""
+    """``n`` volumes ``depth`` x ``size`` x ``size``; ``subjects`` (length n) repeat anatomy."""
     if n < 1 or depth < 4 or size < 16:
-        raise InvalidArgumentError(f"make_volumes(n={n}, depth={depth}, size={size}): need n >= 1, depth >= 4 and size >= 16.")
+        raise InvalidArgumentError(
+            f"make_volumes(n={n}, depth={depth}, size={size}): need n >= 1, depth >= 4 and size >= "
+            "16."
+        )
     ids = np.arange(n, dtype=np.int32) if subjects is None else np.asarray(subjects, np.int32)
     if ids.shape != (n,):
-        raise InvalidArgumentError(f"subjects has shape {ids.shape}; give one subject id per volume ({n}).")
+        raise InvalidArgumentError(
+            f"subjects has shape {ids.shape}; give one subject id per volume ({n})."
+        )
     zz, yy, xx = np.mgrid[0:depth, 0:size, 0:size].astype(np.float32)
     z = zz / (depth - 1)  # 0 at the bottom slice, 1 at the top
     out = np.zeros((n, depth, size, size), np.float32)
@@ -49,15 +54,30 @@ def make_volumes(n: int, depth: int = 16, size: int = 32, seed: int = 0, noise: 
         body = ((yy - c[0]) / ry) ** 2 + ((xx - c[1]) / rx) ** 2 <= 1.0
         tissue = rng.uniform(0.40, 0.50)
         vol = np.where(body, tissue + 0.04 * _smooth_noise(rng, size)[None], 0.03)
-        lung_r = (depth * rng.uniform(0.22, 0.3), size * rng.uniform(0.14, 0.2), size * rng.uniform(0.09, 0.13))
+        lung_r = (
+            depth * rng.uniform(0.22, 0.3),
+            size * rng.uniform(0.14, 0.2),
+            size * rng.uniform(0.09, 0.13),
+        )
         for side in (-1, 1):
             lung = _ellipsoid(zz, yy, xx, (depth * rng.uniform(0.68, 0.8), c[0] - size * 0.03,
                                            c[1] + side * size * rng.uniform(0.17, 0.22)), lung_r)
             vol = np.where(lung & body, rng.uniform(0.08, 0.16), vol)
-        liver = _ellipsoid(zz, yy, xx, (depth * rng.uniform(0.2, 0.3), c[0], c[1] - size * 0.12),
-                           (depth * rng.uniform(0.18, 0.26), size * rng.uniform(0.12, 0.18), size * rng.uniform(0.15, 0.2)))
+        liver = _ellipsoid(
+            zz,
+            yy,
+            xx,
+            (depth * rng.uniform(0.2, 0.3), c[0], c[1] - size * 0.12),
+            (
+                depth * rng.uniform(0.18, 0.26),
+                size * rng.uniform(0.12, 0.18),
+                size * rng.uniform(0.15, 0.2),
+            ),
+        )
         vol = np.where(liver & body, tissue + rng.uniform(0.08, 0.15), vol)
-        spine = ((yy - (c[0] + size * 0.22)) ** 2 + (xx - c[1]) ** 2) <= (size * rng.uniform(0.05, 0.07)) ** 2
+        spine = ((yy - (c[0] + size * 0.22)) ** 2 + (xx - c[1]) ** 2) <= (
+            size * rng.uniform(0.05, 0.07)
+        ) ** 2
         vol = np.where(spine & body, rng.uniform(0.8, 0.95), vol)
         vol = vol + noise * noise_rng.standard_normal(vol.shape)
         out[k] = np.clip(vol, 0.0, 1.0) * 255.0

@@ -30,7 +30,8 @@ def window(x, center: float | str, width: float | None = None) -> np.ndarray:
 
 
 def stack_windows(x, windows=DEFAULT_CT_STACK) -> np.ndarray:
-    """One channel per window, last axis: ``(..., 1)`` or ``(...)`` HU -> ``(..., len(windows))``."""
+    """One channel per window, last axis: ``(..., 1)`` or ``(...)`` HU ->
+    ``(..., len(windows))``."""
     x = np.asarray(x, np.float32)
     if x.ndim and x.shape[-1] == 1:
         x = x[..., 0]
@@ -39,7 +40,8 @@ def stack_windows(x, windows=DEFAULT_CT_STACK) -> np.ndarray:
 
 
 def with_hu_input(model, windows=DEFAULT_CT_STACK, name: str | None = None):
-    """Wrap a zoo model so it takes one-channel HU: windows inside the graph, scaled to its input range.
+    """Wrap a zoo model so it takes one-channel HU: windows inside the graph, scaled to its input
+    range.
 
     The model's contract (``zoo.input_contract``) gives the channel count and the value range it
     expects (ImageNet cards: [0, 255]); the number of windows must equal the channel count, or
@@ -56,8 +58,10 @@ def with_hu_input(model, windows=DEFAULT_CT_STACK, name: str | None = None):
     if len(wins) == 1 and chans > 1:
         wins = wins * chans
     if len(wins) != chans:
-        raise InvalidArgumentError(f"{len(wins)} windows for a model with {chans} input channels; give {chans} "
-                                   "windows (or one, repeated).")
+        raise InvalidArgumentError(
+            f"{len(wins)} windows for a model with {chans} input channels; give {chans} windows "
+            "(or one, repeated)."
+        )
     shape = contract["input_shape"][:-1]
     inputs = keras.Input(shape=(*shape, 1), name="hu")
     x = WindowStack(wins, output_range=contract["input_range"], name="hu_windows")(inputs)

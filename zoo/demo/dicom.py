@@ -1,4 +1,4 @@
-"""The DICOM step of ``zoo demo``: a synthetic CT series on disk -> volume -> model-ready batches."""
+"""The DICOM step of ``zoo demo``: a synthetic CT series on disk -> volume -> model batches."""
 
 from __future__ import annotations
 
@@ -9,7 +9,8 @@ from pathlib import Path
 
 
 def demo_step(out_dir=None, checkpoint: str = "simple_cnn.phantom") -> dict:
-    """Write a shuffled, tilted CT series with one slice missing, stack it, and feed ``checkpoint``'s contract.
+    """Write a shuffled, tilted CT series with one slice missing, stack it, and feed
+    ``checkpoint``'s contract.
 
     Returns what happened (numbers only, no PHI) for the demo's printout.
     """
@@ -19,11 +20,15 @@ def demo_step(out_dir=None, checkpoint: str = "simple_cnn.phantom") -> dict:
 
     root = Path(out_dir) if out_dir else Path(tempfile.mkdtemp(prefix="zoo_dicom_demo_"))
     t = time.perf_counter()
-    series = write_ct_series(root / "series", n_slices=12, size=64, tilt_deg=15, missing=(6,), compression="rle")
+    series = write_ct_series(
+        root / "series", n_slices=12, size=64, tilt_deg=15, missing=(6,), compression="rle"
+    )
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", SeriesWarning)
         volume = load_series(root / "series")
-    data = dicom_dataset(root / "series", model=checkpoint, batch_size=8, cache_dir=root / "cache", shuffle=False)
+    data = dicom_dataset(
+        root / "series", model=checkpoint, batch_size=8, cache_dir=root / "cache", shuffle=False
+    )
     batch = next(iter(data))
     result = {
         "files": len(series.paths),
@@ -35,7 +40,9 @@ def demo_step(out_dir=None, checkpoint: str = "simple_cnn.phantom") -> dict:
         "batch_range": [float(batch.numpy().min()), float(batch.numpy().max())],
         "seconds": round(time.perf_counter() - t, 2),
     }
-    print(f"DICOM: {result['files']} RLE slices (shuffled, tilted 15 deg, 1 missing) -> volume "
-          f"{result['volume_shape']} at {result['spacing_mm']} mm, gap reported at {result['gaps']}; "
-          f"batches {result['batch_shape']} in {result['batch_range']} for {checkpoint}")
+    print(
+        f"DICOM: {result['files']} RLE slices (shuffled, tilted 15 deg, 1 missing) -> volume "
+        f"{result['volume_shape']} at {result['spacing_mm']} mm, gap reported at {result['gaps']}; "
+        f"batches {result['batch_shape']} in {result['batch_range']} for {checkpoint}"
+    )
     return result

@@ -16,11 +16,16 @@ def score(bag_scores, maps, task) -> dict:
     """Bag ROC AUC, pointing game and pixel AUC of (N, H, W) maps against the hidden masks."""
     from zoo.data.localisation import pixel_auc, pointing_game, roc_auc
 
-    return {"bag_auc": roc_auc(bag_scores, task.labels), "pointing_game": pointing_game(maps, task.masks, TOLERANCE),
-            "pixel_auc": pixel_auc(maps, task.masks)}
+    return {
+        "bag_auc": roc_auc(bag_scores, task.labels),
+        "pointing_game": pointing_game(maps, task.masks, TOLERANCE),
+        "pixel_auc": pixel_auc(maps, task.masks),
+    }
 
 
-def train_and_score(pooling, options, train, test, epochs=5, seed=0, learning_rate=3e-3, priors=None):
+def train_and_score(
+    pooling, options, train, test, epochs=5, seed=0, learning_rate=3e-3, priors=None
+):
     """(model, scores): a MIL head trained on ``train`` (image labels only), scored on ``test``.
 
     The loss is the bag cross-entropy plus ``priors`` (``mil_losses`` keywords: sparsity, area).
@@ -32,10 +37,19 @@ def train_and_score(pooling, options, train, test, epochs=5, seed=0, learning_ra
     from zoo.heads.losses import mil_losses, mil_targets
 
     keras.utils.set_random_seed(seed)
-    model = zoo.load("simple_cnn", **BACKBONE, head="mil", mil_pooling=pooling, num_classes=1, head_options=options)
+    model = zoo.load(
+        "simple_cnn",
+        **BACKBONE,
+        head="mil",
+        mil_pooling=pooling,
+        num_classes=1,
+        head_options=options,
+    )
     losses = mil_losses(**(priors or {}))
     model.compile(optimizer=keras.optimizers.Adam(learning_rate), loss=losses)
-    model.fit(train.images, mil_targets(train.labels, losses), batch_size=32, epochs=epochs, verbose=0)
+    model.fit(
+        train.images, mil_targets(train.labels, losses), batch_size=32, epochs=epochs, verbose=0
+    )
     out = model.predict(test.images, batch_size=128, verbose=0)
     maps = upsample(out["instance_maps"][..., 0], test.images.shape[1:3])
     return model, {**score(out["bag"][:, 0], maps, test), "maps": maps, "bags": out["bag"][:, 0]}
@@ -59,7 +73,8 @@ def chance_pointing(masks, tolerance: int = TOLERANCE) -> float:
 
 
 def demo_step(out_dir=None, seed=0, n_train=256, epochs=5) -> dict:
-    """WILDCAT trained from image labels only on phantoms; where does it point? (about a minute on a CPU)
+    """WILDCAT trained from image labels only on phantoms; where does it point? (about a minute on a
+    CPU)
 
     Returns bag AUC, pointing game and pixel AUC on 100 fresh phantoms, the chance pointing
     rate (the fraction of a positive image within the tolerance of a lesion), and the figure
@@ -81,8 +96,18 @@ def demo_step(out_dir=None, seed=0, n_train=256, epochs=5) -> dict:
         Path(out_dir).mkdir(parents=True, exist_ok=True)
         k = positives[0]  # the first positive test image, not a picked success
         p = 1.0 / (1.0 + np.exp(-bags[k]))
-        result["overlay"] = str(save_overlay(
-            Path(out_dir) / "mil_overlay.png", test.images[k], maps[k], mask=test.masks[k],
-            title=f"MIL instance map (WILDCAT, trained on image labels only), lesion probability {p:.3f}"))
-    print("MIL (WILDCAT, image labels only): " + ", ".join(f"{k} {v:.3f}" for k, v in result.items() if k != "overlay"))
+        result["overlay"] = str(
+            save_overlay(
+                Path(out_dir) / "mil_overlay.png",
+                test.images[k],
+                maps[k],
+                mask=test.masks[k],
+                title="MIL instance map (WILDCAT, trained on image labels only), lesion "
+                f"probability {p:.3f}",
+            )
+        )
+    print(
+        "MIL (WILDCAT, image labels only): "
+        + ", ".join(f"{k} {v:.3f}" for k, v in result.items() if k != "overlay")
+    )
     return result

@@ -14,7 +14,7 @@ CHECKPOINT = "simple_cnn.ssl_simclr"
 
 
 def demo_step(n_labelled: int = 20, n_test: int = 300, seeds=(0, 1, 2)) -> dict:
-    """Few-label linear-probe accuracy of the shipped SSL encoder and of random init (mean over seeds)."""
+    """Few-label linear-probe accuracy, shipped SSL encoder vs random init (mean over seeds)."""
     import numpy as np
 
     import zoo
@@ -26,7 +26,9 @@ def demo_step(n_labelled: int = 20, n_test: int = 300, seeds=(0, 1, 2)) -> dict:
     test = make_phantoms(n_test, seed=32, **PHANTOMS)
     card = zoo.get_card(CHECKPOINT)
     train, held = (pool.images, pool.labels), (test.images, test.labels)
-    ssl = frozen_scores(card.arch, card.tag, train, held, fractions=(0.1,), seeds=seeds)["linear"][0.1]
+    ssl = frozen_scores(card.arch, card.tag, train, held, fractions=(0.1,), seeds=seeds)["linear"][
+        0.1
+    ]
     rand = frozen_scores(card.arch, None, train, held, fractions=(0.1,), seeds=seeds)["linear"][0.1]
     return {"checkpoint": CHECKPOINT, "labelled_images": n_labelled, "test_images": n_test,
             "ssl_accuracy": float(np.mean(ssl)), "random_init_accuracy": float(np.mean(rand)),

@@ -20,7 +20,7 @@ def _accuracy(model, images, labels) -> float:
 
 
 def transfer_data(n_labelled: int, seed: int):
-    """The target task's (train, validation, test) phantoms: seeded, so every run sees the same images."""
+    """The target task's (train, validation, test) phantoms, seeded: every run sees the same."""
     from zoo.data.synthetic import make_phantoms
 
     return (make_phantoms(n_labelled, seed=seed + 1, **TARGET_TASK),
@@ -29,7 +29,8 @@ def transfer_data(n_labelled: int, seed: int):
 
 
 def transfer_step(out: Path, n_labelled: int, epochs: int, seed: int, export: bool = True) -> dict:
-    """Checkpoint as is, fine-tuned in two stages (zoo.finetune's recipe), and from scratch, on the same few labels.
+    """Checkpoint as is, fine-tuned in two stages (zoo.finetune's recipe), and from scratch, on the
+    same few labels.
 
     Both trainings use the recipe's defaults (learning rates, augmentation, frozen BatchNorm);
     from scratch trains every layer, BatchNorm included, at the stage-1 learning rate.
@@ -38,15 +39,32 @@ def transfer_step(out: Path, n_labelled: int, epochs: int, seed: int, export: bo
     from zoo.train.finetune import finetune
 
     train, val, test = transfer_data(n_labelled, seed)
-    print(f"target task: {n_labelled} labelled 64x64 phantoms (lesion contrast {TARGET_TASK['contrast']}, "
-          f"noise {TARGET_TASK['noise']}), {len(val.labels)} for validation, {len(test.labels)} for test")
+    print(
+        f"target task: {n_labelled} labelled 64x64 phantoms (lesion contrast "
+        f"{TARGET_TASK['contrast']}, noise {TARGET_TASK['noise']}), {len(val.labels)} for "
+        f"validation, {len(test.labels)} for test"
+    )
     card = zoo.get_card(CHECKPOINT)
     print(f"loading {card.name} ({card.description}; sha256 {card.sha256[:12]}...)")
     as_is = _accuracy(zoo.load(CHECKPOINT), test.images, test.labels)
-    # the demo's own sub-folders: an earlier demo's runs are replaced, never a user's files (zoo.outputs)
-    common = dict(batch_size=16, seed=seed, verbose=0, patience=max(2, epochs // 3), strategy="cpu", overwrite=True)
-    tuned = finetune(CHECKPOINT, train, val, epochs=(epochs // 2, epochs - epochs // 2), out_dir=out / "finetune",
-                     **common)
+    # the demo's own sub-folders: an earlier demo's runs are replaced, never a user's files
+    # (zoo.outputs)
+    common = dict(
+        batch_size=16,
+        seed=seed,
+        verbose=0,
+        patience=max(2, epochs // 3),
+        strategy="cpu",
+        overwrite=True,
+    )
+    tuned = finetune(
+        CHECKPOINT,
+        train,
+        val,
+        epochs=(epochs // 2, epochs - epochs // 2),
+        out_dir=out / "finetune",
+        **common,
+    )
     stage1 = [row for row in tuned.history if row["stage"] == "stage1"]
     finetuned = _accuracy(tuned.model, test.images, test.labels)
     scratch = finetune("simple_cnn", train, val, num_classes=2, input_shape=(64, 64), in_chans=1,
@@ -60,10 +78,19 @@ def transfer_step(out: Path, n_labelled: int, epochs: int, seed: int, export: bo
              else "did not improve it: the model keeps stage 1's weights"))
     print(f"test accuracy  checkpoint as is: {as_is:.3f}   fine-tuned: {finetuned:.3f}   "
           f"from scratch: {from_scratch:.3f}   (chance {chance:.3f}); run record {tuned.record}")
-    result = {"checkpoint_as_is": as_is, "finetuned": finetuned, "from_scratch": from_scratch,
-              "stage2_kept": tuned.stage2_kept, "run_record": str(tuned.record), "model": tuned.model}
+    result = {
+        "checkpoint_as_is": as_is,
+        "finetuned": finetuned,
+        "from_scratch": from_scratch,
+        "stage2_kept": tuned.stage2_kept,
+        "run_record": str(tuned.record),
+        "model": tuned.model,
+    }
     if export:
         saved = zoo.export(tuned.model, out / "saved_model", overwrite=True)
-        print(f"SavedModel written to {saved} (preprocessing inside; input 'image': grey values in [0, 255])")
+        print(
+            f"SavedModel written to {saved} (preprocessing inside; input 'image': grey values in "
+            "[0, 255])"
+        )
         result["saved_model"] = str(saved)
     return result

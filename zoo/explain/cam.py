@@ -19,7 +19,7 @@ PASS_THROUGH = (keras.layers.Dropout, keras.layers.Identity, keras.layers.Activa
 
 
 def _mirror_coords(n_out: int, n_in: int):
-    """Source index pairs and weights of half-pixel bilinear sampling, mirrored at the border cells."""
+    """Source index pairs and weights of half-pixel bilinear sampling, mirrored at the border."""
     src = (np.arange(n_out, dtype=np.float64) + 0.5) * n_in / n_out - 0.5
     if n_in > 1:
         src = np.where(src < 0, -src, src)
@@ -42,7 +42,9 @@ def upsample(maps, size, method: str = "bilinear") -> np.ndarray:
     """
     maps = np.asarray(maps, np.float32)
     if maps.ndim not in (3, 4):
-        raise InvalidArgumentError(f"upsample: maps of shape {maps.shape}; give (B, h, w) or (B, h, w, C).")
+        raise InvalidArgumentError(
+            f"upsample: maps of shape {maps.shape}; give (B, h, w) or (B, h, w, C)."
+        )
     if method not in ("bilinear", "nearest"):
         raise InvalidArgumentError(f"upsample: method={method!r}; use 'bilinear' or 'nearest'.")
     x = maps[..., None] if maps.ndim == 3 else maps
@@ -55,7 +57,10 @@ def upsample(maps, size, method: str = "bilinear") -> np.ndarray:
         r0, r1, fr = _mirror_coords(out_h, h)
         c0, c1, fc = _mirror_coords(out_w, w)
         rows = x[:, r0] * (1 - fr)[None, :, None, None] + x[:, r1] * fr[None, :, None, None]
-        out = rows[:, :, c0] * (1 - fc)[None, None, :, None] + rows[:, :, c1] * fc[None, None, :, None]
+        out = (
+            rows[:, :, c0] * (1 - fc)[None, None, :, None]
+            + rows[:, :, c1] * fc[None, None, :, None]
+        )
     return out[..., 0] if maps.ndim == 3 else out
 
 
@@ -92,9 +97,9 @@ def gap_classifier(model):
         if isinstance(source, keras.layers.GlobalAveragePooling2D) and not source.keepdims:
             return source.input, layer
     raise InvalidArgumentError(
-        f"model {model.name!r} has neither an 'instance_maps' output (a zoo MIL head) nor a global-average-"
-        "pooling + Dense classifier, so it has no class activation map. Use zoo.explain.gradcam.grad_cam, "
-        "which works for any convolutional model."
+        f"model {model.name!r} has neither an 'instance_maps' output (a zoo MIL head) nor a "
+        "global-average-pooling + Dense classifier, so it has no class activation map. Use "
+        "zoo.explain.gradcam.grad_cam, which works for any convolutional model."
     )
 
 

@@ -125,7 +125,9 @@ def fit_to_model(image, model) -> np.ndarray:
         elif chans == 1:
             image = image.mean(axis=-1, keepdims=True)
         else:
-            raise DataError(f"the image has {image.shape[-1]} channels and the model takes {chans}.")
+            raise DataError(
+                f"the image has {image.shape[-1]} channels and the model takes {chans}."
+            )
     size = (h or image.shape[0], w or image.shape[1])
     if image.shape[:2] != size:
         image = ops.convert_to_numpy(ops.image.resize(image, size, interpolation="bilinear"))
@@ -134,7 +136,8 @@ def fit_to_model(image, model) -> np.ndarray:
 
 def _load_model(spec: str, pretrained: str | None, in_chans: int, allow_random: bool = False,
                 num_classes: int | None = None):
-    """A saved .keras model, or the zoo model ``spec`` (``arch.tag``, or ``arch`` with ``pretrained``).
+    """A saved .keras model, or the zoo model ``spec`` (``arch.tag``, or ``arch`` with
+    ``pretrained``).
 
     ``arch`` alone builds random weights, whose maps explain noise: refused unless ``allow_random``.
     """
@@ -147,10 +150,11 @@ def _load_model(spec: str, pretrained: str | None, in_chans: int, allow_random: 
         return load_model(spec)
     if "." not in spec and pretrained is None and not allow_random:
         raise RandomWeightsError(
-            f"model {spec!r} was given as an architecture name without --pretrained, so its weights would be "
-            f"random and the map would explain an untrained network. Give a checkpoint (e.g. `zoo explain "
-            f"{spec}.TAG ...` or `--pretrained TAG`; `zoo list --pretrained` lists them) or a .keras file, "
-            "or pass --allow-random to explain random weights on purpose."
+            f"model {spec!r} was given as an architecture name without --pretrained, so its "
+            "weights would be random and the map would explain an untrained network. Give a "
+            f"checkpoint (e.g. `zoo explain {spec}.TAG ...` or `--pretrained TAG`; `zoo list "
+            "--pretrained` lists them) or a .keras file, or pass --allow-random to explain random "
+            "weights on purpose."
         )
     return load(spec, pretrained=pretrained, in_chans=in_chans, num_classes=num_classes)
 
@@ -167,7 +171,8 @@ def _score_kind(model, output) -> str:
 def explain(model_spec, image_path, out, method="gradcam", layer=None, class_index=None,
             pretrained=None, alpha=0.5, allow_random=False, mask=None, *, num_classes=None,
             overwrite=False) -> dict:
-    """Explain ``image_path`` with ``model_spec``; write the figure (original, map, colour bar) to ``out``.
+    """Explain ``image_path`` with ``model_spec``; write the figure (original, map, colour bar) to
+    ``out``.
 
     Args:
         model_spec: a zoo name (``arch`` or ``arch.tag``) or a ``.keras`` file.
@@ -205,7 +210,9 @@ def explain(model_spec, image_path, out, method="gradcam", layer=None, class_ind
     _METHODS.check(method)
     check_target(out, overwrite=overwrite)
     image = load_input(image_path)
-    model = _load_model(str(model_spec), pretrained, min(image.shape[-1], 3), allow_random, num_classes)
+    model = _load_model(
+        str(model_spec), pretrained, min(image.shape[-1], 3), allow_random, num_classes
+    )
     volume_model = is_volume_model(model)
     if (image.ndim == 4) != volume_model:
         given = (f"a volume of shape {image.shape[:3]}" if image.ndim == 4
@@ -233,7 +240,9 @@ def explain(model_spec, image_path, out, method="gradcam", layer=None, class_ind
     heat = explain_batch(model, x, method, class_index=cls, **options)
     label = _METHODS[method].label
     spec = str(model_spec)
-    name = model.name if spec.endswith(".keras") else spec + (f".{pretrained}" if pretrained else "")
+    name = (
+        model.name if spec.endswith(".keras") else spec + (f".{pretrained}" if pretrained else "")
+    )
     kind = _score_kind(model, None)
     shown, shown_heat, where, extra = x[0], heat[0], "", {}
     if volume_model:  # the slice through the map's peak
@@ -244,18 +253,31 @@ def explain(model_spec, image_path, out, method="gradcam", layer=None, class_ind
         figure = explanation_figure(
             tmp, shown, shown_heat, mask=mask, alpha=alpha,
             title=f"{name}: {label} of {explained}{where}, class {cls}, {kind} {score:.3f}")
-    return {"overlay": str(out), "model": name, "method": method, "layer": explained,
-            "class_index": cls, "score": score, "score_kind": kind, "input_shape": list(x.shape[1:]),
-            "heat_max": float(heat[0].max()), "size": [figure.width, figure.height],
-            "boxes": {k: list(v) for k, v in figure.boxes.items()}, **extra}
+    return {
+        "overlay": str(out),
+        "model": name,
+        "method": method,
+        "layer": explained,
+        "class_index": cls,
+        "score": score,
+        "score_kind": kind,
+        "input_shape": list(x.shape[1:]),
+        "heat_max": float(heat[0].max()),
+        "size": [figure.width, figure.height],
+        "boxes": {k: list(v) for k, v in figure.boxes.items()},
+        **extra,
+    }
 
 
 def _run(args) -> int:
     report = explain(args.model, args.image, args.out, args.method, args.layer, args.class_index,
                      args.pretrained, args.alpha, args.allow_random, num_classes=args.num_classes,
                      overwrite=args.overwrite)
-    print(f"explained class {report['class_index']} ({report['score_kind']} {report['score']:.3f}) of "
-          f"{report['model']} with {report['method']} at layer {report['layer']}; figure {report['overlay']}")
+    print(
+        f"explained class {report['class_index']} ({report['score_kind']} {report['score']:.3f}) "
+        f"of {report['model']} with {report['method']} at layer {report['layer']}; figure "
+        f"{report['overlay']}"
+    )
     print(json.dumps(report))
     return 0
 
@@ -271,20 +293,40 @@ def add_explain_parser(subparsers) -> None:
                                    "gradients, occlusion or a perturbation mask) of an image as a "
                                    "PNG figure",
                               formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("model", help="a .keras file or a zoo checkpoint (arch.tag, or arch with --pretrained)")
+    p.add_argument(
+        "model", help="a .keras file or a zoo checkpoint (arch.tag, or arch with --pretrained)"
+    )
     p.add_argument("image", help="a .npy array (H, W[, C]) or a .png; for a 3D model a .npy volume "
                                  "(D, H, W[, C])")
     p.add_argument("--out", default="overlay.png")
     p.add_argument("--method", choices=METHODS, default="gradcam")
-    p.add_argument("--layer", default=None,
-                   help="Grad-CAM layer (default: the deepest layer with a map of at least 7 x 7 positions)")
-    p.add_argument("--class", dest="class_index", type=int, default=None, help="class index (default: the top class)")
-    p.add_argument("--pretrained", default=None, help="weights tag when MODEL is an architecture name")
+    p.add_argument(
+        "--layer",
+        default=None,
+        help="Grad-CAM layer (default: the deepest layer with a map of at least 7 x 7 positions)",
+    )
+    p.add_argument(
+        "--class",
+        dest="class_index",
+        type=int,
+        default=None,
+        help="class index (default: the top class)",
+    )
+    p.add_argument(
+        "--pretrained", default=None, help="weights tag when MODEL is an architecture name"
+    )
     p.add_argument("--num-classes", type=int, default=None,
                    help="class count of a --pretrained weights file that has a classifier")
-    p.add_argument("--overwrite", action="store_true",
-                   help="replace a figure zoo explain wrote before at --out (never a file the zoo did not write)")
-    p.add_argument("--allow-random", action="store_true",
-                   help="explain an architecture name without --pretrained (random weights) on purpose")
+    p.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace a figure zoo explain wrote before at --out (never a file the zoo did not "
+        "write)",
+    )
+    p.add_argument(
+        "--allow-random",
+        action="store_true",
+        help="explain an architecture name without --pretrained (random weights) on purpose",
+    )
     p.add_argument("--alpha", type=float, default=0.5, help="heat-map opacity in [0, 1]")
     p.set_defaults(func=_run)

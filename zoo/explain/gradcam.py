@@ -78,8 +78,9 @@ def find_conv_layer(model, layer_name: str | None = None):
         what = f"is not a spatial {_map_shape(model)} layer of" if known else "is not in"
         tail = ", ".join(valid[-8:])
         raise InvalidArgumentError(
-            f"layer_name={layer_name!r} {what} model {model.name!r}.{did_you_mean(layer_name, valid)} "
-            f"Valid layers ({len(valid)}; zoo.explain.gradcam.conv_layers(model) lists all) end with: {tail}."
+            f"layer_name={layer_name!r} {what} model "
+            f"{model.name!r}.{did_you_mean(layer_name, valid)} Valid layers ({len(valid)}; "
+            f"zoo.explain.gradcam.conv_layers(model) lists all) end with: {tail}."
         )
     return model.get_layer(layer_name)
 
@@ -95,9 +96,10 @@ def grad_cam(model, images, layer_name=None, class_index=None, output=None, logi
     rank = len(model.inputs[0].shape) if len(model.inputs) == 1 else 0
     if rank not in (4, 5) or (rank == 5 and not is_volume_model(model)):
         raise InvalidArgumentError(
-            f"model {model.name!r} takes {[tuple(i.shape) for i in model.inputs]}; Grad-CAM explains a model of one "
-            "image input (B, H, W, C) or volume input (B, D, H, W, C). For a tiled bag model read "
-            "its 'attention' / 'instance_maps' outputs, or run grad_cam on its tile encoder."
+            f"model {model.name!r} takes {[tuple(i.shape) for i in model.inputs]}; Grad-CAM "
+            "explains a model of one image input (B, H, W, C) or volume input (B, D, H, W, C). "
+            "For a tiled bag model read its 'attention' / 'instance_maps' outputs, or run "
+            "grad_cam on its tile encoder."
         )
     x = tf.convert_to_tensor(check_images(model, images, "grad_cam"))
     layer = find_conv_layer(model, layer_name)

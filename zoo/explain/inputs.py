@@ -28,28 +28,8 @@ def check_images(model, images, method: str = "explain", spatial: bool = True) -
     channel count and, where the model fixes them, its spatial sizes. ``spatial=False`` (the
     gradient methods) also accepts a model of any other input rank, such as vectors (B, F).
     """
-    if len(model.inputs) != 1:
-        raise InvalidArgumentError(
-            f"{method}: model {model.name!r} has {len(model.inputs)} inputs; the explanation "
-            "methods explain a model of one image or volume input. Explain the encoder that "
-            "takes one input instead."
-        )
-    expected = tuple(model.inputs[0].shape)
+    expected, kind = _model_input(model, method, spatial)
     rank = len(expected)
-    kind = {4: "2D images (B, H, W, C)", 5: "3D volumes (B, D, H, W, C)"}.get(rank)
-    if rank == 5 and spatial and not is_volume_model(model):
-        raise InvalidArgumentError(
-            f"{method}: model {model.name!r} takes {expected}: a bag of 2D tiles, not a "
-            "volume. Read its 'attention' / 'instance_maps' outputs, or explain its tile encoder."
-        )
-    if kind is None and not spatial:
-        kind = "inputs " + str(("B", *expected[1:]))
-    elif kind is None:
-        raise InvalidArgumentError(
-            f"{method}: model {model.name!r} takes inputs of shape {expected}; the explanation "
-            "methods explain "
-            "2D images (B, H, W, C) or 3D volumes (B, D, H, W, C)."
-        )
     try:
         x = np.asarray(images, np.float32)
     except (TypeError, ValueError) as e:
@@ -58,20 +38,7 @@ def check_images(model, images, method: str = "explain", spatial: bool = True) -
             f"array of shape {expected}."
         ) from None
     if x.ndim != rank:
-        if rank == 4 and x.ndim == 5:
-            fix = (
-                "a batch of 3D volumes was given to a 2D model; explain one slice at a time "
-                "(volume[:, d]) or use a 3D model such as zoo.load('simple_cnn3d') or 'resnet50_3d'"
-            )
-        elif rank == 5 and x.ndim == 4:
-            fix = (
-                "a batch of 2D images was given to a 3D model; give volumes (B, D, H, W, C), "
-                "or add a batch axis (volume[None]) to a single volume"
-            )
-        elif x.ndim == rank - 1:
-            fix = "add a batch axis: images[None]"
-        else:
-            fix = f"give {kind}"
+        fix = _rank_fix(rank, x.ndim, kind)
         raise InputShapeError(
             f"{method}: images of shape {x.shape} for model {model.name!r}, which takes "
             f"{kind} of shape {expected}: {fix}."
@@ -94,3 +61,48 @@ def check_images(model, images, method: str = "explain", spatial: bool = True) -
             f"{method}: the images hold NaN or infinite values; clean the input first."
         )
     return x
+
+
+def _model_input(model, method: str, spatial: bool) -> tuple[tuple, str]:
+    """(input shape, what it takes in words) of a model the explanation methods can explain."""
+    if len(model.inputs) != 1:
+        raise InvalidArgumentError(
+            f"{method}: model {model.name!r} has {len(model.inputs)} inputs; the explanation "
+            "methods explain a model of one image or volume input. Explain the encoder that takes "
+            "one input instead."
+        )
+    expected = tuple(model.inputs[0].shape)
+    rank = len(expected)
+    kind = {4: "2D images (B, H, W, C)", 5: "3D volumes (B, D, H, W, C)"}.get(rank)
+    if rank == 5 and spatial and not is_volume_model(model):
+        raise InvalidArgumentError(
+            f"{method}: model {model.name!r} takes {expected}: a bag of 2D tiles, not a volume. "
+            "Read its 'attention' / 'instance_maps' outputs, or explain its tile encoder."
+        )
+    if kind is None and not spatial:
+        kind = "inputs " + str(("B", *expected[1:]))
+    elif kind is None:
+        raise InvalidArgumentError(
+            f"{method}: model {model.name!r} takes inputs of shape {expected}; the explanation "
+            "methods explain 2D images (B, H, W, C) or 3D volumes (B, D, H, W, C)."
+        )
+    return expected, kind
+
+
+def _rank_fix(rank: int, ndim: int, kind: str) -> str:
+    """The fix for a batch of ``ndim`` axes given to a model taking ``rank``: the common slips."""
+    if rank == 4 and ndim == 5:
+        fix = (
+            "a batch of 3D volumes was given to a 2D model; explain one slice at a time "
+            "(volume[:, d]) or use a 3D model such as zoo.load('simple_cnn3d') or 'resnet50_3d'"
+        )
+    elif rank == 5 and ndim == 4:
+        fix = (
+            "a batch of 2D images was given to a 3D model; give volumes (B, D, H, W, C), or add a "
+            "batch axis (volume[None]) to a single volume"
+        )
+    elif ndim == rank - 1:
+        fix = "add a batch axis: images[None]"
+    else:
+        fix = f"give {kind}"
+    return fix

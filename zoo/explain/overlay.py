@@ -11,7 +11,8 @@ from pathlib import Path
 
 
 def save_overlay(path, image, heat, alpha: float = 0.5, **labels) -> Path:
-    """Write the original ``image`` beside ``heat`` over it, with a colour bar, as a PNG at ``path``.
+    """Write the original ``image`` beside ``heat`` over it, with a colour bar, as a PNG at
+    ``path``.
 
     ``labels``: ``mask`` (lesion outline), ``method``, ``layer``, ``class_name``, ``score``,
     ``cmap``, ``title``; see ``zoo.figures.explanation_figure``. Returns the path.

@@ -18,7 +18,7 @@ REDUCE = (None, "max", "mean")  # no "sum": a sum of |gradient| over channels me
 
 def saliency(model, images, class_index=None, output=None, logits=True, absolute=True,
              channel_reduce="max", normalize=True) -> np.ndarray:
-    """Input gradients of the chosen class score: (B, H, W) with ``channel_reduce``, else (B, H, W, C)."""
+    """Input gradients of the class score: (B, H, W) with ``channel_reduce``, else (B, H, W, C)."""
     if channel_reduce not in REDUCE:
         raise InvalidArgumentError(f"channel_reduce={channel_reduce!r}: use None, 'max' or 'mean'.")
     x = check_images(model, images, "saliency", spatial=False)

@@ -28,10 +28,14 @@ def select_output(model, output=None):
         elif len(names) == 1:
             output = names[0]
         else:
-            raise InvalidArgumentError(f"model {model.name!r} has outputs {names}; pass output=<one of them>.")
+            raise InvalidArgumentError(
+                f"model {model.name!r} has outputs {names}; pass output=<one of them>."
+            )
     if output not in names:
         raise InvalidArgumentError(
-            f"output={output!r}: model {model.name!r} has outputs {names}.{did_you_mean(str(output), names)}")
+            f"output={output!r}: model {model.name!r} has outputs "
+            f"{names}.{did_you_mean(str(output), names)}"
+        )
     return model.outputs[names.index(output)]
 
 
@@ -46,13 +50,20 @@ def score_head(model, output=None, logits=True):
     layer = producing_layer(tensor)
     if logits and isinstance(layer, keras.layers.Activation):
         return layer.input, lambda v: v
-    if logits and isinstance(layer, keras.layers.Dense) and layer.activation is not keras.activations.linear:
-        return layer.input, lambda v: ops.matmul(v, layer.kernel) + (layer.bias if layer.use_bias else 0.0)
+    if (
+        logits
+        and isinstance(layer, keras.layers.Dense)
+        and layer.activation is not keras.activations.linear
+    ):
+        return (
+            layer.input,
+            lambda v: ops.matmul(v, layer.kernel) + (layer.bias if layer.use_bias else 0.0),
+        )
     return tensor, lambda v: v
 
 
 def pick_class(scores, class_index=None):
-    """(selected scores (B,), class indices (B,)) from (B,) or (B, C) scores; default the top class."""
+    """(scores (B,), class indices (B,)) from (B,) or (B, C) scores; default the top class."""
     scores = ops.reshape(scores, (ops.shape(scores)[0], -1))
     num = scores.shape[-1]
     if class_index is None:
@@ -60,6 +71,10 @@ def pick_class(scores, class_index=None):
     else:
         index = np.broadcast_to(np.asarray(class_index), (ops.shape(scores)[0],))
         if index.min() < 0 or index.max() >= num:
-            raise InvalidArgumentError(f"class_index={class_index!r}: the output has {num} classes (0..{num - 1}).")
-    chosen = ops.take_along_axis(scores, ops.convert_to_tensor(index.reshape(-1, 1).astype("int32")), axis=1)
+            raise InvalidArgumentError(
+                f"class_index={class_index!r}: the output has {num} classes (0..{num - 1})."
+            )
+    chosen = ops.take_along_axis(
+        scores, ops.convert_to_tensor(index.reshape(-1, 1).astype("int32")), axis=1
+    )
     return ops.squeeze(chosen, -1), index

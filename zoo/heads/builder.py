@@ -29,7 +29,11 @@ ATTENTION = ("attention", "gated_attention")
 def _check_classes(num_classes) -> int:
     if num_classes is None:
         return 1
-    if isinstance(num_classes, bool) or not isinstance(num_classes, numbers.Integral) or num_classes < 1:
+    if (
+        isinstance(num_classes, bool)
+        or not isinstance(num_classes, numbers.Integral)
+        or num_classes < 1
+    ):
         raise InvalidArgumentError(
             f"num_classes={num_classes!r}: a MIL head needs a positive number of classes (1 for a "
             "single finding scored by a sigmoid)."
@@ -44,11 +48,14 @@ def _outputs(bag, instance_maps, activation, extra=None):
 
 
 def _pool_instances(embeddings, num_classes, pooling, maps_per_class, options):
-    """(bag scores, instance scores, extra outputs) from instance embeddings (B, H, W, D) or (B, N, D)."""
-    classifier = keras.layers.Dense(num_classes * check_maps_per_class(maps_per_class), name="mil_classifier")
+    """(bag scores, instance scores, extras) from instance embeddings (B, H, W, D) or (B, N, D)."""
+    classifier = keras.layers.Dense(
+        num_classes * check_maps_per_class(maps_per_class), name="mil_classifier"
+    )
     scores = classifier(embeddings)  # on a map: a 1x1 convolution, i.e. the class activation maps
     bag, extra = None, {}
-    if pooling in ATTENTION:  # pool the embeddings; the shared classifier makes bag = sum_n a_n score_n
+    # pool the embeddings; the shared classifier makes bag = sum_n a_n score_n
+    if pooling in ATTENTION:
         z, attention = make_pooling(pooling, return_attention=True, **options)(embeddings)
         bag = classifier(z)
         extra["attention"] = keras.layers.Identity(name="attention", dtype="float32")(attention)
@@ -79,9 +86,10 @@ def build_mil_head(features_model, pooling="lse", num_classes=1, *, maps_per_cla
     features = outputs[-1]
     if len(features.shape) != 4:
         raise InputShapeError(
-            f"build_mil_head needs a spatial feature map (B, H, W, C) as the last output of "
-            f"{features_model.name!r}, got shape {tuple(features.shape)} (rank {len(features.shape)}). "
-            "Pass zoo.load(name, features=True, ...) or a model that stops before its global pooling."
+            "build_mil_head needs a spatial feature map (B, H, W, C) as the last output of "
+            f"{features_model.name!r}, got shape {tuple(features.shape)} (rank "
+            f"{len(features.shape)}). Pass zoo.load(name, features=True, ...) or a model that "
+            "stops before its global pooling."
         )
     x = keras.layers.Dropout(dropout, name="mil_dropout")(features) if dropout else features
     bag, scores, extra = _pool_instances(x, num_classes, pooling, maps_per_class, options)
@@ -138,16 +146,24 @@ def build_tiled_mil(tile_encoder, pooling="attention", num_classes=1, *, num_til
         tile_encoder = keras.Model(tile_encoder.inputs, tile, name="tile_encoder")
     elif len(tile.shape) != 2:
         raise InputShapeError(
-            f"tile encoder {tile_encoder.name!r} gives shape {tuple(tile.shape)}; it must give a feature "
-            "map (B, h, w, D) or an embedding (B, D) per tile."
+            f"tile encoder {tile_encoder.name!r} gives shape {tuple(tile.shape)}; it must give a "
+            "feature map (B, h, w, D) or an embedding (B, D) per tile."
         )
     tiles = keras.Input(shape=(num_tiles, *tile_encoder.inputs[0].shape[1:]), name="tiles")
-    embeddings = UnfoldTiles(name="unfold_tiles")([tile_encoder(FoldTiles(name="fold_tiles")(tiles)), tiles])
+    embeddings = UnfoldTiles(name="unfold_tiles")(
+        [tile_encoder(FoldTiles(name="fold_tiles")(tiles)), tiles]
+    )
     bag, scores, extra = _pool_instances(embeddings, num_classes, pooling, maps_per_class, options)
-    return keras.Model(tiles, _outputs(bag, scores, activation, extra), name=name or f"tiled_mil_{pooling}")
+    return keras.Model(
+        tiles, _outputs(bag, scores, activation, extra), name=name or f"tiled_mil_{pooling}"
+    )
 
 
-def attach_head(features_model, head: str, *, num_classes=None, pooling="lse", dropout=0.0, **options):
+def attach_head(
+    features_model, head: str, *, num_classes=None, pooling="lse", dropout=0.0, **options
+):
     """``zoo.load(..., head=...)``: put the named head on a features model."""
     _HEADS.check(head)
-    return build_mil_head(features_model, pooling=pooling, num_classes=num_classes, dropout=dropout, **options)
+    return build_mil_head(
+        features_model, pooling=pooling, num_classes=num_classes, dropout=dropout, **options
+    )

@@ -56,10 +56,14 @@ class BagCrossEntropy(keras.losses.Loss):
     """Cross-entropy of the bag score. ``mode`` "binary": sigmoid per class, labels (B,) for one
     class or multi-hot (B, C); "categorical": softmax, integer labels (B,)."""
 
-    def __init__(self, mode="binary", from_logits=True, weight=1.0, name="bag_cross_entropy", **kwargs):
+    def __init__(
+        self, mode="binary", from_logits=True, weight=1.0, name="bag_cross_entropy", **kwargs
+    ):
         super().__init__(name=name, **kwargs)
         if mode not in MODES:
-            raise InvalidArgumentError(f"mode={mode!r}: use 'binary' (sigmoid, multi-label) or 'categorical' (softmax).")
+            raise InvalidArgumentError(
+                f"mode={mode!r}: use 'binary' (sigmoid, multi-label) or 'categorical' (softmax)."
+            )
         self.mode, self.from_logits, self.weight = mode, bool(from_logits), _check_weight(weight)
 
     def call(self, y_true, y_pred):
@@ -69,23 +73,32 @@ class BagCrossEntropy(keras.losses.Loss):
             loss = ops.sparse_categorical_crossentropy(labels, y_pred, from_logits=self.from_logits)
         else:
             target = _targets(y_true, y_pred.shape[-1])
-            loss = ops.mean(ops.binary_crossentropy(target, y_pred, from_logits=self.from_logits), axis=-1)
+            loss = ops.mean(
+                ops.binary_crossentropy(target, y_pred, from_logits=self.from_logits), axis=-1
+            )
         return self.weight * loss
 
     def get_config(self):
-        return {**super().get_config(), "mode": self.mode, "from_logits": self.from_logits, "weight": self.weight}
+        return {
+            **super().get_config(),
+            "mode": self.mode,
+            "from_logits": self.from_logits,
+            "weight": self.weight,
+        }
 
 
 @keras.saving.register_keras_serializable(package="zoo")
 class SparsityPrior(keras.losses.Loss):
-    """weight x mean instance probability (L1 on the instance map, Zhu et al. 2017); labels unused."""
+    """weight x mean instance probability (L1 on the map, Zhu et al. 2017); labels unused."""
 
     def __init__(self, weight=1e-2, from_logits=True, name="sparsity_prior", **kwargs):
         super().__init__(name=name, **kwargs)
         self.weight, self.from_logits = _check_weight(weight), bool(from_logits)
 
     def call(self, y_true, y_pred):
-        return self.weight * ops.mean(_instance_probabilities(y_pred, self.from_logits), axis=(1, 2))
+        return self.weight * ops.mean(
+            _instance_probabilities(y_pred, self.from_logits), axis=(1, 2)
+        )
 
     def get_config(self):
         return {**super().get_config(), "weight": self.weight, "from_logits": self.from_logits}
@@ -93,11 +106,17 @@ class SparsityPrior(keras.losses.Loss):
 
 @keras.saving.register_keras_serializable(package="zoo")
 class AreaConstraint(keras.losses.Loss):
-    """Positive area fraction in [lower, upper] for present classes, 0 for absent ones (Jia et al. 2017)."""
+    """Positive area in [lower, upper] for present classes, 0 for absent ones (Jia et al. 2017)."""
 
-    def __init__(self, lower=0.01, upper=0.2, weight=1.0, from_logits=True, name="area_constraint", **kwargs):
+    def __init__(
+        self, lower=0.01, upper=0.2, weight=1.0, from_logits=True, name="area_constraint", **kwargs
+    ):
         super().__init__(name=name, **kwargs)
-        if not (isinstance(lower, int | float) and isinstance(upper, int | float) and 0.0 <= lower <= upper <= 1.0):
+        if not (
+            isinstance(lower, int | float)
+            and isinstance(upper, int | float)
+            and 0.0 <= lower <= upper <= 1.0
+        ):
             raise InvalidArgumentError(
                 f"area bounds lower={lower!r}, upper={upper!r}: need 0 <= lower <= upper <= 1 "
                 "(fractions of the instances, e.g. 0.01 and 0.2 for lesions of 1-20% of the image)."
@@ -113,21 +132,38 @@ class AreaConstraint(keras.losses.Loss):
         return self.weight * ops.sum(penalty, axis=-1)
 
     def get_config(self):
-        return {**super().get_config(), "lower": self.lower, "upper": self.upper, "weight": self.weight,
-                "from_logits": self.from_logits}
+        return {
+            **super().get_config(),
+            "lower": self.lower,
+            "upper": self.upper,
+            "weight": self.weight,
+            "from_logits": self.from_logits,
+        }
 
 
 @keras.saving.register_keras_serializable(package="zoo")
 class InstancePriors(keras.losses.Loss):
     """Sparsity prior + area constraint on the same ``instance_maps`` output (either may be off)."""
 
-    def __init__(self, sparsity=0.0, area=None, area_weight=1.0, from_logits=True, name="instance_priors", **kwargs):
+    def __init__(
+        self,
+        sparsity=0.0,
+        area=None,
+        area_weight=1.0,
+        from_logits=True,
+        name="instance_priors",
+        **kwargs,
+    ):
         super().__init__(name=name, **kwargs)
         self.sparsity = _check_weight(sparsity)
         self.area = None if area is None else tuple(float(v) for v in area)
         self.area_weight, self.from_logits = _check_weight(area_weight), bool(from_logits)
         self._sparse = SparsityPrior(self.sparsity, from_logits, reduction=None)
-        self._area = None if area is None else AreaConstraint(*self.area, self.area_weight, from_logits, reduction=None)
+        self._area = (
+            None
+            if area is None
+            else AreaConstraint(*self.area, self.area_weight, from_logits, reduction=None)
+        )
 
     def call(self, y_true, y_pred):
         loss = self._sparse.call(y_true, y_pred)
@@ -136,8 +172,13 @@ class InstancePriors(keras.losses.Loss):
         return loss
 
     def get_config(self):
-        return {**super().get_config(), "sparsity": self.sparsity, "area": None if self.area is None else list(self.area),
-                "area_weight": self.area_weight, "from_logits": self.from_logits}
+        return {
+            **super().get_config(),
+            "sparsity": self.sparsity,
+            "area": None if self.area is None else list(self.area),
+            "area_weight": self.area_weight,
+            "from_logits": self.from_logits,
+        }
 
 
 def mil_losses(mode="binary", from_logits=True, sparsity=0.0, area=None, area_weight=1.0) -> dict:

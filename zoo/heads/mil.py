@@ -37,8 +37,8 @@ def _check_rank(layer, input_shape, ranks=(3, 4)) -> None:
         kinds = {3: "a bag (B, N, C)", 4: "a spatial map (B, H, W, C)"}
         want = " or ".join(kinds[r] for r in ranks)
         raise InputShapeError(
-            f"{type(layer).__name__} {layer.name!r} got an input of shape {tuple(input_shape)} (rank "
-            f"{len(input_shape)}); it pools {want}. Reshape the scores to that layout first."
+            f"{type(layer).__name__} {layer.name!r} got an input of shape {tuple(input_shape)} "
+            f"(rank {len(input_shape)}); it pools {want}. Reshape the scores to that layout first."
         )
 
 
@@ -65,8 +65,14 @@ def class_wise_average(x, maps_per_class: int):
 
 
 def check_maps_per_class(maps_per_class, channels=None) -> int:
-    if isinstance(maps_per_class, bool) or not isinstance(maps_per_class, numbers.Integral) or maps_per_class < 1:
-        raise InvalidArgumentError(f"maps_per_class={maps_per_class!r}: must be a positive integer.")
+    if (
+        isinstance(maps_per_class, bool)
+        or not isinstance(maps_per_class, numbers.Integral)
+        or maps_per_class < 1
+    ):
+        raise InvalidArgumentError(
+            f"maps_per_class={maps_per_class!r}: must be a positive integer."
+        )
     if channels is not None and channels % maps_per_class:
         raise InputShapeError(
             f"maps_per_class={maps_per_class} does not divide the {channels} input channels; give "
@@ -120,7 +126,12 @@ class GlobalAverageMIL(_Pooling):
 
 
 def _check_r(name, value):
-    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not value > 0 or not math.isfinite(value):
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, numbers.Real)
+        or not value > 0
+        or not math.isfinite(value)
+    ):
         raise InvalidArgumentError(
             f"{name}={value!r}: the log-sum-exp sharpness must be a finite number > 0 "
             "(small: close to the mean, large: close to the max)."
@@ -130,7 +141,7 @@ def _check_r(name, value):
 
 @keras.saving.register_keras_serializable(package="zoo")
 class LSEPooling(_Pooling):
-    """Log-sum-exp pooling (1/r) log mean exp(r s); ``learnable`` trains r (kept > 0 as exp(log r))."""
+    """Log-sum-exp pooling (1/r) log mean exp(r s); ``learnable`` trains r (> 0 as exp(log r))."""
 
     def __init__(self, r=5.0, learnable=False, **kwargs):
         super().__init__(**kwargs)
@@ -174,12 +185,18 @@ class TwoSidedLSE(_Pooling):
 
 
 def _check_k(name, k, allow_zero):
-    ok_count = isinstance(k, numbers.Integral) and not isinstance(k, bool) and (k >= 1 or (allow_zero and k == 0))
-    ok_fraction = isinstance(k, numbers.Real) and not isinstance(k, numbers.Integral) and 0.0 < k <= 1.0
+    ok_count = (
+        isinstance(k, numbers.Integral)
+        and not isinstance(k, bool)
+        and (k >= 1 or (allow_zero and k == 0))
+    )
+    ok_fraction = (
+        isinstance(k, numbers.Real) and not isinstance(k, numbers.Integral) and 0.0 < k <= 1.0
+    )
     if not (ok_count or ok_fraction):
         raise InvalidArgumentError(
-            f"{name}={k!r}: give a count of instances (int >= {0 if allow_zero else 1}) or a fraction of "
-            "them (float in (0, 1])."
+            f"{name}={k!r}: give a count of instances (int >= {0 if allow_zero else 1}) or a "
+            "fraction of them (float in (0, 1])."
         )
     return int(k) if ok_count else float(k)
 
@@ -208,8 +225,15 @@ class WildcatPooling(_Pooling):
         super().__init__(**kwargs)
         self.k_max = _check_k("k_max", k_max, allow_zero=False)
         self.k_min = _check_k("k_min", k_min, allow_zero=True)
-        if isinstance(alpha, bool) or not isinstance(alpha, numbers.Real) or not math.isfinite(alpha) or alpha < 0:
-            raise InvalidArgumentError(f"alpha={alpha!r}: the weight of the negative evidence must be >= 0.")
+        if (
+            isinstance(alpha, bool)
+            or not isinstance(alpha, numbers.Real)
+            or not math.isfinite(alpha)
+            or alpha < 0
+        ):
+            raise InvalidArgumentError(
+                f"alpha={alpha!r}: the weight of the negative evidence must be >= 0."
+            )
         self.alpha = float(alpha)
         self.maps_per_class = check_maps_per_class(maps_per_class)
         self.halve = bool(halve)
@@ -223,8 +247,8 @@ class WildcatPooling(_Pooling):
             k = getattr(self, name)
             if isinstance(k, int) and k > n:
                 raise InvalidArgumentError(
-                    f"{name}={k} is larger than the {n} instances of the input {tuple(input_shape)}; "
-                    f"use at most {n}, or a fraction such as {name}=0.1."
+                    f"{name}={k} is larger than the {n} instances of the input "
+                    f"{tuple(input_shape)}; use at most {n}, or a fraction such as {name}=0.1."
                 )
 
     def pool(self, s):
@@ -247,8 +271,14 @@ class WildcatPooling(_Pooling):
         return (input_shape[0], input_shape[-1] // self.maps_per_class)
 
     def get_config(self):
-        return {**super().get_config(), "k_max": self.k_max, "k_min": self.k_min, "alpha": self.alpha,
-                "maps_per_class": self.maps_per_class, "halve": self.halve}
+        return {
+            **super().get_config(),
+            "k_max": self.k_max,
+            "k_min": self.k_min,
+            "alpha": self.alpha,
+            "maps_per_class": self.maps_per_class,
+            "halve": self.halve,
+        }
 
 
 @keras.saving.register_keras_serializable(package="zoo")
@@ -274,7 +304,8 @@ class ClassWisePooling(keras.layers.Layer):
 
 @keras.saving.register_keras_serializable(package="zoo")
 class AttentionMIL(keras.layers.Layer):
-    """Attention MIL pooling (Ilse et al. 2018) of instance embeddings h_n (B, N, D) or (B, H, W, D).
+    """Attention MIL pooling (Ilse et al. 2018) of instance embeddings h_n (B, N, D) or (B, H, W,
+    D).
 
     a_n = softmax_n(w^T tanh(V h_n)) (gated: w^T (tanh(V h_n) * sigmoid(U h_n))), bag
     embedding z = sum_n a_n h_n: a weighted **sum**, invariant to instance order.
@@ -284,7 +315,9 @@ class AttentionMIL(keras.layers.Layer):
     def __init__(self, units=64, gated=False, return_attention=False, **kwargs):
         super().__init__(**kwargs)
         if isinstance(units, bool) or not isinstance(units, numbers.Integral) or units < 1:
-            raise InvalidArgumentError(f"units={units!r}: the attention hidden size must be a positive integer.")
+            raise InvalidArgumentError(
+                f"units={units!r}: the attention hidden size must be a positive integer."
+            )
         self.units = int(units)
         self.gated = bool(gated)
         self.return_attention = bool(return_attention)
@@ -294,7 +327,9 @@ class AttentionMIL(keras.layers.Layer):
         dim = input_shape[-1]
         self.V = self.add_weight(name="V", shape=(dim, self.units), initializer="glorot_uniform")
         if self.gated:
-            self.U = self.add_weight(name="U", shape=(dim, self.units), initializer="glorot_uniform")
+            self.U = self.add_weight(
+                name="U", shape=(dim, self.units), initializer="glorot_uniform"
+            )
         self.w = self.add_weight(name="w", shape=(self.units, 1), initializer="glorot_uniform")
 
     def attention(self, h):
@@ -335,10 +370,13 @@ POOLINGS = Registry("MIL pooling", {
 
 def make_pooling(pooling: str, name: str = "mil_pool", **options):
     """The pooling layer called ``pooling`` (a key of ``POOLINGS``) with its options."""
-    cls, defaults = POOLINGS.get(pooling)  # UnknownNameError (an InvalidArgumentError) with suggestions
+    # UnknownNameError (an InvalidArgumentError) with suggestions
+    cls, defaults = POOLINGS.get(pooling)
     try:
         return cls(**{**defaults, **options}, name=name)
     except ZooError:
         raise
     except (TypeError, ValueError) as e:  # an option the layer does not take
-        raise InvalidArgumentError(f"pooling={pooling!r}: bad option ({e}); see {cls.__name__}'s docstring.") from None
+        raise InvalidArgumentError(
+            f"pooling={pooling!r}: bad option ({e}); see {cls.__name__}'s docstring."
+        ) from None

@@ -20,7 +20,8 @@ from zoo.errors import CardError
 from zoo.registry import Registry
 
 PREPROCESS_MODES = ("tf", "caffe", "torch", "meanstd", "none")
-# what a card may give as ``format``; zoo/weights/ has one loader per name (register_format checks it)
+# what a card may give as ``format``; zoo/weights/ has one loader per name (register_format checks
+# it)
 FORMATS = ("keras-legacy-h5", "keras-weights-h5", "torch-state-dict", "inflated-2d")
 _HEX_LENGTHS = {"sha256": (64, 64), "md5": (32, 32), "sha256_prefix": (8, 63)}
 
@@ -39,7 +40,9 @@ class WeightCard:
     source: str
     sha256: str | None = None
     md5: str | None = None
-    sha256_prefix: str | None = None  # torchvision publishes only the first hex digits, in the file name
+    sha256_prefix: str | None = (
+        None  # torchvision publishes only the first hex digits, in the file name
+    )
     size: int | None = None
     include_top: bool = False
     min_size: int | None = None
@@ -68,7 +71,7 @@ class WeightCard:
 
     @property
     def hash(self) -> tuple[str, str]:
-        """(algorithm, hex digest or its leading digits): sha256 (or its prefix) where given, else md5."""
+        """(algorithm, hex digest or its start): sha256 (or its prefix) where given, else md5."""
         if self.sha256 or self.sha256_prefix:
             return "sha256", self.sha256 or self.sha256_prefix
         return "md5", self.md5
@@ -92,10 +95,14 @@ class WeightCard:
             del d["fixed_input_size"]
         d.update(self.extra, name=self.name, in_chans=self.in_chans)
         if not (self.sha256 or self.md5):
-            d["integrity"] = (f"only the first {len(self.sha256_prefix)} hex digits of the sha256 are "
-                              "published; the full sha256 is recorded at the first verified download "
-                              "and checked from then on")
-        return {k: (list(v) if isinstance(v, tuple) else v) for k, v in d.items() if v not in (None, "")}
+            d["integrity"] = (
+                f"only the first {len(self.sha256_prefix)} hex digits of the sha256 are published; "
+                "the full sha256 is recorded at the first verified download and checked from then "
+                "on"
+            )
+        return {
+            k: (list(v) if isinstance(v, tuple) else v) for k, v in d.items() if v not in (None, "")
+        }
 
     def to_toml(self) -> str:
         """The card as one ``[arch.tag]`` TOML table (plus sub-tables for dict-valued extras).
@@ -121,9 +128,14 @@ def _toml_value(v) -> str:
     if isinstance(v, int):
         return str(v)
     if isinstance(v, float):
-        return repr(v) if math.isfinite(v) else ("nan" if math.isnan(v) else ("inf" if v > 0 else "-inf"))
+        return (
+            repr(v)
+            if math.isfinite(v)
+            else ("nan" if math.isnan(v) else ("inf" if v > 0 else "-inf"))
+        )
     if isinstance(v, str):
-        return json.dumps(v, ensure_ascii=False).replace("\x7f", "\\u007f")  # TOML's escapes are JSON's
+        # TOML's escapes are JSON's
+        return json.dumps(v, ensure_ascii=False).replace("\x7f", "\\u007f")
     if isinstance(v, list | tuple):
         return "[" + ", ".join(_toml_value(x) for x in v) + "]"
     if hasattr(v, "item"):  # numpy scalars
@@ -169,13 +181,19 @@ def _check_names(arch: str, tag: str, table: dict, path: Path, where: str) -> No
     for key, value in (("arch", arch), ("tag", tag), ("arch", table.get("arch", arch))):
         problem = plain_name_problem(value)
         if problem:
-            raise CardError(f"weight card file {path}: the {key} {value!r} {problem}; name cards with "
-                            "plain names such as [resnet50.my_site] (letters, digits, _ . -).")
+            raise CardError(
+                f"weight card file {path}: the {key} {value!r} {problem}; name cards with plain "
+                "names such as [resnet50.my_site] (letters, digits, _ . -)."
+            )
     missing = [k for k in _REQUIRED if k not in table]
     if missing:
-        raise CardError(f"{where} lacks {', '.join(missing)}: add the field(s); see docs/ARCHITECTURE.md.")
+        raise CardError(
+            f"{where} lacks {', '.join(missing)}: add the field(s); see docs/ARCHITECTURE.md."
+        )
     if table.get("arch", arch) != arch:
-        raise CardError(f"{where} says arch = {table['arch']!r}: the table name and arch must agree.")
+        raise CardError(
+            f"{where} says arch = {table['arch']!r}: the table name and arch must agree."
+        )
 
 
 def _check_hashes(table: dict, where: str) -> None:
@@ -186,18 +204,22 @@ def _check_hashes(table: dict, where: str) -> None:
         if value is not None and not (isinstance(value, str) and shortest <= len(value) <= longest
                                       and all(c in "0123456789abcdefABCDEF" for c in value)):
             span = f"{shortest}" + (f" to {longest}" if longest > shortest else "")
-            raise CardError(f"{where}: {key} = {value!r} is not {span} hex digits; copy it from the publisher.")
+            raise CardError(
+                f"{where}: {key} = {value!r} is not {span} hex digits; copy it from the publisher."
+            )
 
 
 def _check_choices(table: dict, where: str) -> None:
-    """format (one of FORMATS, each loaded by zoo.weights) and preprocess, with the fields they need."""
+    """format (one of FORMATS, loaded by zoo.weights) and preprocess, with the fields they need."""
     if table["format"] not in FORMATS:
         raise CardError(f"{where} has format {table['format']!r}; use one of {FORMATS}.")
     if table["format"] == "inflated-2d" and not table.get("inflate_from"):
         raise CardError(f"{where} has format 'inflated-2d' without inflate_from: name the 2D "
                         "architecture whose file it inflates (inflate_from = \"resnet50\", say).")
     if table["preprocess"] not in PREPROCESS_MODES:
-        raise CardError(f"{where} has preprocess {table['preprocess']!r}; use one of {PREPROCESS_MODES}.")
+        raise CardError(
+            f"{where} has preprocess {table['preprocess']!r}; use one of {PREPROCESS_MODES}."
+        )
     if table["preprocess"] == "meanstd" and not ("mean" in table and "std" in table):
         raise CardError(f"{where} uses preprocess = 'meanstd' without mean and std lists.")
 
@@ -215,7 +237,7 @@ def _split_fields(table: dict, where: str) -> tuple[dict, dict]:
 
 
 def card_from_table(arch: str, tag: str, table: dict, path: Path) -> WeightCard:
-    """The card ``[arch.tag]`` from its TOML table, validated (CardError names the field and fix)."""
+    """The card ``[arch.tag]`` from its TOML table, validated (CardError: the field and fix)."""
     where = f"weight card [{arch}.{tag}] in {path}"
     _check_names(arch, tag, table, path, where)
     _check_hashes(table, where)
@@ -228,9 +250,11 @@ def card_from_table(arch: str, tag: str, table: dict, path: Path) -> WeightCard:
     field_name = "filename" if table.get("filename") else "urls"
     problem = plain_name_problem(card.file_name)
     if problem:
-        raise CardError(f"{where}: the file name {card.file_name!r} (from its {field_name}) {problem}. "
-                        "Set filename = \"NAME.weights.h5\" to a plain name: the cache keeps it under "
-                        "ZOO_HOME/weights/ARCH/TAG/ and never writes elsewhere.")
+        raise CardError(
+            f"{where}: the file name {card.file_name!r} (from its {field_name}) {problem}. Set "
+            "filename = \"NAME.weights.h5\" to a plain name: the cache keeps it under "
+            "ZOO_HOME/weights/ARCH/TAG/ and never writes elsewhere."
+        )
     return card
 
 
@@ -241,7 +265,9 @@ def read_card_file(path: str | os.PathLike) -> list[WeightCard]:
         with open(path, "rb") as f:
             doc = tomllib.load(f)
     except (OSError, tomllib.TOMLDecodeError) as e:
-        raise CardError(f"weight card file {path} cannot be read ({e}); fix or remove it.") from None
+        raise CardError(
+            f"weight card file {path} cannot be read ({e}); fix or remove it."
+        ) from None
     cards = []
     for arch, tags in doc.items():
         if not isinstance(tags, dict) or not all(isinstance(t, dict) for t in tags.values()):
@@ -252,7 +278,8 @@ def read_card_file(path: str | os.PathLike) -> list[WeightCard]:
 
 
 def builtin_card_dir() -> Path:
-    """The source checkout's weights/ folder when zoo runs from one, else the installed zoo._weights.
+    """The source checkout's weights/ folder when zoo runs from one, else the installed
+    zoo._weights.
 
     The checkout wins so that an editable install, or a second git worktree, reads its own cards.
     """
@@ -321,8 +348,12 @@ def get_card(name: str) -> WeightCard:
     Raises:
         UnknownNameError: no such card (with suggestions). CardError: a card file is invalid.
     """
-    return Registry("weight card", all_cards(), show_choices=False,
-                    hint="See zoo.list_weights() or `zoo list --pretrained` for every card.").get(name)
+    return Registry(
+        "weight card",
+        all_cards(),
+        show_choices=False,
+        hint="See zoo.list_weights() or `zoo list --pretrained` for every card.",
+    ).get(name)
 
 
 def list_weights(pattern: str = "*") -> list[str]:

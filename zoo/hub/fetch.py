@@ -52,20 +52,25 @@ DEFAULT_MIN_RATE = 1024.0
 
 
 def inside_home(path: str | os.PathLike, what: str = "cache path", sub: str = "") -> Path:
-    """``path`` itself, after checking lexically (no symlinks followed) that it lies inside ZOO_HOME.
+    """``path`` itself, after checking lexically (no symlinks followed) that it lies inside
+    ZOO_HOME.
 
     ``sub`` narrows the check to one folder of ZOO_HOME (``weights`` for cache paths).
     """
     home = os.path.normpath(os.path.abspath(zoo_home() / sub))
     target = os.path.normpath(os.path.abspath(path))
     if target == home or os.path.commonpath([home, target]) != home:
-        raise CardError(f"the {what} {path} lies outside ZOO_HOME ({home}); the zoo never writes or "
-                        "deletes there. Fix the weight card's arch, tag or filename (plain names only).")
+        raise CardError(
+            f"the {what} {path} lies outside ZOO_HOME ({home}); the zoo never writes or deletes "
+            "there. Fix the weight card's arch, tag or filename (plain names only)."
+        )
     return Path(path)
 
 
 def cache_path(card: WeightCard) -> Path:
-    return inside_home(zoo_home() / "weights" / card.arch / card.tag / card.file_name, sub="weights")
+    return inside_home(
+        zoo_home() / "weights" / card.arch / card.tag / card.file_name, sub="weights"
+    )
 
 
 def recorded_hash_path(card: WeightCard) -> Path:
@@ -100,7 +105,7 @@ def file_hash(path: Path, algorithm: str, *, memo: bool = True) -> str:
 
 
 def recorded_sha256(card: WeightCard) -> str | None:
-    """The full sha256 recorded for a prefix-only card, when one was recorded and fits its prefix."""
+    """The full sha256 recorded for a prefix-only card, when there is one that fits its prefix."""
     if card.sha256 or card.md5 or not card.sha256_prefix:
         return None
     try:
@@ -112,7 +117,7 @@ def recorded_sha256(card: WeightCard) -> str | None:
 
 
 def expected_hash(card: WeightCard) -> tuple[str, str, bool]:
-    """(algorithm, digest, full): the card's hash, or the recorded full sha256 of a prefix-only card."""
+    """(algorithm, digest, full): the card's hash, or a prefix-only card's recorded sha256."""
     algorithm, digest = card.hash
     if card.sha256 or card.md5:
         return algorithm, digest.lower(), True
@@ -142,7 +147,7 @@ def _record(card: WeightCard, sha256: str) -> None:
 
 
 def is_verified(path: Path, card: WeightCard, rehash: bool = False) -> bool:
-    """True when ``path`` holds the card's bytes (hashed once per process, or again with ``rehash``)."""
+    """True when ``path`` holds the card's bytes (hashed once per process; ``rehash`` again)."""
     if not path.is_file():
         return False
     algorithm, digest, full = expected_hash(card)
@@ -167,7 +172,11 @@ def sources(card: WeightCard) -> list[str]:
     out = []
     for mirror in mirrors():
         sep = "" if mirror.endswith("/") else "/"
-        out.append(f"{mirror}{sep}{card.file_name}" if "://" in mirror else str(Path(mirror).expanduser() / card.file_name))
+        out.append(
+            f"{mirror}{sep}{card.file_name}"
+            if "://" in mirror
+            else str(Path(mirror).expanduser() / card.file_name)
+        )
     return out + card.resolved_urls()
 
 
@@ -188,9 +197,13 @@ def _setting(name: str, given, default: float, unit: str) -> float:
     except (TypeError, ValueError):
         value = float("nan")
     if not value > 0 or value == float("inf"):
-        source = f"{name}={raw!r}" if given is None else f"{name.removeprefix('ZOO_').lower()}={raw!r}"
-        raise InvalidArgumentError(f"{source} is not a positive number of {unit}; set it to e.g. {default:g} "
-                                   f"or unset {name}.")
+        source = (
+            f"{name}={raw!r}" if given is None else f"{name.removeprefix('ZOO_').lower()}={raw!r}"
+        )
+        raise InvalidArgumentError(
+            f"{source} is not a positive number of {unit}; set it to e.g. {default:g} or unset "
+            f"{name}."
+        )
     return value
 
 
@@ -214,30 +227,40 @@ def _replace(src: Path, dst: Path) -> None:
 
 
 def _discard(path: Path) -> None:
-    """Remove a part file, ignoring a missing one or a cache that refuses (the error comes elsewhere)."""
+    """Remove a part file; a missing one or a refusing cache is ignored (reported elsewhere)."""
     try:
         _unlink(path)
     except OSError:
         pass
 
 
-def cache_error(e: OSError, folder: Path, card: WeightCard | None = None, doing: str = "write") -> CacheWriteError:
+def cache_error(
+    e: OSError, folder: Path, card: WeightCard | None = None, doing: str = "write"
+) -> CacheWriteError:
     """An OS error on the cache as a CacheWriteError that names the folder and the fix."""
     home = zoo_home()
     blocker = next((p for p in [Path(folder), *Path(folder).parents] if p.exists()), None)
     if blocker is not None and not blocker.is_dir():
-        return CacheWriteError(f"cannot {doing} {folder}: {blocker} is a file, not a folder. Point ZOO_HOME "
-                               f"(now {home}) at a folder, or move that file away.")
+        return CacheWriteError(
+            f"cannot {doing} {folder}: {blocker} is a file, not a folder. Point ZOO_HOME (now "
+            f"{home}) at a folder, or move that file away."
+        )
     if e.errno in (errno.ENOSPC, errno.EDQUOT):
         need = f" (the file needs {card.size:,} bytes)" if card is not None and card.size else ""
-        return CacheWriteError(f"no space left to {doing} {folder}{need}: free space on that disk, or set "
-                               "ZOO_HOME to a folder on a disk with room. The partial file was removed.")
+        return CacheWriteError(
+            f"no space left to {doing} {folder}{need}: free space on that disk, or set ZOO_HOME to "
+            "a folder on a disk with room. The partial file was removed."
+        )
     if e.errno in (errno.EROFS, errno.EACCES, errno.EPERM):
-        return CacheWriteError(f"cannot {doing} {folder}: it is read-only ({os.strerror(e.errno)}). Make it "
-                               "writable, or set ZOO_HOME to a writable folder; a read-only copy of the weights "
-                               "can be used through ZOO_MIRROR.")
-    return CacheWriteError(f"cannot {doing} {folder}: {e.strerror or e}. Check the folder, or set ZOO_HOME to "
-                           "another folder.")
+        return CacheWriteError(
+            f"cannot {doing} {folder}: it is read-only ({os.strerror(e.errno)}). Make it writable, "
+            "or set ZOO_HOME to a writable folder; a read-only copy of the weights can be used "
+            "through ZOO_MIRROR."
+        )
+    return CacheWriteError(
+        f"cannot {doing} {folder}: {e.strerror or e}. Check the folder, or set ZOO_HOME to another "
+        "folder."
+    )
 
 
 class _Progress:
@@ -276,7 +299,9 @@ class _Limits(NamedTuple):
     expect: int | None  # the card's size
 
 
-def _content_range_problem(header: str | None, have: int, length: int | None, expect: int | None) -> str | None:
+def _content_range_problem(
+    header: str | None, have: int, length: int | None, expect: int | None
+) -> str | None:
     m = re.fullmatch(r"\s*bytes\s+(\d+)-(\d+)/(\d+|\*)\s*", header or "")
     if not m:
         return f"no valid Content-Range ({header!r})"
@@ -297,11 +322,51 @@ def _download_once(url: str, part: Path, algorithm: str, progress: bool, limits:
     if expect is not None and have > expect:
         _unlink(part)
         have = 0
+    response = _request(url, part, have, limits)
+    with response:
+        raw_length = response.headers.get("Content-Length")
+        length = int(raw_length) if raw_length and raw_length.strip().isdigit() else None
+        h = hashlib.new(algorithm)
+        if have and response.status == 206:
+            _hash_resumed(url, response, part, have, length, expect, h)
+            mode = "ab"
+        else:
+            have, mode = 0, "wb"
+        if expect is not None and length is not None and have + length != expect:
+            raise FetchError(
+                f"{url} announces {have + length:,} bytes (Content-Length) but the card says size "
+                f"= {expect:,}: the URL serves another file, or the card is wrong. Nothing was "
+                "kept."
+            )
+        total = have + length if length is not None else expect
+        bar = _Progress(Path(part.name).stem, total, have, progress)
+        try:
+            f = _open_part(part, mode)
+        except OSError as e:
+            raise cache_error(e, part.parent, doing="write into") from None
+        try:
+            written = _stream_into(response, f, part, h, have, limits, bar)
+        finally:
+            bar.close()
+    if expect is not None and written > expect:
+        raise FetchError(
+            f"{url} sent more than the card's size of {expect:,} bytes (stopped at {written:,}): "
+            "the URL serves another file, or the card is wrong. Nothing was kept."
+        )
+    if total is not None and written < total:
+        raise _Retryable(f"connection closed after {written} of {total} bytes")
+    return h.hexdigest()
+
+
+def _request(url: str, part: Path, have: int, limits: _Limits):
+    """The open response for ``url`` from byte ``have`` on; transient failures are _Retryable."""
     headers = {"User-Agent": "medzoo"}
     if have:
         headers["Range"] = f"bytes={have}-"
     try:
-        response = urllib.request.urlopen(urllib.request.Request(url, headers=headers), timeout=limits.timeout)
+        return urllib.request.urlopen(
+            urllib.request.Request(url, headers=headers), timeout=limits.timeout
+        )
     except urllib.error.HTTPError as e:
         if e.code == 416:  # the part file is already complete (or bad): start over
             _discard(part)
@@ -311,69 +376,64 @@ def _download_once(url: str, part: Path, algorithm: str, progress: bool, limits:
         raise FetchError(f"{url} answered HTTP {e.code} {e.reason}") from None
     except (urllib.error.URLError, TimeoutError, ConnectionError, http.client.HTTPException) as e:
         raise _Retryable(f"{type(e).__name__}: {getattr(e, 'reason', e)}") from None
-    with response:
-        raw_length = response.headers.get("Content-Length")
-        length = int(raw_length) if raw_length and raw_length.strip().isdigit() else None
-        h = hashlib.new(algorithm)
-        if have and response.status == 206:
-            problem = _content_range_problem(response.headers.get("Content-Range"), have, length, expect)
-            if problem:
-                _discard(part)
-                raise _Retryable(f"{url} answered the resume at byte {have} with {problem}; the partial file "
-                                 "was discarded and the download starts over")
-            with open(part, "rb") as f:
-                while block := f.read(CHUNK):
-                    h.update(block)
-            mode = "ab"
-        else:
-            have, mode = 0, "wb"
-        if expect is not None and length is not None and have + length != expect:
-            raise FetchError(f"{url} announces {have + length:,} bytes (Content-Length) but the card says "
-                             f"size = {expect:,}: the URL serves another file, or the card is wrong. Nothing "
-                             "was kept.")
-        total = have + length if length is not None else expect
-        limit = None if expect is None else expect + 1  # one byte past the card's size proves excess
-        bar = _Progress(Path(part.name).stem, total, have, progress)
-        written = have
-        try:
-            f = _open_part(part, mode)
-        except OSError as e:
-            raise cache_error(e, part.parent, doing="write into") from None
-        try:
-            with f:
-                window_start, window_bytes = time.monotonic(), 0
-                while True:
-                    want = CHUNK if limit is None else min(CHUNK, limit - written)
-                    if want <= 0:
-                        break
-                    block = response.read1(want)  # what has arrived, so a stall keeps it
-                    if not block:
-                        break
-                    h.update(block)
-                    _write_block(f, block)
-                    written += len(block)
-                    window_bytes += len(block)
-                    bar.update(len(block))
-                    elapsed = time.monotonic() - window_start
-                    if elapsed >= limits.timeout:
-                        if window_bytes < limits.min_rate * elapsed:
-                            raise _Retryable(f"slower than {limits.min_rate:g} bytes/s for {elapsed:.1f} s "
-                                             f"after {written:,} bytes (ZOO_MIN_RATE, ZOO_TIMEOUT)")
-                        window_start, window_bytes = time.monotonic(), 0
-        except (TimeoutError, ConnectionError, http.client.HTTPException, urllib.error.URLError) as e:
-            raise _Retryable(f"{type(e).__name__} after {written} bytes") from None
-        except FetchError:
-            raise
-        except OSError as e:
-            raise cache_error(e, part.parent, doing="write into") from None
-        finally:
-            bar.close()
-    if expect is not None and written > expect:
-        raise FetchError(f"{url} sent more than the card's size of {expect:,} bytes (stopped at {written:,}): "
-                         "the URL serves another file, or the card is wrong. Nothing was kept.")
-    if total is not None and written < total:
-        raise _Retryable(f"connection closed after {written} of {total} bytes")
-    return h.hexdigest()
+
+
+def _hash_resumed(url, response, part: Path, have: int, length, expect, h) -> None:
+    """Check a 206 answer resumes at byte ``have``, then hash the bytes the part file holds."""
+    problem = _content_range_problem(response.headers.get("Content-Range"), have, length, expect)
+    if problem:
+        _discard(part)
+        raise _Retryable(
+            f"{url} answered the resume at byte {have} with {problem}; the partial file was "
+            "discarded and the download starts over"
+        )
+    with open(part, "rb") as f:
+        while block := f.read(CHUNK):
+            h.update(block)
+
+
+def _stream_into(response, f, part: Path, h, have: int, limits: _Limits, bar) -> int:
+    """Write the body into ``f``, the open ``part`` file (hashing it), stopping one byte past the
+    card's size (which proves excess) and on a stall below ZOO_MIN_RATE; returns the bytes the
+    part file holds."""
+    # one byte past the card's size proves excess
+    limit = None if limits.expect is None else limits.expect + 1
+    written = have
+    try:
+        with f:
+            window_start, window_bytes = time.monotonic(), 0
+            while True:
+                want = CHUNK if limit is None else min(CHUNK, limit - written)
+                if want <= 0:
+                    break
+                block = response.read1(want)  # what has arrived, so a stall keeps it
+                if not block:
+                    break
+                h.update(block)
+                _write_block(f, block)
+                written += len(block)
+                window_bytes += len(block)
+                bar.update(len(block))
+                elapsed = time.monotonic() - window_start
+                if elapsed >= limits.timeout:
+                    _check_rate(window_bytes, elapsed, written, limits)
+                    window_start, window_bytes = time.monotonic(), 0
+    except (TimeoutError, ConnectionError, http.client.HTTPException, urllib.error.URLError) as e:
+        raise _Retryable(f"{type(e).__name__} after {written} bytes") from None
+    except FetchError:
+        raise
+    except OSError as e:
+        raise cache_error(e, part.parent, doing="write into") from None
+    return written
+
+
+def _check_rate(window_bytes: int, elapsed: float, written: int, limits: _Limits) -> None:
+    """A transfer slower than ZOO_MIN_RATE over the last ZOO_TIMEOUT seconds: a retryable stall."""
+    if window_bytes < limits.min_rate * elapsed:
+        raise _Retryable(
+            f"slower than {limits.min_rate:g} bytes/s for {elapsed:.1f} s after {written:,} bytes "
+            "(ZOO_MIN_RATE, ZOO_TIMEOUT)"
+        )
 
 
 def _download(url: str, dest: Path, card: WeightCard, retries: int, backoff: float, progress: bool,
@@ -396,10 +456,16 @@ def _download(url: str, dest: Path, card: WeightCard, retries: int, backoff: flo
             _discard(part)
             raise ChecksumError(
                 f"{url} gave a file whose {algorithm} is {got}, not {digest} as "
-                + (f"card {card.name} ({card.card_path}) says" if card.sha256 or card.md5 else
-                   f"recorded for {card.name} at its first verified download ({recorded_hash_path(card)})"
-                   if full else f"card {card.name} ({card.card_path}) says")
-                + ". The file was discarded; check the URL or the mirror's copy.")
+                + (
+                    f"card {card.name} ({card.card_path}) says"
+                    if card.sha256 or card.md5
+                    else f"recorded for {card.name} at its first verified download "
+                    f"({recorded_hash_path(card)})"
+                    if full
+                    else f"card {card.name} ({card.card_path}) says"
+                )
+                + ". The file was discarded; check the URL or the mirror's copy."
+            )
         try:
             _replace(part, dest)
         except OSError as e:
@@ -409,9 +475,14 @@ def _download(url: str, dest: Path, card: WeightCard, retries: int, backoff: flo
             _record(card, got)
         return
     kept = part.exists()
-    raise FetchError(f"{url}: gave up after {retries + 1} attempts ({'; '.join(reasons)}); "
-                     + (f"the partial file {part} is kept and the next call resumes it." if kept else
-                        "nothing was kept."))
+    raise FetchError(
+        f"{url}: gave up after {retries + 1} attempts ({'; '.join(reasons)}); "
+        + (
+            f"the partial file {part} is kept and the next call resumes it."
+            if kept
+            else "nothing was kept."
+        )
+    )
 
 
 class _Lock:
@@ -449,15 +520,39 @@ def fetch(card: WeightCard | str, *, progress: bool | None = None, timeout: floa
     download must keep up over each ``timeout`` window (default ZOO_MIN_RATE or 1024).
     """
     card = get_card(card) if isinstance(card, str) else card
-    algorithm, digest, full = expected_hash(card)
+    expected = expected_hash(card)
     dest = cache_path(card)
     if progress is None:
         progress = sys.stderr.isatty()
-    limits = _Limits(_setting("ZOO_TIMEOUT", timeout, DEFAULT_TIMEOUT, "seconds"),
-                     _setting("ZOO_MIN_RATE", min_rate, DEFAULT_MIN_RATE, "bytes per second"), card.size)
+    limits = _Limits(
+        _setting("ZOO_TIMEOUT", timeout, DEFAULT_TIMEOUT, "seconds"),
+        _setting("ZOO_MIN_RATE", min_rate, DEFAULT_MIN_RATE, "bytes per second"),
+        card.size,
+    )
     failures: list[str] = []
-    remote = []
-    kind = FetchError
+    remote: list[str] = []
+    found = _verified_copy(card, expected, dest, failures, remote)
+    if found is not None:
+        return found
+    _check_downloadable(card, expected, dest, failures, remote)
+    found, kind = _download_locked(card, dest, remote, failures,
+                                   retries=retries, backoff=backoff, progress=progress,
+                                   limits=limits)
+    if found is not None:
+        return found
+    used = mirrors()
+    fix = (f"Fix the network, or check that the mirror(s) in ZOO_MIRROR ({', '.join(used)}) hold "
+           f"{card.file_name}." if used else
+           f"Fix the network or set ZOO_MIRROR to a folder or server holding {card.file_name}.")
+    raise kind(
+        f"could not fetch the weights of {card.name}:\n  " + "\n  ".join(failures) + "\n" + fix
+    )
+
+
+def _verified_copy(card: WeightCard, expected, dest: Path, failures: list[str], remote: list[str]):
+    """A local source or the cache entry whose bytes match the card, else None; collects the
+    remote sources into ``remote`` and each local copy that does not match into ``failures``."""
+    algorithm, digest, _ = expected
     for source in sources(card):
         local = _local(source)
         if local is None:
@@ -469,32 +564,55 @@ def fetch(card: WeightCard | str, *, progress: bool | None = None, timeout: floa
     if dest.is_file():
         if is_verified(dest, card):
             return dest
-        failures.append(f"the cached {dest}: {algorithm} does not match {digest} (changed or corrupt; it is "
-                        "fetched again, never loaded)")
+        failures.append(
+            f"the cached {dest}: {algorithm} does not match {digest} (changed or corrupt; it is "
+            "fetched again, never loaded)"
+        )
+    return None
+
+
+def _check_downloadable(card: WeightCard, expected, dest: Path, failures: list[str],
+                        remote: list[str]) -> None:
+    """Raise the error that says why nothing can be downloaded (bad local copies only, offline,
+    no remote source); return when a download may be tried. ``expected`` is expected_hash(card)."""
+    algorithm, digest, full = expected
     prefix_only = "starting " if not full else ""
     if failures and (not remote or _offline()):
         raise ChecksumError(
-            f"the local copies of {card.name}'s weights do not match its card: {'; '.join(failures)}. "
-            f"Replace them with the file whose {algorithm} is {prefix_only}{digest}"
-            + (f", or unset ZOO_OFFLINE to download it from {remote[0]}." if remote else "."))
+            f"the local copies of {card.name}'s weights do not match its card: "
+            f"{'; '.join(failures)}. Replace them with the file whose {algorithm} is "
+            f"{prefix_only}{digest}"
+            + (f", or unset ZOO_OFFLINE to download it from {remote[0]}." if remote else ".")
+        )
     if _offline():
         raise OfflineError(
             f"ZOO_OFFLINE=1 and the weights of {card.name} are not cached. Place {card.file_name} "
-            f"({algorithm} {prefix_only}{digest}) at {dest}, or in a folder named by ZOO_MIRROR, or unset "
-            f"ZOO_OFFLINE to download it from {card.urls[0]}.")
+            f"({algorithm} {prefix_only}{digest}) at {dest}, or in a folder named by ZOO_MIRROR, "
+            f"or unset ZOO_OFFLINE to download it from {card.urls[0]}."
+        )
     if not remote:
-        raise FetchError(f"no usable copy of {card.name}'s weights: "
-                         f"{'; '.join(failures) or 'none of ' + ', '.join(sources(card)) + ' exists'}.")
+        raise FetchError(
+            f"no usable copy of {card.name}'s weights: "
+            f"{'; '.join(failures) or 'none of ' + ', '.join(sources(card)) + ' exists'}."
+        )
+
+
+def _download_locked(card: WeightCard, dest: Path, remote: list[str], failures: list[str], *,
+                     retries: int, backoff: float, progress: bool, limits: _Limits):
+    """(dest, kind) once a remote source gave the card's bytes, else (None, the error class to
+    raise): one process at a time downloads into the cache, the others wait and reuse it."""
+    kind = FetchError
     try:
         with _Lock(dest.with_name(dest.name + ".lock")):
             if dest.is_file():  # another process may have finished it while we waited
                 if is_verified(dest, card):
-                    return dest
-                _unlink(dest)  # bytes that no longer match their hash are fetched again, never loaded
+                    return dest, kind
+                # bytes that no longer match their hash are fetched again, never loaded
+                _unlink(dest)
             for url in remote:
                 try:
                     _download(url, dest, card, retries, backoff, progress, limits)
-                    return dest
+                    return dest, kind
                 except CacheWriteError:
                     raise
                 except FetchError as e:
@@ -504,8 +622,5 @@ def fetch(card: WeightCard | str, *, progress: bool | None = None, timeout: floa
         raise
     except OSError as e:
         raise cache_error(e, dest.parent, card) from None
-    used = mirrors()
-    fix = (f"Fix the network, or check that the mirror(s) in ZOO_MIRROR ({', '.join(used)}) hold "
-           f"{card.file_name}." if used else
-           f"Fix the network or set ZOO_MIRROR to a folder or server holding {card.file_name}.")
-    raise kind(f"could not fetch the weights of {card.name}:\n  " + "\n  ".join(failures) + "\n" + fix)
+    return None, kind
+

@@ -1,4 +1,4 @@
-"""Serializable Keras layers shared by the model builders (import the submodules; they import Keras)."""
+"""Serializable Keras layers shared by the model builders (the submodules import Keras)."""
 
 from zoo._lazy import submodule_access
 

@@ -15,12 +15,15 @@ from zoo.errors import InvalidArgumentError
 
 @keras.saving.register_keras_serializable(package="zoo")
 class LocalResponseNormalization(keras.layers.Layer):
-    """LRN over ``size`` neighbouring channels (channels last); paper defaults k=2, n=5, alpha=1e-4, beta=0.75."""
+    """LRN over ``size`` channels (channels last); paper: k=2, n=5, alpha=1e-4, beta=0.75."""
 
     def __init__(self, size=5, alpha=1e-4, beta=0.75, k=2.0, **kwargs):
         super().__init__(**kwargs)
         if not isinstance(size, int) or size < 1 or size % 2 == 0:
-            raise InvalidArgumentError(f"LocalResponseNormalization size={size!r}: use a positive odd integer (5 in AlexNet).")
+            raise InvalidArgumentError(
+                f"LocalResponseNormalization size={size!r}: use a positive odd integer (5 in "
+                "AlexNet)."
+            )
         self.size, self.alpha, self.beta, self.k = size, float(alpha), float(beta), float(k)
 
     def call(self, x):
@@ -38,4 +41,10 @@ class LocalResponseNormalization(keras.layers.Layer):
         return input_shape
 
     def get_config(self):
-        return {**super().get_config(), "size": self.size, "alpha": self.alpha, "beta": self.beta, "k": self.k}
+        return {
+            **super().get_config(),
+            "size": self.size,
+            "alpha": self.alpha,
+            "beta": self.beta,
+            "k": self.k,
+        }

@@ -13,7 +13,7 @@ from keras import ops
 
 @keras.saving.register_keras_serializable(package="zoo")
 class SpatialPadding(keras.layers.Layer):
-    """Pad each spatial axis by ``padding[i] = (before, after)``; axes in ``edge_axes`` replicate the edge."""
+    """Pad spatial axis i by ``padding[i] = (before, after)``; ``edge_axes`` replicate the edge."""
 
     def __init__(self, padding, edge_axes=(), **kwargs):
         super().__init__(**kwargs)
@@ -21,7 +21,11 @@ class SpatialPadding(keras.layers.Layer):
         self.edge_axes = tuple(int(a) for a in edge_axes)
 
     def call(self, x):
-        zero = [(0, 0)] + [(0, 0) if i in self.edge_axes else p for i, p in enumerate(self.padding)] + [(0, 0)]
+        zero = (
+            [(0, 0)]
+            + [(0, 0) if i in self.edge_axes else p for i, p in enumerate(self.padding)]
+            + [(0, 0)]
+        )
         if any(a or b for a, b in zero):
             x = ops.pad(x, zero)
         for i in self.edge_axes:
@@ -40,8 +44,14 @@ class SpatialPadding(keras.layers.Layer):
         return x
 
     def compute_output_shape(self, input_shape):
-        spatial = [None if n is None else n + a + b for n, (a, b) in zip(input_shape[1:-1], self.padding)]
+        spatial = [
+            None if n is None else n + a + b for n, (a, b) in zip(input_shape[1:-1], self.padding)
+        ]
         return (input_shape[0], *spatial, input_shape[-1])
 
     def get_config(self):
-        return {**super().get_config(), "padding": [list(p) for p in self.padding], "edge_axes": list(self.edge_axes)}
+        return {
+            **super().get_config(),
+            "padding": [list(p) for p in self.padding],
+            "edge_axes": list(self.edge_axes),
+        }

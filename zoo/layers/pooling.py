@@ -56,13 +56,18 @@ class AdaptiveAveragePooling2D(keras.layers.Layer):
     def call(self, x):
         h, w = x.shape[1], x.shape[2]
         if h is None or w is None:
-            raise InputShapeError(f"layer {self.name}: adaptive pooling needs a fixed input_shape (got {tuple(x.shape)}); "
-                                  "give zoo.load an input_shape with both spatial sizes.")
+            raise InputShapeError(
+                f"layer {self.name}: adaptive pooling needs a fixed input_shape (got "
+                f"{tuple(x.shape)}); give zoo.load an input_shape with both spatial sizes."
+            )
         if (h, w) == self.output_size:
             return x
         rows = []
         for r0, r1 in adaptive_bins(h, self.output_size[0]):
-            cells = [ops.mean(x[:, r0:r1, c0:c1, :], axis=(1, 2)) for c0, c1 in adaptive_bins(w, self.output_size[1])]
+            cells = [
+                ops.mean(x[:, r0:r1, c0:c1, :], axis=(1, 2))
+                for c0, c1 in adaptive_bins(w, self.output_size[1])
+            ]
             rows.append(ops.stack(cells, axis=1))
         return ops.stack(rows, axis=1)
 

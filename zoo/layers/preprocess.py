@@ -37,7 +37,9 @@ def normalization_params(mode, in_chans, out_chans, mean=None, std=None):
     elif mode == "none":
         scale, offset = [1.0], [0.0]
     else:
-        raise InvalidArgumentError(f"Unknown preprocess mode {mode!r}; use tf, caffe, torch, meanstd or none.")
+        raise InvalidArgumentError(
+            f"Unknown preprocess mode {mode!r}; use tf, caffe, torch, meanstd or none."
+        )
     if len(scale) == out_chans:
         source = [2, 1, 0] if mode == "caffe" else list(range(out_chans))
         if in_chans == 1:

@@ -19,12 +19,19 @@ def _along(x, axis, sl):
 
 @keras.saving.register_keras_serializable(package="zoo")
 class LinearUpsampling(keras.layers.Layer):
-    """x2 linear interpolation on every spatial axis: out[2i] = .75 x[i] + .25 x[i-1], out[2i+1] = .75 x[i] + .25 x[i+1]."""
+    """x2 linear interpolation on every spatial axis.
+
+    out[2i] = .75 x[i] + .25 x[i-1], out[2i+1] = .75 x[i] + .25 x[i+1].
+    """
 
     def call(self, x):
         for axis in range(1, len(x.shape) - 1):
-            prev = ops.concatenate([_along(x, axis, slice(0, 1)), _along(x, axis, slice(0, -1))], axis=axis)
-            nxt = ops.concatenate([_along(x, axis, slice(1, None)), _along(x, axis, slice(-1, None))], axis=axis)
+            prev = ops.concatenate(
+                [_along(x, axis, slice(0, 1)), _along(x, axis, slice(0, -1))], axis=axis
+            )
+            nxt = ops.concatenate(
+                [_along(x, axis, slice(1, None)), _along(x, axis, slice(-1, None))], axis=axis
+            )
             even, odd = 0.75 * x + 0.25 * prev, 0.75 * x + 0.25 * nxt
             stacked = ops.stack([even, odd], axis=axis + 1)
             shape = list(ops.shape(x))
@@ -33,7 +40,11 @@ class LinearUpsampling(keras.layers.Layer):
         return x
 
     def compute_output_shape(self, input_shape):
-        return (input_shape[0], *[None if n is None else 2 * n for n in input_shape[1:-1]], input_shape[-1])
+        return (
+            input_shape[0],
+            *[None if n is None else 2 * n for n in input_shape[1:-1]],
+            input_shape[-1],
+        )
 
 
 @keras.saving.register_keras_serializable(package="zoo")

@@ -18,7 +18,7 @@ def check_norm(norm: str) -> str:
 
 
 def normalization(x, norm: str, name: str):
-    """Batch, group (8 groups, or the largest divisor of the width below 8), instance or no normalisation."""
+    """Batch, group (8, or the width's largest divisor below 8), instance or no normalisation."""
     if norm == "none":
         return x
     if norm == "batch":
@@ -27,9 +27,21 @@ def normalization(x, norm: str, name: str):
     return keras.layers.GroupNormalization(groups=groups, name=name)(x)
 
 
-def conv_norm_act(x, filters: int, kernel, name: str, *, dims: int = 2, norm: str = "batch", padding="same",
-                  strides=1, dilation=1, activation="relu"):
-    """conv -> norm -> activation, named ``{name}_conv``, ``{name}_{norm}``, ``{name}_{activation}``.
+def conv_norm_act(
+    x,
+    filters: int,
+    kernel,
+    name: str,
+    *,
+    dims: int = 2,
+    norm: str = "batch",
+    padding="same",
+    strides=1,
+    dilation=1,
+    activation="relu",
+):
+    """conv -> norm -> activation, named ``{name}_conv``, ``{name}_{norm}``,
+    ``{name}_{activation}``.
 
     The convolution has a bias only without normalisation (a norm's offset makes it redundant).
     """

@@ -22,10 +22,32 @@ from zoo._lazy import keras
 from zoo.errors import InvalidArgumentError, UnsupportedLayerError
 
 POINTWISE = {
-    "Activation", "ReLU", "PReLU", "LeakyReLU", "ELU", "Softmax", "BatchNormalization", "GroupNormalization",
-    "LayerNormalization", "Normalize", "LocalResponseNormalization", "Add", "Subtract", "Multiply", "Average",
-    "Maximum", "Minimum", "Concatenate", "Dropout", "SpatialDropout2D", "SpatialDropout3D", "Identity",
-    "InputLayer", "Rescaling", "Dense", "GaussianNoise",
+    "Activation",
+    "ReLU",
+    "PReLU",
+    "LeakyReLU",
+    "ELU",
+    "Softmax",
+    "BatchNormalization",
+    "GroupNormalization",
+    "LayerNormalization",
+    "Normalize",
+    "LocalResponseNormalization",
+    "Add",
+    "Subtract",
+    "Multiply",
+    "Average",
+    "Maximum",
+    "Minimum",
+    "Concatenate",
+    "Dropout",
+    "SpatialDropout2D",
+    "SpatialDropout3D",
+    "Identity",
+    "InputLayer",
+    "Rescaling",
+    "Dense",
+    "GaussianNoise",
 }
 NON_SPATIAL = {"AdaptiveAveragePooling2D", "Permute", "Reshape", "Flatten"}
 
@@ -58,43 +80,68 @@ def _window(layer, intervals, in_shape):
     if kind in POINTWISE:
         return intervals
     if kind == "CentralSlice":  # a plane of the volume: the sliced axis is its central index
-        return [*intervals[:layer.axis], ((in_shape[1 + layer.axis] or 0) // 2,) * 2, *intervals[layer.axis:]]
+        return [
+            *intervals[: layer.axis],
+            ((in_shape[1 + layer.axis] or 0) // 2,) * 2,
+            *intervals[layer.axis :],
+        ]
     if kind.startswith(("Conv", "MaxPooling", "AveragePooling", "DepthwiseConv", "SeparableConv")):
-        k = _tuple(getattr(layer, "kernel_size", None) or layer.pool_size, dims)
-        s = _tuple(layer.strides, dims)
-        d = _tuple(getattr(layer, "dilation_rate", 1), dims)
-        if "Transpose" in kind:
-            out = []
-            for (a, b), ki, si in zip(intervals, k, s):
-                pl = max(ki - si, 0) // 2 if layer.padding == "same" else 0
-                out.append((-(-(a + pl - ki + 1) // si), (b + pl) // si))
-            return out
-        out = []
-        for (a, b), ki, si, di, n in zip(intervals, k, s, d, sizes):
-            keff = di * (ki - 1) + 1
-            pl = _same_left(n, keff, si) if layer.padding == "same" else 0
-            out.append((a * si - pl, b * si - pl + keff - 1))
-        return out
-    if kind == "LinearUpsampling" or (kind.startswith("UpSampling") and layer.interpolation == "bilinear"):
-        # half-pixel linear by u: output o reads floor((o + 1/2) / u - 1/2) and the next input
-        u = _tuple(getattr(layer, "size", 2), dims)
-        return [(math.floor(Fraction(2 * a + 1, 2 * ui) - Fraction(1, 2)),
-                 math.floor(Fraction(2 * b + 1, 2 * ui) - Fraction(1, 2)) + 1) for (a, b), ui in zip(intervals, u)]
-    if kind.startswith("UpSampling"):
-        u = _tuple(layer.size, dims)
-        return [(a // ui, b // ui) for (a, b), ui in zip(intervals, u)]
+        return _conv_window(layer, kind, intervals, sizes)
+    if kind == "LinearUpsampling" or kind.startswith("UpSampling"):
+        return _upsampling_window(layer, kind, intervals)
     if kind.startswith("ZeroPadding") or kind == "SpatialPadding":
         return [(a - p[0], b - p[0]) for (a, b), p in zip(intervals, layer.padding)]
     if kind.startswith("Cropping"):
         return [(a + c[0], b + c[0]) for (a, b), c in zip(intervals, layer.cropping)]
     if kind == "CentralCrop":
-        return [(a + (n - layer.size) // 2, b + (n - layer.size) // 2) for (a, b), n in zip(intervals, sizes)]
+        return [
+            (a + (n - layer.size) // 2, b + (n - layer.size) // 2)
+            for (a, b), n in zip(intervals, sizes)
+        ]
     if kind == "CeilMaxPooling2D":
         return [(a * layer.strides, b * layer.strides + layer.pool_size - 1) for a, b in intervals]
     raise UnsupportedLayerError(
-        f"receptive_field: layer {layer.name!r} ({kind}) has no rule; the analysis covers convolutions, "
-        "pooling, padding, cropping, up-sampling, central planes and point-wise layers. "
-        "Pass layer= to stop before it.")
+        f"receptive_field: layer {layer.name!r} ({kind}) has no rule; the analysis covers "
+        "convolutions, pooling, padding, cropping, up-sampling, central planes and point-wise "
+        "layers. Pass layer= to stop before it."
+    )
+
+
+def _conv_window(layer, kind, intervals, sizes):
+    """Convolutions and poolings (transposed ones too): kernel, stride, dilation and padding."""
+    dims = len(intervals)
+    k = _tuple(getattr(layer, "kernel_size", None) or layer.pool_size, dims)
+    s = _tuple(layer.strides, dims)
+    d = _tuple(getattr(layer, "dilation_rate", 1), dims)
+    if "Transpose" in kind:
+        out = []
+        for (a, b), ki, si in zip(intervals, k, s):
+            pl = max(ki - si, 0) // 2 if layer.padding == "same" else 0
+            out.append((-(-(a + pl - ki + 1) // si), (b + pl) // si))
+        return out
+    out = []
+    for (a, b), ki, si, di, n in zip(intervals, k, s, d, sizes):
+        keff = di * (ki - 1) + 1
+        pl = _same_left(n, keff, si) if layer.padding == "same" else 0
+        out.append((a * si - pl, b * si - pl + keff - 1))
+    return out
+
+
+def _upsampling_window(layer, kind, intervals):
+    """Up-sampling: nearest reads one input cell, (bi)linear also reads the next one."""
+    dims = len(intervals)
+    if kind == "LinearUpsampling" or layer.interpolation == "bilinear":
+        # half-pixel linear by u: output o reads floor((o + 1/2) / u - 1/2) and the next input
+        u = _tuple(getattr(layer, "size", 2), dims)
+        return [
+            (
+                math.floor(Fraction(2 * a + 1, 2 * ui) - Fraction(1, 2)),
+                math.floor(Fraction(2 * b + 1, 2 * ui) - Fraction(1, 2)) + 1,
+            )
+            for (a, b), ui in zip(intervals, u)
+        ]
+    u = _tuple(layer.size, dims)
+    return [(a // ui, b // ui) for (a, b), ui in zip(intervals, u)]
 
 
 def _union(a, b):
@@ -102,7 +149,7 @@ def _union(a, b):
 
 
 def _propagate(model, seeds: dict[int, list]) -> dict[int, list]:
-    """Intervals of every tensor of ``model`` reached backwards from ``seeds`` (id(tensor) -> intervals)."""
+    """Intervals of the tensors reached back from ``seeds`` (id(tensor) -> intervals)."""
     found = dict(seeds)
     for node in nodes_by_depth(model):
         outs = [found.get(id(t)) for t in node.outputs]
@@ -131,23 +178,31 @@ def _spatial_tensor(model, layer):
     tensor = model.outputs[0]
     while True:
         op = producing_layer(tensor)
-        if len(tensor.shape) >= 3 and type(op).__name__ not in NON_SPATIAL and not isinstance(op, keras.Model):
+        if (
+            len(tensor.shape) >= 3
+            and type(op).__name__ not in NON_SPATIAL
+            and not isinstance(op, keras.Model)
+        ):
             return tensor
         inputs = layer_inputs(tensor)
         if not inputs:
-            raise InvalidArgumentError(f"model {model.name!r} has no spatial feature map to analyse.")
+            raise InvalidArgumentError(
+                f"model {model.name!r} has no spatial feature map to analyse."
+            )
         tensor = inputs[0]
 
 
 def input_window(model, position, layer=None) -> list[tuple[int, int]]:
-    """The input positions (lo, hi per axis, inclusive; may extend into padding) that output ``position`` reads."""
+    """Input positions (lo, hi per axis, inclusive; may reach padding) read by ``position``."""
     tensor = _spatial_tensor(model, layer)
     seeds = {id(tensor): [(p, p) for p in position]}
     found = _propagate(model, seeds)
     image = model.inputs[0]
     if id(image) not in found:
-        raise InvalidArgumentError(f"layer {producing_layer(tensor).name!r} does not depend on input "
-                                   f"{image.name!r} through spatial layers.")
+        raise InvalidArgumentError(
+            f"layer {producing_layer(tensor).name!r} does not depend on input {image.name!r} "
+            "through spatial layers."
+        )
     return found[id(image)]
 
 

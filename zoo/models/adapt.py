@@ -21,7 +21,8 @@ class Default(str):
 
 
 POOLING = Default("avg")  # zoo.load's global pooling; with head="mil" only the default is allowed
-ACTIVATION = Default("softmax")  # zoo.load's classifier activation; a MIL bag keeps logits unless asked
+# zoo.load's classifier activation; a MIL bag keeps logits unless asked
+ACTIVATION = Default("softmax")
 
 
 def check_in_chans(in_chans) -> int:
@@ -44,8 +45,8 @@ def check_input_shape(input_shape, entry, in_chans: int) -> tuple[int, ...]:
     if len(shape) == dims + 1:
         if shape[-1] is not None and shape[-1] != in_chans:
             raise InputShapeError(
-                f"input_shape={tuple(input_shape)} has {shape[-1]} channels but in_chans={in_chans}; "
-                "make them agree (or give input_shape without channels)."
+                f"input_shape={tuple(input_shape)} has {shape[-1]} channels but "
+                f"in_chans={in_chans}; make them agree (or give input_shape without channels)."
             )
         shape = shape[:-1]
     if len(shape) != dims:
@@ -80,7 +81,9 @@ def classifier_head(x, num_classes: int, pooling: str | None = "avg", dropout: f
     x = global_pool(x, pooling or "avg", name="head_pool")
     if dropout:
         x = keras.layers.Dropout(dropout, name="head_dropout")(x)
-    return keras.layers.Dense(num_classes, activation=activation, name="head_fc", dtype="float32")(x)
+    return keras.layers.Dense(num_classes, activation=activation, name="head_fc", dtype="float32")(
+        x
+    )
 
 
 def feature_outputs(model, entry, strides=None) -> list:
@@ -92,7 +95,8 @@ def feature_outputs(model, entry, strides=None) -> list:
     unknown = [s for s in wanted if s not in by_stride]
     if unknown:
         raise InvalidArgumentError(
-            f"features={strides}: {entry.name} has feature maps at strides {sorted(by_stride)}, not {unknown}."
+            f"features={strides}: {entry.name} has feature maps at strides {sorted(by_stride)}, "
+            f"not {unknown}."
         )
     return [
         keras.layers.Identity(name=f"features_stride{s}")(model.get_layer(by_stride[s]).output)
@@ -101,7 +105,7 @@ def feature_outputs(model, entry, strides=None) -> list:
 
 
 def check_batch(model, batch) -> None:
-    """A batch ``model`` can take: the right rank (a 2D batch for a 3D network is the common slip) and channels."""
+    """A batch ``model`` takes: rank (2D batch to a 3D network: the common slip), channels."""
     want = tuple(model.inputs[0].shape)
     got = tuple(np.shape(batch))
     dims = len(want) - 2
@@ -109,8 +113,11 @@ def check_batch(model, batch) -> None:
         hint = (" Add the depth axis (a single slice is depth 1) or load the 2D model."
                 if len(got) == len(want) - 1 else "")
         raise InputShapeError(
-            f"batch of shape {got}: {model.name} is a {dims}D network and takes a {len(want)}D batch "
-            f"(N, {', '.join(['D', 'H', 'W'][-dims:])}, C) such as {(2, *want[1:])}.{hint}")
+            f"batch of shape {got}: {model.name} is a {dims}D network and takes a {len(want)}D "
+            f"batch (N, {', '.join(['D', 'H', 'W'][-dims:])}, C) such as {(2, *want[1:])}.{hint}"
+        )
     if want[-1] is not None and got[-1] != want[-1]:
-        raise InputShapeError(f"batch of shape {got}: {model.name} takes {want[-1]} channels (the last axis), "
-                              f"not {got[-1]}.")
+        raise InputShapeError(
+            f"batch of shape {got}: {model.name} takes {want[-1]} channels (the last axis), not "
+            f"{got[-1]}."
+        )

@@ -15,12 +15,20 @@ from zoo.models.registry import register_model
 
 # variant: [(name, filters, kernel, stride, padding, groups, lrn after, pool after)]
 _CONVS = {
-    "torchvision": [("features_0", 64, 11, 4, 2, 1, False, True), ("features_3", 192, 5, 1, 2, 1, False, True),
-                    ("features_6", 384, 3, 1, 1, 1, False, False), ("features_8", 256, 3, 1, 1, 1, False, False),
-                    ("features_10", 256, 3, 1, 1, 1, False, True)],
-    "2012": [("conv1", 96, 11, 4, 2, 1, True, True), ("conv2", 256, 5, 1, 2, 2, True, True),
-             ("conv3", 384, 3, 1, 1, 1, False, False), ("conv4", 384, 3, 1, 1, 2, False, False),
-             ("conv5", 256, 3, 1, 1, 2, False, True)],
+    "torchvision": [
+        ("features_0", 64, 11, 4, 2, 1, False, True),
+        ("features_3", 192, 5, 1, 2, 1, False, True),
+        ("features_6", 384, 3, 1, 1, 1, False, False),
+        ("features_8", 256, 3, 1, 1, 1, False, False),
+        ("features_10", 256, 3, 1, 1, 1, False, True),
+    ],
+    "2012": [
+        ("conv1", 96, 11, 4, 2, 1, True, True),
+        ("conv2", 256, 5, 1, 2, 2, True, True),
+        ("conv3", 384, 3, 1, 1, 1, False, False),
+        ("conv4", 384, 3, 1, 1, 2, False, False),
+        ("conv5", 256, 3, 1, 1, 2, False, True),
+    ],
 }
 
 
@@ -36,10 +44,13 @@ def _features(model):
     min_size=63,
     preprocess="torch",
     feature_layers=_features,
-    description="AlexNet, torchvision's single-tower variant (61.1 M parameters); variant='2012' is the LRN original",
+    description="AlexNet, torchvision's single-tower variant (61.1 M parameters); variant='2012' "
+    "is the LRN original",
     paper="Krizhevsky et al. 2012 (NIPS); Krizhevsky 2014, arXiv:1404.5997",
 )
-def build_alexnet(x, *, include_top, num_classes, classifier_activation, variant="torchvision", dropout=0.5):
+def build_alexnet(
+    x, *, include_top, num_classes, classifier_activation, variant="torchvision", dropout=0.5
+):
     from zoo.layers.lrn import LocalResponseNormalization
     from zoo.layers.pooling import AdaptiveAveragePooling2D
 
@@ -64,4 +75,6 @@ def build_alexnet(x, *, include_top, num_classes, classifier_activation, variant
         x = keras.layers.Dropout(dropout, name=f"classifier_{i - 1}")(x)
         x = keras.layers.Dense(units, name=f"classifier_{i}")(x)
         x = keras.layers.ReLU(name=f"classifier_{i + 1}")(x)
-    return keras.layers.Dense(num_classes, activation=classifier_activation, name="classifier_6", dtype="float32")(x)
+    return keras.layers.Dense(
+        num_classes, activation=classifier_activation, name="classifier_6", dtype="float32"
+    )(x)

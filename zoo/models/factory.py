@@ -272,9 +272,8 @@ def _check_options(entry, options) -> None:
     params = inspect.signature(entry.builder).parameters
     if not options or any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
         return
-    bound = set(
-        getattr(entry.builder, "keywords", None) or ()
-    )  # a functools.partial's own settings
+    # a functools.partial's own settings
+    bound = set(getattr(entry.builder, "keywords", None) or ())
     known = sorted(
         n
         for n, p in params.items()
@@ -362,13 +361,11 @@ def build(
                 f"zoo.load({entry.name!r}, ...): {e}; see help(zoo.load) and "
                 f"zoo.model_info({entry.name!r}) for the arguments it takes."
             ) from None
-    if isinstance(
-        out, keras.Model
-    ):  # already a Functional model from `inputs`: no second graph walk
+    # already a Functional model from `inputs`: no second graph walk
+    if isinstance(out, keras.Model):
         return out
-    if isinstance(
-        out, dict
-    ):  # a builder with inputs of its own (e.g. scalar features beside the image)
+    # a builder with inputs of its own (e.g. scalar features beside the image)
+    if isinstance(out, dict):
         return keras.Model([inputs, *out["inputs"]], out["outputs"], name=entry.name)
     return keras.Model(inputs, out, name=entry.name)
 
@@ -513,10 +510,8 @@ def adapt_model(
         )
     if p.use_top or entry.task != "classification":
         return model
-    main, extra = (
-        model.outputs[0],
-        model.outputs[1:],
-    )  # extra: auxiliary classifiers, kept as they are
+    # extra: auxiliary classifiers, kept as they are
+    main, extra = (model.outputs[0], model.outputs[1:])
     if num_classes:
         out = adapt.classifier_head(main, int(num_classes), pooling, dropout, classifier_activation)
     elif pooling is None:
@@ -559,9 +554,8 @@ def _mil(
         features=features or True,
         **options,
     )
-    activation = (
-        None if classifier_activation is adapt.ACTIVATION else classifier_activation
-    )  # logits
+    # logits
+    activation = None if classifier_activation is adapt.ACTIVATION else classifier_activation
     return attach_head(
         backbone,
         head,

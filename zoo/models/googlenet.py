@@ -27,7 +27,9 @@ def basic_conv(x, filters, kernel, name, strides=1, padding=0):
     """torchvision's BasicConv2d: conv (no bias) -> BatchNorm(eps 1e-3) -> ReLU."""
     if padding:
         x = keras.layers.ZeroPadding2D(padding, name=f"{name}_pad")(x)
-    x = keras.layers.Conv2D(filters, kernel, strides=strides, use_bias=False, name=f"{name}_conv")(x)
+    x = keras.layers.Conv2D(filters, kernel, strides=strides, use_bias=False, name=f"{name}_conv")(
+        x
+    )
     x = keras.layers.BatchNormalization(epsilon=1e-3, name=f"{name}_bn")(x)
     return keras.layers.ReLU(name=f"{name}_relu")(x)
 
@@ -35,15 +37,19 @@ def basic_conv(x, filters, kernel, name, strides=1, padding=0):
 def inception(x, name, widths):
     c1, r3, c3, r5, c5, proj = widths
     b1 = basic_conv(x, c1, 1, f"{name}_branch1")
-    b2 = basic_conv(basic_conv(x, r3, 1, f"{name}_branch2_0"), c3, 3, f"{name}_branch2_1", padding=1)
-    b3 = basic_conv(basic_conv(x, r5, 1, f"{name}_branch3_0"), c5, 3, f"{name}_branch3_1", padding=1)
+    b2 = basic_conv(
+        basic_conv(x, r3, 1, f"{name}_branch2_0"), c3, 3, f"{name}_branch2_1", padding=1
+    )
+    b3 = basic_conv(
+        basic_conv(x, r5, 1, f"{name}_branch3_0"), c5, 3, f"{name}_branch3_1", padding=1
+    )
     b4 = keras.layers.MaxPooling2D(3, strides=1, padding="same", name=f"{name}_branch4_pool")(x)
     b4 = basic_conv(b4, proj, 1, f"{name}_branch4_1")
     return keras.layers.Concatenate(name=name)([b1, b2, b3, b4])
 
 
 def aux_head(x, name, num_classes, activation):
-    """The paper's auxiliary classifier (torchvision's InceptionAux): 4x4 pool, 1x1 conv, FC 1024, dropout 0.7."""
+    """Auxiliary classifier (torchvision's InceptionAux): 4x4 pool, 1x1 conv, FC 1024, drop .7."""
     from zoo.layers.pooling import AdaptiveAveragePooling2D
 
     x = AdaptiveAveragePooling2D((4, 4), name=f"{name}_pool")(x)
@@ -52,7 +58,9 @@ def aux_head(x, name, num_classes, activation):
     x = keras.layers.Flatten(name=f"{name}_flatten")(x)
     x = keras.layers.Dense(1024, activation="relu", name=f"{name}_fc1")(x)
     x = keras.layers.Dropout(0.7, name=f"{name}_dropout")(x)
-    return keras.layers.Dense(num_classes, activation=activation, name=f"{name}_fc2", dtype="float32")(x)
+    return keras.layers.Dense(
+        num_classes, activation=activation, name=f"{name}_fc2", dtype="float32"
+    )(x)
 
 
 def _features(model):
@@ -66,14 +74,19 @@ def _features(model):
     min_size=32,
     preprocess="tf",
     feature_layers=_features,
-    description="GoogLeNet / Inception v1 as in torchvision (6.6 M parameters); aux_logits=True adds the two auxiliary heads",
+    description="GoogLeNet / Inception v1 as in torchvision (6.6 M parameters); aux_logits=True "
+    "adds the two auxiliary heads",
     paper="Szegedy et al. 2015, arXiv:1409.4842",
 )
-def build_googlenet(x, *, include_top, num_classes, classifier_activation, aux_logits=False, dropout=0.2):
+def build_googlenet(
+    x, *, include_top, num_classes, classifier_activation, aux_logits=False, dropout=0.2
+):
     from zoo.layers.pooling import CeilMaxPooling2D
 
     if aux_logits and not num_classes:
-        raise InvalidArgumentError("aux_logits=True needs num_classes (the auxiliary heads classify too).")
+        raise InvalidArgumentError(
+            "aux_logits=True needs num_classes (the auxiliary heads classify too)."
+        )
     x = basic_conv(x, 64, 7, "conv1", strides=2, padding=3)
     x = CeilMaxPooling2D(3, 2, name="maxpool1")(x)
     x = basic_conv(x, 64, 1, "conv2")
@@ -93,5 +106,7 @@ def build_googlenet(x, *, include_top, num_classes, classifier_activation, aux_l
     if include_top:
         x = keras.layers.GlobalAveragePooling2D(name="avgpool")(x)
         x = keras.layers.Dropout(dropout, name="dropout")(x)
-        x = keras.layers.Dense(num_classes, activation=classifier_activation, name="fc", dtype="float32")(x)
+        x = keras.layers.Dense(
+            num_classes, activation=classifier_activation, name="fc", dtype="float32"
+        )(x)
     return [x, *aux] if aux else x

@@ -27,9 +27,11 @@ def _pad(x, p: int, name: str):
 
 
 def _conv(x, filters, k, name, strides=1, use_bias=True, activation=None, pad_name=None):
-    """A 'same' (k odd, stride 1) or explicitly padded convolution; depth padded by edge replication."""
+    """A 'same' (k odd, stride 1) or explicitly padded convolution; depth edge-replicated."""
     x = _pad(x, (k - 1) // 2 if strides == 1 else 0, pad_name or f"{name}_pad")
-    return keras.layers.Conv3D(filters, k, strides=strides, use_bias=use_bias, activation=activation, name=name)(x)
+    return keras.layers.Conv3D(
+        filters, k, strides=strides, use_bias=use_bias, activation=activation, name=name
+    )(x)
 
 
 def _bn(x, name):
@@ -52,7 +54,10 @@ def _resnet_block(x, filters, name, stride=1, shortcut_conv=True):
     shortcut = x
     if shortcut_conv:
         shortcut = _bn(_conv(x, 4 * filters, 1, f"{name}_0_conv", strides=stride), f"{name}_0_bn")
-    x = _relu(_bn(_conv(x, filters, 1, f"{name}_1_conv", strides=stride), f"{name}_1_bn"), f"{name}_1_relu")
+    x = _relu(
+        _bn(_conv(x, filters, 1, f"{name}_1_conv", strides=stride), f"{name}_1_bn"),
+        f"{name}_1_relu",
+    )
     x = _relu(_bn(_conv(x, filters, 3, f"{name}_2_conv"), f"{name}_2_bn"), f"{name}_2_relu")
     x = _bn(_conv(x, 4 * filters, 1, f"{name}_3_conv"), f"{name}_3_bn")
     return _relu(keras.layers.Add(name=f"{name}_add")([shortcut, x]), f"{name}_out")
@@ -60,7 +65,9 @@ def _resnet_block(x, filters, name, stride=1, shortcut_conv=True):
 
 def resnet50_3d(x):
     x = _stem(x, use_bias=True)
-    for stage, (filters, blocks, stride) in enumerate(((64, 3, 1), (128, 4, 2), (256, 6, 2), (512, 3, 2)), start=2):
+    for stage, (filters, blocks, stride) in enumerate(
+        ((64, 3, 1), (128, 4, 2), (256, 6, 2), (512, 3, 2)), start=2
+    ):
         x = _resnet_block(x, filters, f"conv{stage}_block1", stride=stride)
         for b in range(2, blocks + 1):
             x = _resnet_block(x, filters, f"conv{stage}_block{b}", shortcut_conv=False)
@@ -73,7 +80,10 @@ def densenet121_3d(x, blocks=(6, 12, 24, 16)):
         for b in range(1, n + 1):
             name = f"conv{stage}_block{b}"
             y = _relu(_bn(x, f"{name}_0_bn"), f"{name}_0_relu")
-            y = _relu(_bn(_conv(y, 128, 1, f"{name}_1_conv", use_bias=False), f"{name}_1_bn"), f"{name}_1_relu")
+            y = _relu(
+                _bn(_conv(y, 128, 1, f"{name}_1_conv", use_bias=False), f"{name}_1_bn"),
+                f"{name}_1_relu",
+            )
             y = _conv(y, 32, 3, f"{name}_2_conv", use_bias=False)
             x = keras.layers.Concatenate(name=f"{name}_concat")([x, y])
         if stage < 5:
@@ -85,7 +95,9 @@ def densenet121_3d(x, blocks=(6, 12, 24, 16)):
 
 
 def vgg16_3d(x):
-    for block, (filters, convs) in enumerate(((64, 2), (128, 2), (256, 3), (512, 3), (512, 3)), start=1):
+    for block, (filters, convs) in enumerate(
+        ((64, 2), (128, 2), (256, 3), (512, 3), (512, 3)), start=1
+    ):
         for c in range(1, convs + 1):
             x = _conv(x, filters, 3, f"block{block}_conv{c}", activation="relu")
         x = keras.layers.MaxPooling3D(2, strides=2, name=f"block{block}_pool")(x)
@@ -93,13 +105,16 @@ def vgg16_3d(x):
 
 
 def _build(x, *, include_top, num_classes, classifier_activation, body):
-    """Backbone only: the ImageNet classifier of a 2D checkpoint has no 3D meaning; heads come from zoo.load."""
+    """Backbone only: a 2D ImageNet classifier has no 3D meaning; zoo.load adds heads."""
     return body(x)
 
 
 # name: (3D body, the 2D architecture whose cards and feature layers it shares)
-_NETS = {"resnet50_3d": (resnet50_3d, "resnet50"), "densenet121_3d": (densenet121_3d, "densenet121"),
-         "vgg16_3d": (vgg16_3d, "vgg16")}
+_NETS = {
+    "resnet50_3d": (resnet50_3d, "resnet50"),
+    "densenet121_3d": (densenet121_3d, "densenet121"),
+    "vgg16_3d": (vgg16_3d, "vgg16"),
+}
 
 for _name, (_body, _arch2d) in _NETS.items():
     register_model(
@@ -110,6 +125,8 @@ for _name, (_body, _arch2d) in _NETS.items():
         preprocess=keras_apps._APPS[_arch2d][1],
         spatial_dims=3,
         feature_layers=keras_apps._APPS[_arch2d][4],
-        description=f"3D {_arch2d} with depth-edge padding; tag imagenet_inflated inflates its 2D ImageNet weights",
-        paper=f"{keras_apps._APPS[_arch2d][5]}; inflation: Carreira & Zisserman 2017, arXiv:1705.07750",
+        description=f"3D {_arch2d} with depth-edge padding; tag imagenet_inflated inflates its 2D "
+        "ImageNet weights",
+        paper=f"{keras_apps._APPS[_arch2d][5]}; inflation: Carreira & Zisserman 2017, "
+        "arXiv:1705.07750",
     )(partial(_build, body=_body))

@@ -30,7 +30,9 @@ def _named(names: dict[int, str]):
 
 def _inception_features(model) -> dict[int, str]:
     """InceptionV3 auto-names its stem layers, so find the stride-4 map by position."""
-    pools = [i for i, layer in enumerate(model.layers) if isinstance(layer, keras.layers.MaxPooling2D)]
+    pools = [
+        i for i, layer in enumerate(model.layers) if isinstance(layer, keras.layers.MaxPooling2D)
+    ]
     return {
         4: model.layers[pools[1] - 1].name,  # the stem's last activation before its second pool
         8: "mixed2",
@@ -49,17 +51,61 @@ def _vgg(convs: int):
                    16: f"block5_conv{convs}", 32: "block5_pool"})
 
 
-_DENSENET = _named({2: "conv1_relu", 4: "pool2_relu", 8: "pool3_relu", 16: "pool4_relu", 32: "relu"})
+_DENSENET = _named(
+    {2: "conv1_relu", 4: "pool2_relu", 8: "pool3_relu", 16: "pool4_relu", 32: "relu"}
+)
 
 # name: (keras.applications function, preprocess mode, default size, min size, features, paper)
 _APPS = {
-    "inception_v3": ("InceptionV3", "tf", 299, 75, _inception_features, "Szegedy et al. 2016, arXiv:1512.00567"),
+    "inception_v3": (
+        "InceptionV3",
+        "tf",
+        299,
+        75,
+        _inception_features,
+        "Szegedy et al. 2016, arXiv:1512.00567",
+    ),
     "resnet50": ("ResNet50", "caffe", 224, 32, _resnet(4, 6), "He et al. 2016, arXiv:1512.03385"),
-    "resnet101": ("ResNet101", "caffe", 224, 32, _resnet(4, 23), "He et al. 2016, arXiv:1512.03385"),
-    "resnet152": ("ResNet152", "caffe", 224, 32, _resnet(8, 36), "He et al. 2016, arXiv:1512.03385"),
-    "densenet121": ("DenseNet121", "torch", 224, 32, _DENSENET, "Huang et al. 2017, arXiv:1608.06993"),
-    "densenet169": ("DenseNet169", "torch", 224, 32, _DENSENET, "Huang et al. 2017, arXiv:1608.06993"),
-    "densenet201": ("DenseNet201", "torch", 224, 32, _DENSENET, "Huang et al. 2017, arXiv:1608.06993"),
+    "resnet101": (
+        "ResNet101",
+        "caffe",
+        224,
+        32,
+        _resnet(4, 23),
+        "He et al. 2016, arXiv:1512.03385",
+    ),
+    "resnet152": (
+        "ResNet152",
+        "caffe",
+        224,
+        32,
+        _resnet(8, 36),
+        "He et al. 2016, arXiv:1512.03385",
+    ),
+    "densenet121": (
+        "DenseNet121",
+        "torch",
+        224,
+        32,
+        _DENSENET,
+        "Huang et al. 2017, arXiv:1608.06993",
+    ),
+    "densenet169": (
+        "DenseNet169",
+        "torch",
+        224,
+        32,
+        _DENSENET,
+        "Huang et al. 2017, arXiv:1608.06993",
+    ),
+    "densenet201": (
+        "DenseNet201",
+        "torch",
+        224,
+        32,
+        _DENSENET,
+        "Huang et al. 2017, arXiv:1608.06993",
+    ),
     "vgg16": ("VGG16", "caffe", 224, 32, _vgg(3), "Simonyan & Zisserman 2015, arXiv:1409.1556"),
     "vgg19": ("VGG19", "caffe", 224, 32, _vgg(4), "Simonyan & Zisserman 2015, arXiv:1409.1556"),
 }

@@ -22,7 +22,8 @@ class ModelEntry:
     ``builder(x, *, include_top, num_classes, classifier_activation, **options)`` takes
     the preprocessed Keras tensor ``x`` (already ``in_chans`` channels wide) and returns the
     output tensor: the feature map (``include_top=False``) or the class scores (it may instead
-    return a Functional model from the factory's input to that tensor). ``feature_layers(model)`` maps a nominal stride to a layer name.
+    return a Functional model from the factory's input to that tensor). ``feature_layers(model)``
+    maps a nominal stride to a layer name.
     ``takes_encoder``: the builder's ``encoder`` option is a features model that ``zoo.load``
     builds from an architecture name (and ``encoder_weights``) before the builder runs, so a
     builder never loads or downloads anything itself.
@@ -42,8 +43,11 @@ class ModelEntry:
     takes_encoder: bool = False
 
 
-_MODELS: Registry = Registry("model", hint="See zoo.list_models() or `zoo list` for every registered name.",
-                             show_choices=False)
+_MODELS: Registry = Registry(
+    "model",
+    hint="See zoo.list_models() or `zoo list` for every registered name.",
+    show_choices=False,
+)
 _populated = False
 
 
@@ -108,6 +112,10 @@ def list_models(pattern: str = "*", pretrained: bool | None = None) -> list[str]
         return [a for a in archs if fnmatch.fnmatch(a, pattern)]
     tagged = sorted(c.name for c in all_cards().values() if c.arch in _MODELS)
     if pretrained:
-        return [t for t in tagged if fnmatch.fnmatch(t, pattern) or fnmatch.fnmatch(t.split(".")[0], pattern)]
+        return [
+            t
+            for t in tagged
+            if fnmatch.fnmatch(t, pattern) or fnmatch.fnmatch(t.split(".")[0], pattern)
+        ]
     with_cards = {t.split(".")[0] for t in tagged}
     return [a for a in archs if a not in with_cards and fnmatch.fnmatch(a, pattern)]

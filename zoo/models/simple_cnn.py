@@ -19,12 +19,16 @@ WIDTHS = (16, 32, 48, 64, 64)
 
 def stage_features(model):
     """Stride -> pool layer of each stage, found by name (so any ``widths`` works)."""
-    pools = [layer.name for layer in model.layers if layer.name.startswith("stage") and layer.name.endswith("_pool")]
+    pools = [
+        layer.name
+        for layer in model.layers
+        if layer.name.startswith("stage") and layer.name.endswith("_pool")
+    ]
     return {2 ** (i + 1): name for i, name in enumerate(pools)}
 
 
 def vgg_stages(x, widths, dims: int = 2):
-    """Stages of two 3x3 conv-BN-ReLU layers and a 2x max pool; shared by simple_cnn and simple_cnn3d."""
+    """Stages of two 3x3 conv-BN-ReLU and a 2x max pool; shared by simple_cnn and simple_cnn3d."""
     conv, pool = D.conv(dims), D.pool("max", dims)
     for stage, width in enumerate(widths, start=1):
         for i in (1, 2):
@@ -42,7 +46,8 @@ def vgg_stages(x, widths, dims: int = 2):
     min_size=32,
     preprocess="tf",
     feature_layers=stage_features,
-    description="5-stage VGG-style CNN (conv-BN-ReLU x2 + max pool per stage), about 0.2 M parameters; its own top pools by max",
+    description="5-stage VGG-style CNN (conv-BN-ReLU x2 + max pool per stage), about 0.2 M "
+    "parameters; its own top pools by max",
 )
 def build_simple_cnn(x, *, include_top, num_classes, classifier_activation, widths=WIDTHS):
     x = vgg_stages(x, widths)

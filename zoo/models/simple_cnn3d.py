@@ -22,7 +22,8 @@ WIDTHS = (8, 16, 32, 48)
     preprocess="tf",
     spatial_dims=3,
     feature_layers=stage_features,
-    description="4-stage 3D CNN (conv-BN-ReLU x2 + max pool per stage), about 0.1 M parameters; input (D, H, W, C)",
+    description="4-stage 3D CNN (conv-BN-ReLU x2 + max pool per stage), about 0.1 M parameters; "
+    "input (D, H, W, C)",
 )
 def build_simple_cnn3d(x, *, include_top, num_classes, classifier_activation, widths=WIDTHS):
     x = vgg_stages(x, widths, dims=3)

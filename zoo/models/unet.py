@@ -22,42 +22,57 @@ UPSAMPLING = ("transpose", "bilinear")
 
 def _check_options(depth, base_filters, upsampling, padding):
     if not isinstance(depth, int) or isinstance(depth, bool) or depth < 1:
-        raise InvalidArgumentError(f"depth={depth!r}: the number of poolings must be a positive integer (4 in the paper).")
+        raise InvalidArgumentError(
+            f"depth={depth!r}: the number of poolings must be a positive integer (4 in the paper)."
+        )
     if not isinstance(base_filters, int) or base_filters < 1:
-        raise InvalidArgumentError(f"base_filters={base_filters!r}: must be a positive integer (64 in the paper).")
+        raise InvalidArgumentError(
+            f"base_filters={base_filters!r}: must be a positive integer (64 in the paper)."
+        )
     if upsampling not in UPSAMPLING:
-        raise InvalidArgumentError(f"upsampling={upsampling!r}: use one of {UPSAMPLING} ('bilinear' is trilinear in 3D).")
+        raise InvalidArgumentError(
+            f"upsampling={upsampling!r}: use one of {UPSAMPLING} ('bilinear' is trilinear in 3D)."
+        )
     if padding not in ("same", "valid"):
-        raise InvalidArgumentError(f"padding={padding!r}: use 'same' (output = input size) or 'valid' (the paper).")
+        raise InvalidArgumentError(
+            f"padding={padding!r}: use 'same' (output = input size) or 'valid' (the paper)."
+        )
 
 
 def check_sizes(sizes, depth: int, padding: str, name: str) -> None:
-    """'same': every size divisible by 2**depth; 'valid': every pooled size even (572, 1-pixel-exact)."""
+    """'same': sizes divisible by 2**depth; 'valid': every pooled size even (572, 1-pixel-exact)."""
     for size in sizes:
         if size is None:
             continue
         if padding == "same" and size % 2**depth:
             lo, hi = size - size % 2**depth, size - size % 2**depth + 2**depth
             raise InputShapeError(
-                f"input size {size}: {name} with depth={depth} needs spatial sizes divisible by 2**{depth} = "
-                f"{2**depth}; pad or crop to {lo or hi} or {hi}, or use a smaller depth.")
+                f"input size {size}: {name} with depth={depth} needs spatial sizes divisible by "
+                f"2**{depth} = {2**depth}; pad or crop to {lo or hi} or {hi}, or use a smaller "
+                "depth."
+            )
         s = size
         for level in range(depth):
             s -= 4 if padding == "valid" else 0
             if s < 2 or s % 2:
                 raise InputShapeError(
-                    f"input size {size}: {name} ('valid', depth={depth}) reaches an odd or empty size {s} before "
-                    f"pooling {level + 1}; use a size such as 572 (the paper's) where every level is even.")
+                    f"input size {size}: {name} ('valid', depth={depth}) reaches an odd or empty "
+                    f"size {s} before pooling {level + 1}; use a size such as 572 (the paper's) "
+                    "where every level is even."
+                )
             s //= 2
         if padding == "valid" and s <= 4:
-            raise InputShapeError(f"input size {size}: too small for {name} ('valid', depth={depth}).")
+            raise InputShapeError(
+                f"input size {size}: too small for {name} ('valid', depth={depth})."
+            )
 
 
 def up_block(x, skip, filters, name, *, dims, norm, upsampling, padding):
     """Up-sample x2, concatenate the (centre-cropped) skip, two convolutions."""
     if upsampling == "transpose":
         x = D.conv_transpose(dims)(filters, 2, strides=2, name=f"{name}_upconv")(x)
-    else:  # Keras' bilinear in 2D (same values, faster: benchmarks/bench_archs.py); it has no trilinear
+    # Keras' bilinear in 2D (same values, faster: benchmarks/bench_archs.py); it has no trilinear
+    else:
         up = D.linear_upsample(dims, name=f"{name}_upsample")
         x = D.conv(dims)(filters, 1, name=f"{name}_upconv")(up(x))
     if skip is not None:
@@ -67,7 +82,9 @@ def up_block(x, skip, filters, name, *, dims, norm, upsampling, padding):
             skip = D.layer("crop", dims)(cropping, name=f"{name}_crop")(skip)
         x = keras.layers.Concatenate(name=f"{name}_concat")([skip, x])
     for i in (1, 2):
-        x = _blocks.conv_norm_act(x, filters, 3, f"{name}_{i}", dims=dims, norm=norm, padding=padding)
+        x = _blocks.conv_norm_act(
+            x, filters, 3, f"{name}_{i}", dims=dims, norm=norm, padding=padding
+        )
     return x
 
 
@@ -76,7 +93,19 @@ def _head(x, num_classes, activation, dims):
                         dtype="float32")(x)
 
 
-def _unet(x, *, dims, num_classes, classifier_activation, depth, base_filters, norm, upsampling, padding, name):
+def _unet(
+    x,
+    *,
+    dims,
+    num_classes,
+    classifier_activation,
+    depth,
+    base_filters,
+    norm,
+    upsampling,
+    padding,
+    name,
+):
     _blocks.check_norm(norm)
     _check_options(depth, base_filters, upsampling, padding)
     check_sizes(x.shape[1:-1], depth, padding, name)
@@ -85,18 +114,28 @@ def _unet(x, *, dims, num_classes, classifier_activation, depth, base_filters, n
     for level in range(depth + 1):
         filters = base_filters * 2**level
         for i in (1, 2):
-            x = _blocks.conv_norm_act(x, filters, 3, f"enc{level + 1}_{i}", dims=dims, norm=norm, padding=padding)
+            x = _blocks.conv_norm_act(
+                x, filters, 3, f"enc{level + 1}_{i}", dims=dims, norm=norm, padding=padding
+            )
         if level < depth:
             skips.append(x)
             x = pool(2, name=f"enc{level + 1}_pool")(x)
     for level in reversed(range(depth)):
-        x = up_block(x, skips[level], base_filters * 2**level, f"dec{level + 1}", dims=dims, norm=norm,
-                     upsampling=upsampling, padding=padding)
+        x = up_block(
+            x,
+            skips[level],
+            base_filters * 2**level,
+            f"dec{level + 1}",
+            dims=dims,
+            norm=norm,
+            upsampling=upsampling,
+            padding=padding,
+        )
     return _head(x, num_classes, classifier_activation, dims)
 
 
 def _features(model) -> dict[int, str]:
-    """The decoder's outputs (``dec{k}`` at stride 2**(k-1)) and, without an encoder, the bottleneck."""
+    """Decoder outputs (``dec{k}``, stride 2**(k-1)) and, without an encoder, the bottleneck."""
     names = {layer.name for layer in model.layers}
     out = {}
     for k in range(1, 12):
@@ -107,9 +146,19 @@ def _features(model) -> dict[int, str]:
     return out
 
 
-def _encoder_unet(x, *, dims, num_classes, classifier_activation, encoder, freeze_encoder, norm, upsampling,
-                  decoder_filters):
-    """The decoder on ``encoder``, a features model (``features_strideN`` outputs) built by zoo.load."""
+def _encoder_unet(
+    x,
+    *,
+    dims,
+    num_classes,
+    classifier_activation,
+    encoder,
+    freeze_encoder,
+    norm,
+    upsampling,
+    decoder_filters,
+):
+    """The decoder on ``encoder``, a zoo.load features model (``features_strideN`` outputs)."""
     if not isinstance(encoder, keras.Model):
         raise InvalidArgumentError(
             f"encoder={encoder!r}: the U-Net builder takes a features model; name an architecture "
@@ -122,19 +171,41 @@ def _encoder_unet(x, *, dims, num_classes, classifier_activation, encoder, freez
     strides = sorted(feats)
     for s in strides:
         want = [None if n is None else n // s for n in x.shape[1:-1]]
-        if any(n is not None and n % s for n in x.shape[1:-1]) or list(feats[s].shape[1:-1]) != want:
+        if (
+            any(n is not None and n % s for n in x.shape[1:-1])
+            or list(feats[s].shape[1:-1]) != want
+        ):
             raise InputShapeError(
                 f"input {tuple(x.shape[1:-1])}: the {encoder} encoder's stride-{s} features are "
-                f"{tuple(feats[s].shape[1:-1])}, not input/{s}; use sizes divisible by {strides[-1]}"
-                + (" (its 'valid' padding never gives exact strides; pick another encoder)" if encoder == "inception_v3" else "") + ".")
+                f"{tuple(feats[s].shape[1:-1])}, not input/{s}; use sizes divisible by "
+                f"{strides[-1]}"
+                + (
+                    " (its 'valid' padding never gives exact strides; pick another encoder)"
+                    if encoder == "inception_v3"
+                    else ""
+                )
+                + "."
+            )
     y = feats[strides[-1]]
-    skips = [feats[s] for s in reversed(strides[:-1])] + [None] * (strides[-1].bit_length() - len(strides))
+    skips = [feats[s] for s in reversed(strides[:-1])] + [None] * (
+        strides[-1].bit_length() - len(strides)
+    )
     filters = list(decoder_filters)
     if len(filters) < len(skips):
-        raise InvalidArgumentError(f"decoder_filters={decoder_filters}: {encoder} needs {len(skips)} decoder widths.")
+        raise InvalidArgumentError(
+            f"decoder_filters={decoder_filters}: {encoder} needs {len(skips)} decoder widths."
+        )
     for i, skip in enumerate(skips):
-        y = up_block(y, skip, filters[i], f"dec{len(skips) - i}", dims=dims, norm=norm, upsampling=upsampling,
-                     padding="same")
+        y = up_block(
+            y,
+            skip,
+            filters[i],
+            f"dec{len(skips) - i}",
+            dims=dims,
+            norm=norm,
+            upsampling=upsampling,
+            padding="same",
+        )
     return _head(y, num_classes, classifier_activation, dims)
 
 
@@ -148,22 +219,54 @@ def _register(name, dims, size, paper):
         spatial_dims=dims,
         task="segmentation",
         feature_layers=_features,
-        description=f"{dims}D U-Net (depth, base_filters, norm, upsampling, padding configurable; encoder=any backbone)",
+        description=f"{dims}D U-Net (depth, base_filters, norm, upsampling, padding configurable; "
+        "encoder=any backbone)",
         paper=paper,
         takes_encoder=True,
     )
-    def build(x, *, include_top, num_classes, classifier_activation, depth=4, base_filters=64 if dims == 2 else 32,
-              norm="batch", upsampling="transpose", padding="same", encoder=None, freeze_encoder=False,
-              decoder_filters=(256, 128, 64, 32, 16)):
-        """num_classes: output channels of the 1x1 head (2 when not given); encoder: a features model
+    def build(
+        x,
+        *,
+        include_top,
+        num_classes,
+        classifier_activation,
+        depth=4,
+        base_filters=64 if dims == 2 else 32,
+        norm="batch",
+        upsampling="transpose",
+        padding="same",
+        encoder=None,
+        freeze_encoder=False,
+        decoder_filters=(256, 128, 64, 32, 16),
+    ):
+        """num_classes: output channels of the 1x1 head (2 when not given); encoder: a features
+        model
         (zoo.load builds it from encoder="resnet50" and encoder_weights=...)."""
         activation = classifier_activation
         if encoder is not None:
-            return _encoder_unet(x, dims=dims, num_classes=num_classes, classifier_activation=activation,
-                                 encoder=encoder, freeze_encoder=freeze_encoder, norm=norm,
-                                 upsampling=upsampling, decoder_filters=decoder_filters)
-        return _unet(x, dims=dims, num_classes=num_classes, classifier_activation=activation, depth=depth,
-                     base_filters=base_filters, norm=norm, upsampling=upsampling, padding=padding, name=name)
+            return _encoder_unet(
+                x,
+                dims=dims,
+                num_classes=num_classes,
+                classifier_activation=activation,
+                encoder=encoder,
+                freeze_encoder=freeze_encoder,
+                norm=norm,
+                upsampling=upsampling,
+                decoder_filters=decoder_filters,
+            )
+        return _unet(
+            x,
+            dims=dims,
+            num_classes=num_classes,
+            classifier_activation=activation,
+            depth=depth,
+            base_filters=base_filters,
+            norm=norm,
+            upsampling=upsampling,
+            padding=padding,
+            name=name,
+        )
 
     return build
 

@@ -13,13 +13,14 @@ from zoo.errors import DataError, InvalidArgumentError
 
 
 def encoder_features(encoder, images: np.ndarray, batch_size: int = 128) -> np.ndarray:
-    """Global-average-pooled features of a feature-map encoder (or its output as is when already pooled)."""
+    """Global-average-pooled features of a feature-map encoder (as is when already pooled)."""
     f = encoder.predict(images, batch_size=batch_size, verbose=0)
     return f.reshape(len(f), -1, f.shape[-1]).mean(1) if f.ndim > 2 else f
 
 
 def knn_accuracy(train_f, train_y, test_f, test_y, k: int = 5) -> float:
-    """Majority vote of the ``k`` nearest training features by cosine similarity (ties: the smaller label)."""
+    """Majority vote of the ``k`` nearest training features by cosine (ties: the smaller label)."""
+
     def unit(f):
         return f / np.maximum(np.linalg.norm(f, axis=1, keepdims=True), 1e-12)
 
@@ -32,7 +33,9 @@ def knn_accuracy(train_f, train_y, test_f, test_y, k: int = 5) -> float:
     return float(np.mean(pred == test_y))
 
 
-def linear_probe(train_f, train_y, test_f, test_y, l2: float = 1e-2, steps: int = 300, lr: float = 0.5) -> float:
+def linear_probe(
+    train_f, train_y, test_f, test_y, l2: float = 1e-2, steps: int = 300, lr: float = 0.5
+) -> float:
     """Multinomial logistic regression on standardised features, full-batch gradient descent."""
     mu, sd = train_f.mean(0), train_f.std(0) + 1e-6
     a, b = (train_f - mu) / sd, (test_f - mu) / sd
@@ -52,7 +55,9 @@ def linear_probe(train_f, train_y, test_f, test_y, l2: float = 1e-2, steps: int 
 def label_subset(labels: np.ndarray, fraction: float, seed: int) -> np.ndarray:
     """Indices of a stratified ``fraction`` of the labels (at least one per class)."""
     if not 0 < fraction <= 1:
-        raise InvalidArgumentError(f"label fraction {fraction}: use 0 < fraction <= 1 (0.01 for 1%).")
+        raise InvalidArgumentError(
+            f"label fraction {fraction}: use 0 < fraction <= 1 (0.01 for 1%)."
+        )
     rng = np.random.default_rng(seed)
     picked = []
     for c in np.unique(labels):
@@ -68,8 +73,10 @@ def _load(arch, weights, images, **kwargs):
                 input_shape=tuple(images.shape[1:-1]), **kwargs)
 
 
-def frozen_scores(arch: str, weights, train, test, fractions=(0.01, 0.1, 1.0), seeds=(0, 1, 2), k: int = 5) -> dict:
-    """{"linear": {fraction: [acc per seed]}, "knn": {...}} on frozen features of ``weights`` (None: random init)."""
+def frozen_scores(
+    arch: str, weights, train, test, fractions=(0.01, 0.1, 1.0), seeds=(0, 1, 2), k: int = 5
+) -> dict:
+    """{"linear": {fraction: [acc per seed]}, "knn": ...} on frozen ``weights`` (None: random)."""
     (x, y), (tx, ty) = train, test
     out = {"linear": {}, "knn": {}}
     feats, test_feats = {}, None
@@ -94,7 +101,8 @@ def finetune_scores(arch: str, weights, train, test, fractions=(0.01, 0.1, 1.0),
                     min_steps: int = 30) -> dict:
     """{fraction: [test accuracy per seed]} after fine-tuning the whole network with a fresh head.
 
-    Small label sets get more epochs (at least ``min_steps`` optimizer steps), so 1% is not undertrained.
+    Small label sets get more epochs (at least ``min_steps`` optimizer steps), so 1% is not
+    undertrained.
     """
     import keras
 
@@ -106,7 +114,10 @@ def finetune_scores(arch: str, weights, train, test, fractions=(0.01, 0.1, 1.0),
             idx = label_subset(y, frac, seed)
             keras.utils.set_random_seed(seed)
             model = _load(arch, weights, x, num_classes=n_cls)
-            model.compile(optimizer=keras.optimizers.Adam(learning_rate), loss="sparse_categorical_crossentropy")
+            model.compile(
+                optimizer=keras.optimizers.Adam(learning_rate),
+                loss="sparse_categorical_crossentropy",
+            )
             steps = max(1, -(-len(idx) // batch_size))
             n_epochs = max(epochs, -(-min_steps // steps))
             model.fit(x[idx], y[idx], batch_size=batch_size, epochs=n_epochs, verbose=0)

@@ -57,7 +57,8 @@ class NTXent(keras.losses.Loss):
 
 @keras.saving.register_keras_serializable(package="zoo")
 class MaskedL2(keras.losses.Loss):
-    """Context-encoder reconstruction: mean squared error over the masked region only, times ``weight``.
+    """Context-encoder reconstruction: mean squared error over the masked region only, times
+    ``weight``.
 
     ``y_true`` holds the target channels followed by one mask channel (1 = hidden, to be predicted).
     """

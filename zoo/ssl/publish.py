@@ -26,17 +26,24 @@ def user_card_dir() -> Path:
 
 
 def check_tag(arch: str, tag: str, overwrite: bool = False) -> None:
-    """A tag is lower case letters, digits and underscores, and new unless ``overwrite`` (own cards only)."""
+    """A tag: lower case letters, digits, underscores; new unless ``overwrite`` (own cards only)."""
     if not isinstance(tag, str) or not TAG.match(tag):
-        raise InvalidArgumentError(f"tag={tag!r}: use lower case letters, digits and underscores, e.g. 'simclr_ct2026'.")
+        raise InvalidArgumentError(
+            f"tag={tag!r}: use lower case letters, digits and underscores, e.g. 'simclr_ct2026'."
+        )
     existing = all_cards().get(f"{arch}.{tag}")
     if existing is None:
         return
     mine = Path(existing.card_path).resolve() == (user_card_dir() / f"{arch}.{tag}.toml").resolve()
     if not (overwrite and mine):
-        raise CardError(f"weight card {arch}.{tag} already exists ({existing.card_path}); "
-                        + ("pass overwrite=True (--overwrite) to replace it, or pick another tag."
-                           if mine else "pick another tag (that card is not one pretrain wrote here)."))
+        raise CardError(
+            f"weight card {arch}.{tag} already exists ({existing.card_path}); "
+            + (
+                "pass overwrite=True (--overwrite) to replace it, or pick another tag."
+                if mine
+                else "pick another tag (that card is not one pretrain wrote here)."
+            )
+        )
 
 
 def versions() -> dict:
@@ -50,8 +57,10 @@ def versions() -> dict:
             "numpy": np.__version__, "python": platform.python_version()}
 
 
-def publish(encoder, arch: str, tag: str, fields: dict, out=None, overwrite: bool = False) -> WeightCard:
-    """Save ``encoder``'s weights and write card ``arch.tag`` (``fields`` adds recipe, data, evaluation...)."""
+def publish(
+    encoder, arch: str, tag: str, fields: dict, out=None, overwrite: bool = False
+) -> WeightCard:
+    """Save ``encoder``'s weights, write card ``arch.tag`` (``fields``: recipe, data...)."""
     check_tag(arch, tag, overwrite)
     cards = user_card_dir()
     cards.mkdir(parents=True, exist_ok=True)
@@ -62,15 +71,24 @@ def publish(encoder, arch: str, tag: str, fields: dict, out=None, overwrite: boo
     url = path.name if folder.resolve() == cards.resolve() else path.resolve().as_uri()
     shape = [int(s) for s in encoder.input.shape[1:]]
     card = {
-        "arch": arch, "urls": [url], "sha256": file_hash(path, "sha256"), "size": path.stat().st_size,
-        "format": "keras-weights-h5", "include_top": False, "input_size": shape,
+        "arch": arch,
+        "urls": [url],
+        "sha256": file_hash(path, "sha256"),
+        "size": path.stat().st_size,
+        "format": "keras-weights-h5",
+        "include_top": False,
+        "input_size": shape,
         "created": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
-        **fields, "versions": versions(),
+        **fields,
+        "versions": versions(),
     }
     card_path = cards / f"{arch}.{tag}.toml"
-    text = card_from_table(arch, tag, card, card_path).to_toml()  # CardError before anything is written
+    # CardError before anything is written
+    text = card_from_table(arch, tag, card, card_path).to_toml()
     tmp = card_path.with_name(card_path.name + ".tmp")
-    tmp.write_text("# Written by zoo.ssl.pretrain; the weights file is verified by sha256 on load.\n\n" + text)
+    tmp.write_text(
+        "# Written by zoo.ssl.pretrain; the weights file is verified by sha256 on load.\n\n" + text
+    )
     try:
         read_card_file(tmp)  # never leave a card the zoo cannot read
     except CardError:

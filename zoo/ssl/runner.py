@@ -23,7 +23,7 @@ class PretrainResult:
 
 
 def synthetic_data(task: Task, n: int | None = None, seed: int = 0) -> Data:
-    """The zoo's own unlabelled data for ``task``: 64-px phantoms (larger where tiles need it) or volumes."""
+    """The zoo's data for ``task``: 64-px phantoms (larger where tiles need it) or volumes."""
     if task.data == "volumes":
         from zoo.data.volumes import make_volumes
 
@@ -38,7 +38,9 @@ def as_data(data, task: Task, seed: int = 0) -> Data:
     """Accept "synthetic", a Phantoms / Volumes object, a Data, or an array in [0, 255]."""
     if isinstance(data, str):
         if data != "synthetic":
-            raise InvalidArgumentError(f"data={data!r}: give an array, a Phantoms/Volumes object, or 'synthetic'.")
+            raise InvalidArgumentError(
+                f"data={data!r}: give an array, a Phantoms/Volumes object, or 'synthetic'."
+            )
         return synthetic_data(task, seed=seed)
     if isinstance(data, Data):
         out = data
@@ -50,12 +52,17 @@ def as_data(data, task: Task, seed: int = 0) -> Data:
         out = Data(np.asarray(data))
     a = out.array
     if a.ndim not in (4, 5) or not np.issubdtype(a.dtype, np.number):
-        raise DataError(f"data of shape {a.shape} ({a.dtype}): give numeric images (N, H, W, C) or volumes "
-                        "(N, D, H, W, C), channels last; add a trailing axis of 1 for grey-scale.")
+        raise DataError(
+            f"data of shape {a.shape} ({a.dtype}): give numeric images (N, H, W, C) or volumes (N, "
+            "D, H, W, C), channels last; add a trailing axis of 1 for grey-scale."
+        )
     if len(a) < 2:
         raise DataError(f"data holds {len(a)} sample(s); pretraining needs at least 2.")
     if not np.isfinite(a).all():
-        raise DataError(f"data of shape {a.shape} hold NaN or inf values; replace them (e.g. np.nan_to_num) first.")
+        raise DataError(
+            f"data of shape {a.shape} hold NaN or inf values; replace them (e.g. np.nan_to_num) "
+            "first."
+        )
     check_value_range(a, (0.0, 255.0), "data")
     return Data(a.astype(np.float32, copy=False), out.subjects)
 
@@ -64,28 +71,52 @@ def check_encoder(task: Task, entry, data: Data) -> tuple[int, ...]:
     """The encoder input shape, or a ZooError naming task, encoder and sizes."""
     if entry.spatial_dims != task.dims:
         raise InvalidArgumentError(
-            f"task {task.name!r} trains a {task.dims}D encoder but {entry.name} is {entry.spatial_dims}D; "
-            + ("use simple_cnn3d (or another 3D encoder)." if task.dims == 3 else "use a 2D encoder such as simple_cnn."))
+            f"task {task.name!r} trains a {task.dims}D encoder but {entry.name} is "
+            f"{entry.spatial_dims}D; "
+            + (
+                "use simple_cnn3d (or another 3D encoder)."
+                if task.dims == 3
+                else "use a 2D encoder such as simple_cnn."
+            )
+        )
     task.check_data(data)
     shape = task.encoder_shape(data)
     if min(shape) < entry.min_size:
         size = "x".join(str(s) for s in data.array.shape[1:-1])
         need = task.min_side(entry.min_size)
         raise InputShapeError(
-            f"{size} {task.data} are too small for task {task.name!r} with {entry.name}: its encoder would see "
-            f"{'x'.join(map(str, shape))} inputs but needs every size >= {entry.min_size}. Give {task.data} of at "
-            f"least {need} pixels a side (resize or pad), or a smaller encoder.")
+            f"{size} {task.data} are too small for task {task.name!r} with {entry.name}: its "
+            f"encoder would see {'x'.join(map(str, shape))} inputs but needs every size >= "
+            f"{entry.min_size}. Give {task.data} of at least {need} pixels a side (resize or pad), "
+            "or a smaller encoder."
+        )
     return shape
 
 
-def pretrain(task: str, encoder: str = "simple_cnn", data="synthetic", *, epochs: int = 5, batch_size: int = 32,
-             learning_rate: float = 1e-3, tag: str | None = None, out=None, seed: int = 0, init=None,
-             eval_data=None, modality: str = "", data_description: str = "", license: str = "user-provided",
-             overwrite: bool = False, verbose="auto", **task_options) -> PretrainResult:
+def pretrain(
+    task: str,
+    encoder: str = "simple_cnn",
+    data="synthetic",
+    *,
+    epochs: int = 5,
+    batch_size: int = 32,
+    learning_rate: float = 1e-3,
+    tag: str | None = None,
+    out=None,
+    seed: int = 0,
+    init=None,
+    eval_data=None,
+    modality: str = "",
+    data_description: str = "",
+    license: str = "user-provided",
+    overwrite: bool = False,
+    verbose="auto",
+    **task_options,
+) -> PretrainResult:
     """Pretrain ``encoder`` (a registered name) on unlabelled ``data`` with pretext ``task``.
 
-    data: images (N, H, W, C) or volumes (N, D, H, W, C) in [0, 255], a Phantoms / Volumes object, or
-        "synthetic" (the zoo's phantoms). task_options go to the task (see zoo.ssl.list_tasks()).
+    data: images (N, H, W, C) or volumes (N, D, H, W, C) in [0, 255], a Phantoms / Volumes object,
+        or "synthetic" (the zoo's phantoms). task_options go to the task (see zoo.ssl.list_tasks()).
     init: weights to start from (a card tag such as "imagenet", a file, or None for random init).
     tag: when given, the encoder weights and a weight card are written (see zoo.ssl.publish), after
         which ``zoo.load(encoder, pretrained=tag)`` loads them; ``out`` is the weights folder
@@ -99,9 +130,7 @@ def pretrain(task: str, encoder: str = "simple_cnn", data="synthetic", *, epochs
     from zoo.models.registry import get_entry
 
     t0 = time.time()
-    for name, value, low in (("epochs", epochs, 1), ("batch_size", batch_size, 2)):
-        if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < low:
-            raise InvalidArgumentError(f"{name}={value!r}: must be an integer >= {low}.")
+    _check_counts(epochs=epochs, batch_size=batch_size)
     if tag is not None:
         from zoo.ssl.publish import check_tag
 
@@ -122,12 +151,7 @@ def pretrain(task: str, encoder: str = "simple_cnn", data="synthetic", *, epochs
     if verbose:
         print(f"pretraining {encoder} with {the_task.describe()} on {len(data.array)} {data.kind} "
               f"{data.array.shape[1:]}, {epochs} epochs")
-    history = []
-    for epoch in range(epochs):
-        x, y = the_task.epoch(data, rng)  # fresh augmentations every epoch
-        x = list(x) if isinstance(x, tuple) else x
-        h = model.fit(x, y, batch_size=batch_size, epochs=epoch + 1, initial_epoch=epoch, verbose=verbose)
-        history.append(float(h.history["loss"][-1]))
+    history = _fit_epochs(model, the_task, data, rng, epochs, batch_size, verbose)
     evaluation = {}
     if eval_data is not None:
         evaluation = probe(enc, eval_data)
@@ -143,40 +167,83 @@ def pretrain(task: str, encoder: str = "simple_cnn", data="synthetic", *, epochs
         fields = {
             "min_size": entry.min_size,
             "preprocess": card_entry.preprocess if card_entry else entry.preprocess,
-            "input_range": [0.0, 255.0], "license": license, "source": "zoo.ssl.pretrain",
-            "modality": modality or (f"synthetic {data.kind} (zoo.data)" if synthetic else "unspecified"),
+            "input_range": [0.0, 255.0],
+            "license": license,
+            "source": "zoo.ssl.pretrain",
+            "modality": modality
+            or (f"synthetic {data.kind} (zoo.data)" if synthetic else "unspecified"),
             "description": f"{encoder} encoder pretrained with {the_task.describe()}",
-            "paper": the_task.paper, "recipe": the_task.name,
-            "data": data_description or f"{len(data.array)} {data.kind} of shape {list(data.array.shape[1:])}",
-            "final_loss": history[-1], "pretrain_seconds": round(time.time() - t0, 1),
-            "hyperparameters": {"epochs": epochs, "batch_size": batch_size, "learning_rate": learning_rate,
-                                "optimizer": "Adam", "seed": seed, "init": str(init) if init else "random",
-                                **{k: list(v) if isinstance(v, tuple) else v for k, v in the_task.options.items()}},
+            "paper": the_task.paper,
+            "recipe": the_task.name,
+            "data": data_description
+            or f"{len(data.array)} {data.kind} of shape {list(data.array.shape[1:])}",
+            "final_loss": history[-1],
+            "pretrain_seconds": round(time.time() - t0, 1),
+            "hyperparameters": {
+                "epochs": epochs,
+                "batch_size": batch_size,
+                "learning_rate": learning_rate,
+                "optimizer": "Adam",
+                "seed": seed,
+                "init": str(init) if init else "random",
+                **{k: list(v) if isinstance(v, tuple) else v for k, v in the_task.options.items()},
+            },
             "evaluation": evaluation or None,
         }
         if card_entry and card_entry.mean:
             fields.update(mean=list(card_entry.mean), std=list(card_entry.std))
         result.card = publish(enc, encoder, tag, fields, out=out, overwrite=overwrite)
         if verbose:
-            print(f"wrote {result.card.card_path}; load it with zoo.load({encoder!r}, pretrained={tag!r})")
+            print(
+                f"wrote {result.card.card_path}; load it with zoo.load({encoder!r}, "
+                f"pretrained={tag!r})"
+            )
     result.seconds = time.time() - t0
     return result
 
 
+def _check_counts(**counts) -> None:
+    """epochs >= 1 and batch_size >= 2 as plain integers (a bool or float is a caller's slip)."""
+    for name, value in counts.items():
+        low = 2 if name == "batch_size" else 1
+        if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < low:
+            raise InvalidArgumentError(f"{name}={value!r}: must be an integer >= {low}.")
+
+
+def _fit_epochs(model, the_task, data, rng, epochs, batch_size, verbose) -> list[float]:
+    """One fit per epoch, each on fresh augmentations from the task; the last loss per epoch."""
+    history = []
+    for epoch in range(epochs):
+        x, y = the_task.epoch(data, rng)  # fresh augmentations every epoch
+        x = list(x) if isinstance(x, tuple) else x
+        h = model.fit(
+            x, y, batch_size=batch_size, epochs=epoch + 1, initial_epoch=epoch, verbose=verbose
+        )
+        history.append(float(h.history["loss"][-1]))
+    return history
+
+
 def probe(encoder, eval_data, k: int = 5) -> dict:
-    """Linear probe and k-NN accuracy of frozen features: first half of ``eval_data`` trains, second half tests."""
+    """Linear probe and k-NN accuracy of frozen features (half ``eval_data`` trains, half tests)."""
     from zoo.ssl.evaluate import encoder_features, knn_accuracy, linear_probe
 
-    images, labels = (eval_data.images, eval_data.labels) if hasattr(eval_data, "labels") else eval_data
+    images, labels = (
+        (eval_data.images, eval_data.labels) if hasattr(eval_data, "labels") else eval_data
+    )
     images, labels = np.asarray(images, np.float32), np.asarray(labels).astype(int)
     if len(images) != len(labels) or len(images) < 4:
-        raise DataError(f"eval_data: {len(images)} images and {len(labels)} labels; give at least 4 of each, equally many.")
-    if tuple(images.shape[1:]) != tuple(encoder.input.shape[1:]):  # e.g. a tile encoder scored on whole images
+        raise DataError(
+            f"eval_data: {len(images)} images and {len(labels)} labels; give at least 4 of each, "
+            "equally many."
+        )
+    # e.g. a tile encoder scored on whole images
+    if tuple(images.shape[1:]) != tuple(encoder.input.shape[1:]):
         from zoo.models.factory import load
 
         resized = load(encoder.name, in_chans=int(images.shape[-1]), input_shape=images.shape[1:-1],
                        num_classes=0, pooling=None)
-        resized.set_weights(encoder.get_weights())  # convolutional weights do not depend on the input size
+        # convolutional weights do not depend on the input size
+        resized.set_weights(encoder.get_weights())
         encoder = resized
     f = encoder_features(encoder, images)
     half = len(f) // 2

@@ -25,7 +25,7 @@ from zoo.ssl import transforms as T
 
 @dataclass(frozen=True)
 class Data:
-    """Pretraining data: images (N, H, W, C) or volumes (N, D, H, W, C) in [0, 255]; subject ids for volumes."""
+    """Pretraining data: images (N,H,W,C) or volumes (N,D,H,W,C) in [0, 255]; volume subject ids."""
 
     array: np.ndarray
     subjects: np.ndarray | None = None
@@ -58,7 +58,9 @@ class Task:
         unknown = set(options) - set(self.defaults())
         if unknown:
             raise InvalidArgumentError(
-                f"task {self.name!r} has no option(s) {sorted(unknown)}; its options are {sorted(self.defaults()) or 'none'}.")
+                f"task {self.name!r} has no option(s) {sorted(unknown)}; its options are "
+                f"{sorted(self.defaults()) or 'none'}."
+            )
         self.options = {**self.defaults(), **options}
 
     def defaults(self) -> dict:
@@ -67,9 +69,14 @@ class Task:
     def check_data(self, data: Data) -> None:
         if data.kind != self.data:
             want = "(N, H, W, C) images" if self.data == "images" else "(N, D, H, W, C) volumes"
-            raise DataError(f"task {self.name!r} takes {want}; got an array of shape {data.array.shape}. "
-                            + ("Use a volume task (slice_order, subject, genesis3d) for volumes."
-                               if data.kind == "volumes" else "Stack slices into volumes, or use a 2D image task."))
+            raise DataError(
+                f"task {self.name!r} takes {want}; got an array of shape {data.array.shape}. "
+                + (
+                    "Use a volume task (slice_order, subject, genesis3d) for volumes."
+                    if data.kind == "volumes"
+                    else "Stack slices into volumes, or use a 2D image task."
+                )
+            )
 
     def encoder_shape(self, data: Data) -> tuple[int, ...]:
         """The spatial input shape of the encoder for this data (default: the whole image)."""
@@ -93,20 +100,22 @@ class Task:
 
 
 def check_reconstructable(task: Task, encoder, shape) -> int:
-    """Decoder tasks upsample the encoder's last map by powers of 2 back to ``shape``; returns the steps."""
+    """Decoder tasks upsample the last map by powers of 2 back to ``shape``; returns the steps."""
     feat = tuple(encoder.output.shape[1:-1])
     factors = {s // f if f and s % f == 0 else 0 for s, f in zip(shape, feat)}
     factor = factors.pop() if len(factors) == 1 else 0
     if factor < 1 or factor & (factor - 1):
         raise InputShapeError(
-            f"task {task.name!r} reconstructs {shape} images through {encoder.name}'s {feat} feature map, "
-            f"which is not an exact power-of-2 downsampling; give sizes that are multiples of the encoder's "
-            f"stride (32 for the 5-stage 2D networks, 16 for simple_cnn3d).")
+            f"task {task.name!r} reconstructs {shape} images through {encoder.name}'s {feat} "
+            "feature map, which is not an exact power-of-2 downsampling; give sizes that are "
+            "multiples of the encoder's stride (32 for the 5-stage 2D networks, 16 for "
+            "simple_cnn3d)."
+        )
     return int(math.log2(factor))
 
 
 def decoder(x, steps: int, channels: int, name: str):
-    """Transposed convolutions (stride 2, halving the width each step) and a sigmoid output in [0, 1]."""
+    """Transposed convolutions (stride 2, halving the width each step), sigmoid output in [0, 1]."""
     layers, dims = _layers(), D.spatial_dims_of(x)
     up, conv = D.conv_transpose(dims), D.conv(dims)
     width = int(x.shape[-1])
@@ -136,13 +145,18 @@ class Rotation(Task):
     def check_data(self, data):
         super().check_data(data)
         if data.array.shape[1] != data.array.shape[2]:
-            raise DataError(f"task 'rotation' needs square images, got {data.array.shape[1:3]}; crop or pad them.")
+            raise DataError(
+                f"task 'rotation' needs square images, got {data.array.shape[1:3]}; crop or pad "
+                "them."
+            )
 
     def build(self, encoder):
         import keras
 
         x = _input(encoder, "image")
-        return keras.Model(x, _classifier(_pool(encoder(x), "rotation_pool"), 4, "rotation"), name="rotation")
+        return keras.Model(
+            x, _classifier(_pool(encoder(x), "rotation_pool"), 4, "rotation"), name="rotation"
+        )
 
     def epoch(self, data, rng):
         return T.rotations(data.array)
@@ -170,14 +184,22 @@ class Inpainting(_Reconstruction):
     name, paper = "inpainting", "Pathak et al. 2016 (context encoder), arXiv:1604.07379"
 
     def defaults(self):
-        return {"fraction": 0.5, "mask": "random", "adversarial": False, "rec_weight": 0.999, "adv_weight": 0.001}
+        return {
+            "fraction": 0.5,
+            "mask": "random",
+            "adversarial": False,
+            "rec_weight": 0.999,
+            "adv_weight": 0.001,
+        }
 
     def build(self, encoder):
         from zoo.ssl.losses import MaskedL2
 
         if not 0 < self.options["fraction"] < 1:
-            raise InvalidArgumentError(f"inpainting fraction={self.options['fraction']}: the hidden square must be "
-                                       "0 < fraction < 1 of the side.")
+            raise InvalidArgumentError(
+                f"inpainting fraction={self.options['fraction']}: the hidden square must be 0 < "
+                "fraction < 1 of the side."
+            )
         self.loss = MaskedL2(self.options["rec_weight"])
         generator = super().build(encoder)
         if not self.options["adversarial"]:
@@ -195,7 +217,9 @@ class Inpainting(_Reconstruction):
         h = keras.layers.GlobalAveragePooling2D(name="disc_pool")(h)
         d_out = keras.layers.Dense(1, activation="sigmoid", dtype="float32", name="disc_fc")(h)
         discriminator = keras.Model(d_in, d_out, name="discriminator")
-        return ContextEncoderGAN(generator, discriminator, self.options["rec_weight"], self.options["adv_weight"])
+        return ContextEncoderGAN(
+            generator, discriminator, self.options["rec_weight"], self.options["adv_weight"]
+        )
 
     def compile(self, model, optimizer):
         if self.options["adversarial"]:
@@ -211,10 +235,14 @@ class Inpainting(_Reconstruction):
 
 
 class CrossWindow(_Reconstruction):
-    """Split-brain style for grey CT: predict one intensity window from another; for colour (3-channel)
+    """Split-brain style for grey CT: predict one intensity window from another; for colour
+    (3-channel)
     images, Zhang 2016's colorization: predict the colours from the grey (channel mean) image."""
 
-    name, paper = "colorization", "Zhang et al. 2016 (colorization) and 2017 (split-brain), arXiv:1611.09842"
+    name, paper = (
+        "colorization",
+        "Zhang et al. 2016 (colorization) and 2017 (split-brain), arXiv:1611.09842",
+    )
 
     def defaults(self):
         return {"source_window": (0.0, 128.0), "target_window": (96.0, 255.0)}
@@ -272,12 +300,18 @@ class RelativePosition(_Tiles):
         import keras
 
         a, b = _input(encoder, "centre"), _input(encoder, "neighbour")
-        f = keras.layers.Concatenate(name="pair_concat")([_pool(encoder(a), "centre_pool"), _pool(encoder(b), "neighbour_pool")])
-        return keras.Model([a, b], _classifier(f, 8, "relpos", hidden=128), name="relative_position")
+        f = keras.layers.Concatenate(name="pair_concat")(
+            [_pool(encoder(a), "centre_pool"), _pool(encoder(b), "neighbour_pool")]
+        )
+        return keras.Model(
+            [a, b], _classifier(f, 8, "relpos", hidden=128), name="relative_position"
+        )
 
     def epoch(self, data, rng):
         t = self.tile(data)
-        centre, other, labels = T.relative_position(data.array, t, self.options["gap"], rng, self.options["jitter"])
+        centre, other, labels = T.relative_position(
+            data.array, t, self.options["gap"], rng, self.options["jitter"]
+        )
         return (centre, other), labels
 
 
@@ -297,15 +331,28 @@ class Jigsaw(_Tiles):
         tiles = [_input(encoder, f"tile{i}") for i in range(9)]
         pooled = keras.layers.GlobalAveragePooling2D(name="tile_pool")
         f = keras.layers.Concatenate(name="tiles_concat")([pooled(encoder(t)) for t in tiles])
-        return keras.Model(tiles, _classifier(f, len(self.perms), "jigsaw", hidden=128), name="jigsaw")
+        return keras.Model(
+            tiles, _classifier(f, len(self.perms), "jigsaw", hidden=128), name="jigsaw"
+        )
 
     def epoch(self, data, rng):
-        tiles, labels = T.jigsaw(data.array, self.perms, self.tile(data), self.options["gap"], rng, self.options["jitter"])
+        tiles, labels = T.jigsaw(
+            data.array,
+            self.perms,
+            self.tile(data),
+            self.options["gap"],
+            rng,
+            self.options["jitter"],
+        )
         return tuple(tiles[:, i] for i in range(9)), labels
 
 
 class SliceOrder(Task):
-    name, paper, data = "slice_order", "Yan et al. 2016 (P-CNN body-part recognition), IEEE TMI 35(5)", "volumes"
+    name, paper, data = (
+        "slice_order",
+        "Yan et al. 2016 (P-CNN body-part recognition), IEEE TMI 35(5)",
+        "volumes",
+    )
 
     def defaults(self):
         return {"min_gap": 2, "pairs_per_volume": 4}
@@ -317,7 +364,9 @@ class SliceOrder(Task):
         import keras
 
         a, b = _input(encoder, "slice_a"), _input(encoder, "slice_b")
-        f = keras.layers.Concatenate(name="pair_concat")([_pool(encoder(a), "a_pool"), _pool(encoder(b), "b_pool")])
+        f = keras.layers.Concatenate(name="pair_concat")(
+            [_pool(encoder(a), "a_pool"), _pool(encoder(b), "b_pool")]
+        )
         return keras.Model([a, b], _classifier(f, 2, "order", hidden=64), name="slice_order")
 
     def epoch(self, data, rng):
@@ -327,7 +376,11 @@ class SliceOrder(Task):
 
 
 class Subject(Task):
-    name, paper, data = "subject", "siamese subject discrimination (as in the spinal MRI work)", "volumes"
+    name, paper, data = (
+        "subject",
+        "siamese subject discrimination (as in the spinal MRI work)",
+        "volumes",
+    )
     loss = "binary_crossentropy"
 
     def defaults(self):
@@ -348,7 +401,9 @@ class Subject(Task):
 
     def epoch(self, data, rng):
         subjects = data.subjects if data.subjects is not None else np.arange(len(data.array))
-        a, b, y = T.subject_pairs(data.array, subjects, rng, count=len(data.array) * self.options["pairs_per_volume"])
+        a, b, y = T.subject_pairs(
+            data.array, subjects, rng, count=len(data.array) * self.options["pairs_per_volume"]
+        )
         return (a, b), y.astype(np.float32)
 
 
@@ -370,7 +425,13 @@ class SimCLR(Task):
     name, paper = "simclr", "Chen et al. 2020 (SimCLR, NT-Xent), arXiv:2002.05709"
 
     def defaults(self):
-        return {"temperature": 0.5, "projection": 64, "crop": (0.4, 1.0), "jitter": 0.4, "noise": 0.05}
+        return {
+            "temperature": 0.5,
+            "projection": 64,
+            "crop": (0.4, 1.0),
+            "jitter": 0.4,
+            "noise": 0.05,
+        }
 
     def build(self, encoder):
         import keras
@@ -395,7 +456,13 @@ class BYOL(SimCLR):
     name, paper = "byol", "Grill et al. 2020 (BYOL), arXiv:2006.07733"
 
     def defaults(self):
-        return {"momentum": 0.99, "projection": 64, "crop": (0.4, 1.0), "jitter": 0.4, "noise": 0.05}
+        return {
+            "momentum": 0.99,
+            "projection": 64,
+            "crop": (0.4, 1.0),
+            "jitter": 0.4,
+            "noise": 0.05,
+        }
 
     def build(self, encoder):
         import keras
@@ -403,10 +470,16 @@ class BYOL(SimCLR):
         from zoo.ssl.trainers import MomentumTrainer
 
         v = _input(encoder, "view")
-        z = _apply(_projector("projector", 128, self.options["projection"]), _pool(encoder(v), "view_pool"))
+        z = _apply(
+            _projector("projector", 128, self.options["projection"]), _pool(encoder(v), "view_pool")
+        )
         online = keras.Model(v, z, name="byol_online")
         p_in = keras.Input(shape=(self.options["projection"],), name="projection")
-        predictor = keras.Model(p_in, _apply(_projector("predictor", 128, self.options["projection"]), p_in), name="byol_predictor")
+        predictor = keras.Model(
+            p_in,
+            _apply(_projector("predictor", 128, self.options["projection"]), p_in),
+            name="byol_predictor",
+        )
         return MomentumTrainer(online, predictor, self.options["momentum"], name="byol")
 
     def compile(self, model, optimizer):
@@ -414,9 +487,26 @@ class BYOL(SimCLR):
 
 
 
-TASKS: Registry = Registry("pretext task", {cls.name: cls for cls in (
-    Rotation, Inpainting, CrossWindow, RelativePosition, Jigsaw, SliceOrder, Subject, SimCLR, BYOL, Genesis2D, Genesis3D)},
-    hint="See zoo.ssl.list_tasks().")
+TASKS: Registry = Registry(
+    "pretext task",
+    {
+        cls.name: cls
+        for cls in (
+            Rotation,
+            Inpainting,
+            CrossWindow,
+            RelativePosition,
+            Jigsaw,
+            SliceOrder,
+            Subject,
+            SimCLR,
+            BYOL,
+            Genesis2D,
+            Genesis3D,
+        )
+    },
+    hint="See zoo.ssl.list_tasks().",
+)
 
 
 def list_tasks() -> list[str]:

@@ -13,7 +13,7 @@ from zoo.ssl.losses import MaskedL2, byol_regression
 
 
 def momentum_copy(model):
-    """An exact copy of ``model``: ``clone_model`` builds fresh variables, so the values are copied after."""
+    """An exact copy of ``model``: ``clone_model`` makes fresh variables; values copied after."""
     copy = keras.models.clone_model(model)
     copy.set_weights(model.get_weights())
     return copy
@@ -66,8 +66,15 @@ class ContextEncoderGAN(keras.Model):
     """Pathak 2016's joint loss: 0.999 x masked L2 + 0.001 x adversarial, with a small discriminator
     that tells real images from images completed by the generator."""
 
-    def __init__(self, generator, discriminator, rec_weight: float = 0.999, adv_weight: float = 0.001,
-                 d_learning_rate: float = 1e-4, **kwargs):
+    def __init__(
+        self,
+        generator,
+        discriminator,
+        rec_weight: float = 0.999,
+        adv_weight: float = 0.001,
+        d_learning_rate: float = 1e-4,
+        **kwargs,
+    ):
         super().__init__(**kwargs)
         self.generator, self.discriminator = generator, discriminator
         self.reconstruction = MaskedL2(rec_weight)

@@ -17,12 +17,16 @@ from zoo.errors import DataError
 
 
 def rotations(images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Gidaris 2018: every image in all four rotations (k x 90 degrees, counter-clockwise, as np.rot90).
+    """Gidaris 2018: every image in all four rotations (k x 90 degrees, counter-clockwise, as
+    np.rot90).
 
     Returns (4N images, labels k) with each label exactly N times, so the classes are balanced.
     """
     if images.shape[1] != images.shape[2]:
-        raise DataError(f"rotation needs square images, got {images.shape[1]}x{images.shape[2]}; crop or pad them.")
+        raise DataError(
+            f"rotation needs square images, got {images.shape[1]}x{images.shape[2]}; crop or pad "
+            "them."
+        )
     x = np.concatenate([np.rot90(images, k, axes=(1, 2)) for k in range(4)])
     y = np.repeat(np.arange(4, dtype=np.int32), len(images))
     return x, y
@@ -30,7 +34,7 @@ def rotations(images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 def inpaint_mask(shape: tuple[int, ...], rng: np.random.Generator, fraction: float = 0.5,
                  mode: str = "center") -> np.ndarray:
-    """Pathak 2016's masks for (N, H, W): a central square of ``fraction`` of the side, or one at a random place."""
+    """Pathak 2016's masks (N, H, W): a central square (side ``fraction``) or a random one."""
     n, h, w = shape
     mh, mw = max(1, int(round(h * fraction))), max(1, int(round(w * fraction)))
     mask = np.zeros((n, h, w), np.float32)
@@ -44,21 +48,25 @@ def inpaint_mask(shape: tuple[int, ...], rng: np.random.Generator, fraction: flo
 
 
 def mask_images(images: np.ndarray, mask: np.ndarray) -> np.ndarray:
-    """Fill the masked region with each image's mean, as the context encoder fills with the mean pixel."""
+    """Fill the masked region with each image's mean (the context encoder's mean pixel)."""
     fill = images.mean(axis=(1, 2), keepdims=True)
     m = mask[..., None]
     return (images * (1 - m) + fill * m).astype(np.float32)
 
 
 def window(images: np.ndarray, lo: float, hi: float) -> np.ndarray:
-    """An intensity window (as for CT Hounsfield units): values in [lo, hi] mapped linearly to [0, 1], clipped."""
+    """An intensity window (as for CT HU): [lo, hi] mapped linearly to [0, 1], clipped."""
     return np.clip((images - lo) / (hi - lo), 0.0, 1.0).astype(np.float32)
 
 
-def patch_grid(image: np.ndarray, patch: int, gap: int, rng: np.random.Generator, jitter: int = 0) -> np.ndarray:
-    """The 3 x 3 grid of ``patch``-sized tiles, ``gap`` pixels apart, centred in ``image`` (H, W, C).
+def patch_grid(
+    image: np.ndarray, patch: int, gap: int, rng: np.random.Generator, jitter: int = 0
+) -> np.ndarray:
+    """The 3 x 3 grid of ``patch``-sized tiles, ``gap`` pixels apart, centred in ``image`` (H, W,
+    C).
 
-    Returns (9, patch, patch, C) in row-major order (index 4 is the centre). Each tile is moved by up
+    Returns (9, patch, patch, C) in row-major order (index 4 is the centre). Each tile is moved by
+    up
     to ``jitter`` pixels, which with the gap stops the network from matching edges (Doersch 2015).
     """
     h, w = image.shape[:2]
@@ -79,7 +87,7 @@ NEIGHBOURS = (0, 1, 2, 3, 5, 6, 7, 8)  # grid indices of the 8 neighbours of the
 
 def relative_position(images: np.ndarray, patch: int, gap: int, rng: np.random.Generator,
                       jitter: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Doersch 2015: (centre tiles, neighbour tiles, label 0..7 naming which of the 8 neighbours)."""
+    """Doersch 2015: (centre tiles, neighbour tiles, label 0..7 naming which neighbour)."""
     labels = rng.integers(0, 8, len(images)).astype(np.int32)
     centre, other = [], []
     for img, label in zip(images, labels):
@@ -92,7 +100,9 @@ def relative_position(images: np.ndarray, patch: int, gap: int, rng: np.random.G
 def jigsaw_permutations(k: int, seed: int = 0) -> np.ndarray:
     """Noroozi 2016: ``k`` permutations of 9 tiles chosen greedily for maximal Hamming distance."""
     if not 2 <= k <= 1000:
-        raise DataError(f"jigsaw permutations k={k}: use 2 <= k <= 1000 (the paper uses 100 to 1000).")
+        raise DataError(
+            f"jigsaw permutations k={k}: use 2 <= k <= 1000 (the paper uses 100 to 1000)."
+        )
     rng = np.random.default_rng(seed)
     pool = np.array([rng.permutation(9) for _ in range(max(2000, 4 * k))])
     chosen = [np.arange(9)]
@@ -106,7 +116,8 @@ def jigsaw_permutations(k: int, seed: int = 0) -> np.ndarray:
 
 def jigsaw(images: np.ndarray, permutations: np.ndarray, patch: int, gap: int,
            rng: np.random.Generator, jitter: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    """Tiles of each image shuffled by a random permutation: (N, 9, p, p, C) tiles and the permutation index.
+    """Tiles of each image shuffled by a random permutation: (N, 9, p, p, C) tiles and the
+    permutation index.
 
     Tile position i shows the original tile ``permutations[label][i]``.
     """
@@ -118,10 +129,13 @@ def jigsaw(images: np.ndarray, permutations: np.ndarray, patch: int, gap: int,
 
 def slice_order_pairs(volumes: np.ndarray, rng: np.random.Generator, min_gap: int = 2,
                       count: int | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """P-CNN style: two slices of one volume (N, D, H, W, C); label 1 when the first is higher (larger index)."""
+    """P-CNN: two slices of a volume (N, D, H, W, C); label 1 when the first is higher."""
     n, d = volumes.shape[:2]
     if d <= min_gap:
-        raise DataError(f"slice ordering with min_gap={min_gap} needs volumes deeper than {min_gap} slices, got depth {d}.")
+        raise DataError(
+            f"slice ordering with min_gap={min_gap} needs volumes deeper than {min_gap} slices, "
+            f"got depth {d}."
+        )
     count = count or n
     vol = rng.integers(0, n, count)
     low = rng.integers(0, d - min_gap, count)
@@ -134,7 +148,7 @@ def slice_order_pairs(volumes: np.ndarray, rng: np.random.Generator, min_gap: in
 
 def subject_pairs(volumes: np.ndarray, subjects: np.ndarray, rng: np.random.Generator,
                   count: int | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Siamese pairs of slices at the same height: from the same subject (label 1) or two subjects (0), balanced."""
+    """Siamese slice pairs at one height: same subject (label 1) or two subjects (0), balanced."""
     n, d = volumes.shape[:2]
     subjects = np.asarray(subjects)
     if len(np.unique(subjects)) < 2:
@@ -152,8 +166,14 @@ def subject_pairs(volumes: np.ndarray, subjects: np.ndarray, rng: np.random.Gene
     return volumes[a_idx, z], volumes[b_idx, z], same
 
 
-def simclr_views(images: np.ndarray, rng: np.random.Generator, crop: tuple[float, float] = (0.4, 1.0),
-                 flip: float = 0.5, jitter: float = 0.4, noise: float = 0.05) -> np.ndarray:
+def simclr_views(
+    images: np.ndarray,
+    rng: np.random.Generator,
+    crop: tuple[float, float] = (0.4, 1.0),
+    flip: float = 0.5,
+    jitter: float = 0.4,
+    noise: float = 0.05,
+) -> np.ndarray:
     """One SimCLR view per image (N, H, W, C) in [0, 255]: random resized crop, flips, contrast and
     brightness jitter, Gaussian noise (grey-scale stand-ins for the paper's colour distortions)."""
     n, h, w = images.shape[:3]
@@ -170,7 +190,11 @@ def simclr_views(images: np.ndarray, rng: np.random.Generator, crop: tuple[float
         if rng.random() < flip:
             v = v[::-1]
         mean = v.mean()
-        v = (v - mean) * rng.uniform(1 - jitter, 1 + jitter) + mean + 255 * rng.uniform(-jitter, jitter) / 4
+        v = (
+            (v - mean) * rng.uniform(1 - jitter, 1 + jitter)
+            + mean
+            + 255 * rng.uniform(-jitter, jitter) / 4
+        )
         v = v + 255 * noise * rng.standard_normal(v.shape)
         out[i] = np.clip(v, 0, 255)
     return out
@@ -186,7 +210,7 @@ def _bezier(points: np.ndarray, n: int = 1000) -> tuple[np.ndarray, np.ndarray]:
 
 
 def nonlinear(x: np.ndarray, rng: np.random.Generator, prob: float = 0.9) -> np.ndarray:
-    """A monotone (or, half the time, inverted) cubic Bezier intensity curve from [0, 1] onto [0, 1]."""
+    """A monotone (half the time inverted) cubic Bezier intensity curve from [0, 1] onto [0, 1]."""
     if rng.random() >= prob:
         return x
     points = np.array([[0, 0], [rng.random(), rng.random()], [rng.random(), rng.random()], [1, 1]])
@@ -217,14 +241,20 @@ def local_pixel_shuffle(x: np.ndarray, rng: np.random.Generator, prob: float = 0
 
 
 def _box(spatial, rng, lo: float, hi: float):
-    size = [max(1, int(rng.integers(int(s * lo), max(int(s * lo) + 1, int(s * hi))))) for s in spatial]
+    size = [
+        max(1, int(rng.integers(int(s * lo), max(int(s * lo) + 1, int(s * hi))))) for s in spatial
+    ]
     start = [int(rng.integers(0, s - b + 1)) for s, b in zip(spatial, size)]
     return tuple(slice(a, a + b) for a, b in zip(start, size))
 
 
-def painting(x: np.ndarray, rng: np.random.Generator, prob: float = 0.9, inpaint: float = 0.2) -> np.ndarray:
-    """In-painting (random boxes replaced by uniform noise) with probability ``prob * inpaint``, else
-    out-painting (noise everywhere but a few boxes of the image) with probability ``prob * (1 - inpaint)``."""
+def painting(
+    x: np.ndarray, rng: np.random.Generator, prob: float = 0.9, inpaint: float = 0.2
+) -> np.ndarray:
+    """In-painting (random boxes replaced by uniform noise) with probability ``prob * inpaint``,
+    else
+    out-painting (noise everywhere but a few boxes of the image) with probability
+    ``prob * (1 - inpaint)``."""
     if rng.random() >= prob:
         return x
     spatial = x.shape[:-1]
@@ -245,8 +275,10 @@ def painting(x: np.ndarray, rng: np.random.Generator, prob: float = 0.9, inpaint
     return out
 
 
-def flips(x: np.ndarray, y: np.ndarray, rng: np.random.Generator, prob: float = 0.4) -> tuple[np.ndarray, np.ndarray]:
-    """The same random flips of input and target, along each spatial axis with probability ``prob``."""
+def flips(
+    x: np.ndarray, y: np.ndarray, rng: np.random.Generator, prob: float = 0.4
+) -> tuple[np.ndarray, np.ndarray]:
+    """The same random flips of input and target, each spatial axis with probability ``prob``."""
     for axis in range(x.ndim - 1):
         if rng.random() < prob:
             x, y = np.flip(x, axis), np.flip(y, axis)
@@ -261,7 +293,9 @@ def genesis(batch: np.ndarray, rng: np.random.Generator, **rates) -> tuple[np.nd
     shuffle, a non-linear intensity curve and in- or out-painting, each with its probability."""
     unknown = set(rates) - set(GENESIS_RATES)
     if unknown:
-        raise DataError(f"unknown Models Genesis rate(s) {sorted(unknown)}; use {sorted(GENESIS_RATES)}.")
+        raise DataError(
+            f"unknown Models Genesis rate(s) {sorted(unknown)}; use {sorted(GENESIS_RATES)}."
+        )
     r = {**GENESIS_RATES, **rates}
     xs, ys = [], []
     for sample in batch:

@@ -48,35 +48,49 @@ def check_convertible(card) -> None:
     if any(cache_path(card).parent.glob(f"{stem}.*.weights.h5")):
         return
     raise OptionalDependencyError(
-        f"{card.name} is a PyTorch checkpoint and converting it (once) needs torch, which is not installed; "
-        f"nothing was downloaded. Run `{INSTALL_HINT}` (CPU wheels suffice) and load it again.")
+        f"{card.name} is a PyTorch checkpoint and converting it (once) needs torch, which is not "
+        f"installed; nothing was downloaded. Run `{INSTALL_HINT}` (CPU wheels suffice) and load it "
+        "again."
+    )
 
 
 def read_state_dict(path) -> dict[str, np.ndarray]:
-    """The tensors of a torch checkpoint as numpy arrays (``torch.load(..., weights_only=True)``)."""
+    """The tensors of a torch checkpoint as numpy arrays
+    (``torch.load(..., weights_only=True)``)."""
     try:
         import torch
     except ImportError:
         raise OptionalDependencyError(
-            f"{path} is a PyTorch checkpoint and converting it needs torch, which is not installed. "
-            f"Run `{INSTALL_HINT}` (CPU wheels suffice), or load a converted .weights.h5 instead.") from None
+            f"{path} is a PyTorch checkpoint and converting it needs torch, which is not "
+            f"installed. Run `{INSTALL_HINT}` (CPU wheels suffice), or load a converted "
+            ".weights.h5 instead."
+        ) from None
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # torch raises UnpicklingError, RuntimeError, EOFError ... for bad files
-        raise WeightsError(f"{path} is not a readable PyTorch state dict ({type(e).__name__}: {str(e)[:200]}); "
-                           "re-download it (zoo verify) or check the file.") from None
+        raise WeightsError(
+            f"{path} is not a readable PyTorch state dict ({type(e).__name__}: {str(e)[:200]}); "
+            "re-download it (zoo verify) or check the file."
+        ) from None
     if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
         state = state["state_dict"]
     if not isinstance(state, dict):
         raise WeightsError(f"{path} holds a {type(state).__name__}, not a state dict of tensors.")
-    return {k.removeprefix("module."): v.detach().numpy() for k, v in state.items() if hasattr(v, "detach")}
+    return {
+        k.removeprefix("module."): v.detach().numpy()
+        for k, v in state.items()
+        if hasattr(v, "detach")
+    }
 
 
 def _keras_values(layer, module: str, state: dict) -> tuple[list[np.ndarray], list[str]]:
     """The values of ``layer``'s variables from torch ``module``'s tensors, and the keys used."""
     kind = type(layer).__name__
     if kind.startswith("Conv") and "Transpose" not in kind:
-        names, convert = ["weight", "bias"], [lambda w: np.transpose(w, (*range(2, w.ndim), 1, 0)), None]
+        names, convert = (
+            ["weight", "bias"],
+            [lambda w: np.transpose(w, (*range(2, w.ndim), 1, 0)), None],
+        )
     elif kind == "Dense":
         names, convert = ["weight", "bias"], [np.transpose, None]
     elif kind == "BatchNormalization":
@@ -88,13 +102,17 @@ def _keras_values(layer, module: str, state: dict) -> tuple[list[np.ndarray], li
     keys = [f"{module}.{n}" for n in names]
     missing = [k for k in keys if k not in state]
     if missing:
-        raise WeightsError(f"the checkpoint has no {', '.join(missing)} for Keras layer {layer.name}; "
-                           "it was saved from another architecture or variant.")
+        raise WeightsError(
+            f"the checkpoint has no {', '.join(missing)} for Keras layer {layer.name}; it was "
+            "saved from another architecture or variant."
+        )
     values = [(f or (lambda a: a))(state[k]) for k, f in zip(keys, convert)]
     for v, var, k in zip(values, layer.weights, keys):
         if tuple(v.shape) != tuple(var.shape):
-            raise WeightsError(f"{k} has shape {state[k].shape}, which does not fit {var.path} {tuple(var.shape)}; "
-                               "the checkpoint was saved with other widths or classes.")
+            raise WeightsError(
+                f"{k} has shape {state[k].shape}, which does not fit {var.path} "
+                f"{tuple(var.shape)}; the checkpoint was saved with other widths or classes."
+            )
     return values, keys
 
 
@@ -114,13 +132,15 @@ def convert_state_dict(model, state: dict[str, np.ndarray]) -> list[str]:
     left = sorted(k for k in state if k not in used and not k.endswith("num_batches_tracked"))
     stray = [k for k in left if k.split(".")[0] in roots]
     if stray:
-        raise WeightsError(f"the checkpoint has tensors the model has no layer for: {', '.join(stray[:5])}; "
-                           "it was saved from another architecture or variant.")
+        raise WeightsError(
+            f"the checkpoint has tensors the model has no layer for: {', '.join(stray[:5])}; it "
+            "was saved from another architecture or variant."
+        )
     return left
 
 
 def structure_digest(model) -> str:
-    """Eight hex digits naming the model's weighted layers and shapes (the converted cache's key)."""
+    """Eight hex digits naming the model's weighted layers and shapes (the converted cache key)."""
     text = ";".join(f"{v.path}:{tuple(v.shape)}" for v in model.weights)
     return hashlib.sha256(text.encode()).hexdigest()[:8]
 
@@ -138,7 +158,7 @@ def _record_path(cached: Path) -> Path:
 
 
 def _source_id(card) -> str:
-    """The checkpoint a converted file came from: the card's hash (fetch verified the file against it)."""
+    """The checkpoint a converted file came from: the card's hash (fetch verified the file)."""
     return ":".join(card.hash)
 
 
@@ -155,7 +175,9 @@ def converted_problem(cached: Path, card) -> str | None:
         return f"was converted from another checkpoint ({source}, not {_source_id(card)})"
     actual = cached.stat().st_size
     if actual != size:
-        return f"is {actual:,} bytes, not the {size:,} recorded at conversion (truncated or altered)"
+        return (
+            f"is {actual:,} bytes, not the {size:,} recorded at conversion (truncated or altered)"
+        )
     if file_hash(cached, "sha256") != sha256:
         return "does not match the sha256 recorded at conversion (altered or corrupt)"
     return None
@@ -171,11 +193,14 @@ def converted_caches(card):
     stem = card.file_name.removesuffix(".pth").removesuffix(".pt")
     if not source.parent.is_dir():
         return []
-    return [(p, converted_problem(p, card)) for p in sorted(source.parent.glob(f"{stem}.*.weights.h5"))]
+    return [
+        (p, converted_problem(p, card)) for p in sorted(source.parent.glob(f"{stem}.*.weights.h5"))
+    ]
 
 
 def load_torch_checkpoint(model, path, card) -> Path:
-    """Fill ``model`` from the torch checkpoint at ``path``; convert once, then reuse the cached .weights.h5.
+    """Fill ``model`` from the torch checkpoint at ``path``; convert once, then reuse the cached
+    .weights.h5.
 
     The cached file is loaded only when it matches the sha256 recorded when it was written;
     otherwise it is converted again (and replaced when the cache is writable).
@@ -192,12 +217,16 @@ def load_torch_checkpoint(model, path, card) -> Path:
         except Exception as e:  # h5py / Keras errors of a file that changed after the check
             problem = f"does not load ({type(e).__name__})"
     if problem:
-        warnings.warn(f"the converted cache {cached} {problem}; converting {path} again.", stacklevel=3)
+        warnings.warn(
+            f"the converted cache {cached} {problem}; converting {path} again.", stacklevel=3
+        )
     try:
         state = read_state_dict(path)
     except ZooError as e:
         if problem:
-            raise type(e)(f"the converted cache {cached} {problem}, and converting again failed: {e}") from None
+            raise type(e)(
+                f"the converted cache {cached} {problem}, and converting again failed: {e}"
+            ) from None
         raise
     convert_state_dict(model, state)
     part = cached.with_name(f".{os.getpid()}.{cached.name}")  # Keras needs the .weights.h5 suffix
@@ -208,7 +237,8 @@ def load_torch_checkpoint(model, path, card) -> Path:
         text = json.dumps({"sha256": file_hash(part, "sha256"), "size": part.stat().st_size,
                            "source": _source_id(card)})
         record_part = record.with_name(f".{os.getpid()}.{record.name}")
-        _discard(record)  # a record without its file is harmless; a file without its record is not loaded
+        # a record without its file is harmless; a file without its record is not loaded
+        _discard(record)
         _replace(part, cached)
         inside_home(record_part).write_text(text)
         _replace(record_part, record)

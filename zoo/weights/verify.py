@@ -39,30 +39,42 @@ def _remove_for_verify(path: Path) -> None:
     except FileNotFoundError:
         pass
     except OSError as e:
-        raise CacheWriteError(f"zoo verify found {path} corrupt but cannot delete it: {path.parent} is "
-                              f"read-only or not ours ({os.strerror(e.errno) if e.errno else e}). Make the cache "
-                              f"writable (or run as its owner) and verify again, or delete {path} by hand.") from None
+        raise CacheWriteError(
+            f"zoo verify found {path} corrupt but cannot delete it: {path.parent} is read-only or "
+            f"not ours ({os.strerror(e.errno) if e.errno else e}). Make the cache writable (or run "
+            f"as its owner) and verify again, or delete {path} by hand."
+        ) from None
 
 
 def verify_cache(refetch: bool = False) -> list[Checked]:
     """Re-hash every cached file that has a card, converted torch caches included.
 
     Bad files are deleted (``refetch=True`` downloads them again and verifies them). Returns one
-    ``Checked`` (path, ok) pair per file; its ``note`` says what was done and how the file was checked.
+    ``Checked`` (path, ok) pair per file; its ``note`` says what was done and how the file was
+    checked.
     """
     results = []
     for card in all_cards().values():
         path = cache_path(card)
-        legacy_stamp = path.with_name(path.name + ".verified")  # older zoos' size+mtime stamps: unused now
+        # older zoos' size+mtime stamps: unused now
+        legacy_stamp = path.with_name(path.name + ".verified")
         if legacy_stamp.is_file():
             _remove_for_verify(legacy_stamp)
         if path.is_file():
             ok = is_verified(path, card, rehash=True)
             _, _, full = expected_hash(card)
-            note = "" if card.sha256 or card.md5 else (
-                f"the card has only the sha256 prefix {card.sha256_prefix}; checked against the full sha256 "
-                f"recorded at its first verified download ({recorded_hash_path(card)})" if full else
-                f"the card has only the sha256 prefix {card.sha256_prefix}: checked by that prefix only")
+            note = (
+                ""
+                if card.sha256 or card.md5
+                else (
+                    f"the card has only the sha256 prefix {card.sha256_prefix}; checked against "
+                    "the full sha256 recorded at its first verified download "
+                    f"({recorded_hash_path(card)})"
+                    if full
+                    else f"the card has only the sha256 prefix {card.sha256_prefix}: checked by "
+                    "that prefix only"
+                )
+            )
             if not ok:
                 _remove_for_verify(path)
                 note = "corrupt: deleted" + ("" if refetch else "; the next load fetches it again")
@@ -74,6 +86,13 @@ def verify_cache(refetch: bool = False) -> list[Checked]:
             if problem:
                 _remove_for_verify(converted)
                 _remove_for_verify(converted.with_name(converted.name + ".json"))
-            results.append(Checked(converted, problem is None, f"converted cache {problem}; deleted, the next load "
-                                   "converts again" if problem else "converted cache, its recorded sha256 matches"))
+            results.append(
+                Checked(
+                    converted,
+                    problem is None,
+                    f"converted cache {problem}; deleted, the next load converts again"
+                    if problem
+                    else "converted cache, its recorded sha256 matches",
+                )
+            )
     return results
