@@ -11,7 +11,7 @@ import zoo
 from zoo.errors import InputShapeError, InvalidArgumentError
 from zoo.explain import explain_batch
 from zoo.explain.gradcam import conv_layers, grad_cam
-from zoo.models.inflate3d import inflate_weights
+from zoo.weights.inflated import inflate_weights
 
 SIZE = 32  # resnet50(_3d)'s smallest input
 
