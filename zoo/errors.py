@@ -101,7 +101,8 @@ class PrecisionError(ZooError, RuntimeError):
 
 
 class ExportError(ZooError, RuntimeError):
-    """A model that cannot be exported in the asked format (unserializable layer, missing converter)."""
+    """A model that cannot be exported in the asked format (unserializable layer, missing
+    converter)."""
 
 
 # --- optional dependencies and model graphs the zoo cannot analyse ----------------------------
@@ -126,7 +127,9 @@ class OutputError(ZooError, OSError):
 
 
 class RandomWeightsError(InvalidArgumentError):
-    """An explanation asked of a network with random weights (an architecture name without weights)."""
+    """An explanation asked of a network with random weights (an architecture name without
+    weights)."""
+
 
 # --- DICOM values and series geometry (zoo.data; issue 12) --------------------------------------
 
@@ -189,4 +192,5 @@ class AgreementError(ZooError, RuntimeError):
 
 
 class ResumeError(ZooError, RuntimeError):
-    """A run folder cannot be resumed: its checkpoint is unreadable or was written for other models."""
+    """A run folder cannot be resumed: its checkpoint is unreadable or was written for other
+    models."""

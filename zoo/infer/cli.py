@@ -353,7 +353,8 @@ def predict_folder(
     overwrite: bool = False,
     progress: bool = True,
 ) -> dict:
-    """Predict every readable image / series under ``source``; write the CSVs and summary to ``out``.
+    """Predict every readable image / series under ``source``; write the CSVs and summary to
+    ``out``.
 
     Args:
         model_spec: a ``.keras`` file, a zoo name/tag, a model, or a ``zoo export`` output
