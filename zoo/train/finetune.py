@@ -73,6 +73,18 @@ def _is_dataset(data) -> bool:
 def _arrays(data, what: str, classes: bool = True) -> tuple[np.ndarray, np.ndarray]:
     """(x float32, y) from in-memory (x, y) or an object with .images/.labels, checked; ``classes``:
     the labels must be integer class indices (single-label classification)."""
+    x, y = _numeric_pair(data, what)
+    if not classes:
+        if len(y) != len(x):
+            raise DataError(
+                f"{what}: {len(x)} images but {len(y)} labels; give one label (row) per image."
+            )
+        return x, y
+    return _class_pair(x, y, what)
+
+
+def _numeric_pair(data, what: str) -> tuple[np.ndarray, np.ndarray]:
+    """(x float32 with a channel axis, y) from any accepted form: non-empty, finite, numeric."""
     if data is None:
         raise DataError(f"{what} is None; give (images, labels) arrays.")
     if hasattr(data, "images") and hasattr(data, "labels"):
@@ -104,12 +116,11 @@ def _arrays(data, what: str, classes: bool = True) -> tuple[np.ndarray, np.ndarr
         raise DataError(f"{what}: images contain NaN or infinity; clean or drop those images.")
     if x.ndim == 3:
         x = x[..., None]
-    if not classes:
-        if len(y) != len(x):
-            raise DataError(
-                f"{what}: {len(x)} images but {len(y)} labels; give one label (row) per image."
-            )
-        return x, y
+    return x, y
+
+
+def _class_pair(x: np.ndarray, y: np.ndarray, what: str) -> tuple[np.ndarray, np.ndarray]:
+    """(x, y int32) checked for single-label classification: (N, H, W, C) and one index each."""
     if x.ndim == 3:
         x = x[..., None]
     if x.ndim != 4:
