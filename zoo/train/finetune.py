@@ -29,7 +29,7 @@ from pathlib import Path
 import numpy as np
 
 from zoo.errors import DataError, InvalidArgumentError, ResumeError
-from zoo.train.trainer import Batches, finish_batches
+from zoo.train.trainer import Batches, class_weights_to_samples, finish_batches
 
 NO_DECAY = ["bias", "gamma", "beta"]
 
@@ -690,16 +690,90 @@ def finetune(
 
     from zoo.train.distribute import describe, is_chief
     from zoo.train.distribute import strategy as make_strategy
-    from zoo.train.engine import Engine, Progress, epoch_source
-    from zoo.train.feature_cache import compute_features, split_head
-    from zoo.train.precision import check_precision, wrap_optimizer
-    from zoo.train.tasks import make_task
-    from zoo.train.trainer import class_weights_to_samples
-    from zoo.train.transfer import freeze, trainable_summary, unfreeze
+    from zoo.train.precision import check_precision
 
     arguments["model_or_name"] = (
         model_or_name if isinstance(model_or_name, str) else getattr(model_or_name, "name", "?")
     )
+    epochs, learning_rate, metric = _check_options(
+        epochs, learning_rate, weight_decay, task, monitor, validation_split, patience
+    )
+    policy = augment_policy(augment)
+    check_precision(precision)
+    strat = make_strategy(strategy)  # first: MultiWorkerMirroredStrategy must precede other TF work
+
+    data = _load_data(train_data, val_data, model_or_name, num_classes, task, policy, groups,
+                      validation_split, seed)
+    if num_classes is None and isinstance(model_or_name, str):
+        num_classes = _count_classes(task, data.y, data.vy)
+    keras.utils.set_random_seed(seed)
+    if isinstance(model_or_name, str) and task != "classification":
+        build_kw = {"classifier_activation": ACTIVATIONS[task]}
+    else:
+        build_kw = {}
+    model = _build(
+        model_or_name,
+        strat,
+        precision,
+        pretrained=pretrained,
+        num_classes=num_classes,
+        in_chans=in_chans or data.x.shape[-1],
+        input_shape=input_shape or data.x.shape[1:-1],
+        dropout=dropout,
+        **build_kw,
+    )
+    classes, value_range = _check_fit(model, task, data)
+    if class_weight is not None and task != "classification":
+        raise InvalidArgumentError(f"class_weight= is for task='classification' (task={task!r}).")
+    sources = _Sources(data, policy, class_weight, classes, batch_size, seed, value_range)
+    out = prepare_out_dir(out_dir, overwrite, resume) if is_chief() else Path(out_dir)
+
+    run = _Run(model, out, monitor, is_chief(), verbose)
+    stages = _Stages(run, out, task, strat, weight_decay=weight_decay, precision=precision,
+                     patience=patience, verbose=verbose, checkpoint_every=checkpoint_every,
+                     resume=resume)
+    stage1_info, cached = _stage1(stages, sources, model, epochs[0], learning_rate[0],
+                                  cache_features, strat)
+    stage2_info = None
+    if epochs[1]:
+        stage2_info = _stage2(stages, sources, model, epochs[1], learning_rate[1], monitor, metric,
+                              unfreeze_from, unfreeze_batchnorm, verbose)
+    run.restore_best()
+
+    record = None
+    if run.chief:
+        fields = {
+            "versions": library_versions(),
+            "arguments": arguments,
+            "strategy": describe(strat),
+            "task": task,
+            "data": _data_record(data, classes, task, groups, value_range),
+            "augment": _jsonable(vars(policy) if isinstance(policy, Augment) else policy),
+            "stage1": {**stage1_info, "cached_features": cached},
+            "stage2": stage2_info,
+        }
+        record = _write_record(run, model, data, fields, batch_size, task, monitor)
+    return FinetuneResult(
+        model=model,
+        history=run.history,
+        best_epoch=run.best_epoch,
+        best_value=run.best_value,
+        monitor=monitor,
+        checkpoint=run.checkpoint if run.chief else None,
+        record=record,
+        log_dir=run.log_dir if run.chief else None,
+        cached_stage1=cached,
+        strategy=describe(strat),
+        stage2_kept=stage2_info["kept"] if stage2_info else None,
+    )
+
+
+def _check_options(epochs, learning_rate, weight_decay, task, monitor, validation_split,
+                   patience) -> tuple[tuple, tuple, str]:
+    """(epochs, learning_rate pairs, the task's metric) once every plain option is valid.
+
+    Checked before TensorFlow is touched, so a typo fails in a second, not after a model build.
+    """
     epochs, learning_rate = _pair(epochs, "epochs"), _pair(learning_rate, "learning_rate")
     if (
         any(isinstance(e, bool) or not isinstance(e, int | np.integer) or e < 0 for e in epochs)
@@ -732,33 +806,31 @@ def finetune(
         raise InvalidArgumentError(f"validation_split={validation_split}: must be in (0, 1).")
     if not isinstance(patience, int) or patience < 1:
         raise InvalidArgumentError(f"patience={patience!r}: must be a positive integer.")
-    policy = augment_policy(augment)
-    check_precision(precision)
-    strat = make_strategy(strategy)  # first: MultiWorkerMirroredStrategy must precede other TF work
+    return epochs, learning_rate, metric
 
+
+@dataclass
+class _Data:
+    """The run's training and validation data: arrays, or a stream and its first batch."""
+
+    train_data: object
+    val_data: object
+    x: np.ndarray
+    y: np.ndarray
+    vx: np.ndarray
+    vy: np.ndarray
+    streamed: bool
+    val_streamed: bool
+    val_groups: np.ndarray | None
+
+
+def _load_data(train_data, val_data, model_or_name, num_classes, task, policy, groups,
+               validation_split, seed) -> _Data:
+    """Training and validation examples (in memory, or each stream's first batch), checked."""
     streamed, val_groups = _is_dataset(train_data), None
     classes_task = task == "classification"
     if streamed:
-        if val_data is None or not _is_dataset(val_data):
-            raise DataError(
-                "train_data is a tf.data.Dataset: give val_data as a dataset too (a stream is not "
-                "split here; split the file list, by patient, before building the two pipelines)."
-            )
-        if isinstance(policy, Augment):
-            raise InvalidArgumentError(
-                "augment: the built-in augmentation works on in-memory images; for a tf.data "
-                "pipeline augment inside it (zoo.dicom_dataset(augment=...)) and pass "
-                "augment=False, or give a list of Keras preprocessing layers."
-            )
-        if (
-            num_classes is None
-            and isinstance(model_or_name, str)
-            and task in ("classification", "segmentation")
-        ):
-            raise InvalidArgumentError(
-                "num_classes=None with a streamed dataset: give the number of classes (the zoo "
-                "does not read the whole stream to count them)."
-            )
+        _check_stream(val_data, policy, model_or_name, num_classes, task)
         x, y = _first(train_data, "train_data")
         vx, vy = _first(val_data, "val_data")
         if groups is not None:
@@ -766,53 +838,79 @@ def finetune(
                 "groups= splits in-memory data; a streamed dataset is split before it is built."
             )
     else:
-        x, y = _arrays(train_data, "train_data", classes_task)
-        if groups is not None and len(groups) != len(x):
-            raise DataError(
-                f"groups has {len(groups)} entries for {len(x)} training images; give one patient "
-                "id per image, in the order of train_data."
-            )
-        if val_data is None:
-            from zoo.metrics import validation_split as split
-
-            if len(x) < 2:
-                raise DataError(
-                    f"train_data has {len(x)} examples: too few to hold out a validation set; give "
-                    "val_data."
-                )
-            train_idx, val_idx = split(len(x), validation_split, groups=groups, seed=seed)
-            (x, y), (vx, vy) = (x[train_idx], y[train_idx]), (x[val_idx], y[val_idx])
-            val_groups = None if groups is None else np.asarray(groups)[val_idx]
-        elif _is_dataset(val_data):
-            vx, vy = _first(val_data, "val_data")
-        else:
-            vx, vy = _arrays(val_data, "val_data", classes_task)
-    val_streamed = _is_dataset(val_data)
+        x, y, vx, vy, val_groups = _memory_data(train_data, val_data, classes_task, groups,
+                                                validation_split, seed)
     if classes_task and not streamed:
         _check_labels(y, vy, num_classes)
-    if num_classes is None and isinstance(model_or_name, str):
-        num_classes = {"classification": lambda: int(max(y.max(), vy.max())) + 1,
-                       "segmentation": lambda: int(max(y.max(), vy.max())) + 1,
-                       "multilabel": lambda: int(y.shape[1]) if y.ndim == 2 else 1,
-                       "regression": lambda: int(np.prod(y.shape[1:], dtype=int))}[task]()
-    keras.utils.set_random_seed(seed)
-    if isinstance(model_or_name, str) and task != "classification":
-        build_kw = {"classifier_activation": ACTIVATIONS[task]}
+    return _Data(train_data, val_data, x, y, vx, vy, streamed, _is_dataset(val_data), val_groups)
+
+
+def _check_stream(val_data, policy, model_or_name, num_classes, task) -> None:
+    """The options a streamed training set cannot take: no split, augmentation or class count."""
+    if val_data is None or not _is_dataset(val_data):
+        raise DataError(
+            "train_data is a tf.data.Dataset: give val_data as a dataset too (a stream is not "
+            "split here; split the file list, by patient, before building the two pipelines)."
+        )
+    if isinstance(policy, Augment):
+        raise InvalidArgumentError(
+            "augment: the built-in augmentation works on in-memory images; for a tf.data "
+            "pipeline augment inside it (zoo.dicom_dataset(augment=...)) and pass "
+            "augment=False, or give a list of Keras preprocessing layers."
+        )
+    if (
+        num_classes is None
+        and isinstance(model_or_name, str)
+        and task in ("classification", "segmentation")
+    ):
+        raise InvalidArgumentError(
+            "num_classes=None with a streamed dataset: give the number of classes (the zoo "
+            "does not read the whole stream to count them)."
+        )
+
+
+def _memory_data(train_data, val_data, classes_task, groups, validation_split, seed):
+    """(x, y, vx, vy, validation groups) for in-memory training data; split when no val_data."""
+    x, y = _arrays(train_data, "train_data", classes_task)
+    if groups is not None and len(groups) != len(x):
+        raise DataError(
+            f"groups has {len(groups)} entries for {len(x)} training images; give one patient "
+            "id per image, in the order of train_data."
+        )
+    if val_data is None:
+        from zoo.metrics import validation_split as split
+
+        if len(x) < 2:
+            raise DataError(
+                f"train_data has {len(x)} examples: too few to hold out a validation set; give "
+                "val_data."
+            )
+        train_idx, val_idx = split(len(x), validation_split, groups=groups, seed=seed)
+        val_groups = None if groups is None else np.asarray(groups)[val_idx]
+        return x[train_idx], y[train_idx], x[val_idx], y[val_idx], val_groups
+    if _is_dataset(val_data):
+        vx, vy = _first(val_data, "val_data")
     else:
-        build_kw = {}
-    model = _build(
-        model_or_name,
-        strat,
-        precision,
-        pretrained=pretrained,
-        num_classes=num_classes,
-        in_chans=in_chans or x.shape[-1],
-        input_shape=input_shape or x.shape[1:-1],
-        dropout=dropout,
-        **build_kw,
-    )
+        vx, vy = _arrays(val_data, "val_data", classes_task)
+    return x, y, vx, vy, None
+
+
+def _count_classes(task: str, y: np.ndarray, vy: np.ndarray) -> int:
+    """The model's output count implied by the labels when num_classes is not given."""
+    if task in ("classification", "segmentation"):
+        return int(max(y.max(), vy.max())) + 1
+    if task == "multilabel":
+        return int(y.shape[1]) if y.ndim == 2 else 1
+    return int(np.prod(y.shape[1:], dtype=int))
+
+
+def _check_fit(model, task: str, data: _Data) -> tuple[int, tuple[float, float] | None]:
+    """(classes, input value range) once labels, shapes and values fit the built model."""
+    from zoo.train.tasks import make_task
+
+    x, y, vx, vy = data.x, data.y, data.vx, data.vy
     classes = int(model.outputs[0].shape[-1])
-    if classes_task and (y.max() >= classes or vy.max() >= classes):
+    if task == "classification" and (y.max() >= classes or vy.max() >= classes):
         raise DataError(
             f"labels go up to {max(y.max(), vy.max())} but the model has {classes} outputs; give "
             "num_classes= the number of classes."
@@ -827,50 +925,110 @@ def finetune(
             "input_shape=."
         )
     value_range = _check_range(model, x, vx)
-    for data, labels, what in ((x, y, "train_data"), (vx, vy, "val_data")):
+    for images, labels, what in ((x, y, "train_data"), (vx, vy, "val_data")):
         try:
-            make_task(task, model).check(data, labels)
+            make_task(task, model).check(images, labels)
         except DataError as err:
             raise DataError(f"{what}: {err}") from None
-    if class_weight is not None and not classes_task:
-        raise InvalidArgumentError(f"class_weight= is for task='classification' (task={task!r}).")
-    weights = None if streamed else class_weights_to_samples(y, class_weight, classes)
-    out = prepare_out_dir(out_dir, overwrite, resume) if is_chief() else Path(out_dir)
+    return classes, value_range
 
-    def optimizer(lr):
-        with strat.scope():
-            opt = keras.optimizers.AdamW(learning_rate=lr, weight_decay=weight_decay, name="adamw")
-            opt.exclude_from_weight_decay(var_names=NO_DECAY)
-            return wrap_optimizer(opt, precision)
 
-    def training_source():
-        if streamed:
-            ds = train_data if class_weight is None else None
-            if ds is None:
-                counts = None
-                if class_weight == "balanced":
-                    raise InvalidArgumentError(
-                        "class_weight='balanced' needs the class counts; with a streamed dataset "
-                        "give {class: weight}."
-                    )
-                table = class_weights_to_samples(
-                    np.arange(classes), counts or class_weight, classes
-                )
-                ds = train_data.map(_class_weights_fn(table))
-            if policy:
-                ds = epoch_source(ds)(0).map(_layers_fn(policy))
-            return ds
+class _Sources:
+    """Each stage's training and validation input: batches, augmented batches or the stream."""
+
+    def __init__(self, data: _Data, policy, class_weight, classes, batch_size, seed, value_range):
+        self.data, self.policy, self.class_weight = data, policy, class_weight
+        self.classes, self.batch_size, self.seed = classes, batch_size, seed
+        self.value_range = value_range
+        self.weights = (
+            None if data.streamed else class_weights_to_samples(data.y, class_weight, classes)
+        )
+
+    def training(self):
+        """A fresh training source (the engine takes a Batches, a callable or a dataset)."""
+        data, policy = self.data, self.policy
+        if data.streamed:
+            return self._streamed()
         if isinstance(policy, Augment):
-            batches = _AugmentedBatches(x, y, batch_size, seed, weights, policy, value_range)
-            return batches
-        batches = Batches(x, y, batch_size, True, seed, weights)
+            return _AugmentedBatches(data.x, data.y, self.batch_size, self.seed, self.weights,
+                                     policy, self.value_range)
+        batches = Batches(data.x, data.y, self.batch_size, True, self.seed, self.weights)
         map_fn = _layers_fn(policy) if policy else None
         return (lambda epoch: batches.dataset(epoch, map_fn)) if map_fn else batches
 
-    def val_source():
-        return val_data if val_streamed else Batches(vx, vy, batch_size, False)
+    def _streamed(self):
+        """The training stream, with per-sample class weights and Keras augmentation layers."""
+        ds = self.data.train_data
+        if self.class_weight is not None:
+            if self.class_weight == "balanced":
+                raise InvalidArgumentError(
+                    "class_weight='balanced' needs the class counts; with a streamed dataset "
+                    "give {class: weight}."
+                )
+            table = class_weights_to_samples(np.arange(self.classes), self.class_weight,
+                                             self.classes)
+            ds = ds.map(_class_weights_fn(table))
+        if self.policy:
+            from zoo.train.engine import epoch_source
 
-    def run_stage(name, target, source, val, n_epochs, lr, whole_epoch=False):
+            ds = epoch_source(ds)(0).map(_layers_fn(self.policy))
+        return ds
+
+    def val(self):
+        data = self.data
+        return data.val_data if data.val_streamed else Batches(data.vx, data.vy, self.batch_size,
+                                                               False)
+
+    def cached(self, model, source, strat, info: dict):
+        """(head, training batches, validation batches) on backbone features computed once."""
+        from zoo.train.feature_cache import compute_features, split_head
+
+        data, batch_size = self.data, self.batch_size
+        backbone, head = split_head(model)
+        t0 = time.perf_counter()
+        if data.streamed:
+            features, fy, fw = _streamed_features(backbone, source, strat)
+            source = Batches(features, fy, batch_size, True, self.seed, fw)
+        else:
+            features = compute_features(backbone, data.x, strategy=strat)
+            source = Batches(features, data.y, batch_size, True, self.seed, self.weights)
+        if data.val_streamed:
+            vdata, fvy, _ = _streamed_features(backbone, data.val_data, strat)
+            val = Batches(vdata, fvy, batch_size, False)
+        else:
+            vfeatures = compute_features(backbone, data.vx, strategy=strat)
+            val = Batches(vfeatures, data.vy, batch_size, False)
+        info["cache_seconds"] = round(time.perf_counter() - t0, 4)
+        info["cache_shape"] = list(features.shape[1:])
+        return head, source, val
+
+
+class _Stages:
+    """Runs a stage on the engine: its own optimizer, hooks and checkpoint folder."""
+
+    def __init__(self, run: _Run, out: Path, task: str, strat, *, weight_decay, precision,
+                 patience, verbose, checkpoint_every, resume):
+        self.run, self.out, self.task, self.strat = run, out, task, strat
+        self.weight_decay, self.precision, self.patience = weight_decay, precision, patience
+        self.verbose, self.checkpoint_every, self.resume = verbose, checkpoint_every, resume
+
+    def optimizer(self, lr):
+        """AdamW without decay on biases and normalisation, built in the strategy's scope."""
+        import keras
+
+        from zoo.train.precision import wrap_optimizer
+
+        with self.strat.scope():
+            opt = keras.optimizers.AdamW(learning_rate=lr, weight_decay=self.weight_decay,
+                                         name="adamw")
+            opt.exclude_from_weight_decay(var_names=NO_DECAY)
+            return wrap_optimizer(opt, self.precision)
+
+    def __call__(self, name, target, source, val, n_epochs, lr, whole_epoch=False):
+        from zoo.train.engine import Engine, Progress
+        from zoo.train.tasks import make_task
+
+        run = self.run
         offset = len(run.history)  # the run's epoch number seeds the order and the augmentation
         n_steps = len(source) if hasattr(source, "__len__") and not _is_dataset(source) else None
         if hasattr(source, "dataset"):
@@ -879,131 +1037,100 @@ def finetune(
         elif callable(source) and not _is_dataset(source):
             inner = source
             source = lambda epoch: inner(epoch + offset)  # noqa: E731
-        hooks = [run.hook(name, patience)]
-        if verbose and not whole_epoch:
+        hooks = [run.hook(name, self.patience)]
+        if self.verbose and not whole_epoch:
             hooks.append(Progress(n_steps, name))
         engine = Engine(
-            make_task(task, target),
-            optimizer(lr),
-            strat,
+            make_task(self.task, target),
+            self.optimizer(lr),
+            self.strat,
             hooks=hooks,
-            checkpoint_dir=out / "checkpoints" / name,
-            checkpoint_every=checkpoint_every,
+            checkpoint_dir=self.out / "checkpoints" / name,
+            checkpoint_every=self.checkpoint_every,
             whole_epoch=whole_epoch,
             chief=run.chief,
         )
-        engine.fit(source, n_epochs, val, resume=resume)
+        engine.fit(source, n_epochs, val, resume=self.resume)
         return engine
 
-    run = _Run(model, out, monitor, is_chief(), verbose)
+
+def _stage1(stages: _Stages, sources: _Sources, model, n_epochs, lr, cache_features, strat):
+    """(stage 1 summary, cached): the head alone on the frozen backbone, from cache if it can."""
+    from zoo.train.transfer import freeze, trainable_summary
+
     freeze(model)
-    stage1_info = trainable_summary(model)
+    info = trainable_summary(model)
     cached = False
-    if epochs[0]:
-        target, source, val = model, training_source(), val_source()
-        if cache_features and policy is None:
-            backbone, head = split_head(model)
-            t0 = time.perf_counter()
-            if streamed:
-                data, fy, fw = _streamed_features(backbone, source, strat)
-                source = Batches(data, fy, batch_size, True, seed, fw)
-            else:
-                data = compute_features(backbone, x, strategy=strat)
-                source = Batches(data, y, batch_size, True, seed, weights)
-            if val_streamed:
-                vdata, fvy, _ = _streamed_features(backbone, val_data, strat)
-                val = Batches(vdata, fvy, batch_size, False)
-            else:
-                val = Batches(compute_features(backbone, vx, strategy=strat), vy, batch_size, False)
-            stage1_info["cache_seconds"] = round(time.perf_counter() - t0, 4)
-            stage1_info["cache_shape"] = list(data.shape[1:])
-            target, cached = head, True
-        run_stage("stage1", target, source, val, epochs[0], learning_rate[0], whole_epoch=cached)
-    stage2_info = None
-    if epochs[1]:
-        before = (run.best_epoch, run.best_value)
-        if before[0] >= 0:  # stage 2 must not end below stage 1 on either validation metric
-            other = f"val_{metric}" if monitor == "val_loss" else "val_loss"
-            run.floor = {other: run.history[before[0]][other]}
-        unfreeze(model, unfreeze_from, batchnorm=unfreeze_batchnorm)
-        stage2_info = trainable_summary(model)
-        run_stage("stage2", model, training_source(), val_source(), epochs[1], learning_rate[1])
-        kept = before[0] < 0 or run.best_epoch != before[0]
-        stage2_info["kept"] = kept
-        if not kept:
-            stage2_info["note"] = (
-                f"stage 2 did not improve {monitor} on stage 1's best {before[1]:.4f} without "
-                f"worsening {other} ({run.floor[other]:.4f}); the model keeps stage 1's weights "
-                f"(epoch {before[0] + 1})"
-            )
-        if verbose or not kept:
-            print(
-                f"stage 2: {'kept, best ' + monitor + f' {run.best_value:.4f}' if kept else stage2_info['note']}"
-            )
-    run.restore_best()
+    if n_epochs:
+        target, source, val = model, sources.training(), sources.val()
+        if cache_features and sources.policy is None:
+            target, source, val = sources.cached(model, source, strat, info)
+            cached = True
+        stages("stage1", target, source, val, n_epochs, lr, whole_epoch=cached)
+    return info, cached
 
-    record = None
-    if run.chief:
-        clinical = None if val_streamed else _clinical(model, vx, vy, val_groups, batch_size, task)
-        record = run.out / "run.json"
-        record.write_text(
-            json.dumps(
-                _jsonable(
-                    {
-                        "versions": library_versions(),
-                        "arguments": arguments,
-                        "strategy": describe(strat),
-                        "task": task,
-                        "data": {
-                            "train": None if streamed else list(x.shape),
-                            "validation": None if val_streamed else list(vx.shape),
-                            "streamed": streamed,
-                            "classes": classes,
-                            "train_class_counts": np.bincount(y, minlength=classes).tolist()
-                            if classes_task and not streamed
-                            else None,
-                            "split": "patient"
-                            if groups is not None and val_data is None
-                            else "image",
-                            "input_range": list(value_range) if value_range else None,
-                        },
-                        "augment": _jsonable(vars(policy))
-                        if isinstance(policy, Augment)
-                        else _jsonable(policy),
-                        "stage1": {**stage1_info, "cached_features": cached},
-                        "stage2": stage2_info,
-                        "best": {
-                            "epoch": run.best_epoch,
-                            monitor: run.best_value,
-                            "checkpoint": str(run.checkpoint),
-                            "stage": run.history[run.best_epoch]["stage"]
-                            if run.best_epoch >= 0
-                            else None,
-                        },
-                        "validation_metrics": clinical,
-                        "history": run.history,
-                    }
-                ),
-                indent=2,
-            )
+
+def _stage2(stages: _Stages, sources: _Sources, model, n_epochs, lr, monitor, metric,
+            unfreeze_from, unfreeze_batchnorm, verbose) -> dict:
+    """Stage 2's summary: the unfrozen model, kept only if it beats stage 1 on both metrics."""
+    from zoo.train.transfer import trainable_summary, unfreeze
+
+    run = stages.run
+    before = (run.best_epoch, run.best_value)
+    if before[0] >= 0:  # stage 2 must not end below stage 1 on either validation metric
+        other = f"val_{metric}" if monitor == "val_loss" else "val_loss"
+        run.floor = {other: run.history[before[0]][other]}
+    unfreeze(model, unfreeze_from, batchnorm=unfreeze_batchnorm)
+    info = trainable_summary(model)
+    stages("stage2", model, sources.training(), sources.val(), n_epochs, lr)
+    kept = before[0] < 0 or run.best_epoch != before[0]
+    info["kept"] = kept
+    if not kept:
+        info["note"] = (
+            f"stage 2 did not improve {monitor} on stage 1's best {before[1]:.4f} without "
+            f"worsening {other} ({run.floor[other]:.4f}); the model keeps stage 1's weights "
+            f"(epoch {before[0] + 1})"
         )
-        from zoo.figures import reliability_diagram, training_curves
-        from zoo.outputs import finish_dir
+    if verbose or not kept:
+        shown = f"kept, best {monitor} {run.best_value:.4f}" if kept else info["note"]
+        print(f"stage 2: {shown}")
+    return info
 
-        training_curves(record, run.out / "curves.png")
-        if clinical and "calibration" in clinical:
-            reliability_diagram(clinical["calibration"], run.out / "reliability.png")
-        finish_dir(run.out, writer="zoo.finetune")
-    return FinetuneResult(
-        model=model,
-        history=run.history,
-        best_epoch=run.best_epoch,
-        best_value=run.best_value,
-        monitor=monitor,
-        checkpoint=run.checkpoint if run.chief else None,
-        record=record,
-        log_dir=run.log_dir if run.chief else None,
-        cached_stage1=cached,
-        strategy=describe(strat),
-        stage2_kept=stage2_info["kept"] if stage2_info else None,
+
+def _data_record(data: _Data, classes, task, groups, value_range) -> dict:
+    """run.json's description of the data: shapes, class counts, how validation was split."""
+    counted = task == "classification" and not data.streamed
+    return {
+        "train": None if data.streamed else list(data.x.shape),
+        "validation": None if data.val_streamed else list(data.vx.shape),
+        "streamed": data.streamed,
+        "classes": classes,
+        "train_class_counts": np.bincount(data.y, minlength=classes).tolist() if counted else None,
+        "split": "patient" if groups is not None and data.val_data is None else "image",
+        "input_range": list(value_range) if value_range else None,
+    }
+
+
+def _write_record(run: _Run, model, data: _Data, fields: dict, batch_size, task, monitor) -> Path:
+    """run.json (``fields``, the best epoch, clinical validation metrics, history) and figures."""
+    from zoo.figures import reliability_diagram, training_curves
+    from zoo.outputs import finish_dir
+
+    clinical = (
+        None if data.val_streamed
+        else _clinical(model, data.vx, data.vy, data.val_groups, batch_size, task)
     )
+    best = {
+        "epoch": run.best_epoch,
+        monitor: run.best_value,
+        "checkpoint": str(run.checkpoint),
+        "stage": run.history[run.best_epoch]["stage"] if run.best_epoch >= 0 else None,
+    }
+    content = {**fields, "best": best, "validation_metrics": clinical, "history": run.history}
+    record = run.out / "run.json"
+    record.write_text(json.dumps(_jsonable(content), indent=2))
+    training_curves(record, run.out / "curves.png")
+    if clinical and "calibration" in clinical:
+        reliability_diagram(clinical["calibration"], run.out / "reliability.png")
+    finish_dir(run.out, writer="zoo.finetune")
+    return record
