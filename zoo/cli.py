@@ -59,8 +59,7 @@ def _demo(args) -> int:
 
 
 class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
-    """Shows every option's default, but not ``None`` / ``False`` nor twice when the help says
-    it."""
+    """Shows every option's default, but not ``None`` / ``False`` nor twice when help says it."""
 
     def _get_help_string(self, action):
         if action.default in (None, False) or action.default is argparse.SUPPRESS or (
@@ -70,8 +69,7 @@ class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
 
 
 def _show_defaults(parser: argparse.ArgumentParser) -> None:
-    """HelpFormatter on ``parser`` and every subparser below it (they are defined in other
-    modules)."""
+    """HelpFormatter on ``parser`` and every subparser below it (defined in other modules)."""
     parser.formatter_class = HelpFormatter
     for action in parser._actions:
         if isinstance(action, argparse._SubParsersAction):

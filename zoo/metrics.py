@@ -139,8 +139,7 @@ def roc_auc(
 
 def sensitivity_specificity(y_true, y_score, threshold: float = 0.5, groups=None, *,
                             aggregate: str = "mean") -> tuple[float, float]:
-    """(sensitivity, specificity) of the binary rule ``score >= threshold`` (NaN where
-    undefined)."""
+    """(sensitivity, specificity) of the rule ``score >= threshold`` (NaN where undefined)."""
     y, s = np.asarray(y_true), _vector(y_score, "y_score")
     if groups is not None:
         y, s, _ = aggregate_by_group(y, s, groups, aggregate)

@@ -174,8 +174,7 @@ class Augment:
 
 
 def augment_policy(augment):
-    """``augment`` as an Augment, a list of Keras layers (applied as given), or None (no
-    augmentation)."""
+    """``augment`` as an Augment, a list of Keras layers (applied as given), or None (none)."""
     if augment is None or augment is False:
         return None
     if augment is True:
@@ -372,8 +371,7 @@ class _Run:
         self.writers = None
 
     def improved(self, row: dict) -> bool:
-        """``row`` improves on the best so far, and does not fall below any floor on the other
-        metric."""
+        """``row`` improves on the best so far and falls below no floor on the other metric."""
         value = row[self.monitor]
         better = self.best_value is None or (
             value < self.best_value if self.monitor.endswith("loss") else value > self.best_value
@@ -530,8 +528,7 @@ def _check_labels(y: np.ndarray, vy: np.ndarray, num_classes) -> None:
 
 
 def _check_range(model, x: np.ndarray, vx: np.ndarray) -> tuple[float, float] | None:
-    """The model's input range (from its ``preprocess`` layer), after checking both image sets lie
-    in it."""
+    """The model's input range (its ``preprocess`` layer), once both image sets lie in it."""
     from zoo.data.value_range import check_value_range
     from zoo.layers.preprocess import input_contract
 

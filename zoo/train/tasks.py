@@ -26,8 +26,7 @@ def _outputs(model) -> int:
 
 
 class SupervisedTask(Task):
-    """One model, one optimizer, one label per example: subclasses give ``per_example`` and
-    ``metrics``."""
+    """One model, optimizer and label per example; subclasses give ``per_example``, ``metrics``."""
 
     def __init__(self, model):
         self.model = model
@@ -152,8 +151,7 @@ class MultiLabel(SupervisedTask):
 
 
 class Regression(SupervisedTask):
-    """Numeric targets (N,) or (N, K) (e.g. slice position in mm): mean squared error, MAE
-    metric."""
+    """Numeric targets (N,) or (N, K) (e.g. slice position in mm): MSE loss, MAE metric."""
 
     def per_example(self, y, out):
         import tensorflow as tf
