@@ -1,4 +1,5 @@
-"""``zoo`` / ``python -m zoo``: list, info, download, verify, demo, and the subcommands of each package.
+"""``zoo`` / ``python -m zoo``: list, info, download, verify, demo, and the subcommands of each
+package.
 
 ``list`` and ``info`` answer from the registry and the cards without importing TensorFlow.
 """
@@ -58,7 +59,7 @@ def _demo(args) -> int:
 
 
 class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
-    """Shows every option's default, but not ``None`` / ``False`` nor twice when the help says it."""
+    """Shows every option's default, but not ``None`` / ``False`` nor twice when help says it."""
 
     def _get_help_string(self, action):
         if action.default in (None, False) or action.default is argparse.SUPPRESS or (
@@ -68,7 +69,7 @@ class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
 
 
 def _show_defaults(parser: argparse.ArgumentParser) -> None:
-    """HelpFormatter on ``parser`` and every subparser below it (they are defined in other modules)."""
+    """HelpFormatter on ``parser`` and every subparser below it (defined in other modules)."""
     parser.formatter_class = HelpFormatter
     for action in parser._actions:
         if isinstance(action, argparse._SubParsersAction):
@@ -76,7 +77,8 @@ def _show_defaults(parser: argparse.ArgumentParser) -> None:
                 _show_defaults(child)
         elif action.help is None and action.default not in (None, False, argparse.SUPPRESS) and (
                 action.option_strings or action.nargs in ("?", "*")):
-            action.help = "(default: %(default)s)"  # argparse prints nothing for an argument without help
+            # argparse prints nothing for an argument without help
+            action.help = "(default: %(default)s)"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -87,10 +89,17 @@ def build_parser() -> argparse.ArgumentParser:
     """
     import zoo
 
-    parser = argparse.ArgumentParser(prog="zoo", description="medzoo: a Keras 3 model zoo for medical imaging")
-    parser.add_argument("--version", action="version", version=f"%(prog)s {zoo.__version__} (medzoo)")
-    parser.add_argument("--verbose", action="store_true",
-                        help="show TensorFlow's and Keras' own log lines and warnings (hidden by default)")
+    parser = argparse.ArgumentParser(
+        prog="zoo", description="medzoo: a Keras 3 model zoo for medical imaging"
+    )
+    parser.add_argument(
+        "--version", action="version", version=f"%(prog)s {zoo.__version__} (medzoo)"
+    )
+    parser.add_argument(
+        "--verbose",
+        action="store_true",
+        help="show TensorFlow's and Keras' own log lines and warnings (hidden by default)",
+    )
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("list", help="registered models (or, with --pretrained, arch.tag weights)")
     p.add_argument("pattern", nargs="?", default="*")
@@ -99,13 +108,19 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("info", help="an architecture and its weight cards, as JSON")
     p.add_argument("name")
     p.set_defaults(func=_info)
-    p = sub.add_parser("download", help="fetch and verify the weights of arch.tag (or every tag of arch)")
+    p = sub.add_parser(
+        "download", help="fetch and verify the weights of arch.tag (or every tag of arch)"
+    )
     p.add_argument("name")
     p.set_defaults(func=_download)
     p = sub.add_parser("verify", help="re-hash every cached weights file; delete the bad ones")
-    p.add_argument("--refetch", action="store_true", help="download the bad files again and verify them")
+    p.add_argument(
+        "--refetch", action="store_true", help="download the bad files again and verify them"
+    )
     p.set_defaults(func=_verify)
-    p = sub.add_parser("demo", help="offline demo: fine-tune the phantom checkpoint, write a SavedModel")
+    p = sub.add_parser(
+        "demo", help="offline demo: fine-tune the phantom checkpoint, write a SavedModel"
+    )
     p.add_argument("--out", default="demo_out")
     p.add_argument("--labels", type=int, default=80, help="labelled training images")
     p.add_argument("--epochs", type=int, default=12)

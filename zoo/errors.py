@@ -101,7 +101,7 @@ class PrecisionError(ZooError, RuntimeError):
 
 
 class ExportError(ZooError, RuntimeError):
-    """A model that cannot be exported in the asked format (unserializable layer, missing converter)."""
+    """A model not exportable in the asked format (unserializable layer, missing converter)."""
 
 
 # --- optional dependencies and model graphs the zoo cannot analyse ----------------------------
@@ -126,7 +126,8 @@ class OutputError(ZooError, OSError):
 
 
 class RandomWeightsError(InvalidArgumentError):
-    """An explanation asked of a network with random weights (an architecture name without weights)."""
+    """An explanation asked of a network with random weights (an architecture name only)."""
+
 
 # --- DICOM values and series geometry (zoo.data; issue 12) --------------------------------------
 
@@ -189,4 +190,4 @@ class AgreementError(ZooError, RuntimeError):
 
 
 class ResumeError(ZooError, RuntimeError):
-    """A run folder cannot be resumed: its checkpoint is unreadable or was written for other models."""
+    """A run folder that cannot be resumed: its checkpoint is unreadable or for other models."""

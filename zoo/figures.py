@@ -88,8 +88,20 @@ def _magnify(a, scale):
     return np.repeat(np.repeat(a, scale, axis=0), scale, axis=1)
 
 
-def explanation_figure(path, image, heat, *, mask=None, method="heat map", class_name=None, score=None,
-                       layer=None, cmap="inferno", alpha=0.5, title=None) -> Figure:
+def explanation_figure(
+    path,
+    image,
+    heat,
+    *,
+    mask=None,
+    method="heat map",
+    class_name=None,
+    score=None,
+    layer=None,
+    cmap="inferno",
+    alpha=0.5,
+    title=None,
+) -> Figure:
     """Write a PNG: the original image, the map over it (with the lesion outline when ``mask``
     is given, and a cross at the map's peak) and a colour bar of the map's values.
 
@@ -103,16 +115,22 @@ def explanation_figure(path, image, heat, *, mask=None, method="heat map", class
         raise DataError(f"figure: heat map {heat.shape} and image {shown.shape[:2]} differ; "
                         "upsample the map to the image first (zoo.explain.cam.upsample).")
     if not np.isfinite(heat).all():
-        raise DataError("figure: the heat map holds NaN or infinite values; check the model's output.")
+        raise DataError(
+            "figure: the heat map holds NaN or infinite values; check the model's output."
+        )
     if not 0.0 <= alpha <= 1.0:
         raise DataError(f"figure: alpha={alpha} must be in [0, 1].")
     if mask is not None and np.asarray(mask).shape != heat.shape:
-        raise DataError(f"figure: mask {np.asarray(mask).shape} and heat map {heat.shape} differ; give one (H, W) mask.")
+        raise DataError(
+            f"figure: mask {np.asarray(mask).shape} and heat map {heat.shape} differ; give one (H, "
+            "W) mask."
+        )
     layout = explanation_layout(heat.shape)
     s, width, height, boxes = layout["scale"], layout["width"], layout["height"], layout["boxes"]
     fig = MplFigure(figsize=(width / DPI, height / DPI), dpi=DPI, facecolor="white")
-    norm = matplotlib.colors.Normalize(float(heat.min()), float(heat.max()) if heat.max() > heat.min()
-                                       else float(heat.min()) + 1.0)
+    norm = matplotlib.colors.Normalize(
+        float(heat.min()), float(heat.max()) if heat.max() > heat.min() else float(heat.min()) + 1.0
+    )
     colours = matplotlib.colormaps[cmap]
     grey = dict(cmap="gray", vmin=0.0, vmax=1.0) if shown.ndim == 2 else {}
     big = _magnify(shown, s)
@@ -124,11 +142,27 @@ def explanation_figure(path, image, heat, *, mask=None, method="heat map", class
 
     ax = _axes(fig, boxes["map"], width, height)
     ax.imshow(big, interpolation="nearest", aspect="auto", **grey)
-    ax.imshow(_magnify(heat, s), cmap=colours, norm=norm, alpha=alpha, interpolation="nearest", aspect="auto")
+    ax.imshow(
+        _magnify(heat, s),
+        cmap=colours,
+        norm=norm,
+        alpha=alpha,
+        interpolation="nearest",
+        aspect="auto",
+    )
     if mask is not None and np.asarray(mask).any():
-        ax.contour(_magnify(np.asarray(mask, np.float32), s), levels=[0.5], colors="cyan", linewidths=1.2)
+        ax.contour(
+            _magnify(np.asarray(mask, np.float32), s), levels=[0.5], colors="cyan", linewidths=1.2
+        )
     y, x = np.unravel_index(int(np.argmax(heat)), heat.shape)
-    ax.plot([(x + 0.5) * s - 0.5], [(y + 0.5) * s - 0.5], marker="+", color="white", markersize=12, mew=2)
+    ax.plot(
+        [(x + 0.5) * s - 0.5],
+        [(y + 0.5) * s - 0.5],
+        marker="+",
+        color="white",
+        markersize=12,
+        mew=2,
+    )
     ax.set_xlim(-0.5, big.shape[1] - 0.5)
     ax.set_ylim(big.shape[0] - 0.5, -0.5)
     ax.set_axis_off()
@@ -136,7 +170,8 @@ def explanation_figure(path, image, heat, *, mask=None, method="heat map", class
     ax.set_title(legend, fontsize=10)
 
     cax = _axes(fig, boxes["colorbar"], width, height)
-    fig.colorbar(matplotlib.cm.ScalarMappable(norm=norm, cmap=colours), cax=cax)  # opaque, unlike the overlay
+    # opaque, unlike the overlay
+    fig.colorbar(matplotlib.cm.ScalarMappable(norm=norm, cmap=colours), cax=cax)
     cax.tick_params(labelsize=8)
 
     if title is None:
@@ -161,23 +196,37 @@ def _history_rows(source) -> list[dict]:
         if path.is_dir():
             path = path / "run.json"
         if not path.is_file():
-            raise DataError(f"training_curves: {str(path)!r}: no such file; give run.json or its folder.")
+            raise DataError(
+                f"training_curves: {str(path)!r}: no such file; give run.json or its folder."
+            )
         try:
             source = json.loads(path.read_text())
         except json.JSONDecodeError as e:
-            raise DataError(f"training_curves: {str(path)!r} is not JSON ({e}); give the run.json a run wrote.") from None
+            raise DataError(
+                f"training_curves: {str(path)!r} is not JSON ({e}); give the run.json a run wrote."
+            ) from None
     if hasattr(source, "history"):  # a keras History or a zoo FinetuneResult
         source = source.history
     if isinstance(source, dict) and "history" in source:
         source = source["history"]
     if isinstance(source, dict):  # Keras style: {"loss": [...], "val_loss": [...]}
         n = max((len(v) for v in source.values() if isinstance(v, list | tuple)), default=0)
-        source = [{"epoch": i + 1, **{k: v[i] for k, v in source.items() if isinstance(v, list | tuple) and i < len(v)}}
-                  for i in range(n)]
+        source = [
+            {
+                "epoch": i + 1,
+                **{
+                    k: v[i] for k, v in source.items() if isinstance(v, list | tuple) and i < len(v)
+                },
+            }
+            for i in range(n)
+        ]
     rows = [dict(r) for r in source] if isinstance(source, list | tuple) else None
     if not rows or not all(isinstance(r, dict) for r in rows):
-        raise DataError("training_curves: no epochs to draw; give run.json (or its path), a FinetuneResult, a Keras "
-                        "History or a dict of per-epoch lists such as {'loss': [...], 'val_loss': [...]}.")
+        raise DataError(
+            "training_curves: no epochs to draw; give run.json (or its path), a FinetuneResult, a "
+            "Keras History or a dict of per-epoch lists such as {'loss': [...], 'val_loss': "
+            "[...]}."
+        )
     return rows
 
 
@@ -194,24 +243,47 @@ def training_curves(history_or_run_json, path) -> Path:
     epochs = np.arange(1, len(rows) + 1)
     metrics = [m for m in ("loss", "accuracy") if any(m in r or f"val_{m}" in r for r in rows)]
     if not metrics:
-        metrics = sorted({k.removeprefix("val_") for r in rows for k, v in r.items()
-                          if isinstance(v, int | float) and k not in ("epoch", "learning_rate")})[:2]
+        metrics = sorted(
+            {
+                k.removeprefix("val_")
+                for r in rows
+                for k, v in r.items()
+                if isinstance(v, int | float) and k not in ("epoch", "learning_rate")
+            }
+        )[:2]
     if not metrics:
         raise DataError(f"training_curves: the epochs hold no metrics (keys {sorted(rows[0])}).")
-    fig = MplFigure(figsize=(4.2 * len(metrics), 3.4), dpi=DPI, facecolor="white", layout="constrained")
+    fig = MplFigure(
+        figsize=(4.2 * len(metrics), 3.4), dpi=DPI, facecolor="white", layout="constrained"
+    )
     stages = [r.get("stage") for r in rows]
     for i, metric in enumerate(metrics):
         ax = fig.add_subplot(1, len(metrics), i + 1)
         for key, style in ((metric, "-o"), (f"val_{metric}", "--s")):
             values = np.array([r.get(key, np.nan) for r in rows], np.float64)
             if np.isfinite(values).any():
-                ax.plot(epochs, values, style, markersize=3, label="train" if key == metric else "validation")
+                ax.plot(
+                    epochs,
+                    values,
+                    style,
+                    markersize=3,
+                    label="train" if key == metric else "validation",
+                )
         if stages[0] is not None:
-            ax.text(1.1, 0.98, str(stages[0]), transform=ax.get_xaxis_transform(), va="top", fontsize=8)
+            ax.text(
+                1.1, 0.98, str(stages[0]), transform=ax.get_xaxis_transform(), va="top", fontsize=8
+            )
         for k in range(1, len(rows)):
             if stages[k] != stages[k - 1]:
                 ax.axvline(k + 0.5, color="grey", lw=0.8, ls=":")
-                ax.text(k + 0.6, 0.98, str(stages[k]), transform=ax.get_xaxis_transform(), va="top", fontsize=8)
+                ax.text(
+                    k + 0.6,
+                    0.98,
+                    str(stages[k]),
+                    transform=ax.get_xaxis_transform(),
+                    va="top",
+                    fontsize=8,
+                )
         ax.set_xlabel("epoch")
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_title(metric)
@@ -225,10 +297,14 @@ def training_curves(history_or_run_json, path) -> Path:
 
 def reliability_diagram(table: dict, path, *, title: str = "calibration") -> Path:
     """A PNG of observed frequency against predicted confidence per bin (zoo.metrics.calibration's
-    table), with the diagonal of perfect calibration, bin counts as bars and the ECE in the title."""
+    table), with the diagonal of perfect calibration, bin counts as bars and the ECE in the
+    title."""
     for key in ("edges", "confidence", "observed", "count", "ece"):
         if key not in table:
-            raise DataError(f"reliability_diagram: the table has no {key!r}; give zoo.metrics.calibration(...)'s result.")
+            raise DataError(
+                f"reliability_diagram: the table has no {key!r}; give "
+                "zoo.metrics.calibration(...)'s result."
+            )
     _, MplFigure = _mpl()
     edges = np.asarray(table["edges"], np.float64)
     conf = np.asarray(table["confidence"], np.float64)
@@ -240,7 +316,15 @@ def reliability_diagram(table: dict, path, *, title: str = "calibration") -> Pat
     shown = np.isfinite(conf)
     ax.plot(conf[shown], observed[shown], "-o", markersize=4, label="model")
     share = counts / max(counts.sum(), 1)
-    ax.bar(edges[:-1], share, width=np.diff(edges), align="edge", alpha=0.25, color="C1", label="share of examples")
+    ax.bar(
+        edges[:-1],
+        share,
+        width=np.diff(edges),
+        align="edge",
+        alpha=0.25,
+        color="C1",
+        label="share of examples",
+    )
     ax.set_xlim(0, 1)
     ax.set_ylim(0, 1)
     ax.set_xlabel("predicted probability (bin mean)")

@@ -24,7 +24,9 @@ def _vector(values, name: str, dtype=np.float64) -> np.ndarray:
     try:
         a = np.asarray(values, dtype=dtype)
     except (TypeError, ValueError) as err:
-        raise DataError(f"{name}: cannot be read as numbers ({err}); give a numeric array.") from None
+        raise DataError(
+            f"{name}: cannot be read as numbers ({err}); give a numeric array."
+        ) from None
     if a.size == 0:
         raise DataError(f"{name} is empty; give at least one example.")
     if not np.all(np.isfinite(a)):
@@ -35,16 +37,20 @@ def _vector(values, name: str, dtype=np.float64) -> np.ndarray:
 def _binary_labels(y_true, name: str = "y_true") -> np.ndarray:
     y = _vector(y_true, name)
     if not np.isin(y, (0, 1)).all():
-        raise DataError(f"{name}: binary labels must be 0 or 1 (found {np.unique(y)[:5].tolist()}); "
-                        "for several classes give one-vs-rest labels or use roc_auc with (N, K) scores.")
+        raise DataError(
+            f"{name}: binary labels must be 0 or 1 (found {np.unique(y)[:5].tolist()}); for "
+            "several classes give one-vs-rest labels or use roc_auc with (N, K) scores."
+        )
     return y.astype(np.int64)
 
 
 def _check_groups(groups, n: int) -> np.ndarray:
     g = np.asarray(groups)
     if g.ndim != 1 or len(g) != n:
-        raise DataError(f"groups has {g.shape[0] if g.ndim else 0} entries for {n} examples (shape {g.shape}); "
-                        "give one patient id per example, in the same order.")
+        raise DataError(
+            f"groups has {g.shape[0] if g.ndim else 0} entries for {n} examples (shape {g.shape}); "
+            "give one patient id per example, in the same order."
+        )
     return g
 
 
@@ -55,7 +61,9 @@ def aggregate_by_group(y_true, y_score, groups, aggregate: str = "mean"):
     order of the sorted unique group ids.
     """
     if aggregate not in ("mean", "max"):
-        raise InvalidArgumentError(f"aggregate={aggregate!r}: use 'mean' (mean score per patient) or 'max'.")
+        raise InvalidArgumentError(
+            f"aggregate={aggregate!r}: use 'mean' (mean score per patient) or 'max'."
+        )
     y, s = np.asarray(y_true), np.asarray(y_score, np.float64)
     g = _check_groups(groups, len(y))
     if len(s) != len(y):
@@ -71,8 +79,10 @@ def aggregate_by_group(y_true, y_score, groups, aggregate: str = "mean"):
     labels = np.maximum.reduceat(y[order], starts, axis=0)
     multiclass = s.ndim == 2 and y.ndim == 1
     if multiclass and not np.array_equal(np.minimum.reduceat(y[order], starts), labels):
-        raise DataError("groups: a patient has images of different classes; per-patient multi-class metrics need "
-                        "one class per patient (evaluate per image by leaving groups=None).")
+        raise DataError(
+            "groups: a patient has images of different classes; per-patient multi-class metrics "
+            "need one class per patient (evaluate per image by leaving groups=None)."
+        )
     return labels, scores, ids
 
 
@@ -92,7 +102,9 @@ def _rank_auc(y: np.ndarray, s: np.ndarray) -> float:
     return float((ranks[pos].sum() - n_pos * (n_pos + 1) / 2.0) / (n_pos * n_neg))
 
 
-def roc_auc(y_true, y_score, groups=None, *, aggregate: str = "mean", average: str | None = "macro"):
+def roc_auc(
+    y_true, y_score, groups=None, *, aggregate: str = "mean", average: str | None = "macro"
+):
     """ROC AUC: binary (N,) scores; multi-label (N, K) 0/1 labels and scores (one AUC per finding);
     multi-class (N,) class indices with (N, K) probabilities (one-vs-rest per class).
 
@@ -108,10 +120,15 @@ def roc_auc(y_true, y_score, groups=None, *, aggregate: str = "mean", average: s
     if y.ndim == 1:  # multi-class: one-vs-rest
         y = _vector(y, "y_true").astype(np.int64)
         if y.min() < 0 or y.max() >= s.shape[1]:
-            raise DataError(f"y_true: class indices up to {y.max()} for scores with {s.shape[1]} columns.")
+            raise DataError(
+                f"y_true: class indices up to {y.max()} for scores with {s.shape[1]} columns."
+            )
         y = np.eye(s.shape[1], dtype=np.int64)[y]
     if y.shape != s.shape:
-        raise DataError(f"y_true of shape {y.shape} for scores of shape {s.shape}; give one 0/1 label per score.")
+        raise DataError(
+            f"y_true of shape {y.shape} for scores of shape {s.shape}; give one 0/1 label per "
+            "score."
+        )
     per = np.array([_rank_auc(_binary_labels(y[:, k]), s[:, k]) for k in range(s.shape[1])])
     if average is None:
         return per
@@ -122,7 +139,7 @@ def roc_auc(y_true, y_score, groups=None, *, aggregate: str = "mean", average: s
 
 def sensitivity_specificity(y_true, y_score, threshold: float = 0.5, groups=None, *,
                             aggregate: str = "mean") -> tuple[float, float]:
-    """(sensitivity, specificity) of the binary rule ``score >= threshold`` (NaN where undefined)."""
+    """(sensitivity, specificity) of the rule ``score >= threshold`` (NaN where undefined)."""
     y, s = np.asarray(y_true), _vector(y_score, "y_score")
     if groups is not None:
         y, s, _ = aggregate_by_group(y, s, groups, aggregate)
@@ -143,7 +160,9 @@ def choose_threshold(y_true, y_score, *, sensitivity: float | None = None, group
         y, s, _ = aggregate_by_group(y, s, groups, aggregate)
     y = _binary_labels(y)
     if y.min() == y.max():
-        raise DataError("choose_threshold: the labels hold one class only; an operating point needs both.")
+        raise DataError(
+            "choose_threshold: the labels hold one class only; an operating point needs both."
+        )
     candidates = np.unique(s)[::-1]
     tp = np.array([(s[y == 1] >= t).mean() for t in candidates])
     if sensitivity is not None:
@@ -158,7 +177,9 @@ def balanced_accuracy(y_true, y_pred) -> float:
     """Mean recall over the classes present in ``y_true`` (scikit-learn's rule)."""
     y, p = _vector(y_true, "y_true").astype(np.int64), _vector(y_pred, "y_pred").astype(np.int64)
     if y.shape != p.shape:
-        raise DataError(f"y_true {y.shape} and y_pred {p.shape}: give one predicted class per label.")
+        raise DataError(
+            f"y_true {y.shape} and y_pred {p.shape}: give one predicted class per label."
+        )
     classes = np.unique(y)
     return float(np.mean([(p[y == c] == c).mean() for c in classes]))
 
@@ -199,16 +220,21 @@ def dice(y_true, y_pred, *, num_classes: int | None = None, axis=None, empty: fl
 
     Binary masks (any shape, 0/1 or bool): one float over all elements, or per image with
     ``axis`` (the axes to sum, e.g. (1, 2) for (N, H, W)). Label maps with ``num_classes``: an
-    array of one Dice per class. Two empty masks score ``empty`` (1: nothing to find, nothing found).
+    array of one Dice per class. Two empty masks score ``empty`` (1: nothing to find, nothing
+    found).
     """
     t, p = np.asarray(y_true), np.asarray(y_pred)
     if t.shape != p.shape:
-        raise DataError(f"masks of shapes {t.shape} (true) and {p.shape} (predicted); give masks of one shape.")
+        raise DataError(
+            f"masks of shapes {t.shape} (true) and {p.shape} (predicted); give masks of one shape."
+        )
     if num_classes is not None:
         return np.array([dice(t == c, p == c, axis=axis, empty=empty) for c in range(num_classes)])
     if not (np.isin(t, (0, 1)).all() and np.isin(p, (0, 1)).all()):
-        raise DataError("dice: binary masks must hold 0/1; threshold probabilities first or give num_classes= "
-                        "for label maps.")
+        raise DataError(
+            "dice: binary masks must hold 0/1; threshold probabilities first or give num_classes= "
+            "for label maps."
+        )
     t, p = t.astype(bool), p.astype(bool)
     inter = np.sum(t & p, axis=axis, dtype=np.float64)
     total = np.sum(t, axis=axis, dtype=np.float64) + np.sum(p, axis=axis, dtype=np.float64)
@@ -217,7 +243,9 @@ def dice(y_true, y_pred, *, num_classes: int | None = None, axis=None, empty: fl
     return float(out) if np.ndim(out) == 0 else out
 
 
-def bootstrap_ci(metric, *arrays, groups=None, n_boot: int = 1000, level: float = 0.95, seed: int = 0) -> dict:
+def bootstrap_ci(
+    metric, *arrays, groups=None, n_boot: int = 1000, level: float = 0.95, seed: int = 0
+) -> dict:
     """Percentile bootstrap confidence interval of ``metric(*arrays)``.
 
     Rows are resampled with replacement (all arrays with the same indices); with ``groups``,
@@ -228,11 +256,16 @@ def bootstrap_ci(metric, *arrays, groups=None, n_boot: int = 1000, level: float 
     if not 0 < level < 1:
         raise InvalidArgumentError(f"level={level}: give a coverage in (0, 1), e.g. 0.95.")
     if isinstance(n_boot, bool) or not isinstance(n_boot, int) or n_boot < 1:
-        raise InvalidArgumentError(f"n_boot={n_boot!r}: give a positive number of resamples (1000 is usual).")
+        raise InvalidArgumentError(
+            f"n_boot={n_boot!r}: give a positive number of resamples (1000 is usual)."
+        )
     arrays = [np.asarray(a) for a in arrays]
     n = len(arrays[0])
     if any(len(a) != n for a in arrays):
-        raise DataError(f"bootstrap_ci: arrays of lengths {[len(a) for a in arrays]}; give one row per example in each.")
+        raise DataError(
+            f"bootstrap_ci: arrays of lengths {[len(a) for a in arrays]}; give one row per example "
+            "in each."
+        )
     value = float(metric(*arrays))
     rng = np.random.default_rng(seed)
     if groups is None:
@@ -245,19 +278,30 @@ def bootstrap_ci(metric, *arrays, groups=None, n_boot: int = 1000, level: float 
     stats = np.array([float(metric(*(a[idx] for a in arrays))) for idx in draws])
     kept = stats[np.isfinite(stats)]
     alpha = (1 - level) / 2
-    low, high = (np.quantile(kept, [alpha, 1 - alpha]).tolist() if len(kept) else (float("nan"),) * 2)
+    low, high = np.quantile(kept, [alpha, 1 - alpha]).tolist() if len(kept) else (float("nan"),) * 2
     return {"value": value, "low": low, "high": high, "level": level, "n_boot": n_boot,
             "dropped": int(n_boot - len(kept))}
 
 
-def classification_report(y_true, y_prob, groups=None, *, threshold: float = 0.5, aggregate: str = "mean",
-                          bins: int = 10, n_boot: int = 1000, level: float = 0.95, seed: int = 0) -> dict:
+def classification_report(
+    y_true,
+    y_prob,
+    groups=None,
+    *,
+    threshold: float = 0.5,
+    aggregate: str = "mean",
+    bins: int = 10,
+    n_boot: int = 1000,
+    level: float = 0.95,
+    seed: int = 0,
+) -> dict:
     """The clinical metrics of a classifier's probabilities, each with a bootstrap CI.
 
     Binary (N,) or (N, 2) probabilities: AUC, sensitivity and specificity at ``threshold``,
     balanced accuracy, ECE. Multi-class (N, K): one-vs-rest macro AUC, balanced accuracy of the
     arg-max, top-label ECE. Multi-label (N, K) with (N, K) 0/1 labels: per-finding AUC and its mean.
-    With ``groups``, everything is per patient (module docstring) and the bootstrap resamples patients.
+    With ``groups``, everything is per patient (module docstring) and the bootstrap resamples
+    patients.
     """
     y, p = np.asarray(y_true), _vector(y_prob, "y_prob")
     if groups is not None:
@@ -290,7 +334,9 @@ def classification_report(y_true, y_prob, groups=None, *, threshold: float = 0.5
     return out
 
 
-def validation_split(n: int, fraction: float = 0.2, *, groups=None, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+def validation_split(
+    n: int, fraction: float = 0.2, *, groups=None, seed: int = 0
+) -> tuple[np.ndarray, np.ndarray]:
     """(train indices, validation indices) of ``n`` examples, seeded.
 
     With ``groups`` (one patient id per example), whole groups go to one side: groups are
@@ -305,13 +351,17 @@ def validation_split(n: int, fraction: float = 0.2, *, groups=None, seed: int = 
         order = rng.permutation(n)
         n_val = max(1, int(round(fraction * n)))
         if n_val >= n:
-            raise DataError(f"{n} examples: too few to hold out a validation set; give validation data.")
+            raise DataError(
+                f"{n} examples: too few to hold out a validation set; give validation data."
+            )
         return order[n_val:], order[:n_val]
     g = _check_groups(groups, n)
     ids, inverse = np.unique(g, return_inverse=True)
     if len(ids) < 2:
-        raise DataError(f"groups: all {n} examples belong to one patient; a patient-wise validation split needs "
-                        "at least two patients (give validation data, or check the patient column).")
+        raise DataError(
+            f"groups: all {n} examples belong to one patient; a patient-wise validation split "
+            "needs at least two patients (give validation data, or check the patient column)."
+        )
     counts = np.bincount(inverse)
     order = rng.permutation(len(ids))
     taken = np.cumsum(counts[order])
@@ -324,14 +374,26 @@ def validation_split(n: int, fraction: float = 0.2, *, groups=None, seed: int = 
 def format_report(report: dict) -> str:
     """classification_report's result as a few readable lines (value and CI per metric)."""
     unit = report.get("unit", "image")
-    lines = [f"{report['n']} {unit}s" + (f" (score per patient: {report['aggregate']} over its images; a patient is "
-                                         "positive when any image is)" if unit == "patient" else "")]
+    lines = [
+        f"{report['n']} {unit}s"
+        + (
+            f" (score per patient: {report['aggregate']} over its images; a patient is positive "
+            "when any image is)"
+            if unit == "patient"
+            else ""
+        )
+    ]
     for key in ("auc", "sensitivity", "specificity", "balanced_accuracy", "ece"):
         if key in report:
             m = report[key]
-            lines.append(f"{key:18s} {m['value']:.3f}  ({100 * m['level']:.0f}% CI {m['low']:.3f} - {m['high']:.3f})")
+            lines.append(
+                f"{key:18s} {m['value']:.3f}  ({100 * m['level']:.0f}% CI {m['low']:.3f} - "
+                f"{m['high']:.3f})"
+            )
     if report.get("threshold") is not None:
         lines.append(f"{'operating point':18s} score >= {report['threshold']:g}")
     if "auc_per_finding" in report:
-        lines.append("AUC per finding    " + ", ".join(f"{v:.3f}" for v in report["auc_per_finding"]))
+        lines.append(
+            "AUC per finding    " + ", ".join(f"{v:.3f}" for v in report["auc_per_finding"])
+        )
     return "\n".join(lines)

@@ -264,75 +264,96 @@ def _uid_or_none(path: Path) -> str | None:
 
 def _items(source: Path, model, root: Path, keys: RowKeys, notes: _Notes):
     """(row id, frame/slices, fitted input) or (shown name, None, reason) per item, streamed."""
-    shape, out_range = model.input_shape, model.input_range
+    reader = _ItemReader(model, root, keys, notes)
+    for files in _folders(source):
+        yield from (reader.volumes(files) if model.volumes else reader.images(files))
 
-    def file_key(path: Path) -> str:
-        return keys(path.relative_to(root).as_posix(), "file")
 
-    def names_of(paths) -> dict:  # absolute path -> what a message may show instead
-        return {str(p): file_key(p) if keys.pseudonymise else p.relative_to(root).as_posix()
+class _ItemReader:
+    """Reads one folder's files into rows; every message names files by their row id only."""
+
+    def __init__(self, model, root: Path, keys: RowKeys, notes: _Notes):
+        self.shape, self.out_range = model.input_shape, model.input_range
+        self.root, self.keys, self.notes = root, keys, notes
+
+    def file_key(self, path: Path) -> str:
+        return self.keys(path.relative_to(self.root).as_posix(), "file")
+
+    def names_of(self, paths) -> dict:
+        """Absolute path -> what a message may show instead."""
+        keys, root = self.keys, self.root
+        return {str(p): self.file_key(p) if keys.pseudonymise else p.relative_to(root).as_posix()
                 for p in paths}
 
-    def skip(path: Path, e) -> tuple:
-        shown = file_key(path)
-        text = e if isinstance(e, str) else _reason(e, keys, {})
-        return shown, None, keys.clean(text, {**names_of([path]), str(root) + os.sep: ""})
+    def skip(self, path: Path, e) -> tuple:
+        shown = self.file_key(path)
+        text = e if isinstance(e, str) else _reason(e, self.keys, {})
+        return shown, None, self.keys.clean(text, {**self.names_of([path]),
+                                                   str(self.root) + os.sep: ""})
 
-    def series(paths: list[Path], uid: str | None = None):
+    def series(self, paths: list[Path], uid: str | None = None):
         """One series' row and its left-out files; SeriesError when the files hold several."""
-        names = names_of(paths)
-        x, slices, left_out = notes.run(lambda: _read_series(paths, shape, out_range), names)
+        names, notes = self.names_of(paths), self.notes
+        x, slices, left_out = notes.run(
+            lambda: _read_series(paths, self.shape, self.out_range), names)
         if uid is None:
             used = [p for p in paths if str(p) not in {q for q, _ in left_out}]
             uid = notes.run(lambda: series_uid(used[0]), names)
         for p, why in left_out:
-            yield skip(Path(p), why)
-        yield keys(uid, "SeriesInstanceUID"), slices, x
+            yield self.skip(Path(p), why)
+        yield self.keys(uid, "SeriesInstanceUID"), slices, x
 
-    for files in _folders(source):
-        if not model.volumes:
-            for path in files:
-                try:
-                    frames = notes.run(lambda p=path: _read_image(p, shape, out_range),
-                                       names_of([path]))
-                except _READ_ERRORS as e:
-                    yield skip(path, e)
-                else:
-                    yield from ((file_key(path), k, x) for k, x in enumerate(frames))
-            continue
+    def images(self, files):
+        """One row per frame of each 2D image file."""
+        for path in files:
+            try:
+                frames = self.notes.run(lambda p=path: _read_image(p, self.shape, self.out_range),
+                                        self.names_of([path]))
+            except _READ_ERRORS as e:
+                yield self.skip(path, e)
+            else:
+                yield from ((self.file_key(path), k, x) for k, x in enumerate(frames))
+
+    def volumes(self, files):
+        """One row per .npy volume and per DICOM series of the folder."""
         dicom = []
         for path in files:
             if path.suffix.lower() != ".npy":
                 dicom.append(path)
                 continue
             try:
-                yield file_key(path), 1, _read_npy_volume(path, shape)
+                yield self.file_key(path), 1, _read_npy_volume(path, self.shape)
             except _READ_ERRORS as e:
-                yield skip(path, e)
+                yield self.skip(path, e)
         if not dicom:
-            continue
+            return
         ends = {_uid_or_none(dicom[0]), _uid_or_none(dicom[-1])} - {None}
         if len(ends) < 2:  # the usual folder, one series: each file parsed once
             try:
-                yield from list(series(dicom))
-                continue
+                yield from list(self.series(dicom))
+                return
             except _READ_ERRORS:  # several series after all, or nothing usable: file by file
                 pass
-        groups: dict[str, list[Path]] = {}
+        yield from self.grouped_series(dicom)
+
+    def grouped_series(self, dicom: list[Path]):
+        """Rows of a folder holding several series: files grouped by SeriesInstanceUID."""
+        keys, groups = self.keys, {}
         for path in dicom:
             try:
-                uid = notes.run(lambda p=path: series_uid(p), names_of([path]))
+                uid = self.notes.run(lambda p=path: series_uid(p), self.names_of([path]))
             except _READ_ERRORS as e:
-                yield skip(path, e)
+                yield self.skip(path, e)
             else:
                 groups.setdefault(uid, []).append(path)
         for uid, paths in groups.items():
             try:
-                yield from list(series(paths, uid))
+                yield from list(self.series(paths, uid))
             except _READ_ERRORS as e:  # one line per file, each naming the series
                 why = f"series {keys(uid, 'SeriesInstanceUID')}: {_reason(e, keys, {})}"
+                clean = keys.clean(why, {**self.names_of(paths), str(self.root) + os.sep: ""})
                 for path in paths:
-                    yield skip(path, keys.clean(why, {**names_of(paths), str(root) + os.sep: ""}))
+                    yield self.skip(path, clean)
 
 
 def _reason(e: Exception, keys: RowKeys, names: dict) -> str:
@@ -353,7 +374,8 @@ def predict_folder(
     overwrite: bool = False,
     progress: bool = True,
 ) -> dict:
-    """Predict every readable image / series under ``source``; write the CSVs and summary to ``out``.
+    """Predict every readable image / series under ``source``; write the CSVs and summary to
+    ``out``.
 
     Args:
         model_spec: a ``.keras`` file, a zoo name/tag, a model, or a ``zoo export`` output
@@ -380,6 +402,61 @@ def predict_folder(
     """
     from zoo.infer.sources import open_model
 
+    source, out, mapping = _check_request(source, out, heatmaps, pseudonymise, mapping, overwrite)
+    model = open_model(model_spec, engine=engine, batch=batch)
+    if heatmaps and model.keras_model is None:
+        raise InvalidArgumentError(
+            f"--heatmaps {heatmaps}: heat maps need the Keras model (gradients, layers), and "
+            f"{str(model_spec)!r} is an exported {model.kind} model; give the .keras file or "
+            "the zoo name it was exported from, or leave out --heatmaps."
+        )
+    folder = claim_dir(out, writer="zoo predict", overwrite=overwrite, names=OUTPUTS)
+    keys = RowKeys(pseudonymise)
+    root = source if source.is_dir() else source.parent
+    notes = _Notes(keys, root)
+    start, skipped = time.perf_counter(), []
+    tty = progress and sys.stderr.isatty()
+    with open(folder / "predictions.csv", "w", newline="") as f:
+        rows = _RowWriter(csv.writer(f), model, heatmaps, folder)
+        for key, frame, x in _items(source, model, root, keys, notes):
+            if frame is None:
+                skipped.append((key, x))
+            else:
+                rows.add(key, frame, x, batch)
+            if tty:
+                print(f"\rzoo predict: {rows.rows + len(rows.pending)} predicted, "
+                      f"{len(skipped)} skipped", end="", file=sys.stderr, flush=True)
+        rows.flush()
+    if tty:
+        print(file=sys.stderr)
+    with open(folder / "skipped.csv", "w", newline="") as f:
+        csv.writer(f).writerows([("id", "reason"), *skipped])
+    seconds = time.perf_counter() - start
+    summary = {
+        "model": model.name,
+        "model_kind": model.kind,
+        "engine": model.engine,
+        "precision": model.precision,
+        "rows": "one per DICOM series / volume" if model.volumes else "one per image or frame",
+        "predicted": rows.rows,
+        "skipped": len(skipped),
+        "seconds": round(seconds, 3),
+        "rows_per_s": round(rows.rows / seconds, 3) if seconds > 0 else None,
+        "heatmaps": heatmaps,
+        "pseudonymised": pseudonymise,
+        "note": model.note,
+        "warnings": notes.count,
+        "warning_examples": notes.kept,
+    }
+    if pseudonymise:
+        _write_mapping(mapping, keys, overwrite, summary)
+    (folder / "summary.json").write_text(json.dumps(summary, indent=2))
+    finish_dir(folder, writer="zoo predict")
+    return summary
+
+
+def _check_request(source, out, heatmaps, pseudonymise, mapping, overwrite):
+    """(source, out, mapping) as paths, after the checks that need no model and write nothing."""
     if heatmaps is not None:
         from zoo.explain.api import METHODS
 
@@ -398,93 +475,64 @@ def predict_folder(
     if not source.exists():
         raise DataError(f"zoo predict: input {str(source)!r} does not exist; give an image, a "
                         "DICOM file or a folder.")
-    model = open_model(model_spec, engine=engine, batch=batch)
-    if heatmaps and model.keras_model is None:
-        raise InvalidArgumentError(
-            f"--heatmaps {heatmaps}: heat maps need the Keras model (gradients, layers), and "
-            f"{str(model_spec)!r} is an exported {model.kind} model; give the .keras file or "
-            "the zoo name it was exported from, or leave out --heatmaps."
-        )
-    folder = claim_dir(out, writer="zoo predict", overwrite=overwrite, names=OUTPUTS)
-    keys = RowKeys(pseudonymise)
-    root = source if source.is_dir() else source.parent
-    notes = _Notes(keys, root)
-    start, rows, skipped, pending, seen = time.perf_counter(), 0, [], [], 0
-    tty = progress and sys.stderr.isatty()
-    with open(folder / "predictions.csv", "w", newline="") as f:
-        writer = csv.writer(f)
-        names = None
+    return source, out, mapping
 
-        def flush():
-            nonlocal names, rows
-            if not pending:
-                return
-            scores = np.asarray(model.predict(np.stack([x for _, _, x in pending])))
-            scores = scores.reshape(len(pending), -1)
-            if names is None:
-                names = model.class_names
-                if not names or len(names) != scores.shape[1]:
-                    names = [f"class_{i}" for i in range(scores.shape[1])]
-                extra = ["heatmap"] if heatmaps else []
-                writer.writerow(["id", "slices" if model.volumes else "frame", *names,
-                                 "predicted", *extra])
-            for (key, frame, x), s in zip(pending, scores, strict=True):
-                cls = int(np.argmax(s))
-                extra = []
-                if heatmaps:
-                    rel = f"heatmaps/{rows + 1:06d}.png"
-                    _heatmap(model.keras_model, x, heatmaps, cls, folder / rel,
-                             f"row {rows + 1}: {heatmaps}, {names[cls]} {s[cls]:.3f}")
-                    extra = [rel]
-                writer.writerow([key, frame, *(f"{v:.6g}" for v in s), names[cls], *extra])
-                rows += 1
-            pending.clear()
 
-        for key, frame, x in _items(source, model, root, keys, notes):
-            seen += 1
-            if frame is None:
-                skipped.append((key, x))
-            else:
-                pending.append((key, frame, x))
-                if len(pending) >= batch:
-                    flush()
-            if tty:
-                print(f"\rzoo predict: {rows + len(pending)} predicted, {len(skipped)} skipped",
-                      end="", file=sys.stderr, flush=True)
-        flush()
-    if tty:
-        print(file=sys.stderr)
-    with open(folder / "skipped.csv", "w", newline="") as f:
-        csv.writer(f).writerows([("id", "reason"), *skipped])
-    seconds = time.perf_counter() - start
-    summary = {
-        "model": model.name,
-        "model_kind": model.kind,
-        "engine": model.engine,
-        "precision": model.precision,
-        "rows": "one per DICOM series / volume" if model.volumes else "one per image or frame",
-        "predicted": rows,
-        "skipped": len(skipped),
-        "seconds": round(seconds, 3),
-        "rows_per_s": round(rows / seconds, 3) if seconds > 0 else None,
-        "heatmaps": heatmaps,
-        "pseudonymised": pseudonymise,
-        "note": model.note,
-        "warnings": notes.count,
-        "warning_examples": notes.kept,
-    }
-    if pseudonymise:
-        with staged([mapping], writer="zoo predict", overwrite=overwrite) as (tmp,):
-            with open(tmp, "w", newline="") as f:
-                csv.writer(f).writerows([("pseudonym", "kind", "original"), *keys.mapping])
-        summary["mapping"] = str(mapping)
-        summary["mapping_note"] = (
-            "row ids are random pseudonyms; the file named in 'mapping' links them back to "
-            "SeriesInstanceUIDs and paths. Keep it locally; do not share it with these results."
-        )
-    (folder / "summary.json").write_text(json.dumps(summary, indent=2))
-    finish_dir(folder, writer="zoo predict")
-    return summary
+class _RowWriter:
+    """predictions.csv: inputs are batched, predicted, and written one row each (and heat maps)."""
+
+    def __init__(self, writer, model, heatmaps, folder: Path):
+        self.writer, self.model, self.heatmaps, self.folder = writer, model, heatmaps, folder
+        self.names, self.rows, self.pending = None, 0, []
+
+    def add(self, key, frame, x, batch: int) -> None:
+        self.pending.append((key, frame, x))
+        if len(self.pending) >= batch:
+            self.flush()
+
+    def _header(self, n_scores: int) -> None:
+        """Class names (or class_i where the model has none that fit) as the first row."""
+        model = self.model
+        names = model.class_names
+        if not names or len(names) != n_scores:
+            names = [f"class_{i}" for i in range(n_scores)]
+        self.names = names
+        extra = ["heatmap"] if self.heatmaps else []
+        self.writer.writerow(["id", "slices" if model.volumes else "frame", *names,
+                              "predicted", *extra])
+
+    def flush(self) -> None:
+        pending, heatmaps, names = self.pending, self.heatmaps, self.names
+        if not pending:
+            return
+        scores = np.asarray(self.model.predict(np.stack([x for _, _, x in pending])))
+        scores = scores.reshape(len(pending), -1)
+        if names is None:
+            self._header(scores.shape[1])
+            names = self.names
+        for (key, frame, x), s in zip(pending, scores, strict=True):
+            cls = int(np.argmax(s))
+            extra = []
+            if heatmaps:
+                rel = f"heatmaps/{self.rows + 1:06d}.png"
+                _heatmap(self.model.keras_model, x, heatmaps, cls, self.folder / rel,
+                         f"row {self.rows + 1}: {heatmaps}, {names[cls]} {s[cls]:.3f}")
+                extra = [rel]
+            self.writer.writerow([key, frame, *(f"{v:.6g}" for v in s), names[cls], *extra])
+            self.rows += 1
+        pending.clear()
+
+
+def _write_mapping(mapping: Path, keys: RowKeys, overwrite: bool, summary: dict) -> None:
+    """The pseudonym -> UID/path table, outside the shared folder; noted in the summary."""
+    with staged([mapping], writer="zoo predict", overwrite=overwrite) as (tmp,):
+        with open(tmp, "w", newline="") as f:
+            csv.writer(f).writerows([("pseudonym", "kind", "original"), *keys.mapping])
+    summary["mapping"] = str(mapping)
+    summary["mapping_note"] = (
+        "row ids are random pseudonyms; the file named in 'mapping' links them back to "
+        "SeriesInstanceUIDs and paths. Keep it locally; do not share it with these results."
+    )
 
 
 def _run(args) -> int:

@@ -100,58 +100,14 @@ def sliding_window(
     """
     BLENDS.check(blend)
     x = np.asarray(x, np.float32)
-    if x.ndim not in (4, 5):
-        raise InputShapeError(
-            f"sliding_window: x has shape {x.shape}; give (N, H, W, C) images or (N, D, H, W, C) "
-            "volumes (add the batch axis with x[None])."
-        )
+    roi = _resolve_roi(model, x, roi)
     dims, spatial = x.ndim - 2, x.shape[1:-1]
-    model_shape = tuple(model.inputs[0].shape[1:-1]) if hasattr(model, "inputs") else (None,) * dims
-    if len(model_shape) != dims:
-        raise InputShapeError(
-            f"sliding_window: x has {dims} spatial axes {spatial}; the model takes "
-            f"{len(model_shape)}."
-        )
-    if roi is None:
-        if None in model_shape:
-            raise InvalidArgumentError(
-                "sliding_window: the model takes any size, so give roi= (the window size, "
-                "e.g. the training patch size)."
-            )
-        roi = model_shape
-    roi = _per_axis(roi, dims, "roi")
     margin, align = _per_axis(margin, dims, "margin"), _per_axis(align, dims, "align")
-    if any(s is not None and s != r for s, r in zip(model_shape, roi, strict=True)):
-        raise InputShapeError(
-            f"sliding_window: roi={roi} but the model takes windows of {model_shape} only; "
-            f"use roi={model_shape} or build the model with input_shape={roi}."
-        )
-    if not (0 <= overlap < 1):
-        raise InvalidArgumentError(f"overlap={overlap!r}: give a fraction in [0, 1), e.g. 0.25.")
-    if not isinstance(batch, int) or batch < 1:
-        raise InvalidArgumentError(f"batch={batch!r}: give a positive integer.")
-    starts = []
-    for axis, (size, r, m, a) in enumerate(zip(spatial, roi, margin, align, strict=True)):
-        if r < 1 or r > size:
-            raise InputShapeError(
-                f"roi={roi}: the window ({r}) is larger than the image ({size}) along spatial axis "
-                f"{axis}; give a roi no larger than {tuple(spatial)}, or pad the image first "
-                "(np.pad) to at least the window."
-            )
-        if a < 1 or m < 0 or 2 * m >= r:
-            raise InvalidArgumentError(
-                f"align={a}, margin={m} on axis {axis}: need align >= 1 and 0 <= 2*margin < roi "
-                f"({r})."
-            )
-        step = max(a, int(r * (1 - overlap)) // a * a)
-        if step > r - 2 * m and size > r:
-            need = (r - (r - 2 * m) // a * a) / r
-            raise InvalidArgumentError(
-                f"overlap={overlap} on axis {axis}: windows of {r} step by {step}, more than "
-                f"the {r - 2 * m} pixels left inside margin={m}, so some pixels would get no "
-                f"trusted output; use overlap >= {need:.3f} or a smaller margin."
-            )
-        starts.append(_positions(size, r, step, a, axis))
+    _check_options(overlap, batch)
+    starts = [
+        _axis_starts(axis, spatial, r, m, a, overlap, roi)
+        for axis, (r, m, a) in enumerate(zip(roi, margin, align, strict=True))
+    ]
     base = [_base_weight(r, blend) for r in roi]
 
     def weight(axis: int, start: int) -> np.ndarray:
@@ -172,14 +128,7 @@ def sliding_window(
         ]
         outs = _call(model, np.stack([x[(n, *sl)] for n, sl in slices]))
         if sums is None:
-            for o in outs:
-                if o.shape[1:-1] != roi:
-                    raise InputShapeError(
-                        f"sliding_window: the model maps a {roi} window to {o.shape[1:]}; it "
-                        "stitches dense outputs the size of the window (segmentation, "
-                        "per-pixel maps) only."
-                    )
-            sums = [np.zeros((len(x), *spatial, o.shape[-1]), np.float64) for o in outs]
+            sums = _output_sums(outs, roi, len(x), spatial)
         for k, ((n, sl), (_, pos)) in enumerate(zip(slices, chunk, strict=True)):
             w = weight(0, pos[0])
             for axis in range(1, dims):
@@ -190,3 +139,78 @@ def sliding_window(
                 total[(n, *sl)] += w * o[k]
     results = [(s / norm).astype(np.float32) for s in sums]
     return results[0] if len(results) == 1 else results
+
+
+def _resolve_roi(model, x: np.ndarray, roi) -> tuple[int, ...]:
+    """The window size per spatial axis, checked against ``x``'s rank and the model's input."""
+    if x.ndim not in (4, 5):
+        raise InputShapeError(
+            f"sliding_window: x has shape {x.shape}; give (N, H, W, C) images or (N, D, H, W, C) "
+            "volumes (add the batch axis with x[None])."
+        )
+    dims, spatial = x.ndim - 2, x.shape[1:-1]
+    model_shape = tuple(model.inputs[0].shape[1:-1]) if hasattr(model, "inputs") else (None,) * dims
+    if len(model_shape) != dims:
+        raise InputShapeError(
+            f"sliding_window: x has {dims} spatial axes {spatial}; the model takes "
+            f"{len(model_shape)}."
+        )
+    if roi is None:
+        if None in model_shape:
+            raise InvalidArgumentError(
+                "sliding_window: the model takes any size, so give roi= (the window size, "
+                "e.g. the training patch size)."
+            )
+        roi = model_shape
+    roi = _per_axis(roi, dims, "roi")
+    if any(s is not None and s != r for s, r in zip(model_shape, roi, strict=True)):
+        raise InputShapeError(
+            f"sliding_window: roi={roi} but the model takes windows of {model_shape} only; "
+            f"use roi={model_shape} or build the model with input_shape={roi}."
+        )
+    return roi
+
+
+def _check_options(overlap, batch) -> None:
+    """InvalidArgumentError for an overlap outside [0, 1) or a batch that is not a count."""
+    if not (0 <= overlap < 1):
+        raise InvalidArgumentError(f"overlap={overlap!r}: give a fraction in [0, 1), e.g. 0.25.")
+    if not isinstance(batch, int) or batch < 1:
+        raise InvalidArgumentError(f"batch={batch!r}: give a positive integer.")
+
+
+def _axis_starts(axis, spatial, r, m, a, overlap, roi) -> list[int]:
+    """Window starts along one axis, after checking that the trusted centres cover the image."""
+    size = spatial[axis]
+    if r < 1 or r > size:
+        raise InputShapeError(
+            f"roi={roi}: the window ({r}) is larger than the image ({size}) along spatial axis "
+            f"{axis}; give a roi no larger than {tuple(spatial)}, or pad the image first "
+            "(np.pad) to at least the window."
+        )
+    if a < 1 or m < 0 or 2 * m >= r:
+        raise InvalidArgumentError(
+            f"align={a}, margin={m} on axis {axis}: need align >= 1 and 0 <= 2*margin < roi "
+            f"({r})."
+        )
+    step = max(a, int(r * (1 - overlap)) // a * a)
+    if step > r - 2 * m and size > r:
+        need = (r - (r - 2 * m) // a * a) / r
+        raise InvalidArgumentError(
+            f"overlap={overlap} on axis {axis}: windows of {r} step by {step}, more than "
+            f"the {r - 2 * m} pixels left inside margin={m}, so some pixels would get no "
+            f"trusted output; use overlap >= {need:.3f} or a smaller margin."
+        )
+    return _positions(size, r, step, a, axis)
+
+
+def _output_sums(outs, roi, n: int, spatial) -> list[np.ndarray]:
+    """Zeroed accumulators per model output, once the first call shows the outputs are dense."""
+    for o in outs:
+        if o.shape[1:-1] != roi:
+            raise InputShapeError(
+                f"sliding_window: the model maps a {roi} window to {o.shape[1:]}; it "
+                "stitches dense outputs the size of the window (segmentation, "
+                "per-pixel maps) only."
+            )
+    return [np.zeros((n, *spatial, o.shape[-1]), np.float64) for o in outs]

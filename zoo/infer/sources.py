@@ -99,10 +99,16 @@ def _keras(spec, engine: str, batch: int) -> PredictModel:
     predictor = compile_for_inference(model, engine=engine, precision="fp32", batch=batch)
     named = isinstance(spec, str) and not spec.endswith(".keras")
     return PredictModel(
-        name=spec if named else model.name, kind="keras", input_shape=shape, input_range=input_range,
+        name=spec if named else model.name,
+        kind="keras",
+        input_shape=shape,
+        input_range=input_range,
         class_names=_card_class_names(model),
-        predict=lambda x: _first_output(predictor.predict(x)), engine=predictor.engine,
-        precision=predictor.precision, note=note + predictor.note, keras_model=model,
+        predict=lambda x: _first_output(predictor.predict(x)),
+        engine=predictor.engine,
+        precision=predictor.precision,
+        note=note + predictor.note,
+        keras_model=model,
     )
 
 
@@ -114,9 +120,9 @@ def _sidecar(path: Path) -> dict:
         shape = tuple(spec["shape"][1:])
     except FileNotFoundError:
         raise DataError(
-            f"zoo predict: {str(path)!r} has no {meta.name} beside it, so its input shape and pixel "
-            "range are unknown; export it with `zoo export` (which writes that file) or give the "
-            ".keras model."
+            f"zoo predict: {str(path)!r} has no {meta.name} beside it, so its input shape and "
+            "pixel range are unknown; export it with `zoo export` (which writes that file) or "
+            "give the .keras model."
         ) from None
     except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:
         raise DataError(f"zoo predict: {meta} cannot be read ({type(e).__name__}: {e}); export "

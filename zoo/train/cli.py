@@ -11,7 +11,9 @@ def _data(args):
     from zoo.errors import InvalidArgumentError
 
     if bool(args.demo) == bool(args.data):
-        raise InvalidArgumentError("zoo finetune: give --data FOLDER (images + labels.csv) or --demo, not both or neither.")
+        raise InvalidArgumentError(
+            "zoo finetune: give --data FOLDER (images + labels.csv) or --demo, not both or neither."
+        )
     if args.demo:
         from zoo.data.synthetic import TARGET_TASK, make_phantoms
 
@@ -38,11 +40,15 @@ def _groups(args):
     if not args.groups:
         return None
     if args.demo:
-        raise InvalidArgumentError("zoo finetune --groups: the demo phantoms have no patients; use it with --data.")
+        raise InvalidArgumentError(
+            "zoo finetune --groups: the demo phantoms have no patients; use it with --data."
+        )
     labels = read_labels(Path(args.data) / "labels.csv")
     if labels.patients is None:
-        raise InvalidArgumentError(f"zoo finetune --groups: {Path(args.data) / 'labels.csv'} has no patient column; "
-                                   "add one (path,label,patient) or drop --groups.")
+        raise InvalidArgumentError(
+            f"zoo finetune --groups: {Path(args.data) / 'labels.csv'} has no patient column; add "
+            "one (path,label,patient) or drop --groups."
+        )
     return list(labels.patients)
 
 
@@ -52,13 +58,31 @@ def _run(args) -> int:
     train, val = _data(args)
     groups = _groups(args)
     deterministic(args.seed)
-    result = finetune(args.model, train, val, pretrained=args.pretrained, epochs=tuple(args.epochs),
-                      task=args.task, groups=groups, resume=args.resume, checkpoint_every=args.checkpoint_every,
-                      learning_rate=tuple(args.lr), weight_decay=args.weight_decay, batch_size=args.batch_size,
-                      unfreeze_from=args.unfreeze_from, class_weight=args.class_weight,
-                      augment=False if args.no_augment else ("rot90" if args.rot90 else True), cache_features=not args.no_cache, patience=args.patience,
-                      seed=args.seed, out_dir=args.out, overwrite=args.overwrite, strategy=args.strategy, precision=args.precision,
-                      verbose=0 if args.quiet else 1)
+    result = finetune(
+        args.model,
+        train,
+        val,
+        pretrained=args.pretrained,
+        epochs=tuple(args.epochs),
+        task=args.task,
+        groups=groups,
+        resume=args.resume,
+        checkpoint_every=args.checkpoint_every,
+        learning_rate=tuple(args.lr),
+        weight_decay=args.weight_decay,
+        batch_size=args.batch_size,
+        unfreeze_from=args.unfreeze_from,
+        class_weight=args.class_weight,
+        augment=False if args.no_augment else ("rot90" if args.rot90 else True),
+        cache_features=not args.no_cache,
+        patience=args.patience,
+        seed=args.seed,
+        out_dir=args.out,
+        overwrite=args.overwrite,
+        strategy=args.strategy,
+        precision=args.precision,
+        verbose=0 if args.quiet else 1,
+    )
     summary = result.to_dict()
     summary.pop("history")
     print(json.dumps(summary, indent=2))
@@ -71,8 +95,15 @@ def add_finetune_parser(sub) -> None:
     Args:
         sub: the ``zoo`` parser's sub-parsers action.
     """
-    p = sub.add_parser("finetune", help="two-stage fine-tuning (frozen backbone, then unfrozen) with a run record")
-    p.add_argument("model", nargs="?", default="simple_cnn.phantom", help="arch or arch.tag (default simple_cnn.phantom)")
+    p = sub.add_parser(
+        "finetune", help="two-stage fine-tuning (frozen backbone, then unfrozen) with a run record"
+    )
+    p.add_argument(
+        "model",
+        nargs="?",
+        default="simple_cnn.phantom",
+        help="arch or arch.tag (default simple_cnn.phantom)",
+    )
     p.add_argument("--pretrained", default=None, help="weights tag or file when MODEL has no tag")
     p.add_argument("--data", help="folder: .npy/.png images, labels.csv (path,label[,patient])")
     p.add_argument("--val-data", help="validation folder (default: hold out 20%% of --data)")
@@ -82,25 +113,57 @@ def add_finetune_parser(sub) -> None:
     p.add_argument("--lr", type=float, nargs=2, default=[1e-3, 1e-4], metavar=("STAGE1", "STAGE2"))
     p.add_argument("--weight-decay", type=float, default=1e-4)
     p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument("--unfreeze-from", default=None, help="layer name or block prefix where stage 2 unfreezes")
+    p.add_argument(
+        "--unfreeze-from", default=None, help="layer name or block prefix where stage 2 unfreezes"
+    )
     p.add_argument("--class-weight", choices=["balanced"], default=None)
     p.add_argument("--patience", type=int, default=3)
-    p.add_argument("--no-augment", action="store_true", help="train on the images as given (default: whole-pixel "
-                   "shifts and a small intensity jitter, both stages)")
-    p.add_argument("--rot90", action="store_true", help="also augment by 90-degree rotations and flips "
-                   "(only for images without a fixed orientation or laterality)")
-    p.add_argument("--no-cache", action="store_true", help="push images through the frozen backbone in stage 1")
+    p.add_argument(
+        "--no-augment",
+        action="store_true",
+        help="train on the images as given (default: whole-pixel shifts and a small intensity "
+        "jitter, both stages)",
+    )
+    p.add_argument(
+        "--rot90",
+        action="store_true",
+        help="also augment by 90-degree rotations and flips (only for images without a fixed "
+        "orientation or laterality)",
+    )
+    p.add_argument(
+        "--no-cache", action="store_true", help="push images through the frozen backbone in stage 1"
+    )
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--out", default="finetune_out", help="folder for best.keras, run.json, curves.png and logs/")
-    p.add_argument("--overwrite", action="store_true",
-                   help="replace an earlier run at --out (never a folder with files the zoo did not write)")
-    p.add_argument("--strategy", default="auto", choices=["auto", "cpu", "mirrored", "multiworker", "tpu"])
+    p.add_argument(
+        "--out",
+        default="finetune_out",
+        help="folder for best.keras, run.json, curves.png and logs/",
+    )
+    p.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace an earlier run at --out (never a folder with files the zoo did not write)",
+    )
+    p.add_argument(
+        "--strategy", default="auto", choices=["auto", "cpu", "mirrored", "multiworker", "tpu"]
+    )
     p.add_argument("--precision", default="fp32", choices=["fp32", "bf16", "fp16"])
-    p.add_argument("--task", default="classification", choices=["classification", "multilabel", "regression",
-                                                                      "segmentation"])
-    p.add_argument("--groups", action="store_true", help="hold out validation by patient (labels.csv's patient "
-                   "column): no patient in both sets")
-    p.add_argument("--resume", action="store_true", help="continue the killed run in --out from its newest checkpoint")
+    p.add_argument(
+        "--task",
+        default="classification",
+        choices=["classification", "multilabel", "regression", "segmentation"],
+    )
+    p.add_argument(
+        "--groups",
+        action="store_true",
+        help="hold out validation by patient (labels.csv's patient column): no patient in both "
+        "sets",
+    )
+    p.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue the killed run in --out from its newest checkpoint",
+    )
     p.add_argument("--checkpoint-every", type=int, default=None, metavar="STEPS",
                    help="also checkpoint every STEPS training steps (default: at each epoch's end)")
     p.add_argument("--quiet", action="store_true")
@@ -129,8 +192,10 @@ def _evaluate(args) -> int:
     probs = np.concatenate([np.asarray(model(x[i:i + args.batch_size], training=False), np.float64)
                             for i in range(0, len(x), args.batch_size)])
     if probs.ndim != 2 or probs.shape[1] < 2 and not (probs.shape[1] == 1 and y.max() <= 1):
-        raise DataError(f"{model_path}: outputs of shape {probs.shape[1:]}; zoo evaluate takes a classifier's "
-                        "probabilities (N, classes).")
+        raise DataError(
+            f"{model_path}: outputs of shape {probs.shape[1:]}; zoo evaluate takes a classifier's "
+            "probabilities (N, classes)."
+        )
     report = classification_report(y, probs[:, 0] if probs.shape[1] == 1 else probs, groups,
                                    threshold=args.threshold, n_boot=args.bootstrap, seed=args.seed)
     report["classes"] = names
@@ -153,15 +218,28 @@ def add_evaluate_parser(sub) -> None:
     Args:
         sub: the ``zoo`` parser's sub-parsers action.
     """
-    p = sub.add_parser("evaluate", help="clinical metrics (AUC, sensitivity/specificity, balanced accuracy, "
-                       "calibration) with bootstrap CIs, per patient when labels.csv has a patient column")
+    p = sub.add_parser(
+        "evaluate",
+        help="clinical metrics (AUC, sensitivity/specificity, balanced accuracy, calibration) "
+        "with bootstrap CIs, per patient when labels.csv has a patient column",
+    )
     p.add_argument("model", help="a saved model (.keras) or a zoo finetune run folder")
     p.add_argument("data", help="folder: .npy/.png images, labels.csv (path,label[,patient])")
-    p.add_argument("--threshold", type=float, default=0.5, help="operating point: positive when score >= it")
-    p.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples for the 95%% CIs")
-    p.add_argument("--per-image", action="store_true", help="ignore the patient column: one row per image")
+    p.add_argument(
+        "--threshold", type=float, default=0.5, help="operating point: positive when score >= it"
+    )
+    p.add_argument(
+        "--bootstrap", type=int, default=1000, help="bootstrap resamples for the 95%% CIs"
+    )
+    p.add_argument(
+        "--per-image", action="store_true", help="ignore the patient column: one row per image"
+    )
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--out", default=None, help="folder for metrics.json, summary.txt and reliability.png")
-    p.add_argument("--overwrite", action="store_true", help="replace an earlier zoo evaluate output at --out")
+    p.add_argument(
+        "--out", default=None, help="folder for metrics.json, summary.txt and reliability.png"
+    )
+    p.add_argument(
+        "--overwrite", action="store_true", help="replace an earlier zoo evaluate output at --out"
+    )
     p.set_defaults(func=_evaluate)

@@ -29,11 +29,17 @@ def _tf_config() -> dict | None:
     try:
         config = json.loads(raw)
     except json.JSONDecodeError as e:
-        raise StrategyError(f"TF_CONFIG is not valid JSON ({e}); set it to "
-                            '{"cluster": {"worker": ["host:port", ...]}, "task": {"type": "worker", "index": 0}}.') from None
+        raise StrategyError(
+            f"TF_CONFIG is not valid JSON ({e}); set it to "
+            '{"cluster": {"worker": ["host:port", ...]}, "task": {"type": '
+            '"worker", "index": 0}}.'
+        ) from None
     if not isinstance(config, dict) or "cluster" not in config or "task" not in config:
-        raise StrategyError("TF_CONFIG needs a 'cluster' and a 'task' entry, e.g. "
-                            '{"cluster": {"worker": ["10.0.0.1:2222", "10.0.0.2:2222"]}, "task": {"type": "worker", "index": 0}}.')
+        raise StrategyError(
+            "TF_CONFIG needs a 'cluster' and a 'task' entry, e.g. "
+            '{"cluster": {"worker": ["10.0.0.1:2222", "10.0.0.2:2222"]}, "task": '
+            '{"type": "worker", "index": 0}}.'
+        )
     return config
 
 
@@ -61,12 +67,16 @@ def _tpu_resolver(tpu: str | None):
     import tensorflow as tf
 
     try:
-        resolver = tf.distribute.cluster_resolver.TPUClusterResolver(tpu=tpu or os.environ.get("TPU_NAME", ""))
+        resolver = tf.distribute.cluster_resolver.TPUClusterResolver(
+            tpu=tpu or os.environ.get("TPU_NAME", "")
+        )
         tf.config.experimental_connect_to_cluster(resolver)
         tf.tpu.experimental.initialize_tpu_system(resolver)
     except (ValueError, RuntimeError, tf.errors.OpError) as e:
-        raise StrategyError(f"strategy('tpu'): no TPU could be reached ({str(e).splitlines()[0]}). "
-                            "Run on a TPU VM or Colab TPU runtime, or use strategy('auto').") from None
+        raise StrategyError(
+            f"strategy('tpu'): no TPU could be reached ({str(e).splitlines()[0]}). Run on a TPU VM "
+            "or Colab TPU runtime, or use strategy('auto')."
+        ) from None
     return resolver
 
 
@@ -93,42 +103,77 @@ def strategy(name="auto", *, devices=None, tpu: str | None = None):
         return name
     _STRATEGIES.check(name)
     if devices is not None and name != "mirrored":
-        raise InvalidArgumentError(f"strategy({name!r}, devices=...): devices only apply to 'mirrored'.")
+        raise InvalidArgumentError(
+            f"strategy({name!r}, devices=...): devices only apply to 'mirrored'."
+        )
     if name == "auto":
-        gpus = tf.config.list_logical_devices("GPU")
-        if cluster_size() > 1:
-            name = "multiworker"
-        elif _tpu_available():
-            name = "tpu"
-        elif len(gpus) > 1:
-            name = "mirrored"
-        elif gpus:
-            return tf.distribute.OneDeviceStrategy(gpus[0].name)
-        else:
-            return tf.distribute.get_strategy()
+        name = _auto_name()
+        if not isinstance(name, str):
+            return name
     if name == "cpu":
         return tf.distribute.OneDeviceStrategy("/cpu:0")
     if name == "mirrored":
         if devices is not None:
-            canon = lambda d: tf.DeviceSpec.from_string(d).replace(job=None, replica=None, task=None).to_string().lower()  # noqa: E731
-            known = {canon(d.name) for d in tf.config.list_logical_devices()}
-            missing = [d for d in devices if canon(d) not in known]
-            if missing:
-                raise StrategyError(
-                    f"strategy('mirrored', devices={list(devices)}): {missing} do not exist here "
-                    f"(logical devices: {sorted(known)}). Split a CPU into logical devices with "
-                    "tf.config.set_logical_device_configuration before TensorFlow starts.")
+            _check_devices(devices)
         return tf.distribute.MirroredStrategy(devices=devices)
     if name == "multiworker":
-        if cluster_size() < 1:
-            raise StrategyError("strategy('multiworker') needs a TF_CONFIG environment variable describing "
-                                "the cluster and this task; set it on every worker, or use 'mirrored' on one machine.")
-        try:
-            return tf.distribute.MultiWorkerMirroredStrategy()
-        except (RuntimeError, ValueError) as e:
-            raise StrategyError(f"strategy('multiworker') failed ({str(e).splitlines()[0]}). Create it before "
-                                "any other TensorFlow call (first line of the worker script).") from None
+        return _multiworker()
     return tf.distribute.TPUStrategy(_tpu_resolver(tpu))
+
+
+def _auto_name():
+    """The strategy name 'auto' resolves to, or the one-device strategy itself where one fits."""
+    import tensorflow as tf
+
+    gpus = tf.config.list_logical_devices("GPU")
+    if cluster_size() > 1:
+        return "multiworker"
+    if _tpu_available():
+        return "tpu"
+    if len(gpus) > 1:
+        return "mirrored"
+    if gpus:
+        return tf.distribute.OneDeviceStrategy(gpus[0].name)
+    return tf.distribute.get_strategy()
+
+
+def _canonical_device(name: str) -> str:
+    """A device name without job/replica/task, lower case, so user and TF spellings compare."""
+    import tensorflow as tf
+
+    spec = tf.DeviceSpec.from_string(name).replace(job=None, replica=None, task=None)
+    return spec.to_string().lower()
+
+
+def _check_devices(devices) -> None:
+    """StrategyError naming the devices of a 'mirrored' request that this machine lacks."""
+    import tensorflow as tf
+
+    known = {_canonical_device(d.name) for d in tf.config.list_logical_devices()}
+    missing = [d for d in devices if _canonical_device(d) not in known]
+    if missing:
+        raise StrategyError(
+            f"strategy('mirrored', devices={list(devices)}): {missing} do not exist here "
+            f"(logical devices: {sorted(known)}). Split a CPU into logical devices with "
+            "tf.config.set_logical_device_configuration before TensorFlow starts.")
+
+
+def _multiworker():
+    """MultiWorkerMirroredStrategy, or a StrategyError saying how to set up the cluster."""
+    import tensorflow as tf
+
+    if cluster_size() < 1:
+        raise StrategyError(
+            "strategy('multiworker') needs a TF_CONFIG environment variable describing the "
+            "cluster and this task; set it on every worker, or use 'mirrored' on one machine."
+        )
+    try:
+        return tf.distribute.MultiWorkerMirroredStrategy()
+    except (RuntimeError, ValueError) as e:
+        raise StrategyError(
+            f"strategy('multiworker') failed ({str(e).splitlines()[0]}). Create it before any "
+            "other TensorFlow call (first line of the worker script)."
+        ) from None
 
 
 def describe(strat) -> dict:

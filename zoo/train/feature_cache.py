@@ -26,7 +26,9 @@ def _fixed(layer) -> bool:
     """A layer without weights and without a random seed: its output can be cached."""
     import keras
 
-    return not layer.weights and not any(isinstance(v, keras.random.SeedGenerator) for v in vars(layer).values())
+    return not layer.weights and not any(
+        isinstance(v, keras.random.SeedGenerator) for v in vars(layer).values()
+    )
 
 
 def _single_input_layer(tensor):
@@ -36,7 +38,8 @@ def _single_input_layer(tensor):
 
 
 def split_head(model):
-    """(backbone, head): backbone maps the model input to the cached features, head maps them to the output.
+    """(backbone, head): backbone maps the model input to the cached features, head maps them to the
+    output.
 
     Raises InvalidArgumentError when nothing is frozen, when the model has several outputs,
     or when a trainable weight lies before the head (then there is nothing fixed to cache).
@@ -44,11 +47,19 @@ def split_head(model):
     import keras
 
     if len(model.outputs) != 1:
-        raise InvalidArgumentError(f"feature caching needs a one-output model; {model.name!r} has {len(model.outputs)}.")
+        raise InvalidArgumentError(
+            f"feature caching needs a one-output model; {model.name!r} has {len(model.outputs)}."
+        )
     chain, tensor = [], model.outputs[0]
     while True:
         layer, parent = _single_input_layer(tensor)
-        if parent is None or isinstance(layer, keras.layers.InputLayer) or layer.non_trainable_weights or not layer.trainable and layer.weights:
+        if (
+            parent is None
+            or isinstance(layer, keras.layers.InputLayer)
+            or layer.non_trainable_weights
+            or not layer.trainable
+            and layer.weights
+        ):
             break
         chain.append(layer)
         tensor = parent
@@ -56,14 +67,20 @@ def split_head(model):
     while chain and _fixed(chain[0]):
         tensor = chain.pop(0).output
     if not chain:
-        raise InvalidArgumentError(f"model {model.name!r} has no trainable head after a frozen backbone; "
-                                   "freeze the backbone first (zoo.train.transfer.freeze) or train without a feature cache.")
+        raise InvalidArgumentError(
+            f"model {model.name!r} has no trainable head after a frozen backbone; freeze the "
+            "backbone first (zoo.train.transfer.freeze) or train without a feature cache."
+        )
     backbone = keras.Model(model.inputs, tensor, name=f"{model.name}_cached_part")
     if backbone.trainable_weights:
-        first = next(layer.name for layer in backbone.layers if layer.trainable and layer.trainable_weights)
+        first = next(
+            layer.name for layer in backbone.layers if layer.trainable and layer.trainable_weights
+        )
         raise InvalidArgumentError(
-            f"layer {first!r} of {model.name!r} is trainable but lies before the head; a feature cache would hold "
-            "it fixed. Freeze the backbone (zoo.train.transfer.freeze) or pass cache_features=False.")
+            f"layer {first!r} of {model.name!r} is trainable but lies before the head; a feature "
+            "cache would hold it fixed. Freeze the backbone (zoo.train.transfer.freeze) or pass "
+            "cache_features=False."
+        )
     features = keras.Input(shape=tuple(tensor.shape[1:]), dtype="float32", name="features")
     x = features
     for layer in chain:
@@ -75,7 +92,9 @@ def compute_features(backbone, x: np.ndarray, batch_size: int = 64, strategy=Non
     """The backbone's inference-mode output for every input, as one float32 array."""
     import tensorflow as tf
 
-    fn = tf.function(lambda batch: tf.cast(backbone(batch, training=False), tf.float32), reduce_retracing=True)
+    fn = tf.function(
+        lambda batch: tf.cast(backbone(batch, training=False), tf.float32), reduce_retracing=True
+    )
     scope = strategy.scope() if strategy is not None else tf.distribute.get_strategy().scope()
     with scope:
         parts = [fn(tf.constant(x[i:i + batch_size])).numpy() for i in range(0, len(x), batch_size)]

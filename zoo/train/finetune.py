@@ -29,7 +29,7 @@ from pathlib import Path
 import numpy as np
 
 from zoo.errors import DataError, InvalidArgumentError, ResumeError
-from zoo.train.trainer import Batches, finish_batches
+from zoo.train.trainer import Batches, class_weights_to_samples, finish_batches
 
 NO_DECAY = ["bias", "gamma", "beta"]
 
@@ -48,15 +48,22 @@ class FinetuneResult:
     log_dir: Path | None
     cached_stage1: bool
     strategy: dict = field(default_factory=dict)
-    stage2_kept: bool | None = None  # False: stage 2 did not improve on stage 1, whose weights the model keeps
+    # False: stage 2 did not improve on stage 1, whose weights the model keeps
+    stage2_kept: bool | None = None
 
     def to_dict(self) -> dict:
-        return {"best_epoch": self.best_epoch, "best_value": self.best_value, "monitor": self.monitor,
-                "checkpoint": str(self.checkpoint) if self.checkpoint else None,
-                "record": str(self.record) if self.record else None,
-                "log_dir": str(self.log_dir) if self.log_dir else None,
-                "cached_stage1": self.cached_stage1, "stage2_kept": self.stage2_kept, "strategy": self.strategy,
-                "history": self.history}
+        return {
+            "best_epoch": self.best_epoch,
+            "best_value": self.best_value,
+            "monitor": self.monitor,
+            "checkpoint": str(self.checkpoint) if self.checkpoint else None,
+            "record": str(self.record) if self.record else None,
+            "log_dir": str(self.log_dir) if self.log_dir else None,
+            "cached_stage1": self.cached_stage1,
+            "stage2_kept": self.stage2_kept,
+            "strategy": self.strategy,
+            "history": self.history,
+        }
 
 
 def _is_dataset(data) -> bool:
@@ -66,41 +73,69 @@ def _is_dataset(data) -> bool:
 def _arrays(data, what: str, classes: bool = True) -> tuple[np.ndarray, np.ndarray]:
     """(x float32, y) from in-memory (x, y) or an object with .images/.labels, checked; ``classes``:
     the labels must be integer class indices (single-label classification)."""
+    x, y = _numeric_pair(data, what)
+    if not classes:
+        if len(y) != len(x):
+            raise DataError(
+                f"{what}: {len(x)} images but {len(y)} labels; give one label (row) per image."
+            )
+        return x, y
+    return _class_pair(x, y, what)
+
+
+def _numeric_pair(data, what: str) -> tuple[np.ndarray, np.ndarray]:
+    """(x float32 with a channel axis, y) from any accepted form: non-empty, finite, numeric."""
     if data is None:
         raise DataError(f"{what} is None; give (images, labels) arrays.")
     if hasattr(data, "images") and hasattr(data, "labels"):
         data = (data.images, data.labels)
     if not isinstance(data, tuple | list) or len(data) != 2:
-        raise DataError(f"{what}: give (images, labels), an object with .images and .labels, or a tf.data.Dataset "
-                        "of (images, labels) batches.")
+        raise DataError(
+            f"{what}: give (images, labels), an object with .images and .labels, or a "
+            "tf.data.Dataset of (images, labels) batches."
+        )
     y = np.asarray(data[1])
     if y.dtype.kind not in "biuf":
-        raise DataError(f"{what}: labels of type {y.dtype} (e.g. {y.ravel()[:2].tolist()}); give integer class "
-                        "indices, e.g. names, y = np.unique(labels, return_inverse=True).")
+        raise DataError(
+            f"{what}: labels of type {y.dtype} (e.g. {y.ravel()[:2].tolist()}); give integer class "
+            "indices, e.g. names, y = np.unique(labels, return_inverse=True)."
+        )
     try:
         x = np.asarray(data[0], dtype=np.float32)
     except (TypeError, ValueError) as err:
-        raise DataError(f"{what}: images cannot be read as numbers ({err}); give a numeric array (N, H, W[, C]).") from None
+        raise DataError(
+            f"{what}: images cannot be read as numbers ({err}); give a numeric array (N, H, W[, "
+            "C])."
+        ) from None
     if x.ndim == 0 or y.ndim == 0 or len(x) == 0 or len(y) == 0:
-        raise DataError(f"{what} is empty ({x.size} image values, {y.size} labels); give at least one labelled image "
-                        "(and leave val_data=None to hold out part of the training data).")
+        raise DataError(
+            f"{what} is empty ({x.size} image values, {y.size} labels); give at least one labelled "
+            "image (and leave val_data=None to hold out part of the training data)."
+        )
     if not np.all(np.isfinite(x)):
         raise DataError(f"{what}: images contain NaN or infinity; clean or drop those images.")
     if x.ndim == 3:
         x = x[..., None]
-    if not classes:
-        if len(y) != len(x):
-            raise DataError(f"{what}: {len(x)} images but {len(y)} labels; give one label (row) per image.")
-        return x, y
+    return x, y
+
+
+def _class_pair(x: np.ndarray, y: np.ndarray, what: str) -> tuple[np.ndarray, np.ndarray]:
+    """(x, y int32) checked for single-label classification: (N, H, W, C) and one index each."""
     if x.ndim == 3:
         x = x[..., None]
     if x.ndim != 4:
         raise DataError(f"{what}: images of shape {x.shape}; need (N, H, W) or (N, H, W, C).")
     if y.ndim == 2 and len(y) == len(x) and y.shape[1] > 1:
-        raise DataError(f"{what}: labels of shape {y.shape} (several per image) for single-label classification; "
-                        "use task='multilabel' for several findings per image, or give one class index per image.")
+        raise DataError(
+            f"{what}: labels of shape {y.shape} (several per image) for single-label "
+            "classification; use task='multilabel' for several findings per image, or give one "
+            "class index per image."
+        )
     if y.ndim != 1 or len(y) != len(x):
-        raise DataError(f"{what}: {len(x)} images but labels of shape {y.shape}; need one integer class per image.")
+        raise DataError(
+            f"{what}: {len(x)} images but labels of shape {y.shape}; need one integer class per "
+            "image."
+        )
     if not np.issubdtype(y.dtype, np.integer) and not np.all(np.mod(y, 1) == 0):
         raise DataError(f"{what}: labels must be integer class indices (got {y.dtype}).")
     if len(y) and y.min() < 0:
@@ -117,7 +152,8 @@ class Augment:
     so a model trained on them learns a blurred domain and is tested on a sharp one. Here:
     shifts by whole pixels (borders mirrored), optional 90-degree rotations and flips (off by
     default: laterality and orientation often matter in medical images) and a small intensity
-    gain and offset. ``shift`` and ``offset`` are fractions of the image side and of the input range.
+    gain and offset. ``shift`` and ``offset`` are fractions of the image side and of the input
+    range.
     """
 
     shift: float = 0.0625
@@ -129,12 +165,16 @@ class Augment:
     def __post_init__(self):
         for name in ("shift", "gain", "offset"):
             value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value < 0.5:
+            if (
+                isinstance(value, bool)
+                or not isinstance(value, int | float)
+                or not 0 <= value < 0.5
+            ):
                 raise InvalidArgumentError(f"Augment({name}={value!r}): give a number in [0, 0.5).")
 
 
 def augment_policy(augment):
-    """``augment`` as an Augment, a list of Keras layers (applied as given), or None (no augmentation)."""
+    """``augment`` as an Augment, a list of Keras layers (applied as given), or None (none)."""
     if augment is None or augment is False:
         return None
     if augment is True:
@@ -147,9 +187,11 @@ def augment_policy(augment):
         return Augment(**augment)
     if isinstance(augment, list | tuple) and all(callable(layer) for layer in augment):
         return list(augment)
-    raise InvalidArgumentError(f"augment={augment!r}: use True (integer shifts, intensity jitter), 'rot90' "
-                               "(also 90-degree rotations and flips), False, a zoo.train.finetune.Augment, "
-                               "or a list of Keras preprocessing layers.")
+    raise InvalidArgumentError(
+        f"augment={augment!r}: use True (integer shifts, intensity jitter), 'rot90' (also "
+        "90-degree rotations and flips), False, a zoo.train.finetune.Augment, or a list of Keras "
+        "preprocessing layers."
+    )
 
 
 def _layers_fn(layers):
@@ -189,7 +231,9 @@ class _AugmentedBatches(Batches):
         (h, w, c), p = self.x.shape[1:], self.policy
         sy, sx = int(round(p.shift * h)), int(round(p.shift * w))
         params = self._params(epoch, len(idx))
-        weight = np.ones(len(self.y), np.float32) if self.sample_weight is None else self.sample_weight
+        weight = (
+            np.ones(len(self.y), np.float32) if self.sample_weight is None else self.sample_weight
+        )
         value_range = self.value_range
 
         def view(x, y, wt, prm):
@@ -204,12 +248,15 @@ class _AugmentedBatches(Batches):
 
         ds = tf.data.Dataset.from_tensor_slices(
             (self.x[idx], self.y[idx], weight[idx].astype(np.float32), params))
-        ds = ds.map(view, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True).batch(self.batch_size)
+        ds = ds.map(view, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True).batch(
+            self.batch_size
+        )
         return finish_batches(ds, map_fn)
 
 
 def deterministic(seed: int) -> None:
-    """Seed Python, numpy and TensorFlow and make TensorFlow's ops deterministic: same seed, same numbers.
+    """Seed Python, numpy and TensorFlow and make TensorFlow's ops deterministic: same seed, same
+    numbers.
 
     Global and process-wide (TensorFlow offers no scope for it), so the entry points call it
     (``zoo finetune``, ``zoo demo``), not ``finetune`` itself.
@@ -227,8 +274,14 @@ def library_versions() -> dict:
 
     from zoo._version import zoo_version
 
-    return {"zoo": zoo_version(), "tensorflow": tf.__version__, "keras": keras.__version__,
-            "numpy": np.__version__, "python": sys.version.split()[0], "platform": platform.platform()}
+    return {
+        "zoo": zoo_version(),
+        "tensorflow": tf.__version__,
+        "keras": keras.__version__,
+        "numpy": np.__version__,
+        "python": sys.version.split()[0],
+        "platform": platform.platform(),
+    }
 
 
 def _jsonable(value):
@@ -248,11 +301,24 @@ def _jsonable(value):
 def _pair(value, name: str) -> tuple:
     pair = tuple(value) if isinstance(value, list | tuple) else (value, value)
     if len(pair) != 2:
-        raise InvalidArgumentError(f"{name}={value!r}: give one value or a (stage 1, stage 2) pair.")
+        raise InvalidArgumentError(
+            f"{name}={value!r}: give one value or a (stage 1, stage 2) pair."
+        )
     return pair
 
 
-def _build(model_or_name, strat, precision, *, pretrained, num_classes, in_chans, input_shape, dropout, **options):
+def _build(
+    model_or_name,
+    strat,
+    precision,
+    *,
+    pretrained,
+    num_classes,
+    in_chans,
+    input_shape,
+    dropout,
+    **options,
+):
     import tensorflow as tf
 
     from zoo.models.factory import load
@@ -262,11 +328,14 @@ def _build(model_or_name, strat, precision, *, pretrained, num_classes, in_chans
         with strat.scope(), policy(precision):
             model = load(model_or_name, pretrained, in_chans=in_chans, num_classes=num_classes,
                          input_shape=input_shape, dropout=dropout, **options)
-        if any(t.dtype != "float32" for t in model.outputs):  # a checkpoint's own top: keep the output float32
+        # a checkpoint's own top: keep the output float32
+        if any(t.dtype != "float32" for t in model.outputs):
             model = rebuild(model, precision, strat)
         return model
     if not hasattr(model_or_name, "get_config") or not hasattr(model_or_name, "inputs"):
-        raise InvalidArgumentError(f"model_or_name={model_or_name!r}: give a zoo model name or a Functional keras.Model.")
+        raise InvalidArgumentError(
+            f"model_or_name={model_or_name!r}: give a zoo model name or a Functional keras.Model."
+        )
     if precision == "fp32" and strat is tf.distribute.get_strategy():
         return model_or_name
     return rebuild(model_or_name, precision, strat)
@@ -274,7 +343,12 @@ def _build(model_or_name, strat, precision, *, pretrained, num_classes, in_chans
 
 from zoo.train.engine import scalar  # noqa: E402,F401  (re-exported: zoo.train.finetune.scalar)
 
-ACTIVATIONS = {"classification": "softmax", "multilabel": "sigmoid", "regression": None, "segmentation": "softmax"}
+ACTIVATIONS = {
+    "classification": "softmax",
+    "multilabel": "sigmoid",
+    "regression": None,
+    "segmentation": "softmax",
+}
 
 
 class _Run:
@@ -289,18 +363,23 @@ class _Run:
         self.model, self.monitor, self.chief, self.verbose = model, monitor, chief, verbose
         self.history: list[dict] = []
         self.best_value, self.best_epoch, self.best_weights = None, -1, None
-        self.floor: dict[str, float] = {}  # stage 2: the other validation metric of stage 1's best epoch
+        # stage 2: the other validation metric of stage 1's best epoch
+        self.floor: dict[str, float] = {}
         self.out = Path(out_dir)
         self.checkpoint = self.out / "best.keras"
         self.log_dir = self.out / "logs"
         self.writers = None
 
     def improved(self, row: dict) -> bool:
-        """``row`` improves on the best so far, and does not fall below any floor on the other metric."""
+        """``row`` improves on the best so far and falls below no floor on the other metric."""
         value = row[self.monitor]
-        better = self.best_value is None or (value < self.best_value if self.monitor.endswith("loss") else value > self.best_value)
+        better = self.best_value is None or (
+            value < self.best_value if self.monitor.endswith("loss") else value > self.best_value
+        )
         for metric, bound in self.floor.items():
-            better = better and (row[metric] <= bound if metric.endswith("loss") else row[metric] >= bound)
+            better = better and (
+                row[metric] <= bound if metric.endswith("loss") else row[metric] >= bound
+            )
         if better:
             self.best_value = float(value)
         return better
@@ -310,15 +389,26 @@ class _Run:
 
         self.history.append(row)
         if self.verbose:
-            print(" ".join(f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items()))
+            print(
+                " ".join(
+                    f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items()
+                )
+            )
         if self.chief:
             if self.writers is None:
-                self.writers = {k: tf.summary.create_file_writer(str(self.log_dir / k)) for k in ("train", "validation")}
+                self.writers = {
+                    k: tf.summary.create_file_writer(str(self.log_dir / k))
+                    for k in ("train", "validation")
+                }
             for split, prefix in (("train", ""), ("validation", "val_")):
                 with self.writers[split].as_default():
                     for key, value in row.items():
-                        if key.startswith(prefix) and (prefix or not key.startswith("val_")) and key not in (
-                                "epoch", "stage", "seconds", "learning_rate") and isinstance(value, float):
+                        if (
+                            key.startswith(prefix)
+                            and (prefix or not key.startswith("val_"))
+                            and key not in ("epoch", "stage", "seconds", "learning_rate")
+                            and isinstance(value, float)
+                        ):
                             scalar("epoch_" + key.removeprefix(prefix), value, row["epoch"])
                     if split == "train":
                         scalar("learning_rate", row["learning_rate"], row["epoch"])
@@ -345,9 +435,17 @@ class _Run:
             wait = 0
 
             def on_epoch_end(self, engine, epoch, logs):
-                row = {"epoch": len(run.history), "stage": stage,
-                       **{k: v for k, v in logs.items() if k not in ("epoch", "seconds", "learning_rate")},
-                       "seconds": logs["seconds"], "learning_rate": logs["learning_rate"]}
+                row = {
+                    "epoch": len(run.history),
+                    "stage": stage,
+                    **{
+                        k: v
+                        for k, v in logs.items()
+                        if k not in ("epoch", "seconds", "learning_rate")
+                    },
+                    "seconds": logs["seconds"],
+                    "learning_rate": logs["learning_rate"],
+                }
                 run.log(row)
                 if run.improved(row):
                     self.wait = 0
@@ -356,7 +454,10 @@ class _Run:
                     self.wait += 1
                     if self.wait >= patience:
                         if run.verbose:
-                            print(f"{stage}: early stop, no {run.monitor} improvement in {patience} epochs")
+                            print(
+                                f"{stage}: early stop, no {run.monitor} improvement in {patience} "
+                                "epochs"
+                            )
                         engine.stop = True
 
             def on_train_end(self, engine):
@@ -372,7 +473,11 @@ class _Run:
 
             def load(self, state, arrays):
                 self.wait = state["wait"]
-                run.history, run.best_value, run.best_epoch = state["history"], state["best_value"], state["best_epoch"]
+                run.history, run.best_value, run.best_epoch = (
+                    state["history"],
+                    state["best_value"],
+                    state["best_epoch"],
+                )
                 run.floor = state["floor"]
                 if state["best_weights"] is not None:
                     run.best_weights = [arrays[f"w{i}"] for i in range(state["best_weights"])]
@@ -394,16 +499,20 @@ def prepare_out_dir(out_dir, overwrite: bool = False, resume: bool = False) -> P
 
     out = Path(out_dir)
     if out.exists() and not out.is_dir():
-        raise InvalidArgumentError(f"out_dir={os.fspath(out_dir)!r} is a file, not a folder; give a folder "
-                                   "for best.keras, run.json and logs/ (a new name, or remove the file).")
+        raise InvalidArgumentError(
+            f"out_dir={os.fspath(out_dir)!r} is a file, not a folder; give a folder for "
+            "best.keras, run.json and logs/ (a new name, or remove the file)."
+        )
     if resume and out.is_dir() and any(out.iterdir()):
         try:
             writer = json.loads((out / MANIFEST).read_text()).get("writer")
         except (OSError, ValueError):
             writer = None
         if writer != "zoo.finetune":
-            raise ResumeError(f"out_dir={os.fspath(out_dir)!r} is not a zoo.finetune run folder (no manifest of "
-                              "one); resume needs the folder a killed run wrote, or drop resume to start afresh.")
+            raise ResumeError(
+                f"out_dir={os.fspath(out_dir)!r} is not a zoo.finetune run folder (no manifest of "
+                "one); resume needs the folder a killed run wrote, or drop resume to start afresh."
+            )
         return out
     return claim_dir(out, writer="zoo.finetune", overwrite=overwrite, names=RUN_FILES)
 
@@ -411,13 +520,15 @@ def prepare_out_dir(out_dir, overwrite: bool = False, resume: bool = False) -> P
 def _check_labels(y: np.ndarray, vy: np.ndarray, num_classes) -> None:
     present = np.unique(y)
     if len(present) < 2 and num_classes is None:
-        raise DataError(f"train_data holds only class {present[0]} ({len(y)} labels); a classifier needs examples "
-                        "of at least two classes. Add the other class(es), or give num_classes= if the label "
-                        "set is larger than this training set shows.")
+        raise DataError(
+            f"train_data holds only class {present[0]} ({len(y)} labels); a classifier needs "
+            "examples of at least two classes. Add the other class(es), or give num_classes= if "
+            "the label set is larger than this training set shows."
+        )
 
 
 def _check_range(model, x: np.ndarray, vx: np.ndarray) -> tuple[float, float] | None:
-    """The model's input range (from its ``preprocess`` layer), after checking both image sets lie in it."""
+    """The model's input range (its ``preprocess`` layer), once both image sets lie in it."""
     from zoo.data.value_range import check_value_range
     from zoo.layers.preprocess import input_contract
 
@@ -434,8 +545,10 @@ def _first(dataset, what: str):
     """The first (x, y) batch of a streamed dataset, as numpy (for the checks before training)."""
     for batch in dataset.take(1):
         if not isinstance(batch, tuple) or len(batch) not in (2, 3):
-            raise DataError(f"{what}: a dataset must yield (images, labels[, weights]) batches, got "
-                            f"{type(batch).__name__}.")
+            raise DataError(
+                f"{what}: a dataset must yield (images, labels[, weights]) batches, got "
+                f"{type(batch).__name__}."
+            )
         x, y = np.asarray(batch[0], np.float32), np.asarray(batch[1])
         if x.ndim < 3:
             raise DataError(f"{what}: batches of shape {x.shape}; the dataset must be batched "
@@ -443,7 +556,9 @@ def _first(dataset, what: str):
         if not np.all(np.isfinite(x)):
             raise DataError(f"{what}: images contain NaN or infinity; clean or drop those images.")
         return x, y
-    raise DataError(f"{what}: the dataset yields no batches (it is empty); give at least one labelled image.")
+    raise DataError(
+        f"{what}: the dataset yields no batches (it is empty); give at least one labelled image."
+    )
 
 
 def _class_weights_fn(table):
@@ -463,13 +578,17 @@ def _streamed_features(backbone, dataset, strategy) -> tuple[np.ndarray, np.ndar
     """One pass of a streamed dataset through the frozen backbone: (features, labels, weights)."""
     import tensorflow as tf
 
-    fn = tf.function(lambda batch: tf.cast(backbone(batch, training=False), tf.float32), reduce_retracing=True)
+    fn = tf.function(
+        lambda batch: tf.cast(backbone(batch, training=False), tf.float32), reduce_retracing=True
+    )
     feats, labels, weights = [], [], []
     with strategy.scope():
         for batch in dataset:
             feats.append(fn(batch[0]).numpy())
             labels.append(np.asarray(batch[1]))
-            weights.append(np.asarray(batch[2]) if len(batch) == 3 else np.ones(len(labels[-1]), np.float32))
+            weights.append(
+                np.asarray(batch[2]) if len(batch) == 3 else np.ones(len(labels[-1]), np.float32)
+            )
     return np.concatenate(feats), np.concatenate(labels), np.concatenate(weights).astype(np.float32)
 
 
@@ -487,14 +606,39 @@ def _clinical(model, vx, vy, groups, batch_size, task_name) -> dict | None:
         return {"error": str(err)}
 
 
-def finetune(model_or_name, train_data, val_data=None, *, pretrained=None, num_classes: int | None = None,
-             in_chans: int | None = None, input_shape=None, dropout: float = 0.0,
-             epochs=(5, 5), learning_rate=(1e-3, 1e-4), weight_decay: float = 1e-4, batch_size: int = 32,
-             unfreeze_from=None, unfreeze_batchnorm: bool = False, patience: int = 3, monitor: str = "val_loss",
-             class_weight=None, augment=True, cache_features: bool = True, validation_split: float = 0.2,
-             groups=None, task: str = "classification", seed: int = 0, out_dir="finetune_out",
-             overwrite: bool = False, resume: bool = False, checkpoint_every: int | None = None,
-             strategy="auto", precision: str = "fp32", verbose: int = 1) -> FinetuneResult:
+def finetune(
+    model_or_name,
+    train_data,
+    val_data=None,
+    *,
+    pretrained=None,
+    num_classes: int | None = None,
+    in_chans: int | None = None,
+    input_shape=None,
+    dropout: float = 0.0,
+    epochs=(5, 5),
+    learning_rate=(1e-3, 1e-4),
+    weight_decay: float = 1e-4,
+    batch_size: int = 32,
+    unfreeze_from=None,
+    unfreeze_batchnorm: bool = False,
+    patience: int = 3,
+    monitor: str = "val_loss",
+    class_weight=None,
+    augment=True,
+    cache_features: bool = True,
+    validation_split: float = 0.2,
+    groups=None,
+    task: str = "classification",
+    seed: int = 0,
+    out_dir="finetune_out",
+    overwrite: bool = False,
+    resume: bool = False,
+    checkpoint_every: int | None = None,
+    strategy="auto",
+    precision: str = "fp32",
+    verbose: int = 1,
+) -> FinetuneResult:
     """Fine-tune a zoo model (by name, or a Functional model with ``head_*`` layers) in two stages.
 
     train_data / val_data: (images, labels) with images (N, H, W[, C]) (or 3D volumes) in the
@@ -527,145 +671,361 @@ def finetune(model_or_name, train_data, val_data=None, *, pretrained=None, num_c
         run there is replaced only with ``overwrite=True``, a folder with other files is refused
         (zoo.outputs). resume: continue the killed run in ``out_dir`` from its newest checkpoint
         (checkpoints are written at each epoch's end, and every ``checkpoint_every`` steps).
-    strategy: a name for zoo.train.strategy or a tf.distribute.Strategy. precision: fp32, bf16, fp16.
+    strategy: a name for zoo.train.strategy or a tf.distribute.Strategy. precision: fp32, bf16,
+    fp16.
     For runs that repeat exactly, call keras.utils.set_random_seed and
     tf.config.experimental.enable_op_determinism() first (``zoo finetune`` and ``zoo demo`` do).
     """
-    arguments = {k: v for k, v in dict(locals()).items() if k not in ("train_data", "val_data", "groups")}
-    arguments["groups"] = None if groups is None else f"{len(np.unique(np.asarray(groups)))} patients"  # ids stay private
+    arguments = {
+        k: v for k, v in dict(locals()).items() if k not in ("train_data", "val_data", "groups")
+    }
+    # ids stay private
+    arguments["groups"] = (
+        None if groups is None else f"{len(np.unique(np.asarray(groups)))} patients"
+    )
     import keras
 
     from zoo.train.distribute import describe, is_chief
     from zoo.train.distribute import strategy as make_strategy
-    from zoo.train.engine import Engine, Progress, epoch_source
-    from zoo.train.feature_cache import compute_features, split_head
-    from zoo.train.precision import check_precision, wrap_optimizer
-    from zoo.train.tasks import make_task
-    from zoo.train.trainer import class_weights_to_samples
-    from zoo.train.transfer import freeze, trainable_summary, unfreeze
+    from zoo.train.precision import check_precision
 
-    arguments["model_or_name"] = model_or_name if isinstance(model_or_name, str) else getattr(model_or_name, "name", "?")
+    arguments["model_or_name"] = (
+        model_or_name if isinstance(model_or_name, str) else getattr(model_or_name, "name", "?")
+    )
+    epochs, learning_rate, metric = _check_options(
+        epochs, learning_rate, weight_decay, task, monitor, validation_split, patience
+    )
+    policy = augment_policy(augment)
+    check_precision(precision)
+    strat = make_strategy(strategy)  # first: MultiWorkerMirroredStrategy must precede other TF work
+
+    data = _load_data(train_data, val_data, model_or_name, num_classes, task, policy, groups,
+                      validation_split, seed)
+    if num_classes is None and isinstance(model_or_name, str):
+        num_classes = _count_classes(task, data.y, data.vy)
+    keras.utils.set_random_seed(seed)
+    if isinstance(model_or_name, str) and task != "classification":
+        build_kw = {"classifier_activation": ACTIVATIONS[task]}
+    else:
+        build_kw = {}
+    model = _build(
+        model_or_name,
+        strat,
+        precision,
+        pretrained=pretrained,
+        num_classes=num_classes,
+        in_chans=in_chans or data.x.shape[-1],
+        input_shape=input_shape or data.x.shape[1:-1],
+        dropout=dropout,
+        **build_kw,
+    )
+    classes, value_range = _check_fit(model, task, data)
+    if class_weight is not None and task != "classification":
+        raise InvalidArgumentError(f"class_weight= is for task='classification' (task={task!r}).")
+    sources = _Sources(data, policy, class_weight, classes, batch_size, seed, value_range)
+    out = prepare_out_dir(out_dir, overwrite, resume) if is_chief() else Path(out_dir)
+
+    run = _Run(model, out, monitor, is_chief(), verbose)
+    stages = _Stages(run, out, task, strat, weight_decay=weight_decay, precision=precision,
+                     patience=patience, verbose=verbose, checkpoint_every=checkpoint_every,
+                     resume=resume)
+    stage1_info, cached = _stage1(stages, sources, model, epochs[0], learning_rate[0],
+                                  cache_features, strat)
+    stage2_info = None
+    if epochs[1]:
+        stage2_info = _stage2(stages, sources, model, epochs[1], learning_rate[1], monitor, metric,
+                              unfreeze_from, unfreeze_batchnorm, verbose)
+    run.restore_best()
+
+    record = None
+    if run.chief:
+        fields = {
+            "versions": library_versions(),
+            "arguments": arguments,
+            "strategy": describe(strat),
+            "task": task,
+            "data": _data_record(data, classes, task, groups, value_range),
+            "augment": _jsonable(vars(policy) if isinstance(policy, Augment) else policy),
+            "stage1": {**stage1_info, "cached_features": cached},
+            "stage2": stage2_info,
+        }
+        record = _write_record(run, model, data, fields, batch_size, task, monitor)
+    return FinetuneResult(
+        model=model,
+        history=run.history,
+        best_epoch=run.best_epoch,
+        best_value=run.best_value,
+        monitor=monitor,
+        checkpoint=run.checkpoint if run.chief else None,
+        record=record,
+        log_dir=run.log_dir if run.chief else None,
+        cached_stage1=cached,
+        strategy=describe(strat),
+        stage2_kept=stage2_info["kept"] if stage2_info else None,
+    )
+
+
+def _check_options(epochs, learning_rate, weight_decay, task, monitor, validation_split,
+                   patience) -> tuple[tuple, tuple, str]:
+    """(epochs, learning_rate pairs, the task's metric) once every plain option is valid.
+
+    Checked before TensorFlow is touched, so a typo fails in a second, not after a model build.
+    """
     epochs, learning_rate = _pair(epochs, "epochs"), _pair(learning_rate, "learning_rate")
-    if any(isinstance(e, bool) or not isinstance(e, int | np.integer) or e < 0 for e in epochs) or epochs[0] + epochs[1] == 0:
+    if (
+        any(isinstance(e, bool) or not isinstance(e, int | np.integer) or e < 0 for e in epochs)
+        or epochs[0] + epochs[1] == 0
+    ):
         raise InvalidArgumentError(f"epochs={epochs}: give non-negative integers, not both 0.")
     if any(not lr > 0 for lr in learning_rate):
         raise InvalidArgumentError(f"learning_rate={learning_rate}: must be positive.")
-    if isinstance(weight_decay, bool) or not isinstance(weight_decay, int | float) or not 0 <= weight_decay < np.inf:
-        raise InvalidArgumentError(f"weight_decay={weight_decay!r}: must be a number >= 0 (0 turns decay off; "
-                                   "1e-4 is the default).")
+    if (
+        isinstance(weight_decay, bool)
+        or not isinstance(weight_decay, int | float)
+        or not 0 <= weight_decay < np.inf
+    ):
+        raise InvalidArgumentError(
+            f"weight_decay={weight_decay!r}: must be a number >= 0 (0 turns decay off; 1e-4 is the "
+            "default)."
+        )
     if task not in ACTIVATIONS:
         from zoo.errors import UnknownNameError
 
         raise UnknownNameError("fine-tuning task", task, ACTIVATIONS, argument="task")
-    metric = "accuracy" if task in ("classification", "multilabel") else {"regression": "mae", "segmentation": "dice"}[task]
+    metric = (
+        "accuracy"
+        if task in ("classification", "multilabel")
+        else {"regression": "mae", "segmentation": "dice"}[task]
+    )
     if monitor not in ("val_loss", f"val_{metric}"):
         raise InvalidArgumentError(f"monitor={monitor!r}: use 'val_loss' or 'val_{metric}'.")
     if not 0 < validation_split < 1:
         raise InvalidArgumentError(f"validation_split={validation_split}: must be in (0, 1).")
     if not isinstance(patience, int) or patience < 1:
         raise InvalidArgumentError(f"patience={patience!r}: must be a positive integer.")
-    policy = augment_policy(augment)
-    check_precision(precision)
-    strat = make_strategy(strategy)  # first: MultiWorkerMirroredStrategy must precede other TF work
+    return epochs, learning_rate, metric
 
+
+@dataclass
+class _Data:
+    """The run's training and validation data: arrays, or a stream and its first batch."""
+
+    train_data: object
+    val_data: object
+    x: np.ndarray
+    y: np.ndarray
+    vx: np.ndarray
+    vy: np.ndarray
+    streamed: bool
+    val_streamed: bool
+    val_groups: np.ndarray | None
+
+
+def _load_data(train_data, val_data, model_or_name, num_classes, task, policy, groups,
+               validation_split, seed) -> _Data:
+    """Training and validation examples (in memory, or each stream's first batch), checked."""
     streamed, val_groups = _is_dataset(train_data), None
     classes_task = task == "classification"
     if streamed:
-        if val_data is None or not _is_dataset(val_data):
-            raise DataError("train_data is a tf.data.Dataset: give val_data as a dataset too (a stream is not split "
-                            "here; split the file list, by patient, before building the two pipelines).")
-        if isinstance(policy, Augment):
-            raise InvalidArgumentError("augment: the built-in augmentation works on in-memory images; for a tf.data "
-                                       "pipeline augment inside it (zoo.dicom_dataset(augment=...)) and pass "
-                                       "augment=False, or give a list of Keras preprocessing layers.")
-        if num_classes is None and isinstance(model_or_name, str) and task in ("classification", "segmentation"):
-            raise InvalidArgumentError("num_classes=None with a streamed dataset: give the number of classes (the "
-                                       "zoo does not read the whole stream to count them).")
+        _check_stream(val_data, policy, model_or_name, num_classes, task)
         x, y = _first(train_data, "train_data")
         vx, vy = _first(val_data, "val_data")
         if groups is not None:
-            raise InvalidArgumentError("groups= splits in-memory data; a streamed dataset is split before it is built.")
+            raise InvalidArgumentError(
+                "groups= splits in-memory data; a streamed dataset is split before it is built."
+            )
     else:
-        x, y = _arrays(train_data, "train_data", classes_task)
-        if groups is not None and len(groups) != len(x):
-            raise DataError(f"groups has {len(groups)} entries for {len(x)} training images; give one patient id "
-                            "per image, in the order of train_data.")
-        if val_data is None:
-            from zoo.metrics import validation_split as split
-
-            if len(x) < 2:
-                raise DataError(f"train_data has {len(x)} examples: too few to hold out a validation set; give val_data.")
-            train_idx, val_idx = split(len(x), validation_split, groups=groups, seed=seed)
-            (x, y), (vx, vy) = (x[train_idx], y[train_idx]), (x[val_idx], y[val_idx])
-            val_groups = None if groups is None else np.asarray(groups)[val_idx]
-        elif _is_dataset(val_data):
-            vx, vy = _first(val_data, "val_data")
-        else:
-            vx, vy = _arrays(val_data, "val_data", classes_task)
-    val_streamed = _is_dataset(val_data)
+        x, y, vx, vy, val_groups = _memory_data(train_data, val_data, classes_task, groups,
+                                                validation_split, seed)
     if classes_task and not streamed:
         _check_labels(y, vy, num_classes)
-    if num_classes is None and isinstance(model_or_name, str):
-        num_classes = {"classification": lambda: int(max(y.max(), vy.max())) + 1,
-                       "segmentation": lambda: int(max(y.max(), vy.max())) + 1,
-                       "multilabel": lambda: int(y.shape[1]) if y.ndim == 2 else 1,
-                       "regression": lambda: int(np.prod(y.shape[1:], dtype=int))}[task]()
-    keras.utils.set_random_seed(seed)
-    if isinstance(model_or_name, str) and task != "classification":
-        build_kw = {"classifier_activation": ACTIVATIONS[task]}
+    return _Data(train_data, val_data, x, y, vx, vy, streamed, _is_dataset(val_data), val_groups)
+
+
+def _check_stream(val_data, policy, model_or_name, num_classes, task) -> None:
+    """The options a streamed training set cannot take: no split, augmentation or class count."""
+    if val_data is None or not _is_dataset(val_data):
+        raise DataError(
+            "train_data is a tf.data.Dataset: give val_data as a dataset too (a stream is not "
+            "split here; split the file list, by patient, before building the two pipelines)."
+        )
+    if isinstance(policy, Augment):
+        raise InvalidArgumentError(
+            "augment: the built-in augmentation works on in-memory images; for a tf.data "
+            "pipeline augment inside it (zoo.dicom_dataset(augment=...)) and pass "
+            "augment=False, or give a list of Keras preprocessing layers."
+        )
+    if (
+        num_classes is None
+        and isinstance(model_or_name, str)
+        and task in ("classification", "segmentation")
+    ):
+        raise InvalidArgumentError(
+            "num_classes=None with a streamed dataset: give the number of classes (the zoo "
+            "does not read the whole stream to count them)."
+        )
+
+
+def _memory_data(train_data, val_data, classes_task, groups, validation_split, seed):
+    """(x, y, vx, vy, validation groups) for in-memory training data; split when no val_data."""
+    x, y = _arrays(train_data, "train_data", classes_task)
+    if groups is not None and len(groups) != len(x):
+        raise DataError(
+            f"groups has {len(groups)} entries for {len(x)} training images; give one patient "
+            "id per image, in the order of train_data."
+        )
+    if val_data is None:
+        from zoo.metrics import validation_split as split
+
+        if len(x) < 2:
+            raise DataError(
+                f"train_data has {len(x)} examples: too few to hold out a validation set; give "
+                "val_data."
+            )
+        train_idx, val_idx = split(len(x), validation_split, groups=groups, seed=seed)
+        val_groups = None if groups is None else np.asarray(groups)[val_idx]
+        return x[train_idx], y[train_idx], x[val_idx], y[val_idx], val_groups
+    if _is_dataset(val_data):
+        vx, vy = _first(val_data, "val_data")
     else:
-        build_kw = {}
-    model = _build(model_or_name, strat, precision, pretrained=pretrained, num_classes=num_classes,
-                   in_chans=in_chans or x.shape[-1], input_shape=input_shape or x.shape[1:-1], dropout=dropout,
-                   **build_kw)
+        vx, vy = _arrays(val_data, "val_data", classes_task)
+    return x, y, vx, vy, None
+
+
+def _count_classes(task: str, y: np.ndarray, vy: np.ndarray) -> int:
+    """The model's output count implied by the labels when num_classes is not given."""
+    if task in ("classification", "segmentation"):
+        return int(max(y.max(), vy.max())) + 1
+    if task == "multilabel":
+        return int(y.shape[1]) if y.ndim == 2 else 1
+    return int(np.prod(y.shape[1:], dtype=int))
+
+
+def _check_fit(model, task: str, data: _Data) -> tuple[int, tuple[float, float] | None]:
+    """(classes, input value range) once labels, shapes and values fit the built model."""
+    from zoo.train.tasks import make_task
+
+    x, y, vx, vy = data.x, data.y, data.vx, data.vy
     classes = int(model.outputs[0].shape[-1])
-    if classes_task and (y.max() >= classes or vy.max() >= classes):
-        raise DataError(f"labels go up to {max(y.max(), vy.max())} but the model has {classes} outputs; "
-                        "give num_classes= the number of classes.")
-    if tuple(x.shape[1:]) != tuple(model.inputs[0].shape[1:]) and None not in model.inputs[0].shape[1:]:
-        raise DataError(f"images of shape {x.shape[1:]} but the model takes {tuple(model.inputs[0].shape[1:])}; "
-                        "resize the images or build the model with input_shape=.")
+    if task == "classification" and (y.max() >= classes or vy.max() >= classes):
+        raise DataError(
+            f"labels go up to {max(y.max(), vy.max())} but the model has {classes} outputs; give "
+            "num_classes= the number of classes."
+        )
+    if (
+        tuple(x.shape[1:]) != tuple(model.inputs[0].shape[1:])
+        and None not in model.inputs[0].shape[1:]
+    ):
+        raise DataError(
+            f"images of shape {x.shape[1:]} but the model takes "
+            f"{tuple(model.inputs[0].shape[1:])}; resize the images or build the model with "
+            "input_shape=."
+        )
     value_range = _check_range(model, x, vx)
-    for data, labels, what in ((x, y, "train_data"), (vx, vy, "val_data")):
+    for images, labels, what in ((x, y, "train_data"), (vx, vy, "val_data")):
         try:
-            make_task(task, model).check(data, labels)
+            make_task(task, model).check(images, labels)
         except DataError as err:
             raise DataError(f"{what}: {err}") from None
-    if class_weight is not None and not classes_task:
-        raise InvalidArgumentError(f"class_weight= is for task='classification' (task={task!r}).")
-    weights = None if streamed else class_weights_to_samples(y, class_weight, classes)
-    out = prepare_out_dir(out_dir, overwrite, resume) if is_chief() else Path(out_dir)
+    return classes, value_range
 
-    def optimizer(lr):
-        with strat.scope():
-            opt = keras.optimizers.AdamW(learning_rate=lr, weight_decay=weight_decay, name="adamw")
-            opt.exclude_from_weight_decay(var_names=NO_DECAY)
-            return wrap_optimizer(opt, precision)
 
-    def training_source():
-        if streamed:
-            ds = train_data if class_weight is None else None
-            if ds is None:
-                counts = None
-                if class_weight == "balanced":
-                    raise InvalidArgumentError("class_weight='balanced' needs the class counts; with a streamed "
-                                               "dataset give {class: weight}.")
-                table = class_weights_to_samples(np.arange(classes), counts or class_weight, classes)
-                ds = train_data.map(_class_weights_fn(table))
-            if policy:
-                ds = epoch_source(ds)(0).map(_layers_fn(policy))
-            return ds
+class _Sources:
+    """Each stage's training and validation input: batches, augmented batches or the stream."""
+
+    def __init__(self, data: _Data, policy, class_weight, classes, batch_size, seed, value_range):
+        self.data, self.policy, self.class_weight = data, policy, class_weight
+        self.classes, self.batch_size, self.seed = classes, batch_size, seed
+        self.value_range = value_range
+        self.weights = (
+            None if data.streamed else class_weights_to_samples(data.y, class_weight, classes)
+        )
+
+    def training(self):
+        """A fresh training source (the engine takes a Batches, a callable or a dataset)."""
+        data, policy = self.data, self.policy
+        if data.streamed:
+            return self._streamed()
         if isinstance(policy, Augment):
-            batches = _AugmentedBatches(x, y, batch_size, seed, weights, policy, value_range)
-            return batches
-        batches = Batches(x, y, batch_size, True, seed, weights)
+            return _AugmentedBatches(data.x, data.y, self.batch_size, self.seed, self.weights,
+                                     policy, self.value_range)
+        batches = Batches(data.x, data.y, self.batch_size, True, self.seed, self.weights)
         map_fn = _layers_fn(policy) if policy else None
         return (lambda epoch: batches.dataset(epoch, map_fn)) if map_fn else batches
 
-    def val_source():
-        return val_data if val_streamed else Batches(vx, vy, batch_size, False)
+    def _streamed(self):
+        """The training stream, with per-sample class weights and Keras augmentation layers."""
+        ds = self.data.train_data
+        if self.class_weight is not None:
+            if self.class_weight == "balanced":
+                raise InvalidArgumentError(
+                    "class_weight='balanced' needs the class counts; with a streamed dataset "
+                    "give {class: weight}."
+                )
+            table = class_weights_to_samples(np.arange(self.classes), self.class_weight,
+                                             self.classes)
+            ds = ds.map(_class_weights_fn(table))
+        if self.policy:
+            from zoo.train.engine import epoch_source
 
-    def run_stage(name, target, source, val, n_epochs, lr, whole_epoch=False):
+            ds = epoch_source(ds)(0).map(_layers_fn(self.policy))
+        return ds
+
+    def val(self):
+        data = self.data
+        return data.val_data if data.val_streamed else Batches(data.vx, data.vy, self.batch_size,
+                                                               False)
+
+    def cached(self, model, source, strat, info: dict):
+        """(head, training batches, validation batches) on backbone features computed once."""
+        from zoo.train.feature_cache import compute_features, split_head
+
+        data, batch_size = self.data, self.batch_size
+        backbone, head = split_head(model)
+        t0 = time.perf_counter()
+        if data.streamed:
+            features, fy, fw = _streamed_features(backbone, source, strat)
+            source = Batches(features, fy, batch_size, True, self.seed, fw)
+        else:
+            features = compute_features(backbone, data.x, strategy=strat)
+            source = Batches(features, data.y, batch_size, True, self.seed, self.weights)
+        if data.val_streamed:
+            vdata, fvy, _ = _streamed_features(backbone, data.val_data, strat)
+            val = Batches(vdata, fvy, batch_size, False)
+        else:
+            vfeatures = compute_features(backbone, data.vx, strategy=strat)
+            val = Batches(vfeatures, data.vy, batch_size, False)
+        info["cache_seconds"] = round(time.perf_counter() - t0, 4)
+        info["cache_shape"] = list(features.shape[1:])
+        return head, source, val
+
+
+class _Stages:
+    """Runs a stage on the engine: its own optimizer, hooks and checkpoint folder."""
+
+    def __init__(self, run: _Run, out: Path, task: str, strat, *, weight_decay, precision,
+                 patience, verbose, checkpoint_every, resume):
+        self.run, self.out, self.task, self.strat = run, out, task, strat
+        self.weight_decay, self.precision, self.patience = weight_decay, precision, patience
+        self.verbose, self.checkpoint_every, self.resume = verbose, checkpoint_every, resume
+
+    def optimizer(self, lr):
+        """AdamW without decay on biases and normalisation, built in the strategy's scope."""
+        import keras
+
+        from zoo.train.precision import wrap_optimizer
+
+        with self.strat.scope():
+            opt = keras.optimizers.AdamW(learning_rate=lr, weight_decay=self.weight_decay,
+                                         name="adamw")
+            opt.exclude_from_weight_decay(var_names=NO_DECAY)
+            return wrap_optimizer(opt, self.precision)
+
+    def __call__(self, name, target, source, val, n_epochs, lr, whole_epoch=False):
+        from zoo.train.engine import Engine, Progress
+        from zoo.train.tasks import make_task
+
+        run = self.run
         offset = len(run.history)  # the run's epoch number seeds the order and the augmentation
         n_steps = len(source) if hasattr(source, "__len__") and not _is_dataset(source) else None
         if hasattr(source, "dataset"):
@@ -674,84 +1034,100 @@ def finetune(model_or_name, train_data, val_data=None, *, pretrained=None, num_c
         elif callable(source) and not _is_dataset(source):
             inner = source
             source = lambda epoch: inner(epoch + offset)  # noqa: E731
-        hooks = [run.hook(name, patience)]
-        if verbose and not whole_epoch:
+        hooks = [run.hook(name, self.patience)]
+        if self.verbose and not whole_epoch:
             hooks.append(Progress(n_steps, name))
-        engine = Engine(make_task(task, target), optimizer(lr), strat, hooks=hooks,
-                        checkpoint_dir=out / "checkpoints" / name, checkpoint_every=checkpoint_every,
-                        whole_epoch=whole_epoch, chief=run.chief)
-        engine.fit(source, n_epochs, val, resume=resume)
+        engine = Engine(
+            make_task(self.task, target),
+            self.optimizer(lr),
+            self.strat,
+            hooks=hooks,
+            checkpoint_dir=self.out / "checkpoints" / name,
+            checkpoint_every=self.checkpoint_every,
+            whole_epoch=whole_epoch,
+            chief=run.chief,
+        )
+        engine.fit(source, n_epochs, val, resume=self.resume)
         return engine
 
-    run = _Run(model, out, monitor, is_chief(), verbose)
+
+def _stage1(stages: _Stages, sources: _Sources, model, n_epochs, lr, cache_features, strat):
+    """(stage 1 summary, cached): the head alone on the frozen backbone, from cache if it can."""
+    from zoo.train.transfer import freeze, trainable_summary
+
     freeze(model)
-    stage1_info = trainable_summary(model)
+    info = trainable_summary(model)
     cached = False
-    if epochs[0]:
-        target, source, val = model, training_source(), val_source()
-        if cache_features and policy is None:
-            backbone, head = split_head(model)
-            t0 = time.perf_counter()
-            if streamed:
-                data, fy, fw = _streamed_features(backbone, source, strat)
-                source = Batches(data, fy, batch_size, True, seed, fw)
-            else:
-                data = compute_features(backbone, x, strategy=strat)
-                source = Batches(data, y, batch_size, True, seed, weights)
-            if val_streamed:
-                vdata, fvy, _ = _streamed_features(backbone, val_data, strat)
-                val = Batches(vdata, fvy, batch_size, False)
-            else:
-                val = Batches(compute_features(backbone, vx, strategy=strat), vy, batch_size, False)
-            stage1_info["cache_seconds"] = round(time.perf_counter() - t0, 4)
-            stage1_info["cache_shape"] = list(data.shape[1:])
-            target, cached = head, True
-        run_stage("stage1", target, source, val, epochs[0], learning_rate[0], whole_epoch=cached)
-    stage2_info = None
-    if epochs[1]:
-        before = (run.best_epoch, run.best_value)
-        if before[0] >= 0:  # stage 2 must not end below stage 1 on either validation metric
-            other = f"val_{metric}" if monitor == "val_loss" else "val_loss"
-            run.floor = {other: run.history[before[0]][other]}
-        unfreeze(model, unfreeze_from, batchnorm=unfreeze_batchnorm)
-        stage2_info = trainable_summary(model)
-        run_stage("stage2", model, training_source(), val_source(), epochs[1], learning_rate[1])
-        kept = before[0] < 0 or run.best_epoch != before[0]
-        stage2_info["kept"] = kept
-        if not kept:
-            stage2_info["note"] = (f"stage 2 did not improve {monitor} on stage 1's best {before[1]:.4f} "
-                                   f"without worsening {other} ({run.floor[other]:.4f}); "
-                                   f"the model keeps stage 1's weights (epoch {before[0] + 1})")
-        if verbose or not kept:
-            print(f"stage 2: {'kept, best ' + monitor + f' {run.best_value:.4f}' if kept else stage2_info['note']}")
-    run.restore_best()
+    if n_epochs:
+        target, source, val = model, sources.training(), sources.val()
+        if cache_features and sources.policy is None:
+            target, source, val = sources.cached(model, source, strat, info)
+            cached = True
+        stages("stage1", target, source, val, n_epochs, lr, whole_epoch=cached)
+    return info, cached
 
-    record = None
-    if run.chief:
-        clinical = None if val_streamed else _clinical(model, vx, vy, val_groups, batch_size, task)
-        record = run.out / "run.json"
-        record.write_text(json.dumps(_jsonable({
-            "versions": library_versions(), "arguments": arguments, "strategy": describe(strat), "task": task,
-            "data": {"train": None if streamed else list(x.shape), "validation": None if val_streamed else list(vx.shape),
-                     "streamed": streamed, "classes": classes,
-                     "train_class_counts": np.bincount(y, minlength=classes).tolist()
-                     if classes_task and not streamed else None,
-                     "split": "patient" if groups is not None and val_data is None else "image",
-                     "input_range": list(value_range) if value_range else None},
-            "augment": _jsonable(vars(policy)) if isinstance(policy, Augment) else _jsonable(policy),
-            "stage1": {**stage1_info, "cached_features": cached}, "stage2": stage2_info,
-            "best": {"epoch": run.best_epoch, monitor: run.best_value, "checkpoint": str(run.checkpoint),
-                     "stage": run.history[run.best_epoch]["stage"] if run.best_epoch >= 0 else None},
-            "validation_metrics": clinical,
-            "history": run.history}), indent=2))
-        from zoo.figures import reliability_diagram, training_curves
-        from zoo.outputs import finish_dir
 
-        training_curves(record, run.out / "curves.png")
-        if clinical and "calibration" in clinical:
-            reliability_diagram(clinical["calibration"], run.out / "reliability.png")
-        finish_dir(run.out, writer="zoo.finetune")
-    return FinetuneResult(model=model, history=run.history, best_epoch=run.best_epoch, best_value=run.best_value,
-                          monitor=monitor, checkpoint=run.checkpoint if run.chief else None, record=record,
-                          log_dir=run.log_dir if run.chief else None, cached_stage1=cached, strategy=describe(strat),
-                          stage2_kept=stage2_info["kept"] if stage2_info else None)
+def _stage2(stages: _Stages, sources: _Sources, model, n_epochs, lr, monitor, metric,
+            unfreeze_from, unfreeze_batchnorm, verbose) -> dict:
+    """Stage 2's summary: the unfrozen model, kept only if it beats stage 1 on both metrics."""
+    from zoo.train.transfer import trainable_summary, unfreeze
+
+    run = stages.run
+    before = (run.best_epoch, run.best_value)
+    if before[0] >= 0:  # stage 2 must not end below stage 1 on either validation metric
+        other = f"val_{metric}" if monitor == "val_loss" else "val_loss"
+        run.floor = {other: run.history[before[0]][other]}
+    unfreeze(model, unfreeze_from, batchnorm=unfreeze_batchnorm)
+    info = trainable_summary(model)
+    stages("stage2", model, sources.training(), sources.val(), n_epochs, lr)
+    kept = before[0] < 0 or run.best_epoch != before[0]
+    info["kept"] = kept
+    if not kept:
+        info["note"] = (
+            f"stage 2 did not improve {monitor} on stage 1's best {before[1]:.4f} without "
+            f"worsening {other} ({run.floor[other]:.4f}); the model keeps stage 1's weights "
+            f"(epoch {before[0] + 1})"
+        )
+    if verbose or not kept:
+        shown = f"kept, best {monitor} {run.best_value:.4f}" if kept else info["note"]
+        print(f"stage 2: {shown}")
+    return info
+
+
+def _data_record(data: _Data, classes, task, groups, value_range) -> dict:
+    """run.json's description of the data: shapes, class counts, how validation was split."""
+    counted = task == "classification" and not data.streamed
+    return {
+        "train": None if data.streamed else list(data.x.shape),
+        "validation": None if data.val_streamed else list(data.vx.shape),
+        "streamed": data.streamed,
+        "classes": classes,
+        "train_class_counts": np.bincount(data.y, minlength=classes).tolist() if counted else None,
+        "split": "patient" if groups is not None and data.val_data is None else "image",
+        "input_range": list(value_range) if value_range else None,
+    }
+
+
+def _write_record(run: _Run, model, data: _Data, fields: dict, batch_size, task, monitor) -> Path:
+    """run.json (``fields``, the best epoch, clinical validation metrics, history) and figures."""
+    from zoo.figures import reliability_diagram, training_curves
+    from zoo.outputs import finish_dir
+
+    clinical = (
+        None if data.val_streamed
+        else _clinical(model, data.vx, data.vy, data.val_groups, batch_size, task)
+    )
+    best = {
+        "epoch": run.best_epoch,
+        monitor: run.best_value,
+        "checkpoint": str(run.checkpoint),
+        "stage": run.history[run.best_epoch]["stage"] if run.best_epoch >= 0 else None,
+    }
+    content = {**fields, "best": best, "validation_metrics": clinical, "history": run.history}
+    record = run.out / "run.json"
+    record.write_text(json.dumps(_jsonable(content), indent=2))
+    training_curves(record, run.out / "curves.png")
+    if clinical and "calibration" in clinical:
+        reliability_diagram(clinical["calibration"], run.out / "reliability.png")
+    finish_dir(run.out, writer="zoo.finetune")
+    return record

@@ -22,22 +22,31 @@ SUFFIXES = (".npy", ".png")
 
 def _read_image(path: Path) -> np.ndarray:
     if not path.is_file():
-        raise DataError(f"{path}: listed in the labels CSV but not found; fix the CSV or add the file.")
+        raise DataError(
+            f"{path}: listed in the labels CSV but not found; fix the CSV or add the file."
+        )
     if path.suffix == ".npy":
         image = np.load(path, allow_pickle=False)
     elif path.suffix == ".png":
         import tensorflow as tf
 
         try:
-            image = tf.io.decode_png(path.read_bytes(), dtype=tf.uint16 if _png_bit_depth(path) == 16 else tf.uint8).numpy()
+            image = tf.io.decode_png(
+                path.read_bytes(), dtype=tf.uint16 if _png_bit_depth(path) == 16 else tf.uint8
+            ).numpy()
         except tf.errors.InvalidArgumentError as e:
             raise DataError(f"{path}: not a readable PNG ({e.message.splitlines()[0]}).") from None
     else:
-        raise DataError(f"{path}: unsupported image type {path.suffix!r}; use {' or '.join(SUFFIXES)}.")
+        raise DataError(
+            f"{path}: unsupported image type {path.suffix!r}; use {' or '.join(SUFFIXES)}."
+        )
     if image.ndim == 2:
         image = image[..., None]
     if image.ndim != 3 or not np.issubdtype(image.dtype, np.number):
-        raise DataError(f"{path}: an image must be a (H, W) or (H, W, C) numeric array, got {image.shape} {image.dtype}.")
+        raise DataError(
+            f"{path}: an image must be a (H, W) or (H, W, C) numeric array, got {image.shape} "
+            f"{image.dtype}."
+        )
     return image.astype(np.float32)
 
 
@@ -66,5 +75,8 @@ def load_labelled_folder(folder, labels_csv: str = "labels.csv",
     images = [_read_image(path) for path in labels.paths]
     shapes = {im.shape for im in images}
     if len(shapes) > 1:
-        raise DataError(f"{folder}: images of several shapes {sorted(shapes)[:4]}; resize them to one size first.")
+        raise DataError(
+            f"{folder}: images of several shapes {sorted(shapes)[:4]}; resize them to one size "
+            "first."
+        )
     return np.stack(images), labels.labels, list(labels.classes)

@@ -1,4 +1,5 @@
-"""The supervised tasks the engine ships: classification, multi-label, regression, segmentation, MIL.
+"""The supervised tasks the engine ships: classification, multi-label, regression,
+segmentation, MIL.
 
 Each turns a batch (x, y, w) into per-example losses (weighted by w) and metric sums, and checks
 on the first batch that the labels fit it (a ``DataError`` before any training). Models output
@@ -15,7 +16,9 @@ from zoo.train.engine import StepOutput, Task
 
 def _finite(y: np.ndarray, what: str = "labels") -> None:
     if np.asarray(y).dtype.kind == "f" and not np.all(np.isfinite(y)):
-        raise DataError(f"the {what} hold NaN or infinity; drop or fix those examples before training.")
+        raise DataError(
+            f"the {what} hold NaN or infinity; drop or fix those examples before training."
+        )
 
 
 def _outputs(model) -> int:
@@ -23,7 +26,7 @@ def _outputs(model) -> int:
 
 
 class SupervisedTask(Task):
-    """One model, one optimizer, one label per example: subclasses give ``per_example`` and ``metrics``."""
+    """One model, optimizer and label per example; subclasses give ``per_example``, ``metrics``."""
 
     def __init__(self, model):
         self.model = model
@@ -37,7 +40,9 @@ class SupervisedTask(Task):
     def forward(self, x, training: bool):
         import tensorflow as tf
 
-        return tf.nest.map_structure(lambda t: tf.cast(t, tf.float32), self.model(x, training=training))
+        return tf.nest.map_structure(
+            lambda t: tf.cast(t, tf.float32), self.model(x, training=training)
+        )
 
     def step(self, batch, training: bool) -> StepOutput:
         import tensorflow as tf
@@ -65,32 +70,50 @@ class Classification(SupervisedTask):
         import keras
         import tensorflow as tf
 
-        return keras.losses.sparse_categorical_crossentropy(tf.cast(y, tf.int32), out, from_logits=self.from_logits)
+        return keras.losses.sparse_categorical_crossentropy(
+            tf.cast(y, tf.int32), out, from_logits=self.from_logits
+        )
 
     def metrics(self, y, out, w):
         import tensorflow as tf
 
-        correct = tf.equal(tf.argmax(out, -1, output_type=tf.int32), tf.cast(tf.reshape(y, [-1]), tf.int32))
-        return {"accuracy": (tf.reduce_sum(tf.cast(correct, tf.float32)), tf.cast(tf.size(correct), tf.float32))}
+        correct = tf.equal(
+            tf.argmax(out, -1, output_type=tf.int32), tf.cast(tf.reshape(y, [-1]), tf.int32)
+        )
+        return {
+            "accuracy": (
+                tf.reduce_sum(tf.cast(correct, tf.float32)),
+                tf.cast(tf.size(correct), tf.float32),
+            )
+        }
 
     def check(self, x, y):
         y = np.asarray(y)
         if y.ndim == 2 and y.shape[1] > 1:
-            raise DataError(f"labels of shape {y.shape} (several per image) for single-label classification; "
-                            "use task='multilabel' (zoo.train.tasks.MultiLabel) or give one class index per image.")
+            raise DataError(
+                f"labels of shape {y.shape} (several per image) for single-label "
+                "classification; use task='multilabel' (zoo.train.tasks.MultiLabel) "
+                "or give one class index per image."
+            )
         _finite(y)
         if y.dtype.kind == "f" and not np.all(np.mod(y, 1) == 0):
-            raise DataError(f"labels such as {y.ravel()[:3].tolist()} are not class indices; for numeric targets "
-                            "use task='regression', else give integer classes.")
+            raise DataError(
+                f"labels such as {y.ravel()[:3].tolist()} are not class indices; for "
+                "numeric targets use task='regression', else give integer classes."
+            )
         k = _outputs(self.model)
         if y.size and (y.min() < 0 or (k > 1 and y.max() >= k)):
-            raise DataError(f"labels go from {y.min()} to {y.max()} but the model has {k} outputs; give class "
-                            f"indices 0..{k - 1} (or build the model with num_classes=).")
+            raise DataError(
+                f"labels go from {y.min()} to {y.max()} but the model has {k} outputs; "
+                f"give class indices 0..{k - 1} (or build the model with "
+                "num_classes=)."
+            )
 
 
 class MultiLabel(SupervisedTask):
-    """Several findings per image: 0/1 labels (N, K), sigmoid outputs, mean binary cross-entropy over
-    findings; ``accuracy`` is the fraction of findings right at 0.5 (use zoo.metrics for per-finding AUC)."""
+    """Several findings per image: 0/1 labels (N, K), sigmoid outputs, mean binary cross-entropy
+    over findings; ``accuracy`` is the fraction of findings right at 0.5 (use zoo.metrics for
+    per-finding AUC)."""
 
     def __init__(self, model, from_logits: bool = False):
         super().__init__(model)
@@ -100,21 +123,27 @@ class MultiLabel(SupervisedTask):
         import keras
         import tensorflow as tf
 
-        return keras.losses.binary_crossentropy(tf.cast(y, tf.float32), out, from_logits=self.from_logits)
+        return keras.losses.binary_crossentropy(
+            tf.cast(y, tf.float32), out, from_logits=self.from_logits
+        )
 
     def metrics(self, y, out, w):
         import tensorflow as tf
 
         pred = out > (0.0 if self.from_logits else 0.5)
-        right = tf.reduce_mean(tf.cast(tf.equal(pred, tf.cast(y, tf.float32) > 0.5), tf.float32), axis=-1)
+        right = tf.reduce_mean(
+            tf.cast(tf.equal(pred, tf.cast(y, tf.float32) > 0.5), tf.float32), axis=-1
+        )
         return {"accuracy": (tf.reduce_sum(right), tf.cast(tf.size(right), tf.float32))}
 
     def check(self, x, y):
         y = np.asarray(y)
         k = _outputs(self.model)
         if y.ndim != 2 or (k > 0 and y.shape[1] != k):
-            raise DataError(f"multi-label labels of shape {y.shape} for a model with {k} outputs; give (N, {k}) "
-                            "0/1 labels, one column per finding.")
+            raise DataError(
+                f"multi-label labels of shape {y.shape} for a model with {k} outputs; "
+                f"give (N, {k}) 0/1 labels, one column per finding."
+            )
         _finite(y)
         if not np.isin(y, (0, 1)).all():
             raise DataError("multi-label labels must be 0 or 1 per finding "
@@ -122,7 +151,7 @@ class MultiLabel(SupervisedTask):
 
 
 class Regression(SupervisedTask):
-    """Numeric targets (N,) or (N, K) (e.g. slice position in mm): mean squared error, MAE metric."""
+    """Numeric targets (N,) or (N, K) (e.g. slice position in mm): MSE loss, MAE metric."""
 
     def per_example(self, y, out):
         import tensorflow as tf
@@ -144,22 +173,28 @@ class Regression(SupervisedTask):
         _finite(y, "regression targets")
         k = _outputs(self.model)
         if k > 0 and y[0].size != k:
-            raise DataError(f"regression targets of shape {y.shape[1:]} per example for a model with {k} outputs.")
+            raise DataError(
+                f"regression targets of shape {y.shape[1:]} per example for a model "
+                f"with {k} outputs."
+            )
 
 
 class Segmentation(SupervisedTask):
-    """Per-pixel (2D) or per-voxel (3D) classes: integer masks (N, *spatial) or (N, *spatial, 1) against
-    softmax outputs (N, *spatial, K) (or one sigmoid channel for a binary mask).
+    """Per-pixel (2D) or per-voxel (3D) classes: integer masks (N, *spatial) or (N, *spatial, 1)
+    against softmax outputs (N, *spatial, K) (or one sigmoid channel for a binary mask).
 
-    ``loss="dice"``: 1 - the mean soft Dice over classes, per image ((2 sum p t + s) / (sum p + sum t + s),
-    s = ``smooth``); ``"dice_ce"``: that plus the mean pixel cross-entropy. Metric ``dice``: the hard
-    Dice of the arg-max over foreground classes (classes 1..K-1; empty in both counts 1).
+    ``loss="dice"``: 1 - the mean soft Dice over classes, per image
+    ((2 sum p t + s) / (sum p + sum t + s), s = ``smooth``); ``"dice_ce"``: that plus the mean
+    pixel cross-entropy. Metric ``dice``: the hard Dice of the arg-max over foreground classes
+    (classes 1..K-1; empty in both counts 1).
     """
 
     def __init__(self, model, loss: str = "dice_ce", smooth: float = 1e-5):
         super().__init__(model)
         if loss not in ("dice", "dice_ce"):
-            raise InvalidArgumentError(f"loss={loss!r}: use 'dice' or 'dice_ce' (Dice + cross-entropy).")
+            raise InvalidArgumentError(
+                f"loss={loss!r}: use 'dice' or 'dice_ce' (Dice + cross-entropy)."
+            )
         self.loss, self.smooth = loss, smooth
 
     def _probs_and_onehot(self, y, out):
@@ -200,17 +235,35 @@ class Segmentation(SupervisedTask):
 
     def check(self, x, y):
         y = np.asarray(y)
-        out_shape = tuple(self.model.outputs[0].shape[1:]) if getattr(self.model, "outputs", None) else None
+        out_shape = (
+            tuple(self.model.outputs[0].shape[1:]) if getattr(self.model, "outputs", None) else None
+        )
         _finite(y, "masks")
-        spatial = y.shape[1:-1] if out_shape and y.ndim == len(out_shape) + 1 and y.shape[-1] == 1 else y.shape[1:]
-        if out_shape and tuple(spatial) != tuple(d for d in out_shape[:-1]) and None not in out_shape:
-            raise DataError(f"masks of shape {y.shape[1:]} per image but the model outputs {out_shape}; give masks "
-                            f"of shape {out_shape[:-1]} (one class index per pixel), resampled like the images.")
+        spatial = (
+            y.shape[1:-1]
+            if out_shape and y.ndim == len(out_shape) + 1 and y.shape[-1] == 1
+            else y.shape[1:]
+        )
+        if (
+            out_shape
+            and tuple(spatial) != tuple(d for d in out_shape[:-1])
+            and None not in out_shape
+        ):
+            raise DataError(
+                f"masks of shape {y.shape[1:]} per image but the model outputs "
+                f"{out_shape}; give masks of shape {out_shape[:-1]} (one class index "
+                "per pixel), resampled like the images."
+            )
         k = max(int(out_shape[-1]), 2) if out_shape else None
         if y.dtype.kind == "f" and not np.all(np.mod(y, 1) == 0):
-            raise DataError("masks must hold class indices (0, 1, ...), not fractions; threshold soft masks first.")
+            raise DataError(
+                "masks must hold class indices (0, 1, ...), not fractions; threshold "
+                "soft masks first."
+            )
         if k and y.size and (y.min() < 0 or y.max() >= k):
-            raise DataError(f"masks hold classes {y.min()}..{y.max()} but the model has {k} classes.")
+            raise DataError(
+                f"masks hold classes {y.min()}..{y.max()} but the model has {k} classes."
+            )
 
 
 class MIL(SupervisedTask):
@@ -248,7 +301,12 @@ class MIL(SupervisedTask):
             p = tf.sigmoid(scores) if bag.from_logits else scores
             yy = tf.reshape(tf.cast(y, tf.float32), [tf.shape(p)[0], -1])
             right = tf.reduce_all(tf.equal(p > 0.5, yy > 0.5), -1)
-        return {"accuracy": (tf.reduce_sum(tf.cast(right, tf.float32)), tf.cast(tf.size(right), tf.float32))}
+        return {
+            "accuracy": (
+                tf.reduce_sum(tf.cast(right, tf.float32)),
+                tf.cast(tf.size(right), tf.float32),
+            )
+        }
 
     def predict(self, x):
         return self.model(x, training=False)["bag"]

@@ -28,7 +28,9 @@ def layer_index(model, where) -> int:
     layers = model.layers
     if isinstance(where, int) and not isinstance(where, bool):
         if not -len(layers) <= where < len(layers):
-            raise InvalidArgumentError(f"layer index {where} is outside 0..{len(layers) - 1} of model {model.name!r}.")
+            raise InvalidArgumentError(
+                f"layer index {where} is outside 0..{len(layers) - 1} of model {model.name!r}."
+            )
         return where % len(layers)
     if isinstance(where, str):
         names = [layer.name for layer in layers]
@@ -38,8 +40,9 @@ def layer_index(model, where) -> int:
         if block:
             return block[-1]
         raise InvalidArgumentError(
-            f"no layer or block named {where!r} in model {model.name!r}.{did_you_mean(where, names)} "
-            "List the names with [l.name for l in model.layers]."
+            f"no layer or block named {where!r} in model "
+            f"{model.name!r}.{did_you_mean(where, names)} List the names with [l.name for l in "
+            "model.layers]."
         )
     raise InvalidArgumentError(f"{where!r}: give a layer index, a layer name or a block prefix.")
 
