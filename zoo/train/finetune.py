@@ -29,7 +29,7 @@ from pathlib import Path
 import numpy as np
 
 from zoo.errors import DataError, InvalidArgumentError, ResumeError
-from zoo.train.trainer import Batches, finish_batches
+from zoo.train.batches import Batches, class_weights_to_samples, finish_batches
 
 NO_DECAY = ["bias", "gamma", "beta"]
 
@@ -541,7 +541,6 @@ def finetune(model_or_name, train_data, val_data=None, *, pretrained=None, num_c
     from zoo.train.feature_cache import compute_features, split_head
     from zoo.train.precision import check_precision, wrap_optimizer
     from zoo.train.tasks import make_task
-    from zoo.train.trainer import class_weights_to_samples
     from zoo.train.transfer import freeze, trainable_summary, unfreeze
 
     arguments["model_or_name"] = model_or_name if isinstance(model_or_name, str) else getattr(model_or_name, "name", "?")
