@@ -49,12 +49,12 @@ torch.set_num_threads(int(threads))
 try:
     import timm
     model, source = timm.create_model(name, pretrained=False, num_classes=10), "timm " + timm.__version__
-except ImportError:
+except Exception:  # not installed, or built for another torch
     try:
         import torchvision
         model, source = getattr(torchvision.models, name)(num_classes=10), "torchvision " + torchvision.__version__
-    except ImportError:
-        print(json.dumps({"error": "neither timm nor torchvision is installed"})); sys.exit(0)
+    except Exception as err:
+        print(json.dumps({"error": "neither timm nor torchvision imports: " + repr(err)[:120]})); sys.exit(0)
 model = model.train().to(memory_format=torch.channels_last)
 opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
 x = torch.rand(batch, 3, size, size).mul(255).contiguous(memory_format=torch.channels_last)
