@@ -94,3 +94,18 @@ def test_bad_arguments_are_refused():
         distribute([1, 2, 3], "grpc://127.0.0.1:1")
     with pytest.raises(InvalidArgumentError, match="processing_mode='sharded'"):
         distribute(tf.data.Dataset.range(3), "grpc://127.0.0.1:1", processing_mode="sharded")
+
+
+def test_finetune_reads_a_dataset_through_the_service(service, tmp_path):
+    import zoo
+    from zoo.data.synthetic import make_phantoms
+    from zoo.train.finetune import finetune
+
+    train, val = make_phantoms(16, size=32, seed=5), make_phantoms(8, size=32, seed=6)
+    batches = lambda d: tf.data.Dataset.from_tensor_slices((d.images.astype("float32"), d.labels)).batch(8)  # noqa: E731
+    keras.utils.set_random_seed(0)
+    model = zoo.load("simple_cnn", in_chans=1, num_classes=2, input_shape=(32, 32), widths=(8, 8, 8, 8, 8))
+    result = _within_timeout(lambda: finetune(model, service.distribute(batches(train)), batches(val), epochs=(1, 0),
+                                              augment=False, out_dir=tmp_path / "run", strategy="cpu", verbose=0))
+    assert len(result.history) == 1 and np.isfinite(result.history[0]["loss"])
+    assert (tmp_path / "run" / "run.json").exists()

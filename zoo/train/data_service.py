@@ -19,7 +19,8 @@ source runs Python in the process that built it: it works with the in-process wo
 not with workers on other machines (give those a file-based source such as ``list_files``).
 
 Use with the engine: ``Engine.fit(service.epochs(make), ...)`` where ``make(epoch)`` builds the
-epoch's ``tf.data.Dataset``; or ``service.distribute(dataset)`` for one pipeline.
+epoch's ``tf.data.Dataset``; or ``service.distribute(dataset)`` for one pipeline, which
+``zoo.finetune`` also takes as its training data (a batched dataset of (images, labels)).
 """
 
 from __future__ import annotations
