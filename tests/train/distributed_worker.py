@@ -45,9 +45,9 @@ def train(strat, out: str) -> None:
     import tensorflow as tf
 
     import zoo
+    from zoo.train.batches import Batches
     from zoo.train.engine import Engine, StepOutput, Task
     from zoo.train.tasks import Classification, Segmentation
-    from zoo.train.trainer import Batches
 
     rng = np.random.default_rng(0)
     x = rng.uniform(0, 255, (20, 32, 32, 1)).astype("float32")

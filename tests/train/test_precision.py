@@ -10,8 +10,10 @@ from numerics_util import BF16_EPS, assert_deep_close, depth_of
 import zoo
 from zoo.errors import InvalidArgumentError, PrecisionError
 from zoo.train import precision as P
+from zoo.train.batches import Batches
 from zoo.train.distribute import strategy
-from zoo.train.trainer import Batches, Trainer
+from zoo.train.engine import Engine
+from zoo.train.tasks import Classification
 
 
 @pytest.fixture
@@ -122,9 +124,9 @@ def test_fp16_training_uses_loss_scaling(small_model):
     rng = np.random.default_rng(2)
     x, y = rng.uniform(0, 255, (8, 32, 32, 1)).astype("float32"), rng.integers(0, 2, 8)
     before = model.get_layer("head_fc").get_weights()[0].copy()
-    trainer = Trainer(model, optimizer, strategy("cpu"))
+    engine = Engine(Classification(model), optimizer, strategy("cpu"))
     initial_scale = float(optimizer.dynamic_scale.numpy())
-    metrics = [trainer.train_epoch(Batches(x, y, 8), epoch) for epoch in range(4)]
+    metrics = engine.fit(Batches(x, y, 8), epochs=4)
     assert all(np.isfinite(m["loss"]) for m in metrics)
     # fp16 gradients overflow at the initial scale 2**15: those steps are skipped and the scale halved
     assert float(optimizer.dynamic_scale.numpy()) < initial_scale == 2.0**15

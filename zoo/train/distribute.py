@@ -1,7 +1,7 @@
 """``strategy(name)``: the tf.distribute strategy for this machine or cluster, by one name.
 
 Every zoo training path builds its model and optimizer inside ``strategy.scope()`` and
-trains with the zoo's own distributed step (zoo.train.trainer), so one code path serves a
+trains with the zoo's one training engine (zoo.train.engine), so one code path serves a
 laptop CPU, several GPUs, a ``TF_CONFIG`` cluster and a TPU.
 
 MultiWorkerMirroredStrategy must be created before TensorFlow runs its first operation

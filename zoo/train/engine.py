@@ -47,6 +47,7 @@ from pathlib import Path
 
 import numpy as np
 
+from zoo._keras_compat import all_layers
 from zoo.errors import DataError, InvalidArgumentError, ResumeError
 
 _CKPT = re.compile(r"^ckpt-(\d+)\.npz$")
@@ -172,7 +173,7 @@ def epoch_source(data) -> Callable[[int], object]:
         make = data
     else:
         raise InvalidArgumentError(f"data={type(data).__name__}: give a tf.data.Dataset of (x, y[, weight]) batches, "
-                                   "a function epoch -> Dataset, or zoo.train.trainer.Batches.")
+                                   "a function epoch -> Dataset, or zoo.train.batches.Batches.")
 
     def build(epoch: int):
         ds = make(epoch)
@@ -190,6 +191,21 @@ def epoch_source(data) -> Callable[[int], object]:
         return ds.with_options(options)
 
     return build
+
+
+def sync_batchnorm(model, replicas: int) -> int:
+    """Trainable BatchNorm layers compute statistics over the global batch (the same as on one
+    device) when there is more than one replica; frozen BatchNorm runs in inference mode and needs
+    nothing. Returns how many layers were switched."""
+    import keras
+
+    count = 0
+    if replicas > 1:
+        for layer in all_layers(model):
+            if isinstance(layer, keras.layers.BatchNormalization) and layer.trainable:
+                layer.synchronized = True
+                count += 1
+    return count
 
 
 def _first_batch(dataset):
@@ -212,8 +228,6 @@ class Engine:
                  checkpoint_every: int | None = None, whole_epoch: bool = False, keep_checkpoints: int = 2,
                  chief: bool = True, verbose: int = 0):
         import tensorflow as tf
-
-        from zoo.train.trainer import sync_batchnorm
 
         self.task, self.strategy = task, strategy or tf.distribute.get_strategy()
         names = tuple(task.optimizers)

@@ -29,7 +29,7 @@ from pathlib import Path
 import numpy as np
 
 from zoo.errors import DataError, InvalidArgumentError, ResumeError
-from zoo.train.trainer import Batches, class_weights_to_samples, finish_batches
+from zoo.train.batches import Batches, class_weights_to_samples, finish_batches
 
 NO_DECAY = ["bias", "gamma", "beta"]
 

@@ -1,4 +1,5 @@
-"""The zoo's training step against a hand computation; data order, class weights, BatchNorm sync."""
+"""A whole engine epoch against a hand computation (global-batch loss weighting, class weights, a short
+last batch); Batches' data order, class weights, BatchNorm sync."""
 
 from __future__ import annotations
 
@@ -7,8 +8,10 @@ import numpy as np
 import pytest
 
 from zoo.errors import DataError, InvalidArgumentError
+from zoo.train.batches import Batches, class_weights_to_samples
 from zoo.train.distribute import strategy
-from zoo.train.trainer import Batches, Trainer, class_weights_to_samples, sync_batchnorm
+from zoo.train.engine import Engine, sync_batchnorm
+from zoo.train.tasks import Classification
 
 
 def _softmax(z):
@@ -39,13 +42,13 @@ def test_one_epoch_equals_numpy_sgd(batch_size, whole_epoch):
     model = keras.Model(inputs, keras.layers.Dense(2, activation="softmax", name="head_fc")(inputs))
     W0, b0 = (v.numpy().copy() for v in model.weights)
     batches = Batches(x, y, batch_size=batch_size, seed=3, sample_weight=weights)
-    trainer = Trainer(model, keras.optimizers.SGD(0.1), strategy("cpu"))
-    metrics = trainer.train_epoch(batches, epoch=0, whole_epoch=whole_epoch)
+    engine = Engine(Classification(model), keras.optimizers.SGD(0.1), strategy("cpu"), whole_epoch=whole_epoch)
+    metrics = engine.fit(batches, epochs=1)[0]
     W, b, loss = _numpy_sgd(W0.astype(np.float64), b0.astype(np.float64), x, y, weights, 0.1, batch_size, batches.order(0))
     np.testing.assert_allclose(model.weights[0].numpy(), W, atol=1e-6)
     np.testing.assert_allclose(model.weights[1].numpy(), b, atol=1e-6)
     assert metrics["loss"] == pytest.approx(loss, rel=1e-5)
-    evaluated = trainer.evaluate(Batches(x, y, batch_size=4, shuffle=False))
+    evaluated = engine.evaluate(Batches(x, y, batch_size=4, shuffle=False))
     p = _softmax(x @ W + b)
     assert evaluated["accuracy"] == pytest.approx(np.mean(p.argmax(-1) == y))
     assert evaluated["loss"] == pytest.approx(np.mean(-np.log(p[np.arange(5), y])), rel=1e-5)
