@@ -13,7 +13,7 @@ import zoo
 from tests.explain.figure_checks import assert_readable
 from zoo.errors import DataError, UnknownNameError
 from zoo.explain import METHODS
-from zoo.explain.cli import add_explain_parser, explain, fit_volume_to_model
+from zoo.explain.cli import add_explain_parser, explain, fit_to_model
 
 
 def _parser():
@@ -80,7 +80,7 @@ def test_a_volume_for_a_3d_model_and_the_wrong_dimension_refused(tmp_path, capsy
     )
     assert report["input_shape"] == [16, 32, 32, 1] and 0 <= report["slice"] < 16
     model = zoo.load("simple_cnn3d", in_chans=1)
-    fitted = fit_volume_to_model(volume[..., None], model)
+    fitted = fit_to_model(volume[..., None], model)
     assert fitted.shape == (1, 16, 32, 32, 1) and np.isclose(
         fitted.mean(), volume.mean(), rtol=0.05
     )

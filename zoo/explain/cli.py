@@ -74,64 +74,86 @@ def load_input(path) -> np.ndarray:
     return load_image(path)
 
 
-def fit_volume_to_model(volume, model, path="IMAGE") -> np.ndarray:
-    """The (D, H, W, C) volume with the model's channel count and spatial size, batch of one.
-
-    Resized with the maps' mirrored trilinear sampling (zoo.explain.cam.upsample_volume).
-
-    Args:
-        volume: (D, H, W, C) float32.
-        model: the 3D model to explain.
-        path: the file the volume came from, for messages.
-
-    Returns:
-        (1, D, H, W, C) at the model's input size and channels.
-    """
-    from zoo.explain.cam import upsample_volume
-
-    *size, chans = model.inputs[0].shape[1:]
-    if volume.shape[-1] != chans:
-        if volume.shape[-1] == 1:
-            volume = np.repeat(volume, chans, axis=-1)
-        elif chans == 1:
-            volume = volume.mean(axis=-1, keepdims=True)
-        else:
-            raise DataError(f"volume {str(path)!r} has {volume.shape[-1]} channels and the model "
-                            f"takes {chans}; give a grey volume or one with that many.")
-    size = tuple(s or n for s, n in zip(size, volume.shape[:3]))
-    if volume.shape[:3] != size:
-        volume = np.moveaxis(upsample_volume(np.moveaxis(volume, -1, 0), size), 0, -1)
-    return volume[None].astype(np.float32)
+def _match_channels(array: np.ndarray, chans: int, what: str) -> np.ndarray:
+    """``array`` (channels last) with ``chans`` channels: grey repeated, colour averaged to grey,
+    RGBA's alpha dropped; any other mismatch is a DataError naming ``what``."""
+    if array.shape[-1] == 4 and chans != 4:
+        array = array[..., :3]
+    if array.shape[-1] == chans:
+        return array
+    if array.shape[-1] == 1:
+        return np.repeat(array, chans, axis=-1)
+    if chans == 1:
+        return array.mean(axis=-1, keepdims=True)
+    raise DataError(f"{what} has {array.shape[-1]} channels and the model takes {chans}; "
+                    f"give a grey image or one with {chans}.")
 
 
-def fit_to_model(image, model) -> np.ndarray:
-    """The image with the model's channel count and (fixed) spatial size, batch of one.
+def fit_image(image: np.ndarray, shape, what: str = "the image") -> np.ndarray:
+    """An (H, W, C) image with the channels and (fixed) size of a 2D model's input ``shape``.
 
     Args:
-        image: (H, W, C) float32.
-        model: the 2D model to explain.
+        image: (H, W, C) pixel values.
+        shape: the model's input shape without the batch axis, (H or None, W or None, C).
+        what: the image's name for messages.
 
     Returns:
-        (1, H, W, C) at the model's input size and channels.
+        (H, W, C) float32, resized bilinearly where the model fixes a size.
+
+    Raises:
+        DataError: the channel counts cannot be matched.
     """
     from keras import ops
 
-    h, w, chans = model.inputs[0].shape[1:]
-    if image.shape[-1] == 4:
-        image = image[..., :3]
-    if image.shape[-1] != chans:
-        if image.shape[-1] == 1:
-            image = np.repeat(image, chans, axis=-1)
-        elif chans == 1:
-            image = image.mean(axis=-1, keepdims=True)
-        else:
-            raise DataError(
-                f"the image has {image.shape[-1]} channels and the model takes {chans}."
-            )
+    h, w, chans = shape
+    image = _match_channels(image, chans, what)
     size = (h or image.shape[0], w or image.shape[1])
     if image.shape[:2] != size:
         image = ops.convert_to_numpy(ops.image.resize(image, size, interpolation="bilinear"))
-    return image[None].astype(np.float32)
+    return image.astype(np.float32)
+
+
+def fit_volume(volume: np.ndarray, shape, what: str = "the volume") -> np.ndarray:
+    """A (D, H, W, C) volume with the channels and (fixed) size of a 3D model's input ``shape``.
+
+    Resized with the maps' mirrored trilinear sampling (zoo.explain.cam.upsample_volume), so a
+    volume and its heat map are sampled alike.
+
+    Args:
+        volume: (D, H, W, C) values.
+        shape: the model's input shape without the batch axis, (D, H, W, C) with None for free.
+        what: the volume's name for messages.
+
+    Returns:
+        (D, H, W, C) float32.
+
+    Raises:
+        DataError: the channel counts cannot be matched.
+    """
+    from zoo.explain.cam import upsample_volume
+
+    *size, chans = shape
+    volume = _match_channels(volume, chans, what)
+    size = tuple(s or n for s, n in zip(size, volume.shape[:3], strict=True))
+    if volume.shape[:3] != size:
+        volume = np.moveaxis(upsample_volume(np.moveaxis(volume, -1, 0), size), 0, -1)
+    return volume.astype(np.float32)
+
+
+def fit_to_model(image, model, path="IMAGE") -> np.ndarray:
+    """``image`` (H, W, C) or volume (D, H, W, C) fitted to ``model``'s input, batch of one.
+
+    Args:
+        image: the pixel values, channels last.
+        model: the 2D or 3D model to explain.
+        path: the file the image came from, for messages.
+
+    Returns:
+        (1, *spatial, C) float32 at the model's input size and channels.
+    """
+    shape = tuple(model.inputs[0].shape[1:])
+    fit = fit_volume if len(shape) == 4 else fit_image
+    return fit(image, shape, f"{str(path)!r}")[None]
 
 
 def _load_model(spec: str, pretrained: str | None, in_chans: int, allow_random: bool = False,
@@ -221,10 +243,7 @@ def explain(model_spec, image_path, out, method="gradcam", layer=None, class_ind
                "save one slice (np.save(path, volume[d])) or use a 3D model such as simple_cnn3d")
         raise DataError(f"image {str(image_path)!r} is {given}, and model {model.name!r} takes "
                         f"{'3D volumes' if volume_model else '2D images'}; {fix}.")
-    if volume_model:
-        x = fit_volume_to_model(image, model, image_path)
-    else:
-        x = fit_to_model(image, model)
+    x = fit_to_model(image, model, image_path)
     scores = keras.Model(model.inputs, select_output(model))([x], training=False)
     score, index = pick_class(scores, class_index)
     cls, score = int(index[0]), float(keras.ops.convert_to_numpy(score)[0])

@@ -37,6 +37,7 @@ from pathlib import Path
 import numpy as np
 
 from zoo.errors import DataError, InvalidArgumentError, ZooError
+from zoo.explain.cli import fit_image, fit_volume
 from zoo.outputs import check_target, claim_dir, finish_dir, staged
 
 IMAGE_SUFFIXES = (".png", ".npy")
@@ -101,53 +102,14 @@ def _dicom_frames(path: Path, chans: int, out_range) -> list[np.ndarray]:
     return [norm(frame if frame.shape[-1] == chans else frame[..., :1]) for frame in array]
 
 
-def _fit(image: np.ndarray, shape) -> np.ndarray:
-    """``image`` with the model's channel count and spatial size (bilinear resize)."""
-    h, w, chans = shape
-    if image.shape[-1] == 4:
-        image = image[..., :3]
-    if image.shape[-1] != chans:
-        if image.shape[-1] == 1:
-            image = np.repeat(image, chans, axis=-1)
-        elif chans == 1:
-            image = image.mean(axis=-1, keepdims=True)
-        else:
-            raise DataError(
-                f"the image has {image.shape[-1]} channels and the model takes {chans}."
-            )
-    size = (h or image.shape[0], w or image.shape[1])
-    if image.shape[:2] != size:
-        from keras import ops
-
-        image = ops.convert_to_numpy(ops.image.resize(image, size, interpolation="bilinear"))
-    return image.astype(np.float32)
-
-
-def fit_volume(volume: np.ndarray, shape) -> np.ndarray:
-    """A (D, H, W, C) volume with the model's channels and size (zoo.explain's trilinear resize)."""
-    from zoo.explain.cam import upsample_volume
-
-    *size, chans = shape
-    if volume.shape[-1] != chans:
-        if volume.shape[-1] != 1 and chans != 1:
-            raise DataError(f"the volume has {volume.shape[-1]} channels and the model takes "
-                            f"{chans}; give a grey volume or one with {chans}.")
-        volume = (np.repeat(volume, chans, axis=-1) if volume.shape[-1] == 1
-                  else volume.mean(axis=-1, keepdims=True))
-    size = tuple(s or n for s, n in zip(size, volume.shape[:3], strict=True))
-    if volume.shape[:3] != size:
-        volume = np.moveaxis(upsample_volume(np.moveaxis(volume, -1, 0), size), 0, -1)
-    return volume.astype(np.float32)
-
-
 def _read_image(path: Path, shape, out_range) -> list[np.ndarray]:
     """The frames of one image file, fitted to a 2D model."""
     if path.suffix.lower() in IMAGE_SUFFIXES:
         from zoo.train.folder_data import _read_image  # 8/16-bit PNG, .npy; corrupt: DataError
 
-        return [_fit(_read_image(path), shape)]
+        return [fit_image(_read_image(path), shape)]
     if _is_dicom(path):
-        return [_fit(frame, shape) for frame in _dicom_frames(path, shape[-1], out_range)]
+        return [fit_image(frame, shape) for frame in _dicom_frames(path, shape[-1], out_range)]
     raise DataError(f"not an image or DICOM file (use {', '.join(IMAGE_SUFFIXES)} or DICOM)")
 
 
@@ -162,8 +124,17 @@ def _read_npy_volume(path: Path, shape) -> np.ndarray:
 
 
 def series_uid(path: Path) -> str:
-    """The file's SeriesInstanceUID (header only); a value that is not a UID (a corrupt file may
-    hold any text there) is replaced by a hash of it, so no other text reaches an output."""
+    """The file's SeriesInstanceUID, read from the header only.
+
+    A value that is not a UID (a corrupt file may hold any text there) is replaced by a hash of
+    it, so no other text from the file reaches an output.
+
+    Args:
+        path: a DICOM file.
+
+    Returns:
+        The UID, or ``series-<12 hex digits>`` for a value that is not one.
+    """
     from zoo.data.dicom import open_dataset
 
     ds = open_dataset(path, stop_before_pixels=True)
