@@ -29,11 +29,13 @@ class Batches:
 
     def __post_init__(self):
         if len(self.x) != len(self.y):
-            raise DataError(f"{len(self.x)} inputs but {len(self.y)} labels; give one label per input.")
+            raise DataError(
+                f"{len(self.x)} inputs but {len(self.y)} labels; give one label per input.")
         if len(self.x) == 0:
             raise DataError("the training data is empty; give at least one labelled example.")
-        if isinstance(self.batch_size, bool) or not isinstance(self.batch_size, int | np.integer) or self.batch_size < 1:
-            raise InvalidArgumentError(f"batch_size={self.batch_size!r}: must be a positive integer.")
+        size = self.batch_size
+        if isinstance(size, bool) or not isinstance(size, int | np.integer) or size < 1:
+            raise InvalidArgumentError(f"batch_size={size!r}: must be a positive integer.")
 
     def __len__(self) -> int:
         return math.ceil(len(self.x) / self.batch_size)
@@ -48,35 +50,49 @@ class Batches:
         import tensorflow as tf
 
         idx = self.order(epoch)
-        w = np.ones(len(self.y), np.float32) if self.sample_weight is None else self.sample_weight.astype(np.float32)
-        ds = tf.data.Dataset.from_tensor_slices((self.x[idx], self.y[idx], w[idx])).batch(self.batch_size)
+        if self.sample_weight is None:
+            w = np.ones(len(self.y), np.float32)
+        else:
+            w = self.sample_weight.astype(np.float32)
+        ds = tf.data.Dataset.from_tensor_slices((self.x[idx], self.y[idx], w[idx]))
+        ds = ds.batch(self.batch_size)
         return finish_batches(ds, map_fn)
 
 
 def class_weights_to_samples(y: np.ndarray, class_weight, num_classes: int) -> np.ndarray | None:
-    """Per-example weights from ``None``, ``"balanced"`` (n / (k * count_c), sklearn's rule) or {class: weight}."""
+    """Per-example weights from ``None``, ``"balanced"`` or ``{class: weight}``.
+
+    ``"balanced"`` weighs class c by n / (k * count_c), scikit-learn's rule.
+    """
     if class_weight is None:
         return None
     y = np.asarray(y).astype(int)
     if isinstance(class_weight, str):
         if class_weight != "balanced":
-            raise InvalidArgumentError(f"class_weight={class_weight!r}: use None, 'balanced' or a {{class: weight}} dict.")
+            raise InvalidArgumentError(f"class_weight={class_weight!r}: use None, 'balanced' or "
+                                       "a {class: weight} dict.")
         counts = np.bincount(y, minlength=num_classes).astype(np.float64)
         table = np.where(counts > 0, len(y) / (num_classes * np.maximum(counts, 1)), 0.0)
     elif isinstance(class_weight, dict):
-        bad = [k for k in class_weight if not (isinstance(k, int | np.integer) and 0 <= k < num_classes)]
+        bad = [k for k in class_weight
+               if not (isinstance(k, int | np.integer) and 0 <= k < num_classes)]
         if bad:
-            raise InvalidArgumentError(f"class_weight keys {bad} are not classes 0..{num_classes - 1}.")
+            raise InvalidArgumentError(
+                f"class_weight keys {bad} are not classes 0..{num_classes - 1}.")
         table = np.ones(num_classes)
         for k, v in class_weight.items():
             table[int(k)] = float(v)
     else:
-        raise InvalidArgumentError(f"class_weight={class_weight!r}: use None, 'balanced' or a {{class: weight}} dict.")
+        raise InvalidArgumentError(f"class_weight={class_weight!r}: use None, 'balanced' or a "
+                                   "{class: weight} dict.")
     return table[y].astype(np.float32)
 
 
 def finish_batches(ds, map_fn=None):
-    """Apply ``map_fn`` to batches in order, shard by data, keep order: the same batches on every strategy."""
+    """Apply ``map_fn`` to batches in order, shard by data, keep order.
+
+    The same batches then reach the model on every strategy.
+    """
     import tensorflow as tf
 
     if map_fn is not None:

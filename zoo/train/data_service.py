@@ -38,7 +38,8 @@ def _positive(value, name: str) -> int:
     return int(value)
 
 
-def distribute(dataset, service: str, processing_mode: str = "distributed_epoch", job_name: str | None = None):
+def distribute(dataset, service: str, processing_mode: str = "distributed_epoch",
+               job_name: str | None = None):
     """``dataset`` read through the tf.data service at ``service`` ("grpc://host:port").
 
     job_name: consumers that give the same name share one job (each element once across them);
@@ -47,8 +48,9 @@ def distribute(dataset, service: str, processing_mode: str = "distributed_epoch"
     import tensorflow as tf
 
     if not isinstance(dataset, tf.data.Dataset):
-        raise InvalidArgumentError(f"dataset={type(dataset).__name__}: the tf.data service distributes a "
-                                   "tf.data.Dataset; build one (e.g. tf.data.Dataset.from_tensor_slices).")
+        raise InvalidArgumentError(
+            f"dataset={type(dataset).__name__}: the tf.data service distributes a "
+            "tf.data.Dataset; build one (e.g. tf.data.Dataset.from_tensor_slices).")
     if processing_mode not in MODES:
         raise InvalidArgumentError(f"processing_mode={processing_mode!r}: use one of {MODES}.")
     return dataset.apply(tf.data.experimental.service.distribute(
@@ -74,7 +76,8 @@ class DataService:
             for _ in range(self.num_workers)]
         self.target = self.dispatcher.target
 
-    def distribute(self, dataset, processing_mode: str = "distributed_epoch", job_name: str | None = None):
+    def distribute(self, dataset, processing_mode: str = "distributed_epoch",
+                   job_name: str | None = None):
         """``dataset`` read through this service; see ``distribute``."""
         return distribute(dataset, self.target, processing_mode, job_name)
 

@@ -71,11 +71,15 @@ class Task:
         raise NotImplementedError
 
     def trainable(self, name: str) -> list:
-        """The variables optimizer ``name`` updates (default: every trainable variable of every model)."""
+        """The variables optimizer ``name`` updates (default: every model's trainable variables)."""
         return [v for m in self.models().values() for v in m.trainable_variables]
 
     def regularized(self, name: str) -> list:
-        """The models whose ``losses`` (weight decay layers, activity priors) join optimizer ``name``'s loss."""
+        """The models whose ``losses`` join optimizer ``name``'s loss.
+
+        ``losses`` are a model's weight-decay layers and activity priors; by default every model's
+        join the first optimizer's loss, and no other's.
+        """
         return list(self.models().values()) if name == self.optimizers[0] else []
 
     def step(self, batch, training: bool) -> StepOutput:
@@ -86,11 +90,11 @@ class Task:
         return next(iter(self.models().values()))(x, training=False)
 
     def check(self, x: np.ndarray, y: np.ndarray) -> None:
-        """Raise a DataError when a batch's labels do not fit the task (called on the first batch)."""
+        """Raise a DataError when the first batch's labels do not fit the task."""
 
 
 class Hook:
-    """Something the engine calls around epochs and batches; its ``state`` is saved in checkpoints."""
+    """What the engine calls around epochs and batches; its ``state`` is saved in checkpoints."""
 
     def on_train_begin(self, engine) -> None: ...
     def on_epoch_begin(self, engine, epoch: int) -> None: ...
@@ -121,7 +125,10 @@ def _env_int(name: str) -> int | None:
 
 
 def write_atomic(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` through a fsynced ``.partial`` file and a rename: never half written."""
+    """Write ``data`` to ``path`` through a fsynced ``.partial`` file and a rename.
+
+    A kill during the write leaves at most the ``.partial`` file, never a half-written ``path``.
+    """
     limit = _env_int("ZOO_TEST_KILL_CHECKPOINT_BYTES")
     partial = path.with_name(path.name + ".partial")
     with open(partial, "wb") as f:
@@ -157,7 +164,8 @@ def _normalise_batch(*item):
         return x, y, tf.ones([tf.shape(tf.nest.flatten(y)[0])[0]], tf.float32)
     if len(item) == 3:
         return item
-    raise DataError(f"a training batch must be (inputs, labels) or (inputs, labels, weights); got {len(item)} parts.")
+    raise DataError("a training batch must be (inputs, labels) or (inputs, labels, weights); "
+                    f"got {len(item)} parts.")
 
 
 def epoch_source(data) -> Callable[[int], object]:
@@ -172,21 +180,25 @@ def epoch_source(data) -> Callable[[int], object]:
     elif callable(data):
         make = data
     else:
-        raise InvalidArgumentError(f"data={type(data).__name__}: give a tf.data.Dataset of (x, y[, weight]) batches, "
-                                   "a function epoch -> Dataset, or zoo.train.batches.Batches.")
+        raise InvalidArgumentError(
+            f"data={type(data).__name__}: give a tf.data.Dataset of (x, y[, weight]) batches, "
+            "a function epoch -> Dataset, or zoo.train.batches.Batches.")
 
     def build(epoch: int):
         ds = make(epoch)
         if not isinstance(ds, tf.data.Dataset):
-            raise InvalidArgumentError(f"the data function returned {type(ds).__name__} for epoch {epoch}; "
-                                       "it must return a tf.data.Dataset.")
+            raise InvalidArgumentError(
+                f"the data function returned {type(ds).__name__} for epoch {epoch}; "
+                "it must return a tf.data.Dataset.")
         spec = ds.element_spec
         if not isinstance(spec, tuple) or len(spec) not in (2, 3):
-            raise DataError(f"the dataset yields {spec}; it must yield batches of (inputs, labels[, weights]).")
+            raise DataError(
+                f"the dataset yields {spec}; it must yield batches of (inputs, labels[, weights]).")
         if len(spec) == 2:
             ds = ds.map(lambda x, y: _normalise_batch(x, y))
         options = tf.data.Options()
-        options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
+        shard = tf.data.experimental.AutoShardPolicy.DATA
+        options.experimental_distribute.auto_shard_policy = shard
         options.deterministic = True
         return ds.with_options(options)
 
@@ -210,8 +222,10 @@ def sync_batchnorm(model, replicas: int) -> int:
 
 def _first_batch(dataset):
     for batch in dataset.take(1):
-        return [np.asarray(t) if not isinstance(t, dict) else {k: np.asarray(v) for k, v in t.items()} for t in batch]
-    raise DataError("the training data yields no batches (an empty dataset); give at least one labelled example.")
+        return [{k: np.asarray(v) for k, v in t.items()} if isinstance(t, dict) else np.asarray(t)
+                for t in batch]
+    raise DataError("the training data yields no batches (an empty dataset); give at least one "
+                    "labelled example.")
 
 
 class Engine:
@@ -219,30 +233,36 @@ class Engine:
 
     task: a Task. optimizers: one Keras optimizer or {name: optimizer} for ``task.optimizers``;
     models and optimizers must have been created under ``strategy.scope()``.
-    hooks: Hook objects. checkpoint_dir: the folder of the checkpoints (None: no checkpoints, no resume).
+    hooks: Hook objects. checkpoint_dir: the checkpoints' folder (None: no checkpoints, no resume).
     checkpoint_every: also checkpoint every N steps inside an epoch (None: at epoch ends only).
     whole_epoch: run each epoch as one graph call (cheap steps; no mid-epoch checkpoints).
     """
 
-    def __init__(self, task: Task, optimizers, strategy=None, *, hooks: Sequence[Hook] = (), checkpoint_dir=None,
-                 checkpoint_every: int | None = None, whole_epoch: bool = False, keep_checkpoints: int = 2,
-                 chief: bool = True, verbose: int = 0):
+    def __init__(self, task: Task, optimizers, strategy=None, *, hooks: Sequence[Hook] = (),
+                 checkpoint_dir=None, checkpoint_every: int | None = None,
+                 whole_epoch: bool = False, keep_checkpoints: int = 2, chief: bool = True,
+                 verbose: int = 0):
         import tensorflow as tf
 
         self.task, self.strategy = task, strategy or tf.distribute.get_strategy()
         names = tuple(task.optimizers)
         if not isinstance(optimizers, dict):
             if len(names) != 1:
-                raise InvalidArgumentError(f"the task has optimizers {names}; give a dict {{name: optimizer}}.")
+                raise InvalidArgumentError(
+                    f"the task has optimizers {names}; give a dict {{name: optimizer}}.")
             optimizers = {names[0]: optimizers}
         if set(optimizers) != set(names):
-            raise InvalidArgumentError(f"optimizers {sorted(optimizers)} do not match the task's {list(names)}.")
-        if checkpoint_every is not None and (isinstance(checkpoint_every, bool) or checkpoint_every < 1):
-            raise InvalidArgumentError(f"checkpoint_every={checkpoint_every!r}: give a positive number of steps or None.")
+            raise InvalidArgumentError(
+                f"optimizers {sorted(optimizers)} do not match the task's {list(names)}.")
+        if checkpoint_every is not None and (
+                isinstance(checkpoint_every, bool) or checkpoint_every < 1):
+            raise InvalidArgumentError(
+                f"checkpoint_every={checkpoint_every!r}: give a positive number of steps or None.")
         self.optimizers = dict(optimizers)
         self.hooks = list(hooks)
         self.checkpoint_dir = Path(checkpoint_dir) if checkpoint_dir is not None else None
-        self.checkpoint_every, self.whole_epoch, self.keep = checkpoint_every, whole_epoch, keep_checkpoints
+        self.checkpoint_every, self.whole_epoch = checkpoint_every, whole_epoch
+        self.keep = keep_checkpoints
         self.chief, self.verbose = chief, verbose
         self.replicas = int(self.strategy.num_replicas_in_sync)
         self.synchronized_bn = sum(sync_batchnorm(m, self.replicas) for m in task.models().values())
@@ -274,7 +294,8 @@ class Engine:
         import tensorflow as tf
 
         self._metric_names: list[str] | None = None
-        self._train = tf.function(self._distributed(self._train_replica, train=True), reduce_retracing=True)
+        self._train = tf.function(self._distributed(self._train_replica, train=True),
+                                  reduce_retracing=True)
         self._eval = tf.function(self._distributed(self._eval_replica), reduce_retracing=True)
         self._train_epoch = None
 
@@ -286,7 +307,8 @@ class Engine:
         """[sum, count, ...] in a fixed order: the losses, then the task's metrics by name."""
         import tensorflow as tf
 
-        pairs = dict(zip(self._loss_names(), (losses[n] for n in self.task.optimizers), strict=True))
+        ordered = (losses[n] for n in self.task.optimizers)
+        pairs = dict(zip(self._loss_names(), ordered, strict=True))
         pairs.update({k: output.metrics[k] for k in sorted(output.metrics)})
         names = list(pairs)
         if self._metric_names is None:
@@ -321,7 +343,9 @@ class Engine:
                 pairs[name] = (total, count)
                 if tf.cast(value, tf.float32).shape.rank == 0:
                     loss = total / self.replicas
-                else:  # the global batch, counted across replicas, so a short last batch is weighted right
+                else:
+                    # divide by the global batch, counted across replicas, so that a short last
+                    # batch is weighted right
                     loss = total / ctx.all_reduce(tf.distribute.ReduceOp.SUM, count)
                 extra = [loss_ for m in self.task.regularized(name) for loss_ in m.losses]
                 if extra:
@@ -356,7 +380,8 @@ class Engine:
             sums = strategy.run(replica_fn, args=(batch,))
             if train and self.task.ema:
                 self._ema()
-            return tf.stack([strategy.reduce(tf.distribute.ReduceOp.SUM, s, axis=None) for s in sums])
+            op = tf.distribute.ReduceOp.SUM
+            return tf.stack([strategy.reduce(op, s, axis=None) for s in sums])
 
         return step
 
@@ -376,7 +401,8 @@ class Engine:
 
     def _means(self, totals) -> dict:
         values = np.asarray(totals, np.float64)
-        return {name: float(values[2 * i] / values[2 * i + 1]) if values[2 * i + 1] else float("nan")
+        sums, counts = values[0::2], values[1::2]
+        return {name: float(sums[i] / counts[i]) if counts[i] else float("nan")
                 for i, name in enumerate(self._metric_names or [])}
 
     # --- loops ----------------------------------------------------------------------------------
@@ -389,7 +415,8 @@ class Engine:
             sums = self._eval(batch)
             totals = sums if totals is None else totals + sums
         if totals is None:
-            raise DataError("the evaluation data yields no batches; give at least one labelled example.")
+            raise DataError(
+                "the evaluation data yields no batches; give at least one labelled example.")
         return self._means(totals.numpy())
 
     def predict(self, data) -> np.ndarray | dict:
@@ -399,7 +426,8 @@ class Engine:
         outs = []
         for batch in data:
             x = batch[0] if isinstance(batch, tuple | list) else batch
-            outs.append(tf.nest.map_structure(lambda t: np.asarray(tf.cast(t, tf.float32)), self.task.predict(x)))
+            out = self.task.predict(x)
+            outs.append(tf.nest.map_structure(lambda t: np.asarray(tf.cast(t, tf.float32)), out))
         if not outs:
             raise DataError("the data yields no batches; give at least one example.")
         return tf.nest.map_structure(lambda *parts: np.concatenate(parts), *outs)
@@ -407,44 +435,68 @@ class Engine:
     def fit(self, train, epochs: int, val=None, *, resume: bool = False) -> list[dict]:
         """Train for ``epochs`` epochs (in total: a resumed run continues to the same end).
 
-        ``resume``: continue from the newest complete checkpoint in ``checkpoint_dir`` (a fresh start
-        when there is none). Returns the history (one dict per epoch).
+        ``resume``: continue from the newest complete checkpoint in ``checkpoint_dir`` (a fresh
+        start when there is none). Returns the history (one dict per epoch).
         """
         if isinstance(epochs, bool) or not isinstance(epochs, int | np.integer) or epochs < 0:
             raise InvalidArgumentError(f"epochs={epochs!r}: give a non-negative integer.")
         source = epoch_source(train)
         val_source = epoch_source(val) if val is not None else None
-        position, partial = 0, None
-        if resume:
-            if self.checkpoint_dir is None:
-                raise InvalidArgumentError("resume=True needs checkpoint_dir= (where the checkpoints are).")
-            position, partial = self.restore()
+        position, partial = self._start_point(resume)
+        self._begin_training(source)
+        while self.epoch < epochs and not self.stop:
+            self._fit_epoch(source, val_source, position, partial)
+            position, partial = 0, None
+        for hook in self.hooks:
+            hook.on_train_end(self)
+        return self.history
+
+    def _start_point(self, resume: bool) -> tuple[int, list | None]:
+        """Where ``fit`` starts: (0, None) afresh, or on ``resume`` the restored checkpoint's
+        (position in its epoch, partial sums). Restoring comes first so that the first-batch
+        check and the hooks see the resumed epoch."""
+        if not resume:
+            return 0, None
+        if self.checkpoint_dir is None:
+            raise InvalidArgumentError(
+                "resume=True needs checkpoint_dir= (where the checkpoints are).")
+        return self.restore()
+
+    def _begin_training(self, source) -> None:
+        """Check the first batch against the task, so that labels that do not fit fail before
+        any step is taken, then tell the hooks that training begins."""
         first = _first_batch(source(self.epoch))
         self.task.check(first[0], first[1])
         for hook in self.hooks:
             hook.on_train_begin(self)
-        while self.epoch < epochs and not self.stop:
-            epoch = self.epoch
-            if not position:  # a mid-epoch resume: the hooks' on_resume has replayed this epoch's start
-                for hook in self.hooks:
-                    hook.on_epoch_begin(self, epoch)
-            t0 = time.perf_counter()
-            totals = self._run_epoch(source(epoch), epoch, position, partial)
-            position, partial = 0, None
-            row = {"epoch": epoch, **self._means(totals), "seconds": round(time.perf_counter() - t0, 4)}
-            if val_source is not None:
-                row.update({f"val_{k}": v for k, v in self.evaluate(val_source(epoch)).items()})
-            opt = self.optimizers[self.task.optimizers[0]]
-            row["learning_rate"] = float(np.asarray(opt.learning_rate))
-            self.history.append(row)
+
+    def _fit_epoch(self, source, val_source, position: int, partial) -> None:
+        """One epoch of ``fit``: the epoch-begin hooks, training (from batch ``position`` with the
+        ``partial`` sums on a mid-epoch resume), validation, then the epoch's record."""
+        epoch = self.epoch
+        # On a mid-epoch resume the hooks' on_resume has already replayed this epoch's start.
+        if not position:
             for hook in self.hooks:
-                hook.on_epoch_end(self, epoch, row)
-            self.epoch = epoch + 1
-            if self.checkpoint_dir is not None:
-                self.save(position=0, totals=None)
+                hook.on_epoch_begin(self, epoch)
+        t0 = time.perf_counter()
+        totals = self._run_epoch(source(epoch), epoch, position, partial)
+        seconds = round(time.perf_counter() - t0, 4)
+        row = {"epoch": epoch, **self._means(totals), "seconds": seconds}
+        if val_source is not None:
+            row.update({f"val_{k}": v for k, v in self.evaluate(val_source(epoch)).items()})
+        self._end_epoch(epoch, row)
+
+    def _end_epoch(self, epoch: int, row: dict) -> None:
+        """Record a finished epoch: its learning rate and history row, the epoch-end hooks (which
+        may set ``stop``), then the epoch-end checkpoint that a resume continues from."""
+        opt = self.optimizers[self.task.optimizers[0]]
+        row["learning_rate"] = float(np.asarray(opt.learning_rate))
+        self.history.append(row)
         for hook in self.hooks:
-            hook.on_train_end(self)
-        return self.history
+            hook.on_epoch_end(self, epoch, row)
+        self.epoch = epoch + 1
+        if self.checkpoint_dir is not None:
+            self.save(position=0, totals=None)
 
     def _distribute(self, dataset):
         """The strategy's distributed dataset; on one device the dataset itself, which saves the
@@ -456,21 +508,42 @@ class Engine:
         return self.strategy.experimental_distribute_dataset(dataset)
 
     def _run_epoch(self, dataset, epoch: int, skip: int, partial):
+        """Train one epoch; returns its [sum, count, ...] totals.
+
+        ``whole_epoch`` runs it as one graph call, except on a mid-epoch resume (``skip`` > 0),
+        which needs the batch-by-batch loop to continue from the checkpoint's position and sums.
+        """
+        if self.whole_epoch and not skip:
+            return self._run_whole_epoch(dataset)
+        return self._run_batches(dataset, skip, partial)
+
+    def _run_whole_epoch(self, dataset):
+        """The epoch as one compiled call: no Python between cheap steps, so also no per-batch
+        hooks or checkpoints; it counts as one step."""
         import tensorflow as tf
 
-        if self.whole_epoch and not skip:
-            if self._train_epoch is None:
-                self._train_epoch = self._whole_epoch()
-            if self._metric_names is None:  # trace one eval step to learn the metric layout
-                self._eval(next(iter(self.strategy.experimental_distribute_dataset(dataset.take(1)))))
-            with warnings.catch_warnings():  # tf.data notes options are unreadable while tracing; harmless
-                warnings.filterwarnings("ignore", message="To make it possible to preserve tf.data options")
-                totals = self._train_epoch(self.strategy.experimental_distribute_dataset(dataset),
-                                           tf.constant(2 * len(self._metric_names)))
-            if float(totals[1]) == 0:
-                raise DataError("the training data yields no batches; give at least one labelled example.")
-            self.step_count += 1
-            return totals.numpy()
+        if self._train_epoch is None:
+            self._train_epoch = self._whole_epoch()
+        # Trace one eval step to learn the metric layout (the size of the totals).
+        if self._metric_names is None:
+            self._eval(next(iter(self.strategy.experimental_distribute_dataset(dataset.take(1)))))
+        # tf.data notes that options are unreadable while tracing; harmless.
+        with warnings.catch_warnings():
+            warnings.filterwarnings(
+                "ignore", message="To make it possible to preserve tf.data options")
+            totals = self._train_epoch(self.strategy.experimental_distribute_dataset(dataset),
+                                       tf.constant(2 * len(self._metric_names)))
+        if float(totals[1]) == 0:
+            raise DataError(
+                "the training data yields no batches; give at least one labelled example.")
+        self.step_count += 1
+        return totals.numpy()
+
+    def _run_batches(self, dataset, skip: int, partial):
+        """The epoch one compiled step per batch, after skipping the ``skip`` batches a resumed
+        run had trained (their sums are ``partial``)."""
+        import tensorflow as tf
+
         if skip:
             dataset = dataset.skip(skip)
         totals = None if partial is None else tf.constant(partial, tf.float32)
@@ -480,21 +553,29 @@ class Engine:
             totals = sums if totals is None else totals + sums
             position += 1
             self.step_count += 1
-            for hook in self.hooks:
-                hook.on_batch_end(self, position, lambda t=totals: self._means(t.numpy()))
-            if self._kill_after is not None and self.step_count >= self._kill_after:
-                _kill_self()
-            if self.checkpoint_dir is not None and self.checkpoint_every and self.step_count % self.checkpoint_every == 0:
-                self.save(position=position, totals=totals.numpy())
+            self._after_step(position, totals)
         if totals is None:
-            raise DataError("the training data yields no batches; give at least one labelled example.")
+            raise DataError(
+                "the training data yields no batches; give at least one labelled example.")
         return totals.numpy()
+
+    def _after_step(self, position: int, totals) -> None:
+        """What follows each step: the batch-end hooks (running means read only when asked), the
+        test kill switch, and the checkpoint every ``checkpoint_every`` steps."""
+        for hook in self.hooks:
+            hook.on_batch_end(self, position, lambda t=totals: self._means(t.numpy()))
+        if self._kill_after is not None and self.step_count >= self._kill_after:
+            _kill_self()
+        every = self.checkpoint_every
+        if self.checkpoint_dir is not None and every and self.step_count % every == 0:
+            self.save(position=position, totals=totals.numpy())
 
     # --- checkpoints ----------------------------------------------------------------------------
 
     def _variables(self) -> dict[str, list]:
         out = {f"model/{name}": list(m.variables) for name, m in self.task.models().items()}
-        out.update({f"optimizer/{name}": list(opt.variables) for name, opt in self.optimizers.items()})
+        out.update({f"optimizer/{name}": list(opt.variables)
+                    for name, opt in self.optimizers.items()})
         return out
 
     def _fingerprint(self) -> dict:
@@ -515,11 +596,13 @@ class Engine:
             hook_states.append(hook.state())
             for key, value in hook.arrays().items():
                 arrays[f"hook/{i}/{key}"] = np.asarray(value)
-        state = {"step": self.step_count, "epoch": self.epoch, "position": position, "stop": self.stop,
-                 "totals": None if totals is None else np.asarray(totals).tolist(),
-                 "metric_names": self._metric_names, "history": self.history, "hooks": hook_states,
-                 "fingerprint": self._fingerprint(),
-                 "hook_types": [type(h).__name__ for h in self.hooks]}
+        state = {
+            "step": self.step_count, "epoch": self.epoch, "position": position, "stop": self.stop,
+            "totals": None if totals is None else np.asarray(totals).tolist(),
+            "metric_names": self._metric_names, "history": self.history, "hooks": hook_states,
+            "fingerprint": self._fingerprint(),
+            "hook_types": [type(h).__name__ for h in self.hooks],
+        }
         arrays["state.json"] = np.frombuffer(json.dumps(state).encode(), np.uint8)
         buffer = io.BytesIO()
         np.savez(buffer, **arrays)
@@ -536,8 +619,10 @@ class Engine:
         return sorted(p for p in folder.iterdir() if _CKPT.match(p.name))
 
     def restore(self, path=None) -> tuple[int, list | None]:
-        """Load the newest complete checkpoint (or ``path``); returns (position in epoch, partial sums).
-        A fresh start (0, None) when there is none."""
+        """Load the newest complete checkpoint (or ``path``).
+
+        Returns (position in the epoch, partial sums); a fresh start (0, None) when there is none.
+        """
         candidates = [Path(path)] if path is not None else self.checkpoints()[::-1]
         for leftover in self.checkpoint_dir.glob("*.partial") if self.checkpoint_dir else ():
             leftover.unlink(missing_ok=True)  # a write that was killed: never read
@@ -548,8 +633,9 @@ class Engine:
                 state = json.loads(arrays.pop("state.json").tobytes().decode())
             except (OSError, ValueError, KeyError) as err:
                 if path is not None:
-                    raise ResumeError(f"{candidate}: not a readable engine checkpoint ({err}); give another "
-                                      "checkpoint or start afresh without resume.") from None
+                    raise ResumeError(
+                        f"{candidate}: not a readable engine checkpoint ({err}); give another "
+                        "checkpoint or start afresh without resume.") from None
                 continue
             self._load(candidate, state, arrays)
             return int(state["position"]), state["totals"]
@@ -557,9 +643,11 @@ class Engine:
 
     def _load(self, path: Path, state: dict, arrays: dict) -> None:
         epoch = int(state["epoch"])
-        started = epoch + (1 if state["position"] else 0)  # epochs whose start the killed run had seen
+        # the epochs whose start the killed run had seen
+        started = epoch + (1 if state["position"] else 0)
         for i, hook in enumerate(self.hooks):
-            hook_arrays = {k.split("/", 2)[2]: v for k, v in arrays.items() if k.startswith(f"hook/{i}/")}
+            hook_arrays = {k.split("/", 2)[2]: v for k, v in arrays.items()
+                           if k.startswith(f"hook/{i}/")}
             if i < len(state["hooks"]):
                 hook.load(state["hooks"][i], hook_arrays)
             hook.on_resume(self, started)
@@ -567,9 +655,10 @@ class Engine:
         if state["fingerprint"] != self._fingerprint():
             mine, theirs = self._fingerprint(), state["fingerprint"]
             diff = sorted(k for k in set(mine) | set(theirs) if mine.get(k) != theirs.get(k))
-            raise ResumeError(f"{self.checkpoint_dir}: its checkpoint {path.name} was written for other models or "
-                              f"optimizers (variables differ in {diff}); resume with the same model and settings, "
-                              "or give a new run folder.")
+            raise ResumeError(
+                f"{self.checkpoint_dir}: its checkpoint {path.name} was written for other models "
+                f"or optimizers (variables differ in {diff}); resume with the same model and "
+                "settings, or give a new run folder.")
         for group, variables in self._variables().items():
             for i, v in enumerate(variables):
                 v.assign(arrays[f"{group}/{i}"])
@@ -602,7 +691,10 @@ def _mode(monitor: str, mode: str | None) -> str:
 
 
 class EarlyStopping(Hook):
-    """Stop when ``monitor`` has not improved for ``patience`` epochs; restore the best weights at the end."""
+    """Stop when ``monitor`` has not improved for ``patience`` epochs.
+
+    With ``restore_best``, the best epoch's weights are put back when training ends.
+    """
 
     def __init__(self, monitor: str = "val_loss", patience: int = 3, mode: str | None = None,
                  restore_best: bool = True, model: str | None = None):
@@ -618,8 +710,9 @@ class EarlyStopping(Hook):
 
     def on_epoch_end(self, engine, epoch, logs):
         if self.monitor not in logs:
-            raise InvalidArgumentError(f"EarlyStopping(monitor={self.monitor!r}): the epoch logs hold "
-                                       f"{sorted(logs)}; monitor one of them.")
+            raise InvalidArgumentError(
+                f"EarlyStopping(monitor={self.monitor!r}): the epoch logs hold {sorted(logs)}; "
+                "monitor one of them.")
         value = float(logs[self.monitor])
         if _better(value, self.best, self.mode):
             self.best, self.best_epoch, self.wait = value, epoch, 0
@@ -650,8 +743,10 @@ class EarlyStopping(Hook):
 class BestCheckpoint(Hook):
     """Save the model as ``path`` (.keras, written atomically) whenever ``monitor`` improves."""
 
-    def __init__(self, path, monitor: str = "val_loss", mode: str | None = None, model: str | None = None):
-        self.path, self.monitor, self.mode, self.model_name = Path(path), monitor, _mode(monitor, mode), model
+    def __init__(self, path, monitor: str = "val_loss", mode: str | None = None,
+                 model: str | None = None):
+        self.path, self.monitor, self.mode = Path(path), monitor, _mode(monitor, mode)
+        self.model_name = model
         self.best = None
 
     def on_epoch_end(self, engine, epoch, logs):
@@ -682,7 +777,8 @@ class LearningRateSchedule(Hook):
         name = self.optimizer or engine.task.optimizers[0]
         lr = float(self.schedule(epoch))
         if not lr > 0:
-            raise InvalidArgumentError(f"the learning-rate schedule gave {lr} for epoch {epoch}; it must be positive.")
+            raise InvalidArgumentError(
+                f"the learning-rate schedule gave {lr} for epoch {epoch}; it must be positive.")
         engine.optimizers[name].learning_rate.assign(lr)
 
 
@@ -716,13 +812,15 @@ class TensorBoard(Hook):
         if not engine.chief:
             return
         if self.writers is None:
-            self.writers = {k: tf.summary.create_file_writer(str(self.log_dir / k)) for k in ("train", "validation")}
+            self.writers = {k: tf.summary.create_file_writer(str(self.log_dir / k))
+                            for k in ("train", "validation")}
         for key, value in logs.items():
             if key in ("epoch", "seconds", "stage") or not isinstance(value, int | float):
                 continue
             split = "validation" if key.startswith("val_") else "train"
             with self.writers[split].as_default():
-                scalar(key if key == "learning_rate" else "epoch_" + key.removeprefix("val_"), value, epoch)
+                tag = key if key == "learning_rate" else "epoch_" + key.removeprefix("val_")
+                scalar(tag, value, epoch)
         for writer in self.writers.values():
             writer.flush()
 
@@ -754,7 +852,8 @@ class GradualUnfreezing(Hook):
         with engine.strategy.scope():
             engine.replace_optimizer(name, type(old).from_config(config))
         if self.verbose:
-            print(f"epoch {epoch}: unfroze from {self.schedule[epoch]!r}; {trainable_summary(model)}")
+            print(f"epoch {epoch}: unfroze from {self.schedule[epoch]!r}; "
+                  f"{trainable_summary(model)}")
 
     def on_epoch_begin(self, engine, epoch):
         if epoch in self.schedule:
@@ -776,5 +875,6 @@ def scalar(tag: str, value: float, step: int) -> None:
     import tensorflow as tf
     from tensorflow.core.framework import summary_pb2
 
-    metadata = summary_pb2.SummaryMetadata(plugin_data=summary_pb2.SummaryMetadata.PluginData(plugin_name="scalars"))
+    plugin = summary_pb2.SummaryMetadata.PluginData(plugin_name="scalars")
+    metadata = summary_pb2.SummaryMetadata(plugin_data=plugin)
     tf.summary.write(tag, tf.constant(float(value), tf.float32), step=int(step), metadata=metadata)

@@ -1,4 +1,4 @@
-"""``precision="fp32" | "bf16" | "fp16"``: Keras mixed-precision policies, checked against the device.
+"""``precision="fp32" | "bf16" | "fp16"``: Keras mixed-precision policies, checked per device.
 
 Compute runs in the low precision, variables stay float32, and the classifier (the model's
 output layers) stays float32 so softmax and the loss are computed in full precision. fp16
@@ -22,8 +22,10 @@ import os
 from zoo.errors import PrecisionError
 from zoo.registry import Registry
 
-POLICIES = Registry("precision", {"fp32": "float32", "bf16": "mixed_bfloat16", "fp16": "mixed_float16"},
-                    argument="precision", show_choices=False, hint="Use 'fp32', 'bf16' or 'fp16'.")
+POLICIES = Registry(
+    "precision", {"fp32": "float32", "bf16": "mixed_bfloat16", "fp16": "mixed_float16"},
+    argument="precision", show_choices=False, hint="Use 'fp32', 'bf16' or 'fp16'.",
+)
 CPU_BF16_FLAGS = ("avx512_bf16", "amx_bf16")
 
 
@@ -51,13 +53,14 @@ def onednn_caps_out_bf16() -> bool:
     TensorFlow decides to send bfloat16 ops to oneDNN by its own CPU check, which ignores the cap;
     oneDNN then has no kernel for them and the op fails with a raw AbortedError.
     """
-    cap = (os.environ.get("ONEDNN_MAX_CPU_ISA") or os.environ.get("DNNL_MAX_CPU_ISA") or "ALL").upper()
+    cap = os.environ.get("ONEDNN_MAX_CPU_ISA") or os.environ.get("DNNL_MAX_CPU_ISA") or "ALL"
+    cap = cap.upper()
     onednn_on = os.environ.get("TF_ENABLE_ONEDNN_OPTS", "1").strip().lower() not in ("0", "false")
     return onednn_on and not any(isa in cap for isa in ("ALL", "BF16", "AMX", "FP16", "AVX10"))
 
 
 def device_support(precision: str) -> tuple[bool, str]:
-    """(supported, the device that decided it) for ``precision`` by the rule in this module's docstring."""
+    """(supported, the device that decided it) for ``precision``, by the module docstring's rule."""
     import tensorflow as tf
 
     check_precision(precision)
@@ -67,14 +70,16 @@ def device_support(precision: str) -> tuple[bool, str]:
         return precision == "bf16", "TPU"
     gpus = tf.config.list_physical_devices("GPU")
     if gpus:
-        major, minor = tf.config.experimental.get_device_details(gpus[0]).get("compute_capability", (0, 0))
+        details = tf.config.experimental.get_device_details(gpus[0])
+        major, minor = details.get("compute_capability", (0, 0))
         need = (8, 0) if precision == "bf16" else (7, 0)
         return (major, minor) >= need, f"GPU with compute capability {major}.{minor}"
     if precision == "bf16":
         if onednn_caps_out_bf16():
             return False, "CPU (ONEDNN_MAX_CPU_ISA caps oneDNN below avx512_bf16)"
         native = sorted(set(CPU_BF16_FLAGS) & cpu_flags())
-        return bool(native), f"CPU ({'with ' + ', '.join(native) if native else 'no avx512_bf16/amx_bf16'})"
+        found = "with " + ", ".join(native) if native else "no avx512_bf16/amx_bf16"
+        return bool(native), f"CPU ({found})"
     return False, "CPU"
 
 
@@ -82,9 +87,10 @@ def require_support(precision: str) -> None:
     ok, device = device_support(precision)
     if not ok:
         raise PrecisionError(
-            f"precision={precision!r} is not supported natively on this {device}: it would run emulated, "
-            "slower than float32. Use precision='fp32' here (or 'bf16' on an AVX-512 BF16 / AMX CPU, an "
-            "Ampere+ GPU or a TPU; 'fp16' on a Volta+ GPU), or pass check=False to run it anyway.")
+            f"precision={precision!r} is not supported natively on this {device}: it would run "
+            "emulated, slower than float32. Use precision='fp32' here (or 'bf16' on an AVX-512 "
+            "BF16 / AMX CPU, an Ampere+ GPU or a TPU; 'fp16' on a Volta+ GPU), or pass "
+            "check=False to run it anyway.")
 
 
 @contextlib.contextmanager
@@ -108,7 +114,7 @@ def _output_layer_names(model) -> set[str]:
 
 
 def model_config_with_policy(model, precision: str) -> dict:
-    """The model's config with every float32 layer switched to ``precision``, outputs kept float32."""
+    """The model's config with its float32 layers switched to ``precision``, outputs float32."""
     config = model.get_config()
     keep = _output_layer_names(model)
     target = POLICIES[precision]
@@ -127,7 +133,7 @@ def model_config_with_policy(model, precision: str) -> dict:
 
 
 def rebuild(model, precision: str = "fp32", strategy=None, check: bool = True):
-    """The same model (same weights) with ``precision``'s policy, its variables created under ``strategy``.
+    """The same model and weights with ``precision``'s policy, variables created under ``strategy``.
 
     Used to train or run inference in low precision, and to move a model built outside a
     distribution strategy into one (tf.distribute variables must be created in its scope).
