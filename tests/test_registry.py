@@ -98,6 +98,18 @@ def _weights_format(name):
     return get_format(name)
 
 
+def _seg_sampler(name):
+    from zoo.data.seg_sampling import make_sampler
+
+    return make_sampler(name)
+
+
+def _seg_transform(name):
+    from zoo.data.seg_augment import SegAugment
+
+    return SegAugment([name])
+
+
 def _layer_kind(name):
     from zoo.layers.dims import layer
 
@@ -122,6 +134,8 @@ CASES = [
     (_weights_format, "weights format", "torch-state-dic", "torch-state-dict"),
     (_engine, "inference engine", "openvno", "openvino"),
     (_blend, "blend", "gausian", "gaussian"),
+    (_seg_sampler, "segmentation sampler", "center", "centre"),
+    (_seg_transform, "augmentation transform", "elastc", "elastic"),
 ]
 
 
