@@ -92,6 +92,14 @@ def _blend(name):
     return BLENDS.check(name)
 
 
+def _activation(name):
+    import numpy as np
+
+    from zoo.infer.segment import segment
+
+    return segment(lambda w: w, np.zeros((4, 4, 1), "float32"), 4, activation=name)
+
+
 def _weights_format(name):
     from zoo.weights import get_format
 
@@ -122,6 +130,7 @@ CASES = [
     (_weights_format, "weights format", "torch-state-dic", "torch-state-dict"),
     (_engine, "inference engine", "openvno", "openvino"),
     (_blend, "blend", "gausian", "gaussian"),
+    (_activation, "output activation", "sofmax", "softmax"),
 ]
 
 
