@@ -92,6 +92,14 @@ def _blend(name):
     return BLENDS.check(name)
 
 
+def _activation(name):
+    import numpy as np
+
+    from zoo.infer.segment import segment
+
+    return segment(lambda w: w, np.zeros((4, 4, 1), "float32"), 4, activation=name)
+
+
 def _weights_format(name):
     from zoo.weights import get_format
 
@@ -136,6 +144,7 @@ CASES = [
     (_blend, "blend", "gausian", "gaussian"),
     (_seg_sampler, "segmentation sampler", "center", "centre"),
     (_seg_transform, "augmentation transform", "elastc", "elastic"),
+    (_activation, "output activation", "sofmax", "softmax"),
 ]
 
 

@@ -130,8 +130,9 @@ def build_parser() -> argparse.ArgumentParser:
     from zoo.explain.cli import add_explain_parser
     from zoo.export import add_export_parser
     from zoo.infer.cli import add_predict_parser
+    from zoo.infer.evaluate import add_evaluate_parser
     from zoo.ssl.cli import add_pretrain_parser
-    from zoo.train.cli import add_evaluate_parser, add_finetune_parser
+    from zoo.train.cli import add_finetune_parser
 
     add_finetune_parser(sub)
     add_evaluate_parser(sub)

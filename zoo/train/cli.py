@@ -212,19 +212,29 @@ def _evaluate(args) -> int:
     return 0
 
 
-def add_evaluate_parser(sub) -> None:
-    """Register ``zoo evaluate MODEL DATA`` on the CLI's subparsers.
+def add_evaluate_parser(sub):
+    """Register ``zoo evaluate MODEL DATA`` (classifiers) on the CLI's subparsers.
+
+    ``zoo.infer.evaluate`` adds the segmentation options and dispatch on top of it.
 
     Args:
         sub: the ``zoo`` parser's sub-parsers action.
+
+    Returns:
+        The ``evaluate`` parser.
     """
     p = sub.add_parser(
         "evaluate",
         help="clinical metrics (AUC, sensitivity/specificity, balanced accuracy, calibration) "
-        "with bootstrap CIs, per patient when labels.csv has a patient column",
+        "with bootstrap CIs, per patient when labels.csv has a patient column; for a segmenter "
+        "Dice, IoU, HD95 and ASD per case and class",
     )
     p.add_argument("model", help="a saved model (.keras) or a zoo finetune run folder")
-    p.add_argument("data", help="folder: .npy/.png images, labels.csv (path,label[,patient])")
+    p.add_argument(
+        "data",
+        help="folder: .npy/.png images, labels.csv (path,label[,patient]); for a segmenter "
+        "images/ and masks/ with the same file names",
+    )
     p.add_argument(
         "--threshold", type=float, default=0.5, help="operating point: positive when score >= it"
     )
@@ -237,9 +247,13 @@ def add_evaluate_parser(sub) -> None:
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument(
-        "--out", default=None, help="folder for metrics.json, summary.txt and reliability.png"
+        "--out",
+        default=None,
+        help="folder for metrics.json, summary.txt and reliability.png (a segmenter: "
+        "metrics.csv and summary.json)",
     )
     p.add_argument(
         "--overwrite", action="store_true", help="replace an earlier zoo evaluate output at --out"
     )
     p.set_defaults(func=_evaluate)
+    return p

@@ -1,5 +1,6 @@
-"""Clinical evaluation metrics, in numpy: ROC AUC, sensitivity/specificity, balanced accuracy,
-calibration, Dice, bootstrap confidence intervals, and a validation split that keeps patients apart.
+"""Clinical evaluation metrics of classifiers, in numpy: ROC AUC, sensitivity/specificity, balanced
+accuracy, calibration, bootstrap confidence intervals, and a validation split that keeps patients
+apart.
 
 Per patient: when ``groups`` (a patient id per image) is given, images are first aggregated to
 one row per patient, then every metric and every bootstrap resample works on patients, so a
@@ -9,7 +10,7 @@ for "any slice shows the finding"); its label is the *largest* label of its imag
 and multi-label targets (a patient is positive when any image is) and must be the same on all
 its images for single-label multi-class targets.
 
-No TensorFlow here: these functions take arrays (a model's probabilities, masks) and are the
+No TensorFlow here: these functions take arrays (a model's probabilities) and are the
 reference the engine's streaming metrics are checked against.
 """
 
@@ -213,34 +214,6 @@ def calibration(y_true, y_prob, bins: int = 10, groups=None, *, aggregate: str =
     return {"ece": ece, "edges": edges.tolist(), "count": counts.tolist(),
             "confidence": np.where(counts > 0, mean_conf, np.nan).tolist(),
             "observed": np.where(counts > 0, frac, np.nan).tolist()}
-
-
-def dice(y_true, y_pred, *, num_classes: int | None = None, axis=None, empty: float = 1.0):
-    """Dice coefficient 2|A and B| / (|A| + |B|) of binary masks, or per class of label maps.
-
-    Binary masks (any shape, 0/1 or bool): one float over all elements, or per image with
-    ``axis`` (the axes to sum, e.g. (1, 2) for (N, H, W)). Label maps with ``num_classes``: an
-    array of one Dice per class. Two empty masks score ``empty`` (1: nothing to find, nothing
-    found).
-    """
-    t, p = np.asarray(y_true), np.asarray(y_pred)
-    if t.shape != p.shape:
-        raise DataError(
-            f"masks of shapes {t.shape} (true) and {p.shape} (predicted); give masks of one shape."
-        )
-    if num_classes is not None:
-        return np.array([dice(t == c, p == c, axis=axis, empty=empty) for c in range(num_classes)])
-    if not (np.isin(t, (0, 1)).all() and np.isin(p, (0, 1)).all()):
-        raise DataError(
-            "dice: binary masks must hold 0/1; threshold probabilities first or give num_classes= "
-            "for label maps."
-        )
-    t, p = t.astype(bool), p.astype(bool)
-    inter = np.sum(t & p, axis=axis, dtype=np.float64)
-    total = np.sum(t, axis=axis, dtype=np.float64) + np.sum(p, axis=axis, dtype=np.float64)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        out = np.where(total > 0, 2 * inter / np.where(total > 0, total, 1), empty)
-    return float(out) if np.ndim(out) == 0 else out
 
 
 def bootstrap_ci(
