@@ -286,6 +286,102 @@ def load_series(source, **kwargs):
     return _load(source, **kwargs)
 
 
+def read_nifti(path, *, frame: int | None = None):
+    """Read a NIfTI-1/-2 image as a Volume on the same conventions as ``load_series``.
+
+    NIfTI's ``[i, j, k]`` array becomes ``(Z, Y, X)`` (transposed, never flipped) and its RAS
+    affine becomes spacing ``(z, y, x)`` mm, origin and direction rows in patient LPS, so a
+    NIfTI volume and a DICOM series compare directly (``zoo.data.nifti``).
+
+    Args:
+        path: a ``.nii``, ``.nii.gz`` or ``.hdr``/``.img`` file.
+        frame: which volume of a 4D file (None for a 3D file).
+
+    Returns:
+        A ``Volume``: float32 voxels (Z, Y, X), spacing, origin, direction; ``sources`` empty.
+
+    Raises:
+        DataError: not NIfTI, a broken header, truncated data, a sheared or non-finite affine
+            (the message names the file). InvalidArgumentError: a 4D file without ``frame``.
+    """
+    from zoo.data.nifti import read_nifti as _read
+
+    return _read(path, frame=frame)
+
+
+def read_mask(path, reference, **kwargs):
+    """Read a NIfTI label map, DICOM-SEG or RTSTRUCT onto the voxel grid of its image.
+
+    Args:
+        path: the mask file (``.nii``/``.nii.gz``, a DICOM-SEG or an RTSTRUCT).
+        reference: the image's Volume (``zoo.load_series`` or ``zoo.read_nifti``) or a
+            ``zoo.data.geometry.Geometry``.
+        **kwargs: ``classes`` (a count K or class names; labels outside raise), ``multilabel``
+            (``(Z, Y, X, K)`` channels, for overlapping segments), ``resample`` (nearest
+            neighbour from another grid instead of refusing); see ``zoo.data.masks.read_mask``.
+
+    Returns:
+        A ``Mask``: ``array`` (Z, Y, X) integer labels (0 = background) on the reference grid,
+        ``classes`` (names of labels 1 .. K), ``geometry``, ``source`` and ``kind``.
+
+    Raises:
+        DataError: a mask whose grid (shape, spacing, origin, orientation) does not match the
+            image, a SEG/RTSTRUCT of another series, labels outside ``classes``, overlapping
+            segments without ``multilabel``, an unreadable file.
+    """
+    from zoo.data.masks import read_mask as _read
+
+    return _read(path, reference, **kwargs)
+
+
+def write_nifti(array, geometry, path, *, overwrite: bool = False):
+    """Write voxels (an image, a label map, a prediction) as NIfTI on an image's grid.
+
+    Args:
+        array: ``(Z, Y, X)`` or ``(Z, Y, X, C)`` values on ``geometry``'s grid.
+        geometry: the Volume it belongs to (``zoo.load_series``, ``zoo.read_nifti``) or a
+            ``Geometry``.
+        path: a ``.nii`` or ``.nii.gz`` file.
+        overwrite: replace an earlier zoo output there.
+
+    Returns:
+        The path written; the header is built fresh (no patient data) with the grid's affine.
+
+    Raises:
+        InvalidArgumentError: a wrong suffix or an array not on the grid. OutputError: ``path``
+            exists and ``overwrite`` is False, or holds a file the zoo did not write.
+    """
+    from zoo.data.nifti import write_nifti as _write
+
+    return _write(array, geometry, path, overwrite=overwrite)
+
+
+def write_dicom_seg(mask, reference, path, **kwargs):
+    """Write a label map as a DICOM-SEG that references its source series (highdicom).
+
+    The SEG carries the series' patient and study modules, as the DICOM standard requires;
+    nothing from the source is written anywhere else.
+
+    Args:
+        mask: integer labels ``(Z, Y, X)``, binary channels ``(Z, Y, X, K)`` or a ``Mask``, on
+            the series' own grid.
+        reference: the Volume from ``zoo.load_series`` (not resampled) or the series' folder.
+        path: the ``.dcm`` file to write.
+        **kwargs: ``segment_labels`` (names of segments 1 .. K), ``algorithm``, ``overwrite``;
+            see ``zoo.data.dicom_seg.write_dicom_seg``.
+
+    Returns:
+        The path written.
+
+    Raises:
+        InvalidArgumentError: a mask that is not labels or binary channels. DataError: a mask
+            not on the series' slices. OutputError: ``path`` exists without ``overwrite``.
+    """
+    from zoo.data.dicom_seg import write_dicom_seg as _write
+
+    return _write(mask, reference, path, **kwargs)
+
+
 def dicom_dataset(source, labels=None, **kwargs):
     """A tf.data pipeline over DICOM files or series that matches a model's input contract.
 
@@ -350,6 +446,10 @@ __all__ = [
     "get_card",
     "read_dicom",
     "load_series",
+    "read_nifti",
+    "read_mask",
+    "write_nifti",
+    "write_dicom_seg",
     "dicom_dataset",
     "finetune",
     "export",

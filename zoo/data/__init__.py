@@ -1,4 +1,5 @@
-"""Data: DICOM files and series, tf.data pipelines, windows, synthetic phantoms."""
+"""Data: DICOM files and series, NIfTI, masks (DICOM-SEG, RTSTRUCT) on a shared voxel geometry,
+tf.data pipelines, windows, synthetic phantoms."""
 
 from zoo._lazy import submodule_access
 

@@ -66,6 +66,10 @@ class Volume:
     positions: np.ndarray  # (Z,) slice offsets along the normal, mm
     meta: DicomMeta
     report: SeriesReport
+    # (file, frame) of each stacked slice, in order, before any resampling: how a DICOM-SEG or
+    # RTSTRUCT is matched to its series (zoo.data.masks reads the UIDs from these files when it
+    # needs them, so the volume itself holds no identifiers). Empty for volumes not from DICOM.
+    sources: tuple[tuple[str, int], ...] = ()
 
 
 def _angle_deg(a, b) -> float:
@@ -74,7 +78,8 @@ def _angle_deg(a, b) -> float:
 
 
 def _slices(paths, report: SeriesReport):
-    """(pixels (H, W), meta, position or None, file label) per slice, one per frame of a file."""
+    """(pixels (H, W), meta, position or None, file label, (file, frame)) per slice, one per frame
+    of a file."""
     out, broken = [], []
     for path in paths:
         try:
@@ -96,7 +101,7 @@ def _slices(paths, report: SeriesReport):
         frames = image.meta.frame_positions or [image.meta.image_position] * image.meta.frames
         for f in range(image.meta.frames):
             label = str(path) if image.meta.frames == 1 else f"{path} frame {f}"
-            out.append((image.pixels[f, ..., 0], image.meta, frames[f], label))
+            out.append((image.pixels[f, ..., 0], image.meta, frames[f], label, (str(path), f)))
     return out, broken
 
 
@@ -165,7 +170,8 @@ def load_series(source, *, series: str | None = None, on_problem: str = "warn", 
     report.slices = len(slices)
     if target_spacing is not None:
         array, offsets, spacing = resample(array, offsets, spacing, target_spacing)
-    return Volume(array, spacing, origin, direction, offsets - offsets[0], meta, report)
+    return Volume(array, spacing, origin, direction, offsets - offsets[0], meta, report,
+                  tuple(s[4] for s in slices))
 
 
 def _problem(report: SeriesReport, on_problem: str, text: str) -> None:

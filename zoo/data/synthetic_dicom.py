@@ -147,3 +147,134 @@ def write_ct_series(
         (slice_spacing, *map(float, pixel_spacing)),
         tuple(sorted(set(missing))),
     )
+
+
+def _ds_text(value: float) -> str:
+    return f"{value:.4f}".rstrip("0").rstrip(".") or "0"
+
+
+def _contour_item(points_lps: np.ndarray, number: int, sop_class: str, sop_uid: str):
+    from pydicom.dataset import Dataset
+
+    image = Dataset()
+    image.ReferencedSOPClassUID, image.ReferencedSOPInstanceUID = sop_class, sop_uid
+    item = Dataset()
+    item.ContourImageSequence = [image]
+    item.ContourGeometricType = "CLOSED_PLANAR"
+    item.NumberOfContourPoints = len(points_lps)
+    item.ContourNumber = number
+    item.ContourData = [_ds_text(v) for v in points_lps.ravel()]
+    return item
+
+
+def _rtstruct_references(headers, ds) -> None:
+    """Frame of reference, study, series and every slice, as an RTSTRUCT names them."""
+    from pydicom.dataset import Dataset
+
+    images = []
+    for h in headers:
+        image = Dataset()
+        image.ReferencedSOPClassUID = h.SOPClassUID
+        image.ReferencedSOPInstanceUID = h.SOPInstanceUID
+        images.append(image)
+    series = Dataset()
+    series.SeriesInstanceUID, series.ContourImageSequence = headers[0].SeriesInstanceUID, images
+    study = Dataset()
+    study.ReferencedSOPClassUID = "1.2.840.10008.3.1.2.3.1"  # Detached Study Management
+    study.ReferencedSOPInstanceUID = headers[0].StudyInstanceUID
+    study.RTReferencedSeriesSequence = [series]
+    frame = Dataset()
+    frame.FrameOfReferenceUID = headers[0].FrameOfReferenceUID
+    frame.RTReferencedStudySequence = [study]
+    ds.ReferencedFrameOfReferenceSequence = [frame]
+
+
+def _roi(ds, number: int, name: str, contours: list) -> None:
+    from pydicom.dataset import Dataset
+
+    roi = Dataset()
+    roi.ROINumber, roi.ROIName = number, name
+    roi.ReferencedFrameOfReferenceUID = ds.ReferencedFrameOfReferenceSequence[0].FrameOfReferenceUID
+    roi.ROIGenerationAlgorithm = "AUTOMATIC"
+    item = Dataset()
+    item.ReferencedROINumber, item.ROIDisplayColor = number, [255, 64 * (number % 4), 0]
+    item.ContourSequence = contours
+    observation = Dataset()
+    observation.ObservationNumber, observation.ReferencedROINumber = number, number
+    observation.RTROIInterpretedType, observation.ROIInterpreter = "ORGAN", ""
+    ds.StructureSetROISequence.append(roi)
+    ds.ROIContourSequence.append(item)
+    ds.RTROIObservationsSequence.append(observation)
+
+
+def _slice_contours(label_map, headers, label: int) -> list:
+    """Contour items of one label, traced per slice along pixel edges, in patient LPS mm."""
+    from zoo.data.rtstruct import trace_contours
+
+    items = []
+    for k, h in enumerate(headers):
+        if not (label_map[k] == label).any():
+            continue
+        orient = np.asarray(h.ImageOrientationPatient, float)
+        row_spacing, col_spacing = (float(v) for v in h.PixelSpacing)
+        corner = np.asarray(h.ImagePositionPatient, float)
+        for xy in trace_contours(label_map[k] == label):
+            lps = (corner + xy[:, :1] * col_spacing * orient[:3]
+                   + xy[:, 1:] * row_spacing * orient[3:])
+            items.append(_contour_item(lps, len(items) + 1, h.SOPClassUID, h.SOPInstanceUID))
+    return items
+
+
+def write_rtstruct(label_map, reference, path, *, roi_names=None, overwrite: bool = False):
+    """Write an RTSTRUCT whose ROIs are the labels 1 .. K of ``label_map``, traced per slice.
+
+    For tests and the demo: each label's pixel-boundary outlines (and holes) on each slice become
+    CLOSED_PLANAR contours on that slice's plane, referencing the slice by SOPInstanceUID; so
+    ``zoo.read_mask`` (a voxel is inside when its centre is inside a contour) reads the label map
+    back exactly. The structure set carries the series' patient and study modules, as the
+    standard requires; nothing else is written.
+
+    ``label_map`` is ``(Z, Y, X)`` on the grid of ``reference`` (the Volume from
+    ``zoo.load_series``, or the series' folder / files: single-frame slices); ``roi_names`` names
+    labels 1 .. K (default "ROI k"). Written through ``zoo.outputs`` (``overwrite`` to replace).
+    """
+    import pydicom
+    from pydicom.dataset import Dataset, FileMetaDataset
+    from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+
+    from zoo.data.references import load_reference, source_headers
+    from zoo.data.rtstruct import RTSTRUCT_SOP_CLASS
+    from zoo.outputs import staged
+
+    volume = load_reference(reference)
+    label_map = np.asarray(label_map)
+    headers = source_headers(volume, label_map.shape)
+    if len({id(h) for h in headers}) != len(headers):
+        raise InvalidArgumentError("write_rtstruct takes a series of single-frame slices.")
+    count = int(label_map.max(initial=0))
+    names = list(roi_names) if roi_names is not None else [f"ROI {k}" for k in range(1, count + 1)]
+    if len(names) < count:
+        raise InvalidArgumentError(f"roi_names names {len(names)} ROIs; the label map holds "
+                                   f"labels up to {count}.")
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = RTSTRUCT_SOP_CLASS
+    meta.MediaStorageSOPInstanceUID = generate_uid()
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds = Dataset()
+    ds.file_meta = meta
+    for key in ("PatientName", "PatientID", "PatientBirthDate", "PatientSex", "StudyDate",
+                "StudyTime", "StudyID", "AccessionNumber", "ReferringPhysicianName",
+                "StudyInstanceUID"):
+        setattr(ds, key, headers[0].get(key, ""))
+    ds.SOPClassUID, ds.SOPInstanceUID = RTSTRUCT_SOP_CLASS, meta.MediaStorageSOPInstanceUID
+    ds.Modality, ds.SeriesInstanceUID, ds.SeriesNumber = "RTSTRUCT", generate_uid(), 901
+    ds.Manufacturer, ds.OperatorsName = "medzoo", ""
+    ds.StructureSetLabel, ds.StructureSetDate, ds.StructureSetTime = "medzoo", "", ""
+    _rtstruct_references(headers, ds)
+    ds.StructureSetROISequence, ds.ROIContourSequence, ds.RTROIObservationsSequence = [], [], []
+    for label in range(1, count + 1):
+        _roi(ds, label, str(names[label - 1]), _slice_contours(label_map, headers, label))
+    with staged([path], writer="zoo.data.synthetic_dicom.write_rtstruct",
+                overwrite=overwrite) as (tmp,):
+        pydicom.dcmwrite(tmp, ds, enforce_file_format=True)
+    return Path(path)
