@@ -108,12 +108,9 @@ def test_zoo_evaluate_refuses_mismatched_folders_and_classifiers(tmp_path, capsy
     assert "needs a segmentation model" in capsys.readouterr().err
 
 
-def test_nifti_cases_bring_their_spacing_through_the_reader_hook(tmp_path, monkeypatch, capsys):
-    """read_case plugs in zoo.data.nifti.read_nifti (another part of the zoo); a stand-in here
-    returns (array, spacing) from nibabel. Without a reader, NIfTI cases are refused clearly."""
-    import sys
-    import types
-
+def test_nifti_cases_bring_their_spacing_and_masks_must_share_the_image_grid(tmp_path, capsys):
+    """NIfTI images bring their spacing (read_nifti); a NIfTI mask is read onto its image's grid
+    (read_mask), and a mask on another grid is refused, not scored against the wrong voxels."""
     nib = pytest.importorskip("nibabel")
     model = _nearest_class_net(tmp_path / "seg.keras", classes=2)
     data = tmp_path / "data"
@@ -122,19 +119,18 @@ def test_nifti_cases_bring_their_spacing_through_the_reader_hook(tmp_path, monke
     mask = np.zeros((10, 12, 12), np.uint8)
     mask[3:7, 3:9, 3:9] = 1
     shifted = np.roll(mask, 1, axis=0)  # what the image shows: one slice further along z
-    affine = np.diag([3.0, 1.0, 1.0, 1.0])
-    nib.Nifti1Image(shifted.astype("float32"), affine).to_filename(data / "images" / "x.nii.gz")
-    nib.Nifti1Image(mask, affine).to_filename(data / "masks" / "x.nii.gz")
-
-    fake = types.ModuleType("zoo.data.nifti")
-    fake.read_nifti = lambda path: (np.asarray(nib.load(path).dataobj), nib.load(path).header.get_zooms())
-    monkeypatch.setitem(sys.modules, "zoo.data.nifti", fake)
+    # NIfTI's first array axis is i; the zoo's (z, y, x) is its transpose, spacing (3, 1, 1)
+    affine = np.diag([1.0, 1.0, 3.0, 1.0])
+    nib.Nifti1Image(shifted.T.astype("float32"), affine).to_filename(data / "images" / "x.nii.gz")
+    nib.Nifti1Image(mask.T, affine).to_filename(data / "masks" / "x.nii.gz")
     out = tmp_path / "eval"
     assert main(["evaluate", str(model), str(data), "--out", str(out), "--spacing", "1", "1", "1"]) == 0
     with open(out / "metrics.csv", newline="") as f:
         (row,) = list(csv.DictReader(f))
     assert row["spacing"] == "3 1 1" and float(row["hd95_mm"]) == pytest.approx(3.0)  # the header's z
 
-    monkeypatch.setitem(sys.modules, "zoo.data.nifti", None)  # no reader: an ImportError
+    moved = affine.copy()
+    moved[0, 3] = 5.0  # the mask's grid starts 5 mm away from the image's
+    nib.Nifti1Image(mask.T, moved).to_filename(data / "masks" / "x.nii.gz")
     assert main(["evaluate", str(model), str(data)]) == 2
-    assert "no NIfTI reader" in capsys.readouterr().err
+    assert "origin" in capsys.readouterr().err

@@ -8,10 +8,10 @@ Data layout::
     DATA/masks/<name>.<same or other suffix>    its integer label map (spatial shape only)
 
 Cases pair by name (the file name without its suffix). ``.npy`` arrays carry no geometry: give
-their voxel size with ``spacing`` (``--spacing Z Y X``, array order; default 1 mm). NIfTI files
-are read by ``zoo.data.nifti.read_nifti`` (``read_case``, the one place a reader plugs in) and
-bring their own spacing. Classifiers on labelled folders go to ``zoo.train.cli``'s path,
-unchanged.
+their voxel size with ``spacing`` (``--spacing Z Y X``, array order; default 1 mm). NIfTI images
+are read by ``zoo.data.nifti.read_nifti`` and bring their own spacing; a NIfTI mask is read onto
+its image's grid by ``zoo.data.masks.read_mask`` (``read_case``). Classifiers on labelled
+folders go to ``zoo.train.cli``'s path, unchanged.
 """
 
 from __future__ import annotations
@@ -95,43 +95,41 @@ def segmentation_cases(data) -> list[tuple[str, Path, Path]]:
     return [(n, images[n], masks[n]) for n in sorted(images)]
 
 
-def read_case(path) -> tuple[np.ndarray, tuple[float, ...] | None]:
-    """(array, spacing in mm or None) of one image or mask file: the reader hook.
+def read_case(path, reference=None):
+    """(array, spacing in mm or None, volume or None) of one image or mask file.
 
-    ``.npy`` files have no geometry (spacing None). NIfTI goes through
-    ``zoo.data.nifti.read_nifti``, expected to return the array in the zoo's (z, y, x) order with
-    its ``spacing`` in the same order (an object with ``array``/``spacing``, or a pair).
+    ``.npy`` files have no geometry (spacing None). NIfTI images are read by
+    ``zoo.data.nifti.read_nifti`` ((z, y, x) order); a NIfTI mask given the image's volume as
+    ``reference`` is read by ``zoo.data.masks.read_mask`` onto that image's grid, so a mask drawn
+    on another grid is refused instead of scored against the wrong voxels.
 
     Args:
         path: a ``.npy``, ``.nii`` or ``.nii.gz`` file.
+        reference: the image's volume, for a NIfTI mask (None: read as an image).
 
     Returns:
-        The array and its voxel size per axis, or None when the file has none.
+        The array, its voxel size per axis (or None) and the NIfTI volume (or None).
 
     Raises:
-        DataError: an unreadable file, or NIfTI without a NIfTI reader in this installation.
+        DataError: an unreadable file, or a mask not on its image's grid.
     """
     path = Path(path)
     if path.name.endswith(".npy"):
         try:
-            return np.load(path, allow_pickle=False), None
+            return np.load(path, allow_pickle=False), None, None
         except (OSError, ValueError) as e:
             raise DataError(
                 f"{path}: not a readable .npy array ({e}); save it with np.save."
             ) from None
-    try:
-        from zoo.data.nifti import read_nifti
-    except ImportError:
-        raise DataError(
-            f"{path}: this installation has no NIfTI reader (zoo.data.nifti); convert the case "
-            "to .npy (and give --spacing) or update the zoo."
-        ) from None
+    if reference is not None:
+        from zoo.data.masks import read_mask
+
+        mask = read_mask(path, reference)
+        return mask.array, tuple(float(s) for s in reference.spacing), None
+    from zoo.data.nifti import read_nifti
+
     volume = read_nifti(path)
-    if isinstance(volume, tuple):
-        array, spacing = volume[0], volume[1]
-    else:
-        array, spacing = getattr(volume, "array", volume), getattr(volume, "spacing", None)
-    return np.asarray(array), None if spacing is None else tuple(float(s) for s in spacing)
+    return volume.array, tuple(float(s) for s in volume.spacing), volume
 
 
 def is_segmenter(model) -> bool:
@@ -166,8 +164,8 @@ def _spacing_of(name, image_spacing, mask_spacing, spacing, shape) -> tuple[floa
 
 def _case(model, name, image_path, mask_path, options: dict):
     """(mask, predicted labels, spacing) of one case."""
-    image, image_spacing = read_case(image_path)
-    mask, mask_spacing = read_case(mask_path)
+    image, image_spacing, volume = read_case(image_path)
+    mask, mask_spacing, _ = read_case(mask_path, reference=volume)
     dims = len(model.inputs[0].shape) - 2
     if mask.ndim == dims + 1 and mask.shape[-1] == 1:
         mask = mask[..., 0]  # a label map saved with a channel axis
