@@ -98,6 +98,12 @@ def _weights_format(name):
     return get_format(name)
 
 
+def _seg_loss(name):
+    from zoo.train.seg_losses import segmentation_loss
+
+    return segmentation_loss(name)
+
+
 def _layer_kind(name):
     from zoo.layers.dims import layer
 
@@ -122,6 +128,7 @@ CASES = [
     (_weights_format, "weights format", "torch-state-dic", "torch-state-dict"),
     (_engine, "inference engine", "openvno", "openvino"),
     (_blend, "blend", "gausian", "gaussian"),
+    (_seg_loss, "segmentation loss", "dice_cee", "dice_ce"),
 ]
 
 
