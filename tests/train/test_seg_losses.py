@@ -153,7 +153,7 @@ def test_options_background_and_dict_weights_follow_the_reference():
 @pytest.mark.parametrize("multilabel", [False, True], ids=["multiclass", "multilabel"])
 def test_dice_gradient_matches_central_differences_on_the_logits(multilabel):
     """tf.GradientTape of the float64 Dice loss on logits against central differences of the
-    numpy reference: max relative error below 1e-6 (measured about 1e-9)."""
+    numpy reference: max relative error below 1e-6 (measured 1.1e-8 and 1.5e-8)."""
     rng = np.random.default_rng(7)
     t, _ = _case(2, multilabel, seed=7)
     z = rng.normal(0, 1.5, t.shape)
@@ -317,7 +317,8 @@ def _tiny_segmenter(k, activation, size=16):
 
 def test_finetune_multilabel_masks_and_balanced_class_weights(tmp_path):
     """(N, H, W, K) 0/1 masks train a sigmoid model, Dice per channel; class_weight='balanced'
-    becomes pixel-frequency weights inside the loss (recorded in run.json)."""
+    becomes pixel-frequency weights inside the loss (recorded in run.json); a built loss takes
+    finetune's class weights; a streamed dataset of (image, uint8 mask) batches trains."""
     rng = np.random.default_rng(0)
     x = rng.uniform(0, 255, (16, 16, 16, 1)).astype("float32")
     masks = np.stack([x[..., 0] > 200, x[..., 0] < 40], -1).astype("int32")
@@ -336,6 +337,11 @@ def test_finetune_multilabel_masks_and_balanced_class_weights(tmp_path):
                       out_dir=tmp_path / "mc", **kw)
     options = json.loads(result.record.read_text())["task_options"]
     assert "alpha=0.2" in options["loss"] and "class_weight={0: 0.5}" in options["loss"]
+    # any batched tf.data.Dataset of (image, mask) works, uint8 masks included
+    stream = tf.data.Dataset.from_tensor_slices((x, (x[..., 0] > 128).astype("uint8"))).batch(8)
+    result = finetune(_tiny_segmenter(2, "softmax"), stream, stream, task="segmentation",
+                      loss="focal", class_weight=[1.0, 3.0], out_dir=tmp_path / "stream", **kw)
+    assert 0 <= result.history[0]["val_dice"] <= 1 and np.isfinite(result.history[0]["loss"])
 
 
 def test_finetune_refuses_bad_masks_and_options(tmp_path):

@@ -145,10 +145,15 @@ class SegmentationLoss:
                 f"include_background={include_background!r}, from_logits={from_logits!r}: give "
                 "True or False."
             )
-        if isinstance(class_weight, Sequence | np.ndarray) and not isinstance(class_weight, str):
+        if isinstance(class_weight, str):
+            check_class_weight(class_weight, 0)  # raises: a rule, not weights
+        elif isinstance(class_weight, Sequence | np.ndarray):
             check_class_weight(class_weight, len(class_weight))
         elif class_weight is not None and not isinstance(class_weight, Mapping):
-            check_class_weight(class_weight, 0)  # the error: a rule or another type
+            raise InvalidArgumentError(
+                f"class_weight={class_weight!r}: give one weight per class (a sequence) or a "
+                "{class: weight} dict."
+            )
         self.class_weight = class_weight
         self.include_background, self.from_logits = include_background, from_logits
 
