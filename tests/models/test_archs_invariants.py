@@ -47,8 +47,10 @@ VARIANTS = {
     "alexnet": [({"variant": "2012"}, None)],  # LRN and the two towers (grouped convolutions)
     "googlenet": [({"aux_logits": True}, None)],  # three outputs; aux heads branch off mid-network
     "unet": [({"depth": 2, "base_filters": 4, "upsampling": "bilinear", "norm": "group"}, None),
-             ({"encoder": "simple_cnn", "decoder_filters": (8, 8, 8, 8, 8)}, 32)],  # nested encoder
-    "unet3d": [({"depth": 2, "base_filters": 2, "norm": "instance"}, None)],
+             ({"encoder": "simple_cnn", "decoder_filters": (8, 8, 8, 8, 8)}, 32),  # nested encoder
+             ({"depth": 3, "base_filters": 2, "deep_supervision": True}, None)],  # extra outputs
+    "unet3d": [({"depth": 2, "base_filters": 2, "norm": "instance"}, None),
+               ({"depth": 2, "base_filters": 2, "deep_supervision": True}, None)],
     "patch_cnn29": [({"n_scalars": 2, "dense": (16,)}, None)],  # second input: scalar features
     "triplanar_cnn": [({"n_scalars": 3, "dense": (16,)}, None)],
 }

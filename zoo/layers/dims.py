@@ -20,6 +20,7 @@ KINDS: Registry = Registry("2D/3D layer", {
     "global_max_pool": ("GlobalMaxPooling2D", "GlobalMaxPooling3D"),
     "crop": ("Cropping2D", "Cropping3D"),
     "zero_pad": ("ZeroPadding2D", "ZeroPadding3D"),
+    "upsample": ("UpSampling2D", "UpSampling3D"),  # nearest (Keras' 3D one has no other mode)
 }, argument="kind")
 
 

@@ -130,7 +130,8 @@ def _conv_window(layer, kind, intervals, sizes):
 def _upsampling_window(layer, kind, intervals):
     """Up-sampling: nearest reads one input cell, (bi)linear also reads the next one."""
     dims = len(intervals)
-    if kind == "LinearUpsampling" or layer.interpolation == "bilinear":
+    # UpSampling3D is nearest only and has no ``interpolation``
+    if kind == "LinearUpsampling" or getattr(layer, "interpolation", "nearest") == "bilinear":
         # half-pixel linear by u: output o reads floor((o + 1/2) / u - 1/2) and the next input
         u = _tuple(getattr(layer, "size", 2), dims)
         return [

@@ -7,6 +7,8 @@ linear interpolation + 1x1 conv, 'same' padding (output = input size, sizes divi
 ``encoder="resnet50"`` (any registered backbone with multi-scale features) replaces the
 contracting path by that backbone's ``features_strideN`` maps, pretrained when
 ``encoder_weights`` names a card, frozen with ``freeze_encoder=True``.
+``deep_supervision=True`` (nnU-Net) adds one output per coarser decoder level, up-sampled to
+full size, after the main output; ``main_output(model)`` drops them again for inference.
 """
 
 from __future__ import annotations
@@ -93,6 +95,45 @@ def _head(x, num_classes, activation, dims):
                         dtype="float32")(x)
 
 
+def _check_deep_supervision(deep_supervision, levels: int, padding: str) -> int:
+    """The number of extra outputs ``deep_supervision`` asks for (True: every coarser level)."""
+    if deep_supervision is False or deep_supervision is None:
+        return 0
+    if levels < 2:
+        raise InvalidArgumentError(
+            f"deep_supervision={deep_supervision!r} with one decoder level: there is no coarser "
+            "level to supervise; use depth >= 2."
+        )
+    n = levels - 1 if deep_supervision is True else deep_supervision
+    if isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= levels - 1:
+        raise InvalidArgumentError(
+            f"deep_supervision={deep_supervision!r}: give True (every decoder level below the "
+            f"full-resolution one: {levels - 1} here), False, or a number of levels in "
+            f"1..{levels - 1}."
+        )
+    if padding != "same":
+        raise InvalidArgumentError(
+            "deep_supervision with padding='valid': the coarse outputs do not up-sample onto the "
+            "cropped full-resolution output; use padding='same'."
+        )
+    return n
+
+
+def _deep_heads(decoded: dict, n: int, num_classes, activation, dims) -> list:
+    """Extra outputs of decoder levels 2..n+1 (stride 2**(k-1)): a 1x1 convolution to the classes
+    (``head_ds{k}_conv``, with the model's activation) and nearest up-sampling to full size
+    (``head_ds{k}``). Nearest up-sampling makes the loss of a coarse output against the
+    full-resolution mask the loss against the block-averaged (soft) mask, so the mask is never
+    resampled and every output has the main output's shape."""
+    up = D.layer("upsample", dims)
+    heads = []
+    for k in range(2, n + 2):
+        y = D.conv(dims)(num_classes or 2, 1, activation=activation, name=f"head_ds{k}_conv",
+                         dtype="float32")(decoded[k])
+        heads.append(up(2 ** (k - 1), name=f"head_ds{k}", dtype="float32")(y))
+    return heads
+
+
 def _unet(
     x,
     *,
@@ -105,9 +146,11 @@ def _unet(
     upsampling,
     padding,
     name,
+    deep_supervision=False,
 ):
     _blocks.check_norm(norm)
     _check_options(depth, base_filters, upsampling, padding)
+    n_deep = _check_deep_supervision(deep_supervision, depth, padding)
     check_sizes(x.shape[1:-1], depth, padding, name)
     pool = D.pool("max", dims)
     skips = []
@@ -120,6 +163,7 @@ def _unet(
         if level < depth:
             skips.append(x)
             x = pool(2, name=f"enc{level + 1}_pool")(x)
+    decoded = {}
     for level in reversed(range(depth)):
         x = up_block(
             x,
@@ -131,7 +175,11 @@ def _unet(
             upsampling=upsampling,
             padding=padding,
         )
-    return _head(x, num_classes, classifier_activation, dims)
+        decoded[level + 1] = x
+    main = _head(x, num_classes, classifier_activation, dims)
+    if not n_deep:
+        return main
+    return [main, *_deep_heads(decoded, n_deep, num_classes, classifier_activation, dims)]
 
 
 def _features(model) -> dict[int, str]:
@@ -157,6 +205,7 @@ def _encoder_unet(
     norm,
     upsampling,
     decoder_filters,
+    deep_supervision=False,
 ):
     """The decoder on ``encoder``, a zoo.load features model (``features_strideN`` outputs)."""
     if not isinstance(encoder, keras.Model):
@@ -195,8 +244,10 @@ def _encoder_unet(
         raise InvalidArgumentError(
             f"decoder_filters={decoder_filters}: {encoder} needs {len(skips)} decoder widths."
         )
+    n_deep = _check_deep_supervision(deep_supervision, len(skips), "same")
+    decoded = {}
     for i, skip in enumerate(skips):
-        y = up_block(
+        decoded[len(skips) - i] = y = up_block(
             y,
             skip,
             filters[i],
@@ -206,7 +257,10 @@ def _encoder_unet(
             upsampling=upsampling,
             padding="same",
         )
-    return _head(y, num_classes, classifier_activation, dims)
+    main = _head(y, num_classes, classifier_activation, dims)
+    if not n_deep:
+        return main
+    return [main, *_deep_heads(decoded, n_deep, num_classes, classifier_activation, dims)]
 
 
 def _register(name, dims, size, paper):
@@ -238,10 +292,12 @@ def _register(name, dims, size, paper):
         encoder=None,
         freeze_encoder=False,
         decoder_filters=(256, 128, 64, 32, 16),
+        deep_supervision=False,
     ):
         """num_classes: output channels of the 1x1 head (2 when not given); encoder: a features
-        model
-        (zoo.load builds it from encoder="resnet50" and encoder_weights=...)."""
+        model (zoo.load builds it from encoder="resnet50" and encoder_weights=...);
+        deep_supervision: True (or a number of levels) adds outputs of the coarser decoder
+        levels, up-sampled to full size, after the main one (see ``_deep_heads``)."""
         activation = classifier_activation
         if encoder is not None:
             return _encoder_unet(
@@ -254,6 +310,7 @@ def _register(name, dims, size, paper):
                 norm=norm,
                 upsampling=upsampling,
                 decoder_filters=decoder_filters,
+                deep_supervision=deep_supervision,
             )
         return _unet(
             x,
@@ -266,6 +323,7 @@ def _register(name, dims, size, paper):
             upsampling=upsampling,
             padding=padding,
             name=name,
+            deep_supervision=deep_supervision,
         )
 
     return build
@@ -273,3 +331,12 @@ def _register(name, dims, size, paper):
 
 build_unet = _register("unet", 2, 256, "Ronneberger et al. 2015, arXiv:1505.04597")
 build_unet3d = _register("unet3d", 3, 64, "Cicek et al. 2016, arXiv:1606.06650")
+
+
+def main_output(model):
+    """``model`` with its first output only (a deep-supervision U-Net as a one-output model for
+    inference and export; the same layers and weights)."""
+    if len(model.outputs) == 1:
+        return model
+    return keras.Model(model.inputs[0] if len(model.inputs) == 1 else model.inputs,
+                       model.outputs[0], name=model.name)

@@ -207,9 +207,10 @@ class _AugmentedBatches(Batches):
     """Batches whose images are augmented per epoch by an Augment, with parameters drawn by numpy
     from (seed, epoch): the same run gives the same views, independent of TensorFlow's RNG state."""
 
-    def __init__(self, x, y, batch_size, seed, sample_weight, policy: Augment, value_range):
+    def __init__(self, x, y, batch_size, seed, sample_weight, policy: Augment, value_range,
+                 masks: bool = False):
         super().__init__(x, y, batch_size, True, seed, sample_weight)
-        self.policy, self.value_range = policy, value_range
+        self.policy, self.value_range, self.masks = policy, value_range, masks
 
     def _params(self, epoch: int, n: int) -> dict:
         p, (h, w) = self.policy, self.x.shape[1:3]
@@ -228,23 +229,29 @@ class _AugmentedBatches(Batches):
         import tensorflow as tf
 
         idx = self.order(epoch)
-        (h, w, c), p = self.x.shape[1:], self.policy
+        (h, w, _), p = self.x.shape[1:], self.policy
         sy, sx = int(round(p.shift * h)), int(round(p.shift * w))
         params = self._params(epoch, len(idx))
         weight = (
             np.ones(len(self.y), np.float32) if self.sample_weight is None else self.sample_weight
         )
-        value_range = self.value_range
+        value_range, masks = self.value_range, self.masks
+
+        def move(t, prm):
+            """The geometric part, for an image (h, w, c) or a mask (h, w[, k])."""
+            shape = tf.shape(t)
+            t = t if t.shape.rank == 3 else t[..., None]
+            t = tf.pad(t, [[sy, sy], [sx, sx], [0, 0]], mode="SYMMETRIC") if sy or sx else t
+            t = tf.slice(t, tf.stack([prm["dy"], prm["dx"], 0]), [h, w, tf.shape(t)[-1]])
+            t = tf.image.rot90(t, prm["turns"])
+            t = tf.cond(prm["flip"], lambda: tf.reverse(t, [1]), lambda: t)
+            return tf.reshape(t, shape)
 
         def view(x, y, wt, prm):
-            x = tf.pad(x, [[sy, sy], [sx, sx], [0, 0]], mode="SYMMETRIC") if sy or sx else x
-            x = tf.slice(x, tf.stack([prm["dy"], prm["dx"], 0]), [h, w, c])
-            x = tf.image.rot90(x, prm["turns"])
-            x = tf.cond(prm["flip"], lambda: tf.reverse(x, [1]), lambda: x)
-            x = x * prm["gain"] + prm["offset"]
+            x = move(x, prm) * prm["gain"] + prm["offset"]
             if value_range is not None:
                 x = tf.clip_by_value(x, *value_range)
-            return x, y, wt
+            return x, (move(y, prm) if masks else y), wt
 
         ds = tf.data.Dataset.from_tensor_slices(
             (self.x[idx], self.y[idx], weight[idx].astype(np.float32), params))
@@ -630,6 +637,7 @@ def finetune(
     validation_split: float = 0.2,
     groups=None,
     task: str = "classification",
+    loss=None,
     seed: int = 0,
     out_dir="finetune_out",
     overwrite: bool = False,
@@ -651,7 +659,18 @@ def finetune(
         input (one class, values outside the input range, empty or mismatched arrays, string
         labels, labels that do not fit ``task``) is refused before training.
     task: "classification" (integer classes), "multilabel" ((N, K) 0/1, sigmoid), "regression"
-        (numbers), "segmentation" (integer masks, Dice + cross-entropy): zoo.train.tasks.
+        (numbers), "segmentation" (masks: zoo.train.tasks.Segmentation): integer masks
+        (N, *spatial) of class indices against softmax outputs, or, when the masks have a last
+        axis of K > 1 channels (N, *spatial, K), one 0/1 channel per label against K sigmoid
+        outputs (a model built here by name gets that activation and K outputs). Masks must
+        have the model output's spatial shape; fractions, classes outside 0..K-1 and other
+        shapes are refused before training (a stream: on its first batch). Validation metric
+        ``dice``; a model with several outputs (``deep_supervision=True`` U-Nets) is trained
+        on all of them (nnU-Net's halving weights) and judged on the first.
+    loss: segmentation only: a name from zoo.train.seg_losses.SEG_LOSSES ("dice_ce" when None;
+        "dice", "ce", "focal", "dice_focal", "tversky", "focal_tversky") or a built
+        ``zoo.train.seg_losses.segmentation_loss(name, **options)`` for options such as
+        ``gamma`` or ``include_background=False``.
     epochs, learning_rate: one value or a (stage 1, stage 2) pair; stage 2 with 0 epochs is skipped.
         Stage 2 is kept only if it improves ``monitor`` on the validation set without worsening
         the other validation metric (accuracy or loss) of stage 1's best epoch; otherwise the
@@ -659,12 +678,18 @@ def finetune(
     unfreeze_from: where stage 2 unfreezes (layer index, name or block prefix; None: the whole
         backbone). BatchNorm stays frozen (inference mode, the checkpoint's statistics) unless
         ``unfreeze_batchnorm``.
-    class_weight: None, "balanced" or {class: weight} (classification).
+    class_weight: None, "balanced" or {class: weight}: classification weighs each image by its
+        class; segmentation weighs the classes (multi-label: channels) inside the loss (the
+        cross-entropy terms and the Dice class mean; a sequence of K weights also works), and
+        "balanced" there counts pixels of the in-memory training masks.
     augment: True (whole-pixel shifts and a small intensity jitter: see Augment), "rot90" (also
         90-degree rotations and flips, for images without a fixed orientation), an Augment,
         False, or a list of Keras preprocessing layers. The same policy in both stages: with
         augmentation, stage 1 runs through the frozen backbone instead of a feature cache.
         A streamed dataset takes only False or Keras layers (augment inside its pipeline).
+        An Augment moves 2D images only (volumes: False, or augment in the tf.data pipeline);
+        segmentation masks move with their images (Keras layers see the images only: give
+        intensity layers there).
     cache_features: train stage 1 on the frozen backbone's features, computed once (only
         without augmentation: a cache holds one view per image).
     out_dir: the run folder (best.keras, run.json, curves.png, logs/, checkpoints/); an earlier
@@ -695,17 +720,19 @@ def finetune(
     epochs, learning_rate, metric = _check_options(
         epochs, learning_rate, weight_decay, task, monitor, validation_split, patience
     )
+    _check_loss(loss, task, class_weight)
     policy = augment_policy(augment)
     check_precision(precision)
     strat = make_strategy(strategy)  # first: MultiWorkerMirroredStrategy must precede other TF work
 
     data = _load_data(train_data, val_data, model_or_name, num_classes, task, policy, groups,
                       validation_split, seed)
+    multilabel_masks = task == "segmentation" and _multilabel_masks(data, model_or_name)
     if num_classes is None and isinstance(model_or_name, str):
-        num_classes = _count_classes(task, data.y, data.vy)
+        num_classes = _count_classes(task, data.y, data.vy, multilabel_masks)
     keras.utils.set_random_seed(seed)
     if isinstance(model_or_name, str) and task != "classification":
-        build_kw = {"classifier_activation": ACTIVATIONS[task]}
+        build_kw = {"classifier_activation": "sigmoid" if multilabel_masks else ACTIVATIONS[task]}
     else:
         build_kw = {}
     model = _build(
@@ -719,16 +746,16 @@ def finetune(
         dropout=dropout,
         **build_kw,
     )
-    classes, value_range = _check_fit(model, task, data)
-    if class_weight is not None and task != "classification":
-        raise InvalidArgumentError(f"class_weight= is for task='classification' (task={task!r}).")
-    sources = _Sources(data, policy, class_weight, classes, batch_size, seed, value_range)
+    task_options = _task_options(task, loss, class_weight, data, model, multilabel_masks)
+    classes, value_range = _check_fit(model, task, data, task_options)
+    sources = _Sources(data, policy, class_weight if task == "classification" else None, classes,
+                       batch_size, seed, value_range, masks=task == "segmentation")
     out = prepare_out_dir(out_dir, overwrite, resume) if is_chief() else Path(out_dir)
 
     run = _Run(model, out, monitor, is_chief(), verbose)
     stages = _Stages(run, out, task, strat, weight_decay=weight_decay, precision=precision,
                      patience=patience, verbose=verbose, checkpoint_every=checkpoint_every,
-                     resume=resume)
+                     resume=resume, task_options=task_options)
     stage1_info, cached = _stage1(stages, sources, model, epochs[0], learning_rate[0],
                                   cache_features, strat)
     stage2_info = None
@@ -744,6 +771,7 @@ def finetune(
             "arguments": arguments,
             "strategy": describe(strat),
             "task": task,
+            "task_options": _jsonable(task_options),
             "data": _data_record(data, classes, task, groups, value_range),
             "augment": _jsonable(vars(policy) if isinstance(policy, Augment) else policy),
             "stage1": {**stage1_info, "cached_features": cached},
@@ -839,6 +867,12 @@ def _load_data(train_data, val_data, model_or_name, num_classes, task, policy, g
                                                 validation_split, seed)
     if classes_task and not streamed:
         _check_labels(y, vy, num_classes)
+    if isinstance(policy, Augment) and x.ndim != 4:
+        raise InvalidArgumentError(
+            f"augment: the built-in augmentation moves 2D images, not images of shape "
+            f"{x.shape[1:]}; pass augment=False (or Keras layers), or augment volumes in a "
+            "tf.data pipeline (zoo.data)."
+        )
     return _Data(train_data, val_data, x, y, vx, vy, streamed, _is_dataset(val_data), val_groups)
 
 
@@ -892,16 +926,84 @@ def _memory_data(train_data, val_data, classes_task, groups, validation_split, s
     return x, y, vx, vy, None
 
 
-def _count_classes(task: str, y: np.ndarray, vy: np.ndarray) -> int:
+def _check_loss(loss, task: str, class_weight) -> None:
+    """``loss`` is for segmentation and names a registered loss, ``class_weight`` for a task
+    with classes (checked before TensorFlow)."""
+    if class_weight is not None and task not in ("classification", "segmentation"):
+        raise InvalidArgumentError(
+            f"class_weight= is for task='classification' or 'segmentation' (task={task!r})."
+        )
+    if loss is None:
+        return
+    if task != "segmentation":
+        raise InvalidArgumentError(
+            f"loss={loss!r} is for task='segmentation'; task={task!r} has its own loss."
+        )
+    from zoo.train.seg_losses import SEG_LOSSES, SegmentationLoss
+
+    if isinstance(loss, SegmentationLoss):
+        if class_weight is not None and loss.class_weight is not None:
+            raise InvalidArgumentError(
+                "class_weight= given twice: to zoo.finetune and inside the built loss; give it "
+                "once."
+            )
+        return
+    SEG_LOSSES.check(loss)
+
+
+def _multilabel_masks(data: _Data, model_or_name) -> bool:
+    """Whether the masks are multi-label, by zoo.train.tasks.masks_are_multilabel against the
+    given model's output, or (a model still to build) a channel axis of K > 1 on the masks."""
+    from zoo.train.tasks import masks_are_multilabel
+
+    if hasattr(model_or_name, "outputs"):
+        return masks_are_multilabel(data.y.shape[1:], tuple(model_or_name.outputs[0].shape[1:]))
+    return data.y.ndim == data.x.ndim and data.y.shape[-1] > 1
+
+
+def _task_options(task: str, loss, class_weight, data: _Data, model, multilabel: bool) -> dict:
+    """The segmentation task's loss and class weights ("balanced": from the training masks)."""
+    from zoo.train.seg_losses import class_weights_from_masks, segmentation_loss
+
+    if task != "segmentation":
+        return {}
+    classes = int(model.outputs[0].shape[-1])
+    classes = classes if multilabel else max(classes, 2)
+    if isinstance(class_weight, str) and class_weight == "balanced":
+        if data.streamed:
+            raise InvalidArgumentError(
+                "class_weight='balanced' counts the pixels of in-memory masks; with a streamed "
+                "dataset give one weight per class."
+            )
+        class_weight = class_weights_from_masks(data.y, classes, multilabel)
+    if class_weight is None:
+        return {"loss": segmentation_loss(loss or "dice_ce")}
+    if not isinstance(class_weight, dict | list | tuple | np.ndarray):
+        raise InvalidArgumentError(
+            f"class_weight={class_weight!r}: use None, 'balanced', {{class: weight}} or one "
+            "weight per class."
+        )
+    if loss is None or isinstance(loss, str):
+        return {"loss": segmentation_loss(loss or "dice_ce", class_weight=class_weight)}
+    options = {**loss.options(), "class_weight": class_weight}  # a built loss: the same, weighted
+    return {"loss": segmentation_loss(loss.name, **options)}
+
+
+def _count_classes(task: str, y: np.ndarray, vy: np.ndarray, multilabel_masks=False) -> int:
     """The model's output count implied by the labels when num_classes is not given."""
-    if task in ("classification", "segmentation"):
+    if multilabel_masks:
+        return int(y.shape[-1])
+    if task == "segmentation":
+        return max(int(max(y.max(), vy.max())) + 1, 2)
+    if task == "classification":
         return int(max(y.max(), vy.max())) + 1
     if task == "multilabel":
         return int(y.shape[1]) if y.ndim == 2 else 1
     return int(np.prod(y.shape[1:], dtype=int))
 
 
-def _check_fit(model, task: str, data: _Data) -> tuple[int, tuple[float, float] | None]:
+def _check_fit(model, task: str, data: _Data,
+               task_options: dict) -> tuple[int, tuple[float, float] | None]:
     """(classes, input value range) once labels, shapes and values fit the built model."""
     from zoo.train.tasks import make_task
 
@@ -924,7 +1026,7 @@ def _check_fit(model, task: str, data: _Data) -> tuple[int, tuple[float, float] 
     value_range = _check_range(model, x, vx)
     for images, labels, what in ((x, y, "train_data"), (vx, vy, "val_data")):
         try:
-            make_task(task, model).check(images, labels)
+            make_task(task, model, **task_options).check(images, labels)
         except DataError as err:
             raise DataError(f"{what}: {err}") from None
     return classes, value_range
@@ -933,10 +1035,11 @@ def _check_fit(model, task: str, data: _Data) -> tuple[int, tuple[float, float] 
 class _Sources:
     """Each stage's training and validation input: batches, augmented batches or the stream."""
 
-    def __init__(self, data: _Data, policy, class_weight, classes, batch_size, seed, value_range):
+    def __init__(self, data: _Data, policy, class_weight, classes, batch_size, seed, value_range,
+                 masks: bool = False):
         self.data, self.policy, self.class_weight = data, policy, class_weight
         self.classes, self.batch_size, self.seed = classes, batch_size, seed
-        self.value_range = value_range
+        self.value_range, self.masks = value_range, masks  # masks: labels move with the images
         self.weights = (
             None if data.streamed else class_weights_to_samples(data.y, class_weight, classes)
         )
@@ -948,7 +1051,7 @@ class _Sources:
             return self._streamed()
         if isinstance(policy, Augment):
             return _AugmentedBatches(data.x, data.y, self.batch_size, self.seed, self.weights,
-                                     policy, self.value_range)
+                                     policy, self.value_range, self.masks)
         batches = Batches(data.x, data.y, self.batch_size, True, self.seed, self.weights)
         map_fn = _layers_fn(policy) if policy else None
         return (lambda epoch: batches.dataset(epoch, map_fn)) if map_fn else batches
@@ -1004,8 +1107,9 @@ class _Stages:
     """Runs a stage on the engine: its own optimizer, hooks and checkpoint folder."""
 
     def __init__(self, run: _Run, out: Path, task: str, strat, *, weight_decay, precision,
-                 patience, verbose, checkpoint_every, resume):
+                 patience, verbose, checkpoint_every, resume, task_options=None):
         self.run, self.out, self.task, self.strat = run, out, task, strat
+        self.task_options = task_options or {}
         self.weight_decay, self.precision, self.patience = weight_decay, precision, patience
         self.verbose, self.checkpoint_every, self.resume = verbose, checkpoint_every, resume
 
@@ -1038,7 +1142,7 @@ class _Stages:
         if self.verbose and not whole_epoch:
             hooks.append(Progress(n_steps, name))
         engine = Engine(
-            make_task(self.task, target),
+            make_task(self.task, target, **self.task_options),
             self.optimizer(lr),
             self.strat,
             hooks=hooks,
@@ -1060,7 +1164,7 @@ def _stage1(stages: _Stages, sources: _Sources, model, n_epochs, lr, cache_featu
     cached = False
     if n_epochs:
         target, source, val = model, sources.training(), sources.val()
-        if cache_features and sources.policy is None:
+        if cache_features and sources.policy is None and len(model.outputs) == 1:
             target, source, val = sources.cached(model, source, strat, info)
             cached = True
         stages("stage1", target, source, val, n_epochs, lr, whole_epoch=cached)

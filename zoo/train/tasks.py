@@ -179,91 +179,183 @@ class Regression(SupervisedTask):
             )
 
 
-class Segmentation(SupervisedTask):
-    """Per-pixel (2D) or per-voxel (3D) classes: integer masks (N, *spatial) or (N, *spatial, 1)
-    against softmax outputs (N, *spatial, K) (or one sigmoid channel for a binary mask).
+def _output_shape(model) -> tuple | None:
+    return tuple(model.outputs[0].shape[1:]) if getattr(model, "outputs", None) else None
 
-    ``loss="dice"``: 1 - the mean soft Dice over classes, per image
-    ((2 sum p t + s) / (sum p + sum t + s), s = ``smooth``); ``"dice_ce"``: that plus the mean
-    pixel cross-entropy. Metric ``dice``: the hard Dice of the arg-max over foreground classes
-    (classes 1..K-1; empty in both counts 1).
+
+def masks_are_multilabel(mask_shape, output_shape) -> bool:
+    """The one rule of ``task="segmentation"``: masks with the output's rank and its K > 1
+    channels hold one 0/1 channel per label (sigmoid outputs); masks without a channel axis, or
+    with one channel, hold class indices (softmax outputs; one sigmoid channel is binary)."""
+    return (
+        len(mask_shape) == len(output_shape)
+        and output_shape[-1] is not None
+        and output_shape[-1] > 1
+        and mask_shape[-1] != 1
+    )
+
+
+class Segmentation(SupervisedTask):
+    """Per-pixel (2D) or per-voxel (3D) labels against the model's maps (N, *spatial, K).
+
+    Masks, by ``masks_are_multilabel``: integer class indices (N, *spatial) or (N, *spatial, 1)
+    against softmax outputs (one sigmoid channel counts as two classes, background and
+    foreground), or multi-label 0/1 masks (N, *spatial, K) against K sigmoid outputs.
+
+    ``loss``: a name in ``zoo.train.seg_losses.SEG_LOSSES`` ("dice_ce" by default: soft Dice +
+    cross-entropy; "dice", "ce", "focal", "dice_focal", "tversky", "focal_tversky") with its
+    options (``smooth``, ``gamma``, ``alpha``, ...) and the common ``class_weight``,
+    ``include_background`` and ``from_logits``, or a built ``segmentation_loss(...)``.
+
+    Deep supervision: a model with several outputs (``zoo.load("unet", deep_supervision=True)``:
+    the full-resolution head first, then coarser decoder levels up-sampled to full size) is
+    trained on every output against the same mask, weighted by ``deep_supervision_weights``
+    (default nnU-Net's: halving per level, normalised to sum 1); metrics and ``predict`` use the
+    first output only.
+
+    Metric ``dice``: per image, the hard Dice of the arg-max (multi-class, classes 1..K-1) or
+    of each channel at p = 0.5 (multi-label), averaged over those classes; a class empty in both
+    mask and prediction scores 1.
     """
 
-    def __init__(self, model, loss: str = "dice_ce", smooth: float = 1e-5):
-        super().__init__(model)
-        if loss not in ("dice", "dice_ce"):
-            raise InvalidArgumentError(
-                f"loss={loss!r}: use 'dice' or 'dice_ce' (Dice + cross-entropy)."
-            )
-        self.loss, self.smooth = loss, smooth
+    def __init__(self, model, loss="dice_ce", *, deep_supervision_weights=None, **loss_options):
+        from zoo.train.seg_losses import segmentation_loss
 
-    def _probs_and_onehot(self, y, out):
+        super().__init__(model)
+        self.loss = segmentation_loss(loss, **loss_options)
+        self.ds_weights = deep_supervision_weights
+
+    def _outputs(self, out) -> list:
+        return list(out) if isinstance(out, list | tuple) else [out]
+
+    def _weights(self, n: int) -> list[float]:
+        from zoo.train.seg_losses import deep_supervision_weights
+
+        if self.ds_weights is None:
+            return deep_supervision_weights(n)
+        weights = [float(w) for w in self.ds_weights]
+        if len(weights) != n or min(weights) < 0 or not sum(weights) > 0:
+            raise InvalidArgumentError(
+                f"deep_supervision_weights={self.ds_weights!r}: give {n} weights >= 0 (one per "
+                "model output, full resolution first), not all 0."
+            )
+        return weights
+
+    def _binary(self, out):
+        """One sigmoid channel as two classes (background, foreground)."""
         import tensorflow as tf
 
+        if self.loss.from_logits:
+            return tf.concat([tf.zeros_like(out), out], -1)
+        return tf.concat([1.0 - out, out], -1)
+
+    def _target(self, y, out):
+        """(target channels, multi-label?) for the prediction ``out``."""
+        import tensorflow as tf
+
+        if masks_are_multilabel(tuple(y.shape[1:]), tuple(out.shape[1:])):
+            return tf.cast(y, out.dtype), True
         y = tf.cast(y, tf.int32)
         if y.shape.rank == out.shape.rank:
             y = tf.squeeze(y, -1)
-        if out.shape[-1] == 1:  # binary: one sigmoid channel -> two classes
-            out = tf.concat([1.0 - out, out], -1)
-        return out, tf.one_hot(y, out.shape[-1], dtype=tf.float32)
+        return tf.one_hot(y, max(int(out.shape[-1]), 2), dtype=out.dtype), False
+
+    def _prediction(self, out, multilabel: bool):
+        return out if multilabel or out.shape[-1] > 1 else self._binary(out)
 
     def per_example(self, y, out):
-        import tensorflow as tf
-
-        probs, onehot = self._probs_and_onehot(y, out)
-        axes = list(range(1, probs.shape.rank - 1))
-        inter = tf.reduce_sum(probs * onehot, axes)
-        total = tf.reduce_sum(probs, axes) + tf.reduce_sum(onehot, axes)
-        loss = 1.0 - tf.reduce_mean((2.0 * inter + self.smooth) / (total + self.smooth), -1)
-        if self.loss == "dice_ce":
-            eps = 1e-7
-            ce = -tf.reduce_sum(onehot * tf.math.log(tf.clip_by_value(probs, eps, 1.0)), -1)
-            loss += tf.reduce_mean(tf.reshape(ce, [tf.shape(ce)[0], -1]), 1)
-        return loss
+        outs = self._outputs(out)
+        target, multilabel = self._target(y, outs[0])
+        total = 0.0
+        for weight, o in zip(self._weights(len(outs)), outs, strict=True):
+            if weight:
+                total += weight * self.loss(target, self._prediction(o, multilabel),
+                                            multilabel=multilabel)
+        return total
 
     def metrics(self, y, out, w):
         import tensorflow as tf
 
-        probs, onehot = self._probs_and_onehot(y, out)
-        k = probs.shape[-1]
-        pred = tf.one_hot(tf.argmax(probs, -1), k, dtype=tf.float32)
+        out = self._outputs(out)[0]
+        onehot, multilabel = self._target(y, out)
+        probs = self._prediction(out, multilabel)
         axes = list(range(1, probs.shape.rank - 1))
-        inter = tf.reduce_sum(pred * onehot, axes)[:, 1:]
-        total = (tf.reduce_sum(pred, axes) + tf.reduce_sum(onehot, axes))[:, 1:]
+        if multilabel:
+            pred = tf.cast(probs > (0.0 if self.loss.from_logits else 0.5), probs.dtype)
+        else:
+            pred = tf.one_hot(tf.argmax(probs, -1), probs.shape[-1], dtype=probs.dtype)
+            pred, onehot = pred[..., 1:], onehot[..., 1:]
+        inter = tf.reduce_sum(pred * onehot, axes)
+        total = tf.reduce_sum(pred, axes) + tf.reduce_sum(onehot, axes)
         per = tf.reduce_mean(tf.where(total > 0, 2.0 * inter / tf.maximum(total, 1.0), 1.0), -1)
         return {"dice": (tf.reduce_sum(per), tf.cast(tf.size(per), tf.float32))}
 
+    def predict(self, x):
+        return self._outputs(self.model(x, training=False))[0]
+
     def check(self, x, y):
+        from zoo.train.seg_losses import check_class_weight
+
         y = np.asarray(y)
-        out_shape = (
-            tuple(self.model.outputs[0].shape[1:]) if getattr(self.model, "outputs", None) else None
-        )
+        out_shape = _output_shape(self.model)
         _finite(y, "masks")
-        spatial = (
-            y.shape[1:-1]
-            if out_shape and y.ndim == len(out_shape) + 1 and y.shape[-1] == 1
-            else y.shape[1:]
+        if out_shape is None:
+            return
+        if masks_are_multilabel(y.shape[1:], out_shape):
+            _check_multilabel_masks(y, out_shape)
+            classes = out_shape[-1]
+        else:
+            _check_class_masks(y, out_shape)
+            classes = max(int(out_shape[-1]), 2)
+        if self.loss.class_weight is not None:
+            check_class_weight(self.loss.class_weight, classes)
+        self._weights(len(self.model.outputs))
+
+
+def _check_shape(spatial, out_shape, y_shape, what: str) -> None:
+    if None not in out_shape and tuple(spatial) != tuple(out_shape[:-1]):
+        raise DataError(
+            f"masks of shape {y_shape[1:]} per image but the model outputs {out_shape}; give "
+            f"masks of shape {what}, resampled like the images."
         )
-        if (
-            out_shape
-            and tuple(spatial) != tuple(d for d in out_shape[:-1])
-            and None not in out_shape
-        ):
-            raise DataError(
-                f"masks of shape {y.shape[1:]} per image but the model outputs "
-                f"{out_shape}; give masks of shape {out_shape[:-1]} (one class index "
-                "per pixel), resampled like the images."
-            )
-        k = max(int(out_shape[-1]), 2) if out_shape else None
-        if y.dtype.kind == "f" and not np.all(np.mod(y, 1) == 0):
-            raise DataError(
-                "masks must hold class indices (0, 1, ...), not fractions; threshold "
-                "soft masks first."
-            )
-        if k and y.size and (y.min() < 0 or y.max() >= k):
-            raise DataError(
-                f"masks hold classes {y.min()}..{y.max()} but the model has {k} classes."
-            )
+
+
+def _check_class_masks(y: np.ndarray, out_shape: tuple) -> None:
+    """Integer masks (N, *spatial[, 1]): the output's spatial shape, classes 0..K-1."""
+    with_channel = y.ndim == len(out_shape) + 1 and y.shape[-1] == 1
+    spatial = y.shape[1:-1] if with_channel else y.shape[1:]
+    k = max(int(out_shape[-1]), 2)
+    _check_shape(spatial, out_shape, y.shape,
+                 f"{out_shape[:-1]} (one class index per pixel)"
+                 + (f" or {out_shape} (one 0/1 channel per label)" if k > 2 else ""))
+    if y.dtype.kind == "f" and not np.all(np.mod(y, 1) == 0):
+        raise DataError(
+            "masks must hold class indices (0, 1, ...), not fractions; threshold soft masks "
+            "first."
+        )
+    if y.dtype.kind not in "biuf":
+        raise DataError(f"masks of type {y.dtype}; give integer class indices.")
+    if y.size and (y.min() < 0 or y.max() >= k):
+        raise DataError(
+            f"masks hold classes {y.min()}..{y.max()} but the model has {k} classes (0..{k - 1}); "
+            "give num_classes= the number of classes, background included, or relabel the masks."
+        )
+
+
+def _check_multilabel_masks(y: np.ndarray, out_shape: tuple) -> None:
+    """Multi-label masks (N, *spatial, K): the output's shape, 0/1 values."""
+    _check_shape(y.shape[1:-1], out_shape, y.shape, str(out_shape))
+    if y.shape[-1] != out_shape[-1]:
+        raise DataError(
+            f"multi-label masks with {y.shape[-1]} channels but the model outputs "
+            f"{out_shape[-1]}; give one 0/1 channel per output (or integer masks (N, *spatial) "
+            "of class indices)."
+        )
+    if not np.isin(y, (0, 1)).all():
+        raise DataError(
+            "multi-label masks must hold 0 or 1 per channel (found "
+            f"{np.unique(y)[:5].tolist()}); threshold soft masks first."
+        )
 
 
 class MIL(SupervisedTask):
