@@ -187,6 +187,19 @@ def test_intensity_changes_the_image_only():
     np.testing.assert_allclose(out, lo + (hi - lo) * ((image - lo) / (hi - lo)) ** 2, atol=1e-6)
 
 
+def test_intensity_keeps_the_image_range_unless_told_not_to():
+    """A [0, 255] image stays inside [its min, its max] (a model's input range check passes);
+    without preserve_range a brightening scale leaves it."""
+    image = np.linspace(0.0, 255.0, 256, dtype=np.float32).reshape(16, 16, 1)
+    mask = np.zeros((16, 16), np.int32)
+    brighter = {"scale": (1.2, 1.2), "shift": None, "gamma": None, "noise": 0.1}
+    out, _ = Intensity(p=1.0, **brighter).apply(image, mask, np.random.default_rng(0))
+    assert out.min() >= 0.0 and out.max() <= 255.0 and not np.allclose(out, image)
+    free, _ = Intensity(p=1.0, preserve_range=False, **brighter).apply(
+        image, mask, np.random.default_rng(0))
+    assert free.max() > 300.0
+
+
 def test_seeded_policy_is_deterministic():
     image, mask, _ = blobs((8, 16, 16), seed=2)
     policy = SegAugment(seed=4)  # the default transforms

@@ -332,13 +332,16 @@ class Intensity:
     """Image-only jitter, each part off when None: ``gamma`` (an exponent drawn from the range,
     on values min-max normalised), ``scale`` (a multiplicative factor), ``shift`` and ``noise``
     (an offset and a Gaussian noise standard deviation, both in units of the image's std, so the
-    same numbers suit HU and [0, 1] images)."""
+    same numbers suit HU and [0, 1] images). ``preserve_range`` clips the result to the image's
+    own [min, max] (batchgenerators' default), so jittered grey values never leave a model's
+    input range ([0, 255] for the zoo's models) and never look like another modality."""
 
     p: float = 0.5
     scale: tuple[float, float] | None = (0.9, 1.1)
     shift: float | None = 0.1
     gamma: tuple[float, float] | None = (0.8, 1.25)
     noise: float | None = 0.05
+    preserve_range: bool = True
     name: ClassVar[str] = "intensity"
 
     def __post_init__(self):
@@ -353,6 +356,7 @@ class Intensity:
     def apply(self, image, mask, rng):
         x = np.array(image, np.float32)
         std = float(x.std()) or 1.0
+        bounds = float(x.min()), float(x.max())
         if self.gamma is not None:
             lo, hi = float(x.min()), float(x.max())
             if hi > lo:
@@ -364,6 +368,8 @@ class Intensity:
             x = x + rng.uniform(-self.shift, self.shift) * std
         if self.noise:
             x = x + rng.normal(0.0, self.noise * std, x.shape)
+        if self.preserve_range:
+            x = np.clip(x, *bounds)
         return x.astype(np.float32), mask
 
 
