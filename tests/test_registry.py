@@ -230,3 +230,24 @@ def test_names_of_a_plain_list_and_lazy_population():
     assert reg.names() == ["a", "b", "c"] and reg.names() == ["a", "b", "c"] and calls == [1]
     message = str(reg.unknown("d"))
     assert message == "Unknown thing 'd'. See list_things()."
+
+
+def test_build_refuses_an_option_the_class_does_not_take():
+    """Registry.build: options through every base class's constructor; an unknown one names the
+    accepted ones (a TypeError from the constructor would not)."""
+    from zoo.registry import Registry
+
+    class Base:
+        def __init__(self, *, shared=1):
+            self.shared = shared
+
+    class Child(Base):
+        def __init__(self, own=2, **common):
+            super().__init__(**common)
+            self.own = own
+
+    things = Registry("thing", {"child": Child}, argument="thing")
+    built = things.build("child", {"own": 3, "shared": 4})
+    assert (built.own, built.shared) == (3, 4)
+    with pytest.raises(InvalidArgumentError, match=r"thing='child' takes no option 'owm'; its options are own, shared"):
+        things.build("child", {"owm": 3})

@@ -11,14 +11,27 @@ This module sits below every package of the zoo: it imports only ``zoo.errors``.
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any
 
-from zoo.errors import UnknownNameError
+from zoo.errors import InvalidArgumentError, UnknownNameError
 
 __all__ = ["Registry", "UnknownNameError"]
 
 _MISSING = object()
+
+
+def keyword_parameters(cls) -> list[str]:
+    """The names ``cls(...)`` takes by keyword, through the ``__init__`` of every base class."""
+    names: dict[str, None] = {}
+    for klass in cls.__mro__[:-1]:  # not object
+        if "__init__" not in vars(klass):
+            continue
+        for n, param in inspect.signature(klass.__init__).parameters.items():
+            if n != "self" and param.kind in (param.POSITIONAL_OR_KEYWORD, param.KEYWORD_ONLY):
+                names[n] = None
+    return list(names)
 
 
 class Registry(Mapping):
@@ -73,6 +86,21 @@ class Registry(Mapping):
             if default is not _MISSING:
                 return default
             raise self.unknown(name) from None
+
+    def build(self, name, options: Mapping | None = None) -> Any:
+        """The class registered as ``name`` built with ``options``; an option its constructor
+        (or a base class's) does not take is an InvalidArgumentError listing the ones it does,
+        instead of a TypeError from deep inside."""
+        cls = self.get(name)
+        options = dict(options or {})
+        accepted = keyword_parameters(cls)
+        unknown = sorted(set(options) - set(accepted))
+        if unknown:
+            raise InvalidArgumentError(
+                f"{self.argument or self.kind}={name!r} takes no option "
+                f"{', '.join(map(repr, unknown))}; its options are {', '.join(accepted)}."
+            )
+        return cls(**options)
 
     def check(self, name) -> str:
         """``name`` itself when registered; ``UnknownNameError`` otherwise."""

@@ -20,7 +20,6 @@ rotation in a plane whose two sides differ turns by 180 degrees only.
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
@@ -400,17 +399,9 @@ def make_transform(entry) -> Any:
     if hasattr(entry, "apply") and hasattr(entry, "p"):
         return entry
     name, options = (entry, {}) if isinstance(entry, str) else tuple(entry)
-    cls = TRANSFORMS.get(name)
     if isinstance(options, int | float) and not isinstance(options, bool):
         options = {"p": options}
-    fields = [f.name for f in dataclasses.fields(cls)]
-    unknown = sorted(set(options) - set(fields))
-    if unknown:
-        raise InvalidArgumentError(
-            f"augmentation transform {name!r} has no option {unknown[0]!r}; its options are "
-            f"{', '.join(fields)}."
-        )
-    return cls(**options)
+    return TRANSFORMS.build(name, options)
 
 
 def _entries(transforms) -> list:

@@ -32,7 +32,6 @@ on it near the border.
 
 from __future__ import annotations
 
-import inspect
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -485,12 +484,4 @@ def make_sampler(sampler: Any = "patch", **options) -> Sampler:
                 f"options {sorted(options)} given with a sampler object; set them on the sampler."
             )
         return sampler
-    cls = SAMPLERS.get(sampler)
-    allowed = [p for p in inspect.signature(cls.__init__).parameters if p != "self"]
-    unknown = sorted(set(options) - set(allowed))
-    if unknown:
-        raise InvalidArgumentError(
-            f"sampler={sampler!r} has no option {unknown[0]!r}; its options are "
-            f"{', '.join(allowed)}."
-        )
-    return cls(**options)
+    return SAMPLERS.build(sampler, options)

@@ -34,13 +34,12 @@ logits and use log-softmax / log-sigmoid instead (exact, no clipping).
 
 from __future__ import annotations
 
-import inspect
 from collections.abc import Mapping, Sequence
 
 import numpy as np
 
 from zoo.errors import DataError, InvalidArgumentError
-from zoo.registry import Registry
+from zoo.registry import Registry, keyword_parameters
 
 EPSILON = 1e-7  # the clip before a log of a probability (Keras' epsilon)
 
@@ -161,12 +160,7 @@ class SegmentationLoss:
 
     def options(self) -> dict:
         """The constructor's arguments, for run records and ``repr``."""
-        names = {}
-        for cls in type(self).__mro__[:-1]:  # not object
-            for n, param in inspect.signature(cls.__init__).parameters.items():
-                if n != "self" and param.kind in (param.POSITIONAL_OR_KEYWORD, param.KEYWORD_ONLY):
-                    names[n] = getattr(self, n)
-        return names
+        return {n: getattr(self, n) for n in keyword_parameters(type(self))}
 
     def __repr__(self) -> str:
         shown = ", ".join(f"{k}={v!r}" for k, v in self.options().items())
@@ -423,15 +417,7 @@ def segmentation_loss(name="dice_ce", **options) -> SegmentationLoss:
                 f"once, not again ({sorted(options)})."
             )
         return name
-    cls = SEG_LOSSES.get(name)
-    takes = list(cls().options())
-    unknown = sorted(set(options) - set(takes))
-    if unknown:
-        raise InvalidArgumentError(
-            f"loss={name!r} takes no option {', '.join(map(repr, unknown))}; its options are "
-            f"{', '.join(takes)}."
-        )
-    return cls(**options)
+    return SEG_LOSSES.build(name, options)
 
 
 def deep_supervision_weights(n: int) -> list[float]:
