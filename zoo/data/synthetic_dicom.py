@@ -57,6 +57,20 @@ def phantom_volume(n_slices: int, size: int) -> np.ndarray:
     return np.round(vol)  # integer HU, so a lossless round trip through 12-bit storage is exact
 
 
+def _new_dataset(sop_class: str):
+    """An empty dataset with file meta for one new instance of ``sop_class`` (explicit VR LE)."""
+    from pydicom.dataset import Dataset, FileMetaDataset
+    from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = sop_class
+    meta.MediaStorageSOPInstanceUID = generate_uid()
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds = Dataset()
+    ds.file_meta = meta
+    return ds
+
+
 def write_ct_series(
     folder,
     n_slices: int = 8,
@@ -80,8 +94,7 @@ def write_ct_series(
     ``compression``: "none", "rle" or "j2k" (JPEG 2000 lossless).
     """
     import pydicom
-    from pydicom.dataset import Dataset, FileMetaDataset
-    from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, generate_uid
+    from pydicom.uid import CTImageStorage, generate_uid
 
     if compression not in COMPRESSIONS:
         raise InvalidArgumentError(f"compression={compression!r}: use one of {list(COMPRESSIONS)}.")
@@ -108,12 +121,8 @@ def write_ct_series(
     paths = []
     for j, w in enumerate(order):
         k = written[w]
-        meta = FileMetaDataset()
-        meta.MediaStorageSOPClassUID = CTImageStorage
-        meta.MediaStorageSOPInstanceUID = generate_uid()
-        meta.TransferSyntaxUID = ExplicitVRLittleEndian
-        ds = Dataset()
-        ds.file_meta = meta
+        ds = _new_dataset(CTImageStorage)
+        meta = ds.file_meta
         for key, value in FAKE_PHI.items():
             setattr(ds, key, value)
         ds.SOPClassUID, ds.SOPInstanceUID = CTImageStorage, meta.MediaStorageSOPInstanceUID
@@ -239,8 +248,7 @@ def write_rtstruct(label_map, reference, path, *, roi_names=None, overwrite: boo
     labels 1 .. K (default "ROI k"). Written through ``zoo.outputs`` (``overwrite`` to replace).
     """
     import pydicom
-    from pydicom.dataset import Dataset, FileMetaDataset
-    from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+    from pydicom.uid import generate_uid
 
     from zoo.data.references import load_reference, source_headers
     from zoo.data.rtstruct import RTSTRUCT_SOP_CLASS
@@ -256,12 +264,8 @@ def write_rtstruct(label_map, reference, path, *, roi_names=None, overwrite: boo
     if len(names) < count:
         raise InvalidArgumentError(f"roi_names names {len(names)} ROIs; the label map holds "
                                    f"labels up to {count}.")
-    meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = RTSTRUCT_SOP_CLASS
-    meta.MediaStorageSOPInstanceUID = generate_uid()
-    meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    ds = Dataset()
-    ds.file_meta = meta
+    ds = _new_dataset(RTSTRUCT_SOP_CLASS)
+    meta = ds.file_meta
     for key in ("PatientName", "PatientID", "PatientBirthDate", "PatientSex", "StudyDate",
                 "StudyTime", "StudyID", "AccessionNumber", "ReferringPhysicianName",
                 "StudyInstanceUID"):
