@@ -118,6 +118,12 @@ def _seg_transform(name):
     return SegAugment([name])
 
 
+def _seg_output_format(name):
+    from zoo.infer.predict_segmentation import SegmentOptions
+
+    return SegmentOptions(formats=name)
+
+
 def _layer_kind(name):
     from zoo.layers.dims import layer
 
@@ -145,6 +151,7 @@ CASES = [
     (_seg_sampler, "segmentation sampler", "center", "centre"),
     (_seg_transform, "augmentation transform", "elastc", "elastic"),
     (_activation, "output activation", "sofmax", "softmax"),
+    (_seg_output_format, "segmentation output format", "nfiti", "nifti"),
 ]
 
 
