@@ -8,7 +8,7 @@ Run: ``python benchmarks/bench_predict.py [--studies 24 --slices 32 --size 128 -
 * decode: zoo.data.series.load_series on each folder (pydicom parse + pixel decode + geometry
   sort), nothing else;
 * decode + fit: what zoo predict does to each series before the model (HU window, trilinear
-  resize to the model's input), ``zoo.infer.cli._read_series``;
+  resize to the model's input), ``zoo.infer.predict_common._read_series``;
 * zoo predict: ``predict_folder`` end to end (walk, header read for the SeriesInstanceUID,
   decode, fit, batched predict on ``--engine``, CSV), with a 3D model (simple_cnn3d, 2 classes,
   input 16x64x64; weights are random: throughput does not depend on them), once with the
@@ -61,7 +61,8 @@ def main(argv=None) -> int:
     import zoo
     from zoo.data.dicom import find_dicom_files
     from zoo.data.series import load_series
-    from zoo.infer.cli import _read_series, predict_folder
+    from zoo.infer.cli import predict_folder
+    from zoo.infer.predict_common import _read_series
 
     model = zoo.load("simple_cnn3d", in_chans=1, num_classes=2, input_shape=(16, 64, 64))
     shape, out_range = tuple(model.inputs[0].shape[1:]), (0.0, 255.0)

@@ -124,6 +124,12 @@ def _seg_loss(name):
     return segmentation_loss(name)
 
 
+def _seg_output_format(name):
+    from zoo.infer.predict_segmentation import SegmentOptions
+
+    return SegmentOptions(formats=name)
+
+
 def _layer_kind(name):
     from zoo.layers.dims import layer
 
@@ -152,6 +158,7 @@ CASES = [
     (_seg_transform, "augmentation transform", "elastc", "elastic"),
     (_activation, "output activation", "sofmax", "softmax"),
     (_seg_loss, "segmentation loss", "dice_cee", "dice_ce"),
+    (_seg_output_format, "segmentation output format", "nfiti", "nifti"),
 ]
 
 

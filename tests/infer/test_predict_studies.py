@@ -251,15 +251,15 @@ def test_exported_folders_run_through_their_sidecar(fmt, tmp_path):
 
 def test_streams_a_folder_batch_by_batch(tmp_path, monkeypatch):
     """The first batch is predicted after ``batch`` reads, not after the whole folder is decoded."""
-    import zoo.infer.cli as cli
+    import zoo.infer.predict_common as common
 
     phantom = zoo.load("simple_cnn.phantom")
     for i, image in enumerate(make_phantoms(7, size=64, seed=6).images):
         (tmp_path / "in" / f"d{i % 3}").mkdir(parents=True, exist_ok=True)
         np.save(tmp_path / "in" / f"d{i % 3}" / f"p{i}.npy", image)
     reads, calls = [], []
-    read = cli._read_image
-    monkeypatch.setattr(cli, "_read_image", lambda *a: reads.append(1) or read(*a))
+    read = common._read_image
+    monkeypatch.setattr(common, "_read_image", lambda *a: reads.append(1) or read(*a))
     opened = zoo.infer.sources.open_model
 
     def spy(*a, **k):  # each predict call records its batch size and the reads before it

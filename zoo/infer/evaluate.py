@@ -300,7 +300,7 @@ def _evaluate(args) -> int:
     model_path = Path(args.model)
     if model_path.is_dir() and (model_path / "best.keras").is_file():
         model_path = model_path / "best.keras"
-    roi = args.roi[0] if args.roi and len(args.roi) == 1 else args.roi
+    roi = roi_argument(args.roi)
     report = evaluate_segmentation(
         load_model(model_path), args.data, roi=roi, overlap=args.overlap,
         tta_flips=args.tta, largest_component=args.largest_component,
@@ -311,6 +311,37 @@ def _evaluate(args) -> int:
     if args.out:
         write_segmentation_report(report, args.out, overwrite=args.overwrite)
     return 0
+
+
+def add_window_options(group, roi_default: str = "the model's input size") -> None:
+    """``--roi``, ``--overlap``, ``--tta``, ``--largest-component``: how a segmentation model is
+    applied to a whole volume (``zoo.infer.segment.segment``); ``zoo evaluate`` and
+    ``zoo predict`` share them.
+
+    Args:
+        group: the parser or argument group to add them to.
+        roi_default: what ``--roi`` defaults to, for the help text.
+    """
+    group.add_argument("--roi", type=int, nargs="+", default=None, metavar="N",
+                       help=f"sliding-window size per spatial axis, or one for all (default "
+                       f"{roi_default})")
+    group.add_argument("--overlap", type=float, default=0.5, help="window overlap in [0, 1)")
+    group.add_argument("--tta", action="store_true",
+                       help="average the predictions of all flips over the spatial axes")
+    group.add_argument("--largest-component", action="store_true",
+                       help="keep only the largest connected component of each foreground class")
+
+
+def roi_argument(roi):
+    """``--roi`` as ``segment`` takes it: None, one int for every axis, or one per axis.
+
+    Args:
+        roi: the parsed ``--roi`` list (or None).
+
+    Returns:
+        None, an int, or the list.
+    """
+    return roi[0] if roi and len(roi) == 1 else roi
 
 
 def add_evaluate_parser(sub):
@@ -326,13 +357,7 @@ def add_evaluate_parser(sub):
 
     p = add_classifier_options(sub)
     g = p.add_argument_group("segmentation (DATA with images/ and masks/)")
-    g.add_argument("--roi", type=int, nargs="+", default=None,
-                   help="sliding-window size per spatial axis (default the model's input size)")
-    g.add_argument("--overlap", type=float, default=0.5, help="window overlap in [0, 1)")
-    g.add_argument("--tta", action="store_true",
-                   help="average the predictions of all flips over the spatial axes")
-    g.add_argument("--largest-component", action="store_true",
-                   help="keep only the largest connected component of each foreground class")
+    add_window_options(g)
     g.add_argument("--spacing", type=float, nargs="+", default=None, metavar="MM",
                    help="voxel size of .npy cases in mm, array order (Z Y X); NIfTI has its own")
     p.set_defaults(func=_evaluate)

@@ -67,10 +67,23 @@ def _first_output(y) -> np.ndarray:
     return np.asarray(y, np.float32)
 
 
-def _keras(spec, engine: str, batch: int) -> PredictModel:
-    from zoo.errors import RandomWeightsError
-    from zoo.infer.predictor import compile_for_inference, resolve_model
+def keras_model(spec):
+    """The Keras model MODEL names: a model, a ``.keras`` file or a zoo name with a weights tag.
 
+    Args:
+        spec: the model, or its file or zoo name (not an exported model: see ``open_model``).
+
+    Returns:
+        The Keras model.
+
+    Raises:
+        RandomWeightsError: a bare architecture name. DataError: a missing ``.keras`` file.
+    """
+    from zoo.errors import RandomWeightsError
+    from zoo.infer.predictor import resolve_model
+
+    if isinstance(spec, Path):
+        spec = str(spec)
     if isinstance(spec, str) and not spec.endswith(".keras") and "." not in spec:
         raise RandomWeightsError(
             f"model {spec!r} is an architecture name without a weights tag, so its weights would "
@@ -80,11 +93,13 @@ def _keras(spec, engine: str, batch: int) -> PredictModel:
     if isinstance(spec, str) and spec.endswith(".keras") and not Path(spec).is_file():
         raise DataError(f"zoo predict: model {spec!r}: no such file; give a .keras file written "
                         "by zoo finetune / zoo.save, an exported model or a zoo name.")
-    model = resolve_model(spec)
-    shape = tuple(model.inputs[0].shape[1:])
-    if len(shape) not in (3, 4) or None in shape[-1:]:
-        raise DataError(f"zoo predict: model {model.name!r} takes {shape}; it predicts images "
-                        "(H, W, C) or volumes (D, H, W, C).")
+    return resolve_model(spec)
+
+
+def input_range_of(model) -> tuple[tuple | None, str]:
+    """(the value range the model's input expects, a note): None for a model that takes
+    Hounsfield units (its CT windows inside, zoo.data.with_hu_input); (0, 255) when the model
+    states no input contract."""
     try:
         from zoo.models.factory import input_contract
 
@@ -93,9 +108,20 @@ def _keras(spec, engine: str, batch: int) -> PredictModel:
         input_range = (0.0, 255.0)
     from zoo.layers.window import WindowStack
 
-    note = ""
     if any(isinstance(layer, WindowStack) for layer in model.layers):  # zoo.data.with_hu_input
-        input_range, note = None, "the model takes Hounsfield units (its windows are inside); "
+        return None, "the model takes Hounsfield units (its windows are inside); "
+    return input_range, ""
+
+
+def _keras(spec, engine: str, batch: int, model=None) -> PredictModel:
+    from zoo.infer.predictor import compile_for_inference
+
+    model = keras_model(spec) if model is None else model
+    shape = tuple(model.inputs[0].shape[1:])
+    if len(shape) not in (3, 4) or None in shape[-1:]:
+        raise DataError(f"zoo predict: model {model.name!r} takes {shape}; it predicts images "
+                        "(H, W, C) or volumes (D, H, W, C).")
+    input_range, note = input_range_of(model)
     predictor = compile_for_inference(model, engine=engine, precision="fp32", batch=batch)
     named = isinstance(spec, str) and not spec.endswith(".keras")
     return PredictModel(
@@ -161,8 +187,22 @@ def _openvino_runner(source: Path):
     return lambda x: _first_output(compiled(x)[compiled.outputs[0]])
 
 
+def _refuse_segmenter(path: Path, meta: dict) -> None:
+    """An exported model with per-voxel outputs: zoo predict segments with the Keras model."""
+    outputs = list((meta.get("outputs") or {}).values())
+    shape = outputs[0].get("shape") if outputs and isinstance(outputs[0], dict) else None
+    if isinstance(shape, list) and len(shape) - 1 == len(meta["input_shape"]):
+        raise InvalidArgumentError(
+            f"zoo predict: {str(path)!r} is an exported segmentation model (per-voxel outputs "
+            f"{tuple(shape[1:])}); zoo predict segments with the Keras model (sliding windows, "
+            "flips, NIfTI and DICOM-SEG output): give the .keras file or zoo name it was "
+            "exported from."
+        )
+
+
 def _exported(path: Path, kind: str, engine: str) -> PredictModel:
     meta = _sidecar(path)
+    _refuse_segmenter(path, meta)
     natural = {"onnx": "onnxruntime", "openvino": "openvino", "saved_model": "tensorflow"}[kind]
     allowed = {"onnx": ("onnxruntime", "openvino"), "openvino": ("openvino",),
                "saved_model": ("tensorflow",)}[kind]
@@ -198,14 +238,27 @@ def _exported(path: Path, kind: str, engine: str) -> PredictModel:
     )
 
 
-def open_model(spec, engine: str = "auto", batch: int = 16) -> PredictModel:
-    """MODEL (a Keras model, .keras file, zoo name/tag, or a zoo.export output) ready to predict."""
+def exported_kind(spec) -> str | None:
+    """``"onnx"``, ``"openvino"`` or ``"saved_model"`` when MODEL is a ``zoo.export`` output.
+
+    Args:
+        spec: MODEL as given (a path, a name or a Keras model).
+
+    Returns:
+        The export's kind, or None for anything else.
+    """
+    return _exported_kind(Path(spec)) if isinstance(spec, str | Path) else None
+
+
+def open_model(spec, engine: str = "auto", batch: int = 16, *, model=None) -> PredictModel:
+    """MODEL (a Keras model, .keras file, zoo name/tag, or a zoo.export output) ready to predict;
+    ``model``: the Keras model ``spec`` names, when the caller has loaded it already."""
     from zoo.infer.engines import ENGINES
 
     if engine != "auto":
         ENGINES.check(engine)
-    if not isinstance(spec, str | Path):
-        return _keras(spec, engine, batch)
+    if model is not None or not isinstance(spec, str | Path):
+        return _keras(spec, engine, batch, model)
     path = Path(spec)
     kind = _exported_kind(path)
     if kind:
