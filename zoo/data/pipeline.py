@@ -372,8 +372,9 @@ class DicomDataset:
     attribute. ``report`` lists every skipped item and why; ``items`` and ``labels`` the kept
     ones; ``classes`` the class names by label index when the labels came from a CSV;
     ``decoded`` counts items decoded in this construction, ``cached`` the items found in the
-    cache, ``decode_processes`` the processes that decoded them; ``len()`` is the number of
-    samples per epoch (not batches).
+    cache, ``decode_processes`` the processes that decoded them; ``shape``, ``windows`` ((center,
+    width) per channel, or one for all) and ``input_range`` the samples' contract; ``len()`` is
+    the number of samples per epoch (not batches).
     """
 
     def __init__(
@@ -433,6 +434,7 @@ class DicomDataset:
                 "their channels for slices and planes)."
             )
         self.sampler, self.shape, self.seed = sampler, shape, seed
+        self.windows, self.input_range = wins, out_range
         self.report = SkipReport()
         items, ys, self.classes = resolve_items(source, labels, sampler in VOLUME_SAMPLERS,
                                                 must_exist=on_error == "raise")

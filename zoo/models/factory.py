@@ -111,6 +111,11 @@ class Plan:
     top_classes: int
 
     @property
+    def input_range(self) -> tuple[float, float]:
+        """The values the model takes: its card's range, else raw 8-bit pixels [0, 255]."""
+        return tuple(self.card.input_range) if self.card else (0.0, 255.0)
+
+    @property
     def file_top(self) -> tuple[bool, int]:
         """(include_top, num_classes) of the checkpoint itself."""
         return (
@@ -341,10 +346,9 @@ def build(
     source, scale, offset = normalization_params(
         p.mode, in_chans, backbone_chans, getattr(card, "mean", None), getattr(card, "std", None)
     )
-    input_range = card.input_range if card else (0.0, 255.0)
-    x = Normalize(source, scale, offset, mode=p.mode, input_range=input_range, name="preprocess")(
-        inputs
-    )
+    x = Normalize(
+        source, scale, offset, mode=p.mode, input_range=p.input_range, name="preprocess"
+    )(inputs)
     with deterministic_names():
         try:
             out = entry.builder(

@@ -52,20 +52,12 @@ def _groups(args):
     return list(labels.patients)
 
 
-def _run(args) -> int:
-    from zoo.train.finetune import deterministic, finetune
-
-    train, val = _data(args)
-    groups = _groups(args)
-    deterministic(args.seed)
-    result = finetune(
-        args.model,
-        train,
-        val,
+def _options(args) -> dict:
+    """The zoo.finetune keywords that in-memory and streamed (DICOM) data share."""
+    return dict(
         pretrained=args.pretrained,
         epochs=tuple(args.epochs),
         task=args.task,
-        groups=groups,
         resume=args.resume,
         checkpoint_every=args.checkpoint_every,
         learning_rate=tuple(args.lr),
@@ -73,7 +65,6 @@ def _run(args) -> int:
         batch_size=args.batch_size,
         unfreeze_from=args.unfreeze_from,
         class_weight=args.class_weight,
-        augment=False if args.no_augment else ("rot90" if args.rot90 else True),
         cache_features=not args.no_cache,
         patience=args.patience,
         seed=args.seed,
@@ -83,7 +74,73 @@ def _run(args) -> int:
         precision=args.precision,
         verbose=0 if args.quiet else 1,
     )
+
+
+def _augment(args):
+    return False if args.no_augment else ("rot90" if args.rot90 else True)
+
+
+def _dicom_run(args) -> dict:
+    """``--data`` listing DICOM files or series: streamed (zoo.train.dicom_folder)."""
+    from zoo.train.dicom_folder import finetune_dicom_folder
+    from zoo.train.finetune import deterministic
+
+    _groups(args)  # --groups without a patient column is refused; with one, the split is by it
+    deterministic(args.seed)
+    result, source = finetune_dicom_folder(
+        args.model, args.data, val_folder=args.val_data, windows=_windows(args.window),
+        augment=_augment(args), cache_dir=args.cache_dir, skip_unreadable=args.skip_unreadable,
+        **_options(args),
+    )
     summary = result.to_dict()
+    summary["data"] = {k: source[k] for k in ("kind", "split", "files", "samples", "patients",
+                                              "skipped")}
+    return summary
+
+
+def _windows(values):
+    """--window NAME or CENTER,WIDTH (one, or one per channel) as the pipeline takes them."""
+    if not values:
+        return "auto"
+    from zoo.errors import InvalidArgumentError
+
+    out = []
+    for value in values:
+        if "," not in value:
+            out.append(value)
+            continue
+        try:
+            out.append(tuple(float(v) for v in value.split(",")))
+        except ValueError:
+            raise InvalidArgumentError(
+                f"--window {value}: give a preset name or CENTER,WIDTH in HU, e.g. 40,400."
+            ) from None
+    return out
+
+
+def _memory_run(args) -> dict:
+    from zoo.errors import InvalidArgumentError
+    from zoo.train.finetune import deterministic, finetune
+
+    given = [flag for flag, on in (("--window", args.window), ("--cache-dir", args.cache_dir),
+                                   ("--skip-unreadable", args.skip_unreadable)) if on]
+    if given:
+        raise InvalidArgumentError(
+            f"zoo finetune {given[0]}: for --data folders of DICOM files or series only; drop it."
+        )
+    train, val = _data(args)
+    groups = _groups(args)
+    deterministic(args.seed)
+    result = finetune(args.model, train, val, groups=groups, augment=_augment(args),
+                      **_options(args))
+    return result.to_dict()
+
+
+def _run(args) -> int:
+    from zoo.train.dicom_folder import is_dicom_folder
+
+    dicom = bool(args.data) and not args.demo and is_dicom_folder(args.data)
+    summary = _dicom_run(args) if dicom else _memory_run(args)
     summary.pop("history")
     print(json.dumps(summary, indent=2))
     return 0
@@ -105,7 +162,11 @@ def add_finetune_parser(sub) -> None:
         help="arch or arch.tag (default simple_cnn.phantom)",
     )
     p.add_argument("--pretrained", default=None, help="weights tag or file when MODEL has no tag")
-    p.add_argument("--data", help="folder: .npy/.png images, labels.csv (path,label[,patient])")
+    p.add_argument(
+        "--data",
+        help="folder with labels.csv (path,label[,patient]) listing .npy/.png images (loaded) or "
+        "DICOM files / series folders (streamed, split by patient)",
+    )
     p.add_argument("--val-data", help="validation folder (default: hold out 20%% of --data)")
     p.add_argument("--demo", action="store_true", help="use the embedded synthetic phantom task")
     p.add_argument("--demo-size", type=int, default=120, help="training images with --demo")
@@ -166,6 +227,22 @@ def add_finetune_parser(sub) -> None:
     )
     p.add_argument("--checkpoint-every", type=int, default=None, metavar="STEPS",
                    help="also checkpoint every STEPS training steps (default: at each epoch's end)")
+    p.add_argument(
+        "--window",
+        nargs="+",
+        metavar="NAME",
+        help="DICOM data: CT window preset(s) (zoo.data.windows.PRESETS) or CENTER,WIDTH, one "
+        "or one per model channel (default: soft tissue; soft tissue, lung, bone for 3)",
+    )
+    p.add_argument(
+        "--cache-dir", default=None, help="DICOM data: decode cache (default ZOO_HOME/dicom_cache)"
+    )
+    p.add_argument(
+        "--skip-unreadable",
+        action="store_true",
+        help="DICOM data: leave unreadable files out and list them in the summary and run.json "
+        "(default: stop, naming the file)",
+    )
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=_run)
 

@@ -55,14 +55,24 @@ def _png_bit_depth(path: Path) -> int:
     return header[24] if len(header) == 25 and header[:8] == b"\x89PNG\r\n\x1a\n" else 8
 
 
-def load_labelled_folder(folder, labels_csv: str = "labels.csv",
-                         classes=None) -> tuple[np.ndarray, np.ndarray, list[str]]:
-    """(images (N, H, W, C) float32, labels (N,) int32, class names) from ``folder``.
+def read_folder_labels(folder, labels_csv: str = "labels.csv", classes=None):
+    """The labels CSV of a data folder, read by ``zoo.data.labels.read_labels`` and checked for
+    fine-tuning: the CSV exists, every listed path exists and the labels are classes.
 
-    classes: the class names by index (e.g. the training folder's, for a validation folder).
+    Shared by the image folders here and the DICOM folders of ``zoo.train.dicom_folder``.
+
+    Args:
+        folder: the data folder.
+        labels_csv: the CSV's name inside ``folder``.
+        classes: the class names by index (e.g. the training folder's, for a validation folder).
+
+    Returns:
+        The ``zoo.data.labels.Labels`` of the CSV (paths resolved against ``folder``).
+
+    Raises:
+        DataError: no CSV, a listed path missing (``LabelsError`` naming it), or fractional labels.
     """
-    folder = Path(folder)
-    table = folder / labels_csv
+    table = Path(folder) / labels_csv
     if not table.is_file():
         raise DataError(f"{table} not found: a data folder needs a labels CSV with the header "
                         "path,label "
@@ -72,6 +82,17 @@ def load_labelled_folder(folder, labels_csv: str = "labels.csv",
         raise DataError(f"{table}: the labels are fractional numbers; fine-tuning takes "
                         "classes (integers "
                         ">= 0 or class names).")
+    return labels
+
+
+def load_labelled_folder(folder, labels_csv: str = "labels.csv",
+                         classes=None) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """(images (N, H, W, C) float32, labels (N,) int32, class names) from ``folder``.
+
+    classes: the class names by index (e.g. the training folder's, for a validation folder).
+    """
+    folder = Path(folder)
+    labels = read_folder_labels(folder, labels_csv, classes)
     images = [_read_image(path) for path in labels.paths]
     shapes = {im.shape for im in images}
     if len(shapes) > 1:
