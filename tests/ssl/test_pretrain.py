@@ -173,6 +173,8 @@ def test_cli_pretrain_end_to_end_writes_a_loadable_card(zoo_env, tmp_path):
                          capture_output=True, text=True, env=env, timeout=300)
     assert out.returncode == 0, out.stderr[-3000:]
     assert "simple_cnn.subj" in out.stdout and "final loss" in out.stdout
+    assert [line for line in out.stdout.splitlines() if line.startswith("epoch")] == [
+        next(line for line in out.stdout.splitlines() if line.startswith("epoch 1/1: loss "))]  # one line an epoch
     info = json.loads(subprocess.run([sys.executable, "-m", "zoo", "info", "simple_cnn.subj"], capture_output=True,
                                      text=True, env=env, timeout=120).stdout)
     w = info["weights"][0]

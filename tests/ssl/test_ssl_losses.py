@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from zoo.ssl.losses import MaskedL2, NTXent, byol_regression, nt_xent
+from zoo.ssl.losses import MaskedL2, NTXent, byol_distance, byol_regression, nt_xent
 
 
 def _nt_xent_reference(z1, z2, t):
@@ -57,6 +57,7 @@ def test_byol_regression_is_two_minus_two_cosine():
     p = np.array([[1.0, 0.0], [1.0, 1.0]], np.float32)
     z = np.array([[2.0, 0.0], [-1.0, 1.0]], np.float32)
     assert float(byol_regression(p, z)) == pytest.approx(np.mean([0.0, 2.0]), abs=1e-6)
+    np.testing.assert_allclose(np.asarray(byol_distance(p, z)), [0.0, 2.0], atol=1e-6)  # per pair
 
 
 def test_masked_l2_only_counts_the_hidden_region():

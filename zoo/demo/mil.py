@@ -34,7 +34,10 @@ def train_and_score(
 
     import zoo
     from zoo.explain.cam import upsample
-    from zoo.heads.losses import mil_losses, mil_targets
+    from zoo.heads.losses import mil_losses
+    from zoo.train.batches import Batches
+    from zoo.train.engine import Engine
+    from zoo.train.tasks import MIL
 
     keras.utils.set_random_seed(seed)
     model = zoo.load(
@@ -45,11 +48,8 @@ def train_and_score(
         num_classes=1,
         head_options=options,
     )
-    losses = mil_losses(**(priors or {}))
-    model.compile(optimizer=keras.optimizers.Adam(learning_rate), loss=losses)
-    model.fit(
-        train.images, mil_targets(train.labels, losses), batch_size=32, epochs=epochs, verbose=0
-    )
+    engine = Engine(MIL(model, mil_losses(**(priors or {}))), keras.optimizers.Adam(learning_rate))
+    engine.fit(Batches(train.images, train.labels, 32, seed=seed), epochs)
     out = model.predict(test.images, batch_size=128, verbose=0)
     maps = upsample(out["instance_maps"][..., 0], test.images.shape[1:3])
     return model, {**score(out["bag"][:, 0], maps, test), "maps": maps, "bags": out["bag"][:, 0]}

@@ -1,11 +1,18 @@
 """Losses for MIL heads: the bag label teaches the bag output, priors shape the instance maps.
 
-The heads of ``zoo.heads.builder`` output ``{"bag": ..., "instance_maps": ...}``. Compile
-with one loss per output and feed the image labels to both::
+The heads of ``zoo.heads.builder`` output ``{"bag": ..., "instance_maps": ...}``. One loss
+per output, each fed the image labels; the zoo's engine trains them as its MIL task::
+
+    from zoo.train.batches import Batches
+    from zoo.train.engine import Engine
+    from zoo.train.tasks import MIL
 
     losses = mil_losses(sparsity=1e-2, area=(0.01, 0.1))
-    model.compile(optimizer, loss=losses)
-    model.fit(images, mil_targets(labels, losses))
+    engine = Engine(MIL(model, losses), keras.optimizers.Adam(1e-3))
+    engine.fit(Batches(images, labels, batch_size=32), epochs=5)
+
+(``mil_targets(labels, losses)`` gives the matching ``y`` dict for Keras' own loss-per-output
+training.)
 
 - ``BagCrossEntropy``: sigmoid (one finding or several, multi-hot) or softmax (exclusive
   classes, integer labels) cross-entropy of the bag score.
@@ -15,8 +22,8 @@ with one loss per output and feed the image labels to both::
   must lie in [lower, upper] for a positive class and be 0 for an absent one; the penalty is
   weight x (relu(lower - a)^2 + relu(a - upper)^2), summed over classes.
 
-All three are registered Keras losses with ``get_config``: a compiled model saved to
-``.keras`` reloads with its losses in safe mode.
+All three are registered Keras losses with ``get_config``: a model saved to ``.keras`` with
+them as its losses reloads in safe mode.
 """
 
 from __future__ import annotations

@@ -2,7 +2,8 @@
 fraction of the labels, each against random initialisation and over several seeds.
 
 Probes are numpy (deterministic, no training loop to tune); fine-tuning uses ``zoo.load`` with
-a fresh head on the pretrained encoder, exactly as a user would.
+a fresh head on the pretrained encoder, exactly as a user would, trained on the zoo's engine
+(``zoo.train.engine``, the classification task).
 """
 
 from __future__ import annotations
@@ -106,6 +107,10 @@ def finetune_scores(arch: str, weights, train, test, fractions=(0.01, 0.1, 1.0),
     """
     import keras
 
+    from zoo.train.batches import Batches
+    from zoo.train.engine import Engine
+    from zoo.train.tasks import Classification
+
     (x, y), (tx, ty) = train, test
     n_cls = int(y.max()) + 1
     out = {}
@@ -114,13 +119,10 @@ def finetune_scores(arch: str, weights, train, test, fractions=(0.01, 0.1, 1.0),
             idx = label_subset(y, frac, seed)
             keras.utils.set_random_seed(seed)
             model = _load(arch, weights, x, num_classes=n_cls)
-            model.compile(
-                optimizer=keras.optimizers.Adam(learning_rate),
-                loss="sparse_categorical_crossentropy",
-            )
             steps = max(1, -(-len(idx) // batch_size))
             n_epochs = max(epochs, -(-min_steps // steps))
-            model.fit(x[idx], y[idx], batch_size=batch_size, epochs=n_epochs, verbose=0)
+            engine = Engine(Classification(model), keras.optimizers.Adam(learning_rate))
+            engine.fit(Batches(x[idx], y[idx], batch_size, seed=seed), n_epochs)
             pred = model.predict(tx, batch_size=256, verbose=0).argmax(-1)
             out.setdefault(frac, []).append(float(np.mean(pred == ty)))
     return out

@@ -33,10 +33,31 @@ def nt_xent(z1, z2, temperature: float = 0.5, symmetric_views: bool = True):
     return ops.mean(ops.logsumexp(logits, axis=1) - pos_logit)
 
 
-def byol_regression(p, z):
-    """BYOL's loss per pair: the squared distance of the normalised vectors, 2 - 2 cos(p, z)."""
+def byol_distance(p, z):
+    """BYOL's loss of each pair: the squared distance of the normalised vectors, 2 - 2 cos(p, z).
+
+    Args:
+        p: predictions (N, D).
+        z: targets (N, D).
+
+    Returns:
+        The (N,) distances.
+    """
     p, z = _normalize(ops.cast(p, "float32")), _normalize(ops.cast(z, "float32"))
-    return ops.mean(2.0 - 2.0 * ops.sum(p * z, axis=-1))
+    return 2.0 - 2.0 * ops.sum(p * z, axis=-1)
+
+
+def byol_regression(p, z):
+    """BYOL's loss of a batch: the mean of ``byol_distance`` over the pairs.
+
+    Args:
+        p: predictions (N, D).
+        z: targets (N, D).
+
+    Returns:
+        A scalar.
+    """
+    return ops.mean(byol_distance(p, z))
 
 
 @keras.saving.register_keras_serializable(package="zoo")

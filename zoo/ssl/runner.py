@@ -1,4 +1,9 @@
-"""``zoo.ssl.pretrain``: data -> pretext task around a zoo encoder -> training -> registry entry."""
+"""``zoo.ssl.pretrain``: data -> pretext task around a zoo encoder -> training -> registry entry.
+
+Training runs on the zoo's one engine (``zoo.train.engine.Engine``) with the task's trainer
+(``zoo.ssl.trainers``): each epoch draws fresh augmentations from the task and serves them in a
+seeded order, ``batch_size`` at a time.
+"""
 
 from __future__ import annotations
 
@@ -15,7 +20,8 @@ from zoo.ssl.tasks import Data, Task, get_task
 @dataclass
 class PretrainResult:
     encoder: object  # the trained encoder (feature map output), a Functional keras.Model
-    model: object  # the whole pretext model
+    model: object  # the whole pretext model (for BYOL and the adversarial context encoder: the
+    # engine task holding its networks, zoo.ssl.trainers)
     history: list[float]  # loss per epoch
     card: object = None  # the WeightCard written, when a tag was given
     evaluation: dict = field(default_factory=dict)
@@ -147,11 +153,11 @@ def pretrain(
     enc = load(encoder, pretrained=init, in_chans=chans, input_shape=shape, num_classes=0,
                pooling=None)
     model = the_task.build(enc)
-    the_task.compile(model, keras.optimizers.Adam(learning_rate))
     if verbose:
         print(f"pretraining {encoder} with {the_task.describe()} on {len(data.array)} {data.kind} "
               f"{data.array.shape[1:]}, {epochs} epochs")
-    history = _fit_epochs(model, the_task, data, rng, epochs, batch_size, verbose)
+    history = train(the_task, model, data, rng, epochs=epochs, batch_size=batch_size,
+                    learning_rate=learning_rate, seed=seed, verbose=verbose)
     evaluation = {}
     if eval_data is not None:
         evaluation = probe(enc, eval_data)
@@ -210,17 +216,109 @@ def _check_counts(**counts) -> None:
             raise InvalidArgumentError(f"{name}={value!r}: must be an integer >= {low}.")
 
 
-def _fit_epochs(model, the_task, data, rng, epochs, batch_size, verbose) -> list[float]:
-    """One fit per epoch, each on fresh augmentations from the task; the last loss per epoch."""
-    history = []
-    for epoch in range(epochs):
-        x, y = the_task.epoch(data, rng)  # fresh augmentations every epoch
-        x = list(x) if isinstance(x, tuple) else x
-        h = model.fit(
-            x, y, batch_size=batch_size, epochs=epoch + 1, initial_epoch=epoch, verbose=verbose
-        )
-        history.append(float(h.history["loss"][-1]))
-    return history
+class EpochData:
+    """The engine's data: each epoch's fresh augmentations from the task, in a seeded order.
+
+    ``dataset(epoch)`` draws epoch ``epoch``'s (inputs, targets) from the task with the run's
+    generator once (the engine also reads the first batch of epoch 0 to check it, which must not
+    draw again) and serves them shuffled by ``seed`` and the epoch, ``batch_size`` at a time.
+    Floating-point arrays go in as float32.
+    """
+
+    def __init__(self, task: Task, data: Data, rng, batch_size: int, seed: int = 0):
+        self.task, self.data, self.rng = task, data, rng
+        self.batch_size, self.seed = batch_size, seed
+        self._epoch, self._arrays = None, None
+
+    def arrays(self, epoch: int):
+        """Epoch ``epoch``'s augmentations, drawn from the task once.
+
+        Args:
+            epoch: the epoch (0-based); a new one draws afresh, the last one is kept.
+
+        Returns:
+            (inputs, targets): an array or a tuple of arrays, and an array.
+        """
+        if epoch != self._epoch:
+            x, y = self.task.epoch(self.data, self.rng)  # fresh augmentations every epoch
+            as32 = lambda a: a.astype(np.float32) if a.dtype.kind == "f" else a  # noqa: E731
+            x = tuple(as32(np.asarray(a)) for a in x) if isinstance(x, tuple) else as32(x)
+            self._epoch, self._arrays = epoch, (x, as32(np.asarray(y)))
+        return self._arrays
+
+    def steps(self, epoch: int = 0) -> int:
+        """The number of batches of epoch ``epoch``.
+
+        Args:
+            epoch: the epoch (0-based).
+
+        Returns:
+            ceil(examples / batch_size).
+        """
+        return -(-len(self.arrays(epoch)[1]) // self.batch_size)
+
+    def dataset(self, epoch: int):
+        """Epoch ``epoch`` for the engine.
+
+        Args:
+            epoch: the epoch (0-based).
+
+        Returns:
+            A ``tf.data.Dataset`` of (inputs, targets) batches in a seeded order.
+        """
+        import tensorflow as tf
+
+        x, y = self.arrays(epoch)
+        order = np.random.default_rng([self.seed, epoch]).permutation(len(y))
+        x = tuple(a[order] for a in x) if isinstance(x, tuple) else x[order]
+        ds = tf.data.Dataset.from_tensor_slices((x, y[order])).batch(self.batch_size)
+        return ds.prefetch(2)
+
+
+def train(task: Task, model, data: Data, rng, *, epochs: int, batch_size: int,
+          learning_rate: float, seed: int = 0, verbose="auto") -> list[float]:
+    """Train the pretext ``model`` on the engine; the mean training loss of each epoch.
+
+    Args:
+        task: the pretext task (it draws the epochs and names the trainer).
+        model: what ``task.build`` returned.
+        data: the pretraining data.
+        rng: the generator of the augmentations.
+        epochs: epochs to train.
+        batch_size: examples per step.
+        learning_rate: the (first) optimizer's learning rate (Adam).
+        seed: the seed of the per-epoch order.
+        verbose: 0 quiet, 2 one line per epoch, 1 or "auto" a progress bar per epoch.
+
+    Returns:
+        The mean training loss of each epoch (the generator's for the context encoder).
+    """
+    from zoo.train.engine import Engine
+
+    trainer = task.trainer(model)
+    source = EpochData(task, data, rng, batch_size, seed)
+    engine = Engine(trainer, trainer.new_optimizers(learning_rate),
+                    hooks=_progress(verbose, epochs, source))
+    history = engine.fit(source, epochs)
+    return [float(row[trainer.history_key]) for row in history]
+
+
+def _progress(verbose, epochs: int, source: EpochData) -> list:
+    """Keras' ``verbose`` convention: nothing (0), a line per epoch (2), else a progress bar."""
+    from zoo.train.engine import Hook, Progress
+
+    if not verbose:
+        return []
+    if verbose != 2:
+        return [Progress(source.steps(), name="pretrain")]
+
+    class EpochLine(Hook):
+        def on_epoch_end(self, engine, epoch, logs):
+            losses = ", ".join(f"{k} {v:.4f}" for k, v in logs.items()
+                               if k not in ("epoch", "seconds", "learning_rate"))
+            print(f"epoch {epoch + 1}/{epochs}: {losses} ({logs['seconds']:.1f} s)", flush=True)
+
+    return [EpochLine()]
 
 
 def probe(encoder, eval_data, k: int = 5) -> dict:

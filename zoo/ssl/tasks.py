@@ -1,8 +1,9 @@
 """The pretext tasks: each wraps any zoo encoder in a Keras model with its head, loss and data.
 
-A task answers four questions for the runner: which data it takes (2D images or volumes),
+A task answers five questions for the runner: which data it takes (2D images or volumes),
 which encoder input shape that data gives (the whole image, a tile, a slice), how to build
-the trainable model around the encoder, and how to draw one epoch of (inputs, targets).
+the trainable model around the encoder, how the training engine trains it (``trainer``: an
+engine task of ``zoo.ssl.trainers``) and how to draw one epoch of (inputs, targets).
 New tasks subclass ``Task`` and add themselves to ``TASKS``.
 """
 
@@ -52,7 +53,7 @@ class Task:
     paper = ""
     data = "images"
     dims = 2
-    loss = "sparse_categorical_crossentropy"
+    loss = "SparseCategoricalCrossentropy"  # a keras.losses class (name) or instance
 
     def __init__(self, **options):
         unknown = set(options) - set(self.defaults())
@@ -92,8 +93,18 @@ class Task:
     def epoch(self, data: Data, rng: np.random.Generator):
         raise NotImplementedError
 
-    def compile(self, model, optimizer):
-        model.compile(optimizer=optimizer, loss=self.loss)
+    def trainer(self, model):
+        """The engine task that trains ``model`` (what ``build`` returned).
+
+        Args:
+            model: the pretext model.
+
+        Returns:
+            A ``zoo.ssl.trainers`` task: by default ``model`` and the task's ``loss``.
+        """
+        from zoo.ssl.trainers import LossTask
+
+        return LossTask(model, self.loss)
 
     def describe(self) -> str:
         return f"{self.name} ({self.paper})"
@@ -165,7 +176,7 @@ class Rotation(Task):
 class _Reconstruction(Task):
     """Encoder + decoder back to the input size (inpainting, cross-window, Genesis)."""
 
-    loss = "mean_squared_error"
+    loss = "MeanSquaredError"
 
     def out_channels(self, encoder) -> int:
         return int(encoder.input.shape[-1])
@@ -221,11 +232,9 @@ class Inpainting(_Reconstruction):
             generator, discriminator, self.options["rec_weight"], self.options["adv_weight"]
         )
 
-    def compile(self, model, optimizer):
-        if self.options["adversarial"]:
-            model.compile(optimizer=optimizer)
-        else:
-            model.compile(optimizer=optimizer, loss=self.loss)
+    def trainer(self, model):
+        """The adversarial model is its own engine task; else the masked L2 on the generator."""
+        return model if self.options["adversarial"] else super().trainer(model)
 
     def epoch(self, data, rng):
         images = data.array
@@ -381,7 +390,7 @@ class Subject(Task):
         "siamese subject discrimination (as in the spinal MRI work)",
         "volumes",
     )
-    loss = "binary_crossentropy"
+    loss = "BinaryCrossentropy"
 
     def defaults(self):
         return {"pairs_per_volume": 4}
@@ -480,11 +489,11 @@ class BYOL(SimCLR):
             _apply(_projector("predictor", 128, self.options["projection"]), p_in),
             name="byol_predictor",
         )
-        return MomentumTrainer(online, predictor, self.options["momentum"], name="byol")
+        return MomentumTrainer(online, predictor, self.options["momentum"])
 
-    def compile(self, model, optimizer):
-        model.compile(optimizer=optimizer)
-
+    def trainer(self, model):
+        """The momentum trainer ``build`` made is the engine task itself."""
+        return model
 
 
 TASKS: Registry = Registry(
