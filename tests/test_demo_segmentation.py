@@ -77,7 +77,8 @@ def test_files_read_back_as_generated(demo):
     out, _, _, _ = demo
     tiny = SIZES["tiny"]
     data = out / "data"
-    for i in range(tiny.train + tiny.val + tiny.test):
+    splits = ["train"] * tiny.train + ["val"] * tiny.val + ["test"] * tiny.test
+    for i, split in enumerate(splits):
         name = f"case_{i:02d}"
         hu, labels = lesion_ct(tiny.shape, SPACING, seed=(SEED, i))
         series = zoo.load_series(data / "dicom" / name)
@@ -86,12 +87,26 @@ def test_files_read_back_as_generated(demo):
         np.testing.assert_allclose(series.spacing, SPACING)
         np.testing.assert_array_equal(zoo.read_mask(data / "dicom" / f"{name}_seg.dcm", reference=series).array,
                                       labels)
-        nifti = zoo.read_nifti(data / "nifti" / "images" / f"{name}.nii.gz")
+        nifti = zoo.read_nifti(data / "nifti" / split / "images" / f"{name}.nii.gz")
         np.testing.assert_array_equal(nifti.array, hu)
-        np.testing.assert_array_equal(zoo.read_mask(data / "nifti" / "masks" / f"{name}.nii.gz",
+        np.testing.assert_array_equal(zoo.read_mask(data / "nifti" / split / "masks" / f"{name}.nii.gz",
                                                     reference=nifti).array, labels)
     manifest = json.loads((out / ".zoo-manifest.json").read_text())
     assert manifest["writer"] == WRITER and "summary.json" in manifest["files"]
+
+
+def test_zoo_evaluate_on_the_nifti_test_cases_gives_the_demos_test_dice(demo):
+    """The saved HU-input model (the window inside) through zoo evaluate's path on data/nifti/test: the
+    same Dice as the demo's own scoring of the windowed test volumes."""
+    from zoo.infer.evaluate import evaluate_segmentation
+
+    out, summary, _, _ = demo
+    for name, run in (("inflated_encoder", "inflated encoder"), ("from_scratch", "from scratch")):
+        model = zoo.load_model(out / "models" / f"{name}.keras")
+        assert model.inputs[0].shape[1:] == (*SIZES["tiny"].patch, 1)
+        report = evaluate_segmentation(model, out / "data" / "nifti" / "test", n_boot=10)
+        [row] = report["cases"]
+        np.testing.assert_allclose(row["dice"], summary["runs"][run]["test"]["dice"], rtol=1e-6)
 
 
 def test_figure_is_a_png_with_both_runs(demo):

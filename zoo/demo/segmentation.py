@@ -2,8 +2,8 @@
 
 1. data: seeded CT volumes with hyperdense lesions of known contrast
    (``zoo.data.synthetic_dicom.lesion_ct``), written as DICOM series with a DICOM-SEG each and
-   as NIfTI image + label map (``nifti/images``, ``nifti/masks``: the layout ``zoo evaluate``
-   reads), then read back only through ``zoo.load_series``, ``zoo.read_mask`` and
+   as NIfTI image + label map (``nifti/<split>/images``, ``nifti/<split>/masks``: the layout
+   ``zoo evaluate`` reads), then read back only through ``zoo.load_series``, ``zoo.read_mask`` and
    ``zoo.read_nifti`` (training and validation cases from DICOM + SEG, test cases from NIfTI),
    with a check that every round trip is exact;
 2. training: a 3D U-Net whose encoder is the first three stages of ``simple_cnn_3d`` (simple_cnn
@@ -13,7 +13,9 @@
    (``simple_cnn_3d.phantom_inflated``; ImageNet weights cannot be downloaded here);
 3. evaluation: whole volumes by sliding window (``zoo.infer.segment``), Dice and HD95 in mm
    (``zoo.metrics.segmentation_report``) on the validation and test cases, a figure of one test
-   slice with both predictions, and ``summary.json``.
+   slice with both predictions, and ``summary.json``; each trained model is also saved taking
+   HU (``models/<run>.keras``, the window inside: ``zoo.data.windows.with_hu_input``), so
+   ``zoo evaluate models/inflated_encoder.keras data/nifti/test`` scores the test cases again.
 
 Everything is written into one folder claimed through ``zoo.outputs``: an earlier demo folder
 is replaced only with ``overwrite`` (``--overwrite``), anything else is refused. With
@@ -40,7 +42,7 @@ LEARNING_RATE = 2e-3
 # weights over a hundred steps, and the validation and test passes run in inference mode.
 DECODER_NORM = "instance"
 WRITER = "zoo demo segmentation"
-OUT_NAMES = ("data", "runs", "segmentation.png", "summary.json")
+OUT_NAMES = ("data", "runs", "models", "segmentation.png", "summary.json")
 
 
 @dataclass(frozen=True)
@@ -104,8 +106,8 @@ def write_cases(root: Path, size: Size, seed: int) -> tuple[list[Case], dict]:
         name = f"case_{i:02d}"
         hu, labels = lesion_ct(size.shape, SPACING, seed=(seed, i))
         case = Case(name, split, root / "dicom" / name, root / "dicom" / f"{name}_seg.dcm",
-                    root / "nifti" / "images" / f"{name}.nii.gz",
-                    root / "nifti" / "masks" / f"{name}.nii.gz")
+                    root / "nifti" / split / "images" / f"{name}.nii.gz",
+                    root / "nifti" / split / "masks" / f"{name}.nii.gz")
         write_ct_series(case.series, volume=hu, pixel_spacing=SPACING[1:],
                         slice_spacing=SPACING[0], seed=i)
         volume = zoo.load_series(case.series)
@@ -234,6 +236,15 @@ def _figure(cases: list[Case], predicted: dict, path: Path, seed: int) -> dict:
     return {"case": case.name, "slice": z}
 
 
+def save_hu_model(model, path: Path) -> Path:
+    """``model`` behind the demo's window as a model of one-channel HU input, saved as .keras."""
+    from zoo.data.windows import with_hu_input
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with_hu_input(model, (WINDOW,), name=f"{model.name}_hu").save(path)
+    return path
+
+
 def _report(name: str, numbers: dict, seconds: float) -> None:
     val, test = numbers["val"], numbers["test"]
     print(f"{name:>16}: validation Dice {val['dice']:.3f}, test Dice {test['dice']:.3f} "
@@ -289,6 +300,7 @@ def run_segmentation(out_dir="demo_segmentation", seed: int = 0, overwrite: bool
         t = time.perf_counter()
         result = train_run(weights, cases, dims, seed, out / "runs" / name.replace(" ", "_"))
         runs[name], predicted[name] = _evaluate(result, cases, dims.patch)
+        save_hu_model(result.model, out / "models" / f"{name.replace(' ', '_')}.keras")
         seconds[name] = time.perf_counter() - t
         _report(name, runs[name], seconds[name])
     figure = _figure(cases, predicted, out / "segmentation.png", seed)
@@ -301,6 +313,8 @@ def run_segmentation(out_dir="demo_segmentation", seed: int = 0, overwrite: bool
     finish_dir(out, writer=WRITER)
     print(f"figure {out / 'segmentation.png'}, summary {out / 'summary.json'}; done in "
           f"{seconds['total']:.0f} s")
+    print(f"the test cases again, from their NIfTI files in HU: zoo evaluate "
+          f"{out / 'models' / 'inflated_encoder.keras'} {out / 'data' / 'nifti' / 'test'}")
     return summary
 
 

@@ -14,6 +14,8 @@ def _data(args):
         raise InvalidArgumentError(
             "zoo finetune: give --data FOLDER (images + labels.csv) or --demo, not both or neither."
         )
+    if args.task == "segmentation":
+        return _segmentation_data(args)
     if args.demo:
         from zoo.data.synthetic import TARGET_TASK, make_phantoms
 
@@ -26,6 +28,31 @@ def _data(args):
     val = None
     if args.val_data:
         vx, vy, _ = load_labelled_folder(args.val_data, classes=names)
+        val = (vx, vy)
+    return (x, y), val
+
+
+def _segmentation_data(args):
+    """(images, masks) of --data (and --val-data): folders of images/ + masks/, the layout
+    ``zoo evaluate`` scores a segmenter on (zoo.data.seg_folder)."""
+    from zoo.data.seg_folder import load_segmentation_folder
+    from zoo.errors import InvalidArgumentError
+
+    if args.demo:
+        raise InvalidArgumentError(
+            "zoo finetune --task segmentation: --demo has phantoms without masks; give --data "
+            "FOLDER with images/ and masks/ (`zoo demo segmentation` writes one under "
+            "data/nifti/)."
+        )
+    if args.groups:
+        raise InvalidArgumentError(
+            "zoo finetune --task segmentation --groups: a segmentation folder has no labels.csv "
+            "patient column; split the cases by patient into --data and --val-data instead."
+        )
+    x, y, _ = load_segmentation_folder(args.data)
+    val = None
+    if args.val_data:
+        vx, vy, _ = load_segmentation_folder(args.val_data)
         val = (vx, vy)
     return (x, y), val
 
@@ -65,6 +92,7 @@ def _run(args) -> int:
         pretrained=args.pretrained,
         epochs=tuple(args.epochs),
         task=args.task,
+        loss=args.loss,
         groups=groups,
         resume=args.resume,
         checkpoint_every=args.checkpoint_every,
@@ -105,7 +133,9 @@ def add_finetune_parser(sub) -> None:
         help="arch or arch.tag (default simple_cnn.phantom)",
     )
     p.add_argument("--pretrained", default=None, help="weights tag or file when MODEL has no tag")
-    p.add_argument("--data", help="folder: .npy/.png images, labels.csv (path,label[,patient])")
+    p.add_argument("--data", help="folder: .npy/.png images, labels.csv (path,label[,patient]); "
+                   "with --task segmentation images/ and masks/ (.npy, .nii.gz) of the same "
+                   "names")
     p.add_argument("--val-data", help="validation folder (default: hold out 20%% of --data)")
     p.add_argument("--demo", action="store_true", help="use the embedded synthetic phantom task")
     p.add_argument("--demo-size", type=int, default=120, help="training images with --demo")
@@ -152,6 +182,12 @@ def add_finetune_parser(sub) -> None:
         "--task",
         default="classification",
         choices=["classification", "multilabel", "regression", "segmentation"],
+    )
+    p.add_argument(
+        "--loss",
+        default=None,
+        help="segmentation loss: dice, ce, dice_ce (the default), focal, dice_focal, tversky, "
+        "focal_tversky (zoo.train.seg_losses)",
     )
     p.add_argument(
         "--groups",
