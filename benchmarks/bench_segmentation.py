@@ -3,7 +3,7 @@ against MONAI.
 
 Run: `python benchmarks/bench_segmentation.py [--monai-python PATH] [--budget 120] [--seeds 0,1,2]`;
 `--quick` checks every path in seconds (tiny data and models, one seed, no report written).
-Do not run the full benchmark on a busy machine: it is meant for a quiet one (about 15 minutes on
+Do not run the full benchmark on a busy machine: it is meant for a quiet one (about 20 minutes on
 2 cores). PATH is a second Python with torch and MONAI (a separate venv, so the zoo's own
 environment stays torch-free), e.g. `python -m venv /tmp/monaivenv && /tmp/monaivenv/bin/pip
 install torch monai --index-url https://download.pytorch.org/whl/cpu --extra-index-url

@@ -141,9 +141,9 @@ def test_plain_demo_keeps_its_options():
         "_demo_segmentation", "demo_segmentation", 0, False, "default")
 
 
-@pytest.mark.skipif(not os.environ.get("ZOO_RUN_BENCH"), reason=(
+@pytest.mark.skipif(not os.environ.get("RUN_BENCH_QUICK"), reason=(
     "bench_segmentation --quick takes about 30 s on 2 cores (four models traced and trained, the "
-    "sliding-window rows), over this file's share of the suite; ZOO_RUN_BENCH=1 runs it"))
+    "sliding-window rows), over this file's share of the suite; RUN_BENCH_QUICK=1 runs it"))
 def test_bench_segmentation_quick_runs():
     env = {**os.environ, "PYTHONPATH": os.getcwd()}
     proc = subprocess.run([sys.executable, "benchmarks/bench_segmentation.py", "--quick"], capture_output=True,
