@@ -1,4 +1,5 @@
-"""Figures a person can read: explanation overlays and training curves, drawn with matplotlib.
+"""Figures a person can read: explanation overlays, training curves and segmentation outlines,
+drawn with matplotlib.
 
 matplotlib is imported inside each function with the Agg backend (no display needed), so
 ``import zoo`` stays light. The explanation layout is fixed in pixels by ``explanation_layout``
@@ -332,6 +333,54 @@ def reliability_diagram(table: dict, path, *, title: str = "calibration") -> Pat
     ax.set_title(f"{title}: ECE {float(table['ece']):.3f}")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8, loc="upper left")
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=DPI, format="png", facecolor="white")
+    return path
+
+
+def segmentation_figure(image, true_mask, predictions: dict, path, *, title: str = "") -> Path:
+    """A PNG of one slice per prediction: the image in grey, the reference outline in green and
+    the predicted outline in red, each panel titled with its name and the slice's Dice.
+
+    Args:
+        image: the slice (H, W) or (H, W, 1), any range (shown from its own min to max).
+        true_mask: the reference mask of the slice (H, W), nonzero = foreground.
+        predictions: name -> predicted mask (H, W), one panel each, in order.
+        path: the PNG to write (its folder is created).
+        title: a line above the panels.
+
+    Returns:
+        The path written.
+
+    Raises:
+        DataError: no predictions, or masks whose shape is not the image's.
+    """
+    shown = _as_display(image)
+    truth = np.asarray(true_mask) != 0
+    masks = {name: np.asarray(m) != 0 for name, m in predictions.items()}
+    if not masks or any(m.shape != shown.shape for m in (truth, *masks.values())):
+        raise DataError(
+            f"segmentation_figure: image {shown.shape}, reference {truth.shape} and predictions "
+            f"{[m.shape for m in masks.values()]}; give at least one prediction, every mask of the "
+            "image's (H, W) shape."
+        )
+    _, MplFigure = _mpl()
+    fig = MplFigure(figsize=(3.6 * len(masks), 3.9), dpi=DPI, facecolor="white",
+                    layout="constrained")
+    for i, (name, pred) in enumerate(masks.items()):
+        ax = fig.add_subplot(1, len(masks), i + 1)
+        ax.imshow(shown, cmap="gray", vmin=0, vmax=1, interpolation="nearest")
+        for mask, colour in ((truth, "lime"), (pred, "red")):
+            if mask.any():
+                ax.contour(mask.astype(np.float32), levels=[0.5], colors=colour, linewidths=1.2)
+        total = truth.sum() + pred.sum()
+        dice = 2.0 * (truth & pred).sum() / total if total else 1.0
+        ax.set_title(f"{name}\nslice Dice {dice:.3f} (green: reference, red: predicted)",
+                     fontsize=8)
+        ax.set_axis_off()
+    if title:
+        fig.suptitle(title, fontsize=9)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=DPI, format="png", facecolor="white")

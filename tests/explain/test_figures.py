@@ -87,3 +87,25 @@ def test_training_curves_from_run_json_history_and_dicts(tmp_path):
         training_curves({"history": []}, tmp_path / "e.png")
     with pytest.raises(DataError, match="no such file"):
         training_curves(tmp_path / "missing.json", tmp_path / "e.png")
+
+
+def test_segmentation_figure_draws_reference_and_prediction_outlines(tmp_path):
+    """One panel per prediction, reference outline green, predicted red: a prediction equal to the
+    reference hides the green under the red, one that misses shows both colours apart."""
+    from zoo.figures import segmentation_figure
+
+    yy, xx = np.mgrid[:40, :40]
+    image = np.random.default_rng(0).uniform(0, 255, (40, 40, 1))
+    truth = (yy - 20) ** 2 + (xx - 14) ** 2 <= 36
+    shifted = (yy - 20) ** 2 + (xx - 28) ** 2 <= 36
+    png = read_png(segmentation_figure(image, truth, {"same": truth, "shifted": shifted}, tmp_path / "s.png",
+                                       title="test"))
+    red = (png[..., 0] > 0.8) & (png[..., 1] < 0.3) & (png[..., 2] < 0.3)
+    green = (png[..., 1] > 0.8) & (png[..., 0] < 0.3) & (png[..., 2] < 0.3)
+    half = png.shape[1] // 2
+    assert red[:, :half].sum() > 50 and red[:, half:].sum() > 50
+    assert green[:, half:].sum() > 5 * max(green[:, :half].sum(), 1)
+    with pytest.raises(DataError, match="prediction"):
+        segmentation_figure(image, truth, {}, tmp_path / "none.png")
+    with pytest.raises(DataError, match="shape"):
+        segmentation_figure(image, truth, {"small": truth[:20]}, tmp_path / "bad.png")

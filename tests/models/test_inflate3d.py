@@ -104,6 +104,16 @@ def test_shipped_inflated_cards_point_at_the_2d_file(arch):
     assert zoo.model_info(f"{arch}_3d")["spatial_dims"] == 3
 
 
+def test_phantom_inflated_card_points_at_the_shipped_2d_checkpoint():
+    """The zoo's own file, a Keras 3 .weights.h5 with a classifier top, inflated like the legacy ones
+    (tests/models/test_unet_encoder.py checks the weights and features)."""
+    card, source = get_card("simple_cnn_3d.phantom_inflated"), get_card("simple_cnn.phantom")
+    assert card.format == "inflated-2d" and card.inflate_from == "simple_cnn" and not card.include_top
+    assert (card.urls, card.sha256, card.size, card.preprocess, card.input_range, card.in_chans) == (
+        source.urls, source.sha256, source.size, source.preprocess, source.input_range, source.in_chans)
+    assert zoo.model_info("simple_cnn_3d")["spatial_dims"] == 3
+
+
 @pytest.mark.parametrize("arch", list(APPS))
 def test_layer_names_match_keras_applications(arch, inflated):
     """Same layer names and, but for the added depth axis, the same weight shapes."""

@@ -336,3 +336,39 @@ def test_multilabel_and_segmentation_tasks_fine_tune_and_check_their_labels(tmp_
         finetune(segmenter, (x, masks[:, :8]), task="segmentation", out_dir=tmp_path / "bad", **kw)
     with pytest.raises(DataError, match="use task='multilabel'"):
         finetune(_model(), (np.zeros((8, 32, 32, 1)), np.zeros((8, 2), int)), out_dir=tmp_path / "bad", **kw)
+
+
+def test_cli_finetune_segmentation_folder_with_a_loss(tmp_path, capsys):
+    """zoo finetune --task segmentation reads images/ + masks/ (zoo evaluate's layout, through
+    zoo.data.seg_folder) and trains with --loss; --loss names every registered loss in its help."""
+    from zoo.data.seg_folder import load_segmentation_folder
+    from zoo.errors import UnknownNameError
+    from zoo.train.seg_losses import SEG_LOSSES
+
+    rng = np.random.default_rng(0)
+    for split, n in (("train", 6), ("val", 2)):
+        for sub in ("images", "masks"):
+            (tmp_path / split / sub).mkdir(parents=True)
+        for i in range(n):
+            y0, x0 = rng.integers(2, 14, 2)
+            mask = np.zeros((24, 24), np.uint8)
+            mask[y0:y0 + 8, x0:x0 + 8] = 1
+            np.save(tmp_path / split / "images" / f"c{i}.npy", 60 + 120 * mask + rng.normal(0, 10, mask.shape))
+            np.save(tmp_path / split / "masks" / f"c{i}.npy", mask)
+    x, y, names = load_segmentation_folder(tmp_path / "train")
+    assert x.shape == (6, 24, 24, 1) and x.dtype == np.float32 and y.dtype == np.int32 and names[0] == "c0"
+    out = tmp_path / "run"
+    argv = ["finetune", "dilated_cnn", "--data", str(tmp_path / "train"), "--val-data", str(tmp_path / "val"),
+            "--task", "segmentation", "--loss", "dice", "--epochs", "0", "1", "--batch-size", "3", "--no-augment",
+            "--strategy", "cpu", "--out", str(out), "--quiet"]
+    assert _cli(argv) == 0
+    record = json.loads((out / "run.json").read_text())
+    assert record["task"] == "segmentation" and record["arguments"]["loss"] == "dice"
+    assert record["data"]["train"] == [6, 24, 24, 1] and record["data"]["validation"] == [2, 24, 24, 1]
+    assert "val_dice" in record["history"][0] and zoo.load_model(out / "best.keras").output.shape == (None, 24, 24, 2)
+    with pytest.raises(UnknownNameError, match="dice_ce"):
+        _cli([*argv[:-5], "--loss", "dice_cee", "--out", str(tmp_path / "bad"), "--quiet"])
+    parser = argparse.ArgumentParser(prog="zoo")
+    add_finetune_parser(parser.add_subparsers())
+    help_text = parser._subparsers._group_actions[0].choices["finetune"].format_help()
+    assert all(name in help_text for name in SEG_LOSSES.names())

@@ -57,6 +57,85 @@ def phantom_volume(n_slices: int, size: int) -> np.ndarray:
     return np.round(vol)  # integer HU, so a lossless round trip through 12-bit storage is exact
 
 
+def _given_volume(volume) -> np.ndarray:
+    """A (Z, Y, X) volume of integer HU that 12-bit storage (intercept -1024) holds exactly."""
+    volume = np.asarray(volume)
+    if volume.ndim != 3 or volume.dtype.kind not in "iuf":
+        raise InvalidArgumentError(
+            f"volume of shape {volume.shape} and dtype {volume.dtype}: give (Z, Y, X) HU numbers."
+        )
+    if volume.size and (np.any(volume != np.round(volume)) or volume.min() < -1024
+                        or volume.max() > 3071):
+        raise InvalidArgumentError(
+            "volume: give integer HU in -1024 .. 3071 (12-bit storage with intercept -1024 "
+            "holds those exactly); round and clip it first."
+        )
+    return volume.astype(np.float32)
+
+
+def _ellipsoid(grid, centre, radii) -> np.ndarray:
+    return sum(((g - c) / r) ** 2 for g, c, r in zip(grid, centre, radii)) <= 1.0
+
+
+def _body_and_organs(rng, grid, shape) -> tuple[np.ndarray, np.ndarray]:
+    """(HU without lesions or noise, body mask): air, a 40 HU textured body, 2-3 organs of
+    -70..+70 HU against it, a 500 HU vertebra."""
+    from zoo.data.synthetic import _smooth_noise
+
+    z, y, x = grid
+    n_z, n_y, n_x = shape
+    cy, cx = n_y / 2 + rng.uniform(-1.5, 1.5), n_x / 2 + rng.uniform(-1.5, 1.5)
+    ry, rx = n_y * rng.uniform(0.36, 0.42), n_x * rng.uniform(0.42, 0.47)
+    body = ((y - cy) / ry) ** 2 + ((x - cx) / rx) ** 2 <= 1.0
+    texture = _smooth_noise(rng, max(n_y, n_x))[:n_y, :n_x]
+    hu = np.where(body, 40.0 + 8.0 * texture[None], -1000.0)
+    for _ in range(rng.integers(2, 4)):
+        centre = (rng.uniform(0.2, 0.8) * n_z, cy + rng.uniform(-0.3, 0.3) * ry,
+                  cx + rng.uniform(-0.3, 0.3) * rx)
+        radii = (rng.uniform(0.3, 0.6) * n_z, rng.uniform(0.3, 0.5) * ry,
+                 rng.uniform(0.3, 0.5) * rx)
+        step = rng.choice([-1.0, 1.0]) * rng.uniform(30.0, 70.0)
+        hu = np.where(_ellipsoid(grid, centre, radii) & body, hu + step, hu)
+    spine = (y - (cy + 0.7 * ry)) ** 2 + (x - cx) ** 2 <= (0.12 * ry) ** 2
+    return np.where(spine & body, 500.0, hu), body & ~spine
+
+
+def lesion_ct(shape=(32, 64, 64), spacing=(2.0, 1.0, 1.0), *, seed=0, lesions=(1, 3),
+              radius_mm=(4.0, 8.0), contrast_hu=(50.0, 90.0), noise_hu: float = 20.0):
+    """A synthetic CT volume with hyperdense lesions of known contrast, and their label map.
+
+    Air around a textured 40 HU body, organs 30-70 HU brighter or darker than it and a 500 HU
+    vertebra; ``lesions`` (a (min, max) count) ellipsoids with semi-axes drawn from
+    ``radius_mm`` (per axis, in mm through ``spacing`` (z, y, x)), inside the body, each
+    ``contrast_hu`` (drawn per lesion) above the tissue it sits in; white noise of
+    ``noise_hu``. ``seed``: an int or a sequence of ints (``np.random.default_rng``).
+    Returns ``(hu, labels)``: (Z, Y, X) integer HU in -1024 .. 3071
+    (``write_ct_series(volume=hu)``) and uint8 labels (1 = lesion).
+    """
+    rng = np.random.default_rng(seed)
+    shape = tuple(int(n) for n in shape)
+    if len(shape) != 3 or min(shape) < 8 or len(spacing) != 3 or min(spacing) <= 0:
+        raise InvalidArgumentError(
+            f"lesion_ct(shape={shape}, spacing={spacing}): give (Z, Y, X) sizes of at least 8 "
+            "voxels and three positive spacings in mm."
+        )
+    grid = np.mgrid[0:shape[0], 0:shape[1], 0:shape[2]].astype(np.float32)
+    hu, body = _body_and_organs(rng, grid, shape)
+    labels = np.zeros(shape, np.uint8)
+    for _ in range(rng.integers(lesions[0], lesions[1] + 1)):
+        radii = rng.uniform(*radius_mm, 3) / np.asarray(spacing, float)
+        inner = np.argwhere(body[tuple(slice(int(np.ceil(r)), n - int(np.ceil(r)))
+                                       for r, n in zip(radii, shape))])
+        if not len(inner):
+            continue
+        centre = inner[rng.integers(len(inner))] + np.ceil(radii)
+        lesion = _ellipsoid(grid, centre, radii) & body
+        hu = np.where(lesion, hu + rng.uniform(*contrast_hu), hu)
+        labels[lesion] = 1
+    hu = hu + noise_hu * rng.standard_normal(shape)
+    return np.clip(np.round(hu), -1024, 3071).astype(np.int16), labels
+
+
 def _new_dataset(sop_class: str):
     """An empty dataset with file meta for one new instance of ``sop_class`` (explicit VR LE)."""
     from pydicom.dataset import Dataset, FileMetaDataset
@@ -68,6 +147,32 @@ def _new_dataset(sop_class: str):
     meta.TransferSyntaxUID = ExplicitVRLittleEndian
     ds = Dataset()
     ds.file_meta = meta
+    return ds
+
+
+def _ct_slice(pixels, instance_number: int, uids, orientation, position, pixel_spacing,
+              slice_spacing: float):
+    """One CT slice: fake patient tags, the series' UIDs, its plane, HU + 1024 in 12 bits."""
+    from pydicom.uid import CTImageStorage
+
+    ds = _new_dataset(CTImageStorage)
+    meta = ds.file_meta
+    for key, value in FAKE_PHI.items():
+        setattr(ds, key, value)
+    ds.SOPClassUID, ds.SOPInstanceUID = CTImageStorage, meta.MediaStorageSOPInstanceUID
+    ds.StudyInstanceUID, ds.SeriesInstanceUID, ds.FrameOfReferenceUID = uids
+    ds.Modality = "CT"
+    ds.InstanceNumber = instance_number
+    ds.ImageOrientationPatient = orientation
+    ds.ImagePositionPatient = [f"{v:.4f}" for v in position]
+    ds.PixelSpacing = [f"{v:g}" for v in pixel_spacing]
+    ds.SliceThickness = f"{slice_spacing:g}"
+    ds.WindowCenter, ds.WindowWidth = "40", "400"
+    ds.RescaleIntercept, ds.RescaleSlope, ds.RescaleType = "-1024", "1", "HU"
+    ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
+    ds.Rows, ds.Columns = pixels.shape
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 12, 11, 0
+    ds.PixelData = np.clip(np.round(pixels + 1024), 0, 4095).astype(np.uint16).tobytes()
     return ds
 
 
@@ -86,18 +191,24 @@ def write_ct_series(
     compression: str = "none",
     seed: int = 0,
     series_uid: str | None = None,
+    volume=None,
 ) -> SyntheticSeries:
     """Write ``n_slices`` CT slices into ``folder`` (shuffled names and InstanceNumbers).
 
     ``tilt_deg`` rotates the image plane about the patient x (or y) axis, an oblique series.
     ``missing`` slice indices are not written; ``duplicate`` ones are written twice.
     ``compression``: "none", "rle" or "j2k" (JPEG 2000 lossless).
+    ``volume``: the (Z, Y, X) HU to write (integers in -1024 .. 3071, e.g. ``lesion_ct``'s)
+    instead of ``phantom_volume``; it sets ``n_slices`` and the rows and columns.
     """
     import pydicom
-    from pydicom.uid import CTImageStorage, generate_uid
+    from pydicom.uid import generate_uid
 
     if compression not in COMPRESSIONS:
         raise InvalidArgumentError(f"compression={compression!r}: use one of {list(COMPRESSIONS)}.")
+    volume = _given_volume(volume) if volume is not None else None
+    if volume is not None:
+        n_slices, size = volume.shape[0], min(volume.shape[1:])
     if n_slices < 2 or size < 8 or (compression == "j2k" and size < 32):
         raise InvalidArgumentError(
             f"n_slices={n_slices}, size={size}: need n_slices >= 2 and size >= 8 (32 for j2k: "
@@ -110,7 +221,7 @@ def write_ct_series(
     row_dir, col_dir = rot @ np.array([1.0, 0, 0]), rot @ np.array([0, 1.0, 0])
     normal = np.cross(row_dir, col_dir)
     positions = np.asarray(origin, float) + np.arange(n_slices)[:, None] * slice_spacing * normal
-    volume = phantom_volume(n_slices, size)
+    volume = phantom_volume(n_slices, size) if volume is None else volume
     series_uid = series_uid or generate_uid()
     study_uid, frame_uid = generate_uid(), generate_uid()
     written = [k for k in range(n_slices) if k not in set(missing)] + [
@@ -119,30 +230,12 @@ def write_ct_series(
     order = rng.permutation(len(written))
     instance_numbers = rng.permutation(len(written)) + 1
     paths = []
+    uids = (study_uid, series_uid, frame_uid)
+    orientation = [f"{v:.6f}" for v in (*row_dir, *col_dir)]
     for j, w in enumerate(order):
         k = written[w]
-        ds = _new_dataset(CTImageStorage)
-        meta = ds.file_meta
-        for key, value in FAKE_PHI.items():
-            setattr(ds, key, value)
-        ds.SOPClassUID, ds.SOPInstanceUID = CTImageStorage, meta.MediaStorageSOPInstanceUID
-        ds.StudyInstanceUID, ds.SeriesInstanceUID, ds.FrameOfReferenceUID = (
-            study_uid,
-            series_uid,
-            frame_uid,
-        )
-        ds.Modality = "CT"
-        ds.InstanceNumber = int(instance_numbers[j])
-        ds.ImageOrientationPatient = [f"{v:.6f}" for v in (*row_dir, *col_dir)]
-        ds.ImagePositionPatient = [f"{v:.4f}" for v in positions[k]]
-        ds.PixelSpacing = [f"{v:g}" for v in pixel_spacing]
-        ds.SliceThickness = f"{slice_spacing:g}"
-        ds.WindowCenter, ds.WindowWidth = "40", "400"
-        ds.RescaleIntercept, ds.RescaleSlope, ds.RescaleType = "-1024", "1", "HU"
-        ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
-        ds.Rows = ds.Columns = size
-        ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 12, 11, 0
-        ds.PixelData = np.clip(np.round(volume[k] + 1024), 0, 4095).astype(np.uint16).tobytes()
+        ds = _ct_slice(volume[k], int(instance_numbers[j]), uids, orientation, positions[k],
+                       pixel_spacing, slice_spacing)
         if COMPRESSIONS[compression]:
             ds.compress(COMPRESSIONS[compression])
         path = folder / f"slice_{j:04d}.dcm"

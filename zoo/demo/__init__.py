@@ -9,6 +9,10 @@
 4. self-supervision (``zoo.demo.ssl``): a shipped self-supervised encoder against random
    initialisation.
 
+``zoo demo segmentation`` (``zoo.demo.segmentation.run_segmentation``) is a demo of its own:
+synthetic CT with lesions written as DICOM + DICOM-SEG and NIfTI, read back, a 3D U-Net trained
+from scratch and with an encoder inflated from the phantom checkpoint, Dice and HD95 out.
+
 The top of the layer order: demos may use the ``zoo`` facade, as a user would; no library
 package imports this one. Importing it is light (each step imports TensorFlow when it runs).
 """

@@ -10,8 +10,9 @@ Data layout::
 Cases pair by name (the file name without its suffix). ``.npy`` arrays carry no geometry: give
 their voxel size with ``spacing`` (``--spacing Z Y X``, array order; default 1 mm). NIfTI images
 are read by ``zoo.data.nifti.read_nifti`` and bring their own spacing; a NIfTI mask is read onto
-its image's grid by ``zoo.data.masks.read_mask`` (``read_case``). Classifiers on labelled
-folders go to ``zoo.train.cli``'s path, unchanged.
+its image's grid by ``zoo.data.masks.read_mask``. Listing and reading the cases is
+``zoo.data.seg_folder``'s (``zoo finetune --task segmentation`` reads the same layout).
+Classifiers on labelled folders go to ``zoo.train.cli``'s path, unchanged.
 """
 
 from __future__ import annotations
@@ -23,113 +24,15 @@ from pathlib import Path
 
 import numpy as np
 
+from zoo.data.seg_folder import (  # noqa: F401  (SUFFIXES: kept importable from here)
+    SUFFIXES,
+    is_segmentation_folder,
+    read_case,
+    segmentation_cases,
+)
 from zoo.errors import DataError
 from zoo.infer.segment import segment
 from zoo.metrics.segmentation import CONVENTIONS, case_metrics, summarize_cases
-
-SUFFIXES = (".nii.gz", ".nii", ".npy")
-
-
-def _stem(path: Path) -> str | None:
-    for suffix in SUFFIXES:
-        if path.name.endswith(suffix) and len(path.name) > len(suffix):
-            return path.name[: -len(suffix)]
-    return None
-
-
-def _by_name(folder: Path) -> dict[str, Path]:
-    out: dict[str, Path] = {}
-    for path in sorted(folder.iterdir()):
-        name = _stem(path)
-        if name is None or not path.is_file():
-            continue
-        if name in out:
-            raise DataError(
-                f"{folder}: {out[name].name} and {path.name} are both case {name!r}; keep one "
-                "file per case."
-            )
-        out[name] = path
-    return out
-
-
-def is_segmentation_folder(data) -> bool:
-    """Whether ``data`` has the ``images/`` + ``masks/`` layout (module docstring).
-
-    Args:
-        data: a folder path.
-
-    Returns:
-        True when both sub-folders exist.
-    """
-    data = Path(data)
-    return (data / "images").is_dir() and (data / "masks").is_dir()
-
-
-def segmentation_cases(data) -> list[tuple[str, Path, Path]]:
-    """(name, image path, mask path) of every case of a segmentation folder, sorted by name.
-
-    Args:
-        data: a folder with ``images/`` and ``masks/`` (module docstring).
-
-    Returns:
-        One triple per case.
-
-    Raises:
-        DataError: a missing sub-folder, no cases, or an image without a mask (or the reverse).
-    """
-    data = Path(data)
-    if not is_segmentation_folder(data):
-        raise DataError(
-            f"{data}: a segmentation set needs images/ and masks/ sub-folders with one file per "
-            f"case ({', '.join(SUFFIXES)}) under the same name."
-        )
-    images, masks = _by_name(data / "images"), _by_name(data / "masks")
-    unpaired = sorted(set(images) ^ set(masks))
-    if unpaired:
-        raise DataError(
-            f"{data}: cases {unpaired[:5]} have an image without a mask or a mask without an "
-            "image; give both, under the same name, in images/ and masks/."
-        )
-    if not images:
-        raise DataError(f"{data}: images/ holds no {', '.join(SUFFIXES)} files.")
-    return [(n, images[n], masks[n]) for n in sorted(images)]
-
-
-def read_case(path, reference=None):
-    """(array, spacing in mm or None, volume or None) of one image or mask file.
-
-    ``.npy`` files have no geometry (spacing None). NIfTI images are read by
-    ``zoo.data.nifti.read_nifti`` ((z, y, x) order); a NIfTI mask given the image's volume as
-    ``reference`` is read by ``zoo.data.masks.read_mask`` onto that image's grid, so a mask drawn
-    on another grid is refused instead of scored against the wrong voxels.
-
-    Args:
-        path: a ``.npy``, ``.nii`` or ``.nii.gz`` file.
-        reference: the image's volume, for a NIfTI mask (None: read as an image).
-
-    Returns:
-        The array, its voxel size per axis (or None) and the NIfTI volume (or None).
-
-    Raises:
-        DataError: an unreadable file, or a mask not on its image's grid.
-    """
-    path = Path(path)
-    if path.name.endswith(".npy"):
-        try:
-            return np.load(path, allow_pickle=False), None, None
-        except (OSError, ValueError) as e:
-            raise DataError(
-                f"{path}: not a readable .npy array ({e}); save it with np.save."
-            ) from None
-    if reference is not None:
-        from zoo.data.masks import read_mask
-
-        mask = read_mask(path, reference)
-        return mask.array, tuple(float(s) for s in reference.spacing), None
-    from zoo.data.nifti import read_nifti
-
-    volume = read_nifti(path)
-    return volume.array, tuple(float(s) for s in volume.spacing), volume
 
 
 def is_segmenter(model) -> bool:

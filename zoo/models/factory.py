@@ -302,8 +302,8 @@ def _check_options(entry, options) -> None:
 
 def build_encoder(entry: ModelEntry, options: dict, shape: tuple) -> dict:
     """``options`` with ``encoder="name"`` replaced by that backbone's features model (its card's
-    weights when ``encoder_weights`` names one), built for inputs of ``shape``; the builder only
-    wires it in."""
+    weights when ``encoder_weights`` names one), built for inputs of ``shape`` (of any size when
+    ``encoder_depth`` cuts it); the builder only wires it in."""
     if not entry.takes_encoder or not isinstance(options.get("encoder"), str):
         return options
     options = dict(options)
@@ -320,6 +320,10 @@ def build_encoder(entry: ModelEntry, options: dict, shape: tuple) -> dict:
             "classification backbone "
             "with multi-scale features (e.g. resnet50, densenet121, vgg16, simple_cnn)."
         )
+    if options.get("encoder_depth") is not None:
+        # built for any size: the builder cuts it after encoder_depth levels (unet._shallower),
+        # so the deeper stages, which the input may be too small for, never see the input
+        shape = (*(None,) * dims, shape[-1])
     options["encoder"] = load(name, weights, in_chans=shape[-1], input_shape=shape, features=True)
     return options
 

@@ -1,4 +1,4 @@
-"""3D ResNet-50, DenseNet-121 and VGG-16 whose weights are the 2D ImageNet ones, inflated.
+"""3D ResNet-50, DenseNet-121, VGG-16 and simple_cnn whose weights are 2D ones, inflated.
 
 Every layer carries the keras.applications layer name, so a 2D checkpoint maps one to one:
 a k x k kernel becomes k x k x k, repeated along depth and divided by k (Carreira &
@@ -7,6 +7,11 @@ stays zero), so a volume that is constant along depth passes through every layer
 along depth and the 3D features equal the 2D features of one slice, to float32 round-off.
 Depth, height and width are all strided as in-plane; every spatial size must be >= 32.
 The inflation of the weights is the ``inflated-2d`` format's loader (zoo/weights/inflated.py).
+
+``simple_cnn_3d`` is the zoo's own ``simple_cnn`` inflated the same way (its widths, layer names
+and BatchNorm settings), so the shipped ``simple_cnn.phantom`` checkpoint can serve as a 3D
+encoder (``simple_cnn_3d.phantom_inflated``, e.g. for ``unet3d``); ``simple_cnn3d`` is a
+different, narrower 3D network trained from scratch.
 """
 
 from __future__ import annotations
@@ -14,7 +19,7 @@ from __future__ import annotations
 from functools import partial
 
 from zoo._lazy import keras
-from zoo.models import keras_apps
+from zoo.models import adapt, keras_apps, simple_cnn
 from zoo.models.registry import register_model
 
 EPS = 1.001e-5  # keras.applications' BatchNorm epsilon for ResNet and DenseNet
@@ -130,3 +135,30 @@ for _name, (_body, _arch2d) in _NETS.items():
         paper=f"{keras_apps._APPS[_arch2d][5]}; inflation: Carreira & Zisserman 2017, "
         "arXiv:1705.07750",
     )(partial(_build, body=_body))
+
+
+@register_model(
+    "simple_cnn_3d",
+    family="zoo",
+    default_size=(32, 64, 64),
+    min_size=32,
+    preprocess="tf",
+    spatial_dims=3,
+    feature_layers=simple_cnn.stage_features,
+    description="simple_cnn inflated to 3D (its widths and layer names, depth edge-padded); tag "
+    "phantom_inflated inflates the shipped simple_cnn.phantom, e.g. as a unet3d encoder",
+    paper="inflation: Carreira & Zisserman 2017, arXiv:1705.07750",
+)
+def build_simple_cnn_3d(x, *, include_top, num_classes, classifier_activation,
+                        widths=simple_cnn.WIDTHS):
+    """simple_cnn's stages (two 3x3 conv-BN-ReLU and a 2x max pool each) as 3x3x3 / 2x2x2; fewer
+    ``widths`` build the first stages only (the inflation fills the layers that exist)."""
+    for stage, width in enumerate(widths, start=1):
+        for i in (1, 2):
+            x = _conv(x, width, 3, f"stage{stage}_conv{i}", use_bias=False)
+            x = keras.layers.BatchNormalization(momentum=0.9, name=f"stage{stage}_bn{i}")(x)
+            x = keras.layers.ReLU(name=f"stage{stage}_relu{i}")(x)
+        x = keras.layers.MaxPooling3D(2, name=f"stage{stage}_pool")(x)
+    if include_top:
+        x = adapt.classifier_head(x, num_classes, pooling="max", activation=classifier_activation)
+    return x

@@ -6,7 +6,9 @@ linear interpolation + 1x1 conv, 'same' padding (output = input size, sizes divi
 2**depth) or the paper's 'valid' padding with centre-cropped skips (572 -> 388).
 ``encoder="resnet50"`` (any registered backbone with multi-scale features) replaces the
 contracting path by that backbone's ``features_strideN`` maps, pretrained when
-``encoder_weights`` names a card, frozen with ``freeze_encoder=True``.
+``encoder_weights`` names a card, frozen with ``freeze_encoder=True``; ``encoder_depth=k`` keeps
+only its first k feature levels (strides 2 .. 2**k for most backbones; the deeper stages are not
+built into the model), for volumes whose sizes are not multiples of the full stride.
 ``deep_supervision=True`` (nnU-Net) adds one output per coarser decoder level, up-sampled to
 full size, after the main output; ``main_output(model)`` drops them again for inference.
 """
@@ -194,6 +196,25 @@ def _features(model) -> dict[int, str]:
     return out
 
 
+def _shallower(encoder, depth):
+    """The features model ``encoder`` cut after its first ``depth`` feature levels (None: all).
+
+    A Functional model of the same layers up to the last kept output: deeper stages are left out
+    of the graph (and of the weights), and the layers keep their weights and origin."""
+    n = len(encoder.outputs)
+    if depth is None:
+        return encoder
+    if isinstance(depth, bool) or not isinstance(depth, int) or not 1 <= depth <= n:
+        raise InvalidArgumentError(
+            f"encoder_depth={depth!r}: give the number of encoder feature levels to use, 1 .. {n} "
+            f"for {encoder.name.removesuffix('_features')} (None: all {n})."
+        )
+    if depth == n:
+        return encoder
+    inputs = encoder.inputs[0] if len(encoder.inputs) == 1 else encoder.inputs
+    return keras.Model(inputs, encoder.outputs[:depth], name=encoder.name)
+
+
 def _encoder_unet(
     x,
     *,
@@ -206,12 +227,14 @@ def _encoder_unet(
     upsampling,
     decoder_filters,
     deep_supervision=False,
+    encoder_depth=None,
 ):
     """The decoder on ``encoder``, a zoo.load features model (``features_strideN`` outputs)."""
     if not isinstance(encoder, keras.Model):
         raise InvalidArgumentError(
             f"encoder={encoder!r}: the U-Net builder takes a features model; name an architecture "
             "through zoo.load('unet', encoder=\"resnet50\", encoder_weights=...), which builds it.")
+    encoder = _shallower(encoder, encoder_depth)
     encoder.trainable = not freeze_encoder
     names = list(encoder.output_names)
     outputs = encoder(x)
@@ -293,12 +316,19 @@ def _register(name, dims, size, paper):
         freeze_encoder=False,
         decoder_filters=(256, 128, 64, 32, 16),
         deep_supervision=False,
+        encoder_depth=None,
     ):
         """num_classes: output channels of the 1x1 head (2 when not given); encoder: a features
         model (zoo.load builds it from encoder="resnet50" and encoder_weights=...);
+        encoder_depth: the encoder's first k feature levels only (None: all);
         deep_supervision: True (or a number of levels) adds outputs of the coarser decoder
         levels, up-sampled to full size, after the main one (see ``_deep_heads``)."""
         activation = classifier_activation
+        if encoder is None and encoder_depth is not None:
+            raise InvalidArgumentError(
+                f"encoder_depth={encoder_depth!r} without encoder=: the plain U-Net's depth is "
+                "depth=...; encoder_depth cuts a backbone given as encoder=."
+            )
         if encoder is not None:
             return _encoder_unet(
                 x,
@@ -311,6 +341,7 @@ def _register(name, dims, size, paper):
                 upsampling=upsampling,
                 decoder_filters=decoder_filters,
                 deep_supervision=deep_supervision,
+                encoder_depth=encoder_depth,
             )
         return _unet(
             x,

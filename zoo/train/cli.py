@@ -14,6 +14,8 @@ def _data(args):
         raise InvalidArgumentError(
             "zoo finetune: give --data FOLDER (images + labels.csv) or --demo, not both or neither."
         )
+    if args.task == "segmentation":
+        return _segmentation_data(args)
     if args.demo:
         from zoo.data.synthetic import TARGET_TASK, make_phantoms
 
@@ -26,6 +28,31 @@ def _data(args):
     val = None
     if args.val_data:
         vx, vy, _ = load_labelled_folder(args.val_data, classes=names)
+        val = (vx, vy)
+    return (x, y), val
+
+
+def _segmentation_data(args):
+    """(images, masks) of --data (and --val-data): folders of images/ + masks/, the layout
+    ``zoo evaluate`` scores a segmenter on (zoo.data.seg_folder)."""
+    from zoo.data.seg_folder import load_segmentation_folder
+    from zoo.errors import InvalidArgumentError
+
+    if args.demo:
+        raise InvalidArgumentError(
+            "zoo finetune --task segmentation: --demo has phantoms without masks; give --data "
+            "FOLDER with images/ and masks/ (`zoo demo segmentation` writes one under "
+            "data/nifti/)."
+        )
+    if args.groups:
+        raise InvalidArgumentError(
+            "zoo finetune --task segmentation --groups: a segmentation folder has no labels.csv "
+            "patient column; split the cases by patient into --data and --val-data instead."
+        )
+    x, y, _ = load_segmentation_folder(args.data)
+    val = None
+    if args.val_data:
+        vx, vy, _ = load_segmentation_folder(args.val_data)
         val = (vx, vy)
     return (x, y), val
 
@@ -58,6 +85,7 @@ def _options(args) -> dict:
         pretrained=args.pretrained,
         epochs=tuple(args.epochs),
         task=args.task,
+        loss=args.loss,
         resume=args.resume,
         checkpoint_every=args.checkpoint_every,
         learning_rate=tuple(args.lr),
@@ -139,7 +167,8 @@ def _memory_run(args) -> dict:
 def _run(args) -> int:
     from zoo.train.dicom_folder import is_dicom_folder
 
-    dicom = bool(args.data) and not args.demo and is_dicom_folder(args.data)
+    dicom = (bool(args.data) and not args.demo and args.task != "segmentation"
+             and is_dicom_folder(args.data))
     summary = _dicom_run(args) if dicom else _memory_run(args)
     summary.pop("history")
     print(json.dumps(summary, indent=2))
@@ -165,7 +194,8 @@ def add_finetune_parser(sub) -> None:
     p.add_argument(
         "--data",
         help="folder with labels.csv (path,label[,patient]) listing .npy/.png images (loaded) or "
-        "DICOM files / series folders (streamed, split by patient)",
+        "DICOM files / series folders (streamed, split by patient); with --task segmentation, "
+        "images/ and masks/ (.npy, .nii.gz) of the same names",
     )
     p.add_argument("--val-data", help="validation folder (default: hold out 20%% of --data)")
     p.add_argument("--demo", action="store_true", help="use the embedded synthetic phantom task")
@@ -213,6 +243,12 @@ def add_finetune_parser(sub) -> None:
         "--task",
         default="classification",
         choices=["classification", "multilabel", "regression", "segmentation"],
+    )
+    p.add_argument(
+        "--loss",
+        default=None,
+        help="segmentation loss: dice, ce, dice_ce (the default), focal, dice_focal, tversky, "
+        "focal_tversky (zoo.train.seg_losses)",
     )
     p.add_argument(
         "--groups",

@@ -1,8 +1,10 @@
-"""A 3D network whose weights are a 2D legacy ``.h5`` file, inflated (Carreira & Zisserman's I3D).
+"""A 3D network whose weights are a 2D Keras file, inflated (Carreira & Zisserman's I3D).
 
-The 2D file is read into the 2D network the card names (``inflate_from``) by Keras' own
-legacy rule, then every layer of the 3D network takes the same-named 2D layer's weights: a
-k x k kernel becomes k x k x k, repeated along depth and divided by k.
+The 2D file (a legacy ``.h5``, read by Keras' own legacy rule, or a Keras 3 ``.weights.h5``
+such as the zoo's own checkpoints) is read into the 2D network the card names
+(``inflate_from``), without a classifier top, then every layer of the 3D network takes the
+same-named 2D layer's weights: a k x k kernel becomes k x k x k, repeated along depth and
+divided by k.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ import numpy as np
 from zoo.errors import CardError
 from zoo.weights import register_format
 from zoo.weights.base import FileFacts, WeightsFormat
-from zoo.weights.keras_h5 import legacy_first_chans, load_with_keras
+from zoo.weights.keras_h5 import legacy_first_chans, load_with_keras, sniff
 
 
 def inflate_kernel(w: np.ndarray) -> np.ndarray:
@@ -33,7 +35,7 @@ def inflate_weights(two_d, three_d) -> None:
 
 @register_format("inflated-2d")
 class Inflated2D(WeightsFormat):
-    """A legacy 2D file for a 3D network; the card's ``inflate_from`` names the 2D architecture."""
+    """A 2D Keras file for a 3D network; the card's ``inflate_from`` names the 2D architecture."""
 
     converted = True
 
@@ -47,5 +49,5 @@ class Inflated2D(WeightsFormat):
                 '(inflate_from = "resnet50", say); load it through its card.'
             )
         two_d = build(card.inflate_from, card.in_chans)  # the file's own channels
-        load_with_keras(two_d, path, "keras-legacy-h5")
+        load_with_keras(two_d, path, sniff(path))  # a file's classifier top is not read
         inflate_weights(two_d, model)
