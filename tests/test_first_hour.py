@@ -91,6 +91,8 @@ def test_every_help_shows_the_defaults():
                 continue
             if action.help and "default" in action.help.lower():  # the help text itself says it
                 continue
+            if action.help == argparse.SUPPRESS:  # a hidden option (e.g. the tests' demo size)
+                continue
             shown = " ".join(str(default).split())
             assert f"(default: {shown})" in text, f"{' '.join(path)} --help hides {action.dest}={default!r}"
             checked += 1
