@@ -13,7 +13,8 @@ import zoo
 from tests.explain.figure_checks import assert_readable
 from zoo.errors import DataError, UnknownNameError
 from zoo.explain import METHODS
-from zoo.explain.cli import add_explain_parser, explain, fit_to_model
+from zoo.explain.cli import add_explain_parser, explain
+from zoo.explain.inputs import fit_to_model
 
 
 def _parser():

@@ -12,7 +12,8 @@ import pytest
 import zoo
 from tests.explain.figure_checks import assert_readable
 from zoo.errors import DataError, InvalidArgumentError, RandomWeightsError, ZooError
-from zoo.explain.cli import add_explain_parser, fit_to_model, load_image
+from zoo.explain.cli import add_explain_parser, load_image
+from zoo.explain.inputs import fit_to_model
 from zoo.explain.overlay import save_overlay
 from zoo.explain.saliency import saliency
 from zoo.heads.builder import build_mil_head

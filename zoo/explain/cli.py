@@ -18,6 +18,7 @@ import numpy as np
 from zoo._keras_compat import producing_layer
 from zoo.errors import DataError, RandomWeightsError
 from zoo.explain.api import METHODS as _METHODS
+from zoo.explain.inputs import fit_to_model
 from zoo.outputs import check_target, staged
 
 METHODS = tuple(_METHODS)  # zoo.explain.api's registry: gradcam, cam, saliency, smoothgrad, ...
@@ -72,88 +73,6 @@ def load_input(path) -> np.ndarray:
             array = np.asarray(array, np.float32)
             return array[..., None] if array.ndim == 3 else array
     return load_image(path)
-
-
-def _match_channels(array: np.ndarray, chans: int, what: str) -> np.ndarray:
-    """``array`` (channels last) with ``chans`` channels: grey repeated, colour averaged to grey,
-    RGBA's alpha dropped; any other mismatch is a DataError naming ``what``."""
-    if array.shape[-1] == 4 and chans != 4:
-        array = array[..., :3]
-    if array.shape[-1] == chans:
-        return array
-    if array.shape[-1] == 1:
-        return np.repeat(array, chans, axis=-1)
-    if chans == 1:
-        return array.mean(axis=-1, keepdims=True)
-    raise DataError(f"{what} has {array.shape[-1]} channels and the model takes {chans}; "
-                    f"give a grey image or one with {chans}.")
-
-
-def fit_image(image: np.ndarray, shape, what: str = "the image") -> np.ndarray:
-    """An (H, W, C) image with the channels and (fixed) size of a 2D model's input ``shape``.
-
-    Args:
-        image: (H, W, C) pixel values.
-        shape: the model's input shape without the batch axis, (H or None, W or None, C).
-        what: the image's name for messages.
-
-    Returns:
-        (H, W, C) float32, resized bilinearly where the model fixes a size.
-
-    Raises:
-        DataError: the channel counts cannot be matched.
-    """
-    from keras import ops
-
-    h, w, chans = shape
-    image = _match_channels(image, chans, what)
-    size = (h or image.shape[0], w or image.shape[1])
-    if image.shape[:2] != size:
-        image = ops.convert_to_numpy(ops.image.resize(image, size, interpolation="bilinear"))
-    return image.astype(np.float32)
-
-
-def fit_volume(volume: np.ndarray, shape, what: str = "the volume") -> np.ndarray:
-    """A (D, H, W, C) volume with the channels and (fixed) size of a 3D model's input ``shape``.
-
-    Resized with the maps' mirrored trilinear sampling (zoo.explain.cam.upsample_volume), so a
-    volume and its heat map are sampled alike.
-
-    Args:
-        volume: (D, H, W, C) values.
-        shape: the model's input shape without the batch axis, (D, H, W, C) with None for free.
-        what: the volume's name for messages.
-
-    Returns:
-        (D, H, W, C) float32.
-
-    Raises:
-        DataError: the channel counts cannot be matched.
-    """
-    from zoo.explain.cam import upsample_volume
-
-    *size, chans = shape
-    volume = _match_channels(volume, chans, what)
-    size = tuple(s or n for s, n in zip(size, volume.shape[:3], strict=True))
-    if volume.shape[:3] != size:
-        volume = np.moveaxis(upsample_volume(np.moveaxis(volume, -1, 0), size), 0, -1)
-    return volume.astype(np.float32)
-
-
-def fit_to_model(image, model, path="IMAGE") -> np.ndarray:
-    """``image`` (H, W, C) or volume (D, H, W, C) fitted to ``model``'s input, batch of one.
-
-    Args:
-        image: the pixel values, channels last.
-        model: the 2D or 3D model to explain.
-        path: the file the image came from, for messages.
-
-    Returns:
-        (1, *spatial, C) float32 at the model's input size and channels.
-    """
-    shape = tuple(model.inputs[0].shape[1:])
-    fit = fit_volume if len(shape) == 4 else fit_image
-    return fit(image, shape, f"{str(path)!r}")[None]
 
 
 def _load_model(spec: str, pretrained: str | None, in_chans: int, allow_random: bool = False,

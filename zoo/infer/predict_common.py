@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from zoo.errors import DataError, InvalidArgumentError, ZooError
-from zoo.explain.cli import fit_image, fit_volume
+from zoo.explain.inputs import fit_image, fit_volume
 from zoo.outputs import check_target, staged
 
 IMAGE_SUFFIXES = (".png", ".npy")

@@ -52,7 +52,7 @@ from typing import NamedTuple
 import numpy as np
 
 from zoo.errors import DataError, InvalidArgumentError
-from zoo.explain.cli import fit_volume
+from zoo.explain.inputs import fit_volume
 from zoo.infer.evaluate import add_window_options, roi_argument
 from zoo.infer.predict_common import (
     _READ_ERRORS,
