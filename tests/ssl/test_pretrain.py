@@ -77,7 +77,7 @@ def test_weights_outside_the_card_folder_are_found_by_file_url(zoo_env, tmp_path
     import keras
 
     import zoo
-    from zoo.ssl.publish import publish
+    from zoo.train.publish import publish
 
     keras.utils.set_random_seed(1)
     enc = zoo.load("simple_cnn", in_chans=1, input_shape=(32, 32), num_classes=0, pooling=None)

@@ -124,7 +124,7 @@ def pretrain(
     data: images (N, H, W, C) or volumes (N, D, H, W, C) in [0, 255], a Phantoms / Volumes object,
         or "synthetic" (the zoo's phantoms). task_options go to the task (see zoo.ssl.list_tasks()).
     init: weights to start from (a card tag such as "imagenet", a file, or None for random init).
-    tag: when given, the encoder weights and a weight card are written (see zoo.ssl.publish), after
+    tag: when given, the encoder weights and a weight card are written (see zoo.train.publish), after
         which ``zoo.load(encoder, pretrained=tag)`` loads them; ``out`` is the weights folder
         (default: beside the card in zoo_home()/"cards").
     eval_data: (images, labels) to score the frozen encoder with a linear probe and k-NN (half for
@@ -138,7 +138,7 @@ def pretrain(
     t0 = time.time()
     _check_counts(epochs=epochs, batch_size=batch_size)
     if tag is not None:
-        from zoo.ssl.publish import check_tag
+        from zoo.train.publish import check_tag
 
         check_tag(encoder, tag, overwrite)  # fail before training, not after
     the_task = get_task(task, **task_options)
@@ -166,7 +166,7 @@ def pretrain(
     result = PretrainResult(enc, model, history, evaluation=evaluation)
     if tag is not None:
         from zoo.models.factory import _looks_like_path, resolve_card
-        from zoo.ssl.publish import publish
+        from zoo.train.publish import publish
 
         start_from_card = isinstance(init, str) and not _looks_like_path(init)
         card_entry = resolve_card(entry, init, want_top=False) if start_from_card else None

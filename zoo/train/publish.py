@@ -1,4 +1,6 @@
-"""Turn a pretrained encoder into a registry entry: its weights file plus a weight card.
+"""Turn a trained model into a registry entry: its weights file plus a weight card.
+
+Shared by every method that publishes (self-supervised, semi-supervised, generative).
 
 The card goes into the user card folder ``zoo_home()/"cards"``; the weights go beside it
 (the card then names the file by a relative path, so copying the folder, or serving both
@@ -87,7 +89,7 @@ def publish(
     text = card_from_table(arch, tag, card, card_path).to_toml()
     tmp = card_path.with_name(card_path.name + ".tmp")
     tmp.write_text(
-        "# Written by zoo.ssl.pretrain; the weights file is verified by sha256 on load.\n\n" + text
+        "# Written by the zoo (pretrain, semi, generative); the weights file is verified by sha256 on load.\n\n" + text
     )
     try:
         read_card_file(tmp)  # never leave a card the zoo cannot read
