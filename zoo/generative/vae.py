@@ -79,6 +79,10 @@ def check_images(images, value_range=None) -> tuple[np.ndarray, tuple[float, flo
             "volumes (N, D, H, W, C).")
     if not np.isfinite(x).all():
         raise DataError("images contain NaN or inf; clean or drop those images first.")
+    if value_range is None and x.min() == x.max():
+        raise InvalidArgumentError(
+            f"every pixel is {x.min():g}, so the value range cannot be read from the images; "
+            "give value_range=(low, high).")
     lo, hi = (float(x.min()), float(x.max())) if value_range is None else value_range
     lo, hi = check_value_range((lo, hi))
     if x.min() < lo or x.max() > hi:
@@ -149,9 +153,9 @@ def fit_vae(images, *, latent_dim: int = 16, beta: float = 1.0, filters=(32, 64)
     return VAEResult(model, history, figures)
 
 
-def _slices(volumes: np.ndarray) -> np.ndarray:
-    """(..., H, W, C) images as they are; (..., D, H, W, C) volumes -> their middle slices."""
-    return volumes[..., volumes.shape[-4] // 2, :, :, :] if volumes.ndim >= 5 else volumes
+def _slices(grid: np.ndarray) -> np.ndarray:
+    """A (rows, cols, H, W, C) grid as it is; (rows, cols, D, H, W, C) -> the middle slices."""
+    return grid[:, :, grid.shape[2] // 2] if grid.ndim == 6 else grid
 
 
 def grids(model, images, *, n: int = 8, seed: int = 0) -> dict:
