@@ -89,3 +89,16 @@ def test_bad_input_fails_before_training_or_writing(tmp_path, images, options, e
     with pytest.raises(error, match=words):
         fit_vae(images, out=tmp_path / "out", **options)
     assert not (tmp_path / "out").exists()
+
+
+def test_frechet_distance_of_gaussian_samples_is_the_closed_form():
+    from zoo.metrics.image import frechet_distance
+
+    rng = np.random.default_rng(0)
+    a = rng.normal(0.0, 1.0, (20000, 2))
+    b = rng.normal(1.0, 2.0, (20000, 2))
+    # N(0, I) vs N(1, 4I): |mu|^2 = 2, Tr(I + 4I - 2 * 2I) = 2
+    assert frechet_distance(a, b) == pytest.approx(4.0, abs=0.15)
+    assert frechet_distance(a, a) == pytest.approx(0.0, abs=1e-6)
+    with pytest.raises(DataError, match="same backbone"):
+        frechet_distance(a, b[:, :1])
