@@ -302,7 +302,7 @@ def _register(name: str, dims: int, size: int):
         name,
         family="zoo",
         default_size=(size,) * dims,
-        min_size=4,
+        min_size=2,
         preprocess="none",
         spatial_dims=dims,
         task="generator",
