@@ -291,7 +291,9 @@ class M1Task(SemiTask):
         return {"classifier": self.classifier, "m1_latent": self.heads, "m1_decoder": self.decoder}
 
     def trainable(self, name: str) -> list:
-        return [v for m in self.models().values() for v in m.trainable_variables]
+        # with weight 0 the VAE's heads and decoder take no gradient: the classifier alone
+        models = self.models().values() if self.unlabelled_weight else [self.classifier]
+        return [v for m in models for v in m.trainable_variables]
 
     def bound(self, x, training: bool = True):
         """-ELBO per image: Bernoulli reconstruction of the [0, 1] pixels + KL, one draw."""
