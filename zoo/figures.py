@@ -387,49 +387,29 @@ def segmentation_figure(image, true_mask, predictions: dict, path, *, title: str
     return path
 
 
-def grid_size(rows: int, cols: int, height: int, width: int, scale: int = 1, gap: int = 1):
-    """(height, width) in pixels of ``image_grid``'s PNG: tiles magnified by ``scale`` with a
-    ``gap``-pixel white border around and between them."""
-    return (rows * (height * scale + gap) + gap, cols * (width * scale + gap) + gap)
-
-
-def image_grid(tiles, path, *, value_range=None, scale: int = 1, gap: int = 1) -> Figure:
-    """A grey PNG of a (rows, cols, H, W[, 1]) grid of images, pixel-exact (no axes, no resampling).
-
-    Args:
-        tiles: (rows, cols, H, W) or (rows, cols, H, W, 1) values.
-        path: the PNG to write (its folder is created).
-        value_range: (low, high) shown as black..white (None: the tiles' own min..max).
-        scale: integer magnification (nearest neighbour).
-        gap: white pixels around and between the tiles.
-
-    Returns:
-        A Figure: its size follows ``grid_size``; ``boxes[(r, c)]`` is each tile's box.
-
-    Raises:
-        DataError: tiles of another rank, or not finite.
-    """
-    tiles = np.asarray(tiles, np.float32)
-    if tiles.ndim == 5 and tiles.shape[-1] == 1:
-        tiles = tiles[..., 0]
-    if tiles.ndim != 4 or not tiles.size or not np.isfinite(tiles).all():
-        raise DataError(f"image_grid: tiles of shape {tiles.shape}; give finite grey images "
-                        "(rows, cols, H, W[, 1]).")
-    rows, cols, h, w = tiles.shape
-    lo, hi = value_range if value_range is not None else (tiles.min(), tiles.max())
-    shown = np.clip((tiles - lo) / (hi - lo), 0.0, 1.0) if hi > lo else np.zeros_like(tiles)
-    height, width = grid_size(rows, cols, h, w, scale, gap)
-    canvas = np.ones((height, width), np.float32)
-    boxes = {}
-    for r in range(rows):
-        for c in range(cols):
-            y0, x0 = gap + r * (h * scale + gap), gap + c * (w * scale + gap)
-            canvas[y0:y0 + h * scale, x0:x0 + w * scale] = _magnify(shown[r, c], scale)
-            boxes[(r, c)] = (x0, y0, x0 + w * scale, y0 + h * scale)
-    _mpl()  # the Agg backend, or a one-line error naming matplotlib
-    from matplotlib.image import imsave
+def image_grid(images, path, *, value_range=None, columns: int = 8) -> Path:
+    """A PNG of grey-scale images (N, H, W[, 1]) tiled row by row, one pixel per pixel with a
+    1-pixel gap (samples, translations, reconstructions). ``value_range`` (low, high) maps to
+    black..white (default: the images' own min..max)."""
+    images = np.asarray(images, np.float32)
+    if images.ndim == 4 and images.shape[-1] == 1:
+        images = images[..., 0]
+    if images.ndim != 3 or not len(images):
+        raise DataError(f"image_grid: images of shape {images.shape}; give (N, H, W) or "
+                        "(N, H, W, 1) grey-scale images, N >= 1.")
+    lo, hi = value_range if value_range is not None else (images.min(), images.max())
+    n, h, w = images.shape
+    cols = max(1, min(int(columns), n))
+    rows = math.ceil(n / cols)
+    canvas = np.ones(((h + 1) * rows - 1, (w + 1) * cols - 1), np.float32)
+    scaled = np.clip((images - lo) / max(float(hi - lo), 1e-12), 0.0, 1.0)
+    for i, image in enumerate(scaled):
+        r, c = divmod(i, cols)
+        canvas[r * (h + 1):r * (h + 1) + h, c * (w + 1):c * (w + 1) + w] = image
+    _mpl()
+    from matplotlib import image as mpl_image
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    imsave(path, canvas, cmap="gray", vmin=0.0, vmax=1.0, format="png")
-    return Figure(path, width, height, boxes)
+    mpl_image.imsave(path, canvas, cmap="gray", vmin=0.0, vmax=1.0, format="png")
+    return path

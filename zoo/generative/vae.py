@@ -94,7 +94,7 @@ def check_images(images, value_range=None) -> tuple[np.ndarray, tuple[float, flo
 
 @dataclass
 class VAEResult:
-    """A trained VAE, its epoch history and the figures written (name -> zoo.figures.Figure)."""
+    """A trained VAE, its epoch history and the figures written (file name -> path)."""
 
     model: object
     history: list
@@ -189,9 +189,12 @@ def grids(model, images, *, n: int = 8, seed: int = 0) -> dict:
             "traversals": _slices(traversals)}
 
 
-def write_figures(model, images, out, *, n: int = 8, seed: int = 0, scale: int = 2,
+def write_figures(model, images, out, *, n: int = 8, seed: int = 0,
                   overwrite: bool = False) -> dict:
     """Write ``reconstructions.png``, ``samples.png`` and ``traversals.png`` into ``out``.
+
+    Each is ``zoo.figures.image_grid`` of a ``grids`` array, one row per grid row, black..white
+    = the VAE's value range.
 
     Args:
         model: a zoo VAE.
@@ -199,11 +202,10 @@ def write_figures(model, images, out, *, n: int = 8, seed: int = 0, scale: int =
         out: the folder.
         n: columns per grid.
         seed: the samples' seed.
-        scale: pixel magnification.
         overwrite: replace grids the zoo wrote there before.
 
     Returns:
-        {file name: zoo.figures.Figure}.
+        {file name: path written}.
     """
     from zoo.figures import image_grid
     from zoo.models.vae import parts
@@ -212,10 +214,10 @@ def write_figures(model, images, out, *, n: int = 8, seed: int = 0, scale: int =
     value_range = parts(model).value_range
     arrays = grids(model, images, n=n, seed=seed)
     out = Path(out)
-    written = {}
     with staged([out / name for name in FIGURES], writer="zoo.generative.vae",
                 overwrite=overwrite) as paths:
         for name, path in zip(FIGURES, paths, strict=True):
-            fig = image_grid(arrays[name[:-4]], path, value_range=value_range, scale=scale)
-            written[name] = fig
-    return {name: type(f)(out / name, f.width, f.height, f.boxes) for name, f in written.items()}
+            grid = arrays[name[:-4]]
+            image_grid(grid.reshape(-1, *grid.shape[2:]), path, value_range=value_range,
+                       columns=grid.shape[1])
+    return {name: out / name for name in FIGURES}
