@@ -134,8 +134,17 @@ class SemiTask(Task):
         self.iterations = tf.Variable(0, dtype=tf.int64, trainable=False,
                                       aggregation=tf.VariableAggregation.ONLY_FIRST_REPLICA)
 
+    needs_index = False  # keeps state per unlabelled image (needs the pool as an array)
+
     def models(self) -> dict:
         return {"classifier": self.classifier}
+
+    def prepare(self, stream, epochs: int) -> None:
+        """Create per-pool state (in the strategy's scope) once the stream is known."""
+
+    def hooks(self) -> list:
+        """Engine hooks the method needs (e.g. the curriculum's stages)."""
+        return []
 
     def trainable(self, name: str) -> list:
         return self.classifier.trainable_variables
