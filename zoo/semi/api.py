@@ -143,6 +143,7 @@ def fit(method: str, model_or_name, labelled, unlabelled, *, num_classes: int | 
         UnknownNameError, InvalidArgumentError, DataError: before any training.
     """
     spec = METHODS.get(method)
+    spec.check_options(options)
     weight = check_weight(unlabelled_weight)
     _positive(epochs, "epochs")
     x, y, u, num_classes = _arrays(labelled, unlabelled, num_classes)
@@ -180,7 +181,10 @@ def _train(spec, model_or_name, stream, num_classes, vxy, *, epochs, weight, lea
     if not _is_dataset(stream.unlabelled):
         task.prepare(stream, epochs)
     hooks = task.hooks() + ([Progress(len(stream), spec.name)] if verbose else [])
-    engine = Engine(task, keras.optimizers.Adam(learning_rate), hooks=hooks)
+    # whole_epoch: one graph call per epoch (no Python between the small steps), unless a
+    # progress bar wants every batch
+    engine = Engine(task, keras.optimizers.Adam(learning_rate), hooks=hooks,
+                    whole_epoch=not verbose)
     t0 = time.time()
     val = None if vxy is None else Batches(*vxy, batch_size=256, shuffle=False)
     history = engine.fit(stream, epochs, val=val)

@@ -175,6 +175,8 @@ def fixmatch_loss(weak_probs, strong_probs, tau: float):
 class FixMatch(SemiTask):
     """Weak view -> confident hard label -> strong view trained on it; see the docstring."""
 
+    unlabelled_metrics = ("mask_rate",)
+
     def __init__(self, classifier, *, tau: float = 0.95, **common):
         super().__init__(classifier, **common)
         self.tau = check_fraction(tau, "tau")

@@ -80,6 +80,7 @@ class CurriculumPseudoLabels(SemiTask):
     """Stage-wise admission of confident pseudo-labels; see the module docstring."""
 
     needs_index = True
+    unlabelled_metrics = ("admitted",)
 
     def __init__(self, classifier, *, step: float = 0.2, stage_epochs: int | None = None,
                  reinit: bool = True, balance: bool = False, **common):
