@@ -39,18 +39,23 @@ def _run(method, data, weight, **options):
     x, y, u = data
     model = _model()
     try:
-        result = fit(method, model, (x, y), u, epochs=2, batch_size=3, unlabelled_batch_size=6,
+        result = fit(method, model, (x, y), u, epochs=1, batch_size=3, unlabelled_batch_size=6,
                      unlabelled_weight=weight, seed=5, **options)
     except ZooError as e:  # a method that cannot use this tiny network says so before training
         pytest.skip(f"{method}: {e}")
     return result.classifier.get_weights()
 
 
+@pytest.fixture(scope="module")
+def baseline(small):
+    return _run("supervised", small, 1.0)
+
+
 @pytest.mark.parametrize("method", [m for m in METHODS if m != "supervised"])
-def test_weight_zero_is_supervised_exactly(method, small):
+def test_weight_zero_is_supervised_exactly(method, small, baseline):
     """Same batches, loss, dropout draws and BatchNorm statistics as the baseline; weight > 0
     does change the result (the unlabelled images are really used)."""
-    base = _run("supervised", small, 1.0)
+    base = baseline
     for got, want in zip(_run(method, small, 0.0), base, strict=True):
         np.testing.assert_array_equal(got, want)
     extra = {"ramp_up": 0} if "ramp_up" in METHODS[method].options() else {}
@@ -83,10 +88,14 @@ SEEDS = [int(s) for s in os.environ.get("ZOO_SEMI_SEEDS", "0").split(",")]
 MINE = ["pi_model", "temporal_ensembling", "mean_teacher", "fixmatch", "pseudo_label"]
 
 
+@pytest.mark.slow
 def test_unlabelled_images_help_on_clusters():
-    """CI: one seed, each method > supervised + 0.15. ZOO_SEMI_SEEDS=0,1,2: the issue's rule,
-    mean gain > 2 pooled standard deviations over the seeds."""
+    """CI: one seed; the labels leave supervised training wrong on > 10% of the test images,
+    and each method at least halves its error. ZOO_SEMI_SEEDS=0,1,2: the issue's rule, a mean
+    gain of more than 2 pooled standard deviations over the seeds (benchmarks/bench_semi.py
+    reports the same with 3 seeds)."""
     base = np.array([_cluster_accuracy("supervised", s) for s in SEEDS])
+    assert base.mean() < 0.9  # the few labels are ambiguous for supervised training
     for method in MINE:
         acc = np.array([_cluster_accuracy(method, s) for s in SEEDS])
         gain = acc.mean() - base.mean()
@@ -94,7 +103,7 @@ def test_unlabelled_images_help_on_clusters():
             pooled = np.sqrt((acc.var(ddof=1) + base.var(ddof=1)) / 2)
             assert gain > 2 * pooled, (method, acc, base)
         else:
-            assert gain > 0.15, (method, acc, base)
+            assert 1 - acc.mean() < 0.5 * (1 - base.mean()), (method, acc, base)
 
 
 @pytest.mark.parametrize("call, error, match", [
@@ -106,7 +115,7 @@ def test_unlabelled_images_help_on_clusters():
     (dict(num_classes=1), DataError, "labels go from 0 to 1"),
     (dict(unlabelled_weight=float("nan")), InvalidArgumentError, "unlabelled_weight=nan"),
     (dict(tag="mine"), InvalidArgumentError, "tag= publishes a zoo network by name"),
-    (dict(model="no_such_net"), UnknownNameError, "unknown model"),
+    (dict(model="no_such_net"), UnknownNameError, "Unknown model 'no_such_net'"),
 ])
 def test_errors_before_training(call, error, match, small):
     x, y, u = small

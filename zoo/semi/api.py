@@ -144,6 +144,10 @@ def fit(method: str, model_or_name, labelled, unlabelled, *, num_classes: int | 
     """
     spec = METHODS.get(method)
     spec.check_options(options)
+    if isinstance(model_or_name, str):  # an unknown network: the registry's error, first
+        from zoo.models.registry import get_entry
+
+        get_entry(model_or_name.partition(".")[0])
     weight = check_weight(unlabelled_weight)
     _positive(epochs, "epochs")
     x, y, u, num_classes = _arrays(labelled, unlabelled, num_classes)
