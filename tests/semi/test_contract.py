@@ -151,3 +151,21 @@ def test_supervised_equals_engine_classification():
         np.testing.assert_array_equal(p, q)
     assert not np.array_equal(a.get_weights()[0], model().get_weights()[0])  # it did train
     assert tf.is_tensor(semi.iterations) and int(semi.iterations.numpy()) == 8
+
+
+def test_docs_table_lists_every_method():
+    """docs/semi.md's method x network table has a row for every registered method."""
+    from pathlib import Path
+
+    text = (Path(__file__).resolve().parents[2] / "docs" / "semi.md").read_text()
+    missing = [m for m in METHODS if f"| `{m}` |" not in text]
+    assert not missing, f"add rows for {missing} to docs/semi.md's method table"
+
+
+def test_cli_errors_are_one_line(capsys):
+    from zoo.cli import main
+
+    assert main(["semi", "mean_teachr", "--quick"]) == 2
+    assert "Did you mean 'mean_teacher'" in capsys.readouterr().err
+    assert main(["semi", "fixmatch"]) == 2
+    assert "give --labelled and --unlabelled" in capsys.readouterr().err

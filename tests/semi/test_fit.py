@@ -125,6 +125,27 @@ def test_errors_before_training(call, error, match, small):
             epochs=1, **kwargs)
 
 
+def _volume_model():
+    import keras
+
+    return keras.Sequential([keras.Input((8, 8, 8, 1)), keras.layers.Conv3D(2, 3),
+                             keras.layers.GlobalAveragePooling3D(),
+                             keras.layers.Dense(2, activation="softmax")])
+
+
+def test_volumes_train_and_fixmatch_refuses_them():
+    """3D: the weak augmentation flips volumes; FixMatch's 2D strong one refuses before training."""
+    rng = np.random.default_rng(3)
+    x = rng.uniform(0, 255, (4, 8, 8, 8, 1)).astype(np.float32)
+    u = rng.uniform(0, 255, (8, 8, 8, 8, 1)).astype(np.float32)
+    y = np.array([0, 1, 0, 1])
+    result = fit("mean_teacher", _volume_model(), (x, y), u, epochs=1, batch_size=2,
+                 unlabelled_batch_size=4, ramp_up=0)
+    assert np.isfinite(result.history[-1]["loss"])
+    with pytest.raises(InvalidArgumentError, match="fixmatch needs a 2D classifier"):
+        fit("fixmatch", _volume_model(), (x, y), u, epochs=1)
+
+
 def test_pipeline_unlabelled_refused_for_per_image_methods(small):
     import tensorflow as tf
 
@@ -159,3 +180,16 @@ def test_simple_cnn_keras_round_trip_and_published_card_in_fresh_process(tmp_pat
                    cwd=os.path.dirname(os.path.dirname(os.path.dirname(__file__))))
     np.testing.assert_allclose(np.load(tmp_path / "out.npy"),
                                result.classifier.predict(probe, verbose=0), rtol=1e-5, atol=1e-6)
+
+
+def test_cli_trains_from_npz(tmp_path, capsys):
+    from zoo.cli import main
+
+    c = make_clusters(12, seed=2, size=32)
+    np.savez(tmp_path / "lab.npz", images=c.images[:4], labels=c.labels[:4])
+    np.save(tmp_path / "pool.npy", c.images)
+    code = main(["semi", "pi_model", "--model", "simple_cnn", "--labelled",
+                 str(tmp_path / "lab.npz"), "--unlabelled", str(tmp_path / "pool.npy"),
+                 "--epochs", "1", "--batch-size", "4", "--option", "ramp_up=0"])
+    assert code == 0
+    assert "pi_model: 1 epochs" in capsys.readouterr().out

@@ -178,6 +178,12 @@ class FixMatch(SemiTask):
     unlabelled_metrics = ("mask_rate",)
 
     def __init__(self, classifier, *, tau: float = 0.95, **common):
+        rank = len(classifier.inputs[0].shape) if getattr(classifier, "inputs", None) else 0
+        if rank != 4:
+            raise InvalidArgumentError(
+                f"fixmatch needs a 2D classifier (images (N, H, W, C)); this one takes inputs of "
+                f"rank {rank}. Its strong augmentation is 2D: for volumes use mean_teacher, "
+                "pi_model, temporal_ensembling or pseudo_label.")
         super().__init__(classifier, **common)
         self.tau = check_fraction(tau, "tau")
 
