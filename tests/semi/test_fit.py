@@ -155,22 +155,31 @@ def test_pipeline_unlabelled_refused_for_per_image_methods(small):
             epochs=1, num_classes=2)
 
 
-def test_simple_cnn_keras_round_trip_and_published_card_in_fresh_process(tmp_path):
-    """A zoo classifier (and its mean teacher) round-trips .keras in safe mode; the card
-    written with tag= loads in a fresh offline process to the same outputs."""
+def test_cli_publishes_a_card_that_loads_in_a_fresh_process_and_round_trips(tmp_path, capsys):
+    """`zoo semi ... --tag` trains simple_cnn from .npz/.npy files and writes a card; the
+    classifier round-trips .keras in safe mode, and the card loads in a fresh offline process
+    to the same outputs."""
+    import zoo
+    from zoo.cli import main
     from zoo.saving import load_model
 
-    c = make_clusters(16, seed=1, size=32)
-    result = fit("mean_teacher", "simple_cnn", (c.images[:4], c.labels[:4]), c.images, epochs=1,
-                 batch_size=4, unlabelled_batch_size=8, tag="semi_test_mt", ramp_up=0)
+    c = make_clusters(12, seed=2, size=32)
+    np.savez(tmp_path / "lab.npz", images=c.images[:4], labels=c.labels[:4])
+    np.save(tmp_path / "pool.npy", c.images)
+    code = main(["semi", "mean_teacher", "--model", "simple_cnn", "--labelled",
+                 str(tmp_path / "lab.npz"), "--unlabelled", str(tmp_path / "pool.npy"),
+                 "--epochs", "1", "--batch-size", "4", "--option", "ramp_up=0",
+                 "--tag", "semi_test_mt"])
+    out = capsys.readouterr().out
+    assert code == 0 and "mean_teacher: 1 epochs" in out and "simple_cnn.semi_test_mt" in out
+    card = zoo.get_card("simple_cnn.semi_test_mt")
+    assert card.include_top and card.num_classes == 2 and card.extra["recipe"] == "mean_teacher"
+    model = zoo.load("simple_cnn", pretrained="semi_test_mt")
     probe = c.images[:3]
-    for name, model in result.task.models().items():
-        path = tmp_path / f"{name}.keras"
-        model.save(path)
-        again = load_model(path, safe_mode=True)
-        np.testing.assert_allclose(again.predict(probe, verbose=0),
-                                   model.predict(probe, verbose=0), rtol=1e-5, atol=1e-6)
-    assert result.card.include_top and result.card.num_classes == 2
+    model.save(tmp_path / "m.keras")
+    again = load_model(tmp_path / "m.keras", safe_mode=True)
+    want = model.predict(probe, verbose=0)
+    np.testing.assert_allclose(again.predict(probe, verbose=0), want, rtol=1e-5, atol=1e-6)
     np.save(tmp_path / "probe.npy", probe)
     code = ("import sys, numpy as np, zoo; m = zoo.load('simple_cnn', pretrained='semi_test_mt');"
             "np.save(sys.argv[1] + '/out.npy', m.predict(np.load(sys.argv[1] + '/probe.npy'), "
@@ -178,18 +187,4 @@ def test_simple_cnn_keras_round_trip_and_published_card_in_fresh_process(tmp_pat
     env = {**os.environ, "ZOO_OFFLINE": "1"}
     subprocess.run([sys.executable, "-c", code, str(tmp_path)], check=True, env=env, timeout=120,
                    cwd=os.path.dirname(os.path.dirname(os.path.dirname(__file__))))
-    np.testing.assert_allclose(np.load(tmp_path / "out.npy"),
-                               result.classifier.predict(probe, verbose=0), rtol=1e-5, atol=1e-6)
-
-
-def test_cli_trains_from_npz(tmp_path, capsys):
-    from zoo.cli import main
-
-    c = make_clusters(12, seed=2, size=32)
-    np.savez(tmp_path / "lab.npz", images=c.images[:4], labels=c.labels[:4])
-    np.save(tmp_path / "pool.npy", c.images)
-    code = main(["semi", "pi_model", "--model", "simple_cnn", "--labelled",
-                 str(tmp_path / "lab.npz"), "--unlabelled", str(tmp_path / "pool.npy"),
-                 "--epochs", "1", "--batch-size", "4", "--option", "ramp_up=0"])
-    assert code == 0
-    assert "pi_model: 1 epochs" in capsys.readouterr().out
+    np.testing.assert_allclose(np.load(tmp_path / "out.npy"), want, rtol=1e-5, atol=1e-6)
