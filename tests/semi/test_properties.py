@@ -149,7 +149,7 @@ def test_curriculum_stages_in_training():
     x = rng.uniform(0, 255, (6, 8, 8, 1)).astype(np.float32)
     u = rng.uniform(0, 255, (10, 8, 8, 1)).astype(np.float32)
     result = fit("pseudo_label", _tiny(), (x, np.arange(6) % 3), u, epochs=3, batch_size=3,
-                 unlabelled_batch_size=5, step=0.5, stage_epochs=1, reinit=False)
+                 unlabelled_batch_size=5, step=0.5, stage_epochs=1, reinit=False, balance=False)
     assert [(h["epoch"], h["fraction"], h["admitted"]) for h in result.task.history] == [
         (1, 0.5, 5), (2, 1.0, 10)]
     assert result.task.admitted.numpy().sum() == 10
