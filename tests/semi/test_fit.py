@@ -116,10 +116,13 @@ def test_unlabelled_images_help_on_clusters():
     (dict(unlabelled_weight=float("nan")), InvalidArgumentError, "unlabelled_weight=nan"),
     (dict(tag="mine"), InvalidArgumentError, "tag= publishes a zoo network by name"),
     (dict(model="no_such_net"), UnknownNameError, "Unknown model 'no_such_net'"),
+    (dict(val="pool"), DataError, "also in the unlabelled pool"),
 ])
 def test_errors_before_training(call, error, match, small):
     x, y, u = small
     kwargs = {"method": "fixmatch", "model": None, "unlabelled": u, **call}
+    if kwargs.get("val") == "pool":  # validation images that the unlabelled pool holds
+        kwargs["val"] = (u[3:5], np.array([0, 1]))
     with pytest.raises(error, match=match):
         fit(kwargs.pop("method"), kwargs.pop("model"), (x, y), kwargs.pop("unlabelled"),
             epochs=1, **kwargs)

@@ -71,6 +71,24 @@ def _check_val(val, x) -> tuple | None:
     return vx, vy
 
 
+def check_val_outside_pool(vx, u) -> None:
+    """A DataError when a validation image is also in the unlabelled pool (trained on)."""
+    if vx is None or u is None:
+        return
+    import hashlib
+
+    def digests(a):
+        a = np.ascontiguousarray(a, np.float32)
+        return {hashlib.sha1(row.tobytes()).hexdigest(): i for i, row in enumerate(a)}
+
+    pool = digests(u)
+    shared = [i for d, i in digests(vx).items() if d in pool]
+    if shared:
+        raise DataError(
+            f"{len(shared)} validation images (e.g. #{shared[0]}) are also in the unlabelled pool, "
+            "which is trained on; keep validation and test patients out of the unlabelled images.")
+
+
 def _copy_backbone(source, target) -> None:
     """Weights of every layer of ``target`` that ``source`` has by name (not the new top)."""
     names = {layer.name for layer in source.layers}
@@ -152,6 +170,7 @@ def fit(method: str, model_or_name, labelled, unlabelled, *, num_classes: int | 
     _positive(epochs, "epochs")
     x, y, u, num_classes = _arrays(labelled, unlabelled, num_classes)
     vxy = _check_val(val, x)
+    check_val_outside_pool(vxy[0] if vxy else None, u)
     _check_tag(tag, model_or_name, overwrite)
     stream = SemiStream(labelled if x is None else (x, y), unlabelled if u is None else u,
                         batch_size=batch_size, unlabelled_batch_size=unlabelled_batch_size,
