@@ -204,10 +204,9 @@ def _train(spec, model_or_name, stream, num_classes, vxy, *, epochs, weight, lea
     if not _is_dataset(stream.unlabelled):
         task.prepare(stream, epochs)
     hooks = task.hooks() + ([Progress(len(stream), spec.name)] if verbose else [])
-    # whole_epoch: one graph call per epoch (no Python between the small steps), unless a
-    # progress bar wants every batch
-    engine = Engine(task, keras.optimizers.Adam(learning_rate), hooks=hooks,
-                    whole_epoch=not verbose)
+    # one compiled step per batch: a method may add metrics in training only (the whole-epoch
+    # mode needs the evaluation step's metric layout)
+    engine = Engine(task, keras.optimizers.Adam(learning_rate), hooks=hooks)
     t0 = time.time()
     val = None if vxy is None else Batches(*vxy, batch_size=256, shuffle=False)
     history = engine.fit(stream, epochs, val=val)
