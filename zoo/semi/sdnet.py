@@ -230,6 +230,7 @@ class SDNetTask(Task):
         from keras import ops
 
         n = self.net
+        x = ops.cast(x, "float32")
         s = n.anatomy(x, training=training)
         mu, logvar = n.modality([x, s], training=training)
         z = mu
