@@ -37,10 +37,10 @@ def feature_map(classifier):
     through the head (dense, pooling, dropout) to the first tensor of rank 4 or 5."""
     from zoo._keras_compat import layer_inputs
 
-    tensor = classifier.outputs[0]
-    while len(tensor.shape) < 4:
+    tensor, image = classifier.outputs[0], image_target(classifier)
+    while len(tensor.shape) < 4 or tensor is image:
         inputs = layer_inputs(tensor)
-        if not inputs:
+        if not inputs or tensor is image:
             raise InvalidArgumentError(
                 f"model {classifier.name!r} has no spatial feature map before its output (a "
                 "dense-only network); the reconstruction methods decode a convolutional "
