@@ -112,3 +112,53 @@ def make_phantoms(
         img = img + noise * rng.standard_normal((size, size))
         images[k] = np.clip(img, 0.0, 1.0) * 255.0
     return Phantoms(images[..., None], labels, masks)
+
+
+@dataclass(frozen=True)
+class Clusters:
+    images: np.ndarray  # (N, size, size, 1) float32 in [0, 255]
+    labels: np.ndarray  # (N,) int32
+
+
+def make_clusters(
+    n: int,
+    seed: int = 0,
+    num_classes: int = 2,
+    size: int = 16,
+    separation: float = 1.0,
+    spread: float = 3.0,
+    noise: float = 0.15,
+) -> Clusters:
+    """A cluster-structured toy set where unlabelled images tell where the classes are.
+
+    In a 2D latent plane class c sits at ``c * separation`` on the first axis, stretched along
+    the second axis over [-spread, spread] (long parallel bars with gaps between them) plus
+    Gaussian ``noise``; the plane is drawn into ``size`` x ``size`` grey images through two fixed
+    smooth orthonormal patterns, with pixel noise. The classes are well separated, but with a
+    few labels at random heights the line that separates those few points is tilted and cuts
+    the bars: supervised training on them is ambiguous, while the gaps between the unlabelled
+    bars show the right boundary (the cluster assumption of semi-supervised learning).
+    """
+    if n < 1 or size < 4 or num_classes < 2:
+        raise InvalidArgumentError(
+            f"make_clusters(n={n}, size={size}, num_classes={num_classes}): need n >= 1, "
+            "size >= 4, num_classes >= 2.")
+    if not (separation > 0 and spread >= 0 and noise >= 0):
+        raise InvalidArgumentError(
+            f"separation={separation}, spread={spread}, noise={noise}: need separation > 0, "
+            "spread >= 0, noise >= 0.")
+    basis_rng = np.random.default_rng(12345)  # the same two patterns for every seed
+    patterns = np.stack([_smooth_noise(basis_rng, size, cells=3).ravel() for _ in range(2)], 1)
+    patterns, _ = np.linalg.qr(patterns)  # (size*size, 2) orthonormal
+    rng = np.random.default_rng(seed)
+    labels = rng.integers(0, num_classes, n).astype(np.int32)
+    centre = (num_classes - 1) / 2
+    latent = np.stack([(labels - centre) * separation,
+                       rng.uniform(-spread, spread, n)], 1)
+    latent += noise * rng.standard_normal(latent.shape)
+    pixels = latent @ patterns.T  # each latent unit is a unit-norm pixel pattern
+    reach = max(spread, centre * separation) + 4 * noise  # the latent's extent, fixed per recipe
+    scale = 100.0 / (reach * np.abs(patterns).max())
+    images = 127.5 + scale * pixels + 2.0 * rng.standard_normal(pixels.shape)
+    images = np.clip(images, 0, 255).astype(np.float32).reshape(n, size, size, 1)
+    return Clusters(images=images, labels=labels)

@@ -124,7 +124,7 @@ def pretrain(
     data: images (N, H, W, C) or volumes (N, D, H, W, C) in [0, 255], a Phantoms / Volumes object,
         or "synthetic" (the zoo's phantoms). task_options go to the task (see zoo.ssl.list_tasks()).
     init: weights to start from (a card tag such as "imagenet", a file, or None for random init).
-    tag: when given, the encoder weights and a weight card are written (see zoo.train.publish), after
+    tag: when given, the encoder weights and a weight card are written (zoo.train.publish), after
         which ``zoo.load(encoder, pretrained=tag)`` loads them; ``out`` is the weights folder
         (default: beside the card in zoo_home()/"cards").
     eval_data: (images, labels) to score the frozen encoder with a linear probe and k-NN (half for

@@ -89,7 +89,8 @@ def publish(
     text = card_from_table(arch, tag, card, card_path).to_toml()
     tmp = card_path.with_name(card_path.name + ".tmp")
     tmp.write_text(
-        "# Written by the zoo (pretrain, semi, generative); the weights file is verified by sha256 on load.\n\n" + text
+        "# Written by the zoo (pretrain, semi, generative); the weights file is verified by "
+        "sha256 on load.\n\n" + text
     )
     try:
         read_card_file(tmp)  # never leave a card the zoo cannot read
