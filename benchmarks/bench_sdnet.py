@@ -1,7 +1,7 @@
 """SDNet vs a U-Net with the same labelled masks: Dice on held-out phantoms, 1, 5 and 20 labels.
 
 Run: `python benchmarks/bench_sdnet.py [--seeds 0,1,2] [--epochs 16]`; `--quick` checks every path
-in seconds (tiny data, one seed, no report written). About 8 minutes on 2 cores.
+in seconds (tiny data, one seed, no report written). About 10 minutes on 2 cores.
 
 Data (``zoo.data.synthetic.make_phantoms``, 32 x 32, every phantom with one lesion, pixel values
 divided by 255): per seed, a pool of 20 labelled phantoms (the first 1, 5 or 20 are used), 240

@@ -1,4 +1,4 @@
-"""The joint loss ``lambda_c * L_c + lambda_r * L_r``: a classifier whose encoder also feeds a decoder.
+"""The joint loss ``lambda_c * L_c + lambda_r * L_r``: the encoder also feeds a decoder.
 
 Any zoo classifier (2D or 3D) is an encoder (everything up to its last spatial feature map, found
 by walking back from the output through the head) and a head. A decoder built from that feature

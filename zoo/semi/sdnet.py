@@ -105,9 +105,10 @@ def _segmentor(s, num_classes: int, width: int):
 class SDNet:
     """SDNet's four parts (Keras models) and the segmenter ``fit_sdnet`` returns.
 
-    ``anatomy``: image -> s (the image first mapped from ``input_range`` to [0, 1]); ``segmentor``: s -> class probabilities; ``modality``: [image, s]
-    -> [mu, logvar]; ``decoder``: [s, z] -> image; ``segmenter``: image -> class probabilities
-    (anatomy then segmentor, the same layers), the model to evaluate, save and export.
+    ``anatomy``: image -> s (the image first mapped from ``input_range`` to [0, 1]);
+    ``segmentor``: s -> class probabilities; ``modality``: [image, s] -> [mu, logvar];
+    ``decoder``: [s, z] -> image; ``segmenter``: image -> class probabilities (anatomy then
+    segmentor, the same layers), the model to evaluate, save and export.
     """
 
     anatomy: object
