@@ -32,6 +32,7 @@ from zoo.semi.reconstruction import (
     feature_map,
     image_target,
     reconstruction_error,
+    supervised_step,
 )
 from zoo.train.engine import StepOutput
 
@@ -46,6 +47,8 @@ def stability_loss(p1, p2):
 
 class HybridNet(SemiTask):
     """HybridNet's two branches and loss (module docstring)."""
+
+    unlabelled_metrics = ("reconstruction", "stability")  # every step reports them (0 / 0 without)
 
     def __init__(self, classifier, *, num_classes: int, unlabelled_weight: float = 1.0,
                  seed: int = 0, lambda_c: float = 1.0, lambda_rec: float = 1.0,
@@ -72,6 +75,9 @@ class HybridNet(SemiTask):
                 "decoder_c": self.decoder_c, "decoder_u": self.decoder_u}
 
     def trainable(self, name: str) -> list:
+        """Every branch's variables; the classifier's only when the unlabelled weight is 0."""
+        if not self.unlabelled_weight:
+            return self.classifier.trainable_variables
         return [v for m in self.models().values() for v in m.trainable_variables]
 
     def regularized(self, name: str) -> list:
@@ -107,8 +113,7 @@ class HybridNet(SemiTask):
 
         inputs, y, w = batch
         if not (training and self.unlabelled_weight > 0 and isinstance(inputs, dict)):
-            out = super().step(batch, training)
-            return StepOutput({"main": self.lambda_c * out.losses["main"]}, out.metrics)
+            return supervised_step(self, batch, training, self.lambda_c)
         self.iterations.assign_add(1)
         w = ops.cast(w, "float32")
         probs, _ = self.joint(labelled_part(inputs), training=training)

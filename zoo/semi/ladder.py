@@ -36,6 +36,7 @@ import numpy as np
 
 from zoo.errors import InvalidArgumentError
 from zoo.semi.methods import SemiTask, check_weight, labelled_part, register_method
+from zoo.semi.reconstruction import supervised_step
 from zoo.train.engine import StepOutput
 
 _AFFINE = ("Dense", "Conv1D", "Conv2D", "Conv3D")
@@ -206,6 +207,8 @@ class Path:
 class Ladder(SemiTask):
     """The ladder network's task (module docstring)."""
 
+    unlabelled_metrics = ("denoising_cost",)  # every step reports them (0 / 0 without)
+
     def __init__(self, classifier, *, num_classes: int, unlabelled_weight: float = 1.0,
                  seed: int = 0, noise_std: float = 0.3, layer_weights=None):
         super().__init__(classifier, num_classes=num_classes,
@@ -220,7 +223,9 @@ class Ladder(SemiTask):
         return {"classifier": self.classifier, "decoder": self.decoder}
 
     def trainable(self, name: str) -> list:
-        return self.classifier.trainable_variables + self.decoder.trainable_variables
+        """The classifier's variables, and the decoder's when it is used (weight > 0)."""
+        extra = self.decoder.trainable_variables if self.unlabelled_weight > 0 else []
+        return self.classifier.trainable_variables + extra
 
     def regularized(self, name: str) -> list:
         return [self.classifier, self.decoder]
@@ -284,7 +289,7 @@ class Ladder(SemiTask):
 
         inputs, y, w = batch
         if not (training and self.unlabelled_weight > 0 and isinstance(inputs, dict)):
-            return super().step(batch, training)
+            return supervised_step(self, batch, training)
         self.iterations.assign_add(1)
         xl = ops.cast(labelled_part(inputs), "float32")
         both = ops.concatenate([xl, ops.cast(inputs["unlabelled"], "float32")], 0)

@@ -3,8 +3,8 @@
 Any zoo classifier (2D or 3D) is an encoder (everything up to its last spatial feature map, found
 by walking back from the output through the head) and a head. A decoder built from that feature
 map alone (transposed convolutions, no skip connections, so the code must carry the image)
-reconstructs the image as the network sees it (the output of its ``preprocess`` layer, or the
-raw input of a model without one). The loss of a step:
+reconstructs the image as the network sees it (the output of its ``preprocess`` layer or other
+leading Rescaling / Normalization layers, or the raw input of a model without any). The loss of a step:
 
     lambda_c * L_c + lambda_r * L_r
 
@@ -50,12 +50,18 @@ def feature_map(classifier):
 
 
 def image_target(classifier):
-    """What the decoder reconstructs: the output of the ``preprocess`` layer (the image as the
-    network sees it), else the model's input."""
-    names = [layer.name for layer in classifier.layers]
-    if "preprocess" in names:
-        return classifier.get_layer("preprocess").output
-    return classifier.inputs[0]
+    """What the decoder reconstructs: the image as the network sees it, the output of its
+    leading preprocessing layers (the zoo's ``preprocess``, Rescaling, Normalization), else the
+    model's input."""
+    target = classifier.inputs[0]
+    for layer in classifier.layers:
+        kind = type(layer).__name__
+        if kind == "InputLayer":
+            continue
+        if layer.name != "preprocess" and kind not in ("Rescaling", "Normalization"):
+            break
+        target = layer.output
+    return target
 
 
 def build_decoder(feature_shape, target_shape, name: str = "decoder", min_width: int = 8):
@@ -99,8 +105,20 @@ def reconstruction_error(target, reconstruction):
     return ops.mean(ops.reshape(ops.square(diff), (ops.shape(diff)[0], -1)), axis=1)
 
 
+def supervised_step(task: SemiTask, batch, training: bool, lambda_c: float = 1.0) -> StepOutput:
+    """The "supervised" method's step times ``lambda_c`` (exact for 1), with the task's
+    ``unlabelled_metrics`` as 0 / 0, so every step reports the same metrics (the engine's rule)."""
+    out = SemiTask.step(task, batch, training)
+    metrics = dict(out.metrics)
+    for name in task.unlabelled_metrics:
+        metrics.setdefault(name, (0.0, 0.0))
+    return StepOutput({"main": lambda_c * out.losses["main"]}, metrics)
+
+
 class JointReconstruction(SemiTask):
     """``lambda_c * L_c + lambda_r * L_r`` (module docstring); ``lambda_r = unlabelled_weight``."""
+
+    unlabelled_metrics = ("reconstruction",)  # every step reports them (0 / 0 without)
 
     def __init__(self, classifier, *, num_classes: int, unlabelled_weight: float = 1.0,
                  seed: int = 0, lambda_c: float = 1.0):
@@ -118,7 +136,9 @@ class JointReconstruction(SemiTask):
         return {"classifier": self.classifier, "decoder": self.decoder}
 
     def trainable(self, name: str) -> list:
-        return self.classifier.trainable_variables + self.decoder.trainable_variables
+        """The classifier's variables, and the decoder's when it is used (weight > 0)."""
+        extra = self.decoder.trainable_variables if self.unlabelled_weight > 0 else []
+        return self.classifier.trainable_variables + extra
 
     def regularized(self, name: str) -> list:
         return [self.classifier, self.decoder]
@@ -139,8 +159,7 @@ class JointReconstruction(SemiTask):
 
         inputs, y, w = batch
         if not self.uses_unlabelled(inputs, training):
-            out = super().step(batch, training)
-            return StepOutput({"main": self.lambda_c * out.losses["main"]}, out.metrics)
+            return supervised_step(self, batch, training, self.lambda_c)
         self.iterations.assign_add(1)
         w = ops.cast(w, "float32")
         probs, rec_l = self.reconstruct(labelled_part(inputs), training)
