@@ -4,7 +4,8 @@ Any zoo classifier (2D or 3D) is an encoder (everything up to its last spatial f
 by walking back from the output through the head) and a head. A decoder built from that feature
 map alone (transposed convolutions, no skip connections, so the code must carry the image)
 reconstructs the image as the network sees it (the output of its ``preprocess`` layer or other
-leading Rescaling / Normalization layers, or the raw input of a model without any). The loss of a step:
+leading Rescaling / Normalization layers, or the raw input of a model without any). The loss of
+a step:
 
     lambda_c * L_c + lambda_r * L_r
 
