@@ -3,6 +3,10 @@ anatomy factor, unlabelled images used only through their weight, .keras round t
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 
@@ -140,3 +144,14 @@ def test_bad_weights_are_refused(net, option):
 
     with pytest.raises(InvalidArgumentError, match=next(iter(option))):
         SDNetTask(net, **option)
+
+
+@pytest.mark.skipif(not os.environ.get("RUN_BENCH_QUICK"), reason=(
+    "bench_sdnet --quick takes about 30 s on 2 cores (two U-Nets and two SDNets traced and "
+    "trained), over this file's share of the suite; RUN_BENCH_QUICK=1 runs it"))
+def test_bench_sdnet_quick_runs():
+    env = {**os.environ, "PYTHONPATH": os.getcwd()}
+    proc = subprocess.run([sys.executable, "benchmarks/bench_sdnet.py", "--quick"],
+                          capture_output=True, text=True, env=env, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stdout.count("SDNet Dice") == 2 and "| labelled images |" in proc.stdout
