@@ -31,6 +31,7 @@ from zoo.semi.reconstruction import (
     check_lambda,
     feature_map,
     image_target,
+    model_input,
     reconstruction_error,
     supervised_step,
 )
@@ -62,7 +63,7 @@ class HybridNet(SemiTask):
         self.lambda_stab = check_lambda(lambda_stab, "lambda_stab")
         self.noise = check_lambda(noise, "noise")
         features, target = feature_map(classifier), image_target(classifier)
-        inputs = classifier.inputs
+        inputs = model_input(classifier)
         self.joint = keras.Model(inputs, [classifier.outputs[0], features], name="hybrid_c")
         self.target = keras.Model(inputs, target, name="hybrid_target")
         self.encoder_u = keras.models.clone_model(  # the same architecture, its own weights

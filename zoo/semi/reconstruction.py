@@ -33,6 +33,12 @@ def check_lambda(value, name: str) -> float:
     return float(value)
 
 
+def model_input(model):
+    """The model's one input tensor (a list only for several), as a new Functional model takes it
+    so that calling it on a tensor raises no structure warning."""
+    return model.inputs[0] if len(model.inputs) == 1 else model.inputs
+
+
 def feature_map(classifier):
     """The classifier's last spatial feature map (N, *spatial, C): walking back from its output
     through the head (dense, pooling, dropout) to the first tensor of rank 4 or 5."""
@@ -129,7 +135,7 @@ class JointReconstruction(SemiTask):
                          unlabelled_weight=unlabelled_weight, seed=seed)
         self.lambda_c = check_lambda(lambda_c, "lambda_c")
         features, target = feature_map(classifier), image_target(classifier)
-        self.joint = keras.Model(classifier.inputs, [classifier.outputs[0], features, target],
+        self.joint = keras.Model(model_input(classifier), [classifier.outputs[0], features, target],
                                  name=f"{classifier.name}_joint")
         self.decoder = build_decoder(features.shape[1:], target.shape[1:])
 
