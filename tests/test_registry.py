@@ -136,6 +136,12 @@ def _layer_kind(name):
     return layer(name, 2)
 
 
+def _semi_method(name):
+    from zoo.semi import METHODS
+
+    return METHODS.get(name)
+
+
 # (lookup, kind, a near miss, the suggestion); one row per registry of the zoo.
 CASES = [
     (_model, "model", "resnet5", "resnet50"),
@@ -159,6 +165,7 @@ CASES = [
     (_activation, "output activation", "sofmax", "softmax"),
     (_seg_loss, "segmentation loss", "dice_cee", "dice_ce"),
     (_seg_output_format, "segmentation output format", "nfiti", "nifti"),
+    (_semi_method, "semi-supervised method", "mean_teachr", "mean_teacher"),
 ]
 
 

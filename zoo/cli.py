@@ -158,6 +158,7 @@ def build_parser() -> argparse.ArgumentParser:
     from zoo.export import add_export_parser
     from zoo.infer.cli import add_predict_parser
     from zoo.infer.evaluate import add_evaluate_parser
+    from zoo.semi.cli import add_semi_parser
     from zoo.ssl.cli import add_pretrain_parser
     from zoo.train.cli import add_finetune_parser
 
@@ -165,6 +166,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_evaluate_parser(sub)
     add_export_parser(sub)
     add_pretrain_parser(sub)
+    add_semi_parser(sub)
     add_dicom_parser(sub)
     add_explain_parser(sub)
     add_predict_parser(sub)

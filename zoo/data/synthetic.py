@@ -120,45 +120,58 @@ class Clusters:
     labels: np.ndarray  # (N,) int32
 
 
+def _periodic_pattern(rng, size: int, frequencies: int = 2) -> np.ndarray:
+    """A smooth, left-right symmetric, periodic pattern of unit standard deviation."""
+    t = np.arange(size) * 2 * np.pi / size
+    image = np.zeros((size, size))
+    for fy in range(frequencies + 1):
+        for fx in range(frequencies + 1):
+            if fy == fx == 0:
+                continue
+            a, phase = rng.standard_normal(), rng.uniform(0, 2 * np.pi)
+            image += a * np.cos(fy * t[:, None] + phase) * np.cos(fx * t[None, :])
+    return (image - image.mean()) / image.std()
+
+
 def make_clusters(
     n: int,
     seed: int = 0,
     num_classes: int = 2,
     size: int = 16,
-    separation: float = 1.0,
-    spread: float = 3.0,
-    noise: float = 0.15,
+    contrast: tuple[float, float] = (0.7, 1.3),
+    noise: float = 0.3,
+    max_shift: int = 3,
 ) -> Clusters:
     """A cluster-structured toy set where unlabelled images tell where the classes are.
 
-    In a 2D latent plane class c sits at ``c * separation`` on the first axis, stretched along
-    the second axis over [-spread, spread] (long parallel bars with gaps between them) plus
-    Gaussian ``noise``; the plane is drawn into ``size`` x ``size`` grey images through two fixed
-    smooth orthonormal patterns, with pixel noise. The classes are well separated, but with a
-    few labels at random heights the line that separates those few points is tilted and cuts
-    the bars: supervised training on them is ambiguous, while the gaps between the unlabelled
-    bars show the right boundary (the cluster assumption of semi-supervised learning).
+    Class c is one smooth periodic prototype (the same for every seed), shown at a random
+    circular shift of up to ``max_shift`` pixels each way, possibly mirrored (the prototypes
+    are symmetric, so a mirror image is another shift), scaled by a random ``contrast`` and
+    with white ``noise`` (in prototype standard deviations). Each class is a connected
+    cluster in pixel space (neighbouring shifts are close) far from the other classes, but a
+    few labelled images cover only a few of its shifts: a supervised network is unsure between
+    them, while the unlabelled images link each class's shifts together (the cluster
+    assumption of semi-supervised learning, the weak augmentation's shifts as the noise).
+    Values are float32 grey values in [0, 255].
     """
     if n < 1 or size < 4 or num_classes < 2:
         raise InvalidArgumentError(
             f"make_clusters(n={n}, size={size}, num_classes={num_classes}): need n >= 1, "
             "size >= 4, num_classes >= 2.")
-    if not (separation > 0 and spread >= 0 and noise >= 0):
+    if not (0 < contrast[0] <= contrast[1] and noise >= 0):
         raise InvalidArgumentError(
-            f"separation={separation}, spread={spread}, noise={noise}: need separation > 0, "
-            "spread >= 0, noise >= 0.")
-    basis_rng = np.random.default_rng(12345)  # the same two patterns for every seed
-    patterns = np.stack([_smooth_noise(basis_rng, size, cells=3).ravel() for _ in range(2)], 1)
-    patterns, _ = np.linalg.qr(patterns)  # (size*size, 2) orthonormal
+            f"contrast={contrast}, noise={noise}: need 0 < low <= high and noise >= 0.")
+    basis = np.random.default_rng(12345)  # the same prototypes for every seed
+    prototypes = [_periodic_pattern(basis, size) for _ in range(num_classes)]
     rng = np.random.default_rng(seed)
     labels = rng.integers(0, num_classes, n).astype(np.int32)
-    centre = (num_classes - 1) / 2
-    latent = np.stack([(labels - centre) * separation,
-                       rng.uniform(-spread, spread, n)], 1)
-    latent += noise * rng.standard_normal(latent.shape)
-    pixels = latent @ patterns.T  # each latent unit is a unit-norm pixel pattern
-    reach = max(spread, centre * separation) + 4 * noise  # the latent's extent, fixed per recipe
-    scale = 100.0 / (reach * np.abs(patterns).max())
-    images = 127.5 + scale * pixels + 2.0 * rng.standard_normal(pixels.shape)
-    images = np.clip(images, 0, 255).astype(np.float32).reshape(n, size, size, 1)
-    return Clusters(images=images, labels=labels)
+    images = np.empty((n, size, size), np.float32)
+    for k in range(n):
+        shift = tuple(rng.integers(-max_shift, max_shift + 1, 2))
+        image = np.roll(prototypes[labels[k]], shift, axis=(0, 1))
+        if rng.random() < 0.5:
+            image = image[:, ::-1]
+        image = rng.uniform(*contrast) * image + noise * rng.standard_normal((size, size))
+        images[k] = image
+    images = np.clip(127.5 + 30.0 * images, 0, 255).astype(np.float32)
+    return Clusters(images=images[..., None], labels=labels)

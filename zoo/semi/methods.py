@@ -63,15 +63,19 @@ class MethodSpec:
         return [p.name for p in params
                 if p.kind is p.KEYWORD_ONLY and p.name not in common]
 
-    def task(self, model, *, num_classes: int, unlabelled_weight: float = 1.0, seed: int = 0,
-             **options) -> SemiTask:
-        """The method's task; an option it does not take is an InvalidArgumentError first."""
+    def check_options(self, options) -> None:
+        """An InvalidArgumentError for an option ``make_task`` does not take."""
         accepted = self.options()
         unknown = sorted(set(options) - set(accepted))
         if unknown:
             raise InvalidArgumentError(
                 f"method={self.name!r} takes no option {', '.join(map(repr, unknown))}; its "
                 f"options are {', '.join(accepted) or 'none'}.")
+
+    def task(self, model, *, num_classes: int, unlabelled_weight: float = 1.0, seed: int = 0,
+             **options) -> SemiTask:
+        """The method's task; an option it does not take is an InvalidArgumentError first."""
+        self.check_options(options)
         return self.make_task(model, num_classes=num_classes,
                               unlabelled_weight=unlabelled_weight, seed=seed, **options)
 
@@ -134,8 +138,18 @@ class SemiTask(Task):
         self.iterations = tf.Variable(0, dtype=tf.int64, trainable=False,
                                       aggregation=tf.VariableAggregation.ONLY_FIRST_REPLICA)
 
+    needs_index = False  # keeps state per unlabelled image (needs the pool as an array)
+    unlabelled_metrics: tuple[str, ...] = ()  # the metrics unlabelled_loss reports
+
     def models(self) -> dict:
         return {"classifier": self.classifier}
+
+    def prepare(self, stream, epochs: int) -> None:
+        """Create per-pool state (in the strategy's scope) once the stream is known."""
+
+    def hooks(self) -> list:
+        """Engine hooks the method needs (e.g. the curriculum's stages)."""
+        return []
 
     def trainable(self, name: str) -> list:
         return self.classifier.trainable_variables
@@ -153,10 +167,12 @@ class SemiTask(Task):
         metrics = self.supervised.metrics(y, out, w)
         if training:
             self.iterations.assign_add(1)
+        more = {}
         if training and self.unlabelled_weight > 0 and isinstance(inputs, dict):
             extra, more = self.unlabelled_loss(inputs, training)
             loss = loss + self.unlabelled_weight * self.ramp() * extra
-            metrics.update(more)
+        for name in self.unlabelled_metrics:  # the same layout in every step (engine's rule)
+            metrics[name] = more.get(name, (tf.constant(0.0), tf.constant(0.0)))
         return StepOutput({"main": loss}, metrics)
 
     def ramp(self):

@@ -1,0 +1,229 @@
+"""Semi-supervised methods against supervised-only training and the SSL-pretrain-then-fine-tune path.
+
+Run: `flock /work/heavy.lock python benchmarks/bench_semi.py` (`--quick`: one seed, tiny budgets,
+nothing written to docs). Three data sets, each method x 3 seeds (label draw, initialisation,
+augmentation draws), test accuracy mean +- std:
+
+- phantoms (zoo.demo.ssl.PHANTOMS, 32 x 32, lesion present/absent): 1% (6) and 10% (60) labels of a
+  600-image pool whose images are all the unlabelled set; 500 fresh test phantoms; simple_cnn.
+- sklearn's load_digits (1,797 8x8 images, upsampled x4 to 32 x 32 grey values in [0, 255]): 100
+  labels of a 1,297-image pool, 600 of whose images (the labelled ones among them) are the
+  unlabelled set, 500 held-out test digits; simple_cnn.
+- make_clusters (zoo.data.synthetic, 16 x 16): 2 labels per class, 320 unlabelled, 400 test; a tiny
+  dense network; every consistency method and pseudo-labels (the "beats supervised by > 2 std" check).
+
+Every method gets the same labelled stream and the same number of steps as "supervised" (zoo.semi's
+baseline). The SSL path is the same supervised run started from the shipped `simple_cnn.ssl_simclr`
+backbone (fine-tuning the whole network on the same labels and steps); zoo.finetune's two-stage
+recipe holds out 20% of the labels for validation, which 10 labels cannot spare.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import numpy as np  # noqa: E402
+
+FLAGS = ("avx2", "avx512f", "avx512_bf16", "amx_tile", "fma")
+METHODS = ("supervised", "mean_teacher", "fixmatch", "pseudo_label", "m1m2")
+OPTIONS = {"mean_teacher": {"ramp_up": 40}, "fixmatch": {"tau": 0.95},
+           "pseudo_label": {"reinit": False, "step": 1 / 3}}
+UNLABELLED = 0  # unlabelled images: the first ones of the pool (0: all of it)
+EPOCHS = 4
+CLUSTER_METHODS = ("supervised", "pi_model", "temporal_ensembling", "mean_teacher", "fixmatch",
+                   "pseudo_label")
+
+
+def digits():
+    """load_digits as 32 x 32 grey values in [0, 255]: (pool, labels), (test, labels)."""
+    from sklearn.datasets import load_digits
+
+    d = load_digits()
+    images = np.kron(d.images, np.ones((4, 4)))[..., None] * (255.0 / 16.0)
+    order = np.random.default_rng(0).permutation(len(images))
+    images, labels = images[order].astype(np.float32), d.target[order].astype(np.int32)
+    return (images[500:], labels[500:]), (images[:500], labels[:500])
+
+
+def phantoms():
+    from zoo.data.synthetic import make_phantoms
+    from zoo.demo.ssl import PHANTOMS
+
+    pool, test = make_phantoms(600, seed=21, **PHANTOMS), make_phantoms(500, seed=22, **PHANTOMS)
+    return (pool.images, pool.labels), (test.images, test.labels)
+
+
+def run(method, model, pool, test, idx, seed, epochs, ubatch, lr=1e-3, options=None):
+    """Test accuracy and seconds of one run of ``method`` (None when it is not registered)."""
+    import zoo.semi
+
+    if method not in zoo.semi.METHODS:
+        return None
+    (x, y), (tx, ty) = pool, test
+    unlabelled = x[: max(UNLABELLED, 0)] if UNLABELLED else x
+    t0 = time.time()
+    result = zoo.semi.fit(method, model, (x[idx], y[idx]), unlabelled,
+                          num_classes=int(y.max()) + 1,
+                          epochs=epochs, batch_size=min(16, len(idx)),
+                          unlabelled_batch_size=ubatch, learning_rate=lr, seed=seed,
+                          **(options or {}))
+    pred = result.classifier.predict(tx, batch_size=256, verbose=0).argmax(-1)
+    return float(np.mean(pred == ty)), time.time() - t0
+
+
+def draw(labels, count, seed):
+    """``count`` stratified labelled indices (at least one per class), among the unlabelled
+    images (the labelled images are in the unlabelled pool too, as in every SSL benchmark)."""
+    rng = np.random.default_rng(1000 + seed)
+    labels = labels[:UNLABELLED] if UNLABELLED else labels
+    classes = np.unique(labels)
+    per = max(1, count // len(classes))
+    return np.sort(np.concatenate([rng.choice(np.flatnonzero(labels == c), per, replace=False)
+                                   for c in classes]))
+
+
+def cluster_model(seed):
+    import keras
+
+    keras.utils.set_random_seed(seed)
+    return keras.Sequential([keras.Input((16, 16, 1)), keras.layers.Rescaling(1 / 127.5, -1.0),
+                             keras.layers.Flatten(), keras.layers.Dense(32, activation="relu"),
+                             keras.layers.Dense(2, activation="softmax")])
+
+
+def setting_rows(name, pool, test, count, seeds, epochs, methods, model_fn, ubatch, lr):
+    """{row name: [accuracy per seed]} and seconds for one data setting."""
+    scores, seconds = {}, {}
+    for method in methods:
+        for seed in seeds:
+            idx = draw(pool[1], count, seed)
+            got = run(method, model_fn(seed), pool, test, idx, seed, epochs, ubatch, lr,
+                      OPTIONS.get(method) if name != "clusters" else
+                      ({"ramp_up": 40} if method in ("pi_model", "temporal_ensembling",
+                                                     "mean_teacher") else {}))
+            if got is None:
+                break
+            scores.setdefault(method, []).append(got[0])
+            seconds[method] = seconds.get(method, 0.0) + got[1]
+            print(f"{name} {method} seed {seed}: {got[0]:.3f} ({got[1]:.0f} s)", flush=True)
+    if model_fn("ssl") is not None:
+        for seed in seeds:
+            idx = draw(pool[1], count, seed)
+            got = run("supervised", "simple_cnn.ssl_simclr", pool, test, idx, seed, epochs,
+                      ubatch, lr)
+            scores.setdefault("SSL simclr + fine-tune", []).append(got[0])
+            seconds["SSL simclr + fine-tune"] = seconds.get("SSL simclr + fine-tune", 0) + got[1]
+            print(f"{name} ssl seed {seed}: {got[0]:.3f}", flush=True)
+    return scores, seconds
+
+
+def verdict(scores: dict) -> dict:
+    """Per row: mean, std, and whether it beats supervised by more than 2 pooled stds."""
+    base = np.array(scores["supervised"])
+    out = {}
+    for name, values in scores.items():
+        v = np.array(values)
+        pooled = np.sqrt((v.var(ddof=1) + base.var(ddof=1)) / 2) if len(v) > 1 else np.nan
+        out[name] = (v.mean(), v.std(ddof=1) if len(v) > 1 else 0.0,
+                     name != "supervised" and v.mean() - base.mean() > 2 * pooled)
+    return out
+
+
+def table(settings: dict) -> str:
+    names = []
+    for scores, _ in settings.values():
+        names += [n for n in scores if n not in names]
+    head = "| method | " + " | ".join(settings) + " |\n|---|" + "---|" * len(settings)
+    rows = []
+    for name in names:
+        cells = []
+        for scores, seconds in settings.values():
+            if name not in scores:
+                cells.append("–")
+                continue
+            mean, std, win = verdict(scores)[name]
+            cells.append(f"{mean:.3f} ± {std:.3f}{' **' if win else ''} "
+                         f"({seconds[name] / len(scores[name]):.0f} s)")
+        rows.append(f"| {name} | " + " | ".join(cells) + " |")
+    return head + "\n" + "\n".join(rows)
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--quick", action="store_true", help="one seed, tiny budgets, no docs")
+    parser.add_argument("--seeds", default="0,1,2")
+    args = parser.parse_args(argv)
+    global UNLABELLED
+    seeds = [int(s) for s in args.seeds.split(",")][: 1 if args.quick else None]
+    epochs = 1 if args.quick else EPOCHS
+    os.environ.setdefault("ZOO_HOME", str(Path(__file__).resolve().parents[1] / ".zoo_bench"))
+
+    from zoo.data.synthetic import make_clusters
+
+    def cnn(seed):
+        return "simple_cnn"
+
+    t0, c0 = time.time(), time.process_time()
+    settings = {}
+    pool, test = phantoms()
+    for frac in (0.01, 0.1):
+        settings[f"phantoms {frac:.0%} labels"] = setting_rows(
+            "phantoms", pool, test, int(frac * len(pool[1])), seeds, epochs,
+            METHODS[:2] if args.quick else METHODS, cnn, 32, 1e-3)
+        write(settings, seeds, t0, c0, args.quick)
+        if args.quick:
+            break
+    if not args.quick:
+        dpool, dtest = digits()
+        UNLABELLED = 600
+        settings["digits, 100 labels"] = setting_rows(
+            "digits", dpool, dtest, 100, seeds, epochs, METHODS, cnn, 32, 1e-3)
+        UNLABELLED = 0
+        write(settings, seeds, t0, c0, args.quick)
+    train, ctest = make_clusters(320, seed=0), make_clusters(400, seed=100)
+    settings["clusters, 2 labels/class"] = setting_rows(
+        "clusters", (train.images, train.labels), (ctest.images, ctest.labels), 4, seeds,
+        2 if args.quick else 24, CLUSTER_METHODS[:2] if args.quick else CLUSTER_METHODS,
+        lambda s: None if s == "ssl" else cluster_model(s), 64, 3e-3)
+    write(settings, seeds, t0, c0, args.quick)
+    return settings
+
+
+def write(settings, seeds, t0, c0, quick) -> None:
+    """The section so far (rewritten after each data setting, so a cut run keeps its rows)."""
+    import tensorflow as tf
+
+    from zoo.train.precision import cpu_flags
+
+    flags = [f for f in FLAGS if f in cpu_flags()]
+    body = (
+        f"CPU flags: {', '.join(flags) or 'none'}; {os.cpu_count()} logical CPUs; TensorFlow "
+        f"{tf.__version__}; wall {(time.time() - t0) / 60:.1f} min, CPU "
+        f"{(time.process_time() - c0) / 60:.1f} min on a machine shared with other jobs.\n\n"
+        f"Test accuracy, mean ± std over seeds {seeds} (label draw, initialisation, augmentation); "
+        "(s) = seconds per run. ** = beats supervised by more than 2 pooled standard deviations; "
+        f"a gain without ** is within the spread. simple_cnn, Adam 1e-3, {EPOCHS} passes over the "
+        "unlabelled pool (32 unlabelled + up to 16 labelled images per step) for every row; "
+        "clusters: 64 unlabelled + 4 labelled per step, a dense "
+        "network, 24 passes, Adam 3e-3. Options: mean teacher decay 0.99, ramp-up 40 steps; "
+        "FixMatch tau 0.95; pseudo-labels: 4 stages of one pass admitting 0, 1/3, 2/3, all, continuing "
+        "(reinit=False: re-initialising would leave the last stage a fraction of the steps).\n\n"
+        + table(settings) + "\n\n" + (__doc__.split("\n\n", 2)[2])
+    )
+    print(body, flush=True)
+    if not quick:
+        from benchmarks._report import write_section
+
+        write_section("bench_semi", "Semi-supervised learning: few labels + unlabelled images",
+                      body)
+
+
+if __name__ == "__main__":
+    main()

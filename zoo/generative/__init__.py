@@ -1,0 +1,1 @@
+"""Generative models trained on the zoo's engine (GANs, image translation, VAEs)."""

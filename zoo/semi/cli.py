@@ -1,0 +1,131 @@
+"""``zoo semi METHOD --model simple_cnn --labelled ... --unlabelled ...``: zoo.semi.fit's CLI."""
+
+from __future__ import annotations
+
+import ast
+
+
+def _option(text: str):
+    """``key=value`` with a Python literal value (numbers, True) or a bare string."""
+    from zoo.errors import InvalidArgumentError
+
+    key, sep, value = text.partition("=")
+    if not sep or not key.isidentifier():
+        raise InvalidArgumentError(f"--option {text!r}: write key=value, e.g. --option tau=0.9.")
+    try:
+        return key, ast.literal_eval(value)
+    except (ValueError, SyntaxError):
+        return key, value
+
+
+def _npz(path: str, what: str, need_labels: bool):
+    import numpy as np
+
+    from zoo.errors import DataError
+
+    try:
+        loaded = np.load(path)
+    except (OSError, ValueError) as e:
+        raise DataError(f"{what} {path}: cannot read it as .npy/.npz ({e}).") from None
+    if isinstance(loaded, np.ndarray):
+        if need_labels:
+            raise DataError(f"{what} {path}: a .npy holds no labels; give a .npz with 'images' "
+                            "and 'labels', or a folder with labels.csv.")
+        return loaded, None
+    keys = ("images", "labels") if need_labels else ("images",)
+    if not all(k in loaded for k in keys):
+        raise DataError(f"{what} {path}: the .npz holds {sorted(loaded)}; name the arrays "
+                        f"{' and '.join(map(repr, keys))}.")
+    return loaded["images"], loaded["labels"] if need_labels else None
+
+
+def _read(path: str, what: str, need_labels: bool = True):
+    """(images, labels): a .npz ('images', 'labels'), a .npy (images only) or a folder whose
+    labels.csv lists the images (zoo finetune's layout; its labels ignored when unlabelled)."""
+    from pathlib import Path
+
+    if Path(path).is_dir():
+        from zoo.train.folder_data import load_labelled_folder
+
+        x, y, _ = load_labelled_folder(path)
+        return x, y
+    return _npz(path, what, need_labels)
+
+
+def _quick_data():
+    """Grey-scale phantoms: 10% of 400 labelled, the rest unlabelled, 200 held out."""
+    import numpy as np
+
+    from zoo.data.synthetic import TARGET_TASK, make_phantoms
+
+    data = make_phantoms(600, size=32, seed=7, **TARGET_TASK)
+    idx = np.random.default_rng(0).permutation(400)[:40]
+    return ((data.images[idx], data.labels[idx]), data.images[:400],
+            (data.images[400:], data.labels[400:]))
+
+
+def _run(args) -> int:
+    import numpy as np
+
+    from zoo.errors import InvalidArgumentError
+    from zoo.semi import fit
+
+    if args.quick:
+        labelled, unlabelled, val = _quick_data()
+    elif args.labelled is None or args.unlabelled is None:
+        raise InvalidArgumentError("zoo semi: give --labelled and --unlabelled (or --quick).")
+    else:
+        labelled = _read(args.labelled, "--labelled")
+        unlabelled = _read(args.unlabelled, "--unlabelled", need_labels=False)[0]
+        val = _read(args.val, "--val") if args.val else None
+    result = fit(args.method, args.model, labelled, unlabelled, val=val,
+                 epochs=2 if args.quick and args.epochs is None else args.epochs or 10,
+                 batch_size=args.batch_size, unlabelled_batch_size=args.unlabelled_batch_size,
+                 unlabelled_weight=args.weight, learning_rate=args.lr, seed=args.seed,
+                 tag=args.tag, out=args.out, overwrite=args.overwrite,
+                 verbose=1 if args.progress else 0, **dict(_option(o) for o in args.option))
+    last = result.history[-1]
+    shown = {k: round(v, 4) for k, v in last.items() if isinstance(v, float) and np.isfinite(v)}
+    print(f"{args.method}: {len(result.history)} epochs in {result.info['seconds']} s; {shown}")
+    if result.card is not None:
+        print(f"{result.card.name}: {result.card.card_path}")
+    return 0
+
+
+def add_semi_parser(subparsers) -> None:
+    """Register ``zoo semi`` on the CLI's sub-parsers.
+
+    Args:
+        subparsers: the ``zoo`` parser's sub-parsers action.
+    """
+    from zoo.semi import list_methods
+
+    p = subparsers.add_parser(
+        "semi", help="semi-supervised training: few labelled + many unlabelled images")
+    p.add_argument("method", help=f"method: {', '.join(list_methods())}")
+    p.add_argument("--model", default="simple_cnn",
+                   help="architecture (zoo list), or arch.tag to start from a card's backbone")
+    p.add_argument("--labelled", help=".npz with 'images' and 'labels', or a folder with "
+                   "labels.csv (path,label[,patient]) as for zoo finetune")
+    p.add_argument("--unlabelled", help=".npy images, .npz with 'images', or a folder with "
+                   "labels.csv (its labels are not used)")
+    p.add_argument("--val", help="validation images and labels, as --labelled")
+    p.add_argument("--quick", action="store_true",
+                   help="synthetic phantoms (40 labelled, 400 unlabelled), 2 epochs")
+    p.add_argument("--epochs", type=int, default=None, help="passes over the unlabelled images "
+                   "(default 10; 2 with --quick)")
+    p.add_argument("--batch-size", type=int, default=32, help="labelled images per step")
+    p.add_argument("--unlabelled-batch-size", type=int, default=None,
+                   help="unlabelled images per step (default --batch-size)")
+    p.add_argument("--weight", type=float, default=1.0,
+                   help="weight of the unlabelled loss (0: the supervised run)")
+    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--tag", help="card tag to write: afterwards zoo.load(MODEL, pretrained=TAG)")
+    p.add_argument("--out", help="folder for the weights file (default beside the card)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace a card this command wrote before")
+    p.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
+                   help="a method option (e.g. tau=0.9), repeatable")
+    p.add_argument("--progress", action="store_true", help="a progress bar per epoch")
+    p.set_defaults(func=_run)

@@ -1,0 +1,239 @@
+"""Consistency methods: the prediction for an unlabelled image must not change under noise.
+
+- ``pi_model`` (Laine & Aila 2017): two weakly augmented passes of the same image, squared
+  difference of their class probabilities (the second pass is the target, without gradient).
+- ``temporal_ensembling`` (Laine & Aila 2017): the target is ``Z / (1 - alpha^t)``, the
+  bias-corrected moving average of an image's past predictions (``t`` of them), kept per
+  unlabelled image by its index in the pool.
+- ``mean_teacher`` (Tarvainen & Valpola 2017): the target is the prediction of a teacher whose
+  every variable (BatchNorm statistics included) is the engine's EMA of the student's.
+- ``fixmatch`` (Sohn et al. 2020): a weakly augmented view gives a hard pseudo-label where its
+  confidence reaches ``tau``; the strongly augmented view (zoo.semi.augment) is trained on it.
+
+The consistency weight ramps up along a sigmoid, ``exp(-5 (1 - t/T)^2)`` over ``ramp_up``
+steps (Laine & Aila's schedule), for the three methods whose early targets are noise.
+"""
+
+from __future__ import annotations
+
+from zoo.errors import DataError, InvalidArgumentError
+from zoo.semi import augment
+from zoo.semi.methods import SemiTask, check_fraction, check_weight, register_method
+
+_ANY = "any zoo classifier (2D/3D; 3D: flip-only augmentation)"
+
+
+def consistency_loss(p, target):
+    """Mean over images of the mean squared difference over classes; no gradient to ``target``.
+
+    Zero when the predictions agree; its gradient moves ``p`` towards ``target``.
+    """
+    import tensorflow as tf
+
+    diff = p - tf.stop_gradient(target)
+    return tf.reduce_mean(tf.square(diff))
+
+
+def sigmoid_ramp(step, length: int):
+    """``exp(-5 (1 - step/length)^2)`` until ``length`` steps, then 1 (``length`` 0: always 1)."""
+    import tensorflow as tf
+
+    if length <= 0:
+        return tf.constant(1.0)
+    t = tf.clip_by_value(tf.cast(step, tf.float32) / float(length), 0.0, 1.0)
+    return tf.exp(-5.0 * tf.square(1.0 - t))
+
+
+def _check_ramp(ramp_up) -> int:
+    if isinstance(ramp_up, bool) or not isinstance(ramp_up, int) or ramp_up < 0:
+        raise InvalidArgumentError(f"ramp_up={ramp_up!r}: give a number of steps >= 0.")
+    return ramp_up
+
+
+class _Ramped(SemiTask):
+    """A consistency task whose weight ramps up over ``ramp_up`` steps."""
+
+    def __init__(self, classifier, *, ramp_up: int = 0, **common):
+        super().__init__(classifier, **common)
+        self.ramp_up = _check_ramp(ramp_up)
+
+    def ramp(self):
+        return sigmoid_ramp(self.iterations, self.ramp_up)
+
+    def probs(self, model, x, training: bool):
+        import tensorflow as tf
+
+        return tf.cast(model(x, training=training), tf.float32)
+
+
+class PiModel(_Ramped):
+    """Two weak views through the classifier; see the module docstring."""
+
+    def unlabelled_loss(self, inputs, training):
+        xu = inputs["unlabelled"]
+        p = self.probs(self.classifier, augment.weak(xu, self.step_seed(1)), training)
+        q = self.probs(self.classifier, augment.weak(xu, self.step_seed(2)), training)
+        return consistency_loss(p, q), {}
+
+
+def ensemble_target(z_sum, count, alpha: float):
+    """Bias-corrected ensemble ``Z / (1 - alpha^t)`` and the mask of images seen before (t > 0)."""
+    import tensorflow as tf
+
+    t = tf.cast(count, tf.float32)[:, None]
+    correction = tf.maximum(1.0 - tf.pow(alpha, t), 1e-12)
+    return z_sum / correction, tf.cast(count > 0, tf.float32)
+
+
+class TemporalEnsembling(_Ramped):
+    """Per-image moving average of past predictions as the target; see the module docstring."""
+
+    needs_index = True
+
+    def __init__(self, classifier, *, alpha: float = 0.6, **common):
+        super().__init__(classifier, **common)
+        self.alpha = check_fraction(alpha, "alpha")
+        if self.alpha >= 1:
+            raise InvalidArgumentError(f"alpha={alpha!r}: give a number in [0, 1).")
+        self.z = self.count = None
+
+    def prepare(self, stream, epochs: int) -> None:
+        import tensorflow as tf
+
+        n = len(stream.unlabelled)
+        self.z = tf.Variable(tf.zeros([n, self.num_classes]), trainable=False)
+        self.count = tf.Variable(tf.zeros([n], tf.int32), trainable=False)
+
+    def unlabelled_loss(self, inputs, training):
+        import tensorflow as tf
+
+        if self.z is None:
+            raise DataError("temporal_ensembling keeps a prediction per unlabelled image: give "
+                            "the unlabelled images as an array (zoo.semi.fit), not a pipeline.")
+        xu, index = inputs["unlabelled"], inputs["index"]
+        p = self.probs(self.classifier, augment.weak(xu, self.step_seed(1)), training)
+        target, seen = ensemble_target(tf.gather(self.z, index), tf.gather(self.count, index),
+                                       self.alpha)
+        per = tf.reduce_mean(tf.square(p - tf.stop_gradient(target)), -1) * seen
+        loss = tf.reduce_sum(per) / tf.cast(tf.shape(p)[0], tf.float32)
+        rows = index[:, None]
+        new = self.alpha * tf.gather(self.z, index) + (1 - self.alpha) * tf.stop_gradient(p)
+        self.z.scatter_nd_update(rows, new)
+        self.count.scatter_nd_add(rows, tf.ones_like(index, tf.int32))
+        return loss, {}
+
+
+def ema_copy(model):
+    """A copy of ``model`` with its own variables holding equal values (the teacher's start)."""
+    import keras
+
+    copy = keras.models.clone_model(model)
+    copy.set_weights(model.get_weights())
+    return copy
+
+
+class MeanTeacher(_Ramped):
+    """Student vs an EMA teacher (``task.ema``); see the module docstring."""
+
+    def __init__(self, classifier, *, decay: float = 0.99, **common):
+        super().__init__(classifier, **common)
+        self.decay = check_fraction(decay, "decay")
+        self.teacher = ema_copy(classifier)
+        self.teacher.trainable = False
+        self.ema = ((self.teacher, self.classifier, self.decay),)
+
+    def models(self) -> dict:
+        return {"classifier": self.classifier, "teacher": self.teacher}
+
+    def unlabelled_loss(self, inputs, training):
+        xu = inputs["unlabelled"]
+        p = self.probs(self.classifier, augment.weak(xu, self.step_seed(1)), training)
+        t = self.probs(self.teacher, augment.weak(xu, self.step_seed(2)), False)
+        return consistency_loss(p, t), {}
+
+
+def confidence_mask(probs, tau: float):
+    """1 where an image's highest class probability reaches ``tau``, else 0."""
+    import tensorflow as tf
+
+    return tf.cast(tf.reduce_max(probs, -1) >= tau, tf.float32)
+
+
+def fixmatch_loss(weak_probs, strong_probs, tau: float):
+    """Mean over all images of the masked cross-entropy of the strong view on the weak view's
+    arg-max; returns (loss, mask)."""
+    import keras
+    import tensorflow as tf
+
+    weak_probs = tf.stop_gradient(weak_probs)
+    mask = confidence_mask(weak_probs, tau)
+    labels = tf.argmax(weak_probs, -1)
+    ce = keras.losses.sparse_categorical_crossentropy(labels, strong_probs)
+    return tf.reduce_mean(ce * mask), mask
+
+
+class FixMatch(SemiTask):
+    """Weak view -> confident hard label -> strong view trained on it; see the docstring."""
+
+    unlabelled_metrics = ("mask_rate",)
+
+    def __init__(self, classifier, *, tau: float = 0.95, **common):
+        rank = len(classifier.inputs[0].shape) if getattr(classifier, "inputs", None) else 0
+        if rank != 4:
+            raise InvalidArgumentError(
+                f"fixmatch needs a 2D classifier (images (N, H, W, C)); this one takes inputs of "
+                f"rank {rank}. Its strong augmentation is 2D: for volumes use mean_teacher, "
+                "pi_model, temporal_ensembling or pseudo_label.")
+        super().__init__(classifier, **common)
+        self.tau = check_fraction(tau, "tau")
+
+    def unlabelled_loss(self, inputs, training):
+        import tensorflow as tf
+
+        xu = inputs["unlabelled"]
+        weak = tf.cast(self.classifier(augment.weak(xu, self.step_seed(1)), training=training),
+                       tf.float32)
+        strong = tf.cast(self.classifier(augment.strong(xu, self.step_seed(2)),
+                                         training=training), tf.float32)
+        loss, mask = fixmatch_loss(weak, strong, self.tau)
+        return loss, {"mask_rate": (tf.reduce_sum(mask), tf.cast(tf.size(mask), tf.float32))}
+
+
+def _common(num_classes, unlabelled_weight, seed) -> dict:
+    return {"num_classes": num_classes, "unlabelled_weight": check_weight(unlabelled_weight),
+            "seed": seed}
+
+
+@register_method("pi_model", family="consistency",
+                 summary="two weak views must agree (squared difference; Laine & Aila 2017)",
+                 backbones=_ANY)
+def make_pi_model(model, *, num_classes, unlabelled_weight, seed, ramp_up: int = 200):
+    return PiModel(model, ramp_up=ramp_up, **_common(num_classes, unlabelled_weight, seed))
+
+
+@register_method("temporal_ensembling", family="consistency",
+                 summary="target: bias-corrected moving average of each image's past predictions",
+                 backbones=_ANY + "; unlabelled images as an array")
+def make_temporal_ensembling(model, *, num_classes, unlabelled_weight, seed,
+                             alpha: float = 0.6, ramp_up: int = 200):
+    return TemporalEnsembling(model, alpha=alpha, ramp_up=ramp_up,
+                              **_common(num_classes, unlabelled_weight, seed))
+
+
+@register_method("mean_teacher", family="consistency",
+                 summary="target: an EMA teacher of every student variable (Tarvainen & Valpola)",
+                 backbones=_ANY)
+def make_mean_teacher(model, *, num_classes, unlabelled_weight, seed, decay: float = 0.99,
+                      ramp_up: int = 200):
+    return MeanTeacher(model, decay=decay, ramp_up=ramp_up,
+                       **_common(num_classes, unlabelled_weight, seed))
+
+
+@register_method("fixmatch", family="consistency",
+                 summary="weak view's confident label trains the strong view (Sohn et al. 2020)",
+                 backbones="any zoo classifier (2D; the strong augmentation is 2D)")
+def make_fixmatch(model, *, num_classes, unlabelled_weight, seed, tau: float = 0.95):
+    return FixMatch(model, tau=tau, **_common(num_classes, unlabelled_weight, seed))
+
+
+
