@@ -6,7 +6,7 @@ An image is split into two factors:
   softmax is rounded to 0/1 per pixel (straight-through, ``zoo.layers.sdnet``): a binary-ish
   spatial map of "which structure is here";
 - the **modality** factor ``z``: a VAE-style vector (mean and log-variance from the image and
-  ``s``, sampled by the reparameterisation trick while training, the mean at inference):
+  ``s``, sampled by ``zoo.layers.vae.Sampling`` while training, the mean at inference):
   "how the structures look".
 
 A decoder redraws the image from ``s`` modulated by ``z`` (FiLM), and a small segmentor reads
@@ -188,13 +188,6 @@ def build_sdnet(input_shape, *, num_classes: int = 2, n_anatomy: int = 8, z_dim:
 # --- the loss -----------------------------------------------------------------------------------
 
 
-def gaussian_kl(mu, logvar):
-    """KL(N(mu, exp(logvar)) || N(0, I)) per example, summed over the latent dimensions."""
-    from keras import ops
-
-    return 0.5 * ops.sum(ops.square(mu) + ops.exp(logvar) - 1.0 - logvar, axis=-1)
-
-
 class SDNetTask(Task):
     """SDNet's step on the engine; batches are ``({"labelled": xl, "unlabelled": xu}, masks, w)``.
 
@@ -205,8 +198,7 @@ class SDNetTask(Task):
     def __init__(self, net: SDNet, *, unlabelled_weight: float = 1.0, seg_weight: float = 10.0,
                  rec_weight: float = 1.0, kl_weight: float = 0.01, loss="dice", seed: int = 0,
                  loss_options: dict | None = None):
-        import keras
-
+        from zoo.layers.vae import Sampling
         from zoo.train.seg_losses import segmentation_loss
 
         self.net = net
@@ -216,7 +208,7 @@ class SDNetTask(Task):
         self.kl_weight = _weight(kl_weight, "kl_weight")
         self.loss = segmentation_loss(loss, **(loss_options or {}))
         self.num_classes = int(net.segmenter.outputs[0].shape[-1])
-        self.seeds = keras.random.SeedGenerator(seed)
+        self.sampling = Sampling(seed=seed, name="modality_sampling")
 
     def models(self) -> dict:
         n = self.net
@@ -227,22 +219,21 @@ class SDNetTask(Task):
 
     def parts(self, x, training: bool) -> dict:
         """Every intermediate of one pass: s, seg, mu, logvar, z, rec (z = mu at inference)."""
-        import keras
         from keras import ops
 
         n = self.net
         x = ops.cast(x, "float32")
         s = n.anatomy(x, training=training)
         mu, logvar = n.modality([x, s], training=training)
-        z = mu
-        if training:
-            z = mu + ops.exp(0.5 * logvar) * keras.random.normal(ops.shape(mu), seed=self.seeds)
+        z = self.sampling([mu, logvar], training=training)
         return {"s": s, "seg": n.segmentor(s, training=training), "mu": mu, "logvar": logvar,
                 "z": z, "rec": n.decoder([s, z], training=training)}
 
     def _unsupervised(self, x, p):
         """Per image: rec_weight * L1 + kl_weight * KL, and the two terms."""
         from keras import ops
+
+        from zoo.layers.vae import gaussian_kl
 
         l1 = ops.mean(ops.reshape(ops.abs(self.net.normalise(x) - p["rec"]),
                                   (ops.shape(x)[0], -1)), axis=1)
