@@ -587,6 +587,14 @@ def _mil(
     )
 
 
+def card_options(card: WeightCard | None) -> dict:
+    """The builder options a card records (``[arch.tag.builder_options]``, written when a model
+    built with non-default options is published, e.g. a GAN's widths): the defaults of
+    ``zoo.load`` for that card, so the weights fit the model it builds."""
+    table = card.extra.get("builder_options") if card is not None else None
+    return dict(table) if isinstance(table, dict) else {}
+
+
 def load(
     name: str,
     pretrained=None,
@@ -635,7 +643,8 @@ def load(
         features=features,
         include_top=include_top,
     )
-    options = build_encoder(entry, options, (*p.shape[:-1], p.backbone_chans))
+    options = build_encoder(entry, {**card_options(p.card), **options},
+                            (*p.shape[:-1], p.backbone_chans))
     model = build(p, classifier_activation=classifier_activation, options=options)
     head_in_file = weights_in_file_head(model, p, num_classes, features)
     p = fetch_weights(p)
