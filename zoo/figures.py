@@ -385,3 +385,31 @@ def segmentation_figure(image, true_mask, predictions: dict, path, *, title: str
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=DPI, format="png", facecolor="white")
     return path
+
+
+def image_grid(images, path, *, value_range=None, columns: int = 8) -> Path:
+    """A PNG of grey-scale images (N, H, W[, 1]) tiled row by row, one pixel per pixel with a
+    1-pixel gap (samples, translations, reconstructions). ``value_range`` (low, high) maps to
+    black..white (default: the images' own min..max)."""
+    images = np.asarray(images, np.float32)
+    if images.ndim == 4 and images.shape[-1] == 1:
+        images = images[..., 0]
+    if images.ndim != 3 or not len(images):
+        raise DataError(f"image_grid: images of shape {images.shape}; give (N, H, W) or "
+                        "(N, H, W, 1) grey-scale images, N >= 1.")
+    lo, hi = value_range if value_range is not None else (images.min(), images.max())
+    n, h, w = images.shape
+    cols = max(1, min(int(columns), n))
+    rows = math.ceil(n / cols)
+    canvas = np.ones(((h + 1) * rows - 1, (w + 1) * cols - 1), np.float32)
+    scaled = np.clip((images - lo) / max(float(hi - lo), 1e-12), 0.0, 1.0)
+    for i, image in enumerate(scaled):
+        r, c = divmod(i, cols)
+        canvas[r * (h + 1):r * (h + 1) + h, c * (w + 1):c * (w + 1) + w] = image
+    _mpl()
+    from matplotlib import image as mpl_image
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    mpl_image.imsave(path, canvas, cmap="gray", vmin=0.0, vmax=1.0, format="png")
+    return path

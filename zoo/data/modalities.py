@@ -39,7 +39,8 @@ class Modalities:
 
 
 def make_modalities(n: int, size: int = 32, seed: int = 0, paired: bool = True,
-                    mr_noise: float = 0.03, ct_noise: float = 20.0, **phantom_options) -> Modalities:
+                    mr_noise: float = 0.03, ct_noise: float = 20.0,
+                    **phantom_options) -> Modalities:
     """``n`` MR-like / CT-like images of ``size`` x ``size`` (see the module docstring).
 
     ``mr_noise``: the Rician noise's sigma (intensity units); ``ct_noise``: HU; other keyword

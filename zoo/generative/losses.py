@@ -9,8 +9,8 @@ real images; ``l1`` is pix2pix's reconstruction, CycleGAN's cycle and identity t
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import keras
 from keras import ops
