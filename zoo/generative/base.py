@@ -137,3 +137,20 @@ def check_positive_number(value, name: str, allow_zero: bool = False) -> float:
         raise InvalidArgumentError(
             f"{name}={value!r}: give a {'non-negative' if allow_zero else 'positive'} number.")
     return float(value)
+
+
+def check_options(options: dict, *functions, what: str) -> None:
+    """Keyword options every one of ``functions`` rejects -> InvalidArgumentError (did you mean),
+    before anything is built."""
+    import inspect
+
+    from zoo.errors import did_you_mean
+
+    known = sorted({n for f in functions for n, p in inspect.signature(f).parameters.items()
+                    if p.kind is inspect.Parameter.KEYWORD_ONLY})
+    unknown = sorted(set(options) - set(known))
+    if unknown:
+        raise InvalidArgumentError(
+            f"{what} got unknown option(s) {', '.join(unknown)}."
+            + "".join(did_you_mean(u, known) for u in unknown)
+            + f" It takes {', '.join(known)}.")

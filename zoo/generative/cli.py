@@ -61,9 +61,11 @@ def _train(args, data, options):
 
         return train_dcgan(data["images"], labels=data.get("labels"), value_range=r[0],
                            **common), "generator"
+    from zoo.generative.base import check_options
     from zoo.generative.pggan import train_pggan
 
     common["epochs_per_stage"] = common.pop("epochs")
+    check_options(options, train_pggan, what="train_pggan")
     return train_pggan(data["images"], value_range=r[0], **common), "generator"
 
 

@@ -17,6 +17,7 @@ from zoo.generative.base import (
     GANTask,
     UnpairedBatches,
     check_images,
+    check_options,
     check_positive_number,
     check_same_shape,
     to_unit,
@@ -160,6 +161,7 @@ def train_cyclegan(a, b, *, range_a, range_b, epochs: int = 5, batch_size: int =
                      "identity loss feeds each domain to the other's generator).")
     xa, xb = to_unit(a, range_a), to_unit(b, range_b)
     gan_loss(loss)
+    check_options(model_options, build_cyclegan, what="train_cyclegan")
     keras.utils.set_random_seed(seed)
     g_ab, g_ba, d_a, d_b = build_cyclegan(a.shape[1:], b.shape[1:], **model_options)
     task = CycleGANTask(g_ab, g_ba, d_a, d_b, cycle_weight=cycle_weight,

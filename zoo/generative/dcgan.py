@@ -14,6 +14,7 @@ from zoo.generative.base import (
     GANResult,
     GANTask,
     check_images,
+    check_options,
     check_positive_number,
     from_unit,
     to_unit,
@@ -119,6 +120,7 @@ def train_dcgan(images, *, labels=None, value_range=(0.0, 255.0), epochs: int = 
     y = _labels(labels, len(images), model_options.get("num_labels", 0))
     unit = to_unit(images, value_range)
     gan_loss(loss)
+    check_options(model_options, build_dcgan, what="train_dcgan")
     keras.utils.set_random_seed(seed)
     gen, disc = build_dcgan(images.shape[1:], **model_options)
     task = DCGANTask(gen, disc, loss=loss, r1_gamma=r1_gamma, seed=seed)

@@ -15,6 +15,7 @@ from zoo.generative.base import (
     GANResult,
     GANTask,
     check_images,
+    check_options,
     check_positive_number,
     check_same_shape,
     from_unit,
@@ -112,6 +113,7 @@ def train_pix2pix(source, target=None, *, source_range, target_range, epochs: in
     source, target = check_pairs(source, target)
     x, y = to_unit(source, source_range), to_unit(target, target_range)
     gan_loss(loss)
+    check_options(model_options, build_pix2pix, what="train_pix2pix")
     keras.utils.set_random_seed(seed)
     gen, disc = build_pix2pix(source.shape[1:], target.shape[-1], **model_options)
     task = Pix2PixTask(gen, disc, l1_weight=l1_weight, loss=loss)
