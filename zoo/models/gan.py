@@ -151,7 +151,7 @@ def dcgan_discriminator(x, *, include_top, num_classes, classifier_activation, d
     "patchgan",
     family="zoo",
     default_size=(64, 64),
-    min_size=16,
+    min_size=8,
     task="discriminator",
     description="PatchGAN discriminator (pix2pix): a logit per overlapping patch (70x70 with "
     "n_layers=3); give it the source and target channels concatenated",
@@ -187,7 +187,7 @@ def _residual(x, filters, name, norm):
     "cyclegan_resnet",
     family="zoo",
     default_size=(64, 64),
-    min_size=16,
+    min_size=8,
     task="generator",
     description="CycleGAN ResNet generator: image -> image of the same size (two stride-2 "
     "convolutions, n_blocks residual blocks, two transposed convolutions, tanh)",
