@@ -5,6 +5,8 @@ backbone's features it is not the "FID", which is defined on InceptionV3's Image
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 
 from zoo.errors import InvalidArgumentError
@@ -49,10 +51,12 @@ def frechet_distance(features_a, features_b) -> float:
             f"features {a.shape} and {b.shape}: give two (N, D) arrays of one width D, N >= 2 "
             "each (a few hundred for a stable estimate).")
     mu = a.mean(0) - b.mean(0)
-    sa, sb = np.cov(a, rowvar=False), np.cov(b, rowvar=False)
-    root = linalg.sqrtm(np.atleast_2d(sa) @ np.atleast_2d(sb))
+    sa = np.atleast_2d(np.cov(a, rowvar=False))
+    sb = np.atleast_2d(np.cov(b, rowvar=False))
+    with warnings.catch_warnings():  # few samples for many features: a singular product
+        warnings.simplefilter("ignore", linalg.LinAlgWarning)
+        root = linalg.sqrtm(sa @ sb)
     if not np.isfinite(root).all():  # a singular product: shift both (as the FID code does)
-        eye = np.eye(len(np.atleast_2d(sa))) * 1e-6
-        root = linalg.sqrtm((np.atleast_2d(sa) + eye) @ (np.atleast_2d(sb) + eye))
-    root = root.real
-    return float(mu @ mu + np.trace(sa) + np.trace(sb) - 2 * np.trace(root))
+        eye = np.eye(len(sa)) * 1e-6
+        root = linalg.sqrtm((sa + eye) @ (sb + eye))
+    return float(mu @ mu + np.trace(sa) + np.trace(sb) - 2 * np.trace(root.real))
