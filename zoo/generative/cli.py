@@ -114,7 +114,14 @@ def _run(args) -> int:
 
 
 def parse_option(text: str):
-    """``key=value`` with a Python literal value (numbers, tuples, True) or a bare string."""
+    """``key=value`` with a Python literal value (numbers, tuples, True) or a bare string.
+
+    Args:
+        text: one ``--option`` argument.
+
+    Returns:
+        (key, value).
+    """
     import ast
 
     from zoo.errors import InvalidArgumentError
@@ -130,7 +137,11 @@ def parse_option(text: str):
 
 
 def add_generative_parser(sub) -> None:
-    """``zoo generative MODEL [--data NPZ] --out FOLDER [--tag TAG]``."""
+    """``zoo generative MODEL [--data NPZ] --out FOLDER [--tag TAG]`` (alias ``zoo gan``).
+
+    Args:
+        sub: the ``zoo`` parser's sub-parsers.
+    """
     p = sub.add_parser("generative", aliases=["gan"], help="train a GAN (pix2pix, cyclegan, "
                        "dcgan, pggan) and write its generator and samples",
                        description=__doc__.splitlines()[0])
