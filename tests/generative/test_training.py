@@ -115,5 +115,7 @@ def test_bad_input_is_refused_before_training(no_training):
         dcgan.train_dcgan(make_phantoms(2, size=16).images, loss="hing", depth=2)
     with pytest.raises(InvalidArgumentError, match="depth"):
         pix2pix.train_pix2pix(m.mr, m.ct, depht=2, **ranges)
+    with pytest.raises(DataError, match="outside their value range"):
+        pix2pix.train_pix2pix(m.mr, m.ct, source_range=MR_RANGE, target_range=(0, 255))
     with pytest.raises(InvalidArgumentError, match="value_range"):
         dcgan.train_dcgan(make_phantoms(2, size=16).images, value_range=(1, 1), depth=2)

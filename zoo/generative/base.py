@@ -56,9 +56,18 @@ def check_range(value_range, name: str = "value_range") -> tuple[float, float]:
     return lo, hi
 
 
-def to_unit(images, value_range) -> np.ndarray:
-    """``value_range`` -> [-1, 1] (the generators' tanh range), float32."""
+def to_unit(images, value_range, what: str = "images") -> np.ndarray:
+    """``value_range`` -> [-1, 1] (the generators' tanh range), float32; values more than 1% of
+    the span outside ``value_range`` are a DataError (a tanh generator could never make them)."""
     lo, hi = check_range(value_range)
+    images = np.asarray(images, np.float32)
+    low, high = float(images.min()), float(images.max())
+    slack = 0.01 * (hi - lo)
+    if low < lo - slack or high > hi + slack:
+        raise DataError(
+            f"{what} span [{low:.4g}, {high:.4g}], outside their value range ({lo:g}, {hi:g}); "
+            "give the range the images really take (e.g. (-1024, 1024) for CT in HU), or clip "
+            "them into it.")
     return (2.0 * (np.asarray(images, np.float32) - lo) / (hi - lo) - 1.0).astype(np.float32)
 
 

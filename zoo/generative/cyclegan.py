@@ -33,7 +33,8 @@ class ImagePool:
     While it fills, every image is stored and returned as it is. Once full, each image is, with
     probability 1/2, returned as it is, or swapped for a random stored one (returned) and kept in
     its place. ``size=0`` returns every batch unchanged. Within one batch two images may draw the
-    same slot: both get the stored image and the later one is kept.
+    same slot: both get the stored image and the later one is kept. The buffer is one
+    process's (not mirrored across replicas of a distribution strategy).
     """
 
     def __init__(self, size: int, image_shape, seed: int = 0):
@@ -159,7 +160,7 @@ def train_cyclegan(a, b, *, range_a, range_b, epochs: int = 5, batch_size: int =
     check_same_shape(a, b, ("domain A", "domain B"),
                      "CycleGAN's generators map one image shape to the same shape (and the "
                      "identity loss feeds each domain to the other's generator).")
-    xa, xb = to_unit(a, range_a), to_unit(b, range_b)
+    xa, xb = to_unit(a, range_a, "domain A"), to_unit(b, range_b, "domain B")
     gan_loss(loss)
     check_options(model_options, build_cyclegan, what="train_cyclegan")
     keras.utils.set_random_seed(seed)

@@ -111,7 +111,7 @@ def train_pix2pix(source, target=None, *, source_range, target_range, epochs: in
     from zoo.train.batches import Batches
 
     source, target = check_pairs(source, target)
-    x, y = to_unit(source, source_range), to_unit(target, target_range)
+    x, y = to_unit(source, source_range, "source"), to_unit(target, target_range, "target")
     gan_loss(loss)
     check_options(model_options, build_pix2pix, what="train_pix2pix")
     keras.utils.set_random_seed(seed)
@@ -125,6 +125,6 @@ def train_pix2pix(source, target=None, *, source_range, target_range, epochs: in
 
 def translate(generator, images, *, source_range, target_range, batch_size: int = 32):
     """``images`` through ``generator``, from ``source_range`` units to ``target_range`` units."""
-    x = to_unit(check_images(images, "images"), source_range)
+    x = to_unit(check_images(images, "images"), source_range, "images")
     return from_unit(np.asarray(generator.predict(x, batch_size=batch_size, verbose=0)),
                      target_range)
