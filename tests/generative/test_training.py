@@ -70,6 +70,11 @@ def test_pix2pix_cyclegan_and_pggan_steps():
     out = pix2pix.translate(r.models["generator"], paired.mr, source_range=MR_RANGE,
                             target_range=CT_RANGE)
     assert out.shape == paired.ct.shape and CT_RANGE[0] <= out.min() <= out.max() <= CT_RANGE[1]
+    volumes = np.random.default_rng(0).uniform(0, 1, (2, 16, 16, 16, 1)).astype(np.float32)
+    r = pix2pix.train_pix2pix(volumes, volumes**2, source_range=(0, 1), target_range=(0, 1),
+                              epochs=1, batch_size=2, depth=2, base_filters=2, n_layers=1,
+                              disc_filters=2)  # 3D: unet3d + patchgan3d
+    assert r.models["discriminator"].name == "patchgan3d" and np.isfinite(r.history[0]["l1"])
     unpaired = make_modalities(4, size=16, seed=1, paired=False)
     r = cyclegan.train_cyclegan(unpaired.mr, unpaired.ct[:3], range_a=MR_RANGE,
                                 range_b=CT_RANGE, epochs=1, batch_size=2, base_filters=4,

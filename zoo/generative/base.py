@@ -77,14 +77,15 @@ def from_unit(images, value_range) -> np.ndarray:
     return ((np.asarray(images, np.float32) + 1.0) * 0.5 * (hi - lo) + lo).astype(np.float32)
 
 
-def check_images(images, name: str) -> np.ndarray:
-    """(N, H, W, C) finite float32, N >= 1; a (N, H, W) array gets one channel."""
+def check_images(images, name: str, volumes: bool = False) -> np.ndarray:
+    """(N, H, W, C) finite float32, N >= 1; a (N, H, W) array gets one channel. ``volumes``:
+    (N, D, H, W, C) volumes are taken too."""
     images = np.asarray(images)
     if images.ndim == 3:
         images = images[..., None]
-    if images.ndim != 4 or len(images) == 0:
-        raise DataError(f"{name}: shape {images.shape}; give images as (N, H, W) or (N, H, W, C) "
-                        "with N >= 1.")
+    if images.ndim not in ((4, 5) if volumes else (4,)) or len(images) == 0:
+        raise DataError(f"{name}: shape {images.shape}; give images as (N, H, W) or (N, H, W, C)"
+                        + (" or volumes as (N, D, H, W, C)" if volumes else "") + " with N >= 1.")
     if not np.issubdtype(images.dtype, np.number) or not np.isfinite(images).all():
         raise DataError(f"{name}: the images hold non-numeric, NaN or infinite values; clean "
                         "or drop those images.")

@@ -4,6 +4,7 @@ The generator is the zoo's ``unet`` (``encoder=`` any zoo backbone through the e
 with a tanh head; the discriminator a PatchGAN that sees the source and the (real or generated)
 target concatenated. Losses, per example: discriminator ``D(real) + D(fake)`` terms of the chosen
 GAN loss over the patch map; generator ``G(fake) + l1_weight * mean|target - G(source)|``.
+Volumes (N, D, H, W, C) train the same way on ``unet3d`` and ``patchgan3d``.
 """
 
 from __future__ import annotations
@@ -61,16 +62,19 @@ class Pix2PixTask(GANTask):
 def build_pix2pix(source_shape, target_channels: int, *, depth: int = 3, base_filters: int = 16,
                   n_layers: int = 2, disc_filters: int = 16, norm: str = "batch",
                   encoder: str | None = None, encoder_weights: str | None = None):
-    """(U-Net generator, PatchGAN discriminator) by ``zoo.load``; sizes the U-Net cannot
-    reproduce (not multiples of 2**depth) raise InputShapeError here, before any training."""
+    """(U-Net generator, PatchGAN discriminator) by ``zoo.load`` (``unet3d`` and ``patchgan3d``
+    for (D, H, W, C) volumes); sizes the U-Net cannot reproduce (not multiples of 2**depth)
+    raise InputShapeError here, before any training."""
     from zoo.models.factory import load
 
     shape = tuple(int(s) for s in source_shape)
+    volumes = len(shape) == 4
     unet = {"encoder": encoder, "encoder_weights": encoder_weights} if encoder else {
         "depth": depth, "base_filters": base_filters, "norm": norm}
-    gen = load("unet", input_shape=shape, num_classes=int(target_channels),
-               classifier_activation="tanh", **unet)
-    disc = load("patchgan", input_shape=(*shape[:-1], shape[-1] + int(target_channels)),
+    gen = load("unet3d" if volumes else "unet", input_shape=shape,
+               num_classes=int(target_channels), classifier_activation="tanh", **unet)
+    disc = load("patchgan3d" if volumes else "patchgan",
+                input_shape=(*shape[:-1], shape[-1] + int(target_channels)),
                 include_top=True, num_classes=1, n_layers=n_layers, base_filters=disc_filters,
                 norm=norm)
     return gen, disc
@@ -88,7 +92,8 @@ def check_pairs(source, target) -> tuple[np.ndarray, np.ndarray]:
                             "subject, registered); this set is unpaired: use "
                             "make_modalities(paired=True), or CycleGAN for unpaired data.")
         source, target = source.mr, source.ct
-    source, target = check_images(source, "source"), check_images(target, "target")
+    source = check_images(source, "source", volumes=True)
+    target = check_images(target, "target", volumes=True)
     if len(source) != len(target):
         raise DataError(
             f"{len(source)} source but {len(target)} target images: pix2pix learns from pairs "
@@ -125,6 +130,6 @@ def train_pix2pix(source, target=None, *, source_range, target_range, epochs: in
 
 def translate(generator, images, *, source_range, target_range, batch_size: int = 32):
     """``images`` through ``generator``, from ``source_range`` units to ``target_range`` units."""
-    x = to_unit(check_images(images, "images"), source_range, "images")
+    x = to_unit(check_images(images, "images", volumes=True), source_range, "images")
     return from_unit(np.asarray(generator.predict(x, batch_size=batch_size, verbose=0)),
                      target_range)

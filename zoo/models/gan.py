@@ -5,7 +5,8 @@ Registered with their own tasks (``generator``, ``discriminator``), so ``zoo.lis
 lists them, cards can hold their weights, and the registry-wide classifier checks skip them. A
 latent-input generator gets its ``(latent_dim,)`` input from ``zoo.load`` and the image shape to
 produce as ``output_shape`` (see ``ModelEntry.latent_dim``). pix2pix's generator is the zoo's
-``unet`` itself (any zoo encoder through the encoder U-Net). Discriminators end in logits (no
+``unet`` itself (any zoo encoder through the encoder U-Net), ``unet3d`` with ``patchgan3d`` for
+volumes. Discriminators end in logits (no
 activation): the losses in ``zoo.generative.losses`` take logits. ``spectral_norm=True`` wraps
 every convolution and dense layer in ``keras.layers.SpectralNormalization`` (Miyato et al. 2018).
 """
@@ -16,6 +17,7 @@ import math
 
 from zoo._lazy import keras
 from zoo.errors import InputShapeError, InvalidArgumentError
+from zoo.layers import dims as D
 from zoo.models import _blocks
 from zoo.models.registry import register_model
 
@@ -103,9 +105,9 @@ def dcgan_generator(z, *, include_top, num_classes, classifier_activation, outpu
 
 
 def _down(x, filters, name, *, norm, spectral_norm, strides=2):
-    """conv 4x4 -> norm -> LeakyReLU(0.2): the DCGAN / PatchGAN discriminator block."""
-    conv = keras.layers.Conv2D(filters, 4, strides=strides, padding="same",
-                               use_bias=norm == "none", name=f"{name}_conv")
+    """conv 4 -> norm -> LeakyReLU(0.2): the DCGAN / PatchGAN discriminator block (2D or 3D)."""
+    conv = D.conv(D.spatial_dims_of(x))(filters, 4, strides=strides, padding="same",
+                                        use_bias=norm == "none", name=f"{name}_conv")
     x = wrap(conv, spectral_norm)(x)
     x = _blocks.normalization(x, norm, f"{name}_{norm}")
     return keras.layers.LeakyReLU(0.2, name=f"{name}_lrelu")(x)
@@ -147,34 +149,42 @@ def dcgan_discriminator(x, *, include_top, num_classes, classifier_activation, d
     return _with_labels(x, extra)
 
 
-@register_model(
-    "patchgan",
-    family="zoo",
-    default_size=(64, 64),
-    min_size=8,
-    task="discriminator",
-    description="PatchGAN discriminator (pix2pix): a logit per overlapping patch (70x70 with "
-    "n_layers=3); give it the source and target channels concatenated",
-    paper="Isola et al. 2017 (pix2pix), arXiv:1611.07004",
-)
-def patchgan(x, *, include_top, num_classes, classifier_activation, n_layers=3, base_filters=64,
-             norm="batch", spectral_norm=False):
-    """n_layers: stride-2 blocks (sizes multiples of 2**n_layers); include_top: the 1-channel
-    logit map; without it the last feature map."""
-    check_positive("n_layers", n_layers)
-    check_positive("base_filters", base_filters)
-    _blocks.check_norm(norm)
-    check_divisible(x.shape[1:-1], 2**n_layers, "patchgan", "n_layers")
-    for i in range(n_layers):
-        x = _down(x, base_filters * min(2**i, 8), f"down{i + 1}",
-                  norm="none" if i == 0 else norm, spectral_norm=spectral_norm)
-    x = _down(x, base_filters * min(2**n_layers, 8), "features", norm=norm,
-              spectral_norm=spectral_norm, strides=1)
-    if include_top:
-        conv = keras.layers.Conv2D(num_classes or 1, 4, padding="same", name="patch_logits",
-                                   dtype="float32")
-        x = wrap(conv, spectral_norm)(x)
-    return x
+def _register_patchgan(name: str, dims: int):
+    @register_model(
+        name,
+        family="zoo",
+        default_size=(64,) * dims,
+        min_size=8,
+        spatial_dims=dims,
+        task="discriminator",
+        description=f"{dims}D PatchGAN discriminator (pix2pix): a logit per overlapping patch "
+        "(70 pixels wide with n_layers=3); give it the source and target channels concatenated",
+        paper="Isola et al. 2017 (pix2pix), arXiv:1611.07004",
+    )
+    def patchgan(x, *, include_top, num_classes, classifier_activation, n_layers=3,
+                 base_filters=64, norm="batch", spectral_norm=False):
+        """n_layers: stride-2 blocks (sizes multiples of 2**n_layers); include_top: the
+        1-channel logit map; without it the last feature map."""
+        check_positive("n_layers", n_layers)
+        check_positive("base_filters", base_filters)
+        _blocks.check_norm(norm)
+        check_divisible(x.shape[1:-1], 2**n_layers, name, "n_layers")
+        for i in range(n_layers):
+            x = _down(x, base_filters * min(2**i, 8), f"down{i + 1}",
+                      norm="none" if i == 0 else norm, spectral_norm=spectral_norm)
+        x = _down(x, base_filters * min(2**n_layers, 8), "features", norm=norm,
+                  spectral_norm=spectral_norm, strides=1)
+        if include_top:
+            conv = D.conv(dims)(num_classes or 1, 4, padding="same", name="patch_logits",
+                                dtype="float32")
+            x = wrap(conv, spectral_norm)(x)
+        return x
+
+    return patchgan
+
+
+patchgan = _register_patchgan("patchgan", 2)
+patchgan3d = _register_patchgan("patchgan3d", 3)
 
 
 def _residual(x, filters, name, norm):
