@@ -97,3 +97,15 @@ def test_cli_trains_writes_samples_and_refuses_unknown_options(tmp_path, capsys)
     assert main(["gan", "pix2pix", "--n", "4", "--option", "depht=2",
                  "--out", str(tmp_path / "x")]) == 2
     assert "Did you mean 'depth'" in capsys.readouterr().err
+
+
+def test_translation_generator_card_rebuilds_its_tanh_head(zoo_env):
+    gen = zoo.load("unet", input_shape=(16, 16, 1), num_classes=1, classifier_activation="tanh",
+                   depth=1, base_filters=2)
+    publish_generator(gen, "unet", "p2p_test", options={"depth": 1, "base_filters": 2},
+                      value_range=(-1024, 1024))
+    back = zoo.load("unet", pretrained="p2p_test")
+    x = np.random.default_rng(0).uniform(-1, 1, (2, 16, 16, 1)).astype(np.float32)
+    want = gen.predict(x, verbose=0)
+    assert not np.allclose(want, 1.0) and want.std() > 0  # a 1-channel softmax head gives 1
+    np.testing.assert_allclose(back.predict(x, verbose=0), want, atol=1e-6)

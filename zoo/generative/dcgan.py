@@ -90,6 +90,10 @@ def build_dcgan(image_shape, *, latent_dim: int = 100, depth: int = 3, base_filt
 
 
 def _labels(labels, n: int, num_labels: int) -> np.ndarray:
+    if labels is not None and not num_labels:
+        raise DataError("labels= without num_labels: an unconditional DCGAN takes no labels; "
+                        "pass num_labels=<number of classes> for a conditional one, or drop "
+                        "labels.")
     if labels is None:
         if num_labels:
             raise DataError(f"num_labels={num_labels}: a conditional DCGAN needs labels=, one "

@@ -65,8 +65,10 @@ def publish_generator(generator, arch: str, tag: str, *, options: dict | None = 
                       value_range=(-1.0, 1.0), data: str = "", out=None,
                       overwrite: bool = False):
     """Card ``arch.tag`` holding a generator. A latent-input generator's card gives the image
-    shape it produces as ``input_size`` (what ``zoo.load`` plans the output from);
-    ``value_range``: what its [-1, 1] output stands for (recorded as ``output_range``)."""
+    shape it produces as ``input_size`` (what ``zoo.load`` plans the output from); an
+    image-to-image generator's card keeps its head (``include_top``, the output channels as
+    ``num_classes``, ``output_activation = "tanh"``), so ``zoo.load(arch, pretrained=tag)``
+    rebuilds it whole. ``value_range``: what its [-1, 1] output stands for (``output_range``)."""
     from zoo.train.publish import publish
 
     image = [int(s) for s in generator.output.shape[1:]]
@@ -76,6 +78,7 @@ def publish_generator(generator, arch: str, tag: str, *, options: dict | None = 
     if latent:
         fields["input_size"] = image
         fields["input_range"] = [-1e9, 1e9]
-    else:
-        fields["input_range"] = [-1.0, 1.0]
+    else:  # image to image: the head (output channels, tanh) is part of the weights
+        fields.update(input_range=[-1.0, 1.0], include_top=True, num_classes=image[-1],
+                      output_activation="tanh")
     return publish(generator, arch, tag, fields, out=out, overwrite=overwrite)

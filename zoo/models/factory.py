@@ -590,7 +590,9 @@ def _mil(
 def card_options(card: WeightCard | None) -> dict:
     """The builder options a card records (``[arch.tag.builder_options]``, written when a model
     built with non-default options is published, e.g. a GAN's widths): the defaults of
-    ``zoo.load`` for that card, so the weights fit the model it builds."""
+    ``zoo.load`` for that card, so the weights fit the model it builds. A card with a top may
+    also name its head's ``output_activation`` (a translation generator's tanh), used unless
+    ``classifier_activation`` is given."""
     table = card.extra.get("builder_options") if card is not None else None
     return dict(table) if isinstance(table, dict) else {}
 
@@ -645,6 +647,9 @@ def load(
     )
     options = build_encoder(entry, {**card_options(p.card), **options},
                             (*p.shape[:-1], p.backbone_chans))
+    if p.card is not None and p.use_top and classifier_activation is adapt.ACTIVATION:
+        # an image-to-image generator's card: its head's own activation (tanh), not softmax
+        classifier_activation = p.card.extra.get("output_activation", classifier_activation)
     model = build(p, classifier_activation=classifier_activation, options=options)
     head_in_file = weights_in_file_head(model, p, num_classes, features)
     p = fetch_weights(p)
