@@ -24,6 +24,12 @@ TINY = {
 }
 
 
+# SavedModel: a latent-input generator, an image-to-image one, the custom layers (FadeIn,
+# MinibatchStd) and spectral normalisation; the others share their layers
+EXPORTED = {"dcgan_generator", "dcgan_discriminator", "cyclegan_resnet", "pggan_discriminator",
+            "pggan_generator"}
+
+
 def _input(model, seed=0):
     shape = (3, *model.inputs[0].shape[1:])
     return np.random.default_rng(seed).standard_normal(shape).astype(np.float32)
@@ -113,6 +119,8 @@ def test_keras_round_trip_in_safe_mode_and_saved_model(name, tmp_path):
     model.save(tmp_path / "m.keras")
     back = load_model(tmp_path / "m.keras")  # safe mode
     np.testing.assert_allclose(back.predict(x, verbose=0), want, atol=1e-6)
+    if name not in EXPORTED:
+        return
     path = zoo.export(model, tmp_path / "sm")
     serve = tf.saved_model.load(str(path)).signatures["serving_default"]
     input_name = "image"
