@@ -130,6 +130,12 @@ def _seg_output_format(name):
     return SegmentOptions(formats=name)
 
 
+def _gan_loss(name):
+    from zoo.generative.losses import gan_loss
+
+    return gan_loss(name)
+
+
 def _layer_kind(name):
     from zoo.layers.dims import layer
 
@@ -164,6 +170,7 @@ CASES = [
     (_seg_transform, "augmentation transform", "elastc", "elastic"),
     (_activation, "output activation", "sofmax", "softmax"),
     (_seg_loss, "segmentation loss", "dice_cee", "dice_ce"),
+    (_gan_loss, "GAN loss", "hinje", "hinge"),
     (_seg_output_format, "segmentation output format", "nfiti", "nifti"),
     (_semi_method, "semi-supervised method", "mean_teachr", "mean_teacher"),
 ]

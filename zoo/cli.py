@@ -156,6 +156,7 @@ def build_parser() -> argparse.ArgumentParser:
     from zoo.data.dicom_cli import add_dicom_parser
     from zoo.explain.cli import add_explain_parser
     from zoo.export import add_export_parser
+    from zoo.generative.cli import add_generative_parser
     from zoo.infer.cli import add_predict_parser
     from zoo.infer.evaluate import add_evaluate_parser
     from zoo.semi.cli import add_semi_parser
@@ -170,6 +171,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_dicom_parser(sub)
     add_explain_parser(sub)
     add_predict_parser(sub)
+    add_generative_parser(sub)
     _show_defaults(parser)
     return parser
 

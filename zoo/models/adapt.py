@@ -23,6 +23,9 @@ class Default(str):
 POOLING = Default("avg")  # zoo.load's global pooling; with head="mil" only the default is allowed
 # zoo.load's classifier activation; a MIL bag keeps logits unless asked
 ACTIVATION = Default("softmax")
+# tasks whose backbone takes a fresh classifier head (num_classes=...): a GAN discriminator's
+# feature map is an encoder like a classifier's (the few-label use of a trained discriminator)
+HEAD_TASKS = ("classification", "discriminator")
 
 
 def check_in_chans(in_chans) -> int:

@@ -10,6 +10,7 @@ adapt (features, a new head, pooling, the MIL head). The weights' origin is reco
 
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -283,7 +284,8 @@ def _check_options(entry, options) -> None:
         n
         for n, p in params.items()
         if p.kind is inspect.Parameter.KEYWORD_ONLY
-        and n not in ("include_top", "num_classes", "classifier_activation", *bound)
+        and n not in ("include_top", "num_classes", "classifier_activation", "output_shape",
+                      *bound)
     )
     if entry.takes_encoder:
         known.append("encoder_weights")
@@ -346,12 +348,22 @@ def build(
     entry, card = p.entry, p.card
     in_chans, backbone_chans = (channels, channels) if channels else (p.in_chans, p.backbone_chans)
     use_top, top_classes = top or (p.use_top, p.top_classes)
-    inputs = keras.Input(shape=(*p.shape[:-1], in_chans), name="image")
-    source, scale, offset = normalization_params(
-        p.mode, in_chans, backbone_chans, getattr(card, "mean", None), getattr(card, "std", None)
-    )
+    options = dict(options or {})
+    if entry.latent_dim:  # a generator: a latent vector in, an image of the planned shape out
+        width = int(options.get("latent_dim", entry.latent_dim))
+        inputs = keras.Input(shape=(width,), name="latent")
+        options["output_shape"] = (*p.shape[:-1], in_chans)
+        source, scale, offset = normalization_params("none", width, width)
+        input_range = (-math.inf, math.inf)
+    else:
+        inputs = keras.Input(shape=(*p.shape[:-1], in_chans), name="image")
+        source, scale, offset = normalization_params(
+            p.mode, in_chans, backbone_chans, getattr(card, "mean", None),
+            getattr(card, "std", None)
+        )
+        input_range = p.input_range
     x = Normalize(
-        source, scale, offset, mode=p.mode, input_range=p.input_range, name="preprocess"
+        source, scale, offset, mode=p.mode, input_range=input_range, name="preprocess"
     )(inputs)
     with deterministic_names():
         try:
@@ -360,7 +372,7 @@ def build(
                 include_top=use_top,
                 num_classes=top_classes,
                 classifier_activation=classifier_activation,
-                **(options or {}),
+                **options,
             )
         except TypeError as e:
             if "unexpected keyword argument" not in str(e) and "unexpected options" not in str(e):
@@ -516,7 +528,7 @@ def adapt_model(
             adapt.feature_outputs(model, entry, features),
             name=f"{entry.name}_features",
         )
-    if p.use_top or entry.task != "classification":
+    if p.use_top or entry.task not in adapt.HEAD_TASKS:
         return model
     # extra: auxiliary classifiers, kept as they are
     main, extra = (model.outputs[0], model.outputs[1:])
@@ -575,6 +587,16 @@ def _mil(
     )
 
 
+def card_options(card: WeightCard | None) -> dict:
+    """The builder options a card records (``[arch.tag.builder_options]``, written when a model
+    built with non-default options is published, e.g. a GAN's widths): the defaults of
+    ``zoo.load`` for that card, so the weights fit the model it builds. A card with a top may
+    also name its head's ``output_activation`` (a translation generator's tanh), used unless
+    ``classifier_activation`` is given."""
+    table = card.extra.get("builder_options") if card is not None else None
+    return dict(table) if isinstance(table, dict) else {}
+
+
 def load(
     name: str,
     pretrained=None,
@@ -623,7 +645,11 @@ def load(
         features=features,
         include_top=include_top,
     )
-    options = build_encoder(entry, options, (*p.shape[:-1], p.backbone_chans))
+    options = build_encoder(entry, {**card_options(p.card), **options},
+                            (*p.shape[:-1], p.backbone_chans))
+    if p.card is not None and p.use_top and classifier_activation is adapt.ACTIVATION:
+        # an image-to-image generator's card: its head's own activation (tanh), not softmax
+        classifier_activation = p.card.extra.get("output_activation", classifier_activation)
     model = build(p, classifier_activation=classifier_activation, options=options)
     head_in_file = weights_in_file_head(model, p, num_classes, features)
     p = fetch_weights(p)

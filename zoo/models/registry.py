@@ -27,6 +27,10 @@ class ModelEntry:
     ``takes_encoder``: the builder's ``encoder`` option is a features model that ``zoo.load``
     builds from an architecture name (and ``encoder_weights``) before the builder runs, so a
     builder never loads or downloads anything itself.
+    ``latent_dim``: a positive default means the model takes a latent vector, not an image (a GAN
+    generator): ``zoo.load`` builds a ``(latent_dim,)`` input named ``latent`` (the builder's
+    ``latent_dim`` option overrides the width) and passes the image shape it must produce
+    (``input_shape`` plus ``in_chans``) as the builder's ``output_shape``.
     """
 
     name: str
@@ -41,6 +45,7 @@ class ModelEntry:
     description: str = ""
     paper: str = ""
     takes_encoder: bool = False
+    latent_dim: int = 0
 
 
 _MODELS: Registry = Registry(
