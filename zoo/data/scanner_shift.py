@@ -108,7 +108,8 @@ def make_scanner_shift(n: int, size: int = 64, seed: int = 0, *,
             "source=Scanner(noise=...) or target=Scanner(noise=...).")
     for what, scanner in (("source", source), ("target", target)):
         if not isinstance(scanner, Scanner):
-            raise InvalidArgumentError(f"{what}={scanner!r}: give a zoo.data.scanner_shift.Scanner.")
+            raise InvalidArgumentError(
+                f"{what}={scanner!r}: give a zoo.data.scanner_shift.Scanner.")
     base = make_phantoms(n, size, seed, noise=0.0, **phantom_options)
     clean = base.images / np.float32(255.0)
     return ScannerShift(

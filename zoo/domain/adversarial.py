@@ -4,7 +4,7 @@ Labelled source images (x, y) and unlabelled target images x go through the same
 batch; the loss is the supervised task's loss on the source half plus ``domain_weight`` times the
 domain discriminator's binary cross-entropy on both halves (source 0, target 1):
 
-    L = mean_i w_i task(y_i, f(xs_i)) + domain_weight * mean_i (bce(0, d(xs_i)) + bce(1, d(xt_i))) / 2
+    L = mean_i [w_i task(y_i, f(xs_i)) + domain_weight (bce(0, d(xs_i)) + bce(1, d(xt_i))) / 2]
 
 The discriminator sits behind a ``GradientReversal`` layer (``attach_discriminator``), so the
 one optimizer that minimises L trains the discriminator to separate the domains and the shared

@@ -50,7 +50,8 @@ def _pool_factors(shapes: dict[str, tuple]) -> tuple[tuple, dict[str, tuple]]:
             raise InvalidArgumentError(
                 f"layer {name!r} has a feature map of unknown size {shape}; build the model with "
                 "a fixed input_shape= so the discriminator's inputs can be aligned.")
-    grid = tuple(min(s[i] for s in shapes.values()) for i in range(len(next(iter(shapes.values())))))
+    rank = len(next(iter(shapes.values())))
+    grid = tuple(min(s[i] for s in shapes.values()) for i in range(rank))
     factors = {}
     for name, shape in shapes.items():
         if any(s % g for s, g in zip(shape, grid, strict=True)):
@@ -104,10 +105,11 @@ def attach_discriminator(model, layers, *, width: int = 32, depth: int = 2,
     x = pooled[0] if len(pooled) == 1 else keras.layers.Concatenate(name=f"{PREFIX}concat")(pooled)
     x = GradientReversal(lambda_, name=f"{PREFIX}reversal")(x)
     for i in range(depth):
-        x = D.conv(dims)(width, 3, padding="same", activation="relu", name=f"{PREFIX}conv{i + 1}")(x)
+        conv = D.conv(dims)(width, 3, padding="same", activation="relu", name=f"{PREFIX}conv{i + 1}")
+        x = conv(x)
     x = D.global_pool("avg", dims)(name=f"{PREFIX}pool")(x)
     logit = keras.layers.Dense(1, name=f"{PREFIX}logit", dtype="float32")(x)
-    return keras.Model(model.inputs, [model.outputs[0], logit], name=name or f"{model.name}_dann")
+    return keras.Model(model.input, [model.outputs[0], logit], name=name or f"{model.name}_dann")
 
 
 def reversal_layers(model) -> list:
@@ -122,4 +124,4 @@ def task_model(adapted):
     """The adapted model without its discriminator: input -> task output (shared layers)."""
     import keras
 
-    return keras.Model(adapted.inputs, adapted.outputs[0], name=adapted.name.removesuffix("_dann"))
+    return keras.Model(adapted.input, adapted.outputs[0], name=adapted.name.removesuffix("_dann"))
