@@ -105,8 +105,8 @@ def attach_discriminator(model, layers, *, width: int = 32, depth: int = 2,
     x = pooled[0] if len(pooled) == 1 else keras.layers.Concatenate(name=f"{PREFIX}concat")(pooled)
     x = GradientReversal(lambda_, name=f"{PREFIX}reversal")(x)
     for i in range(depth):
-        conv = D.conv(dims)(width, 3, padding="same", activation="relu", name=f"{PREFIX}conv{i + 1}")
-        x = conv(x)
+        x = D.conv(dims)(width, 3, padding="same", activation="relu",
+                         name=f"{PREFIX}conv{i + 1}")(x)
     x = D.global_pool("avg", dims)(name=f"{PREFIX}pool")(x)
     logit = keras.layers.Dense(1, name=f"{PREFIX}logit", dtype="float32")(x)
     return keras.Model(model.input, [model.outputs[0], logit], name=name or f"{model.name}_dann")
