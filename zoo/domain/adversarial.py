@@ -197,6 +197,8 @@ class ReversalSchedule(Hook):
     def __init__(self, total_steps: int, gamma: float = 10.0, scale: float = 1.0):
         if isinstance(total_steps, bool) or not isinstance(total_steps, int) or total_steps < 1:
             raise InvalidArgumentError(f"total_steps={total_steps!r}: give a positive integer.")
+        if not (math.isfinite(scale) and scale >= 0):
+            raise InvalidArgumentError(f"max_lambda={scale!r}: give a finite number >= 0.")
         self.total, self.gamma, self.scale = total_steps, float(gamma), float(scale)
         self.layers = None
 
@@ -222,11 +224,13 @@ class ReversalSchedule(Hook):
 
 def fit_adversarial(model, layers, x_source, y_source, x_target, *, task: str = "classification",
                     epochs: int = 5, batch_size: int = 16, learning_rate: float = 1e-3,
-                    domain_weight: float = 1.0, seed: int = 0, width: int = 32,
-                    verbose: int = 0, **task_options):
+                    domain_weight: float = 1.0, max_lambda: float = 1.0, seed: int = 0,
+                    width: int = 32, verbose: int = 0, **task_options):
     """Attach a discriminator to ``model`` at ``layers`` and train DANN with the lambda schedule.
 
-    Every input is checked (domains, shapes, labels, layer names) before the first step.
+    ``max_lambda`` scales DANN's schedule (1 in Ganin et al.; Kamnitsas et al. ramp their
+    adversarial weight to 0.05). Every input is checked (domains, shapes, labels, layer names)
+    before the first step.
 
     Returns:
         (adapted model [task, domain logit], history); ``task_model(adapted)`` is the deployable
@@ -244,7 +248,7 @@ def fit_adversarial(model, layers, x_source, y_source, x_target, *, task: str = 
     dann = DomainAdversarial(adapted, task, domain_weight=domain_weight, **task_options)
     first = next(iter(data.dataset(0).take(1)))
     dann.check({k: np.asarray(v) for k, v in first[0].items()}, np.asarray(first[1]))
-    hooks = [ReversalSchedule(max(1, epochs * len(data)))]
+    hooks = [ReversalSchedule(max(1, epochs * len(data)), scale=max_lambda)]
     engine = Engine(dann, keras.optimizers.Adam(learning_rate), hooks=hooks, verbose=verbose)
     history = engine.fit(data, epochs)
     return adapted, history
