@@ -48,7 +48,7 @@ def test_adapt_synthetic_writes_a_loadable_model(tmp_path, capsys):
     text = capsys.readouterr().out
     assert code == 0 and "target accuracy" in text and "domain accuracy" in text
     model = load_model(out)
-    assert tuple(model.outputs[0].shape[1:]) == (2,) and "domain_logit" not in [l.name for l in model.layers]
+    assert tuple(model.outputs[0].shape[1:]) == (2,) and "domain_logit" not in [layer.name for layer in model.layers]
     assert main(["domain", "adapt", "--synthetic", "16", "--out", str(out)]) == 2  # no overwrite
     assert "exists" in capsys.readouterr().err
 
