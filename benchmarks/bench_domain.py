@@ -18,8 +18,11 @@ Methods, the same network, optimizer (Adam 1e-3), batch size and epochs:
   training pixels (``zoo.domain.harmonise.match_histograms``);
 - z-score: trained and tested on per-image z-scores in the Otsu foreground, mapped to 128 + 40 z;
 - gradient reversal (DANN): ``zoo.domain.fit_adversarial`` with the discriminator on several
-  depths (classification: stage2, stage3; segmentation: enc3, dec2, dec1), lambda by DANN's
-  schedule, domain weight 1.
+  depths (``SETUPS``: classification stage2, stage3; segmentation enc3, dec2, dec1), lambda by
+  DANN's schedule up to ``SETUPS``' largest lambda, domain weight 1.
+
+simple_cnn scales [0, 255] inputs itself; the U-Net (preprocess "none") is given [0, 255] mapped
+to [-1, 1] (``net_input``), the same fixed map for every method.
 
 Mean +- standard deviation over seeds; a method is said to beat source only only where the
 difference of the means exceeds the larger of the two standard deviations.
