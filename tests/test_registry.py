@@ -148,6 +148,27 @@ def _semi_method(name):
     return METHODS.get(name)
 
 
+def _feature_layer(name):
+    from zoo.domain.discriminator import attach_discriminator
+    from zoo.models.factory import load
+
+    return attach_discriminator(load("simple_cnn", input_shape=(32, 32, 1), num_classes=2), name)
+
+
+def _adaptation_task(name):
+    from zoo.domain.adversarial import fit_adversarial
+
+    return fit_adversarial(None, [], [], [], [], task=name)
+
+
+def _harmonisation(name):
+    import numpy as np
+
+    from zoo.domain.harmonise import harmonise
+
+    return harmonise(np.ones((1, 4, 4, 1)), name)
+
+
 # (lookup, kind, a near miss, the suggestion); one row per registry of the zoo.
 CASES = [
     (_model, "model", "resnet5", "resnet50"),
@@ -173,6 +194,11 @@ CASES = [
     (_gan_loss, "GAN loss", "hinje", "hinge"),
     (_seg_output_format, "segmentation output format", "nfiti", "nifti"),
     (_semi_method, "semi-supervised method", "mean_teachr", "mean_teacher"),
+
+
+    (_feature_layer, "feature layer", "stage2_relu", "stage2_relu2"),
+    (_adaptation_task, "adaptation task", "segmentaton", "segmentation"),
+    (_harmonisation, "harmonisation method", "zscor", "zscore"),
 ]
 
 

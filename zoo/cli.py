@@ -154,6 +154,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_verify)
     _add_demo_parser(sub)
     from zoo.data.dicom_cli import add_dicom_parser
+    from zoo.domain.cli import add_domain_parser
     from zoo.explain.cli import add_explain_parser
     from zoo.export import add_export_parser
     from zoo.generative.cli import add_generative_parser
@@ -172,6 +173,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_explain_parser(sub)
     add_predict_parser(sub)
     add_generative_parser(sub)
+    add_domain_parser(sub)
     _show_defaults(parser)
     return parser
 
