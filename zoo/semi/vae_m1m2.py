@@ -103,6 +103,8 @@ class M2Task(SemiTask):
         value_range: the pixel range mapped onto [0, 1] (None: the model's input contract).
     """
 
+    unlabelled_metrics = ("unlabelled_bound",)
+
     m1 = None  # M1 + M2: the frozen M1 encoder (images -> latent means)
 
     def __init__(self, model, *, num_classes: int, unlabelled_weight: float = 1.0, seed: int = 0,
@@ -198,6 +200,8 @@ class M2Task(SemiTask):
             w = ops.cast(w, "float32")
             out.losses["main"] = out.losses["main"] + lab * w / self.alpha
             out.metrics["labelled_bound"] = (ops.sum(lab * w), ops.sum(w))
+        else:  # the same metrics in every step (the engine's rule), 0 / 0 when not computed
+            out.metrics["labelled_bound"] = (ops.zeros(()), ops.zeros(()))
         return out
 
     def unlabelled_loss(self, inputs, training: bool):
@@ -263,6 +267,8 @@ class M1Task(SemiTask):
         hidden: the decoder's hidden widths.
         value_range: the pixel range mapped onto [0, 1] (None: the model's input contract).
     """
+
+    unlabelled_metrics = ("unlabelled_bound",)
 
     def __init__(self, model, *, num_classes: int, unlabelled_weight: float = 1.0, seed: int = 0,
                  latent_dim: int = 16, hidden=(128,), value_range=None):
