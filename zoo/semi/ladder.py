@@ -36,7 +36,7 @@ import numpy as np
 
 from zoo.errors import InvalidArgumentError
 from zoo.semi.methods import SemiTask, check_weight, labelled_part, register_method
-from zoo.semi.reconstruction import supervised_step
+from zoo.semi.reconstruction import DecoderTask, supervised_step
 from zoo.train.engine import StepOutput
 
 _AFFINE = ("Dense", "Conv1D", "Conv2D", "Conv3D")
@@ -204,7 +204,7 @@ class Path:
     output: object
 
 
-class Ladder(SemiTask):
+class Ladder(DecoderTask):
     """The ladder network's task (module docstring)."""
 
     unlabelled_metrics = ("denoising_cost",)  # every step reports them (0 / 0 without)
@@ -219,16 +219,6 @@ class Ladder(SemiTask):
         self.layer_weights = _layer_weights(layer_weights, len(shapes))
         self.decoder = build_ladder_decoder(shapes, tuple(classifier.outputs[0].shape[1:]))
 
-    def models(self) -> dict:
-        return {"classifier": self.classifier, "decoder": self.decoder}
-
-    def trainable(self, name: str) -> list:
-        """The classifier's variables, and the decoder's when it is used (weight > 0)."""
-        extra = self.decoder.trainable_variables if self.unlabelled_weight > 0 else []
-        return self.classifier.trainable_variables + extra
-
-    def regularized(self, name: str) -> list:
-        return [self.classifier, self.decoder]
 
     def _noise(self, x, purpose: int):
         import tensorflow as tf

@@ -122,7 +122,25 @@ def supervised_step(task: SemiTask, batch, training: bool, lambda_c: float = 1.0
     return StepOutput({"main": lambda_c * out.losses["main"]}, metrics)
 
 
-class JointReconstruction(SemiTask):
+class DecoderTask(SemiTask):
+    """A classifier plus a ``decoder`` model that only the unlabelled loss uses (reconstruction,
+    ladder): with weight 0 the decoder is not trained, so the step is the supervised one."""
+
+    decoder = None
+
+    def models(self) -> dict:
+        return {"classifier": self.classifier, "decoder": self.decoder}
+
+    def trainable(self, name: str) -> list:
+        """The classifier's variables, and the decoder's when it is used (weight > 0)."""
+        extra = self.decoder.trainable_variables if self.unlabelled_weight > 0 else []
+        return self.classifier.trainable_variables + extra
+
+    def regularized(self, name: str) -> list:
+        return [self.classifier, self.decoder]
+
+
+class JointReconstruction(DecoderTask):
     """``lambda_c * L_c + lambda_r * L_r`` (module docstring); ``lambda_r = unlabelled_weight``."""
 
     unlabelled_metrics = ("reconstruction",)  # every step reports them (0 / 0 without)
@@ -139,16 +157,6 @@ class JointReconstruction(SemiTask):
                                  name=f"{classifier.name}_joint")
         self.decoder = build_decoder(features.shape[1:], target.shape[1:])
 
-    def models(self) -> dict:
-        return {"classifier": self.classifier, "decoder": self.decoder}
-
-    def trainable(self, name: str) -> list:
-        """The classifier's variables, and the decoder's when it is used (weight > 0)."""
-        extra = self.decoder.trainable_variables if self.unlabelled_weight > 0 else []
-        return self.classifier.trainable_variables + extra
-
-    def regularized(self, name: str) -> list:
-        return [self.classifier, self.decoder]
 
     def uses_unlabelled(self, inputs, training: bool) -> bool:
         return bool(training and self.unlabelled_weight > 0 and isinstance(inputs, dict))
