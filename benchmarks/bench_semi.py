@@ -212,7 +212,9 @@ def write(settings, seeds, t0, c0, quick) -> None:
         f"a gain without ** is within the spread. simple_cnn, Adam 1e-3, {EPOCHS} passes over the "
         "unlabelled pool (32 unlabelled + up to 16 labelled images per step) for every row; "
         "clusters: 64 unlabelled + 4 labelled per step, a dense "
-        "network, 24 passes, Adam 3e-3. Options: mean teacher decay 0.99, ramp-up 40 steps; "
+        "network, 24 passes, Adam 3e-3. Options: consistency ramp-up 40 steps; mean teacher decay "
+        "and temporal ensembling alpha: the papers' horizons scaled to the run, at least one pass "
+        "(zoo.semi.consistency: decay 0.947 on phantoms/digits, 0.8 and alpha 0 on clusters); "
         "FixMatch tau 0.95; pseudo-labels: 4 stages of one pass admitting 0, 1/3, 2/3, all, continuing "
         "(reinit=False: re-initialising would leave the last stage a fraction of the steps).\n\n"
         + table(settings) + "\n\n" + (__doc__.split("\n\n", 2)[2])

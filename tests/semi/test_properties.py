@@ -105,6 +105,28 @@ def test_mean_teacher_is_ema_of_every_variable_after_a_step():
                                    atol=1e-6, err_msg=name)
 
 
+def test_default_averages_are_the_papers_horizons_scaled_to_the_run():
+    from zoo.semi.data import SemiStream
+
+    # the papers' own runs give back their constants; the floor and the explicit values win
+    assert C.scaled_horizon(100, 150_000, 150_000, floor=1) == pytest.approx(0.99)
+    assert C.scaled_horizon(2.5, 300, 300, floor=1) == pytest.approx(0.6)
+    assert C.scaled_horizon(100, 150_000, 120, floor=5) == pytest.approx(1 - 1 / 5)
+    assert C.scaled_horizon(2.5, 300, 24, floor=1) == 0.0
+    u = np.zeros((20, 8, 8, 1), np.float32)
+    stream = SemiStream((u[:2], np.array([0, 1])), u, batch_size=2, unlabelled_batch_size=4)
+    mt = C.MeanTeacher(_tiny(bn=False), num_classes=3)
+    assert mt.decay == 0.99  # before the run is known: the paper's value
+    mt.prepare(stream, epochs=24)  # 5 steps per epoch, 120 steps: one epoch = 5 steps
+    assert mt.decay == pytest.approx(0.8) and mt.ema[0][2] == mt.decay
+    fixed = C.MeanTeacher(_tiny(bn=False), decay=0.95, num_classes=3)
+    fixed.prepare(stream, epochs=24)
+    assert fixed.ema[0][2] == 0.95
+    te = C.TemporalEnsembling(_tiny(bn=False), num_classes=3)
+    te.prepare(stream, epochs=600)  # 5 epochs of a 600-epoch run
+    assert te.alpha == pytest.approx(0.8)
+
+
 def test_fixmatch_masks_exactly_below_tau():
     import tensorflow as tf
 

@@ -12,6 +12,12 @@
 
 The consistency weight ramps up along a sigmoid, ``exp(-5 (1 - t/T)^2)`` over ``ramp_up``
 steps (Laine & Aila's schedule), for the three methods whose early targets are noise.
+
+The two averaging targets default to the papers' horizon scaled to the run (``scaled_horizon``):
+the average spans the same fraction of training as in the paper, but at least one pass over the
+unlabelled images. The papers' constants (decay 0.99, alpha 0.6) average over 1/(1 - m) = 100
+steps of a 150,000-step run and 2.5 epochs of 300; kept as they are in a run of a few hundred
+steps, the target lags the student by most of the run and holds on to its early mistakes.
 """
 
 from __future__ import annotations
@@ -76,6 +82,13 @@ class PiModel(_Ramped):
         return consistency_loss(p, q), {}
 
 
+def scaled_horizon(paper_horizon: float, paper_length: float, length: float,
+                   floor: float) -> float:
+    """The decay ``1 - 1/h`` of a moving average over ``h`` units: the paper's horizon as the same
+    fraction of this run's ``length`` as of the paper's, but at least ``floor`` units."""
+    return 1.0 - 1.0 / max(paper_horizon * length / paper_length, floor, 1.0)
+
+
 def ensemble_target(z_sum, count, alpha: float):
     """Bias-corrected ensemble ``Z / (1 - alpha^t)`` and the mask of images seen before (t > 0)."""
     import tensorflow as tf
@@ -90,9 +103,10 @@ class TemporalEnsembling(_Ramped):
 
     needs_index = True
 
-    def __init__(self, classifier, *, alpha: float = 0.6, **common):
+    def __init__(self, classifier, *, alpha: float | None = None, **common):
         super().__init__(classifier, **common)
-        self.alpha = check_fraction(alpha, "alpha")
+        self.scaled = alpha is None
+        self.alpha = 0.6 if alpha is None else check_fraction(alpha, "alpha")
         if self.alpha >= 1:
             raise InvalidArgumentError(f"alpha={alpha!r}: give a number in [0, 1).")
         self.z = self.count = None
@@ -100,6 +114,8 @@ class TemporalEnsembling(_Ramped):
     def prepare(self, stream, epochs: int) -> None:
         import tensorflow as tf
 
+        if self.scaled:  # Laine & Aila: alpha 0.6 (2.5 epochs) over 300 epochs
+            self.alpha = scaled_horizon(2.5, 300, epochs, floor=1)
         n = len(stream.unlabelled)
         self.z = tf.Variable(tf.zeros([n, self.num_classes]), trainable=False)
         self.count = tf.Variable(tf.zeros([n], tf.int32), trainable=False)
@@ -135,12 +151,19 @@ def ema_copy(model):
 class MeanTeacher(_Ramped):
     """Student vs an EMA teacher (``task.ema``); see the module docstring."""
 
-    def __init__(self, classifier, *, decay: float = 0.99, **common):
+    def __init__(self, classifier, *, decay: float | None = None, **common):
         super().__init__(classifier, **common)
-        self.decay = check_fraction(decay, "decay")
+        self.scaled = decay is None
+        self.decay = 0.99 if decay is None else check_fraction(decay, "decay")
         self.teacher = ema_copy(classifier)
         self.teacher.trainable = False
         self.ema = ((self.teacher, self.classifier, self.decay),)
+
+    def prepare(self, stream, epochs: int) -> None:
+        steps = len(stream)
+        if self.scaled and steps > 0:  # Tarvainen & Valpola: 0.99 (100 steps) of 150,000
+            self.decay = scaled_horizon(100, 150_000, steps * epochs, floor=steps)
+            self.ema = ((self.teacher, self.classifier, self.decay),)
 
     def models(self) -> dict:
         return {"classifier": self.classifier, "teacher": self.teacher}
@@ -215,7 +238,9 @@ def make_pi_model(model, *, num_classes, unlabelled_weight, seed, ramp_up: int =
                  summary="target: bias-corrected moving average of each image's past predictions",
                  backbones=_ANY + "; unlabelled images as an array")
 def make_temporal_ensembling(model, *, num_classes, unlabelled_weight, seed,
-                             alpha: float = 0.6, ramp_up: int = 200):
+                             alpha: float | None = None, ramp_up: int = 200):
+    """``alpha`` None: Laine & Aila's 0.6 (an ensemble over 2.5 epochs of a 300-epoch run) scaled
+    to the run's epochs, at least the last epoch (alpha 0 below 120 epochs, 0.6 at 300)."""
     return TemporalEnsembling(model, alpha=alpha, ramp_up=ramp_up,
                               **_common(num_classes, unlabelled_weight, seed))
 
@@ -223,8 +248,11 @@ def make_temporal_ensembling(model, *, num_classes, unlabelled_weight, seed,
 @register_method("mean_teacher", family="consistency",
                  summary="target: an EMA teacher of every student variable (Tarvainen & Valpola)",
                  backbones=_ANY)
-def make_mean_teacher(model, *, num_classes, unlabelled_weight, seed, decay: float = 0.99,
-                      ramp_up: int = 200):
+def make_mean_teacher(model, *, num_classes, unlabelled_weight, seed,
+                      decay: float | None = None, ramp_up: int = 200):
+    """``decay`` None: Tarvainen & Valpola's 0.99 (a teacher averaging 100 steps of a 150,000-step
+    SVHN run) scaled to the run's steps, at least one epoch (0.99 from 150,000 steps on; a
+    tf.data unlabelled pipeline of unknown length keeps 0.99)."""
     return MeanTeacher(model, decay=decay, ramp_up=ramp_up,
                        **_common(num_classes, unlabelled_weight, seed))
 
