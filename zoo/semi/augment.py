@@ -26,6 +26,8 @@ from __future__ import annotations
 
 import math
 
+from zoo.errors import InvalidArgumentError
+
 WEAK_SHIFT = 0.125
 STRONG = {
     "gamma": (0.6, 1.6),
@@ -198,7 +200,10 @@ def strong(x, seed):
     import tensorflow as tf
 
     if x.shape.rank != 4:
-        raise NotImplementedError("the strong augmentation is 2D (images (N, H, W, C)).")
+        raise InvalidArgumentError(
+            f"strong augmentation got a batch of rank {x.shape.rank}: it is defined for 2D images "
+            "(N, H, W, C); use a method without strong augmentation (e.g. mean_teacher) "
+            "for volumes.")
     s_int, s_flip, s_aff, s_cut = _seeds(seed, 4)
     x = intensity(x, s_int)
     x = flip(x, s_flip)
