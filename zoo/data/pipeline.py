@@ -3,17 +3,22 @@ sample.
 
 Two stages, so training never waits on pydicom:
 1. **Decode** every item once into ``cache_dir`` (``.npy`` in physical units, int16 where the
-   values are integers, else float32, plus a small JSON of what normalisation needs), in
-   ``workers`` processes: pydicom's parser holds the GIL, so threads would not scale;
+   values are integers, else float32, plus a small JSON of what normalisation needs; written on
+   a background thread), in ``workers`` processes: pydicom's parser holds the GIL, so threads
+   would not scale;
    ``workers=None`` starts processes only when there are enough items to pay for their
    start-up (``AUTO_JOBS_PER_WORKER``). Bad items raise (``on_error="raise"``) or are skipped
    and listed with the reason in ``report`` (``on_error="skip"``); nothing is dropped silently.
    A later run with the same files finds the cache (keyed by path, size, mtime and reader
-   version) and decodes nothing.
-2. **Stream**: a shuffled index of samples is mapped in parallel to arrays read from the cache
-   (memory-mapped), sampled in numpy (2D slice, 2.5D stack, triplanar patches, 3D cube, MIL
-   bag of tiles), then windowed or scaled and resized by TensorFlow ops (C++, in parallel, off
-   the GIL), augmented with Keras preprocessing layers and batched.
+   version) and decodes nothing. The slice and 2.5D samplers then resize every frame once to
+   the model's size into the sized cache (zoo.data.sized_cache; physical values, before any
+   window or augmentation).
+2. **Stream**. Slice and 2.5D: a shuffled index of samples is mapped in parallel to their sized
+   frames (``tf.io.read_file``), batched, and each batch windowed or scaled and augmented as a
+   whole: TensorFlow ops only, no Python per element (so tf.data service workers can run it).
+   Triplanar, cube and MIL, whose samples are random crops: each sample is read from the cache
+   (memory-mapped) and cut in numpy, then windowed or scaled by TensorFlow ops, augmented with
+   Keras preprocessing layers and batched.
 
 The output follows a model's input contract by default: the shape and value range of
 ``zoo.input_contract(model)``, or of a weight card (``model="resnet50.imagenet"``); without a
@@ -33,6 +38,7 @@ import numpy as np
 
 from zoo.data.dicom import READER_VERSION, find_dicom_files, read_dicom
 from zoo.data.labels import read_labels
+from zoo.data.sized_cache import Writer, write_atomic
 from zoo.data.windows import DEFAULT_CT_STACK, resolve_windows, window_affine
 from zoo.errors import DataError, InvalidArgumentError, ZooError
 from zoo.registry import Registry
@@ -40,6 +46,9 @@ from zoo.registry import Registry
 SAMPLERS = ("slice", "2.5d", "triplanar", "cube", "mil")
 _SAMPLERS = Registry("sampler", SAMPLERS, argument="sampler")
 VOLUME_SAMPLERS = ("2.5d", "triplanar", "cube")
+SIZED_SAMPLERS = ("slice", "2.5d")
+"""The samplers whose samples are whole frames resized to the model's size: they read the sized
+cache (zoo.data.sized_cache), resized once, instead of resizing in every epoch."""
 
 
 @dataclass
@@ -176,8 +185,12 @@ def decode_item(item: Path, volumes: bool, target_spacing=None) -> tuple[np.ndar
     return np.ascontiguousarray(array, np.float32), info
 
 
-def _decode_to_cache(args) -> tuple[str, str | None, int]:
-    """Worker: decode one item into ``cache_dir``; returns (item, error text or None, pid)."""
+def _decode_to_cache(args, writer=None) -> tuple[str, str | None, int]:
+    """Decode one item into ``cache_dir``; returns (item, error text or None, pid).
+
+    ``writer`` (a sized_cache.Writer) writes on a background thread; without it (in a worker
+    process) the files are written here.
+    """
     item, volumes, spacing, cache_dir, key, raise_errors = args
     target = Path(cache_dir) / f"{key}.npy"
     try:
@@ -186,19 +199,27 @@ def _decode_to_cache(args) -> tuple[str, str | None, int]:
         if raise_errors:
             raise
         return item, f"{type(e).__name__}: {e}", os.getpid()
-    if (
-        array.size
-        and -32768 <= array.min()
-        and array.max() <= 32767
-        and np.array_equal(array, np.rint(array))
-    ):
-        # HU and most stored grey values are integers: half the bytes, lossless
-        array = array.astype(np.int16)
-    tmp = target.with_suffix(f".{os.getpid()}.tmp.npy")
-    np.save(tmp, array)
-    os.replace(tmp, target)
-    target.with_suffix(".json").write_text(json.dumps(info))
+    # HU and most stored grey values are integers: half the bytes, lossless
+    array = _as_int16(array)
+    text = json.dumps(info)
+    # the array, then its JSON: an item counts as cached only when both exist
+    write = writer.submit if writer is not None else write_atomic
+    write(target, lambda tmp: _save_npy(tmp, array))
+    write(target.with_suffix(".json"), lambda tmp: tmp.write_text(text))
     return item, None, os.getpid()
+
+
+def _save_npy(path: Path, array: np.ndarray) -> None:
+    with open(path, "wb") as f:  # a file object: np.save would append .npy to the name
+        np.save(f, array)
+
+
+def _as_int16(array: np.ndarray) -> np.ndarray:
+    """``array`` as int16 when that is lossless (integer values within int16), else itself."""
+    if not array.size or not (-32768 <= array.min() and array.max() <= 32767):
+        return array
+    small = array.astype(np.int16)
+    return small if np.array_equal(small, array) else array
 
 
 AUTO_JOBS_PER_WORKER = 128
@@ -206,9 +227,15 @@ AUTO_JOBS_PER_WORKER = 128
 interpreter importing pydicom costs 1-4 s, the time of about a hundred decodes."""
 
 
+def _serial_map(fn, jobs):
+    """``fn(job, writer)`` for each job in this process, the cache written on a thread."""
+    with Writer() as writer:
+        return [fn(j, writer) for j in jobs]
+
+
 def _pool_map(fn, jobs, workers: int):
     if workers <= 1 or len(jobs) <= 1:
-        return [fn(j) for j in jobs]
+        return _serial_map(fn, jobs)
     import multiprocessing
     import warnings
     from concurrent.futures import ProcessPoolExecutor
@@ -226,7 +253,7 @@ def _pool_map(fn, jobs, workers: int):
             RuntimeWarning,
             stacklevel=3,
         )
-        return [fn(j) for j in jobs]
+        return _serial_map(fn, jobs)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -372,7 +399,9 @@ class DicomDataset:
     attribute. ``report`` lists every skipped item and why; ``items`` and ``labels`` the kept
     ones; ``classes`` the class names by label index when the labels came from a CSV;
     ``decoded`` counts items decoded in this construction, ``cached`` the items found in the
-    cache, ``decode_processes`` the processes that decoded them; ``shape``, ``windows`` ((center,
+    cache, ``decode_processes`` the processes that decoded them, ``sized`` (slice and 2.5D
+    samplers) the items resized into the sized cache in this construction; ``cache_dir`` the
+    cache folder; ``shape``, ``windows`` ((center,
     width) per channel, or one for all) and ``input_range`` the samples' contract; ``len()`` is
     the number of samples per epoch (not batches).
     """
@@ -452,7 +481,11 @@ class DicomDataset:
             sampler, tuple(shape) if sampler != "mil" else (tiles, *shape), wins, out_range, tiles
         )
         self.index = self._index(samples_per_item)
-        self.dataset = self._build(batch_size, shuffle, augment, repeat, drop_remainder)
+        if sampler in SIZED_SAMPLERS:
+            self.sized = self._size()
+            self.dataset = self._build_sized(batch_size, shuffle, augment, repeat, drop_remainder)
+        else:
+            self.dataset = self._build(batch_size, shuffle, augment, repeat, drop_remainder)
 
     # -- stage 1
     def _decode(self, items, ys, volumes, cache_dir, workers, on_error):
@@ -462,7 +495,7 @@ class DicomDataset:
             from zoo.hub.cards import zoo_home
 
             cache_dir = zoo_home() / "dicom_cache"
-        cache_dir = Path(cache_dir)
+        cache_dir = self.cache_dir = Path(cache_dir)
         cache_dir.mkdir(parents=True, exist_ok=True)
         keys, jobs, skipped = self._plan_decoding(items, volumes, cache_dir, on_error)
         if workers is None:
@@ -523,6 +556,84 @@ class DicomDataset:
                 kept_y.append(ys[k])
         return arrays, kept, (kept_y if ys is not None else None)
 
+    # -- stage 1b: the sized cache
+    def _grey(self, info: dict) -> bool:
+        """Colour frames into a grey model are averaged to one channel before resizing."""
+        return info["shape"][-1] == 3 and self.shape[-1] != 3
+
+    def _size(self) -> int:
+        """Resize every frame once into the sized cache; returns how many items it resized.
+
+        Sets ``_frame_files`` (per item, one file per frame) and ``_affines`` ((items, 2, C),
+        each item's window or scaling).
+        """
+        from zoo.data import sized_cache
+
+        size, built = self.shape[:2], 0
+        single = self.sampler == "2.5d"
+        self._frame_files, affines = [], []
+        with sized_cache.Writer() as writer:
+            for path, info in self._arrays:
+                files = sized_cache.frame_files(
+                    self.cache_dir, Path(path).stem, info["shape"][0], size, self._grey(info))
+                built += sized_cache.build(path, files, size, self._grey(info), writer)
+                self._frame_files.append(files)
+                affines.append(_affine(info, self.windows[:1] if single else self.windows,
+                                       self.shape[-1]))
+        self._affines = np.stack(affines)
+        return built
+
+    def _sample_files(self) -> np.ndarray:
+        """(samples, k) frame files per sample: one for a slice, the C neighbours (clipped at
+        the ends) for 2.5D."""
+        chans = self.shape[-1]
+        offsets = np.arange(chans) - chans // 2 if self.sampler == "2.5d" else np.zeros(1, int)
+        rows = []
+        for item, position in self.index:
+            files = self._frame_files[item]
+            rows.append([files[int(np.clip(position + d, 0, len(files) - 1))] for d in offsets])
+        return np.array(rows, dtype=object).reshape(len(self.index), len(offsets))
+
+    def _build_sized(self, batch_size, shuffle, augment, repeat, drop_remainder):
+        """Warm path of the slice and 2.5D samplers, all TensorFlow: read each sample's sized
+        frames (in parallel), batch, then window the whole batch (one affine per sample's item),
+        augment the batch and prefetch."""
+        import tensorflow as tf
+
+        read = _sized_reader(self._sample_files(), self.shape, self._channels())
+        lo, hi = self.input_range
+        items = tf.constant(self.index[:, 0])
+        affines = tf.constant(self._affines)
+        labels = None if self.labels is None else tf.constant(np.asarray(self.labels))
+        layer = None if augment is None else _augmenter(augment)
+
+        @tf.autograph.experimental.do_not_convert
+        def finish(x, i):
+            item = tf.gather(items, i)
+            ab = tf.gather(affines, item)[:, :, None, None, :]  # (B, 2, 1, 1, C)
+            x = tf.clip_by_value(x * ab[:, 0] + ab[:, 1], 0.0, 1.0) * (hi - lo) + lo
+            return x if labels is None else (x, tf.gather(labels, item))
+
+        ds = tf.data.Dataset.range(len(self.index))
+        if shuffle:
+            ds = ds.shuffle(len(self.index), seed=self.seed, reshuffle_each_iteration=True)
+        ds = ds.map(read, num_parallel_calls=tf.data.AUTOTUNE, deterministic=not shuffle)
+        if repeat:
+            ds = ds.repeat()
+        ds = ds.batch(batch_size, drop_remainder=drop_remainder)
+        ds = ds.map(finish, num_parallel_calls=tf.data.AUTOTUNE)
+        if layer is not None:
+            ds = _augment_batches(ds, layer, with_labels=labels is not None)
+        return ds.prefetch(tf.data.AUTOTUNE)
+
+    def _channels(self) -> int | None:
+        """The channels of a sized frame when every item has the same, else None (mixed grey
+        and colour items: each sample is broadcast to the output channels before batching)."""
+        found = {1 if self._grey(info) else info["shape"][-1] for _, info in self._arrays}
+        if self.sampler == "2.5d":
+            return self.shape[-1]
+        return found.pop() if len(found) == 1 else None
+
     # -- stage 2
     def _index(self, samples_per_item: int) -> np.ndarray:
         rows = []
@@ -555,15 +666,13 @@ class DicomDataset:
             ds, tf.data.Dataset.random(seed=self.seed, rerandomize_each_iteration=True)
         )
 
+        @tf.autograph.experimental.do_not_convert
         def load(row, seed):
             x, ab = tf.numpy_function(
                 self._load, [row[0], row[1], seed], (tf.float32, tf.float32), stateful=False
             )
             x.set_shape(native)
             ab.set_shape([2, plan.shape[-1]])
-            # resize the physical values (1 channel for CT), then window
-            if plan.sampler in ("slice", "2.5d"):
-                x = tf.image.resize(x, plan.shape[:2], antialias=True)
             # windows / scaling, in C++
             x = tf.clip_by_value(x * ab[0] + ab[1], 0.0, 1.0) * (hi - lo) + lo
             x.set_shape([*native[:-1], plan.shape[-1]])
@@ -589,6 +698,27 @@ class DicomDataset:
     def __len__(self) -> int:
         """Samples per epoch (not batches)."""
         return len(self.index)
+
+
+def _sized_reader(files: np.ndarray, shape, channels: int | None):
+    """sample index -> (its frames from the sized cache, (H, W, C) float32, the index)."""
+    import tensorflow as tf
+
+    table = tf.constant(files.astype(str))
+    h, w, chans = (int(s) for s in shape)
+
+    @tf.autograph.experimental.do_not_convert
+    def read(i):
+        parts = [tf.reshape(tf.io.decode_raw(tf.io.read_file(table[i, j]), tf.float32), (h, w, -1))
+                 for j in range(files.shape[1])]
+        x = parts[0] if len(parts) == 1 else tf.concat(parts, axis=-1)
+        if channels is None:  # mixed grey and colour items: one shape to batch
+            x = tf.broadcast_to(x, (h, w, chans))
+        else:
+            x = tf.ensure_shape(x, (h, w, channels))
+        return x, i
+
+    return read
 
 
 def _augmenter(augment):
