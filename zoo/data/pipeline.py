@@ -13,12 +13,17 @@ Two stages, so training never waits on pydicom:
    version) and decodes nothing. The slice and 2.5D samplers then resize every frame once to
    the model's size into the sized cache (zoo.data.sized_cache; physical values, before any
    window or augmentation).
-2. **Stream**. Slice and 2.5D: a shuffled index of samples is mapped in parallel to their sized
-   frames (``tf.io.read_file``), batched, and each batch windowed or scaled and augmented as a
-   whole: TensorFlow ops only, no Python per element (so tf.data service workers can run it).
-   Triplanar, cube and MIL, whose samples are random crops: each sample is read from the cache
-   (memory-mapped) and cut in numpy, then windowed or scaled by TensorFlow ops, augmented with
-   Keras preprocessing layers and batched.
+2. **Stream**. Slice and 2.5D: a shuffled index of samples is mapped in parallel to their
+   ready frames in the sized cache (``tf.io.read_file``), batched and augmented: TensorFlow ops
+   only, no Python per element (so tf.data service workers can run it). Triplanar, cube and MIL,
+   whose samples are random crops: each sample is read from the cache (memory-mapped) and cut in
+   numpy, then windowed or scaled by TensorFlow ops and batched.
+
+Augmentation (``augment=``) is never cached. Keras preprocessing layers run on whole batches
+(on each MIL bag); a function of one sample made of TensorFlow ops (e.g.
+``tf.image.random_flip_left_right``) runs on each sample before batching, which is the cheaper
+of the two on a CPU: Keras's random flip selects between flipped and unflipped batches
+element by element, a per-sample ``tf.cond`` copies only what it flips.
 
 The output follows a model's input contract by default: the shape and value range of
 ``zoo.input_contract(model)``, or of a weight card (``model="resnet50.imagenet"``); without a
@@ -38,7 +43,7 @@ import numpy as np
 
 from zoo.data.dicom import READER_VERSION, find_dicom_files, read_dicom
 from zoo.data.labels import read_labels
-from zoo.data.sized_cache import Writer, write_atomic
+from zoo.data.sized_cache import Writer, window_tf, write_atomic
 from zoo.data.windows import DEFAULT_CT_STACK, resolve_windows, window_affine
 from zoo.errors import DataError, InvalidArgumentError, ZooError
 from zoo.registry import Registry
@@ -403,7 +408,9 @@ class DicomDataset:
     samplers) the items resized into the sized cache in this construction; ``cache_dir`` the
     cache folder; ``shape``, ``windows`` ((center,
     width) per channel, or one for all) and ``input_range`` the samples' contract; ``len()`` is
-    the number of samples per epoch (not batches).
+    the number of samples per epoch (not batches). ``augment``: a Keras layer or a list of Keras
+    preprocessing layers (run on whole batches), or a function of one sample made of
+    TensorFlow ops (run on each sample before batching); see the module docstring.
     """
 
     def __init__(
@@ -450,6 +457,7 @@ class DicomDataset:
             raise InvalidArgumentError(
                 "augment= takes 2D Keras preprocessing layers; the cube sampler has none."
             )
+        augmenters = _augmenter(augment)  # a bad value raises before any decoding
         chans = shape[-1]
         # three complementary windows for 3 channels, else the soft-tissue one
         if windows == "auto":
@@ -483,9 +491,9 @@ class DicomDataset:
         self.index = self._index(samples_per_item)
         if sampler in SIZED_SAMPLERS:
             self.sized = self._size()
-            self.dataset = self._build_sized(batch_size, shuffle, augment, repeat, drop_remainder)
+            self.dataset = self._build_sized(batch_size, shuffle, augmenters, repeat, drop_remainder)
         else:
-            self.dataset = self._build(batch_size, shuffle, augment, repeat, drop_remainder)
+            self.dataset = self._build(batch_size, shuffle, augmenters, repeat, drop_remainder)
 
     # -- stage 1
     def _decode(self, items, ys, volumes, cache_dir, workers, on_error):
@@ -557,30 +565,32 @@ class DicomDataset:
         return arrays, kept, (kept_y if ys is not None else None)
 
     # -- stage 1b: the sized cache
-    def _grey(self, info: dict) -> bool:
-        """Colour frames into a grey model are averaged to one channel before resizing."""
-        return info["shape"][-1] == 3 and self.shape[-1] != 3
+    def _recipe(self, info: dict):
+        """How one item's frames become samples (see zoo.data.sized_cache.Recipe): 2.5D frames
+        are single channels of one window, stacked when read."""
+        from zoo.data.sized_cache import Recipe
+
+        chans = self.shape[-1]
+        if self.sampler == "2.5d":
+            affine = _affine(info, self.windows[:1], chans)[:, :1]
+        else:
+            affine = _affine(info, self.windows, chans)
+        grey = info["shape"][-1] == 3 and chans != 3  # colour into a grey model: averaged
+        return Recipe(tuple(int(s) for s in self.shape[:2]), grey, affine, self.input_range)
 
     def _size(self) -> int:
-        """Resize every frame once into the sized cache; returns how many items it resized.
-
-        Sets ``_frame_files`` (per item, one file per frame) and ``_affines`` ((items, 2, C),
-        each item's window or scaling).
-        """
+        """Resize and window every frame once into the sized cache (``_frame_files``: per item,
+        a file per frame); returns how many items it wrote."""
         from zoo.data import sized_cache
 
-        size, built = self.shape[:2], 0
-        single = self.sampler == "2.5d"
-        self._frame_files, affines = [], []
+        built, self._frame_files = 0, []
         with sized_cache.Writer() as writer:
             for path, info in self._arrays:
-                files = sized_cache.frame_files(
-                    self.cache_dir, Path(path).stem, info["shape"][0], size, self._grey(info))
-                built += sized_cache.build(path, files, size, self._grey(info), writer)
+                recipe = self._recipe(info)
+                files = sized_cache.frame_files(self.cache_dir, Path(path).stem, info["shape"][0],
+                                                recipe)
+                built += sized_cache.build(path, files, recipe, writer)
                 self._frame_files.append(files)
-                affines.append(_affine(info, self.windows[:1] if single else self.windows,
-                                       self.shape[-1]))
-        self._affines = np.stack(affines)
         return built
 
     def _sample_files(self) -> np.ndarray:
@@ -594,26 +604,16 @@ class DicomDataset:
             rows.append([files[int(np.clip(position + d, 0, len(files) - 1))] for d in offsets])
         return np.array(rows, dtype=object).reshape(len(self.index), len(offsets))
 
-    def _build_sized(self, batch_size, shuffle, augment, repeat, drop_remainder):
-        """Warm path of the slice and 2.5D samplers, all TensorFlow: read each sample's sized
-        frames (in parallel), batch, then window the whole batch (one affine per sample's item),
-        augment the batch and prefetch."""
+    def _build_sized(self, batch_size, shuffle, augmenters, repeat, drop_remainder):
+        """Slice and 2.5D, all TensorFlow: read each sample's ready frames (in parallel, through
+        a per-sample augmentation function), batch, run Keras augmentation layers on the whole
+        batch, prefetch."""
         import tensorflow as tf
 
-        read = _sized_reader(self._sample_files(), self.shape, self._channels())
-        lo, hi = self.input_range
-        items = tf.constant(self.index[:, 0])
-        affines = tf.constant(self._affines)
-        labels = None if self.labels is None else tf.constant(np.asarray(self.labels))
-        layer = None if augment is None else _augmenter(augment)
-
-        @tf.autograph.experimental.do_not_convert
-        def finish(x, i):
-            item = tf.gather(items, i)
-            ab = tf.gather(affines, item)[:, :, None, None, :]  # (B, 2, 1, 1, C)
-            x = tf.clip_by_value(x * ab[:, 0] + ab[:, 1], 0.0, 1.0) * (hi - lo) + lo
-            return x if labels is None else (x, tf.gather(labels, item))
-
+        items = self.index[:, 0]
+        labels = None if self.labels is None else np.asarray(self.labels)[items]
+        per_sample, layer = augmenters
+        read = _sized_reader(self._sample_files(), self.shape, labels, per_sample)
         ds = tf.data.Dataset.range(len(self.index))
         if shuffle:
             ds = ds.shuffle(len(self.index), seed=self.seed, reshuffle_each_iteration=True)
@@ -621,18 +621,9 @@ class DicomDataset:
         if repeat:
             ds = ds.repeat()
         ds = ds.batch(batch_size, drop_remainder=drop_remainder)
-        ds = ds.map(finish, num_parallel_calls=tf.data.AUTOTUNE)
         if layer is not None:
             ds = _augment_batches(ds, layer, with_labels=labels is not None)
         return ds.prefetch(tf.data.AUTOTUNE)
-
-    def _channels(self) -> int | None:
-        """The channels of a sized frame when every item has the same, else None (mixed grey
-        and colour items: each sample is broadcast to the output channels before batching)."""
-        found = {1 if self._grey(info) else info["shape"][-1] for _, info in self._arrays}
-        if self.sampler == "2.5d":
-            return self.shape[-1]
-        return found.pop() if len(found) == 1 else None
 
     # -- stage 2
     def _index(self, samples_per_item: int) -> np.ndarray:
@@ -651,14 +642,14 @@ class DicomDataset:
         x, ab = _sample_raw(array, info, int(position), int(seed), self._plan)
         return np.ascontiguousarray(x, np.float32), ab
 
-    def _build(self, batch_size, shuffle, augment, repeat, drop_remainder):
+    def _build(self, batch_size, shuffle, augmenters, repeat, drop_remainder):
         import tensorflow as tf
 
         plan = self._plan
         native = _native_shape(plan)
         lo, hi = plan.out_range
         labels = None if self.labels is None else np.asarray(self.labels)
-        layer = None if augment is None else _augmenter(augment)
+        per_sample, layer = augmenters
         ds = tf.data.Dataset.from_tensor_slices(self.index)
         if shuffle:
             ds = ds.shuffle(len(self.index), seed=self.seed, reshuffle_each_iteration=True)
@@ -673,9 +664,10 @@ class DicomDataset:
             )
             x.set_shape(native)
             ab.set_shape([2, plan.shape[-1]])
-            # windows / scaling, in C++
-            x = tf.clip_by_value(x * ab[0] + ab[1], 0.0, 1.0) * (hi - lo) + lo
+            x = window_tf(x, ab, plan.out_range)  # windows / scaling, in C++
             x.set_shape([*native[:-1], plan.shape[-1]])
+            if per_sample is not None:
+                x = per_sample(x)
             if layer is not None and plan.sampler == "mil":
                 x = layer(x, training=True)  # a bag is a batch of tiles
             if labels is None:
@@ -700,36 +692,43 @@ class DicomDataset:
         return len(self.index)
 
 
-def _sized_reader(files: np.ndarray, shape, channels: int | None):
-    """sample index -> (its frames from the sized cache, (H, W, C) float32, the index)."""
+def _sized_reader(files: np.ndarray, shape, labels, augment=None):
+    """sample index -> its frames from the sized cache stacked on channels, (H, W, C) float32,
+    through ``augment`` (a function of one sample) when given (and its label)."""
     import tensorflow as tf
 
     table = tf.constant(files.astype(str))
-    h, w, chans = (int(s) for s in shape)
+    labels = None if labels is None else tf.constant(labels)
+    h, w, _ = (int(s) for s in shape)
 
     @tf.autograph.experimental.do_not_convert
     def read(i):
         parts = [tf.reshape(tf.io.decode_raw(tf.io.read_file(table[i, j]), tf.float32), (h, w, -1))
                  for j in range(files.shape[1])]
-        x = parts[0] if len(parts) == 1 else tf.concat(parts, axis=-1)
-        if channels is None:  # mixed grey and colour items: one shape to batch
-            x = tf.broadcast_to(x, (h, w, chans))
-        else:
-            x = tf.ensure_shape(x, (h, w, channels))
-        return x, i
+        x = tf.ensure_shape(parts[0] if len(parts) == 1 else tf.concat(parts, axis=-1), shape)
+        if augment is not None:
+            x = tf.ensure_shape(augment(x), shape)
+        return x if labels is None else (x, labels[i])
 
     return read
 
 
 def _augmenter(augment):
+    """(function of one sample, Keras layer for whole batches): one of them, or neither."""
+    if augment is None:
+        return None, None
     import keras
 
     if isinstance(augment, keras.layers.Layer):
-        return augment
-    if isinstance(augment, Sequence):
-        return keras.Sequential(list(augment), name="augment")
+        return None, augment
+    if isinstance(augment, Sequence) and not isinstance(augment, str):
+        return None, keras.Sequential(list(augment), name="augment")
+    if callable(augment):
+        return augment, None
     raise InvalidArgumentError(
-        "augment= takes a Keras layer or a list of Keras preprocessing layers."
+        f"augment={augment!r}: give a Keras layer, a list of Keras preprocessing layers (run on "
+        "whole batches) or a function of one sample made of TensorFlow ops (run on each sample "
+        "before batching, e.g. tf.image.random_flip_left_right)."
     )
 
 
