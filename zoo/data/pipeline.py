@@ -489,11 +489,10 @@ class DicomDataset:
             sampler, tuple(shape) if sampler != "mil" else (tiles, *shape), wins, out_range, tiles
         )
         self.index = self._index(samples_per_item)
+        build = self._build
         if sampler in SIZED_SAMPLERS:
-            self.sized = self._size()
-            self.dataset = self._build_sized(batch_size, shuffle, augmenters, repeat, drop_remainder)
-        else:
-            self.dataset = self._build(batch_size, shuffle, augmenters, repeat, drop_remainder)
+            self.sized, build = self._size(), self._build_sized
+        self.dataset = build(batch_size, shuffle, augmenters, repeat, drop_remainder)
 
     # -- stage 1
     def _decode(self, items, ys, volumes, cache_dir, workers, on_error):
