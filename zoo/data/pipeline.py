@@ -43,7 +43,7 @@ import numpy as np
 
 from zoo.data.dicom import READER_VERSION, find_dicom_files, read_dicom
 from zoo.data.labels import read_labels
-from zoo.data.sized_cache import Writer, window_tf, write_atomic
+from zoo.data.sized_cache import Writer, window_np, window_tf, write_atomic
 from zoo.data.windows import DEFAULT_CT_STACK, resolve_windows, window_affine
 from zoo.errors import DataError, InvalidArgumentError, ZooError
 from zoo.registry import Registry
@@ -190,11 +190,12 @@ def decode_item(item: Path, volumes: bool, target_spacing=None) -> tuple[np.ndar
     return np.ascontiguousarray(array, np.float32), info
 
 
-def _decode_to_cache(args, writer=None) -> tuple[str, str | None, int]:
+def _decode_to_cache(args, writer=None, then=None) -> tuple[str, str | None, int]:
     """Decode one item into ``cache_dir``; returns (item, error text or None, pid).
 
     ``writer`` (a sized_cache.Writer) writes on a background thread; without it (in a worker
-    process) the files are written here.
+    process) the files are written here. ``then(writer, key, array, info)`` is given the decoded
+    float32 array (the sized cache is made from it without reading the cache back).
     """
     item, volumes, spacing, cache_dir, key, raise_errors = args
     target = Path(cache_dir) / f"{key}.npy"
@@ -205,12 +206,17 @@ def _decode_to_cache(args, writer=None) -> tuple[str, str | None, int]:
             raise
         return item, f"{type(e).__name__}: {e}", os.getpid()
     # HU and most stored grey values are integers: half the bytes, lossless
-    array = _as_int16(array)
+    small = _as_int16(array)
     text = json.dumps(info)
     # the array, then its JSON: an item counts as cached only when both exist
+    if writer is None:
+        write_atomic(target, lambda tmp: _save_npy(tmp, small))
+    else:
+        writer.submit(target, lambda tmp: _save_npy(tmp, small), nbytes=small.nbytes)
     write = writer.submit if writer is not None else write_atomic
-    write(target, lambda tmp: _save_npy(tmp, array))
     write(target.with_suffix(".json"), lambda tmp: tmp.write_text(text))
+    if then is not None:
+        then(writer, key, array, info)
     return item, None, os.getpid()
 
 
@@ -232,15 +238,16 @@ AUTO_JOBS_PER_WORKER = 128
 interpreter importing pydicom costs 1-4 s, the time of about a hundred decodes."""
 
 
-def _serial_map(fn, jobs):
-    """``fn(job, writer)`` for each job in this process, the cache written on a thread."""
+def _serial_map(fn, jobs, then=None):
+    """``fn(job, writer, then)`` for each job in this process, the cache written on a thread."""
     with Writer() as writer:
-        return [fn(j, writer) for j in jobs]
+        return [fn(j, writer, then) for j in jobs]
 
 
-def _pool_map(fn, jobs, workers: int):
+def _pool_map(fn, jobs, workers: int, then=None):
+    """``fn`` over ``jobs`` in ``workers`` spawned processes, or here (with ``then``)."""
     if workers <= 1 or len(jobs) <= 1:
-        return _serial_map(fn, jobs)
+        return _serial_map(fn, jobs, then)
     import multiprocessing
     import warnings
     from concurrent.futures import ProcessPoolExecutor
@@ -258,7 +265,7 @@ def _pool_map(fn, jobs, workers: int):
             RuntimeWarning,
             stacklevel=3,
         )
-        return _serial_map(fn, jobs)
+        return _serial_map(fn, jobs, then)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -285,8 +292,7 @@ def _affine(info: dict, windows, chans: int) -> np.ndarray:
 
 def _apply(x: np.ndarray, ab: np.ndarray, out_range) -> np.ndarray:
     """The numpy twin of the in-graph normalisation (x broadcasts against the channels of ab)."""
-    lo, hi = out_range
-    return (np.clip(x * ab[0] + ab[1], 0.0, 1.0) * (hi - lo) + lo).astype(np.float32)
+    return window_np(x, ab, out_range)
 
 
 def _crop(array: np.ndarray, starts, sizes, pad_value: float) -> np.ndarray:
@@ -508,7 +514,10 @@ class DicomDataset:
         if workers is None:
             workers = min(os.cpu_count() or 1, 8)
             workers = workers if len(jobs) >= AUTO_JOBS_PER_WORKER * workers else 1
-        results = _pool_map(_decode_to_cache, jobs, workers if len(jobs) >= 2 * workers else 1)
+        then = self._size_decoded if self.sampler in SIZED_SAMPLERS else None
+        self._sized_early = 0
+        results = _pool_map(_decode_to_cache, jobs, workers if len(jobs) >= 2 * workers else 1,
+                            then)
         self.decoded, self.cached = len(jobs), len(items) - len(jobs) - len(skipped)
         self.decode_processes = len({pid for _, _, pid in results})
         for item, error, _ in results:
@@ -577,18 +586,34 @@ class DicomDataset:
         grey = info["shape"][-1] == 3 and chans != 3  # colour into a grey model: averaged
         return Recipe(tuple(int(s) for s in self.shape[:2]), grey, affine, self.input_range)
 
-    def _size(self) -> int:
-        """Resize and window every frame once into the sized cache (``_frame_files``: per item,
-        a file per frame); returns how many items it wrote."""
+    def _size_decoded(self, writer, key: str, array: np.ndarray, info: dict) -> None:
+        """Queue the sized frames of an item just decoded in this process (on the writer's
+        thread, while the next item decodes); shapes the pipeline refuses are left to _kept."""
         from zoo.data import sized_cache
 
-        built, self._frame_files = 0, []
+        if array.ndim != 4 or array.shape[-1] not in (1, 3) or min(array.shape) < 1:
+            return
+        recipe = self._recipe(info)
+        files = sized_cache.frame_files(self.cache_dir, key, array.shape[0], recipe)
+        writer.call(sized_cache.write_item, files, array, recipe, nbytes=array.nbytes)
+        self._sized_early += 1
+
+    def _size(self) -> int:
+        """Resize and window into the sized cache every item that lacks it (on a thread,
+        while the next item loads); sets ``_frame_files`` (per item, a file per frame) and
+        returns how many items it sized."""
+        from zoo.data import sized_cache
+
+        built, self._frame_files = self._sized_early, []
         with sized_cache.Writer() as writer:
             for path, info in self._arrays:
                 recipe = self._recipe(info)
                 files = sized_cache.frame_files(self.cache_dir, Path(path).stem, info["shape"][0],
                                                 recipe)
-                built += sized_cache.build(path, files, recipe, writer)
+                if sized_cache.missing(files):
+                    array = np.load(path, mmap_mode="r")
+                    writer.call(sized_cache.write_item, files, array, recipe)
+                    built += 1
                 self._frame_files.append(files)
         return built
 

@@ -32,28 +32,38 @@ CHUNK = 16  # frames resized per TensorFlow call: amortises the call, bounds the
 
 
 class Writer:
-    """Atomic file writes on one background thread, in order, so decoding does not wait for the
-    disk.
+    """Work on one background thread, in order: file writes (atomic) and the sized cache's
+    resizing, so decoding in the calling thread does not wait for them.
 
-    At most ``backlog`` writes wait (their data held in memory); ``close`` (or leaving the
-    ``with`` block) waits for every write and re-raises the first error.
+    At most ``limit`` bytes of queued work wait (their data held in memory); ``close`` (or
+    leaving the ``with`` block) waits for all of it and re-raises the first error.
     """
 
-    def __init__(self, backlog: int = 64):
+    def __init__(self, limit: int = 256 << 20):
         self._pool = ThreadPoolExecutor(max_workers=1)
-        self._pending: deque[Future] = deque()
-        self._backlog = backlog
+        self._pending: deque[tuple[Future, int]] = deque()
+        self._queued, self._limit = 0, limit
 
-    def submit(self, target: Path, write) -> None:
+    def call(self, fn, *args, nbytes: int = 0) -> None:
+        """Run ``fn(*args)`` on the thread; ``nbytes``: the memory its arguments hold."""
+        while self._pending and self._queued + nbytes > self._limit:
+            self._wait_oldest()
+        self._pending.append((self._pool.submit(fn, *args), nbytes))
+        self._queued += nbytes
+
+    def submit(self, target: Path, write, nbytes: int = 0) -> None:
         """``write(temporary path)`` then rename onto ``target``."""
-        while len(self._pending) >= self._backlog:
-            self._pending.popleft().result()
-        self._pending.append(self._pool.submit(write_atomic, Path(target), write))
+        self.call(write_atomic, Path(target), write, nbytes=nbytes)
+
+    def _wait_oldest(self) -> None:
+        future, nbytes = self._pending.popleft()
+        self._queued -= nbytes
+        future.result()
 
     def close(self) -> None:
         try:
             while self._pending:
-                self._pending.popleft().result()
+                self._wait_oldest()
         finally:
             self._pending.clear()
             self._pool.shutdown(wait=True)
@@ -95,9 +105,16 @@ def frame_files(cache_dir: Path, key: str, frames: int, recipe: Recipe) -> list[
     return [str(folder / f"{tag}.{f}.f32") for f in range(frames)]
 
 
+def window_np(x: np.ndarray, affine: np.ndarray, out_range) -> np.ndarray:
+    """``clip(x * a + b, 0, 1)`` scaled to ``out_range``: the pipeline's one normalisation
+    formula (x broadcasts against the channels of the (2, C) float32 affine). float32 throughout,
+    so it equals ``window_tf`` value for value."""
+    lo, hi = out_range
+    return (np.clip(x * affine[0] + affine[1], 0.0, 1.0) * (hi - lo) + lo).astype(np.float32)
+
+
 def window_tf(x, affine, out_range):
-    """``clip(x * a + b, 0, 1)`` scaled to ``out_range``, in TensorFlow (x broadcasts against the
-    channels of the (2, C) affine); the pipeline's one normalisation formula."""
+    """``window_np`` in TensorFlow."""
     import tensorflow as tf
 
     lo, hi = out_range
@@ -106,24 +123,25 @@ def window_tf(x, affine, out_range):
 
 def prepare(frames: np.ndarray, recipe: Recipe) -> np.ndarray:
     """(F, H, W, c) physical values -> (F, h, w, C) float32 model input, as the pipeline always
-    did per sample: colour averaged for a grey model, resized (bilinear, antialiased), windowed."""
+    did per sample: colour averaged for a grey model, resized (bilinear, antialiased), windowed
+    (numpy: TensorFlow's element-wise kernels run without AVX in this build)."""
     import tensorflow as tf
 
     x = np.asarray(frames, np.float32)
     if recipe.grey:
         x = x.mean(axis=-1, keepdims=True)
-    x = tf.image.resize(x, recipe.size, antialias=True)
-    return window_tf(x, tf.constant(recipe.affine, tf.float32), recipe.out_range).numpy()
+    x = tf.image.resize(x, recipe.size, antialias=True).numpy()
+    return window_np(x, np.asarray(recipe.affine, np.float32), recipe.out_range)
 
 
-def build(native_path: str, files: list[str], recipe: Recipe, writer: Writer) -> bool:
-    """Write the sized frames of one cached item unless they are there; True when it wrote."""
-    if Path(files[-1]).exists():
-        return False
+def missing(files: list[str]) -> bool:
+    """True unless every frame file is there (they are written in order: the last one last)."""
+    return not Path(files[-1]).exists()
+
+
+def write_item(files: list[str], frames: np.ndarray, recipe: Recipe) -> None:
+    """Prepare an item's frames (F, H, W, c) and write one file per frame, in order."""
     Path(files[0]).parent.mkdir(parents=True, exist_ok=True)
-    array = np.load(native_path, mmap_mode="r")
     for start in range(0, len(files), CHUNK):
-        for k, frame in enumerate(prepare(array[start:start + CHUNK], recipe)):
-            data = np.ascontiguousarray(frame, "<f4")
-            writer.submit(Path(files[start + k]), data.tofile)
-    return True
+        for k, frame in enumerate(prepare(frames[start:start + CHUNK], recipe)):
+            write_atomic(Path(files[start + k]), np.ascontiguousarray(frame, "<f4").tofile)
