@@ -1,0 +1,143 @@
+"""The sized cache of the slice and 2.5D samplers: values against an independent reference, reuse
+and invalidation, never augmented, per-sample augmentation functions, tf.data service delivery,
+the background writer, and the exact float32 rescale."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from zoo.data import pipeline, sized_cache
+from zoo.data.dicom import _rescale, read_dicom
+from zoo.data.pipeline import dicom_dataset
+from zoo.data.synthetic_dicom import write_ct_series
+from zoo.errors import InvalidArgumentError
+
+WINDOWS = [(40.0, 400.0), (-600.0, 1500.0), (300.0, 1500.0)]
+
+
+@pytest.fixture(scope="module")
+def series(tmp_path_factory):
+    root = tmp_path_factory.mktemp("sized_src")
+    write_ct_series(root / "a", n_slices=4, size=32, seed=3)
+    return root / "a"
+
+
+def batches(ds):
+    return np.concatenate([(b[0] if isinstance(b, tuple) else b).numpy() for b in ds])
+
+
+def reference(files, size, windows=WINDOWS, out=(0.0, 255.0)):
+    """HU -> tf.image.resize(antialias) -> DICOM linear window per channel, written out here."""
+    rows = []
+    for f in files:
+        hu = read_dicom(f).pixels[0].astype(np.float64)
+        x = tf.image.resize(hu.astype(np.float32), size, antialias=True).numpy().astype(np.float64)
+        chans = [np.clip((x[..., 0] - (c - 0.5)) / (w - 1) + 0.5, 0, 1) for c, w in windows]
+        rows.append(np.stack(chans, -1) * (out[1] - out[0]) + out[0])
+    return np.stack(rows)
+
+
+def test_resized_windowed_values_and_reuse(series, tmp_path):
+    files = sorted(series.iterdir())
+    ds = dicom_dataset(series, input_shape=(16, 16, 3), windows=WINDOWS, shuffle=False,
+                       batch_size=3, cache_dir=tmp_path, workers=1)
+    assert (ds.dicom.decoded, ds.dicom.sized) == (4, 4)
+    np.testing.assert_allclose(batches(ds), reference(files, (16, 16)), atol=2e-3)
+    sized = sorted((tmp_path / sized_cache.SIZED_DIR).glob("*.f32"))
+    assert len(sized) == 4 and all(p.stat().st_size == 16 * 16 * 3 * 4 for p in sized)
+    assert not list(tmp_path.rglob("*.tmp"))  # every write was renamed into place
+
+    again = dicom_dataset(series, input_shape=(16, 16, 3), windows=WINDOWS, shuffle=False,
+                          cache_dir=tmp_path)
+    assert (again.dicom.decoded, again.dicom.sized) == (0, 0)
+    np.testing.assert_array_equal(batches(again), batches(ds))
+    # another size or another window is another variant: new files, the old ones stay valid
+    other = dicom_dataset(series, input_shape=(8, 8, 1), windows=["lung"], shuffle=False,
+                          cache_dir=tmp_path)
+    assert (other.dicom.decoded, other.dicom.sized) == (0, 4)
+    assert len(list((tmp_path / sized_cache.SIZED_DIR).glob("*.f32"))) == 8
+    lung = [(-600.0, 1500.0)]
+    np.testing.assert_allclose(batches(other), reference(files, (8, 8), lung), atol=2e-3)
+
+
+def test_cache_from_worker_processes_is_sized_in_the_main_process(series, tmp_path, monkeypatch):
+    # a cache decoded elsewhere (here: a previous run) is sized from the .npy files alone
+    dicom_dataset(series, input_shape=(32, 32, 1), cache_dir=tmp_path, workers=1)
+    monkeypatch.setattr(pipeline, "read_dicom", lambda *a, **k: pytest.fail("decoded again"))
+    ds = dicom_dataset(series, input_shape=(12, 12, 3), windows=WINDOWS, shuffle=False,
+                       cache_dir=tmp_path)
+    assert (ds.dicom.decoded, ds.dicom.sized) == (0, 4)
+    np.testing.assert_allclose(batches(ds), reference(sorted(series.iterdir()), (12, 12)),
+                               atol=2e-3)
+
+
+def test_augmentation_is_never_cached_and_functions_run_per_sample(series, tmp_path):
+    plain = batches(dicom_dataset(series, input_shape=(16, 16, 3), shuffle=False,
+                                  cache_dir=tmp_path))
+    mirrored = dicom_dataset(series, input_shape=(16, 16, 3), shuffle=False, cache_dir=tmp_path,
+                             augment=lambda x: x[:, ::-1])
+    assert mirrored.dicom.sized == 0  # the same cache: augmentation is not part of it
+    np.testing.assert_array_equal(batches(mirrored), plain[:, :, ::-1])
+    flipped = batches(dicom_dataset(series, input_shape=(16, 16, 3), shuffle=False,
+                                    cache_dir=tmp_path, augment=tf.image.random_flip_left_right))
+    assert all(np.array_equal(a, b) or np.array_equal(a, b[:, ::-1])
+               for a, b in zip(flipped, plain))
+
+
+def test_a_bad_augment_is_refused_before_decoding(series, tmp_path, monkeypatch):
+    monkeypatch.setattr(pipeline, "read_dicom", lambda *a, **k: pytest.fail("decoded"))
+    with pytest.raises(InvalidArgumentError, match="augment=3.*function of one sample"):
+        dicom_dataset(series, cache_dir=tmp_path, augment=3)
+
+
+def test_grey_and_colour_items_share_a_batch(tmp_path):
+    from pydicom.data import get_testdata_file
+
+    mr, rgb = get_testdata_file("MR_small.dcm"), get_testdata_file("SC_rgb.dcm")
+    x = batches(dicom_dataset([mr, rgb], input_shape=(20, 20, 3), shuffle=False, batch_size=2,
+                              cache_dir=tmp_path))
+    assert x.shape == (2, 20, 20, 3) and 0 <= x.min() and x.max() <= 255
+    np.testing.assert_array_equal(x[0, ..., 0], x[0, ..., 2])  # grey: one stretch, 3 channels
+    colour = read_dicom(rgb).pixels[0]
+    expected = tf.image.resize(colour, (20, 20), antialias=True).numpy()  # [0, 255] stays
+    np.testing.assert_allclose(x[1], np.clip(expected, 0, 255), atol=1e-3)
+
+
+def test_the_tf_data_service_delivers_the_warm_pipeline(series, tmp_path):
+    from zoo.train.data_service import DataService
+
+    ds = dicom_dataset(series, [0, 1, 2, 3], input_shape=(16, 16, 1), batch_size=1,
+                       shuffle=False, cache_dir=tmp_path)
+    local = {int(y[0]): x.numpy() for x, y in ds}
+    with DataService(workers=2) as service:
+        served = [(x.numpy(), int(y[0])) for x, y in service.distribute(ds)]
+    assert sorted(y for _, y in served) == [0, 1, 2, 3]  # each element exactly once
+    for x, y in served:
+        np.testing.assert_array_equal(x, local[y])
+
+
+def test_writer_renames_only_whole_files_and_reraises(tmp_path):
+    def broken(tmp: Path):
+        tmp.write_bytes(b"half")
+        raise OSError("disk full")
+
+    writer = sized_cache.Writer(limit=10)
+    writer.submit(tmp_path / "a.bin", lambda tmp: tmp.write_bytes(b"whole"), nbytes=8)
+    writer.submit(tmp_path / "b.bin", broken, nbytes=8)  # waits for a: over the limit
+    with pytest.raises(OSError, match="disk full"):
+        writer.close()
+    assert (tmp_path / "a.bin").read_bytes() == b"whole" and not (tmp_path / "b.bin").exists()
+
+
+@pytest.mark.parametrize("slope, intercept", [(1.0, -1024.0), (2.0, 3.0), (0.5, -1.0),
+                                              (1.0, -1024.25)])
+def test_rescale_in_float32_only_where_exact(slope, intercept):
+    stored = np.random.default_rng(0).integers(-2048, 4096, (64, 64)).astype(np.int16)
+    fast = _rescale(stored, slope, intercept).astype(np.float32)
+    exact = (stored.astype(np.float64) * slope + intercept).astype(np.float32)
+    np.testing.assert_array_equal(fast, exact)
+    assert _rescale(stored, 0.5, 0.0).dtype == np.float64  # a fractional slope stays float64
