@@ -244,6 +244,13 @@ def _serial_map(fn, jobs, then=None):
         return [fn(j, writer, then) for j in jobs]
 
 
+def _then_cached(then, writer, job) -> None:
+    """``then`` for an item a worker process decoded, from the files it wrote."""
+    key, target = job[4], Path(job[3]) / f"{job[4]}.npy"
+    info = json.loads(target.with_suffix(".json").read_text())
+    then(writer, key, np.load(target, mmap_mode="r"), info)
+
+
 def _pool_map(fn, jobs, workers: int, then=None):
     """``fn`` over ``jobs`` in ``workers`` spawned processes, or here (with ``then``)."""
     if workers <= 1 or len(jobs) <= 1:
@@ -256,8 +263,16 @@ def _pool_map(fn, jobs, workers: int, then=None):
     try:  # spawn, not fork: the parent may already run TensorFlow threads
         with ProcessPoolExecutor(
             max_workers=workers, mp_context=multiprocessing.get_context("spawn")
-        ) as pool:
-            return list(pool.map(fn, jobs, chunksize=max(1, len(jobs) // (4 * workers))))
+        ) as pool, Writer() as writer:
+            results = []
+            # results come back chunk by chunk: ``then`` runs here (on the writer's thread)
+            # while the workers decode the next chunks
+            for job, result in zip(jobs, pool.map(
+                    fn, jobs, chunksize=max(1, len(jobs) // (4 * workers)))):
+                results.append(result)
+                if then is not None and result[1] is None:
+                    _then_cached(then, writer, job)
+            return results
     # e.g. a main module that spawn cannot re-import (python - < script)
     except BrokenProcessPool as e:
         warnings.warn(
