@@ -643,9 +643,14 @@ def _rescale(arr, slope: float, intercept: float) -> np.ndarray:
     arr = np.asarray(arr)
     exact = (arr.dtype.kind in "iu" and arr.dtype.itemsize <= 2 and float(slope).is_integer()
              and float(intercept).is_integer() and abs(slope) * 65536 + abs(intercept) < 2**24)
-    if exact:
-        return arr.astype(np.float32) * np.float32(slope) + np.float32(intercept)
-    return np.asarray(arr, np.float64) * slope + intercept
+    if not exact:
+        return np.asarray(arr, np.float64) * slope + intercept
+    out = arr.astype(np.float32)
+    if slope != 1:
+        out *= np.float32(slope)
+    if intercept != 0:
+        out += np.float32(intercept)
+    return out
 
 
 def _to_rgb(arr: np.ndarray, photometric: str, ds, path) -> np.ndarray:
@@ -702,8 +707,9 @@ def _decode(ds, path, frames, invert_monochrome1) -> DicomImage:
         _check_encapsulated_frames(ds, path, uid, meta.frames)
     decoded, info = _decode_frames(ds, path, uid, decoder, frames, indices)
     _check_decoded_count(path, uid, meta, indices, samples, decoded)
-    arr = np.concatenate([a.reshape(-1) for a in decoded])
-    arr = arr.reshape(len(indices), meta.rows, meta.columns, samples)
+    flat = decoded[0].reshape(-1) if len(decoded) == 1 else np.concatenate(
+        [a.reshape(-1) for a in decoded])
+    arr = flat.reshape(len(indices), meta.rows, meta.columns, samples)
     photometric = str(info.get("photometric_interpretation", meta.photometric)).strip()
     if (
         photometric == "PALETTE COLOR"
@@ -822,7 +828,9 @@ def _grey_image(ds, path, meta, arr, indices, photometric, invert_monochrome1) -
             ranges.append((ends.min(), ends.max()))
             if invert_monochrome1 and photometric == "MONOCHROME1":
                 out[k] = (ends.min() + ends.max()) - out[k]
-        finite = np.isfinite(out).all() and np.isfinite(np.asarray(ranges, np.float32)).all()
+        # min and max are NaN when any value is, +-inf when any value is: no mask of the image
+        finite = (bool(np.isfinite(out.min()) and np.isfinite(out.max()))
+                  and np.isfinite(np.asarray(ranges, np.float32)).all())
     if not finite:
         _not_finite(ds, path)
     value_range = (float(min(r[0] for r in ranges)), float(max(r[1] for r in ranges)))
