@@ -141,3 +141,11 @@ def test_rescale_in_float32_only_where_exact(slope, intercept):
     exact = (stored.astype(np.float64) * slope + intercept).astype(np.float32)
     np.testing.assert_array_equal(fast, exact)
     assert _rescale(stored, 0.5, 0.0).dtype == np.float64  # a fractional slope stays float64
+
+
+@pytest.mark.parametrize("shape, size", [((2, 64, 48, 1), (16, 24)), ((1, 10, 12, 3), (40, 30)),
+                                         ((1, 20, 20, 1), (20, 20))])
+def test_sparse_resize_equals_tensorflow_to_round_off(shape, size):
+    x = np.random.default_rng(1).uniform(-1000, 3000, shape).astype(np.float32)
+    expected = tf.image.resize(x, size, antialias=True).numpy()  # down, up, and the same size
+    np.testing.assert_allclose(sized_cache.resize(x, size), expected, rtol=1e-5, atol=1e-3)
