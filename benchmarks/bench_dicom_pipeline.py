@@ -200,7 +200,7 @@ def table(runs: list[dict], train: float | None) -> str:
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--slices", type=int, default=240)
+    parser.add_argument("--slices", type=int, default=480)
     parser.add_argument("--size", type=int, default=512)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--epochs", type=int, default=5, help="warm epochs timed per repeat")
