@@ -112,7 +112,12 @@ def window_np(x: np.ndarray, affine: np.ndarray, out_range) -> np.ndarray:
     formula (x broadcasts against the channels of the (2, C) float32 affine). float32 throughout,
     so it equals ``window_tf`` value for value."""
     lo, hi = out_range
-    return (np.clip(x * affine[0] + affine[1], 0.0, 1.0) * (hi - lo) + lo).astype(np.float32)
+    y = np.multiply(x, affine[0], dtype=np.float32)  # the same operations, in place
+    y += affine[1]
+    np.clip(y, 0.0, 1.0, out=y)
+    y *= np.float32(hi - lo)
+    y += np.float32(lo)
+    return y
 
 
 def window_tf(x, affine, out_range):
