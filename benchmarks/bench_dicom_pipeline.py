@@ -9,7 +9,8 @@ is measured in one run on the same cores, the rows interleaved over R repeats (m
 * naive baseline: one thread, `pydicom.dcmread` + `pixel_array` + rescale to HU (float32) + a
   3-window stack in numpy, no resize (less work than the pipeline does: a conservative baseline);
 * decode stage: building `dicom_dataset` into a fresh cache (decode every file, write the decode
-  cache, resize + window every slice into the sized cache, build the tf.data graph), with
+  cache, resize + window every slice into the sized cache, build the tf.data graph); stage 1
+  alone (no sized cache: the MIL sampler) for comparison with earlier runs; with
   `workers=None` (processes only when there are enough files to pay for starting them; here
   one, this process) and with `workers=2` (2 spawned processes: their start-up is included);
 * first epoch: the decode stage plus one epoch of 224x224x3 batches of 32;
@@ -132,6 +133,9 @@ def one_repeat(args, data: Path, paths, r: int) -> dict:
     _one_epoch(ds)
     rates["cold"] = clock.rate(len(ds.dicom))
     processes = {"processes": ds.dicom.decode_processes}
+    # stage 1 alone: the MIL sampler cuts tiles from the decode cache and has no sized cache
+    rates["stage1"], _ = build(data, args.work / f"stage1_{r}", sampler="mil", tiles=1)
+    shutil.rmtree(args.work / f"stage1_{r}", ignore_errors=True)
     rates["decode_p2"], pooled = build(data, args.work / f"pool{r}", workers=2)
     processes["processes_p2"] = pooled.dicom.decode_processes
     same = {"input_shape": (224, 224, 3), "batch_size": BATCH, "cache_dir": args.work / f"cache{r}",
@@ -169,6 +173,8 @@ def stat(values) -> str:
 ROWS = (
     ("naive", "naive pydicom loop (1 thread: dcmread, pixel_array, rescale, 3 windows at 512x512)"),
     ("decode", "decode stage, workers=None ({processes} process): decode + both caches + graph"),
+    ("stage1", "decode stage without the sized cache (stage 1 alone: decode + decode cache + "
+               "graph; MIL sampler)"),
     ("decode_p2", "decode stage, workers=2 ({processes_p2} spawned processes, start-up included)"),
     ("cold", "first epoch (decode stage + one epoch)"),
     ("warm", "warm epoch, no augmentation"),
