@@ -510,7 +510,7 @@ class DicomDataset:
             sampler, tuple(shape) if sampler != "mil" else (tiles, *shape), wins, out_range, tiles
         )
         self.index = self._index(samples_per_item)
-        build = self._build
+        build, self.sized = self._build, 0
         if sampler in SIZED_SAMPLERS:
             self.sized, build = self._size(), self._build_sized
         self.dataset = build(batch_size, shuffle, augmenters, repeat, drop_remainder)
