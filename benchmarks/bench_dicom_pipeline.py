@@ -9,10 +9,10 @@ is measured in one run on the same cores, the rows interleaved over R repeats (m
 * naive baseline: one thread, `pydicom.dcmread` + `pixel_array` + rescale to HU (float32) + a
   3-window stack in numpy, no resize (less work than the pipeline does: a conservative baseline);
 * decode stage: building `dicom_dataset` into a fresh cache (decode every file, write the decode
-  cache, resize + window every slice into the sized cache, build the tf.data graph); stage 1
-  alone (no sized cache: the MIL sampler) for comparison with earlier runs; with
-  `workers=None` (processes only when there are enough files to pay for starting them; here
-  one, this process) and with `workers=2` (2 spawned processes: their start-up is included);
+  cache, resize + window every slice into the sized cache, build the tf.data graph), with
+  `workers=1` (this process; the default `workers=None` chooses it below 128 files per core) and
+  `workers=2` (2 spawned processes, their start-up included: the scale-out path of the decode
+  stage); stage 1 alone (no sized cache: the MIL sampler) for comparison with earlier runs;
 * first epoch: the decode stage plus one epoch of 224x224x3 batches of 32;
 * warm epoch: later epochs (the caches are reused), without augmentation, with a per-sample random
   flip (`augment=tf.image.random_flip_left_right`, the target row), and with Keras's
@@ -129,12 +129,13 @@ def one_repeat(args, data: Path, paths, r: int) -> dict:
 
     rates = {"naive": naive_loop(paths)}
     clock = Clock()
-    rates["decode"], ds = build(data, args.work / f"cache{r}")
+    rates["decode"], ds = build(data, args.work / f"cache{r}", workers=1)
     _one_epoch(ds)
     rates["cold"] = clock.rate(len(ds.dicom))
     processes = {"processes": ds.dicom.decode_processes}
     # stage 1 alone: the MIL sampler cuts tiles from the decode cache and has no sized cache
-    rates["stage1"], _ = build(data, args.work / f"stage1_{r}", sampler="mil", tiles=1)
+    rates["stage1"], _ = build(data, args.work / f"stage1_{r}", sampler="mil", tiles=1,
+                               workers=1)
     shutil.rmtree(args.work / f"stage1_{r}", ignore_errors=True)
     rates["decode_p2"], pooled = build(data, args.work / f"pool{r}", workers=2)
     processes["processes_p2"] = pooled.dicom.decode_processes
@@ -172,7 +173,8 @@ def stat(values) -> str:
 
 ROWS = (
     ("naive", "naive pydicom loop (1 thread: dcmread, pixel_array, rescale, 3 windows at 512x512)"),
-    ("decode", "decode stage, workers=None ({processes} process): decode + both caches + graph"),
+    ("decode", "decode stage, workers=1 ({processes} process, this one): decode + both caches + "
+               "graph"),
     ("stage1", "decode stage without the sized cache (stage 1 alone: decode + decode cache + "
                "graph; MIL sampler)"),
     ("decode_p2", "decode stage, workers=2 ({processes_p2} spawned processes, start-up included)"),
