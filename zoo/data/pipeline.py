@@ -659,7 +659,8 @@ class DicomDataset:
         ds = ds.map(read, num_parallel_calls=tf.data.AUTOTUNE, deterministic=not shuffle)
         if repeat:
             ds = ds.repeat()
-        ds = ds.batch(batch_size, drop_remainder=drop_remainder)
+        ds = ds.batch(batch_size, drop_remainder=drop_remainder,
+                      num_parallel_calls=tf.data.AUTOTUNE)
         if layer is not None:
             ds = _augment_batches(ds, layer, with_labels=labels is not None)
         return ds.prefetch(tf.data.AUTOTUNE)
