@@ -172,8 +172,10 @@ def fp32_split(model) -> Fp32Split:
         ),
         None,
     )
-    stem = stem_end and _submodel(model.inputs, stem_end.output, "fp32_stem")
-    head = head_start and _submodel(head_start.input, model.outputs, "fp32_head")
+    stem = stem_end and _submodel(model.input, stem_end.output, "fp32_stem")
+    if stem and _submodel(stem_end.output, model.output, "rest") is None:
+        stem = None  # a skip path bypasses the first downsampling layer: no clean cut there
+    head = head_start and _submodel(head_start.input, model.output, "fp32_head")
     return Fp32Split(
         stem=_own_layers(stem) if stem else (),
         head=_own_layers(head) if head else (),
@@ -184,16 +186,16 @@ def fp32_split(model) -> Fp32Split:
 
 def split_parts(model, split: Fp32Split) -> list:
     """[(sub-model, reduced?)]: the stem (fp32), the body (reduced), the head (fp32) in order."""
-    start = model.get_layer(split.stem_end).output if split.stem_end else model.inputs
-    end = model.get_layer(split.head_start).input if split.head_start else model.outputs
+    start = model.get_layer(split.stem_end).output if split.stem_end else model.input
+    end = model.get_layer(split.head_start).input if split.head_start else model.output
     parts = []
     if split.stem_end:
-        parts.append((_submodel(model.inputs, start, "fp32_stem"), False))
+        parts.append((_submodel(model.input, start, "fp32_stem"), False))
     parts.append(
         (_submodel(start, end, "reduced_body") if len(parts) or split.head_start else model, True)
     )
     if split.head_start:
-        parts.append((_submodel(end, model.outputs, "fp32_head"), False))
+        parts.append((_submodel(end, model.output, "fp32_head"), False))
     return parts
 
 
