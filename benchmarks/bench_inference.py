@@ -22,7 +22,10 @@ TensorFlow fp32/bf16, ONNX Runtime fp32/int8, OpenVINO fp32/bf16/int8), per back
 against Keras fp32, plus what ``zoo.compile_for_inference(engine="auto")`` picks and its ratio to
 timm's best (target: >= 2x with avx512_bf16/AMX, >= 1.3x with AVX2 only). ``--train-steps N``
 fine-tunes a ResNet-50 on phantoms for N steps and checks every engine/precision's agreement on
-512 held-out phantoms (top-1 >= 99%, max |delta p| <= 0.02; fp32 1e-4). ``--no-engines`` skips
+512 held-out phantoms (top-1 >= 99%, max |delta p| <= 0.02; fp32 1e-4); the same table is always
+written for the shipped ``simple_cnn.phantom`` on the 200 held-out phantoms CI uses, with
+images/s. bf16/int8 keep the stem and head in fp32 (``zoo.infer.engines.fp32_split``, named in
+the tables). ``--no-engines`` skips
 this part; ``--engines-only`` runs only it and prints the table without writing docs/.
 
 Quick check that it runs: ``python benchmarks/bench_inference.py --archs resnet50 --batch 4
@@ -276,16 +279,21 @@ def trained_agreement(steps: int) -> list[str]:
     held = make_phantoms(512, size=64, seed=2026, contrast=(0.12, 0.4)).images
     calibration = make_phantoms(200, size=64, seed=2027, contrast=(0.12, 0.4)).images
     model = zoo.load("resnet50", in_chans=1, num_classes=2, input_shape=(64, 64))
-    model.compile(optimizer=keras.optimizers.Adam(1e-4), loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+    model.compile(optimizer=keras.optimizers.Adam(1e-3), loss="sparse_categorical_crossentropy", metrics=["accuracy"])
     epochs = max(1, steps * 32 // len(train.images))
     model.fit(train.images, train.labels, batch_size=32, epochs=epochs, verbose=0)
     reference = model.predict(held, verbose=0)
     accuracy = float(np.mean(reference.argmax(-1) == make_phantoms(512, size=64, seed=2026,
                                                                     contrast=(0.12, 0.4)).labels))
     header = (
-        f"ResNet-50 fine-tuned {epochs} epoch(s) on 2000 phantoms (held-out accuracy "
-        f"{accuracy:.1%}); agreement with its Keras fp32 outputs on 512 held-out phantoms, "
-        "calibrated and checked on 200 others; "
+        f"ResNet-50 trained {epochs} epoch(s) (Adam 1e-3, batch 32) on 2000 phantoms (held-out "
+        f"accuracy {accuracy:.1%}); agreement with its Keras fp32 outputs on 512 held-out "
+        "phantoms, calibrated and checked on 200 others; "
+        + (
+            ""
+            if accuracy >= 0.9
+            else "UNDERTRAINED (near-constant outputs agree trivially: raise --train-steps); "
+        )
     )
     return [header, *agreement_rows(model, held, calibration, 32)]
 
