@@ -6,8 +6,9 @@ from __future__ import annotations
 import importlib.util
 import json
 import logging
-import re
 import sys
+import tempfile
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -53,19 +54,7 @@ def test_tensorflow_fp32_matches_keras(phantom):
     assert np.abs(out - reference).max() <= 1e-4 * max(1.0, np.abs(reference).max())
 
 
-CASES = [
-    ("onnxruntime", "fp32"),
-    ("openvino", "fp32"),
-    ("tensorflow", "bf16"),
-    ("openvino", "bf16"),
-    ("onnxruntime", "int8"),
-    ("openvino", "int8"),
-]
-
-
-@pytest.mark.parametrize(("engine", "precision"), CASES, ids=[f"{e}-{p}" for e, p in CASES])
-def test_engine_agrees_or_is_refused(phantom, engine, precision):
-    """Accepted: the targets hold on the 200 held-out phantoms. Refused: they really miss there."""
+def _skip_unless_runs(engine, precision):
     reason = ENGINES[engine].missing()
     if reason:
         pytest.skip(f"engine {engine!r} not installed here: {reason}")
@@ -73,26 +62,57 @@ def test_engine_agrees_or_is_refused(phantom, engine, precision):
         pytest.skip(f"bf16 runs only on native bf16 hardware; this is a {native_bf16()[1]}")
     if precision == "int8" and importlib.util.find_spec("onnxruntime") is None:
         pytest.skip("int8 quantizes with onnxruntime.quantization, not installed here")
+
+
+AGREE = [
+    ("onnxruntime", "fp32"),
+    ("openvino", "fp32"),
+    ("tensorflow", "bf16"),
+    ("openvino", "bf16"),
+]
+
+
+@pytest.mark.parametrize(("engine", "precision"), AGREE, ids=[f"{e}-{p}" for e, p in AGREE])
+def test_engine_meets_the_agreement_targets(phantom, engine, precision):
+    """On the 200 held-out phantoms: fp32 within 1e-4, bf16 top-1 >= 99% and max |dp| <= 0.02."""
+    _skip_unless_runs(engine, precision)
     model, x, reference = phantom
-    try:
-        predictor = zoo.compile_for_inference(
-            model, engine=engine, precision=precision, batch=50, calibration_data=x
-        )
-    except AgreementError as e:
-        top1, delta = _independent(
-            reference, e.outputs[0]
-        )  # the engine's outputs that were refused
-        assert top1 < 0.99 or delta > (1e-4 if precision == "fp32" else 0.02), (top1, delta)
-        assert f"engine={engine!r}, precision={precision!r}" in str(e)
-        assert re.search(r"\d\.\d+", str(e)), "the refusal names the numbers"
-        return
+    predictor = zoo.compile_for_inference(
+        model, engine=engine, precision=precision, batch=50, calibration_data=x
+    )
     out = predictor.predict(x)
     top1, delta = _independent(reference, out)
     if precision == "fp32":
         assert delta <= 1e-4 * max(1.0, np.abs(reference).max())
+        assert "fp32" not in predictor.note
     else:
         assert top1 >= 0.99 and delta <= 0.02, (top1, delta)
+        assert "kept in fp32: stem preprocess..stage1_pool" in predictor.note
+        assert "head head_pool, head_fc" in predictor.note
     assert predictor.agreement.n == len(x)
+    assert predictor.agreement.max_delta == pytest.approx(delta, abs=1e-6)
+
+
+INT8 = ["onnxruntime", "openvino"]
+
+
+@pytest.mark.parametrize("engine", INT8)
+def test_int8_misses_the_targets_on_this_checkpoint_and_is_refused(phantom, engine):
+    """int8 cannot meet max |dp| <= 0.02 on this checkpoint (per-channel int8 weights alone move
+    p by 0.04): it is refused with its numbers, which are really over the target, and keeping
+    the stem and head in fp32 still cuts the error of quantizing every layer."""
+    _skip_unless_runs(engine, "int8")
+    model, x, reference = phantom
+    with pytest.raises(AgreementError) as caught:
+        zoo.compile_for_inference(model, engine=engine, precision="int8", calibration_data=x)
+    top1, delta = _independent(reference, caught.value.outputs[0])
+    assert top1 < 0.99 or delta > 0.02, (top1, delta)
+    assert f"engine={engine!r}, precision='int8'" in str(caught.value)
+    assert f"{delta:.4f}" in str(caught.value), "the refusal names the measured max |delta p|"
+    with tempfile.TemporaryDirectory() as tmp:  # every layer int8, as before the fp32 split
+        whole = engines_mod._onnxruntime_part(model, "int8", 50, x, Path(tmp))
+        everything = np.concatenate([whole(x[i : i + 50])[0] for i in range(0, len(x), 50)])
+    assert delta < 0.6 * _independent(reference, everything)[1]
 
 
 def _noisy_engine(offset):

@@ -26,7 +26,14 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from zoo.errors import AgreementError, InputShapeError, InvalidArgumentError, ZooError
-from zoo.infer.engines import ENGINES, PRECISIONS, build_runner, native_bf16, need_calibration
+from zoo.infer.engines import (
+    ENGINES,
+    PRECISIONS,
+    build_runner,
+    fp32_split,
+    native_bf16,
+    need_calibration,
+)
 
 log = logging.getLogger("zoo.infer")
 
@@ -140,8 +147,9 @@ class Predictor:
     """A compiled model: ``predict(images)`` returns what ``model(images)`` returns, on ``engine``.
 
     ``agreement`` is the check it passed against the Keras fp32 model; ``note`` says why this
-    engine runs (e.g. that no optional engine is installed); ``timings`` holds images/s of every
-    candidate ``auto`` measured (empty otherwise).
+    engine runs (e.g. that no optional engine is installed) and, for bf16 / int8, which layers
+    stay fp32 (``kept_fp32``, see ``zoo.infer.engines.fp32_split``); ``timings`` holds images/s
+    of every candidate ``auto`` measured (empty otherwise).
     """
 
     engine: str
@@ -155,6 +163,11 @@ class Predictor:
     compile_s: float = 0.0
     timings: dict = field(default_factory=dict)
     refused: dict = field(default_factory=dict)
+    kept_fp32: str = ""
+
+    def set_note(self, reason: str) -> None:
+        """Set ``note`` to ``reason`` plus what stays fp32 in a reduced precision."""
+        self.note = f"{reason} {self.kept_fp32}." if self.kept_fp32 else reason
 
     def predict(self, images):
         """Outputs for raw-pixel ``images`` (N, *input_shape): an array, or a list of them."""
@@ -224,6 +237,7 @@ def _build(model, engine, precision, batch, data, reference) -> Predictor:
         agreement=stats,
         run=run,
         compile_s=compile_s,
+        kept_fp32="" if precision == "fp32" else fp32_split(model).describe(),
     )
 
 
@@ -364,14 +378,16 @@ def _auto(model, precision, batch, data, check, reference) -> Predictor:
         )
     optional = [name for name in ENGINES if name != "tensorflow"]
     if all(name in skipped for name in optional):
-        chosen.note = (
+        chosen.set_note(
             "no optional inference engine is installed ("
             + "; ".join(skipped[n] for n in optional)
             + "): running on TensorFlow."
         )
         log.warning("zoo.infer: %s", chosen.note)
     else:
-        chosen.note = f"auto chose {chosen.engine}/{chosen.precision} (images/s: {chosen.timings})."
+        chosen.set_note(
+            f"auto chose {chosen.engine}/{chosen.precision} (images/s: {chosen.timings})."
+        )
     return chosen
 
 
@@ -423,5 +439,5 @@ def compile_for_inference(
     chosen = _build(
         model, engine, "fp32" if precision == "auto" else precision, batch, check, reference
     )
-    chosen.note = f"engine={engine!r} as asked."
+    chosen.set_note(f"engine={engine!r} as asked.")
     return chosen
