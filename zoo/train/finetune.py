@@ -646,6 +646,7 @@ def finetune(
     strategy="auto",
     precision: str = "fp32",
     verbose: int = 1,
+    data_source=None,
 ) -> FinetuneResult:
     """Fine-tune a zoo model (by name, or a Functional model with ``head_*`` layers) in two stages.
 
@@ -700,9 +701,14 @@ def finetune(
     fp16.
     For runs that repeat exactly, call keras.utils.set_random_seed and
     tf.config.experimental.enable_op_determinism() first (``zoo finetune`` and ``zoo demo`` do).
+    data_source: where streamed data came from, for run.json (e.g. a
+        ``zoo.train.dicom_folder.DicomFolderData``): its ``source`` dict becomes ``data.source``
+        (its ``"split"``, when present, ``data.split``) and its ``validation_metrics(model)`` the
+        clinical metrics of a streamed validation set, so run.json is written once, complete.
     """
     arguments = {
-        k: v for k, v in dict(locals()).items() if k not in ("train_data", "val_data", "groups")
+        k: v for k, v in dict(locals()).items()
+        if k not in ("train_data", "val_data", "groups", "data_source")
     }
     # ids stay private
     arguments["groups"] = (
@@ -721,6 +727,7 @@ def finetune(
         epochs, learning_rate, weight_decay, task, monitor, validation_split, patience
     )
     _check_loss(loss, task, class_weight)
+    _check_data_source(data_source)
     policy = augment_policy(augment)
     check_precision(precision)
     strat = make_strategy(strategy)  # first: MultiWorkerMirroredStrategy must precede other TF work
@@ -777,7 +784,7 @@ def finetune(
             "stage1": {**stage1_info, "cached_features": cached},
             "stage2": stage2_info,
         }
-        record = _write_record(run, model, data, fields, batch_size, task, monitor)
+        record = _write_record(run, model, data, fields, batch_size, task, monitor, data_source)
     return FinetuneResult(
         model=model,
         history=run.history,
@@ -1212,15 +1219,34 @@ def _data_record(data: _Data, classes, task, groups, value_range) -> dict:
     }
 
 
-def _write_record(run: _Run, model, data: _Data, fields: dict, batch_size, task, monitor) -> Path:
-    """run.json (``fields``, the best epoch, clinical validation metrics, history) and figures."""
+def _check_data_source(data_source) -> None:
+    """Refuse a ``data_source`` run.json could not record, before any training."""
+    if data_source is None:
+        return
+    source = getattr(data_source, "source", None)
+    if not isinstance(source, dict) or not callable(getattr(data_source, "validation_metrics",
+                                                            None)):
+        raise InvalidArgumentError(
+            f"data_source={type(data_source).__name__}: give an object with a `source` dict and "
+            "a `validation_metrics(model)` method (e.g. zoo.train.dicom_folder.DicomFolderData), "
+            "or None.")
+
+
+def _write_record(run: _Run, model, data: _Data, fields: dict, batch_size, task, monitor,
+                  data_source=None) -> Path:
+    """run.json (``fields``, the best epoch, clinical validation metrics, history) and figures,
+    written once; a ``data_source`` adds where streamed data came from and its metrics."""
     from zoo.figures import reliability_diagram, training_curves
     from zoo.outputs import finish_dir
 
-    clinical = (
-        None if data.val_streamed
-        else _clinical(model, data.vx, data.vy, data.val_groups, batch_size, task)
-    )
+    if data.val_streamed:
+        clinical = None if data_source is None else data_source.validation_metrics(model)
+    else:
+        clinical = _clinical(model, data.vx, data.vy, data.val_groups, batch_size, task)
+    if data_source is not None:
+        fields["data"]["source"] = data_source.source
+        if "split" in data_source.source:
+            fields["data"]["split"] = data_source.source["split"]
     best = {
         "epoch": run.best_epoch,
         monitor: run.best_value,
