@@ -391,3 +391,21 @@ def test_host_totals_add_in_float32_as_tensorflow_does():
         reference = reference + part
     np.testing.assert_array_equal(totals.value(), reference.numpy())
     assert _Totals().value() is None
+
+
+def test_bench_engine_overhead_row_runs(capsys):
+    """``benchmarks/bench_engine.py --only overhead`` (the before/after check) prints its row."""
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[2] / "benchmarks" / "bench_engine.py"
+    spec = importlib.util.spec_from_file_location("bench_engine", path)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    args = type("Args", (), {"steps": 1, "repeats": 1})()  # 20 steps
+    row = bench.bench_overhead(args)
+    cells = [c.strip() for c in row.strip("|").split("|")]
+    assert cells[0].startswith("tiny Dense") and float(cells[1]) > 0 and float(cells[2]) > 0
+    assert cells[3].endswith("x")
+    assert float(cells[3][:-1]) == pytest.approx(float(cells[1]) / float(cells[2]), abs=0.02)
+    capsys.readouterr()
