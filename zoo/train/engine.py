@@ -521,7 +521,7 @@ class Engine:
         """Mean loss(es) and metrics over ``data`` (inference mode)."""
         dataset = epoch_source(data, weights=False)(0)
         totals = _Totals()
-        for sums in self._steps(self._eval, dataset):
+        for sums in self._steps("_eval", dataset):
             totals.add(sums)
         if totals.value() is None:
             raise DataError(
@@ -658,7 +658,7 @@ class Engine:
             dataset = dataset.skip(skip)
         totals = _Totals(partial)
         position = skip
-        for sums in self._steps(self._train, dataset):
+        for sums in self._steps("_train", dataset):
             totals.add(sums)
             position += 1
             self.step_count += 1
@@ -668,18 +668,22 @@ class Engine:
                 "the training data yields no batches; give at least one labelled example.")
         return totals.value()
 
-    def _steps(self, function, dataset):
-        """Run the compiled ``function`` on each batch, yielding its sums.
+    def _steps(self, name: str, dataset):
+        """Run the compiled step ``self.<name>`` on each batch, yielding its sums.
 
         On one device the batches go through ``CompiledStep`` (flat tensors, no per-call
         dispatch); under a multi-replica strategy through the strategy's distributed dataset.
+        The step is looked up per batch: a hook may re-trace it (``replace_optimizer``).
         """
         if not (self.fast_calls and self._one_device()):
             for batch in self._distribute(dataset):
-                yield function(batch)
+                yield getattr(self, name)(batch)
             return
-        step = CompiledStep(function, dataset.element_spec)
+        step = None
         for flat in flat_batches(dataset):
+            function = getattr(self, name)
+            if step is None or step.function is not function:
+                step = CompiledStep(function, dataset.element_spec)
             yield step(flat)
 
     def _after_step(self, position: int, totals: _Totals) -> None:
