@@ -409,3 +409,25 @@ def test_bench_engine_overhead_row_runs(capsys):
     assert cells[3].endswith("x")
     assert float(cells[3][:-1]) == pytest.approx(float(cells[1]) / float(cells[2]), abs=0.02)
     capsys.readouterr()
+
+
+def test_flat_batches_are_the_elements_flattened_with_or_without_iterator_internals(monkeypatch):
+    """The raw get-next gives each element's flat tensors, as ``next`` + flatten does (the
+    fallback where TensorFlow's iterator internals are missing); composite elements are not
+    'plain' and keep the ordinary path."""
+    import zoo.train.engine as engine_module
+
+    x, y = _data(10)
+    ds = tf.data.Dataset.from_tensor_slices(({"image": x}, y)).batch(4)
+    raw = [[t.numpy() for t in flat] for flat in engine_module.flat_batches(ds)]
+    monkeypatch.setattr(engine_module, "_raw_next", lambda iterator: None)
+    plain = [[t.numpy() for t in flat] for flat in engine_module.flat_batches(ds)]
+    expected = [[b[0]["image"], b[1]] for b in ds.as_numpy_iterator()]
+    assert [len(f[0]) for f in raw] == [4, 4, 2]
+    for got in (raw, plain):
+        for a, b in zip(got, expected, strict=True):
+            for pa, pb in zip(a, b, strict=True):
+                np.testing.assert_array_equal(pa, pb)
+    ragged = tf.data.Dataset.from_tensor_slices((tf.ragged.constant([[1.0], [2.0, 3.0]]), [0, 1]))
+    assert engine_module.plain_tensors(ds.element_spec)
+    assert not engine_module.plain_tensors(ragged.batch(2).element_spec)

@@ -270,23 +270,26 @@ def _raw_next(iterator):
     TensorFlow's iterator internals, so it returns None (the caller then uses ``next``) wherever
     they are missing, the element holds composite tensors, or eager execution is asynchronous.
     """
-    import tensorflow as tf
-
     try:
         from tensorflow.python.eager import context
         from tensorflow.python.ops import gen_dataset_ops
 
         resource = iterator._iterator_resource
         types, shapes = iterator._flat_output_types, iterator._flat_output_shapes
-        spec = iterator.element_spec
-        if context.context().is_async():
+        if context.context().is_async() or not plain_tensors(iterator.element_spec):
             return None
     except (ImportError, AttributeError):
         return None
-    if not all(type(s) is tf.TensorSpec for s in tf.nest.flatten(spec)):
-        return None
     return lambda: gen_dataset_ops.iterator_get_next(
         resource, output_types=types, output_shapes=shapes)
+
+
+def plain_tensors(spec) -> bool:
+    """Whether a dataset's elements are nests of plain tensors (no ragged, sparse or other
+    composite tensors, whose flat form is not one tensor per leaf)."""
+    import tensorflow as tf
+
+    return all(type(s) is tf.TensorSpec for s in tf.nest.flatten(spec))
 
 
 def flat_batches(dataset):
@@ -675,7 +678,8 @@ class Engine:
         dispatch); under a multi-replica strategy through the strategy's distributed dataset.
         The step is looked up per batch: a hook may re-trace it (``replace_optimizer``).
         """
-        if not (self.fast_calls and self._one_device()):
+        fast = self.fast_calls and plain_tensors(dataset.element_spec)
+        if not (fast and self._one_device()):
             for batch in self._distribute(dataset):
                 yield getattr(self, name)(batch)
             return
