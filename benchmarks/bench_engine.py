@@ -271,11 +271,16 @@ def main(argv=None) -> int:
     parser.add_argument("--slices", type=int, default=512)
     parser.add_argument("--slice-edge", type=int, default=512)
     parser.add_argument("--slice-out", type=int, default=224)
+    parser.add_argument("--only", choices=("overhead",),
+                        help="run only this row and print it (no report): a quick before/after check")
     args = parser.parse_args(argv)
     if args.quick:
         args.archs, args.size, args.batch, args.steps, args.repeats = "resnet50", 32, 2, 2, 1
         args.mirrored_arch, args.slices, args.slice_edge, args.slice_out = "simple_cnn", 32, 64, 32
     logical_cpus(2)
+    if args.only == "overhead":
+        bench_overhead(args)
+        return 0
 
     import tensorflow as tf
 

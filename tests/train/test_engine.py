@@ -318,3 +318,116 @@ def test_masks_of_the_wrong_shape_and_empty_data_are_refused():
         engine.fit(tf.data.Dataset.from_tensors((np.zeros((2, 4, 4, 1), np.float32), np.zeros((2, 8, 8)))), 1)
     with pytest.raises(DataError, match="empty dataset"):
         engine.fit(tf.data.Dataset.from_tensors((np.zeros((2, 4, 4, 1), np.float32), np.zeros((2, 4, 4)))).take(0), 1)
+
+
+def _conv_net():
+    keras.utils.set_random_seed(3)
+    inputs = keras.Input((6, 6, 2))
+    h = keras.layers.Conv2D(4, 3)(inputs)
+    h = keras.layers.ReLU()(keras.layers.BatchNormalization()(h))
+    h = keras.layers.Dropout(0.2)(keras.layers.GlobalAveragePooling2D()(h))
+    return keras.Model(inputs, keras.layers.Dense(3, activation="softmax")(h))
+
+
+def test_fast_step_calls_equal_the_plain_tf_function_path_bit_for_bit():
+    """The one-device fast path (flat tensors into the traced concrete function, unit weights added
+    in the graph, totals summed on the host) trains exactly as the plain path: every batch
+    through ``tf.function`` with its weights from a ``tf.data`` map and the totals summed by
+    TensorFlow. 22 examples in batches of 8: the short last batch takes the relaxed trace."""
+    rng = np.random.default_rng(1)
+    x = rng.standard_normal((22, 6, 6, 2)).astype("float32")
+    y = rng.integers(0, 3, 22).astype(np.int32)
+    xv, yv = x[:10] + 0.5, y[:10]
+
+    def order(e):
+        return np.random.default_rng([2, e]).permutation(22)
+
+    steps = {}
+
+    class Logs(Hook):
+        def on_batch_end(self, engine, step, logs):
+            steps.setdefault(engine.fast_calls, []).append(logs())
+
+    def run(fast):
+        if fast:  # (x, y) batches, as a user gives them
+            train = lambda e: tf.data.Dataset.from_tensor_slices((x[order(e)], y[order(e)])).batch(8)  # noqa: E731
+            val = tf.data.Dataset.from_tensor_slices((xv, yv)).batch(4)
+        else:  # the weights fed by the pipeline, as before the fast path
+            ones = np.ones(22, np.float32)
+            train = lambda e: tf.data.Dataset.from_tensor_slices((x[order(e)], y[order(e)], ones)).batch(8)  # noqa: E731
+            val = tf.data.Dataset.from_tensor_slices((xv, yv, ones[:10])).batch(4)
+        model = _conv_net()
+        engine = Engine(Classification(model), keras.optimizers.Adam(0.05), hooks=[Logs()])
+        engine.fast_calls = fast
+        history = engine.fit(train, epochs=2, val=val)
+        return engine, [w.numpy() for w in model.variables], history
+
+    fast, fast_weights, fast_history = run(True)
+    plain, plain_weights, plain_history = run(False)
+    for a, b in zip(fast_weights, plain_weights, strict=True):
+        np.testing.assert_array_equal(a, b)
+    for a, b in zip(fast_history, plain_history, strict=True):
+        assert {k: v for k, v in a.items() if k != "seconds"} == {
+            k: v for k, v in b.items() if k != "seconds"}
+    assert steps[True] == steps[False] and len(steps[True]) == 6
+    assert fast_history[1]["loss"] != fast_history[0]["loss"]  # it trained
+    # one trace for the full batches, one relaxed trace for the short last one; none per step
+    assert fast._train.experimental_get_tracing_count() == 2
+    assert fast._eval.experimental_get_tracing_count() <= 2
+
+
+def test_host_totals_add_in_float32_as_tensorflow_does():
+    """Step sums are added on the host in float32 in step order: the same bits as TensorFlow's
+    sequential adds, across the fold of pending steps."""
+    from zoo.train.engine import _Totals
+
+    rng = np.random.default_rng(0)
+    parts = [tf.constant((rng.standard_normal(6) * 10.0 ** rng.integers(-3, 4)).astype("float32"))
+             for _ in range(150)]
+    start = rng.standard_normal(6).astype("float32").tolist()
+    totals, reference = _Totals(start), tf.constant(start, tf.float32)
+    for part in parts:
+        totals.add(part)
+        reference = reference + part
+    np.testing.assert_array_equal(totals.value(), reference.numpy())
+    assert _Totals().value() is None
+
+
+def test_bench_engine_overhead_row_runs(capsys):
+    """``benchmarks/bench_engine.py --only overhead`` (the before/after check) prints its row."""
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[2] / "benchmarks" / "bench_engine.py"
+    spec = importlib.util.spec_from_file_location("bench_engine", path)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    args = type("Args", (), {"steps": 1, "repeats": 1})()  # 20 steps
+    row = bench.bench_overhead(args)
+    cells = [c.strip() for c in row.strip("|").split("|")]
+    assert cells[0].startswith("tiny Dense") and float(cells[1]) > 0 and float(cells[2]) > 0
+    assert cells[3].endswith("x")
+    assert float(cells[3][:-1]) == pytest.approx(float(cells[1]) / float(cells[2]), abs=0.02)
+    capsys.readouterr()
+
+
+def test_flat_batches_are_the_elements_flattened_with_or_without_iterator_internals(monkeypatch):
+    """The raw get-next gives each element's flat tensors, as ``next`` + flatten does (the
+    fallback where TensorFlow's iterator internals are missing); composite elements are not
+    'plain' and keep the ordinary path."""
+    import zoo.train.engine as engine_module
+
+    x, y = _data(10)
+    ds = tf.data.Dataset.from_tensor_slices(({"image": x}, y)).batch(4)
+    raw = [[t.numpy() for t in flat] for flat in engine_module.flat_batches(ds)]
+    monkeypatch.setattr(engine_module, "_raw_next", lambda iterator: None)
+    plain = [[t.numpy() for t in flat] for flat in engine_module.flat_batches(ds)]
+    expected = [[b[0]["image"], b[1]] for b in ds.as_numpy_iterator()]
+    assert [len(f[0]) for f in raw] == [4, 4, 2]
+    for got in (raw, plain):
+        for a, b in zip(got, expected, strict=True):
+            for pa, pb in zip(a, b, strict=True):
+                np.testing.assert_array_equal(pa, pb)
+    ragged = tf.data.Dataset.from_tensor_slices((tf.ragged.constant([[1.0], [2.0, 3.0]]), [0, 1]))
+    assert engine_module.plain_tensors(ds.element_spec)
+    assert not engine_module.plain_tensors(ragged.batch(2).element_spec)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import json
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pydicom
@@ -81,6 +82,14 @@ def test_cli_streams_a_dicom_folder_split_by_patient(ct_folder, tmp_path, capsys
         raise AssertionError("a DICOM folder must be streamed, not loaded into memory")
 
     monkeypatch.setattr(folder_data, "load_labelled_folder", no_memory_copy)
+    writes, write_text = [], Path.write_text
+
+    def counted(path, *args, **kwargs):  # every run.json write, staged copies included
+        if "run.json" in path.name:
+            writes.append(path.name)
+        return write_text(path, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "write_text", counted)
     out = tmp_path / "run"
     code = main(["finetune", "simple_cnn.phantom", "--data", str(ct_folder), "--epochs", "1", "1",
                  "--batch-size", "4", "--strategy", "cpu", "--class-weight", "balanced",
@@ -89,6 +98,7 @@ def test_cli_streams_a_dicom_folder_split_by_patient(ct_folder, tmp_path, capsys
     printed = capsys.readouterr().out
     assert code == 0, printed
     summary = json.loads(printed)
+    assert writes == ["run.json"]  # written once, complete (finetune's data_source=)
     record = json.loads((out / "run.json").read_text())
     source = record["data"]["source"]
     assert record["data"]["streamed"] is True and record["data"]["train"] is None
@@ -273,3 +283,14 @@ def test_stream_augmentation_moves_whole_pixels_and_keeps_the_range():
     jittered = np.asarray(contrast(brightness(x, training=True), training=True))
     assert jittered.min() >= 0.0 and jittered.max() <= 255.0
     assert not np.allclose(jittered, x)
+
+
+def test_a_data_source_run_json_cannot_record_is_refused_before_training(tmp_path):
+    from zoo.train.finetune import finetune
+
+    x = np.zeros((8, 16, 16, 1), np.float32)
+    y = np.arange(8) % 2
+    with pytest.raises(InvalidArgumentError, match="data_source=dict.*validation_metrics"):
+        finetune("simple_cnn", (x, y), num_classes=2, data_source={"kind": "dicom"},
+                 out_dir=tmp_path / "run")
+    assert not (tmp_path / "run").exists()

@@ -2,8 +2,9 @@
 
 ``Batches(x, y, batch_size, seed=...)`` gives the engine a ``dataset(epoch)`` of (x, y, weight)
 global batches in a seeded permutation per epoch (the same on every strategy, and what an exact
-mid-epoch resume needs). Arrays already in memory stay there; data larger than memory goes to
-the engine as a ``tf.data.Dataset`` instead.
+mid-epoch resume needs). Arrays already in memory stay there; a ``numpy.memmap`` (a feature
+cache on disk) is read batch by batch in the same order, so only a batch or two is in memory;
+other data larger than memory goes to the engine as a ``tf.data.Dataset`` instead.
 """
 
 from __future__ import annotations
@@ -54,9 +55,29 @@ class Batches:
             w = np.ones(len(self.y), np.float32)
         else:
             w = self.sample_weight.astype(np.float32)
-        ds = tf.data.Dataset.from_tensor_slices((self.x[idx], self.y[idx], w[idx]))
-        ds = ds.batch(self.batch_size)
+        if isinstance(self.x, np.memmap):
+            ds = self._streamed(idx, w)
+        else:
+            ds = tf.data.Dataset.from_tensor_slices((self.x[idx], self.y[idx], w[idx]))
+            ds = ds.batch(self.batch_size)
         return finish_batches(ds, map_fn)
+
+    def _streamed(self, idx: np.ndarray, w: np.ndarray):
+        """The batches of an on-disk ``x``, read one at a time: the same values, order and
+        batch shapes as the in-memory pipeline."""
+        import tensorflow as tf
+
+        x, y, size = self.x, np.asarray(self.y), self.batch_size
+
+        def batches():
+            for start in range(0, len(idx), size):
+                part = idx[start:start + size]
+                yield np.asarray(x[part]), y[part], w[part]
+
+        spec = (tf.TensorSpec((None, *x.shape[1:]), tf.as_dtype(x.dtype)),
+                tf.TensorSpec((None, *y.shape[1:]), tf.as_dtype(y.dtype)),
+                tf.TensorSpec((None,), tf.float32))
+        return tf.data.Dataset.from_generator(batches, output_signature=spec)
 
 
 def class_weights_to_samples(y: np.ndarray, class_weight, num_classes: int) -> np.ndarray | None:

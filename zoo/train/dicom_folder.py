@@ -291,6 +291,11 @@ class DicomFolderData:
     source: dict  # run.json's data.source: no patient ids
     val_groups: list | None  # the patient of each validation sample, in stream order
 
+    def validation_metrics(self, model) -> dict:
+        """Clinical metrics on the validation stream, as plain JSON values (``zoo.finetune``
+        computes them itself only for in-memory validation sets)."""
+        return json.loads(json.dumps(_validation_metrics(model, self), default=_plain))
+
 
 def load_dicom_folder(folder, model, *, pretrained=None, val_folder=None, windows="auto",
                       batch_size: int = 32, seed: int = 0, cache_dir=None,
@@ -483,9 +488,7 @@ def finetune_dicom_folder(model, folder, *, pretrained=None, val_folder=None, wi
     result = finetune(model, data.train, data.val, pretrained=pretrained, num_classes=num_classes,
                       augment=_augment_layers(augment, data.source["input_range"], seed),
                       class_weight=_stream_class_weight(class_weight, data.train, num_classes),
-                      batch_size=batch_size, seed=seed, task=task, **options)
-    if result.record is not None:
-        complete_record(result, data)
+                      batch_size=batch_size, seed=seed, task=task, data_source=data, **options)
     return result, data.source
 
 
@@ -508,32 +511,6 @@ def _validation_metrics(model, data: DicomFolderData) -> dict:
         return classification_report(y, np.concatenate(probs), groups, n_boot=200)
     except DataError as err:  # e.g. one class in a small validation set: report, do not fail
         return {"error": str(err)}
-
-
-def complete_record(result, data: DicomFolderData) -> None:
-    """Add the DICOM source and the validation metrics to a finished run's run.json.
-
-    ``zoo.finetune`` records a stream without knowing where it came from, and computes clinical
-    metrics for in-memory validation sets only; both are added here, through ``zoo.outputs``.
-
-    Args:
-        result: the FinetuneResult (its ``record`` is run.json, its ``model`` the best model).
-        data: the DicomFolderData the run trained on.
-    """
-    from zoo.figures import reliability_diagram
-    from zoo.outputs import staged
-
-    record = Path(result.record)
-    content = json.loads(record.read_text())
-    content["data"]["source"] = data.source
-    content["data"]["split"] = data.source["split"]
-    metrics = _validation_metrics(result.model, data)
-    content["validation_metrics"] = metrics
-    targets = [record] + ([record.parent / "reliability.png"] if "calibration" in metrics else [])
-    with staged(targets, writer="zoo.finetune", overwrite=True) as paths:
-        paths[0].write_text(json.dumps(content, indent=2, default=_plain))
-        if len(paths) > 1:
-            reliability_diagram(metrics["calibration"], paths[1])
 
 
 def _plain(value):

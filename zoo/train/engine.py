@@ -168,9 +168,13 @@ def _normalise_batch(*item):
                     f"got {len(item)} parts.")
 
 
-def epoch_source(data) -> Callable[[int], object]:
+def epoch_source(data, *, weights: bool = True) -> Callable[[int], object]:
     """``data`` as a function epoch -> tf.data.Dataset of (x, y, w) batches, with the options the
-    strategies need (shard by data, deterministic order)."""
+    strategies need (shard by data, deterministic order).
+
+    ``weights=False`` leaves (x, y) batches without weights: the engine adds the unit weights
+    inside its compiled step, since a ``tf.data`` map per batch costs more than a small step.
+    """
     import tensorflow as tf
 
     if hasattr(data, "dataset") and callable(data.dataset):
@@ -194,7 +198,7 @@ def epoch_source(data) -> Callable[[int], object]:
         if not isinstance(spec, tuple) or len(spec) not in (2, 3):
             raise DataError(
                 f"the dataset yields {spec}; it must yield batches of (inputs, labels[, weights]).")
-        if len(spec) == 2:
+        if len(spec) == 2 and weights:
             ds = ds.map(lambda x, y: _normalise_batch(x, y))
         options = tf.data.Options()
         shard = tf.data.experimental.AutoShardPolicy.DATA
@@ -226,6 +230,113 @@ def _first_batch(dataset):
                 for t in batch]
     raise DataError("the training data yields no batches (an empty dataset); give at least one "
                     "labelled example.")
+
+
+
+class _Totals:
+    """An epoch's running [sum, count, ...] totals, added on the host in float32, in step order.
+
+    Why not a device tensor: an eager add per step costs more than the tiny step it sums. Each
+    step's sums stay tensors until the totals are read (batch logs, a checkpoint, the epoch's
+    end), so a step never waits for the host; float32 adds in the same order give the same bits
+    as the device adds did, so a resumed run still equals an uninterrupted one.
+    """
+
+    _FOLD = 64  # fold this many pending steps at once (bounds the tensors kept alive)
+
+    def __init__(self, start=None):
+        self._value = None if start is None else np.asarray(start, np.float32)
+        self._pending: list = []
+
+    def add(self, sums) -> None:
+        self._pending.append(sums)
+        if len(self._pending) >= self._FOLD:
+            self.value()
+
+    def value(self) -> np.ndarray | None:
+        """The totals so far (None before the first step)."""
+        for sums in self._pending:
+            sums = np.asarray(sums.numpy(), np.float32)
+            self._value = sums if self._value is None else self._value + sums
+        self._pending.clear()
+        return self._value
+
+
+def _raw_next(iterator):
+    """A function returning the iterator's next element as its flat list of tensors, or None.
+
+    ``next(iterator)`` rebuilds the element's structure and the step's ``tf.function`` flattens it
+    again; for a tuple of plain tensors both are pure Python overhead on a small step. Uses
+    TensorFlow's iterator internals, so it returns None (the caller then uses ``next``) wherever
+    they are missing, the element holds composite tensors, or eager execution is asynchronous.
+    """
+    try:
+        from tensorflow.python.eager import context
+        from tensorflow.python.ops import gen_dataset_ops
+
+        resource = iterator._iterator_resource
+        types, shapes = iterator._flat_output_types, iterator._flat_output_shapes
+        if context.context().is_async() or not plain_tensors(iterator.element_spec):
+            return None
+    except (ImportError, AttributeError):
+        return None
+    return lambda: gen_dataset_ops.iterator_get_next(
+        resource, output_types=types, output_shapes=shapes)
+
+
+def plain_tensors(spec) -> bool:
+    """Whether a dataset's elements are nests of plain tensors (no ragged, sparse or other
+    composite tensors, whose flat form is not one tensor per leaf)."""
+    import tensorflow as tf
+
+    return all(type(s) is tf.TensorSpec for s in tf.nest.flatten(spec))
+
+
+def flat_batches(dataset):
+    """Yield the dataset's elements as flat lists of tensors (see ``_raw_next``)."""
+    import tensorflow as tf
+
+    iterator = iter(dataset)
+    get = _raw_next(iterator)
+    if get is None:
+        for element in iterator:
+            yield tf.nest.flatten(element)
+        return
+    while True:
+        try:
+            flat = get()
+        except tf.errors.OutOfRangeError:
+            return
+        yield flat
+
+
+class CompiledStep:
+    """A ``tf.function`` of one batch, called straight through the concrete function it traced.
+
+    The first batch of each shape goes through the ``tf.function`` (tracing, or its
+    ``reduce_retracing`` relaxation for a short last batch) and the concrete function it chose
+    is kept under the batch's dtypes and shapes; later batches of that signature call it with
+    their flat tensors, skipping the per-call argument binding and cache lookup. The same graph
+    runs either way, so results are unchanged (tests/train/test_engine.py checks bit equality).
+    """
+
+    def __init__(self, function, structure):
+        self.function, self.structure = function, structure
+        self._concrete: dict = {}
+
+    def __call__(self, flat: list):
+        key = tuple((t.dtype, tuple(t.shape)) for t in flat)
+        concrete = self._concrete.get(key)
+        if concrete is not None:
+            return concrete._call_flat(flat, concrete.captured_inputs)
+        import tensorflow as tf
+
+        batch = tf.nest.pack_sequence_as(self.structure, flat)
+        out = self.function(batch)
+        concrete = self.function.get_concrete_function(batch)
+        if hasattr(concrete, "_call_flat"):
+            self._concrete[key] = concrete
+        return out
 
 
 class Engine:
@@ -271,6 +382,7 @@ class Engine:
         self.epoch = 0
         self.stop = False
         self._kill_after = _env_int("ZOO_TEST_KILL_AFTER_STEPS")
+        self.fast_calls = True  # one device: CompiledStep (False: the plain tf.function call)
         self._build_optimizers()
         self.reset_step()
 
@@ -334,6 +446,7 @@ class Engine:
 
         ctx = tf.distribute.get_replica_context()
         names = list(self.task.optimizers)
+        batch = _normalise_batch(*batch)
         with tf.GradientTape(persistent=len(names) > 1) as tape:
             output = self.task.step(batch, training=True)
             scaled, pairs = {}, {}
@@ -360,7 +473,7 @@ class Engine:
         return self._flatten(output, pairs)
 
     def _eval_replica(self, batch):
-        output = self.task.step(batch, training=False)
+        output = self.task.step(_normalise_batch(*batch), training=False)
         pairs = {n: self._loss_pair(output.losses[n]) for n in self.task.optimizers}
         return self._flatten(output, pairs)
 
@@ -409,15 +522,14 @@ class Engine:
 
     def evaluate(self, data) -> dict:
         """Mean loss(es) and metrics over ``data`` (inference mode)."""
-        dataset = epoch_source(data)(0)
-        totals = None
-        for batch in self._distribute(dataset):
-            sums = self._eval(batch)
-            totals = sums if totals is None else totals + sums
-        if totals is None:
+        dataset = epoch_source(data, weights=False)(0)
+        totals = _Totals()
+        for sums in self._steps("_eval", dataset):
+            totals.add(sums)
+        if totals.value() is None:
             raise DataError(
                 "the evaluation data yields no batches; give at least one labelled example.")
-        return self._means(totals.numpy())
+        return self._means(totals.value())
 
     def predict(self, data) -> np.ndarray | dict:
         """The task's outputs over ``data`` (batches of x or (x, y[, w])), concatenated in order."""
@@ -440,8 +552,8 @@ class Engine:
         """
         if isinstance(epochs, bool) or not isinstance(epochs, int | np.integer) or epochs < 0:
             raise InvalidArgumentError(f"epochs={epochs!r}: give a non-negative integer.")
-        source = epoch_source(train)
-        val_source = epoch_source(val) if val is not None else None
+        source = epoch_source(train, weights=False)
+        val_source = epoch_source(val, weights=False) if val is not None else None
         position, partial = self._start_point(resume)
         self._begin_training(source)
         while self.epoch < epochs and not self.stop:
@@ -501,11 +613,14 @@ class Engine:
     def _distribute(self, dataset):
         """The strategy's distributed dataset; on one device the dataset itself, which saves the
         buffers a distributed iterator keeps (two batches less held in memory)."""
-        from zoo.train.distribute import cluster_size
-
-        if self.replicas == 1 and cluster_size() <= 1:  # one device: the batches as they come
+        if self._one_device():  # the batches as they come
             return dataset
         return self.strategy.experimental_distribute_dataset(dataset)
+
+    def _one_device(self) -> bool:
+        from zoo.train.distribute import cluster_size
+
+        return self.replicas == 1 and cluster_size() <= 1
 
     def _run_epoch(self, dataset, epoch: int, skip: int, partial):
         """Train one epoch; returns its [sum, count, ...] totals.
@@ -542,33 +657,49 @@ class Engine:
     def _run_batches(self, dataset, skip: int, partial):
         """The epoch one compiled step per batch, after skipping the ``skip`` batches a resumed
         run had trained (their sums are ``partial``)."""
-        import tensorflow as tf
-
         if skip:
             dataset = dataset.skip(skip)
-        totals = None if partial is None else tf.constant(partial, tf.float32)
+        totals = _Totals(partial)
         position = skip
-        for batch in self._distribute(dataset):
-            sums = self._train(batch)
-            totals = sums if totals is None else totals + sums
+        for sums in self._steps("_train", dataset):
+            totals.add(sums)
             position += 1
             self.step_count += 1
             self._after_step(position, totals)
-        if totals is None:
+        if totals.value() is None:
             raise DataError(
                 "the training data yields no batches; give at least one labelled example.")
-        return totals.numpy()
+        return totals.value()
 
-    def _after_step(self, position: int, totals) -> None:
+    def _steps(self, name: str, dataset):
+        """Run the compiled step ``self.<name>`` on each batch, yielding its sums.
+
+        On one device the batches go through ``CompiledStep`` (flat tensors, no per-call
+        dispatch); under a multi-replica strategy through the strategy's distributed dataset.
+        The step is looked up per batch: a hook may re-trace it (``replace_optimizer``).
+        """
+        fast = self.fast_calls and plain_tensors(dataset.element_spec)
+        if not (fast and self._one_device()):
+            for batch in self._distribute(dataset):
+                yield getattr(self, name)(batch)
+            return
+        step = None
+        for flat in flat_batches(dataset):
+            function = getattr(self, name)
+            if step is None or step.function is not function:
+                step = CompiledStep(function, dataset.element_spec)
+            yield step(flat)
+
+    def _after_step(self, position: int, totals: _Totals) -> None:
         """What follows each step: the batch-end hooks (running means read only when asked), the
         test kill switch, and the checkpoint every ``checkpoint_every`` steps."""
         for hook in self.hooks:
-            hook.on_batch_end(self, position, lambda t=totals: self._means(t.numpy()))
+            hook.on_batch_end(self, position, lambda t=totals: self._means(t.value()))
         if self._kill_after is not None and self.step_count >= self._kill_after:
             _kill_self()
         every = self.checkpoint_every
         if self.checkpoint_dir is not None and every and self.step_count % every == 0:
-            self.save(position=position, totals=totals.numpy())
+            self.save(position=position, totals=totals.value())
 
     # --- checkpoints ----------------------------------------------------------------------------
 

@@ -12,9 +12,19 @@ does so in Keras 3), so the cached and the uncached stage 1 reach the same head 
 the same seed and data order -- provided the inputs are not randomly augmented (a cache
 holds one view of each image; stage 1 with a cache trains without augmentation) and the
 frozen part holds no dropout.
+
+Memory or disk: features are collected in memory while they fit in ``memory_budget`` bytes
+(float32, 4 bytes per value: e.g. ResNet-50's 2048 pooled values are 8 KiB per image, so 1 GiB
+holds ~130k images); the first batch that would pass the budget moves the collection to a raw
+float32 file in the run folder (``feature_cache/NAME.f32``, claimed and removed under the
+``zoo.outputs`` rule), which stage 1 then reads batch by batch through ``numpy.memmap``
+(``zoo.train.batches.Batches`` streams a memmap in the same seeded order as an array). The
+features are the same bytes either way, so both modes train to the same head.
 """
 
 from __future__ import annotations
+
+from pathlib import Path
 
 import numpy as np
 
@@ -88,8 +98,23 @@ def split_head(model):
     return backbone, keras.Model(features, x, name=f"{model.name}_head")
 
 
-def compute_features(backbone, x: np.ndarray, batch_size: int = 64, strategy=None) -> np.ndarray:
-    """The backbone's inference-mode output for every input, as one float32 array."""
+MEMORY_BUDGET = 1 << 30  # bytes of cached features held in memory before they go to disk
+
+
+def compute_features(backbone, x: np.ndarray, batch_size: int = 64, strategy=None, *,
+                     disk: DiskCache | None = None, name: str = "features",
+                     memory_budget: int | None = None):
+    """The backbone's inference-mode output for every input, as one float32 array.
+
+    With ``disk``, features beyond ``memory_budget`` bytes go to its folder and the result is a
+    read-only ``numpy.memmap`` (see the module docstring).
+    """
+    batches = (x[i:i + batch_size] for i in range(0, len(x), batch_size))
+    return collect(feature_batches(backbone, batches, strategy), disk, name, memory_budget)
+
+
+def feature_batches(backbone, batches, strategy=None):
+    """Yield the backbone's float32 features of each batch of images, one batch at a time."""
     import tensorflow as tf
 
     fn = tf.function(
@@ -97,5 +122,83 @@ def compute_features(backbone, x: np.ndarray, batch_size: int = 64, strategy=Non
     )
     scope = strategy.scope() if strategy is not None else tf.distribute.get_strategy().scope()
     with scope:
-        parts = [fn(tf.constant(x[i:i + batch_size])).numpy() for i in range(0, len(x), batch_size)]
-    return np.concatenate(parts, axis=0)
+        for batch in batches:
+            yield fn(tf.convert_to_tensor(batch)).numpy()
+
+
+def check_budget(memory_budget) -> int:
+    """The budget in bytes (None: ``MEMORY_BUDGET``); InvalidArgumentError for anything else."""
+    if memory_budget is None:
+        return MEMORY_BUDGET
+    if isinstance(memory_budget, bool) or not isinstance(memory_budget, int | np.integer) or (
+            memory_budget < 0):
+        raise InvalidArgumentError(
+            f"memory_budget={memory_budget!r}: give the bytes of features to hold in memory (an "
+            "integer >= 0; 0 puts every feature on disk) or None for 1 GiB.")
+    return int(memory_budget)
+
+
+def collect(parts, disk: DiskCache | None = None, name: str = "features",
+            memory_budget: int | None = None):
+    """Concatenate float32 feature batches: in memory up to ``memory_budget`` bytes, then (with
+    ``disk``) in the raw file ``NAME.f32`` of its folder, returned as a read-only memmap."""
+    budget = check_budget(memory_budget)
+    held, size, count, file, path = [], 0, 0, None, None
+    try:
+        for part in parts:
+            part = np.ascontiguousarray(part, np.float32)
+            size, count = size + part.nbytes, count + len(part)
+            if file is None and disk is not None and size > budget:
+                path = disk.file(name)
+                file = open(path, "wb")  # noqa: SIM115 - closed below, also on error
+                for earlier in held:
+                    file.write(earlier.tobytes())
+                held = []
+            if file is not None:
+                file.write(part.tobytes())
+            else:
+                held.append(part)
+    finally:
+        if file is not None:
+            file.close()
+    if path is None:
+        return np.concatenate(held)
+    disk.finish()
+    return np.memmap(path, np.float32, "r", shape=(count, *part.shape[1:]))
+
+
+class DiskCache:
+    """A run folder's ``feature_cache/``: claimed when the first feature goes to disk, removed
+    after stage 1, both through ``zoo.outputs`` (a folder holding anything the cache did not
+    write is refused, never deleted)."""
+
+    NAMES = ("train.f32", "validation.f32")
+
+    def __init__(self, run_dir):
+        self.folder = Path(run_dir) / "feature_cache"
+        self.claimed = False
+
+    def file(self, name: str) -> Path:
+        """The path of cache file ``name``, the folder claimed first."""
+        from zoo.outputs import claim_dir
+
+        if not self.claimed:
+            claim_dir(self.folder, writer="zoo.feature_cache", overwrite=True, names=self.NAMES)
+            self.claimed = True
+        return self.folder / f"{name}.f32"
+
+    def finish(self) -> None:
+        from zoo.outputs import finish_dir
+
+        finish_dir(self.folder, writer="zoo.feature_cache")
+
+    def remove(self) -> None:
+        """Delete the cache once stage 1 is done."""
+        import shutil
+
+        from zoo.outputs import check_target
+
+        if self.claimed and self.folder.exists():
+            check_target(self.folder, overwrite=True)
+            shutil.rmtree(self.folder)
+            self.claimed = False

@@ -30,6 +30,7 @@ import numpy as np
 
 from zoo.errors import DataError, InvalidArgumentError, ResumeError
 from zoo.train.batches import Batches, class_weights_to_samples, finish_batches
+from zoo.train.feature_cache import check_budget
 
 NO_DECAY = ["bias", "gamma", "beta"]
 
@@ -492,7 +493,8 @@ class _Run:
         return StageHook()
 
 
-RUN_FILES = ("best.keras", "run.json", "curves.png", "logs", "checkpoints", "reliability.png")
+RUN_FILES = ("best.keras", "run.json", "curves.png", "logs", "checkpoints", "reliability.png",
+             "feature_cache")
 
 
 def prepare_out_dir(out_dir, overwrite: bool = False, resume: bool = False) -> Path:
@@ -581,22 +583,24 @@ def _class_weights_fn(table):
     return weigh
 
 
-def _streamed_features(backbone, dataset, strategy) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """One pass of a streamed dataset through the frozen backbone: (features, labels, weights)."""
-    import tensorflow as tf
+def _streamed_features(backbone, dataset, strategy, disk=None, name="features",
+                       memory_budget=None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """One pass of a streamed dataset through the frozen backbone: (features, labels, weights);
+    the features in memory or, past ``memory_budget``, on disk (zoo.train.feature_cache)."""
+    from zoo.train.feature_cache import collect, feature_batches
 
-    fn = tf.function(
-        lambda batch: tf.cast(backbone(batch, training=False), tf.float32), reduce_retracing=True
-    )
-    feats, labels, weights = [], [], []
-    with strategy.scope():
+    labels, weights = [], []
+
+    def images():
         for batch in dataset:
-            feats.append(fn(batch[0]).numpy())
             labels.append(np.asarray(batch[1]))
             weights.append(
                 np.asarray(batch[2]) if len(batch) == 3 else np.ones(len(labels[-1]), np.float32)
             )
-    return np.concatenate(feats), np.concatenate(labels), np.concatenate(weights).astype(np.float32)
+            yield batch[0]
+
+    features = collect(feature_batches(backbone, images(), strategy), disk, name, memory_budget)
+    return features, np.concatenate(labels), np.concatenate(weights).astype(np.float32)
 
 
 def _clinical(model, vx, vy, groups, batch_size, task_name) -> dict | None:
@@ -634,6 +638,7 @@ def finetune(
     class_weight=None,
     augment=True,
     cache_features: bool = True,
+    cache_memory: int | None = None,
     validation_split: float = 0.2,
     groups=None,
     task: str = "classification",
@@ -646,6 +651,7 @@ def finetune(
     strategy="auto",
     precision: str = "fp32",
     verbose: int = 1,
+    data_source=None,
 ) -> FinetuneResult:
     """Fine-tune a zoo model (by name, or a Functional model with ``head_*`` layers) in two stages.
 
@@ -692,6 +698,9 @@ def finetune(
         intensity layers there).
     cache_features: train stage 1 on the frozen backbone's features, computed once (only
         without augmentation: a cache holds one view per image).
+    cache_memory: bytes of cached features held in memory (None: 1 GiB); past it they go to
+        ``out_dir/feature_cache/`` and stage 1 streams them from disk (same results; the folder
+        is removed after stage 1). See zoo.train.feature_cache.
     out_dir: the run folder (best.keras, run.json, curves.png, logs/, checkpoints/); an earlier
         run there is replaced only with ``overwrite=True``, a folder with other files is refused
         (zoo.outputs). resume: continue the killed run in ``out_dir`` from its newest checkpoint
@@ -700,9 +709,14 @@ def finetune(
     fp16.
     For runs that repeat exactly, call keras.utils.set_random_seed and
     tf.config.experimental.enable_op_determinism() first (``zoo finetune`` and ``zoo demo`` do).
+    data_source: where streamed data came from, for run.json (e.g. a
+        ``zoo.train.dicom_folder.DicomFolderData``): its ``source`` dict becomes ``data.source``
+        (its ``"split"``, when present, ``data.split``) and its ``validation_metrics(model)`` the
+        clinical metrics of a streamed validation set, so run.json is written once, complete.
     """
     arguments = {
-        k: v for k, v in dict(locals()).items() if k not in ("train_data", "val_data", "groups")
+        k: v for k, v in dict(locals()).items()
+        if k not in ("train_data", "val_data", "groups", "data_source")
     }
     # ids stay private
     arguments["groups"] = (
@@ -721,6 +735,8 @@ def finetune(
         epochs, learning_rate, weight_decay, task, monitor, validation_split, patience
     )
     _check_loss(loss, task, class_weight)
+    _check_data_source(data_source)
+    check_budget(cache_memory)
     policy = augment_policy(augment)
     check_precision(precision)
     strat = make_strategy(strategy)  # first: MultiWorkerMirroredStrategy must precede other TF work
@@ -749,7 +765,8 @@ def finetune(
     task_options = _task_options(task, loss, class_weight, data, model, multilabel_masks)
     classes, value_range = _check_fit(model, task, data, task_options)
     sources = _Sources(data, policy, class_weight if task == "classification" else None, classes,
-                       batch_size, seed, value_range, masks=task == "segmentation")
+                       batch_size, seed, value_range, masks=task == "segmentation",
+                       cache_memory=cache_memory)
     out = prepare_out_dir(out_dir, overwrite, resume) if is_chief() else Path(out_dir)
 
     run = _Run(model, out, monitor, is_chief(), verbose)
@@ -777,7 +794,7 @@ def finetune(
             "stage1": {**stage1_info, "cached_features": cached},
             "stage2": stage2_info,
         }
-        record = _write_record(run, model, data, fields, batch_size, task, monitor)
+        record = _write_record(run, model, data, fields, batch_size, task, monitor, data_source)
     return FinetuneResult(
         model=model,
         history=run.history,
@@ -1036,8 +1053,9 @@ class _Sources:
     """Each stage's training and validation input: batches, augmented batches or the stream."""
 
     def __init__(self, data: _Data, policy, class_weight, classes, batch_size, seed, value_range,
-                 masks: bool = False):
+                 masks: bool = False, cache_memory: int | None = None):
         self.data, self.policy, self.class_weight = data, policy, class_weight
+        self.cache_memory = cache_memory
         self.classes, self.batch_size, self.seed = classes, batch_size, seed
         self.value_range, self.masks = value_range, masks  # masks: labels move with the images
         self.weights = (
@@ -1079,27 +1097,34 @@ class _Sources:
         return data.val_data if data.val_streamed else Batches(data.vx, data.vy, self.batch_size,
                                                                False)
 
-    def cached(self, model, source, strat, info: dict):
-        """(head, training batches, validation batches) on backbone features computed once."""
+    def cached(self, model, source, strat, info: dict, disk=None):
+        """(head, training batches, validation batches) on backbone features computed once, in
+        memory or, past ``cache_memory`` bytes, in ``disk`` (zoo.train.feature_cache)."""
         from zoo.train.feature_cache import compute_features, split_head
 
-        data, batch_size = self.data, self.batch_size
+        data, batch_size, budget = self.data, self.batch_size, self.cache_memory
         backbone, head = split_head(model)
         t0 = time.perf_counter()
         if data.streamed:
-            features, fy, fw = _streamed_features(backbone, source, strat)
+            features, fy, fw = _streamed_features(backbone, source, strat, disk, "train", budget)
             source = Batches(features, fy, batch_size, True, self.seed, fw)
         else:
-            features = compute_features(backbone, data.x, strategy=strat)
+            features = compute_features(backbone, data.x, strategy=strat, disk=disk, name="train",
+                                        memory_budget=budget)
             source = Batches(features, data.y, batch_size, True, self.seed, self.weights)
         if data.val_streamed:
-            vdata, fvy, _ = _streamed_features(backbone, data.val_data, strat)
-            val = Batches(vdata, fvy, batch_size, False)
+            vfeatures, fvy, _ = _streamed_features(backbone, data.val_data, strat, disk,
+                                                   "validation", budget)
+            val = Batches(vfeatures, fvy, batch_size, False)
         else:
-            vfeatures = compute_features(backbone, data.vx, strategy=strat)
+            vfeatures = compute_features(backbone, data.vx, strategy=strat, disk=disk,
+                                         name="validation", memory_budget=budget)
             val = Batches(vfeatures, data.vy, batch_size, False)
         info["cache_seconds"] = round(time.perf_counter() - t0, 4)
         info["cache_shape"] = list(features.shape[1:])
+        info["cache_on_disk"] = [name for name, f in (("train", features),
+                                                      ("validation", vfeatures))
+                                 if isinstance(f, np.memmap)]
         return head, source, val
 
 
@@ -1157,6 +1182,7 @@ class _Stages:
 
 def _stage1(stages: _Stages, sources: _Sources, model, n_epochs, lr, cache_features, strat):
     """(stage 1 summary, cached): the head alone on the frozen backbone, from cache if it can."""
+    from zoo.train.feature_cache import DiskCache
     from zoo.train.transfer import freeze, trainable_summary
 
     freeze(model)
@@ -1165,9 +1191,12 @@ def _stage1(stages: _Stages, sources: _Sources, model, n_epochs, lr, cache_featu
     if n_epochs:
         target, source, val = model, sources.training(), sources.val()
         if cache_features and sources.policy is None and len(model.outputs) == 1:
-            target, source, val = sources.cached(model, source, strat, info)
+            disk = DiskCache(stages.out) if stages.run.chief else None  # workers: memory
+            target, source, val = sources.cached(model, source, strat, info, disk)
             cached = True
         stages("stage1", target, source, val, n_epochs, lr, whole_epoch=cached)
+        if cached and disk is not None:
+            disk.remove()
     return info, cached
 
 
@@ -1212,15 +1241,34 @@ def _data_record(data: _Data, classes, task, groups, value_range) -> dict:
     }
 
 
-def _write_record(run: _Run, model, data: _Data, fields: dict, batch_size, task, monitor) -> Path:
-    """run.json (``fields``, the best epoch, clinical validation metrics, history) and figures."""
+def _check_data_source(data_source) -> None:
+    """Refuse a ``data_source`` run.json could not record, before any training."""
+    if data_source is None:
+        return
+    source = getattr(data_source, "source", None)
+    if not isinstance(source, dict) or not callable(getattr(data_source, "validation_metrics",
+                                                            None)):
+        raise InvalidArgumentError(
+            f"data_source={type(data_source).__name__}: give an object with a `source` dict and "
+            "a `validation_metrics(model)` method (e.g. zoo.train.dicom_folder.DicomFolderData), "
+            "or None.")
+
+
+def _write_record(run: _Run, model, data: _Data, fields: dict, batch_size, task, monitor,
+                  data_source=None) -> Path:
+    """run.json (``fields``, the best epoch, clinical validation metrics, history) and figures,
+    written once; a ``data_source`` adds where streamed data came from and its metrics."""
     from zoo.figures import reliability_diagram, training_curves
     from zoo.outputs import finish_dir
 
-    clinical = (
-        None if data.val_streamed
-        else _clinical(model, data.vx, data.vy, data.val_groups, batch_size, task)
-    )
+    if data.val_streamed:
+        clinical = None if data_source is None else data_source.validation_metrics(model)
+    else:
+        clinical = _clinical(model, data.vx, data.vy, data.val_groups, batch_size, task)
+    if data_source is not None:
+        fields["data"]["source"] = data_source.source
+        if "split" in data_source.source:
+            fields["data"]["split"] = data_source.source["split"]
     best = {
         "epoch": run.best_epoch,
         monitor: run.best_value,
