@@ -64,7 +64,7 @@ def test_every_timm_tensor_lands_in_its_zoo_layer():
     import zoo
     from zoo.weights.convert_torch import convert_state_dict
 
-    model = zoo.load("resnet50", in_chans=1, num_classes=3, input_shape=(32, 32))
+    model = zoo.load("resnet50", in_chans=3, num_classes=3, input_shape=(32, 32))
     needed = {f"{layer.name.replace('_', '.')}.{n}" for layer in model.layers if layer.weights
               for n in (("weight", "bias") if len(layer.weights) == 2 else
                         ("weight", "bias", "running_mean", "running_var"))}
@@ -110,7 +110,8 @@ def test_digits_task_is_upsampled_sklearn_digits():
     from sklearn.datasets import load_digits
 
     x, y, vx, vy = tta.digits_task(20, 10, 32, seed=3)
-    assert x.shape == (20, 32, 32, 1) and vx.shape == (10, 32, 32, 1)
+    assert x.shape == (20, 32, 32, 3) and vx.shape == (10, 32, 32, 3)
+    np.testing.assert_array_equal(x[..., 0], x[..., 2])
     digits = load_digits()
     order = np.random.default_rng(3).permutation(len(digits.images))
     np.testing.assert_array_equal(np.concatenate([y, vy]), digits.target[order[:30]])
