@@ -1,8 +1,8 @@
 """Time to accuracy: ``zoo.finetune`` against a PyTorch/timm fine-tuning loop, same weights.
 
 Run: `python benchmarks/bench_time_to_accuracy.py --torch-python /work/torchvenv/bin/python`
-(about 13 minutes on a quiet 2-core Xeon); `--quick` checks every path in seconds (tiny sizes,
-no report written). Issue 14, bench_engine targets (1) time to accuracy (zoo <= 0.5x timm) and
+(about 14 minutes on a 2-core Xeon: `--seeds 0` took 7 min 52 s); `--quick` checks every path
+(tiny sizes, no report written; 2-4 minutes: ResNet-50 is traced and trained on both sides). Issue 14, bench_engine targets (1) time to accuracy (zoo <= 0.5x timm) and
 (2) raw training images/s in fp32 and bf16 (a report: it measures TensorFlow's kernels).
 
 The baseline, as the issue fixes it:
@@ -41,7 +41,7 @@ validation accuracy. Ratio = zoo / timm (target <= 0.5); a side that never reach
 is reported as such. Mean +- std over seeds (each seed draws the fine-tuning images, the head
 and the order); the pretrained backbone is shared.
 
-Sizes, chosen so everything fits ~13 minutes on 2 cores: 96x96 images (the smallest size of
+Sizes, chosen so everything fits ~14 minutes on 2 cores: 96x96 images (the smallest size of
 the issue's 96-128 px range: ResNet-50 training runs at ~30 images/s there on 2 cores), 256
 training and 128 validation images (a few hundred; 128 validation images resolve 0.8%),
 batch 32, stage 1 four epochs at 1e-3, stage 2 two epochs at 1e-4 (stage 2 is the expensive
