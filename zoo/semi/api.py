@@ -210,7 +210,7 @@ def _train(spec, model_or_name, stream, num_classes, vxy, *, epochs, weight, lea
     t0 = time.time()
     val = None if vxy is None else Batches(*vxy, batch_size=256, shuffle=False)
     history = engine.fit(stream, epochs, val=val)
-    result = SemiResult(task.classifier, history, task=task,
+    result = SemiResult(task.final_classifier(), history, task=task,
                         info={"seconds": round(time.time() - t0, 1), "method": spec.name})
     if tag is not None:
         result.card = _publish(task, spec, model_or_name, tag, out, overwrite, stream, history,
@@ -244,4 +244,4 @@ def _publish(task, spec, name, tag, out, overwrite, stream, history, hyper):
     }
     if start is not None and start.mean:
         fields.update(mean=list(start.mean), std=list(start.std))
-    return publish(task.classifier, arch, tag, fields, out=out, overwrite=overwrite)
+    return publish(task.final_classifier(), arch, tag, fields, out=out, overwrite=overwrite)

@@ -144,6 +144,10 @@ class SemiTask(Task):
     def models(self) -> dict:
         return {"classifier": self.classifier}
 
+    def final_classifier(self):
+        """The classifier ``fit`` returns and publishes (FixMatch: its weights' moving average)."""
+        return self.classifier
+
     def prepare(self, stream, epochs: int) -> None:
         """Create per-pool state (in the strategy's scope) once the stream is known."""
 
