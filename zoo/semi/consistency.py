@@ -120,6 +120,10 @@ class TemporalEnsembling(_Ramped):
         self.z = tf.Variable(tf.zeros([n, self.num_classes]), trainable=False)
         self.count = tf.Variable(tf.zeros([n], tf.int32), trainable=False)
 
+    def state_variables(self) -> dict:
+        extra = {"z": self.z, "count": self.count} if self.z is not None else {}
+        return {**super().state_variables(), **extra}
+
     def unlabelled_loss(self, inputs, training):
         import tensorflow as tf
 
