@@ -193,12 +193,17 @@ def main(argv=None):
 
     t0, c0 = time.time(), time.process_time()
     settings = {}
+    earlier = earlier_full_run(args.only)
+
+    def write_all():
+        write(settings, seeds, t0, c0, args.quick, earlier, args.only)
+
     pool, test = phantoms()
     for frac in (0.01, 0.1) if args.only in (None, "phantoms") else ():
         settings[f"phantoms {frac:.0%} labels"] = setting_rows(
             "phantoms", pool, test, int(frac * len(pool[1])), seeds, epochs,
             METHODS[:2] if args.quick else METHODS, cnn, 32, 1e-3)
-        write(settings, seeds, t0, c0, args.quick)
+        write_all()
         if args.quick:
             break
     if not args.quick and args.only in (None, "digits"):
@@ -207,18 +212,35 @@ def main(argv=None):
         settings["digits, 100 labels"] = setting_rows(
             "digits", dpool, dtest, 100, seeds, epochs, METHODS, cnn, 32, 1e-3)
         UNLABELLED = 0
-        write(settings, seeds, t0, c0, args.quick)
+        write_all()
     if args.only in (None, "clusters"):
         train, ctest = make_clusters(320, seed=0), make_clusters(400, seed=100)
         settings["clusters, 2 labels/class"] = setting_rows(
             "clusters", (train.images, train.labels), (ctest.images, ctest.labels), 4, seeds,
             2 if args.quick else 24, CLUSTER_METHODS[:2] if args.quick else CLUSTER_METHODS,
             lambda s, m: None if s == "ssl" else cluster_model(s, m), 64, 3e-3)
-        write(settings, seeds, t0, c0, args.quick)
+        write_all()
     return settings
 
 
-def write(settings, seeds, t0, c0, quick) -> None:
+def earlier_full_run(only) -> str:
+    """For an ``--only`` run: the section's last full run (every setting), kept below it."""
+    if not only:
+        return ""
+    from benchmarks._report import REPORT
+
+    text = REPORT.read_text() if REPORT.exists() else ""
+    start, end = "<!-- bench:bench_semi -->", "<!-- /bench:bench_semi -->"
+    if start not in text or end not in text:
+        return ""
+    old = text.split(start, 1)[1].split(end, 1)[0]
+    old = old.split("\n### The last run of every setting\n", 1)[-1]
+    lines = [line for line in old.strip().splitlines() if not line.startswith("## Semi")]
+    return ("\n\n### The last run of every setting\n\n"
+            + "\n".join(lines).replace("_Written by", "_Written by an earlier run of"))
+
+
+def write(settings, seeds, t0, c0, quick, earlier="", only=None) -> None:
     """The section so far (rewritten after each data setting, so a cut run keeps its rows)."""
     import tensorflow as tf
 
@@ -228,7 +250,9 @@ def write(settings, seeds, t0, c0, quick) -> None:
     body = (
         f"CPU flags: {', '.join(flags) or 'none'}; {os.cpu_count()} logical CPUs; TensorFlow "
         f"{tf.__version__}; wall {(time.time() - t0) / 60:.1f} min, CPU "
-        f"{(time.process_time() - c0) / 60:.1f} min on a machine shared with other jobs.\n\n"
+        f"{(time.process_time() - c0) / 60:.1f} min on a machine shared with other jobs"
+        + (f"; this run: `--only {only}`, the other settings' last run below" if only else "")
+        + ".\n\n"
         f"Test accuracy, mean ± std over seeds {seeds} (label draw, initialisation, augmentation); "
         "(s) = seconds per run. ** = beats supervised training of the same network by more than 2 "
         "pooled standard deviations; "
@@ -243,7 +267,7 @@ def write(settings, seeds, t0, c0, quick) -> None:
         "(ladder: the paper's lambdas 1000, 10, 0.1, noise 0.3; HybridNet: stability on two "
         "weakly augmented views); pseudo-labels: 4 stages of one pass admitting 0, 1/3, 2/3, all, continuing "
         "(reinit=False: re-initialising would leave the last stage a fraction of the steps).\n\n"
-        + table(settings) + "\n\n" + (__doc__.split("\n\n", 2)[2])
+        + table(settings) + "\n\n" + (__doc__.split("\n\n", 2)[2]) + earlier
     )
     print(body, flush=True)
     if not quick:
