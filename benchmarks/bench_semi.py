@@ -237,6 +237,8 @@ def earlier_full_run(only) -> str:
     old = old.split("\n### The last run of every setting\n", 1)[-1]
     lines = [line for line in old.strip().splitlines() if not line.startswith("## Semi")]
     return ("\n\n### The last run of every setting\n\n"
+            "Measured with the code of that date: rows of a method changed since may differ "
+            "(rerun without `--only`).\n\n"
             + "\n".join(lines).replace("_Written by", "_Written by an earlier run of"))
 
 
