@@ -10,7 +10,10 @@ augmentation draws), test accuracy mean +- std:
   labels of a 1,297-image pool, 600 of whose images (the labelled ones among them) are the
   unlabelled set, 500 held-out test digits; simple_cnn.
 - make_clusters (zoo.data.synthetic, 16 x 16): 2 labels per class, 320 unlabelled, 400 test; a tiny
-  dense network; every consistency method and pseudo-labels (the "beats supervised by > 2 std" check).
+  dense network (256-32-2), with a 3x3 stride-2 conv layer (16 maps) first for reconstruction and
+  hybridnet, which decode a spatial feature map, compared with "supervised, conv net" (the same
+  net); every consistency method, pseudo-labels and the reconstruction family (the issue's "beats
+  supervised by > 2 std" check; m1m2: benchmarks/bench_m1m2.py; sdnet segments).
 
 Every method gets the same labelled stream and the same number of steps as "supervised" (zoo.semi's
 baseline). The SSL path is the same supervised run started from the shipped `simple_cnn.ssl_simclr`
@@ -38,8 +41,12 @@ OPTIONS = {"mean_teacher": {"ramp_up": 40}, "fixmatch": {"tau": 0.95},
            "pseudo_label": {"reinit": False, "step": 1 / 3}}
 UNLABELLED = 0  # unlabelled images: the first ones of the pool (0: all of it)
 EPOCHS = 4
+CONV_BASELINE = "supervised, conv net"
 CLUSTER_METHODS = ("supervised", "pi_model", "temporal_ensembling", "mean_teacher", "fixmatch",
-                   "pseudo_label")
+                   "pseudo_label", "ladder", CONV_BASELINE, "reconstruction", "hybridnet")
+# the reconstruction methods decode a spatial feature map: on clusters they train a conv net,
+# against supervised training of that same net
+CONV_METHODS = (CONV_BASELINE, "reconstruction", "hybridnet")
 
 
 def digits():
@@ -65,6 +72,7 @@ def run(method, model, pool, test, idx, seed, epochs, ubatch, lr=1e-3, options=N
     """Test accuracy and seconds of one run of ``method`` (None when it is not registered)."""
     import zoo.semi
 
+    method = "supervised" if method == CONV_BASELINE else method
     if method not in zoo.semi.METHODS:
         return None
     (x, y), (tx, ty) = pool, test
@@ -90,13 +98,22 @@ def draw(labels, count, seed):
                                    for c in classes]))
 
 
-def cluster_model(seed):
+def cluster_model(seed, method=None):
+    """The dense network of the clusters setting; a conv layer first for ``CONV_METHODS``."""
     import keras
 
     keras.utils.set_random_seed(seed)
+    conv = ([keras.layers.Conv2D(16, 3, strides=2, padding="same", activation="relu")]
+            if method in CONV_METHODS else [])
     return keras.Sequential([keras.Input((16, 16, 1)), keras.layers.Rescaling(1 / 127.5, -1.0),
-                             keras.layers.Flatten(), keras.layers.Dense(32, activation="relu"),
+                             *conv, keras.layers.Flatten(),
+                             keras.layers.Dense(32, activation="relu"),
                              keras.layers.Dense(2, activation="softmax")])
+
+
+def cluster_options(method) -> dict:
+    """Clusters: the consistency ramp-up over 40 of the 120 steps; every other option default."""
+    return {"ramp_up": 40} if method in ("pi_model", "temporal_ensembling", "mean_teacher") else {}
 
 
 def setting_rows(name, pool, test, count, seeds, epochs, methods, model_fn, ubatch, lr):
@@ -105,16 +122,14 @@ def setting_rows(name, pool, test, count, seeds, epochs, methods, model_fn, ubat
     for method in methods:
         for seed in seeds:
             idx = draw(pool[1], count, seed)
-            got = run(method, model_fn(seed), pool, test, idx, seed, epochs, ubatch, lr,
-                      OPTIONS.get(method) if name != "clusters" else
-                      ({"ramp_up": 40} if method in ("pi_model", "temporal_ensembling",
-                                                     "mean_teacher") else {}))
+            got = run(method, model_fn(seed, method), pool, test, idx, seed, epochs, ubatch, lr,
+                      OPTIONS.get(method) if name != "clusters" else cluster_options(method))
             if got is None:
                 break
             scores.setdefault(method, []).append(got[0])
             seconds[method] = seconds.get(method, 0.0) + got[1]
             print(f"{name} {method} seed {seed}: {got[0]:.3f} ({got[1]:.0f} s)", flush=True)
-    if model_fn("ssl") is not None:
+    if model_fn("ssl", None) is not None:
         for seed in seeds:
             idx = draw(pool[1], count, seed)
             got = run("supervised", "simple_cnn.ssl_simclr", pool, test, idx, seed, epochs,
@@ -126,14 +141,17 @@ def setting_rows(name, pool, test, count, seeds, epochs, methods, model_fn, ubat
 
 
 def verdict(scores: dict) -> dict:
-    """Per row: mean, std, and whether it beats supervised by more than 2 pooled stds."""
-    base = np.array(scores["supervised"])
+    """Per row: mean, std, and whether it beats its supervised baseline (the same network) by
+    more than 2 pooled stds."""
     out = {}
     for name, values in scores.items():
+        base_name = CONV_BASELINE if name in CONV_METHODS[1:] else "supervised"
+        base = np.array(scores.get(base_name, [np.nan, np.nan]))
         v = np.array(values)
         pooled = np.sqrt((v.var(ddof=1) + base.var(ddof=1)) / 2) if len(v) > 1 else np.nan
         out[name] = (v.mean(), v.std(ddof=1) if len(v) > 1 else 0.0,
-                     name != "supervised" and v.mean() - base.mean() > 2 * pooled)
+                     name not in ("supervised", CONV_BASELINE)
+                     and v.mean() - base.mean() > 2 * pooled)
     return out
 
 
@@ -160,6 +178,8 @@ def main(argv=None):
     parser = argparse.ArgumentParser()
     parser.add_argument("--quick", action="store_true", help="one seed, tiny budgets, no docs")
     parser.add_argument("--seeds", default="0,1,2")
+    parser.add_argument("--only", choices=("phantoms", "digits", "clusters"),
+                        help="one data setting (its rows only, written to docs all the same)")
     args = parser.parse_args(argv)
     global UNLABELLED
     seeds = [int(s) for s in args.seeds.split(",")][: 1 if args.quick else None]
@@ -168,36 +188,61 @@ def main(argv=None):
 
     from zoo.data.synthetic import make_clusters
 
-    def cnn(seed):
+    def cnn(seed, method=None):
         return "simple_cnn"
 
     t0, c0 = time.time(), time.process_time()
     settings = {}
+    earlier = earlier_full_run(args.only)
+
+    def write_all():
+        write(settings, seeds, t0, c0, args.quick, earlier, args.only)
+
     pool, test = phantoms()
-    for frac in (0.01, 0.1):
+    for frac in (0.01, 0.1) if args.only in (None, "phantoms") else ():
         settings[f"phantoms {frac:.0%} labels"] = setting_rows(
             "phantoms", pool, test, int(frac * len(pool[1])), seeds, epochs,
             METHODS[:2] if args.quick else METHODS, cnn, 32, 1e-3)
-        write(settings, seeds, t0, c0, args.quick)
+        write_all()
         if args.quick:
             break
-    if not args.quick:
+    if not args.quick and args.only in (None, "digits"):
         dpool, dtest = digits()
         UNLABELLED = 600
         settings["digits, 100 labels"] = setting_rows(
             "digits", dpool, dtest, 100, seeds, epochs, METHODS, cnn, 32, 1e-3)
         UNLABELLED = 0
-        write(settings, seeds, t0, c0, args.quick)
-    train, ctest = make_clusters(320, seed=0), make_clusters(400, seed=100)
-    settings["clusters, 2 labels/class"] = setting_rows(
-        "clusters", (train.images, train.labels), (ctest.images, ctest.labels), 4, seeds,
-        2 if args.quick else 24, CLUSTER_METHODS[:2] if args.quick else CLUSTER_METHODS,
-        lambda s: None if s == "ssl" else cluster_model(s), 64, 3e-3)
-    write(settings, seeds, t0, c0, args.quick)
+        write_all()
+    if args.only in (None, "clusters"):
+        train, ctest = make_clusters(320, seed=0), make_clusters(400, seed=100)
+        settings["clusters, 2 labels/class"] = setting_rows(
+            "clusters", (train.images, train.labels), (ctest.images, ctest.labels), 4, seeds,
+            2 if args.quick else 24, CLUSTER_METHODS[:2] if args.quick else CLUSTER_METHODS,
+            lambda s, m: None if s == "ssl" else cluster_model(s, m), 64, 3e-3)
+        write_all()
     return settings
 
 
-def write(settings, seeds, t0, c0, quick) -> None:
+def earlier_full_run(only) -> str:
+    """For an ``--only`` run: the section's last full run (every setting), kept below it."""
+    if not only:
+        return ""
+    from benchmarks._report import REPORT
+
+    text = REPORT.read_text() if REPORT.exists() else ""
+    start, end = "<!-- bench:bench_semi -->", "<!-- /bench:bench_semi -->"
+    if start not in text or end not in text:
+        return ""
+    old = text.split(start, 1)[1].split(end, 1)[0]
+    old = old.split("\n### The last run of every setting\n", 1)[-1]
+    lines = [line for line in old.strip().splitlines() if not line.startswith("## Semi")]
+    return ("\n\n### The last run of every setting\n\n"
+            "Measured with the code of that date: rows of a method changed since may differ "
+            "(rerun without `--only`).\n\n"
+            + "\n".join(lines).replace("_Written by", "_Written by an earlier run of"))
+
+
+def write(settings, seeds, t0, c0, quick, earlier="", only=None) -> None:
     """The section so far (rewritten after each data setting, so a cut run keeps its rows)."""
     import tensorflow as tf
 
@@ -207,18 +252,24 @@ def write(settings, seeds, t0, c0, quick) -> None:
     body = (
         f"CPU flags: {', '.join(flags) or 'none'}; {os.cpu_count()} logical CPUs; TensorFlow "
         f"{tf.__version__}; wall {(time.time() - t0) / 60:.1f} min, CPU "
-        f"{(time.process_time() - c0) / 60:.1f} min on a machine shared with other jobs.\n\n"
+        f"{(time.process_time() - c0) / 60:.1f} min on a machine shared with other jobs"
+        + (f"; this run: `--only {only}`, the other settings' last run below" if only else "")
+        + ".\n\n"
         f"Test accuracy, mean ± std over seeds {seeds} (label draw, initialisation, augmentation); "
-        "(s) = seconds per run. ** = beats supervised by more than 2 pooled standard deviations; "
+        "(s) = seconds per run. ** = beats supervised training of the same network by more than 2 "
+        "pooled standard deviations; "
         f"a gain without ** is within the spread. simple_cnn, Adam 1e-3, {EPOCHS} passes over the "
         "unlabelled pool (32 unlabelled + up to 16 labelled images per step) for every row; "
         "clusters: 64 unlabelled + 4 labelled per step, a dense "
         "network, 24 passes, Adam 3e-3. Options: consistency ramp-up 40 steps; mean teacher decay "
         "and temporal ensembling alpha: the papers' horizons scaled to the run, at least one pass "
         "(zoo.semi.consistency: decay 0.947 on phantoms/digits, 0.8 and alpha 0 on clusters); "
-        "FixMatch tau 0.95; pseudo-labels: 4 stages of one pass admitting 0, 1/3, 2/3, all, continuing "
+        "FixMatch tau 0.95, RandAugment (2 grey-scale ops) + cutout, EMA of the weights "
+        "evaluated (decay 0.999 scaled to the run); ladder and HybridNet: their defaults "
+        "(ladder: the paper's lambdas 1000, 10, 0.1, noise 0.3; HybridNet: stability on two "
+        "weakly augmented views); pseudo-labels: 4 stages of one pass admitting 0, 1/3, 2/3, all, continuing "
         "(reinit=False: re-initialising would leave the last stage a fraction of the steps).\n\n"
-        + table(settings) + "\n\n" + (__doc__.split("\n\n", 2)[2])
+        + table(settings) + "\n\n" + (__doc__.split("\n\n", 2)[2]) + earlier
     )
     print(body, flush=True)
     if not quick:

@@ -1,6 +1,6 @@
 """HybridNet (zoo.semi.hybridnet): the stability loss (zero for identical predictions, the numpy sum of
 squares otherwise), branch cooperation (the image reconstructed by the sum of both branches), the loss
-by hand without noise, and bad options."""
+by hand without noise (stability between two weak augmentations), and bad options."""
 
 from __future__ import annotations
 
@@ -21,9 +21,11 @@ def test_stability_loss_zero_for_identical_predictions_and_sum_of_squares_otherw
     np.testing.assert_allclose(np.asarray(stability_loss(p, q)), ((p - q) ** 2).sum(1), rtol=1e-6)
 
 
-def test_loss_without_noise_is_ce_plus_summed_branch_reconstruction():
-    """noise=0: both noisy copies are the image, so S = 0 exactly and R is the error of
-    D_c(E_c(x)) + D_u(E_u(x)) against the preprocessed image."""
+def test_loss_without_noise_is_ce_plus_summed_branch_reconstruction_and_view_stability():
+    """noise=0: the two copies are the image's two weak augmentations (zoo.semi.augment), S the
+    sum of squares of their predictions' difference, and R the error of
+    D_c(E_c(v1)) + D_u(E_u(v1)) against the first view as the network sees it."""
+    from zoo.semi import augment
     from zoo.semi.methods import METHODS
 
     task = METHODS["hybridnet"].task(tiny_cnn(), num_classes=3, unlabelled_weight=0.5,
@@ -33,15 +35,22 @@ def test_loss_without_noise_is_ce_plus_summed_branch_reconstruction():
     x, y, w = batch(3)
     out = task.step((x, y, w), training=True)
     got = float(np.mean(np.asarray(out.losses["main"])))
-    assert float(out.metrics["stability"][0]) == 0.0
-    both = np.concatenate([x["labelled"], x["unlabelled"]])
-    _, h_c = task.joint(both, training=True)
+    import tensorflow as tf
+
+    both = tf.constant(np.concatenate([x["labelled"], x["unlabelled"]]), tf.float32)
+    v1 = np.asarray(augment.weak(both, task.step_seed(3)))  # the step's seeds (its counter)
+    v2 = np.asarray(augment.weak(both, task.step_seed(4)))
+    assert not np.array_equal(v1, v2)
+    p1, h_c = task.joint(v1, training=True)
+    p2 = np.asarray(task.classifier(v2, training=True), np.float64)
+    stab = ((np.asarray(p1, np.float64) - p2) ** 2).sum(1)
+    assert float(out.metrics["stability"][0]) == pytest.approx(stab.sum(), rel=1e-4)
     x_hat = (np.asarray(task.decoder_c(h_c, training=True), np.float64)
-             + np.asarray(task.decoder_u(task.encoder_u(both, training=True), training=True)))
-    rec = ((both / 127.5 - 1.0 - x_hat) ** 2).reshape(len(both), -1).mean(1)
+             + np.asarray(task.decoder_u(task.encoder_u(v1, training=True), training=True)))
+    rec = ((v1 / 127.5 - 1.0 - x_hat) ** 2).reshape(len(v1), -1).mean(1)
     probs = np.asarray(task.joint(x["labelled"], training=True)[0], np.float64)
     ce = -np.log(probs[np.arange(len(y)), y])
-    want = 2.0 * ce.mean() + 0.5 * 3.0 * rec.mean()
+    want = 2.0 * ce.mean() + 0.5 * (3.0 * rec.mean() + 7.0 * stab.mean())
     assert got == pytest.approx(want, rel=1e-4)
 
 

@@ -16,7 +16,7 @@ import numpy as np
 
 from zoo.errors import DataError, InvalidArgumentError
 from zoo.semi.data import SemiStream, _is_dataset, _positive, check_inputs
-from zoo.semi.methods import METHODS, SemiTask, check_weight
+from zoo.semi.methods import METHODS, SemiTask, TaskState, check_weight
 
 
 @dataclass
@@ -137,7 +137,8 @@ def fit(method: str, model_or_name, labelled, unlabelled, *, num_classes: int | 
         val=None, epochs: int = 10, batch_size: int = 32,
         unlabelled_batch_size: int | None = None, unlabelled_weight: float = 1.0,
         learning_rate: float = 1e-3, seed: int = 0, tag: str | None = None, out=None,
-        overwrite: bool = False, verbose: int = 0, **options) -> SemiResult:
+        overwrite: bool = False, verbose: int = 0, checkpoint_dir=None,
+        checkpoint_every: int | None = None, resume: bool = False, **options) -> SemiResult:
     """Train a classifier with semi-supervised ``method`` on labelled and unlabelled images.
 
     Args:
@@ -152,6 +153,9 @@ def fit(method: str, model_or_name, labelled, unlabelled, *, num_classes: int | 
             supervised run exactly). learning_rate: Adam's. seed: fixes every random draw.
         tag: publish the classifier as card ``arch.tag`` (``zoo.load(arch, pretrained=tag)``);
             ``out``: the weights folder; ``overwrite``: replace an own card of that tag.
+        checkpoint_dir: the engine's checkpoints (every epoch, and every ``checkpoint_every``
+            steps); ``resume``: continue from the newest one with the same call, the method's
+            own state (ramp-up step, ensembles, teacher, admitted pseudo-labels) included.
         **options: the method's own (``METHODS[method].options()``), e.g. ``tau`` of FixMatch.
 
     Returns:
@@ -168,6 +172,9 @@ def fit(method: str, model_or_name, labelled, unlabelled, *, num_classes: int | 
         get_entry(model_or_name.partition(".")[0])
     weight = check_weight(unlabelled_weight)
     _positive(epochs, "epochs")
+    if resume and checkpoint_dir is None:
+        raise InvalidArgumentError("resume=True continues from checkpoint_dir=; give the folder "
+                                   "the interrupted run wrote its checkpoints to.")
     x, y, u, num_classes = _arrays(labelled, unlabelled, num_classes)
     vxy = _check_val(val, x)
     check_val_outside_pool(vxy[0] if vxy else None, u)
@@ -177,7 +184,9 @@ def fit(method: str, model_or_name, labelled, unlabelled, *, num_classes: int | 
                         seed=seed)
     return _train(spec, model_or_name, stream, num_classes, vxy, epochs=epochs,
                   weight=weight, learning_rate=learning_rate, seed=seed, tag=tag, out=out,
-                  overwrite=overwrite, verbose=verbose, options=options)
+                  overwrite=overwrite, verbose=verbose, options=options,
+                  checkpoints=dict(checkpoint_dir=checkpoint_dir,
+                                   checkpoint_every=checkpoint_every, resume=bool(resume)))
 
 
 def _image_shape(stream) -> tuple:
@@ -188,7 +197,7 @@ def _image_shape(stream) -> tuple:
 
 
 def _train(spec, model_or_name, stream, num_classes, vxy, *, epochs, weight, learning_rate,
-           seed, tag, out, overwrite, verbose, options) -> SemiResult:
+           seed, tag, out, overwrite, verbose, options, checkpoints) -> SemiResult:
     import keras
 
     from zoo.train.batches import Batches
@@ -203,14 +212,16 @@ def _train(spec, model_or_name, stream, num_classes, vxy, *, epochs, weight, lea
                         "unlabelled images as an array, not a tf.data pipeline.")
     if not _is_dataset(stream.unlabelled):
         task.prepare(stream, epochs)
-    hooks = task.hooks() + ([Progress(len(stream), spec.name)] if verbose else [])
+    hooks = [TaskState(task), *task.hooks()] + (
+        [Progress(len(stream), spec.name)] if verbose else [])
     # one compiled step per batch: a method may add metrics in training only (the whole-epoch
     # mode needs the evaluation step's metric layout)
-    engine = Engine(task, keras.optimizers.Adam(learning_rate), hooks=hooks)
+    resume = checkpoints.pop("resume")
+    engine = Engine(task, keras.optimizers.Adam(learning_rate), hooks=hooks, **checkpoints)
     t0 = time.time()
     val = None if vxy is None else Batches(*vxy, batch_size=256, shuffle=False)
-    history = engine.fit(stream, epochs, val=val)
-    result = SemiResult(task.classifier, history, task=task,
+    history = engine.fit(stream, epochs, val=val, resume=resume)
+    result = SemiResult(task.final_classifier(), history, task=task,
                         info={"seconds": round(time.time() - t0, 1), "method": spec.name})
     if tag is not None:
         result.card = _publish(task, spec, model_or_name, tag, out, overwrite, stream, history,
@@ -244,4 +255,4 @@ def _publish(task, spec, name, tag, out, overwrite, stream, history, hyper):
     }
     if start is not None and start.mean:
         fields.update(mean=list(start.mean), std=list(start.std))
-    return publish(task.classifier, arch, tag, fields, out=out, overwrite=overwrite)
+    return publish(task.final_classifier(), arch, tag, fields, out=out, overwrite=overwrite)

@@ -10,16 +10,21 @@ weak (Pi-model, temporal ensembling, mean teacher, FixMatch's pseudo-label view,
     a horizontal flip with probability 1/2 and an integer shift of up to ``WEAK_SHIFT`` of the
     side in each direction (reflected borders). 3D volumes: the flip only.
 
-strong (FixMatch's trained view), ``STRONG`` holds the ranges; each intensity step is applied
-to an image with probability 1/2, with a uniformly drawn magnitude:
-    gamma: x -> lo + (hi - lo) * ((x - lo) / (hi - lo)) ** g, g in [0.6, 1.6];
-    contrast: around the image mean, factor in [0.6, 1.4];
-    brightness: + b * (hi - lo), b in [-0.2, 0.2];
-    noise: Gaussian, sigma s * (hi - lo), s in [0, 0.06];
-    blur: a 3x3 Gaussian blur blended in with weight in [0, 1];
-    then always an affine map (rotation +-30 degrees, scale 0.85-1.15, shear +-0.2, shift +-0.125
-    of the side; reflected borders), then cutout: one square of half the side set to the image
-    mean (as in FixMatch).
+strong (FixMatch's trained view): FixMatch's recipe (Sohn et al. 2020, "RA"): the weak
+augmentation, then RandAugment with ``RAND_OPS`` = 2 operations per image, each drawn uniformly
+from ``STRONG`` with a magnitude drawn uniformly from its range, then cutout. The grey-scale
+operations (relative to each image's own range ``[lo, hi]``, clipped back into it):
+    identity;
+    gamma: x -> lo + (hi - lo) * ((x - lo) / (hi - lo)) ** g (RandAugment's auto-contrast /
+    equalize, grey-scale);
+    brightness: x -> lo + f (x - lo); contrast: around the image mean, factor f;
+    sharpness: x -> blur + f (x - blur), a 3x3 Gaussian blur (f < 1 blurs, f > 1 sharpens);
+    posterize: 2**b grey levels over [lo, hi];
+    noise: Gaussian, sigma s * (hi - lo);
+    rotate, shear_x, shear_y, translate_x, translate_y (reflected borders);
+then cutout: one square of side uniform in (0, ``CUTOUT``] of the image side, set to the
+image mean. RandAugment's colour operations (colour balance) and solarize (inverting the grey
+values above a threshold) are left out: on CT and MR they make images that cannot exist.
 """
 
 from __future__ import annotations
@@ -29,18 +34,25 @@ import math
 from zoo.errors import InvalidArgumentError
 
 WEAK_SHIFT = 0.125
-STRONG = {
+RAND_OPS = 2  # operations per image (FixMatch's RandAugment: N = 2, magnitudes random)
+CUTOUT = 0.5  # the largest cutout side, as a fraction of the image side
+STRONG = {  # operation: magnitude range (FixMatch's RA ranges; grey-scale)
+    "identity": (0.0, 0.0),
     "gamma": (0.6, 1.6),
-    "contrast": (0.6, 1.4),
-    "brightness": (-0.2, 0.2),
-    "noise": (0.0, 0.06),
-    "blur": (0.0, 1.0),
-    "rotation_degrees": (-30.0, 30.0),
-    "scale": (0.85, 1.15),
-    "shear": (-0.2, 0.2),
-    "shift": (-0.125, 0.125),
-    "cutout": 0.5,
+    "brightness": (0.05, 1.95),
+    "contrast": (0.05, 1.95),
+    "sharpness": (0.05, 1.95),
+    "posterize": (4.0, 8.0),
+    "noise": (0.0, 0.1),
+    "rotate": (-30.0, 30.0),
+    "shear_x": (-0.3, 0.3),
+    "shear_y": (-0.3, 0.3),
+    "translate_x": (-0.3, 0.3),
+    "translate_y": (-0.3, 0.3),
 }
+_INTENSITY = ("identity", "gamma", "brightness", "contrast", "sharpness", "posterize", "noise")
+_GEOMETRIC = ("rotate", "shear_x", "shear_y", "translate_x", "translate_y")
+assert tuple(STRONG) == _INTENSITY + _GEOMETRIC  # rand_augment picks by this order
 
 
 def _seeds(seed, n: int):
@@ -115,12 +127,6 @@ def _range(x):
     return lo, hi, tf.maximum(hi - lo, 1e-6)
 
 
-def _maybe(x, changed, seed):
-    import tensorflow as tf
-
-    return tf.where(_per_image(x, _coin(seed, tf.shape(x)[0])), changed, x)
-
-
 def _blur(x):
     import tensorflow as tf
 
@@ -132,61 +138,88 @@ def _blur(x):
     return tf.nn.depthwise_conv2d(padded, kernel, [1, 1, 1, 1], "VALID")
 
 
-def intensity(x, seed):
-    """Gamma, contrast, brightness, noise and blur, each with probability 1/2 (see above)."""
+def _magnitude(op: str, u):
+    """The magnitude of ``op`` for uniform draws ``u`` in [0, 1)."""
+    lo, hi = STRONG[op]
+    return lo + (hi - lo) * u
+
+
+def intensity_candidates(x, u, seed):
+    """Every operation of ``_INTENSITY`` on the whole batch, per-image magnitudes from ``u``
+    (N,): a list in ``_INTENSITY``'s order, each clipped to the image's range."""
     import tensorflow as tf
 
-    n = tf.shape(x)[0]
-    seeds = _seeds(seed, 11)
     lo, hi, span = _range(x)
+    unit = tf.clip_by_value((x - lo) / span, 0.0, 1.0)
+    mean = tf.reduce_mean(x, [1, 2, 3], keepdims=True)
+    blur = _blur(x)
 
-    def draw(i, key):
-        return _per_image(x, _uniform(seeds[i], n, *STRONG[key]))
+    def m(op):
+        return _per_image(x, _magnitude(op, u))
 
-    unit = (x - lo) / span
-    x = _maybe(x, lo + span * tf.pow(tf.clip_by_value(unit, 0.0, 1.0), draw(0, "gamma")),
-               seeds[1])
-    mean = tf.reduce_mean(x, list(range(1, x.shape.rank)), keepdims=True)
-    x = _maybe(x, mean + (x - mean) * draw(2, "contrast"), seeds[3])
-    x = _maybe(x, x + span * draw(4, "brightness"), seeds[5])
-    noise = tf.random.stateless_normal(tf.shape(x), seeds[6]) * span * draw(7, "noise")
-    x = _maybe(x, x + noise, seeds[8])
-    if x.shape.rank == 4:
-        weight = draw(9, "blur")
-        x = _maybe(x, weight * _blur(x) + (1 - weight) * x, seeds[10])
-    return tf.clip_by_value(x, lo, hi)
+    levels = tf.pow(2.0, tf.round(m("posterize"))) - 1.0
+    noise = tf.random.stateless_normal(tf.shape(x), seed) * span * m("noise")
+    out = [x, lo + span * tf.pow(unit, m("gamma")), lo + (x - lo) * m("brightness"),
+           mean + (x - mean) * m("contrast"), blur + (x - blur) * m("sharpness"),
+           lo + span * tf.round(unit * levels) / levels, x + noise]
+    return [tf.clip_by_value(c, lo, hi) for c in out]
 
 
-def _affine_transforms(seed, n, height, width):
-    """Per-image inverse maps (output -> input pixel) about the image centre."""
+def geometric_transforms(op_index, u, height, width):
+    """Per-image inverse maps (N, 8) about the image centre: the geometric operation the image
+    drew (``op_index`` into ``STRONG``'s order), the identity for an intensity operation."""
     import tensorflow as tf
 
-    s = _seeds(seed, 5)
-    angle = _uniform(s[0], n, *STRONG["rotation_degrees"]) * (math.pi / 180)
-    scale = _uniform(s[1], n, *STRONG["scale"])
-    shear = _uniform(s[2], n, *STRONG["shear"])
-    ty = _uniform(s[3], n, *STRONG["shift"]) * height
-    tx = _uniform(s[4], n, *STRONG["shift"]) * width
-    cos, sin = tf.cos(angle) / scale, tf.sin(angle) / scale
-    a0, a1 = cos, -sin + shear * cos
-    b0, b1 = sin, cos + shear * sin
+    names = list(STRONG)
+
+    zero = tf.zeros_like(u)
+
+    def pick(op):
+        return tf.where(op_index == names.index(op), _magnitude(op, u), zero)
+
+    angle = pick("rotate") * (math.pi / 180)
+    sx, sy = pick("shear_x"), pick("shear_y")
+    tx, ty = pick("translate_x") * width, pick("translate_y") * height
+    cos, sin = tf.cos(angle), tf.sin(angle)
+    # output (col, row) -> input: rotation @ [[1, shear_x], [shear_y, 1]] about the centre
+    a0, a1 = cos - sin * sy, cos * sx - sin
+    b0, b1 = sin + cos * sy, sin * sx + cos
     cy, cx = (height - 1) / 2, (width - 1) / 2
     a2 = cx - a0 * cx - a1 * cy + tx
     b2 = cy - b0 * cx - b1 * cy + ty
-    zero = tf.zeros_like(a0)
     return tf.stack([a0, a1, a2, b0, b1, b2, zero, zero], 1)
 
 
+def rand_augment(x, seed, ops: int = RAND_OPS):
+    """``ops`` operations per image, each drawn uniformly from ``STRONG`` with a uniform
+    magnitude (RandAugment as FixMatch uses it)."""
+    import tensorflow as tf
+
+    n = tf.shape(x)[0]
+    size = tf.cast(tf.shape(x)[1:3], tf.float32)
+    for round_seed in _seeds(seed, ops):
+        s_op, s_mag, s_noise = _seeds(round_seed, 3)
+        op = tf.random.stateless_uniform([n], s_op, 0, len(STRONG), tf.int32)
+        u = _uniform(s_mag, n, 0.0, 1.0)
+        candidates = tf.stack(intensity_candidates(x, u, s_noise), 0)  # (K, N, H, W, C)
+        chosen = tf.where(op < len(_INTENSITY), op, 0)
+        x = tf.gather_nd(candidates, tf.stack([chosen, tf.range(n)], 1))
+        x = affine(x, geometric_transforms(op, u, size[0], size[1]))
+    return x
+
+
 def cutout(x, seed):
-    """One square of ``STRONG["cutout"]`` of the side per image, set to the image's mean."""
+    """One square per image, side uniform in (0, ``CUTOUT``] of the image side, set to the
+    image's mean."""
     import tensorflow as tf
 
     n, h, w = tf.shape(x)[0], tf.shape(x)[1], tf.shape(x)[2]
-    sy, sx = _seeds(seed, 2)
-    side_h = tf.cast(tf.cast(h, tf.float32) * STRONG["cutout"], tf.int32)
-    side_w = tf.cast(tf.cast(w, tf.float32) * STRONG["cutout"], tf.int32)
-    y0 = tf.random.stateless_uniform([n], sy, 0, h - side_h + 1, tf.int32)
-    x0 = tf.random.stateless_uniform([n], sx, 0, w - side_w + 1, tf.int32)
+    s_size, sy, sx = _seeds(seed, 3)
+    frac = _uniform(s_size, n, 0.0, CUTOUT)
+    side_h = tf.maximum(1, tf.cast(tf.math.ceil(tf.cast(h, tf.float32) * frac), tf.int32))
+    side_w = tf.maximum(1, tf.cast(tf.math.ceil(tf.cast(w, tf.float32) * frac), tf.int32))
+    y0 = tf.cast(_uniform(sy, n, 0.0, 1.0) * tf.cast(h - side_h + 1, tf.float32), tf.int32)
+    x0 = tf.cast(_uniform(sx, n, 0.0, 1.0) * tf.cast(w - side_w + 1, tf.float32), tf.int32)
     rows, cols = tf.range(h)[None, :], tf.range(w)[None, :]
     in_y = (rows >= y0[:, None]) & (rows < (y0 + side_h)[:, None])
     in_x = (cols >= x0[:, None]) & (cols < (x0 + side_w)[:, None])
@@ -196,17 +229,11 @@ def cutout(x, seed):
 
 
 def strong(x, seed):
-    """The strong grey-scale augmentation (2D): intensity steps, flip, affine, cutout."""
-    import tensorflow as tf
-
+    """The strong grey-scale augmentation (2D): weak, RandAugment, cutout (module docstring)."""
     if x.shape.rank != 4:
         raise InvalidArgumentError(
             f"strong augmentation got a batch of rank {x.shape.rank}: it is defined for 2D images "
             "(N, H, W, C); use a method without strong augmentation (e.g. mean_teacher) "
             "for volumes.")
-    s_int, s_flip, s_aff, s_cut = _seeds(seed, 4)
-    x = intensity(x, s_int)
-    x = flip(x, s_flip)
-    size = tf.cast(tf.shape(x)[1:3], tf.float32)
-    x = affine(x, _affine_transforms(s_aff, tf.shape(x)[0], size[0], size[1]))
-    return cutout(x, s_cut)
+    s_weak, s_rand, s_cut = _seeds(seed, 3)
+    return cutout(rand_augment(weak(x, s_weak), s_rand), s_cut)

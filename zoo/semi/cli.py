@@ -83,7 +83,9 @@ def _run(args) -> int:
                  batch_size=args.batch_size, unlabelled_batch_size=args.unlabelled_batch_size,
                  unlabelled_weight=args.weight, learning_rate=args.lr, seed=args.seed,
                  tag=args.tag, out=args.out, overwrite=args.overwrite,
-                 verbose=1 if args.progress else 0, **dict(_option(o) for o in args.option))
+                 verbose=1 if args.progress else 0, checkpoint_dir=args.checkpoint_dir,
+                 checkpoint_every=args.checkpoint_every, resume=args.resume,
+                 **dict(_option(o) for o in args.option))
     last = result.history[-1]
     shown = {k: round(v, 4) for k, v in last.items() if isinstance(v, float) and np.isfinite(v)}
     print(f"{args.method}: {len(result.history)} epochs in {result.info['seconds']} s; {shown}")
@@ -128,4 +130,10 @@ def add_semi_parser(subparsers) -> None:
     p.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
                    help="a method option (e.g. tau=0.9), repeatable")
     p.add_argument("--progress", action="store_true", help="a progress bar per epoch")
+    p.add_argument("--checkpoint-dir", help="write the engine's checkpoints here (each epoch)")
+    p.add_argument("--checkpoint-every", type=int, default=None,
+                   help="also checkpoint every N steps inside an epoch")
+    p.add_argument("--resume", action="store_true",
+                   help="continue from the newest checkpoint in --checkpoint-dir, the method's "
+                        "state (ramp-up, ensembles, teacher, pseudo-labels) included")
     p.set_defaults(func=_run)

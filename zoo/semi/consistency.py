@@ -120,6 +120,10 @@ class TemporalEnsembling(_Ramped):
         self.z = tf.Variable(tf.zeros([n, self.num_classes]), trainable=False)
         self.count = tf.Variable(tf.zeros([n], tf.int32), trainable=False)
 
+    def state_variables(self) -> dict:
+        extra = {"z": self.z, "count": self.count} if self.z is not None else {}
+        return {**super().state_variables(), **extra}
+
     def unlabelled_loss(self, inputs, training):
         import tensorflow as tf
 
@@ -196,11 +200,18 @@ def fixmatch_loss(weak_probs, strong_probs, tau: float):
 
 
 class FixMatch(SemiTask):
-    """Weak view -> confident hard label -> strong view trained on it; see the docstring."""
+    """Weak view -> confident hard label -> strong view trained on it; see the docstring.
+
+    As in the paper, the classifier returned (``final_classifier``) is an exponential moving
+    average of the trained one's weights, ``ema_decay`` (0.999 over Sohn et al.'s 2^20 steps, a
+    1,000-step horizon) scaled to the run as mean teacher's decay is (at least one epoch); none
+    with ``unlabelled_weight`` 0, which is the supervised run exactly.
+    """
 
     unlabelled_metrics = ("mask_rate",)
 
-    def __init__(self, classifier, *, tau: float = 0.95, **common):
+    def __init__(self, classifier, *, tau: float = 0.95, ema_decay: float | None = None,
+                 **common):
         rank = len(classifier.inputs[0].shape) if getattr(classifier, "inputs", None) else 0
         if rank != 4:
             raise InvalidArgumentError(
@@ -209,6 +220,26 @@ class FixMatch(SemiTask):
                 "pi_model, temporal_ensembling or pseudo_label.")
         super().__init__(classifier, **common)
         self.tau = check_fraction(tau, "tau")
+        self.scaled = ema_decay is None
+        self.ema_decay = 0.999 if ema_decay is None else check_fraction(ema_decay, "ema_decay")
+        self.averaged = None
+        if self.unlabelled_weight > 0:
+            self.averaged = ema_copy(classifier)
+            self.averaged.trainable = False
+            self.ema = ((self.averaged, self.classifier, self.ema_decay),)
+
+    def prepare(self, stream, epochs: int) -> None:
+        steps = len(stream)
+        if self.scaled and steps > 0 and self.averaged is not None:  # 1,000 of 2^20 steps
+            self.ema_decay = scaled_horizon(1000, 2**20, steps * epochs, floor=steps)
+            self.ema = ((self.averaged, self.classifier, self.ema_decay),)
+
+    def models(self) -> dict:
+        extra = {"ema": self.averaged} if self.averaged is not None else {}
+        return {"classifier": self.classifier, **extra}
+
+    def final_classifier(self):
+        return self.averaged if self.averaged is not None else self.classifier
 
     def unlabelled_loss(self, inputs, training):
         import tensorflow as tf
@@ -260,8 +291,11 @@ def make_mean_teacher(model, *, num_classes, unlabelled_weight, seed,
 @register_method("fixmatch", family="consistency",
                  summary="weak view's confident label trains the strong view (Sohn et al. 2020)",
                  backbones="any zoo classifier (2D; the strong augmentation is 2D)")
-def make_fixmatch(model, *, num_classes, unlabelled_weight, seed, tau: float = 0.95):
-    return FixMatch(model, tau=tau, **_common(num_classes, unlabelled_weight, seed))
+def make_fixmatch(model, *, num_classes, unlabelled_weight, seed, tau: float = 0.95,
+                  ema_decay: float | None = None):
+    """``ema_decay`` None: the paper's 0.999 scaled to the run (see ``FixMatch``)."""
+    return FixMatch(model, tau=tau, ema_decay=ema_decay,
+                    **_common(num_classes, unlabelled_weight, seed))
 
 
 

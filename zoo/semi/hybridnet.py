@@ -16,15 +16,18 @@ unsupervised branch restores it. The loss of a step:
 
 ``L_c``: the labelled cross-entropy (as the "supervised" method's); ``R``: the mean squared error
 of ``x_hat`` against the clean image as the network sees it (``preprocess`` output), the branches
-reading a noisy copy; ``S``, the stability loss: the squared difference of the class
-probabilities of two noisy copies of each image (Gaussian noise of ``noise`` times the batch's
-pixel standard deviation; ``sum_k (p1_k - p2_k)^2`` per image), averaged. ``R`` and ``S`` run on
-the labelled and the unlabelled images. The paper's intermediate (per-layer) reconstruction
+reading a noisy copy; ``S``, the stability loss: ``sum_k (p1_k - p2_k)^2`` per image, averaged,
+between the class probabilities of two differently transformed copies of each image: each a
+weak augmentation (zoo.semi.augment: flip and shift; the paper's stability loss compares two
+random transformations of an image) plus Gaussian noise of ``noise`` times the batch's pixel
+standard deviation. The first copy is the one reconstructed. ``R`` and ``S`` run on the
+labelled and the unlabelled images. The paper's intermediate (per-layer) reconstruction
 terms are left out. With ``unlabelled_weight = 0`` only the supervised step runs.
 """
 
 from __future__ import annotations
 
+from zoo.semi import augment
 from zoo.semi.methods import SemiTask, check_weight, labelled_part, register_method
 from zoo.semi.reconstruction import (
     build_decoder,
@@ -100,12 +103,14 @@ class HybridNet(SemiTask):
         return probs, x_hat
 
     def unlabelled_terms(self, x, training: bool):
-        """(R, S) averaged over the images ``x``, and their per-image values."""
+        """(R, S) per image of ``x``: two weakly augmented, noisy views of each image; the first
+        is reconstructed (its clean version the target), the two predictions must agree."""
         from keras import ops
 
-        probs1, x_hat = self.reconstruct(self.noisy(x, 1), training)
-        probs2 = self.classifier(self.noisy(x, 2), training=training)
-        rec = reconstruction_error(ops.stop_gradient(self.target(x, training=False)), x_hat)
+        view1, view2 = augment.weak(x, self.step_seed(3)), augment.weak(x, self.step_seed(4))
+        probs1, x_hat = self.reconstruct(self.noisy(view1, 1), training)
+        probs2 = self.classifier(self.noisy(view2, 2), training=training)
+        rec = reconstruction_error(ops.stop_gradient(self.target(view1, training=False)), x_hat)
         stab = stability_loss(probs1, probs2)
         return rec, stab
 

@@ -19,9 +19,12 @@ the paper's, with BatchNorm-normalised targets:
 
     C_d = sum_l lambda_l * mean_n mean_i ((ẑ_l - mu_l) / sigma_l - z_l)^2
 
-(``mu_l``, ``sigma_l``: the clean path's batch statistics; 0 and 1 for the image). The loss is the
-labelled cross-entropy of the clean classifier (the "supervised" method's; the paper takes it from
-the corrupted path) plus ``unlabelled_weight * C_d`` over the labelled and unlabelled images.
+(``mu_l``, ``sigma_l``: the clean path's batch statistics; 0 and 1 for the image), with the
+paper's weights by default (``layer_weights``: lambda_0 = 1000 for the image, 10 for the first
+layer, 0.1 above, as in Rasmus et al.'s MNIST network). The loss is, as in the paper, the
+labelled images' cross-entropy on the *corrupted* path's output (the noise regularises the
+supervised cost too) plus ``unlabelled_weight * C_d`` over the labelled and unlabelled images;
+the clean path is the classifier that is evaluated and returned.
 
 A network whose layers are not such a chain (residual or dense connections, nested models, layer
 or group normalisation, depthwise convolutions) is refused with an error naming the layer.
@@ -268,11 +271,16 @@ class Ladder(DecoderTask):
 
     def costs(self, x, training: bool):
         """(C_d, the clean path, the decoder's ẑ per level 0..L) over the images ``x``."""
+        cost, clean, _, z_hats = self.paths(x, training)
+        return cost, clean, z_hats
+
+    def paths(self, x, training: bool):
+        """(C_d, the clean path, the corrupted path, ẑ per level 0..L) over the images ``x``."""
         clean = self.walk(x, training, corrupted=False)
         noisy = self.walk(x, training, corrupted=True)
         z_hats = self.decoder([noisy.output, *noisy.zs[::-1]], training=training)[::-1]
         cost = denoising_cost(z_hats, clean.zs, clean.mus, clean.sigmas, self.layer_weights)
-        return cost, clean, z_hats
+        return cost, clean, noisy, z_hats
 
     def step(self, batch, training: bool) -> StepOutput:
         from keras import ops
@@ -283,19 +291,25 @@ class Ladder(DecoderTask):
         self.iterations.assign_add(1)
         xl = ops.cast(labelled_part(inputs), "float32")
         both = ops.concatenate([xl, ops.cast(inputs["unlabelled"], "float32")], 0)
-        cost, clean, _ = self.costs(both, training)
-        probs = ops.cast(clean.output[: ops.shape(xl)[0]], "float32")
+        cost, clean, noisy, _ = self.paths(both, training)
+        n = ops.shape(xl)[0]
         w = ops.cast(w, "float32")
-        metrics = self.supervised.metrics(y, probs, w)
+        # the paper's supervised cost: the corrupted path's output (the clean one is reported)
+        metrics = self.supervised.metrics(y, ops.cast(clean.output[:n], "float32"), w)
         metrics["denoising_cost"] = (cost, 1.0)
-        loss = self.supervised.per_example(y, probs) * w + self.unlabelled_weight * cost
+        noisy_probs = ops.cast(noisy.output[:n], "float32")
+        loss = self.supervised.per_example(y, noisy_probs) * w + self.unlabelled_weight * cost
         return StepOutput({"main": loss}, metrics)
 
 
+PAPER_WEIGHTS = (1000.0, 10.0, 0.1)  # Rasmus et al.'s MNIST lambdas: the image, layer 1, above
+
+
 def _layer_weights(weights, levels: int) -> list[float]:
-    """``layer_weights``: None (1 per level), one number, or one per level 0..L."""
+    """``layer_weights``: None (the paper's: 1000 for the image, 10 for the first layer, 0.1
+    above), one number, or one per level 0..L."""
     if weights is None:
-        return [1.0] * levels
+        return [PAPER_WEIGHTS[min(level, 2)] for level in range(levels)]
     values = [weights] * levels if isinstance(weights, int | float) else list(weights)
     ok = len(values) == levels and all(
         not isinstance(v, bool) and isinstance(v, int | float) and math.isfinite(v) and v >= 0

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 
 from zoo.errors import InvalidArgumentError
 from zoo.registry import Registry
-from zoo.train.engine import StepOutput, Task
+from zoo.train.engine import Hook, StepOutput, Task
 
 FAMILIES = ("supervised", "consistency", "pseudo-label", "generative", "reconstruction")
 _NOT_METHODS = {"methods", "api", "cli", "data", "augment"}
@@ -144,8 +144,18 @@ class SemiTask(Task):
     def models(self) -> dict:
         return {"classifier": self.classifier}
 
+    def final_classifier(self):
+        """The classifier ``fit`` returns and publishes (FixMatch: its weights' moving average)."""
+        return self.classifier
+
     def prepare(self, stream, epochs: int) -> None:
         """Create per-pool state (in the strategy's scope) once the stream is known."""
+
+    def state_variables(self) -> dict:
+        """The method's own state beyond its models' variables, by name: what a resumed run must
+        get back (``TaskState`` puts it in the engine's checkpoints). The step counter keys the
+        ramp-up, the augmentations' random draws and the ramp; subclasses add theirs."""
+        return {"iterations": self.iterations}
 
     def hooks(self) -> list:
         """Engine hooks the method needs (e.g. the curriculum's stages)."""
@@ -194,6 +204,29 @@ class SemiTask(Task):
         import tensorflow as tf
 
         return tf.stack([tf.cast(self.seed * 1000 + purpose, tf.int64), self.iterations])
+
+
+class TaskState(Hook):
+    """The task's ``state_variables`` in the engine's checkpoints (a hook's ``arrays``), put back
+    on resume: without them a resumed run would restart its ramp-up, augmentation draws,
+    temporal ensemble or admitted pseudo-labels. Models (an EMA teacher) the engine saves itself."""
+
+    def __init__(self, task: SemiTask):
+        self.task = task
+
+    def arrays(self) -> dict:
+        return {name: v.numpy() for name, v in self.task.state_variables().items()}
+
+    def load(self, state: dict, arrays: dict) -> None:
+        for name, variable in self.task.state_variables().items():
+            if name not in arrays or tuple(arrays[name].shape) != tuple(variable.shape):
+                from zoo.errors import ResumeError
+
+                raise ResumeError(
+                    f"the checkpoint holds no {name!r} of shape {tuple(variable.shape)} for this "
+                    "semi-supervised method; resume with the same method, data and settings, or "
+                    "give a new checkpoint folder.")
+            variable.assign(arrays[name])
 
 
 class Supervised(SemiTask):

@@ -111,6 +111,11 @@ class CurriculumPseudoLabels(SemiTask):
     def hooks(self) -> list:
         return [Curriculum(self)] if self.unlabelled_weight > 0 else []
 
+    def state_variables(self) -> dict:
+        extra = ({"labels": self.labels, "admitted": self.admitted}
+                 if self.labels is not None else {})
+        return {**super().state_variables(), **extra}
+
     def start_stage(self, engine, fraction: float) -> None:
         """Label the pool with the current classifier, admit ``fraction``, maybe restart."""
         probs = self.classifier.predict(self.pool, batch_size=256, verbose=0)
