@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import math
 import os
 import re
 import warnings
@@ -108,12 +109,21 @@ def _tag_name(keyword: str) -> str:
     return f"{keyword} ({tag >> 16:04X},{tag & 0xFFFF:04X})" if tag is not None else keyword
 
 
+@functools.cache
+def _tag_of(keyword: str):
+    """The tag of a keyword, looked up once (pydicom converts a keyword on every access)."""
+    from pydicom.tag import Tag
+
+    return Tag(keyword)
+
+
 def _get(ds, keyword: str, cast: Callable, path, default=None):
     """``cast(ds.keyword)``, or ``default`` when absent; a malformed value names the tag."""
     try:
-        if keyword not in ds:
+        tag = _tag_of(keyword)
+        if tag not in ds:
             return default
-        value = ds[keyword].value
+        value = ds[tag].value
         if value is None or value == "" or (hasattr(value, "__len__") and len(value) == 0):
             return default
         return cast(value)
@@ -524,21 +534,28 @@ def _check_geometry(path, spacing, spacing_tag: str, orientation) -> tuple[str, 
         tag = _tag_name(spacing_tag) if " " not in spacing_tag else spacing_tag
         found.append(f"{tag} is {[float(v) for v in spacing]} mm; a pixel spacing must be positive")
     if orientation is not None:
-        row, col = np.asarray(orientation[:3], float), np.asarray(orientation[3:6], float)
-        norms = np.linalg.norm(row), np.linalg.norm(col)
-        if min(norms) < 1e-3:
-            found.append(f"{_tag_name('ImageOrientationPatient')} is degenerate: its row or "
-                         "column direction "
-                         "is a zero vector")
-        elif np.linalg.norm(np.cross(row / norms[0], col / norms[1])) < 1e-3:
-            found.append(f"{_tag_name('ImageOrientationPatient')} is degenerate: its row and "
-                         "column directions "
-                         "are parallel")
+        degenerate = _degenerate(tuple(orientation[:6]))
+        if degenerate:
+            found.append(f"{_tag_name('ImageOrientationPatient')} is degenerate: {degenerate}")
     for why in found:
         warnings.warn(f"{_where(path)}: {why}; the tag is ignored (a series cannot be stacked "
                       "with it).",
                       DicomWarning, stacklevel=2)
     return tuple(found)
+
+
+@functools.lru_cache(maxsize=256)
+def _degenerate(orientation: tuple[float, ...]) -> str:
+    """Why a row/column direction pair cannot be used ("" when it can); once per distinct value
+    (every slice of a series has the same), in plain floats (numpy's per-call cost is the most)."""
+    row, col = orientation[:3], orientation[3:6]
+    norms = math.hypot(*row), math.hypot(*col)
+    if min(norms) < 1e-3:
+        return "its row or column direction is a zero vector"
+    (a, b, c), (d, e, f) = (v / norms[0] for v in row), (v / norms[1] for v in col)
+    if math.hypot(b * f - c * e, c * d - a * f, a * e - b * d) < 1e-3:
+        return "its row and column directions are parallel"
+    return ""
 
 
 def geometry_error(meta: DicomMeta) -> DicomValueError:
