@@ -186,3 +186,23 @@ def test_module_never_imports_tensorflow():
     code = ("import zoo.data.dicom, zoo.data.series, zoo.data.windows, zoo.data.dicom_cli, zoo.data.synthetic_dicom, "
             "zoo.data.pipeline, sys; assert 'tensorflow' not in sys.modules")
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_degenerate_orientation_matches_the_numpy_reference():
+    from zoo.data.dicom import _degenerate
+
+    rng = np.random.default_rng(3)
+    cases = [rng.normal(size=6) for _ in range(50)]
+    cases += [np.r_[v, 2.5 * v] for v in rng.normal(size=(5, 3))]  # parallel
+    cases += [np.r_[np.zeros(3), rng.normal(size=3)], np.r_[1, 0, 0, 0, 1, 0], np.zeros(6)]
+    for o in cases:
+        row, col = o[:3], o[3:]
+        norms = np.linalg.norm(row), np.linalg.norm(col)
+        if min(norms) < 1e-3:
+            want = "zero vector"
+        elif np.linalg.norm(np.cross(row / norms[0], col / norms[1])) < 1e-3:
+            want = "parallel"
+        else:
+            want = ""
+        got = _degenerate(tuple(float(v) for v in o))
+        assert (want in got) if want else got == ""

@@ -12,7 +12,7 @@ import tensorflow as tf
 
 from zoo.data import pipeline, sized_cache
 from zoo.data.dicom import _rescale, read_dicom
-from zoo.data.pipeline import dicom_dataset
+from zoo.data.pipeline import _as_int16, dicom_dataset
 from zoo.data.synthetic_dicom import write_ct_series
 from zoo.errors import InvalidArgumentError
 
@@ -149,3 +149,25 @@ def test_sparse_resize_equals_tensorflow_to_round_off(shape, size):
     x = np.random.default_rng(1).uniform(-1000, 3000, shape).astype(np.float32)
     expected = tf.image.resize(x, size, antialias=True).numpy()  # down, up, and the same size
     np.testing.assert_allclose(sized_cache.resize(x, size), expected, rtol=1e-5, atol=1e-3)
+
+
+@pytest.mark.parametrize("dtype, slope, intercept", [(np.int16, 1.0, -1024.0),
+                                                     (np.uint16, 3.0, -7.0), (np.uint8, 1.0, 0.0)])
+def test_rescale_into_output_equals_the_formula(dtype, slope, intercept):
+    stored = np.random.default_rng(2).integers(0, 4096 if dtype != np.uint8 else 256,
+                                               (2, 16, 16, 1)).astype(dtype)
+    out = np.full(stored.shape, np.nan, np.float32)
+    for k in range(2):  # frame by frame into views of one buffer, as read_dicom does
+        _rescale(stored[k], slope, intercept, out=out[k])
+    np.testing.assert_array_equal(out, stored.astype(np.float64) * slope + intercept)
+
+
+@pytest.mark.parametrize("values, small", [([1.0, -3.0, 32767.0, -32768.0], True),
+                                           ([40000.0], False), ([65541.0], False),
+                                           ([1.5], False), ([np.nan, 1.0], False),
+                                           ([np.inf], False), ([], False)])
+def test_as_int16_only_when_lossless(values, small):
+    array = np.asarray(values, np.float32)
+    got = _as_int16(array)
+    assert (got.dtype == np.int16) == small
+    np.testing.assert_array_equal(got.astype(np.float32), array)

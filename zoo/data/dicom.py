@@ -10,7 +10,9 @@ names the file and the tag, never a patient's name, ID or date.
 
 from __future__ import annotations
 
+import functools
 import hashlib
+import math
 import os
 import re
 import warnings
@@ -107,12 +109,21 @@ def _tag_name(keyword: str) -> str:
     return f"{keyword} ({tag >> 16:04X},{tag & 0xFFFF:04X})" if tag is not None else keyword
 
 
+@functools.cache
+def _tag_of(keyword: str):
+    """The tag of a keyword, looked up once (pydicom converts a keyword on every access)."""
+    from pydicom.tag import Tag
+
+    return Tag(keyword)
+
+
 def _get(ds, keyword: str, cast: Callable, path, default=None):
     """``cast(ds.keyword)``, or ``default`` when absent; a malformed value names the tag."""
     try:
-        if keyword not in ds:
+        tag = _tag_of(keyword)
+        if tag not in ds:
             return default
-        value = ds[keyword].value
+        value = ds[tag].value
         if value is None or value == "" or (hasattr(value, "__len__") and len(value) == 0):
             return default
         return cast(value)
@@ -523,21 +534,28 @@ def _check_geometry(path, spacing, spacing_tag: str, orientation) -> tuple[str, 
         tag = _tag_name(spacing_tag) if " " not in spacing_tag else spacing_tag
         found.append(f"{tag} is {[float(v) for v in spacing]} mm; a pixel spacing must be positive")
     if orientation is not None:
-        row, col = np.asarray(orientation[:3], float), np.asarray(orientation[3:6], float)
-        norms = np.linalg.norm(row), np.linalg.norm(col)
-        if min(norms) < 1e-3:
-            found.append(f"{_tag_name('ImageOrientationPatient')} is degenerate: its row or "
-                         "column direction "
-                         "is a zero vector")
-        elif np.linalg.norm(np.cross(row / norms[0], col / norms[1])) < 1e-3:
-            found.append(f"{_tag_name('ImageOrientationPatient')} is degenerate: its row and "
-                         "column directions "
-                         "are parallel")
+        degenerate = _degenerate(tuple(orientation[:6]))
+        if degenerate:
+            found.append(f"{_tag_name('ImageOrientationPatient')} is degenerate: {degenerate}")
     for why in found:
         warnings.warn(f"{_where(path)}: {why}; the tag is ignored (a series cannot be stacked "
                       "with it).",
                       DicomWarning, stacklevel=2)
     return tuple(found)
+
+
+@functools.lru_cache(maxsize=256)
+def _degenerate(orientation: tuple[float, ...]) -> str:
+    """Why a row/column direction pair cannot be used ("" when it can); once per distinct value
+    (every slice of a series has the same), in plain floats (numpy's per-call cost is the most)."""
+    row, col = orientation[:3], orientation[3:6]
+    norms = math.hypot(*row), math.hypot(*col)
+    if min(norms) < 1e-3:
+        return "its row or column direction is a zero vector"
+    (a, b, c), (d, e, f) = (v / norms[0] for v in row), (v / norms[1] for v in col)
+    if math.hypot(b * f - c * e, c * d - a * f, a * e - b * d) < 1e-3:
+        return "its row and column directions are parallel"
+    return ""
 
 
 def geometry_error(meta: DicomMeta) -> DicomValueError:
@@ -607,7 +625,7 @@ def _modality_transform(ds, path, frames: int) -> Callable[[np.ndarray, int], np
     intercept = _get(ds, "RescaleIntercept", _first_float, path)
     if slope is not None or intercept is not None:
         s, b = (1.0 if slope is None else slope), (0.0 if intercept is None else intercept)
-        return lambda arr, _frame: _rescale(arr, s, b)
+        return functools.partial(_rescale_frame, slope=s, intercept=b)
     if "SharedFunctionalGroupsSequence" in ds or "PerFrameFunctionalGroupsSequence" in ds:
         per_frame = [
             (
@@ -636,16 +654,29 @@ def _modality_transform(ds, path, frames: int) -> Callable[[np.ndarray, int], np
     return lambda arr, _frame: np.asarray(arr, np.float64)
 
 
-def _rescale(arr, slope: float, intercept: float) -> np.ndarray:
-    """``arr * slope + intercept``; in float32 (half the memory traffic) when that is exact, i.e.
-    integer stored values of at most 16 bits and an integer slope and intercept small enough
-    that every result is an integer below 2**24, else in float64."""
+def _rescale_frame(arr, _frame, slope: float, intercept: float, out=None) -> np.ndarray:
+    return _rescale(arr, slope, intercept, out)
+
+
+def _exact_in_float32(arr, slope: float, intercept: float) -> bool:
+    """Integer stored values of at most 16 bits and an integer slope and intercept small enough
+    that every ``arr * slope + intercept`` is an integer below 2**24: exact (and finite) in
+    float32."""
+    return (arr.dtype.kind in "iu" and arr.dtype.itemsize <= 2 and float(slope).is_integer()
+            and float(intercept).is_integer() and abs(slope) * 65536 + abs(intercept) < 2**24)
+
+
+def _rescale(arr, slope: float, intercept: float, out=None) -> np.ndarray:
+    """``arr * slope + intercept``; in float32 (half the memory traffic) when that is exact
+    (``_exact_in_float32``), else in float64. With ``out`` (float32, ``arr``'s shape) the exact
+    case is written into it in place, without a temporary."""
     arr = np.asarray(arr)
-    exact = (arr.dtype.kind in "iu" and arr.dtype.itemsize <= 2 and float(slope).is_integer()
-             and float(intercept).is_integer() and abs(slope) * 65536 + abs(intercept) < 2**24)
-    if not exact:
+    if not _exact_in_float32(arr, slope, intercept):
         return np.asarray(arr, np.float64) * slope + intercept
-    out = arr.astype(np.float32)
+    if out is None:
+        out = arr.astype(np.float32)
+    else:
+        np.copyto(out, arr, casting="unsafe")  # int16 -> float32 is exact
     if slope != 1:
         out *= np.float32(slope)
     if intercept != 0:
@@ -821,15 +852,22 @@ def _grey_image(ds, path, meta, arr, indices, photometric, invert_monochrome1) -
     )
     out = np.empty((len(indices), meta.rows, meta.columns, arr.shape[-1]), np.float32)
     ranges = []
+    # a plain integer rescale, exact in float32, is written straight into ``out`` and its values
+    # are finite by construction (integers below 2**24), so the scan for inf/NaN is not needed
+    exact = isinstance(transform, functools.partial) and _exact_in_float32(
+        arr, transform.keywords["slope"], transform.keywords["intercept"])
     with np.errstate(over="ignore", invalid="ignore"):
         for k, f in enumerate(indices):
-            out[k] = transform(arr[k], f)
+            if exact:
+                transform(arr[k], f, out=out[k])
+            else:
+                out[k] = transform(arr[k], f)
             ends = np.asarray(transform(extremes, f), np.float64)
             ranges.append((ends.min(), ends.max()))
             if invert_monochrome1 and photometric == "MONOCHROME1":
-                out[k] = (ends.min() + ends.max()) - out[k]
+                np.subtract(ends.min() + ends.max(), out[k], out=out[k])
         # min and max are NaN when any value is, +-inf when any value is: no mask of the image
-        finite = (bool(np.isfinite(out.min()) and np.isfinite(out.max()))
+        finite = ((exact or bool(np.isfinite(out.min()) and np.isfinite(out.max())))
                   and np.isfinite(np.asarray(ranges, np.float32)).all())
     if not finite:
         _not_finite(ds, path)

@@ -227,9 +227,12 @@ def _save_npy(path: Path, array: np.ndarray) -> None:
 
 def _as_int16(array: np.ndarray) -> np.ndarray:
     """``array`` as int16 when that is lossless (integer values within int16), else itself."""
-    if not array.size or not (-32768 <= array.min() and array.max() <= 32767):
+    if not array.size:
         return array
-    small = array.astype(np.int16)
+    # one cast and one comparison, no min/max scans: a value outside int16, fractional or NaN
+    # casts to an int16 that differs from it (the cast's own warning is silenced)
+    with np.errstate(invalid="ignore", over="ignore"):
+        small = array.astype(np.int16)
     return small if np.array_equal(small, array) else array
 
 
