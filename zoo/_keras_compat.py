@@ -124,3 +124,33 @@ def deterministic_names():
         for key, count in fresh.items():
             merged[key] = max(merged[key], count)
         global_state.set_global_attribute("object_name_uids", merged)
+
+
+def flat_iterator_next(iterator):
+    """A function returning a tf.data iterator's next element as its flat list of tensors, or None.
+
+    Uses TensorFlow's iterator internals (its resource and flat types/shapes); None where they are
+    missing or eager execution is asynchronous, so the caller falls back to ``next``.
+    """
+    try:
+        from tensorflow.python.eager import context
+        from tensorflow.python.ops import gen_dataset_ops
+
+        resource = iterator._iterator_resource
+        types, shapes = iterator._flat_output_types, iterator._flat_output_shapes
+        if context.context().is_async():
+            return None
+    except (ImportError, AttributeError):
+        return None
+    return lambda: gen_dataset_ops.iterator_get_next(
+        resource, output_types=types, output_shapes=shapes)
+
+
+def can_call_flat(concrete) -> bool:
+    """Whether a traced ``ConcreteFunction`` can be called with flat tensors (private API)."""
+    return hasattr(concrete, "_call_flat")
+
+
+def call_concrete_flat(concrete, flat: list):
+    """Call a traced ``ConcreteFunction`` with its flat input tensors, skipping argument binding."""
+    return concrete._call_flat(flat, concrete.captured_inputs)

@@ -47,7 +47,7 @@ from pathlib import Path
 
 import numpy as np
 
-from zoo._keras_compat import all_layers
+from zoo._keras_compat import all_layers, call_concrete_flat, can_call_flat, flat_iterator_next
 from zoo.errors import DataError, InvalidArgumentError, ResumeError
 
 _CKPT = re.compile(r"^ckpt-(\d+)\.npz$")
@@ -266,22 +266,13 @@ def _raw_next(iterator):
     """A function returning the iterator's next element as its flat list of tensors, or None.
 
     ``next(iterator)`` rebuilds the element's structure and the step's ``tf.function`` flattens it
-    again; for a tuple of plain tensors both are pure Python overhead on a small step. Uses
-    TensorFlow's iterator internals, so it returns None (the caller then uses ``next``) wherever
-    they are missing, the element holds composite tensors, or eager execution is asynchronous.
+    again; for a tuple of plain tensors both are pure Python overhead on a small step. The
+    iterator internals this needs live in ``zoo._keras_compat``; None (the caller then uses
+    ``next``) wherever they are missing or the element holds composite tensors.
     """
-    try:
-        from tensorflow.python.eager import context
-        from tensorflow.python.ops import gen_dataset_ops
-
-        resource = iterator._iterator_resource
-        types, shapes = iterator._flat_output_types, iterator._flat_output_shapes
-        if context.context().is_async() or not plain_tensors(iterator.element_spec):
-            return None
-    except (ImportError, AttributeError):
+    if not plain_tensors(iterator.element_spec):
         return None
-    return lambda: gen_dataset_ops.iterator_get_next(
-        resource, output_types=types, output_shapes=shapes)
+    return flat_iterator_next(iterator)
 
 
 def plain_tensors(spec) -> bool:
@@ -328,13 +319,13 @@ class CompiledStep:
         key = tuple((t.dtype, tuple(t.shape)) for t in flat)
         concrete = self._concrete.get(key)
         if concrete is not None:
-            return concrete._call_flat(flat, concrete.captured_inputs)
+            return call_concrete_flat(concrete, flat)
         import tensorflow as tf
 
         batch = tf.nest.pack_sequence_as(self.structure, flat)
         out = self.function(batch)
         concrete = self.function.get_concrete_function(batch)
-        if hasattr(concrete, "_call_flat"):
+        if can_call_flat(concrete):
             self._concrete[key] = concrete
         return out
 
