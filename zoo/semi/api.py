@@ -233,26 +233,53 @@ def _train(spec, model_or_name, stream, num_classes, vxy, *, epochs, weight, lea
 def _publish(task, spec, name, tag, out, overwrite, stream, history, hyper):
     from zoo.hub.cards import get_card
     from zoo.models.registry import get_entry
-    from zoo.train.publish import publish
 
     arch, _, init = name.partition(".")
     start = get_card(name) if init else None
     entry = get_entry(arch)
     n_lab = len(stream.labelled[0]) if not _is_dataset(stream.labelled) else "a pipeline of"
     n_unl = len(stream.unlabelled) if not _is_dataset(stream.unlabelled) else "a pipeline of"
-    fields = {
-        "include_top": True,
-        "num_classes": task.num_classes,
-        "preprocess": start.preprocess if start else entry.preprocess,
-        "input_range": [0.0, 255.0],
-        "license": "same as the training data",
-        "source": "zoo.semi.fit",
-        "description": f"{arch} classifier trained semi-supervised with {spec.name}",
-        "recipe": spec.name,
-        "data": f"{n_lab} labelled and {n_unl} unlabelled images",
-        "final_loss": float(history[-1]["loss"]) if history else float("nan"),
-        "hyperparameters": {k: v for k, v in hyper.items() if v is not None},
-    }
+    fields = {"num_classes": task.num_classes, "source": "zoo.semi.fit",
+              "preprocess": start.preprocess if start else entry.preprocess}
     if start is not None and start.mean:
         fields.update(mean=list(start.mean), std=list(start.std))
-    return publish(task.final_classifier(), arch, tag, fields, out=out, overwrite=overwrite)
+    return publish_semi(task.final_classifier(), arch, tag, recipe=spec.name,
+                        description=f"{arch} classifier trained semi-supervised with {spec.name}",
+                        data=f"{n_lab} labelled and {n_unl} unlabelled images", history=history,
+                        hyper=hyper, out=out, overwrite=overwrite, **fields)
+
+
+def _card_value(value):
+    """A hyperparameter as TOML can hold it: a Keras model (M1 + M2's m1) by its weights' name."""
+    if hasattr(value, "count_params"):
+        return str(getattr(value, "zoo_weights", None) or value.name)
+    if isinstance(value, tuple | list):
+        return [_card_value(v) for v in value]
+    return value
+
+
+def publish_semi(model, arch: str, tag: str, *, recipe: str, description: str, data: str,
+                 history: list, hyper: dict, out=None, overwrite: bool = False, **fields):
+    """Card ``arch.tag`` for a semi-supervised model (every method's, SDNet's too): the model
+    with its own top (``include_top``), the method (``recipe``) and its options
+    (``hyperparameters``), the data, the last loss; ``fields``: the task's own (classes,
+    preprocessing, input range, builder options).
+
+    Returns:
+        The WeightCard (``zoo.load(arch, pretrained=tag)`` rebuilds ``model``).
+    """
+    from zoo.train.publish import publish
+
+    card = {
+        "include_top": True,
+        "input_range": [0.0, 255.0],
+        "license": "same as the training data",
+        "source": "zoo.semi",
+        "description": description,
+        "recipe": recipe,
+        "data": data,
+        "final_loss": float(history[-1]["loss"]) if history else float("nan"),
+        "hyperparameters": {k: _card_value(v) for k, v in hyper.items() if v is not None},
+        **fields,
+    }
+    return publish(model, arch, tag, card, out=out, overwrite=overwrite)

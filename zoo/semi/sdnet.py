@@ -50,55 +50,7 @@ def _positive_int(value, name: str) -> int:
     return int(value)
 
 
-# --- the model --------------------------------------------------------------------------------
-
-
-def _modality_encoder(image, s, z_dim: int, width: int):
-    """[image, s] -> (mu, logvar): two strided convolutions, global pooling, two Dense heads."""
-    import keras
-
-    x = keras.layers.Concatenate(name="modality_concat")([image, s])
-    for i in (1, 2):
-        x = keras.layers.Conv2D(width * i, 3, strides=2, padding="same",
-                                name=f"modality_conv{i}")(x)
-        x = keras.layers.BatchNormalization(name=f"modality_bn{i}")(x)
-        x = keras.layers.LeakyReLU(0.2, name=f"modality_act{i}")(x)
-    x = keras.layers.GlobalAveragePooling2D(name="modality_pool")(x)
-    x = keras.layers.Dense(4 * z_dim, activation="relu", name="modality_fc")(x)
-    mu = keras.layers.Dense(z_dim, name="z_mean", dtype="float32")(x)
-    logvar = keras.layers.Dense(z_dim, name="z_log_var", dtype="float32")(x)
-    return mu, logvar
-
-
-def _decoder(s, z, channels: int, width: int):
-    """[s, z] -> image: convolutions on the anatomy, each scaled and shifted by FiLM(z)."""
-    import keras
-
-    from zoo.layers.sdnet import FiLM
-
-    x = s
-    for i in (1, 2, 3):
-        x = keras.layers.Conv2D(width, 3, padding="same", name=f"decoder_conv{i}")(x)
-        gamma = keras.layers.Dense(width, name=f"decoder_film{i}_gamma",
-                                   bias_initializer="ones")(z)
-        beta = keras.layers.Dense(width, name=f"decoder_film{i}_beta")(z)
-        x = FiLM(name=f"decoder_film{i}")([x, gamma, beta])
-        x = keras.layers.LeakyReLU(0.2, name=f"decoder_act{i}")(x)
-    return keras.layers.Conv2D(channels, 1, name="decoder_out", dtype="float32")(x)
-
-
-def _segmentor(s, num_classes: int, width: int):
-    """s -> class probabilities: two 3x3 conv-BN-ReLU and a 1x1 softmax convolution."""
-    import keras
-
-    x = s
-    for i in (1, 2):
-        x = keras.layers.Conv2D(width, 3, padding="same", use_bias=False,
-                                name=f"segmentor_conv{i}")(x)
-        x = keras.layers.BatchNormalization(name=f"segmentor_bn{i}")(x)
-        x = keras.layers.ReLU(name=f"segmentor_relu{i}")(x)
-    return keras.layers.Conv2D(num_classes, 1, activation="softmax", name="segmentor_out",
-                               dtype="float32")(x)
+# --- the model ---------------------------------------------------------------------------------
 
 
 @dataclass
@@ -129,8 +81,9 @@ class SDNet:
 
 def build_sdnet(input_shape, *, num_classes: int = 2, n_anatomy: int = 8, z_dim: int = 8,
                 depth: int = 3, base_filters: int = 16, width: int = 16,
-                input_range=(0.0, 1.0)) -> SDNet:
-    """SDNet for 2D images of ``input_shape`` (H, W, C); the anatomy U-Net is the zoo's ``unet``.
+                input_range=(0.0, 1.0), encoder: str | None = None) -> SDNet:
+    """SDNet for 2D images of ``input_shape`` (H, W, C): the segmenter is ``zoo.load("sdnet")``
+    (zoo.models.sdnet), so a published card rebuilds exactly it.
 
     Args:
         input_shape: (H, W, C) with H and W divisible by 2**depth.
@@ -140,13 +93,15 @@ def build_sdnet(input_shape, *, num_classes: int = 2, n_anatomy: int = 8, z_dim:
         depth, base_filters: the anatomy U-Net's (``zoo.load("unet", depth=, base_filters=)``).
         width: channels of the segmentor, the decoder and the modality encoder.
         input_range: (low, high) of the pixel values, mapped to [0, 1] inside the models.
+        encoder: None (the plain U-Net) or a 2D zoo backbone as the U-Net's encoder
+            ("simple_cnn", "resnet50", ...).
 
     Returns:
         An ``SDNet`` of Keras models.
     """
     import keras
 
-    from zoo.layers.sdnet import StraightThroughRound
+    from zoo.models import sdnet as S
     from zoo.models.factory import load
 
     shape = tuple(int(v) for v in input_shape)
@@ -154,35 +109,28 @@ def build_sdnet(input_shape, *, num_classes: int = 2, n_anatomy: int = 8, z_dim:
         raise InvalidArgumentError(
             f"input_shape={input_shape!r}: SDNet here is 2D; give (H, W, C).")
     num_classes = _positive_int(num_classes, "num_classes")
-    if num_classes < 2:
-        raise InvalidArgumentError(
-            f"num_classes={num_classes}: count the background too (2 for one structure).")
     n_anatomy, z_dim, width = (_positive_int(v, n) for v, n in (
         (n_anatomy, "n_anatomy"), (z_dim, "z_dim"), (width, "width")))
-    lo, hi = (float(v) for v in input_range)
-    if not (math.isfinite(lo) and math.isfinite(hi) and hi > lo):
-        raise InvalidArgumentError(
-            f"input_range={input_range!r}: give (low, high) pixel values with high > low.")
-    rescale = keras.layers.Rescaling(1.0 / (hi - lo), -lo / (hi - lo), name="input_rescale")
-    unet = load("unet", in_chans=shape[-1], input_shape=shape, num_classes=n_anatomy,
-                classifier_activation="softmax", depth=depth, base_filters=base_filters)
-    image = keras.Input(shape, name="image")
-    s = StraightThroughRound(name="anatomy_round")(unet(rescale(image)))
-    anatomy = keras.Model(image, s, name="sdnet_anatomy")
-    s_in = keras.Input((*shape[:-1], n_anatomy), name="anatomy")
-    segmentor = keras.Model(s_in, _segmentor(s_in, num_classes, width), name="sdnet_segmentor")
-    m_image = keras.Input(shape, name="image")
-    m_s = keras.Input((*shape[:-1], n_anatomy), name="anatomy")
-    m_x = keras.layers.Rescaling(1.0 / (hi - lo), -lo / (hi - lo), name="modality_rescale")(
-        m_image)
-    modality = keras.Model([m_image, m_s], list(_modality_encoder(m_x, m_s, z_dim, width)),
-                           name="sdnet_modality")
-    d_s = keras.Input((*shape[:-1], n_anatomy), name="anatomy")
-    d_z = keras.Input((z_dim,), name="modality")
-    decoder = keras.Model([d_s, d_z], _decoder(d_s, d_z, shape[-1], width), name="sdnet_decoder")
-    x = keras.Input(shape, name="image")
-    segmenter = keras.Model(x, segmentor(anatomy(x)), name="sdnet")
-    return SDNet(anatomy, segmentor, modality, decoder, segmenter, (lo, hi))
+    lo, hi = S.check_input_range(input_range)
+    segmenter = load("sdnet", in_chans=shape[-1], input_shape=shape[:-1],
+                     num_classes=num_classes, **builder_options(
+                         n_anatomy=n_anatomy, depth=depth, base_filters=base_filters,
+                         width=width, input_range=(lo, hi), encoder=encoder))
+    image = keras.Input(shape, name="image")  # the segmenter's own layers, up to the factor
+    anatomy = keras.Model(image, segmenter.get_layer("sdnet_anatomy")(
+        segmenter.get_layer("preprocess")(image)), name="sdnet_anatomy_of_image")
+    modality = S.modality_encoder(shape, n_anatomy=n_anatomy, z_dim=z_dim, width=width,
+                                  input_range=(lo, hi))
+    decoder = S.decoder(shape, n_anatomy=n_anatomy, z_dim=z_dim, width=width)
+    return SDNet(anatomy, segmenter.get_layer("sdnet_segmentor"), modality, decoder, segmenter,
+                 (lo, hi))
+
+
+def builder_options(*, n_anatomy, depth, base_filters, width, input_range, encoder) -> dict:
+    """zoo.load("sdnet")'s options (what the card records as ``builder_options``)."""
+    options = dict(n_anatomy=n_anatomy, depth=depth, base_filters=base_filters, width=width,
+                   input_range=[float(v) for v in input_range])
+    return {**options, "encoder": encoder} if encoder is not None else options
 
 
 # --- the loss -----------------------------------------------------------------------------------
@@ -346,11 +294,36 @@ class PairedStream:
 
 @dataclass
 class SDNetResult:
-    """What ``fit_sdnet`` returns: the segmenter (image -> probabilities), all parts, history."""
+    """What ``fit_sdnet`` returns: the segmenter (image -> probabilities), all parts, history,
+    and the weight card when ``tag=`` published it."""
 
     segmenter: object
     net: SDNet
     history: list
+    card: object = None
+
+
+def _check_run(epochs, tag, overwrite, encoder, resume, checkpoint_dir) -> int:
+    """The run's own arguments, checked before anything is built."""
+    from zoo.models.registry import get_entry
+    from zoo.train.publish import check_tag
+
+    if encoder is not None:
+        get_entry(encoder)  # an unknown backbone: the registry's did-you-mean
+    if resume and checkpoint_dir is None:
+        raise InvalidArgumentError("resume=True continues from checkpoint_dir=; give the folder "
+                                   "the interrupted run wrote its checkpoints to.")
+    if tag is not None:
+        check_tag("sdnet", tag, overwrite)
+    return _positive_int(epochs, "epochs")
+
+
+def _range_of(x, u, input_range) -> tuple[float, float]:
+    """``input_range``, else the minimum and maximum of all the training images."""
+    if input_range is not None:
+        return input_range
+    lo, hi = float(min(x.min(), u.min())), float(max(x.max(), u.max()))
+    return lo, hi if hi > lo else lo + 1.0
 
 
 def fit_sdnet(images, masks_labelled, unlabelled_images, *, num_classes: int = 2,
@@ -359,7 +332,9 @@ def fit_sdnet(images, masks_labelled, unlabelled_images, *, num_classes: int = 2
               seg_weight: float = 10.0, rec_weight: float = 1.0, kl_weight: float = 0.01,
               loss="dice", n_anatomy: int = 8, z_dim: int = 8, depth: int = 3,
               base_filters: int = 16, width: int = 16, input_range=None,
-              verbose: int = 0) -> SDNetResult:
+              encoder: str | None = None, tag: str | None = None, out=None,
+              overwrite: bool = False, checkpoint_dir=None, checkpoint_every: int | None = None,
+              resume: bool = False, data: str | None = None, verbose: int = 0) -> SDNetResult:
     """Train SDNet on labelled (image, mask) pairs and unlabelled images (module docstring).
 
     Args:
@@ -375,6 +350,11 @@ def fit_sdnet(images, masks_labelled, unlabelled_images, *, num_classes: int = 2
         n_anatomy, z_dim, depth, base_filters, width: the model (``build_sdnet``).
         input_range: (low, high) pixel values mapped to [0, 1] inside the models (None: the
             minimum and maximum of all the training images).
+        encoder: a 2D zoo backbone as the anatomy U-Net's encoder ("simple_cnn", "resnet50").
+        tag: publish the segmenter as card ``sdnet.TAG`` (``zoo.load("sdnet", pretrained=TAG)``);
+            ``out``: the weights folder; ``overwrite``: replace an own card of that tag;
+            ``data``: the card's data description (default: the image counts).
+        checkpoint_dir, checkpoint_every, resume: the engine's checkpoints, as zoo.semi.fit.
         verbose: 1 prints a progress bar per epoch.
 
     Returns:
@@ -383,7 +363,8 @@ def fit_sdnet(images, masks_labelled, unlabelled_images, *, num_classes: int = 2
     Raises:
         DataError: masks of another shape than the images, classes outside 0..num_classes-1,
             unlabelled images of another size, no unlabelled images, NaN.
-        InvalidArgumentError: a negative weight, a bad size or count.
+        InvalidArgumentError: a negative weight, a bad size or count, a bad tag.
+        UnknownNameError: an unknown encoder.
     """
     import keras
 
@@ -393,17 +374,30 @@ def fit_sdnet(images, masks_labelled, unlabelled_images, *, num_classes: int = 2
     x, y, u = check_sdnet_inputs(images, masks_labelled, unlabelled_images, num_classes)
     batch_size = _positive_int(batch_size, "batch_size")
     ub = _positive_int(unlabelled_batch_size or batch_size, "unlabelled_batch_size")
+    epochs = _check_run(epochs, tag, overwrite, encoder, resume, checkpoint_dir)
     keras.utils.set_random_seed(seed)
-    if input_range is None:
-        lo, hi = float(min(x.min(), u.min())), float(max(x.max(), u.max()))
-        input_range = (lo, hi if hi > lo else lo + 1.0)
-    net = build_sdnet(x.shape[1:], num_classes=num_classes, n_anatomy=n_anatomy, z_dim=z_dim,
-                      depth=depth, base_filters=base_filters, width=width,
-                      input_range=input_range)
-    task = SDNetTask(net, unlabelled_weight=unlabelled_weight, seg_weight=seg_weight,
-                     rec_weight=rec_weight, kl_weight=kl_weight, loss=loss, seed=seed)
+    arch = dict(n_anatomy=n_anatomy, depth=depth, base_filters=base_filters, width=width,
+                input_range=_range_of(x, u, input_range), encoder=encoder)
+    net = build_sdnet(x.shape[1:], num_classes=num_classes, z_dim=z_dim, **arch)
+    hyper = dict(unlabelled_weight=unlabelled_weight, seg_weight=seg_weight,
+                 rec_weight=rec_weight, kl_weight=kl_weight, loss=loss, seed=seed)
+    task = SDNetTask(net, **hyper)
     stream = PairedStream(x, y, u, batch_size, ub, seed)
     hooks = [Progress(len(stream), "sdnet")] if verbose else []
-    engine = Engine(task, keras.optimizers.Adam(learning_rate), hooks=hooks)
-    history = engine.fit(stream, epochs)
-    return SDNetResult(net.segmenter, net, history)
+    engine = Engine(task, keras.optimizers.Adam(learning_rate), hooks=hooks,
+                    checkpoint_dir=checkpoint_dir, checkpoint_every=checkpoint_every)
+    result = SDNetResult(net.segmenter, net, engine.fit(stream, epochs, resume=bool(resume)))
+    if tag is not None:
+        from zoo.semi.api import publish_semi
+
+        arch["input_range"] = net.input_range
+        result.card = publish_semi(
+            net.segmenter, "sdnet", tag, recipe="sdnet", history=result.history,
+            description=f"SDNet segmenter ({num_classes} classes, background included) trained "
+            "semi-supervised", data=data or f"{len(x)} labelled and {len(u)} unlabelled images",
+            hyper=dict(hyper, epochs=epochs, learning_rate=learning_rate, z_dim=z_dim,
+                       batch_size=batch_size, unlabelled_batch_size=ub),
+            out=out, overwrite=overwrite, task="segmentation", num_classes=num_classes,
+            preprocess="none", input_range=list(net.input_range),
+            builder_options=builder_options(**arch))
+    return result
