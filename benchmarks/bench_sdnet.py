@@ -7,9 +7,10 @@ Data (``zoo.data.synthetic.make_phantoms``, 32 x 32, every phantom with one lesi
 divided by 255): per seed, a pool of 20 labelled phantoms (the first 1, 5 or 20 are used), 240
 unlabelled phantoms and 100 held-out test phantoms, each drawn with its own generator seed.
 Models: the zoo's ``unet`` (depth 2, 8 base filters, two softmax classes) trained on the
-labelled images only, and ``zoo.semi.sdnet`` whose anatomy encoder is the same U-Net (8 anatomy
-channels) plus a segmentor, a modality encoder and a FiLM decoder, trained on the labelled and
-the unlabelled images (default loss weights: Dice 10, L1 reconstruction 1, KL 0.01). Both see
+labelled images only, and ``zoo.semi.fit_sdnet``: the registered ``sdnet`` segmenter
+(zoo.models.sdnet: the same U-Net as anatomy encoder, 8 anatomy channels, plus a segmentor), a
+modality encoder sampled by the shared ``zoo.layers.vae.Sampling`` and a FiLM decoder, trained
+on the labelled and the unlabelled images (default loss weights: Dice 10, L1 reconstruction 1, KL 0.01). Both see
 the same labelled batches (4 per step, cycled), the same soft Dice loss (background included),
 Adam at 1e-3 and the same number of steps (``--epochs`` passes over the unlabelled set at 8
 unlabelled images per step). Test Dice: the hard Dice of the arg-max lesion mask per test image,
