@@ -48,6 +48,7 @@ POINTWISE = {
     "Rescaling",
     "Dense",
     "GaussianNoise",
+    "StraightThroughRound",  # SDNet's anatomy factor: round per value
 }
 NON_SPATIAL = {"AdaptiveAveragePooling2D", "Permute", "Reshape", "Flatten"}
 

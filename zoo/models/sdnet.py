@@ -1,10 +1,12 @@
 """SDNet's networks (Chartsias et al. 2019, arXiv:1903.09467), 2D; trained by zoo.semi.sdnet.
 
 ``sdnet`` (task "segmentation") is the model a user loads: image -> class probabilities, the
-anatomy encoder (a nested model ``sdnet_anatomy``: the images mapped from ``input_range`` onto
-the U-Net's range, the zoo's ``unet`` with ``n_anatomy`` softmax channels, rounded to 0/1 per
-pixel by ``zoo.layers.sdnet.StraightThroughRound``) then the segmentor (``sdnet_segmentor``: two
-conv-BN-ReLU and a 1x1 softmax convolution on the anatomy factor). Being registered, a trained
+anatomy encoder (the images mapped from ``input_range`` onto the U-Net's range, the zoo's
+``unet`` with ``n_anatomy`` softmax channels, rounded to 0/1 per pixel by
+``zoo.layers.sdnet.StraightThroughRound``, layer ``anatomy_round``, so the U-Net's feature
+layers are the model's own) then the segmentor (a nested model ``sdnet_segmentor``: two
+conv-BN-ReLU and a 1x1 softmax convolution on the anatomy factor, layers ``head_seg_*``, so
+``zoo.freeze`` leaves it trainable as the transfer head). Being registered, a trained
 SDNet published as card ``sdnet.TAG`` is rebuilt by ``zoo.load("sdnet", pretrained=TAG)`` (the
 card's ``builder_options`` give the widths). ``encoder=`` (any 2D zoo classification backbone
 with multi-scale features: simple_cnn, resnet*, densenet*, vgg*) becomes the U-Net's encoder,
@@ -49,8 +51,9 @@ def _rescale(input_range, target, name: str):
     return keras.layers.Rescaling(scale, a - lo * scale, name=name)
 
 
-def _anatomy(shape, n_anatomy, depth, base_filters, input_range, encoder, freeze_encoder):
-    """image -> anatomy factor s: rescale, the zoo U-Net (softmax over n_anatomy), round."""
+def _anatomy(x, n_anatomy, depth, base_filters, input_range, encoder, freeze_encoder):
+    """image tensor -> anatomy factor s (in the caller's graph, so the U-Net's feature layers
+    are the model's own): rescale, the zoo U-Net (softmax over n_anatomy), round."""
     from zoo.layers.sdnet import StraightThroughRound
     from zoo.models.unet import build_unet
 
@@ -60,13 +63,11 @@ def _anatomy(shape, n_anatomy, depth, base_filters, input_range, encoder, freeze
             target = tuple(encoder.get_layer("preprocess").input_range)
         except ValueError:
             target = (0.0, 255.0)
-    image = keras.Input(shape, name="anatomy_image")
-    x = _rescale(input_range, target, "input_rescale")(image)
+    x = _rescale(input_range, target, "input_rescale")(x)
     s = build_unet(x, include_top=True, num_classes=n_anatomy, classifier_activation="softmax",
                    depth=depth, base_filters=base_filters, encoder=encoder,
                    freeze_encoder=freeze_encoder)
-    s = StraightThroughRound(name="anatomy_round")(s)
-    return keras.Model(image, s, name="sdnet_anatomy")
+    return StraightThroughRound(name="anatomy_round")(s)
 
 
 def _segmentor(shape, n_anatomy: int, num_classes: int, width: int, activation):
@@ -75,10 +76,10 @@ def _segmentor(shape, n_anatomy: int, num_classes: int, width: int, activation):
     x = s
     for i in (1, 2):
         x = keras.layers.Conv2D(width, 3, padding="same", use_bias=False,
-                                name=f"segmentor_conv{i}")(x)
-        x = keras.layers.BatchNormalization(name=f"segmentor_bn{i}")(x)
-        x = keras.layers.ReLU(name=f"segmentor_relu{i}")(x)
-    out = keras.layers.Conv2D(num_classes, 1, activation=activation, name="segmentor_out",
+                                name=f"head_seg_conv{i}")(x)
+        x = keras.layers.BatchNormalization(name=f"head_seg_bn{i}")(x)
+        x = keras.layers.ReLU(name=f"head_seg_relu{i}")(x)
+    out = keras.layers.Conv2D(num_classes, 1, activation=activation, name="head_seg_out",
                               dtype="float32")(x)
     return keras.Model(s, out, name="sdnet_segmentor")
 
@@ -120,6 +121,13 @@ def decoder(shape, *, n_anatomy: int, z_dim: int, width: int):
     return keras.Model([s, z], out, name="sdnet_decoder")
 
 
+def _features(model) -> dict[int, str]:
+    """The anatomy U-Net's feature layers (zoo.models.unet's)."""
+    from zoo.models.unet import _features as unet_features
+
+    return unet_features(model)
+
+
 @register_model(
     "sdnet",
     family="zoo",
@@ -132,6 +140,7 @@ def decoder(shape, *, n_anatomy: int, z_dim: int, width: int):
     "segmentor; trained semi-supervised by zoo.semi.fit_sdnet",
     paper="Chartsias et al. 2019, arXiv:1903.09467",
     takes_encoder=True,
+    feature_layers=_features,
 )
 def build_sdnet_segmenter(x, *, include_top, num_classes, classifier_activation, n_anatomy=8,
                           depth=3, base_filters=16, width=16, input_range=(0.0, 1.0),
@@ -145,7 +154,6 @@ def build_sdnet_segmenter(x, *, include_top, num_classes, classifier_activation,
         raise InvalidArgumentError(
             f"num_classes={num_classes}: count the background too (2 for one structure).")
     n_anatomy, width = _positive_int(n_anatomy, "n_anatomy"), _positive_int(width, "width")
-    anatomy = _anatomy(shape, n_anatomy, depth, base_filters, check_input_range(input_range),
-                       encoder, freeze_encoder)
-    segmentor = _segmentor(shape, n_anatomy, num_classes, width, classifier_activation)
-    return segmentor(anatomy(x))
+    s = _anatomy(x, n_anatomy, depth, base_filters, check_input_range(input_range), encoder,
+                 freeze_encoder)
+    return _segmentor(shape, n_anatomy, num_classes, width, classifier_activation)(s)

@@ -1,4 +1,4 @@
-"""``zoo semi METHOD ...`` (zoo.semi.fit) and ``zoo semi sdnet ...`` (zoo.semi.fit_sdnet): the CLI."""
+"""``zoo semi METHOD ...`` (zoo.semi.fit) and ``zoo semi sdnet ...`` (zoo.semi.fit_sdnet)."""
 
 from __future__ import annotations
 

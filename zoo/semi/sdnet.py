@@ -116,9 +116,8 @@ def build_sdnet(input_shape, *, num_classes: int = 2, n_anatomy: int = 8, z_dim:
                      num_classes=num_classes, **builder_options(
                          n_anatomy=n_anatomy, depth=depth, base_filters=base_filters,
                          width=width, input_range=(lo, hi), encoder=encoder))
-    image = keras.Input(shape, name="image")  # the segmenter's own layers, up to the factor
-    anatomy = keras.Model(image, segmenter.get_layer("sdnet_anatomy")(
-        segmenter.get_layer("preprocess")(image)), name="sdnet_anatomy_of_image")
+    anatomy = keras.Model(segmenter.inputs[0], segmenter.get_layer("anatomy_round").output,
+                          name="sdnet_anatomy")
     modality = S.modality_encoder(shape, n_anatomy=n_anatomy, z_dim=z_dim, width=width,
                                   input_range=(lo, hi))
     decoder = S.decoder(shape, n_anatomy=n_anatomy, z_dim=z_dim, width=width)
