@@ -167,8 +167,17 @@ def test_cli_m1m2_takes_the_m1_vae_from_a_keras_file(tmp_path, capsys):
     assert main(base) == 2 and "give --m1" in capsys.readouterr().err
     assert main([*base, "--m1", str(tmp_path / "no.keras")]) == 2
     assert "no such file" in capsys.readouterr().err
-    _vae(c.images.shape[1:]).save(tmp_path / "m1.keras")
+    vae = _vae(c.images.shape[1:])
+    vae.save(tmp_path / "m1.keras")
     assert main([*base, "--m1", str(tmp_path / "m1.keras"), "--tag", "m12_cli"]) == 0
     assert "simple_cnn.m12_cli" in capsys.readouterr().out
     card = zoo.get_card("simple_cnn.m12_cli")
     assert card.extra["recipe"] == "m1m2" and card.num_classes == 2
+    # M1 as a weight card (what `zoo generative ... --tag` writes for a VAE)
+    from zoo.train.publish import publish
+
+    publish(vae, "vae", "m1_card", {"preprocess": "none", "license": "test", "source": "test",
+                                    "include_top": True, "builder_options": dict(
+                                        latent_dim=3, filters=[4], value_range=[0.0, 255.0])})
+    assert main([*base, "--m1", "vae.m1_card"]) == 0
+    assert "m1m2: 1 epochs" in capsys.readouterr().out
