@@ -2,7 +2,8 @@
 
 ``zoo.semi.fit(method, model_or_name, labelled=(x, y), unlabelled=u, ...)`` trains a classifier
 with a registered method (``list_methods()``: the supervised baseline, consistency methods,
-pseudo-labels, ...); every method is a task on the zoo's one training engine. Importing this
+pseudo-labels, ...); ``fit_sdnet`` trains SDNet, a segmenter; every method is a task on the
+zoo's one training engine. Importing this
 package is light; TensorFlow is imported when training starts.
 """
 
@@ -24,6 +25,14 @@ def fit(method: str, model_or_name, labelled, unlabelled, **kwargs):
     return _fit(method, model_or_name, labelled, unlabelled, **kwargs)
 
 
-__all__ = ["METHODS", "MethodSpec", "SemiTask", "fit", "list_methods", "register_method"]
+def fit_sdnet(images, masks_labelled, unlabelled_images, **kwargs):
+    """Train SDNet (segmentation) on masks and unlabelled images; see ``zoo.semi.sdnet``."""
+    from zoo.semi.sdnet import fit_sdnet as _fit_sdnet
+
+    return _fit_sdnet(images, masks_labelled, unlabelled_images, **kwargs)
+
+
+__all__ = ["METHODS", "MethodSpec", "SemiTask", "fit", "fit_sdnet", "list_methods",
+           "register_method"]
 
 __getattr__, __dir__ = submodule_access(__name__)
