@@ -181,3 +181,19 @@ def test_cli_m1m2_takes_the_m1_vae_from_a_keras_file(tmp_path, capsys):
                                         latent_dim=3, filters=[4], value_range=[0.0, 255.0])})
     assert main([*base, "--m1", "vae.m1_card"]) == 0
     assert "m1m2: 1 epochs" in capsys.readouterr().out
+
+
+def test_fit_sdnet_resumed_from_a_checkpoint_ends_as_the_uninterrupted_run(tmp_path):
+    """Weights, optimizer, data order and the modality sampler's draws come back on resume."""
+    from zoo.semi.sdnet import fit_sdnet
+
+    x, y = _phantoms(8)
+    run = dict(num_classes=2, batch_size=2, unlabelled_batch_size=3, seed=4, **TINY)
+    whole = fit_sdnet(x[:2], y[:2], x[2:], epochs=2, **run)
+    fit_sdnet(x[:2], y[:2], x[2:], epochs=1, checkpoint_dir=tmp_path / "ck", **run)
+    resumed = fit_sdnet(x[:2], y[:2], x[2:], epochs=2, checkpoint_dir=tmp_path / "ck",
+                        resume=True, **run)
+    assert len(resumed.history) == 2
+    assert resumed.history[-1]["loss"] == pytest.approx(whole.history[-1]["loss"], rel=1e-5)
+    for a, b in zip(resumed.net.decoder.weights, whole.net.decoder.weights, strict=True):
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), atol=1e-6)

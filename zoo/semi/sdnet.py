@@ -161,6 +161,11 @@ class SDNetTask(Task):
         n = self.net
         return {"segmenter": n.segmenter, "modality": n.modality, "decoder": n.decoder}
 
+    def state_variables(self) -> dict:
+        """The modality sampler's generator state: a resumed run draws what the uninterrupted
+        one would (saved by zoo.semi.methods.TaskState)."""
+        return {"modality_sampling_seed": self.sampling.seed_generator.state}
+
     def predict(self, x):
         return self.net.segmenter(x, training=False)
 
@@ -367,6 +372,7 @@ def fit_sdnet(images, masks_labelled, unlabelled_images, *, num_classes: int = 2
     """
     import keras
 
+    from zoo.semi.methods import TaskState
     from zoo.train.engine import Engine, Progress
 
     num_classes = _positive_int(num_classes, "num_classes")
@@ -382,7 +388,7 @@ def fit_sdnet(images, masks_labelled, unlabelled_images, *, num_classes: int = 2
                  rec_weight=rec_weight, kl_weight=kl_weight, loss=loss, seed=seed)
     task = SDNetTask(net, **hyper)
     stream = PairedStream(x, y, u, batch_size, ub, seed)
-    hooks = [Progress(len(stream), "sdnet")] if verbose else []
+    hooks = [TaskState(task)] + ([Progress(len(stream), "sdnet")] if verbose else [])
     engine = Engine(task, keras.optimizers.Adam(learning_rate), hooks=hooks,
                     checkpoint_dir=checkpoint_dir, checkpoint_every=checkpoint_every)
     result = SDNetResult(net.segmenter, net, engine.fit(stream, epochs, resume=bool(resume)))
