@@ -154,6 +154,15 @@ def test_cli_sdnet_bad_input_is_one_line_before_training(tmp_path, capsys, masks
     assert code == 2 and match in err and "Traceback" not in err
 
 
+def test_cli_unknown_method_suggests_sdnet_too(capsys):
+    from zoo.cli import main
+
+    assert main(["semi", "sdnett", "--quick"]) == 2
+    assert "Did you mean 'sdnet'" in capsys.readouterr().err
+    assert main(["semi", "mean_teachr", "--quick"]) == 2
+    assert "Did you mean 'mean_teacher'" in capsys.readouterr().err
+
+
 def test_cli_m1m2_takes_the_m1_vae_from_a_keras_file(tmp_path, capsys):
     import zoo
     from zoo.cli import main

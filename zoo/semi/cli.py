@@ -157,8 +157,14 @@ def _run_sdnet(args) -> int:
 
 
 def _run(args) -> int:
+    from zoo.errors import UnknownNameError
+    from zoo.semi.methods import METHODS
+
     if args.method == "sdnet":
         return _run_sdnet(args)
+    if args.method not in METHODS:  # did-you-mean over every method the CLI runs
+        raise UnknownNameError(METHODS.kind, args.method, [*METHODS.names(), "sdnet"],
+                               hint=METHODS.hint, argument="method", show_choices=False)
     return _run_classifier(args)
 
 
