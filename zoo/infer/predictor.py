@@ -46,6 +46,7 @@ TOP1_MIN = 0.99
 MAX_DELTA_P = 0.02
 PROBE_SIZE = 64  # spatial size used for a dynamic axis when no calibration data is given
 CACHE_FILE = "auto.json"
+MEASURE_S = 0.3  # auto times each candidate over windows at least this long
 
 
 @dataclass(frozen=True)
@@ -254,17 +255,21 @@ def _build(model, engine, precision, batch, data, reference, streams=1) -> Predi
     )
 
 
-def _images_per_s(predictor: Predictor, data: np.ndarray, repeats: int = 3) -> float:
+def _images_per_s(predictor: Predictor, data: np.ndarray, windows: int = 3) -> float:
+    """Best images/s over ``windows`` windows of >= MEASURE_S s each (one call at the least), so
+    that a small model is timed over many calls and a busy moment does not pick the engine."""
     x = data[: predictor.batch]
     if len(x) < predictor.batch:
         x = np.resize(x, (predictor.batch, *x.shape[1:]))
     predictor.run(x)  # warm-up
-    best = float("inf")
-    for _ in range(repeats):
-        start = time.perf_counter()
-        predictor.run(x)
-        best = min(best, time.perf_counter() - start)
-    return len(x) / best
+    best = 0.0
+    for _ in range(windows):
+        calls, start = 0, time.perf_counter()
+        while not calls or time.perf_counter() - start < MEASURE_S:
+            predictor.run(x)
+            calls += 1
+        best = max(best, calls * len(x) / (time.perf_counter() - start))
+    return best
 
 
 def _fingerprint(model, batch, candidates, data) -> str:
