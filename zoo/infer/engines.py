@@ -25,10 +25,15 @@ phantoms this takes bf16's max |delta p| from 0.052 to 0.019 (TensorFlow) and fr
 0.015 (OpenVINO), inside the 0.02 target. TensorFlow keeps those layers float32 under the mixed
 policy; onnxruntime and OpenVINO run the stem and head as fp32 sub-models around a
 reduced-precision body (OpenVINO's CPU plugin re-creates the nodes it fuses and drops per-node
-keep-precision runtime info on them, so the cut is made in the graph itself). int8 gains too
+keep-precision runtime info on them, so the cut is made in the graph itself; marking the stem and
+head ``disable_fp16_compression`` in the IR was tried on OpenVINO 2026.4 and its runtime model
+still ran them in bf16). int8 gains too
 (max |delta p| 0.14-0.16 -> 0.06) but still misses there: per-channel int8 weights alone move
 that checkpoint's p by 0.04 and any one int8 convolution by 0.02-0.07, so the predictor refuses
-int8 for it; models with flatter logits may pass.
+int8 for it; models with flatter logits may pass. NNCF's post-training quantization does no
+better there (max |delta p| 0.088-0.104 with or without its bias correction and mixed preset),
+and its ``quantize_with_accuracy_control`` at a 0.015 budget reverts every int8 layer: no layer
+of that checkpoint can be int8 within the target, so NNCF is not a dependency.
 
 Streams: OpenVINO can run a batch as ``streams`` parallel lanes (``NUM_STREAMS``, the CPU's
 cores shared out among them, one infer request per lane, each lane a slice of the batch run from
