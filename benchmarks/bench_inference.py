@@ -280,6 +280,8 @@ def bench_engines(label, build_model, x, batch, timm_best, peaks):
     try:  # what a user gets: auto, with the same images as calibration data
         predictor = compile_for_inference(model, engine="auto", batch=batch, calibration_data=xn)
         key = predictor.label
+        print(f"[{label}: auto measured (images/s) {predictor.timings}; refused {list(predictor.refused)}]",
+              flush=True)
         ips = speeds.get(key) or engine_throughput(predictor.run, xn, batch)
         vs = f"{ips / timm_best:.2f}x" if timm_best else "n/a"
         rows.append(f"| {label} | **auto = {key}** | {ips:.1f} | | | {predictor.agreement.max_delta:.2e} "
