@@ -28,10 +28,14 @@ images/s. bf16/int8 keep the stem and head in fp32 (``zoo.infer.engines.fp32_spl
 the tables). ``--no-engines`` skips
 this part; ``--engines-only`` runs only it and prints the table without writing docs/.
 
-Quick check that it runs: ``python benchmarks/bench_inference.py --archs resnet50 --batch 4
---window 0.5 --engines-only --volume 32``. The full run (the lead's, on a quiet machine):
-``python benchmarks/bench_inference.py --torch-python /path/to/torch-venv/bin/python --batch 16
---train-steps 300``.
+Quick check that it runs (seconds; tests/infer/test_bench_inference.py runs it): ``python
+benchmarks/bench_inference.py --quick``. The engine rows of more backbones, printed, one arch at a
+time (about 6 min each on 2 cores with timm; ``--engines``/``--precisions`` narrow it):
+``python benchmarks/bench_inference.py --engines-only --archs densenet121,inception_v3,vgg16
+--batch 8 --volume 64 --window 1 --no-phantom --torch-python /path/to/torch-venv/bin/python``.
+The full run (the lead's, on a quiet machine; writes docs/benchmarks.md):
+``python benchmarks/bench_inference.py --torch-python /path/to/torch-venv/bin/python --archs
+resnet50,densenet121,inception_v3,vgg16 --batch 8 --volume 64 --window 1 --train-steps 300``.
 """
 
 from __future__ import annotations
