@@ -28,15 +28,20 @@ images/s. bf16/int8 keep the stem and head in fp32 (``zoo.infer.engines.fp32_spl
 the tables). ``--no-engines`` skips
 this part; ``--engines-only`` runs only it and prints the table without writing docs/.
 
-Quick check that it runs: ``python benchmarks/bench_inference.py --archs resnet50 --batch 4
---window 0.5 --engines-only --volume 32``. The full run (the lead's, on a quiet machine):
-``python benchmarks/bench_inference.py --torch-python /path/to/torch-venv/bin/python --batch 16
---train-steps 300``.
+Quick check that it runs (seconds; tests/infer/test_bench_inference.py runs it): ``python
+benchmarks/bench_inference.py --quick``. The engine rows of more backbones, printed, one arch at a
+time (about 6 min each on 2 cores with timm; ``--engines``/``--precisions`` narrow it):
+``python benchmarks/bench_inference.py --engines-only --archs densenet121,inception_v3,vgg16
+--batch 8 --volume 64 --window 1 --no-phantom --torch-python /path/to/torch-venv/bin/python``.
+The full run (the lead's, on a quiet machine; writes docs/benchmarks.md):
+``python benchmarks/bench_inference.py --torch-python /path/to/torch-venv/bin/python --archs
+resnet50,densenet121,inception_v3,vgg16 --batch 8 --volume 64 --window 1 --train-steps 300``.
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import math
 import os
@@ -104,20 +109,20 @@ def throughput(fn, x, batch: int) -> float:
 
 
 def model_flops(model) -> float:
-    """Multiply-adds x 2 of every convolution and dense layer, from the layers' shapes."""
+    """Multiply-adds x 2 of every convolution (2D, 3D) and dense layer, from the layers' shapes."""
     import keras
 
     total = 0.0
     for layer in model.layers:
-        if isinstance(layer, keras.layers.Conv2D | keras.layers.DepthwiseConv2D):
-            _, h, w, _ = layer.output.shape  # each output position costs one MAC per kernel entry
-            total += 2.0 * h * w * math.prod(layer.kernel.shape)
+        if isinstance(layer, keras.layers.Conv2D | keras.layers.Conv3D | keras.layers.DepthwiseConv2D):
+            spatial = math.prod(layer.output.shape[1:-1])  # one MAC per kernel entry per position
+            total += 2.0 * spatial * math.prod(layer.kernel.shape)
         elif isinstance(layer, keras.layers.Dense):
             total += 2.0 * math.prod(layer.kernel.shape)
     return total
 
 
-def matmul_peak(dtype: str, n: int = 2048) -> float:
+def matmul_peak(dtype: str, n: int = 2048, runs: int = 5) -> float:
     """The CPU's measured matmul rate in FLOP/s (best of several runs of an n x n product)."""
     import tensorflow as tf
 
@@ -126,7 +131,7 @@ def matmul_peak(dtype: str, n: int = 2048) -> float:
     mm = tf.function(lambda u: tf.matmul(u, u))
     mm(a).numpy()
     best = 0.0
-    for _ in range(5):
+    for _ in range(runs):
         start, reps = time.perf_counter(), 0
         while time.perf_counter() - start < 1.0:
             mm(a).numpy()
@@ -208,6 +213,11 @@ def engine_throughput(run, x, batch: int) -> float:
     return best
 
 
+ONLY_ENGINES: tuple[str, ...] = ()  # --engines: measure only these (empty: every one installed)
+ONLY_PRECISIONS: tuple[str, ...] = ()  # --precisions: likewise
+AUTO_ROW = True  # --quick leaves out the auto row (it builds every installed engine again)
+
+
 def engine_pairs():
     """(engine, precision) pairs installed and runnable here, and why the others are not."""
     from zoo.infer.engines import ENGINES, native_bf16
@@ -215,11 +225,15 @@ def engine_pairs():
     pairs, skipped = [], []
     bf16_ok, device = native_bf16()
     for name, engine in ENGINES.items():
+        if ONLY_ENGINES and name not in ONLY_ENGINES:
+            continue
         reason = engine.missing()
         if reason:
             skipped.append(f"{name}: {reason}")
             continue
         for precision in engine.precisions:
+            if ONLY_PRECISIONS and precision not in ONLY_PRECISIONS:
+                continue
             if precision == "bf16" and not bf16_ok:
                 skipped.append(f"{name}/bf16: {device}")
                 continue
@@ -227,14 +241,22 @@ def engine_pairs():
     return pairs, skipped
 
 
-def bench_engines(label, build_model, x, batch, timm_best):
+def peak_fraction(ips: float, flops: float, precision: str, peaks: dict) -> str:
+    """The run's FLOP/s as a fraction of the measured matmul peak of its precision (int8 against
+    the bf16 peak: no int8 matmul is measured, so int8 may pass 100%)."""
+    peak = peaks.get("fp32" if precision == "fp32" else "bf16")
+    return f"{ips * flops / peak:.0%}" if peak else "n/a"
+
+
+def bench_engines(label, build_model, x, batch, timm_best, peaks):
     """Rows of the engine table for one model: every engine/precision, then the auto choice."""
     import numpy as np
 
-    from zoo.infer.engines import build_runner
+    from zoo.infer.engines import ENGINES, build_runner
     from zoo.infer.predictor import agreement, compile_for_inference, keras_outputs
 
     model = build_model()
+    flops = model_flops(model)
     xn = np.asarray(x)
     reference = keras_outputs(model, xn)
     rows, speeds = [], {}
@@ -246,23 +268,30 @@ def bench_engines(label, build_model, x, batch, timm_best):
             compile_s = time.perf_counter() - start
             ips = engine_throughput(run, xn, batch)
             delta = agreement(reference, run(xn)).max_delta
-            run1 = build_runner(engine, model, precision, 1, calibration)
-            ms = latency_ms(run1, xn[:1])
+            if ENGINES.get(engine).static_batch:  # compiled for `batch`: batch 1 is another build
+                run = build_runner(engine, model, precision, 1, calibration)
+            ms = latency_ms(run, xn[:1])
         except Exception as e:  # report and go on: one engine's failure must not end the run
-            rows.append(f"| {label} | {engine}/{precision} | failed: {str(e).splitlines()[0][:120]} | | | | |")
+            rows.append(f"| {label} | {engine}/{precision} | failed: {str(e).splitlines()[0][:120]} | | | | | |")
             continue
         speeds[f"{engine}/{precision}"] = ips
         vs = f"{ips / timm_best:.2f}x" if timm_best else "n/a"
-        rows.append(f"| {label} | {engine}/{precision} | {ips:.1f} | {ms:.1f} | {compile_s:.1f} | {delta:.2e} | {vs} |")
+        rows.append(f"| {label} | {engine}/{precision} | {ips:.1f} | {ms:.1f} | {compile_s:.1f} | {delta:.2e} "
+                    f"| {peak_fraction(ips, flops, precision, peaks)} | {vs} |")
         print(rows[-1], flush=True)
+    if not AUTO_ROW:
+        return rows
     try:  # what a user gets: auto, with the same images as calibration data
         predictor = compile_for_inference(model, engine="auto", batch=batch, calibration_data=xn)
-        key = f"{predictor.engine}/{predictor.precision}"
+        key = predictor.label
+        print(f"[{label}: auto measured (images/s) {predictor.timings}; refused {list(predictor.refused)}]",
+              flush=True)
         ips = speeds.get(key) or engine_throughput(predictor.run, xn, batch)
         vs = f"{ips / timm_best:.2f}x" if timm_best else "n/a"
-        rows.append(f"| {label} | **auto = {key}** | {ips:.1f} | | | {predictor.agreement.max_delta:.2e} | {vs} |")
+        rows.append(f"| {label} | **auto = {key}** | {ips:.1f} | | | {predictor.agreement.max_delta:.2e} "
+                    f"| {peak_fraction(ips, flops, predictor.precision, peaks)} | {vs} |")
     except Exception as e:
-        rows.append(f"| {label} | auto | failed: {str(e).splitlines()[0][:120]} | | | | |")
+        rows.append(f"| {label} | auto | failed: {str(e).splitlines()[0][:120]} | | | | | |")
     print(rows[-1], flush=True)
     return rows
 
@@ -354,7 +383,15 @@ def phantom_agreement_rows(batch: int) -> list[str]:
     ]
 
 
-def engines_body(args, timm_best_by_arch) -> str:
+def timed_rows(label, *bench_args):
+    """bench_engines' rows for one model, with its wall time printed (to size a full run)."""
+    start = time.perf_counter()
+    rows = bench_engines(label, *bench_args)
+    print(f"[{label}: {time.perf_counter() - start:.0f} s]", flush=True)
+    return rows
+
+
+def engines_body(args, timm_best_by_arch, peaks=None) -> str:
     import numpy as np
     import tensorflow as tf
 
@@ -365,38 +402,49 @@ def engines_body(args, timm_best_by_arch) -> str:
     flags = [f for f in ENGINE_FLAGS if f in cpu_flags()]
     tf_threads = (tf.config.threading.get_intra_op_parallelism_threads() or os.cpu_count(),
                   tf.config.threading.get_inter_op_parallelism_threads() or "auto")
+    if peaks is None:
+        runs = 1 if args.quick else 3
+        peaks = {"fp32": matmul_peak("float32", runs=runs), "bf16": matmul_peak("bfloat16", runs=runs)}
     rows = []
-    for arch in args.archs.split(","):
+    for arch in filter(None, args.archs.split(",")):
         size = 299 if arch == "inception_v3" else 224
         x = np.random.default_rng(0).uniform(0, 255, (args.batch, size, size, 3)).astype("float32")
-        rows += bench_engines(arch, lambda a=arch, s=size: zoo.load(a, num_classes=1000, input_shape=(s, s)), x,
-                              args.batch, timm_best_by_arch.get(arch))
+        rows += timed_rows(arch, lambda a=arch, s=size: zoo.load(a, num_classes=1000, input_shape=(s, s)), x,
+                           args.batch, timm_best_by_arch.get(arch), peaks)
     if args.volume:
         v = args.volume
         x = np.random.default_rng(0).uniform(0, 255, (args.batch, v, v, v, 1)).astype("float32")
-        rows += bench_engines(f"resnet50_3d ({v}^3)", lambda: zoo.load("resnet50_3d", in_chans=1, num_classes=2,
-                                                                        input_shape=(v, v, v)), x, args.batch, None)
+        rows += timed_rows(f"resnet50_3d ({v}^3)", lambda: zoo.load("resnet50_3d", in_chans=1, num_classes=2,
+                                                                     input_shape=(v, v, v)), x, args.batch, None, peaks)
+    if args.quick:  # the shipped 64 x 64 checkpoint: seconds, to check that the table runs
+        model = zoo.load("simple_cnn.phantom")
+        x = np.random.default_rng(0).uniform(0, 255, (args.batch, *model.inputs[0].shape[1:])).astype("float32")
+        rows += timed_rows("simple_cnn.phantom", lambda: model, x, args.batch, None, peaks)
     target = "2x" if {"avx512_bf16", "amx_bf16"} & cpu_flags() else "1.3x"
     body = (
         f"\n\n### Inference engines (zoo.infer)\n\nCPU flags: {', '.join(flags) or 'none of ' + ', '.join(ENGINE_FLAGS)}; "
         f"{os.cpu_count()} logical CPUs; TensorFlow intra/inter-op threads {tf_threads[0]}/{tf_threads[1]}; "
-        "ONNX Runtime and OpenVINO at their defaults (one thread per core). Batch "
+        "ONNX Runtime and OpenVINO at their defaults (one thread per core, one stream; `x2 streams`: "
+        "OpenVINO's NUM_STREAMS with the batch split into one lane per stream). Batch "
         f"{args.batch} images/s (best of three {WINDOW_S:.1f}-s windows), batch-1 latency (median of 20 calls), "
         "compile time (export + conversion + compilation), max |diff| against Keras fp32 on the same random images "
-        "(int8 is calibrated on them), and the ratio to timm's fastest path. `auto` is "
+        "(int8 is calibrated on them), `peak`: the model's analytic FLOPs x images/s over the measured 2048^2 "
+        f"matmul rate of its precision (fp32 {peaks['fp32'] / 1e9:.1f}, bf16 {peaks['bf16'] / 1e9:.1f} GFLOP/s; "
+        "int8 against bf16's), and the ratio to timm's fastest path. `auto` is "
         f"`zoo.compile_for_inference(model, calibration_data=...)`'s choice. Target for auto: >= {target} timm's best "
-        "on this CPU.\n\n| model | engine/precision | images/s | batch-1 ms | compile s | max abs diff | vs timm best |\n"
-        "|---|---|---|---|---|---|---|\n" + "\n".join(rows)
+        "on this CPU.\n\n| model | engine/precision | images/s | batch-1 ms | compile s | max abs diff | peak "
+        "| vs timm best |\n|---|---|---|---|---|---|---|---|\n" + "\n".join(rows)
         + ("\n\nNot measured here: " + "; ".join(skipped) if skipped else "")
     )
-    body += "\n\n" + "\n".join(phantom_agreement_rows(args.batch))
+    if not (args.quick or args.no_phantom):
+        body += "\n\n" + "\n".join(phantom_agreement_rows(args.batch))
     if args.train_steps:
         body += "\n\n" + "\n".join(trained_agreement(args.train_steps))
     return body
 
 
 def main(argv=None):
-    global WINDOW_S
+    global WINDOW_S, ONLY_ENGINES, ONLY_PRECISIONS, AUTO_ROW
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--torch-python", default=os.environ.get("BENCH_TORCH_PYTHON"),
                         help="a Python with torch and timm installed (e.g. a separate venv)")
@@ -406,10 +454,22 @@ def main(argv=None):
     parser.add_argument("--no-engines", action="store_true", help="skip the zoo.infer engine table")
     parser.add_argument("--engines-only", action="store_true", help="only the zoo.infer engine table")
     parser.add_argument("--volume", type=int, default=64, help="edge of the 3D ResNet-50's volume (0: skip)")
+    parser.add_argument("--engines", default="", help="only these zoo.infer engines (comma-separated)")
+    parser.add_argument("--precisions", default="", help="only these precisions (comma-separated)")
+    parser.add_argument("--no-phantom", action="store_true",
+                        help="skip the shipped-checkpoint agreement table (e.g. when adding backbone rows)")
+    parser.add_argument("--quick", action="store_true",
+                        help="seconds: the engine table for the shipped 64^2 checkpoint on TensorFlow and OpenVINO")
     parser.add_argument("--train-steps", type=int, default=0,
                         help="fine-tune a ResNet-50 on phantoms this many steps and check engine agreement on it")
     args = parser.parse_args(argv)
+    if args.quick:
+        args.archs, args.volume, args.engines_only, args.train_steps = "", 0, True, 0
+        args.window, args.engines = min(args.window, 0.2), args.engines or ("openvino" if importlib.util.find_spec("openvino") else "tensorflow")
+        args.precisions, AUTO_ROW = args.precisions or "fp32,bf16", False
     WINDOW_S = args.window
+    ONLY_ENGINES = tuple(filter(None, args.engines.split(",")))
+    ONLY_PRECISIONS = tuple(filter(None, args.precisions.split(",")))
 
     import keras
     import numpy as np
@@ -420,7 +480,7 @@ def main(argv=None):
     if args.engines_only:
         timm = {}
         if args.torch_python:
-            for arch in args.archs.split(","):
+            for arch in filter(None, args.archs.split(",")):
                 result = run_timm(args.torch_python, ARCHS[arch][1], 299 if arch == "inception_v3" else 224, args.batch)
                 timm[arch] = max(result.values()) if result else None
         print(engines_body(args, timm))  # a partial run: printed, docs/benchmarks.md left as it is
@@ -485,7 +545,7 @@ def main(argv=None):
         f"phantom images: {phantom:.1%}."
         + "\n\n" + PEAK_NOTE
         + ("" if args.torch_python else "\n\ntimm was not measured in this run (no `--torch-python`).")
-        + ("" if args.no_engines else engines_body(args, timm_best_by_arch))
+        + ("" if args.no_engines else engines_body(args, timm_best_by_arch, {"fp32": peak32, "bf16": peak16}))
     )
     print(write_section("bench_inference", "Inference speed: zoo vs keras.applications vs timm", body))
 

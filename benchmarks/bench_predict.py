@@ -1,7 +1,8 @@
 """Studies per second of ``zoo predict`` on a folder of DICOM series, against decoding alone.
 
 Run: ``python benchmarks/bench_predict.py [--studies 24 --slices 32 --size 128 --engine auto]``
-(add ``--write-report`` to put the table into docs/benchmarks.md). Measured in one run:
+(add ``--write-report`` to put the table into docs/benchmarks.md; ``--quick``: seconds, a check
+that it runs). Measured in one run:
 
 * data: ``--studies`` synthetic CT series (zoo.data.synthetic_dicom, one folder each, shuffled
   file names, real geometry) of ``--slices`` slices of ``--size``^2 pixels;
@@ -56,7 +57,12 @@ def main(argv=None) -> int:
     parser.add_argument("--engine", default="auto")
     parser.add_argument("--batch", type=int, default=4)
     parser.add_argument("--write-report", action="store_true")
+    parser.add_argument("--quick", action="store_true",
+                        help="seconds: 3 series of 16 slices 64^2 on TensorFlow, nothing written")
     args = parser.parse_args(argv)
+    if args.quick:
+        args.studies, args.slices, args.size = 3, 16, 64
+        args.engine, args.write_report = "tensorflow", False
 
     import zoo
     from zoo.data.dicom import find_dicom_files

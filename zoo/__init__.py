@@ -406,7 +406,7 @@ def dicom_dataset(source, labels=None, **kwargs):
 
 
 def compile_for_inference(model, engine: str = "auto", precision: str = "auto", batch: int = 8,
-                          calibration_data=None):
+                          calibration_data=None, streams: int = 1):
     """``model`` on the fastest inference engine that agrees with its Keras fp32 outputs.
 
     Args:
@@ -417,6 +417,8 @@ def compile_for_inference(model, engine: str = "auto", precision: str = "auto", 
             ``calibration_data``).
         batch: the batch size the engine is compiled for.
         calibration_data: images the engine is checked (and int8 calibrated) on.
+        streams: parallel lanes a batch is split into on OpenVINO (its CPU streams); ``auto``
+            measures 1 and one per core itself.
 
     Returns:
         A predictor: ``predict(images)`` takes what the Keras model takes and returns the same
@@ -429,7 +431,8 @@ def compile_for_inference(model, engine: str = "auto", precision: str = "auto", 
     from zoo.infer.predictor import compile_for_inference as _compile
 
     return _compile(
-        model, engine=engine, precision=precision, batch=batch, calibration_data=calibration_data
+        model, engine=engine, precision=precision, batch=batch, calibration_data=calibration_data,
+        streams=streams,
     )
 
 

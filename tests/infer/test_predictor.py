@@ -118,7 +118,7 @@ def test_int8_misses_the_targets_on_this_checkpoint_and_is_refused(phantom, engi
 def _noisy_engine(offset):
     """An engine whose outputs are TensorFlow's plus ``offset``: an engine that does not agree."""
 
-    def build(model, precision, batch, calibration_data, workdir):
+    def build(model, precision, batch, calibration_data, workdir, streams=1):
         run = engines_mod._build_tensorflow(model, "fp32", batch, None, workdir)
         return lambda x: [o + offset for o in run(x)]
 
@@ -217,3 +217,53 @@ def test_a_missing_engine_names_its_extra(phantom, monkeypatch, module, engine, 
     with pytest.raises(OptionalDependencyError) as caught:
         zoo.compile_for_inference(model, engine=engine, precision="fp32")
     assert f'pip install "medzoo[{extra}]"' in str(caught.value) and "\n" not in str(caught.value)
+
+
+def test_openvino_lanes_give_the_same_outputs_as_one_request(phantom):
+    """A batch split over two OpenVINO streams (ragged: 21 images, batch 8 -> lanes of 4, the
+    last padded) returns every image's outputs in order, equal to Keras fp32."""
+    _skip_unless_runs("openvino", "fp32")
+    model, x, reference = phantom
+    predictor = zoo.compile_for_inference(model, engine="openvino", batch=8, streams=2)
+    assert (predictor.streams, predictor.label) == (2, "openvino/fp32 x2 streams")
+    np.testing.assert_allclose(predictor.predict(x[:21]), reference[:21], atol=1e-4)
+
+
+def _laned_engine(built):
+    """TensorFlow fp32 split into ``streams`` lanes by zoo.infer.engines.in_lanes."""
+
+    def build(model, precision, batch, calibration_data, workdir, streams=1):
+        run = engines_mod._build_tensorflow(model, "fp32", batch, None, workdir)
+        built.append(streams)
+        return engines_mod.in_lanes(lambda x, lane=0: run(x), streams)
+
+    return Engine("laned", None, "-", ("fp32",), build, streams=True)
+
+
+def test_auto_tries_the_winner_in_lanes_and_caches_the_lanes(
+    phantom, monkeypatch, _isolated_zoo
+):
+    model, x, reference = phantom
+    built = []
+    fake = Registry(
+        "inference engine", {"tensorflow": ENGINES["tensorflow"], "laned": _laned_engine(built)}
+    )
+    monkeypatch.setattr(predictor_mod, "ENGINES", fake)
+    monkeypatch.setattr(engines_mod, "ENGINES", fake)
+    monkeypatch.setattr(engines_mod.os, "cpu_count", lambda: 2)
+    speeds = {"tensorflow": 100.0, "laned": 200.0}
+    monkeypatch.setattr(
+        predictor_mod, "_images_per_s", lambda p, data: speeds[p.engine] * (1 + 0.5 * (p.streams > 1))
+    )
+    first = zoo.compile_for_inference(model, batch=16)
+    assert first.label == "laned/fp32 x2 streams" and built == [1, 2]
+    assert first.timings == {
+        "tensorflow/fp32": 100.0, "laned/fp32": 200.0, "laned/fp32 x2 streams": 300.0
+    }
+    np.testing.assert_allclose(first.predict(x[:21]), reference[:21], atol=1e-5)
+    cache = json.loads((_isolated_zoo / "infer" / "auto.json").read_text())
+    assert [r["streams"] for r in cache.values()] == [2]
+    again = zoo.compile_for_inference(model, batch=16)  # from the cache: one build, in lanes
+    assert again.label == first.label and built == [1, 2, 2]
+    with pytest.raises(InvalidArgumentError, match="streams=0: give a positive integer"):
+        zoo.compile_for_inference(model, engine="laned", streams=0)

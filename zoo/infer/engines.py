@@ -25,10 +25,22 @@ phantoms this takes bf16's max |delta p| from 0.052 to 0.019 (TensorFlow) and fr
 0.015 (OpenVINO), inside the 0.02 target. TensorFlow keeps those layers float32 under the mixed
 policy; onnxruntime and OpenVINO run the stem and head as fp32 sub-models around a
 reduced-precision body (OpenVINO's CPU plugin re-creates the nodes it fuses and drops per-node
-keep-precision runtime info on them, so the cut is made in the graph itself). int8 gains too
+keep-precision runtime info on them, so the cut is made in the graph itself; marking the stem and
+head ``disable_fp16_compression`` in the IR was tried on OpenVINO 2026.4 and its runtime model
+still ran them in bf16). int8 gains too
 (max |delta p| 0.14-0.16 -> 0.06) but still misses there: per-channel int8 weights alone move
 that checkpoint's p by 0.04 and any one int8 convolution by 0.02-0.07, so the predictor refuses
-int8 for it; models with flatter logits may pass.
+int8 for it; models with flatter logits may pass. NNCF's post-training quantization does no
+better there (max |delta p| 0.088-0.104 with or without its bias correction and mixed preset),
+and its ``quantize_with_accuracy_control`` at a 0.015 budget reverts every int8 layer: no layer
+of that checkpoint can be int8 within the target, so NNCF is not a dependency.
+
+Streams: OpenVINO can run a batch as ``streams`` parallel lanes (``NUM_STREAMS``, the CPU's
+cores shared out among them, one infer request per lane, each lane a slice of the batch run from
+its own thread; OpenVINO releases the GIL while it infers). On few cores fewer threads per
+layer synchronise less, but each lane's slice is smaller; which wins depends on the model and
+the CPU, so ``engine="auto"`` measures both (see ``predictor``). TensorFlow and ONNX Runtime run
+one lane with every core.
 
 Engines are registered in ``ENGINES``; an engine whose package is missing says which extra to
 install. This module knows nothing of agreement checks or engine choice: see ``predictor``.
@@ -36,8 +48,10 @@ install. This module knows nothing of agreement checks or engine choice: see ``p
 
 from __future__ import annotations
 
+import os
 import tempfile
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -60,7 +74,9 @@ class Engine:
     package: str | None  # the import that must work (None: always there)
     extra: str  # the pip requirement that installs it
     precisions: tuple[str, ...]
-    build: Callable  # (model, precision, batch, calibration_data, workdir) -> Runner
+    build: Callable  # (model, precision, batch, calibration_data, workdir, streams) -> Runner
+    streams: bool = False  # runs a batch as parallel lanes (see the module docstring)
+    static_batch: bool = False  # compiled for one batch size (a batch-1 runner is a new build)
 
     def missing(self) -> str | None:
         """Why this engine cannot run here (a missing package), or None when it can."""
@@ -211,7 +227,8 @@ def _in_chunks(run: Runner, x: np.ndarray, batch: int) -> np.ndarray:
 def _split_runner(build_one: Callable, model, precision, batch, calibration_data, workdir):
     """``build_one(sub_model, precision, batch, data, folder)`` per part, chained into one runner.
 
-    The body is calibrated on what the fp32 stem makes of the calibration data.
+    The body is calibrated on what the fp32 stem makes of the calibration data. Keyword
+    arguments of the chained runner (an OpenVINO ``lane``) reach every part.
     """
     runners, data = [], calibration_data
     for i, (sub, reduced) in enumerate(split_parts(model, fp32_split(model))):
@@ -224,10 +241,10 @@ def _split_runner(build_one: Callable, model, precision, batch, calibration_data
         if not reduced and i == 0 and precision == "int8":
             data = _in_chunks(run, np.asarray(data[:CALIBRATION_SAMPLES], np.float32), batch)
 
-    def chained(x):
+    def chained(x, **lane):
         outputs = [x]
         for run in runners:
-            outputs = run(outputs[0])
+            outputs = run(outputs[0], **lane)
         return outputs
 
     return chained
@@ -252,7 +269,7 @@ def _bf16_keeping_fp32(model):
     return clone
 
 
-def _build_tensorflow(model, precision, batch, calibration_data, workdir) -> Runner:
+def _build_tensorflow(model, precision, batch, calibration_data, workdir, streams=1) -> Runner:
     import tensorflow as tf
 
     if precision == "bf16":
@@ -357,7 +374,7 @@ def _onnxruntime_part(model, precision, batch, calibration_data, workdir) -> Run
     return run
 
 
-def _build_onnxruntime(model, precision, batch, calibration_data, workdir) -> Runner:
+def _build_onnxruntime(model, precision, batch, calibration_data, workdir, streams=1) -> Runner:
     if precision == "fp32":
         return _onnxruntime_part(model, precision, batch, None, workdir)
     return _split_runner(_onnxruntime_part, model, precision, batch, calibration_data, workdir)
@@ -366,7 +383,8 @@ def _build_onnxruntime(model, precision, batch, calibration_data, workdir) -> Ru
 # --- openvino ----------------------------------------------------------------------------------
 
 
-def _openvino_part(model, precision, batch, calibration_data, workdir) -> Runner:
+def _openvino_part(model, precision, batch, calibration_data, workdir, streams=1) -> Runner:
+    """One OpenVINO graph compiled for ``streams`` lanes of ``ceil(batch / streams)`` inputs."""
     import openvino as ov
 
     from zoo.export import OPENVINO_XML
@@ -382,29 +400,58 @@ def _openvino_part(model, precision, batch, calibration_data, workdir) -> Runner
             str(_export(model, workdir / "openvino", "openvino") / OPENVINO_XML)
         )
     shape = list(model.inputs[0].shape[1:])
+    per_lane = -(-batch // streams)
     if None not in shape:  # a static batch lets OpenVINO plan every buffer once
-        graph.reshape({graph.inputs[0].get_any_name(): [batch, *shape]})
+        graph.reshape({graph.inputs[0].get_any_name(): [per_lane, *shape]})
     hint = {"fp32": "f32", "bf16": "bf16", "int8": "f32"}[precision]  # int8: the QDQ nodes decide
-    compiled = core.compile_model(graph, "CPU", {"INFERENCE_PRECISION_HINT": hint})
-    request = compiled.create_infer_request()
+    config = {"INFERENCE_PRECISION_HINT": hint}
+    if streams > 1:
+        config["NUM_STREAMS"] = streams
+    compiled = core.compile_model(graph, "CPU", config)
+    requests = [compiled.create_infer_request() for _ in range(streams)]
     static = None not in shape
 
-    def run(x):
+    def run(x, lane=0):
         n = len(x)
-        if static and n != batch:  # pad the last chunk to the compiled batch
-            x = np.concatenate([x, np.zeros((batch - n, *x.shape[1:]), x.dtype)])
-        result = request.infer({0: x})
+        if n > per_lane:  # e.g. the int8 body's calibration data, a batch at a time
+            parts = [run(x[i : i + per_lane], lane) for i in range(0, n, per_lane)]
+            return [np.concatenate(p) for p in zip(*parts, strict=True)]
+        if static and n != per_lane:  # pad the last chunk to the compiled batch
+            x = np.concatenate([x, np.zeros((per_lane - n, *x.shape[1:]), x.dtype)])
+        result = requests[lane].infer({0: x})
         return [np.array(result[o], np.float32)[:n] for o in compiled.outputs]
 
     return run
 
 
-def _build_openvino(model, precision, batch, calibration_data, workdir) -> Runner:
+def in_lanes(run: Callable, streams: int) -> Runner:
+    """``run(x, lane=i)`` over ``streams`` slices of a batch at once, outputs in order."""
+    if streams == 1:
+        return run
+    pool = ThreadPoolExecutor(streams, thread_name_prefix="zoo-infer-lane")
+
+    def lanes(x):
+        size = -(-len(x) // streams)
+        slices = [x[i : i + size] for i in range(0, len(x), size)]
+        parts = list(pool.map(lambda k: run(slices[k], lane=k), range(len(slices))))
+        return [np.concatenate(p) for p in zip(*parts, strict=True)]
+
+    return lanes
+
+
+def _build_openvino(model, precision, batch, calibration_data, workdir, streams=1) -> Runner:
     if precision == "bf16":
         _require_native_bf16("openvino")
+    streams = max(1, min(streams, batch))
     if precision == "fp32":
-        return _openvino_part(model, precision, batch, None, workdir)
-    return _split_runner(_openvino_part, model, precision, batch, calibration_data, workdir)
+        return in_lanes(_openvino_part(model, precision, batch, None, workdir, streams), streams)
+
+    def part(sub, p, b, data, folder):
+        return _openvino_part(sub, p, b, data, folder, streams)
+
+    return in_lanes(
+        _split_runner(part, model, precision, batch, calibration_data, workdir), streams
+    )
 
 
 ENGINES = Registry(
@@ -415,7 +462,13 @@ ENGINES = Registry(
             "onnxruntime", "onnxruntime", "medzoo[onnx]", ("fp32", "int8"), _build_onnxruntime
         ),
         "openvino": Engine(
-            "openvino", "openvino", "medzoo[openvino]", ("fp32", "bf16", "int8"), _build_openvino
+            "openvino",
+            "openvino",
+            "medzoo[openvino]",
+            ("fp32", "bf16", "int8"),
+            _build_openvino,
+            streams=True,
+            static_batch=True,
         ),
     },
     argument="engine",
@@ -423,8 +476,17 @@ ENGINES = Registry(
 )
 
 
-def build_runner(engine: str, model, precision: str, batch: int, calibration_data=None) -> Runner:
-    """A runner of ``model`` on ``engine`` at ``precision`` (files in a temporary folder)."""
+def stream_choices(engine: str, batch: int) -> tuple[int, ...]:
+    """The lane counts worth measuring for ``engine`` at ``batch`` here: 1, and one per core."""
+    lanes = min(os.cpu_count() or 1, batch)
+    return (1, lanes) if ENGINES.get(engine).streams and lanes > 1 else (1,)
+
+
+def build_runner(
+    engine: str, model, precision: str, batch: int, calibration_data=None, streams: int = 1
+) -> Runner:
+    """A runner of ``model`` on ``engine`` at ``precision`` in ``streams`` parallel lanes (an
+    engine without lanes runs one; files go to a temporary folder)."""
     spec = ENGINES.get(engine)
     spec.require(precision)
     if precision != "fp32":
@@ -432,4 +494,6 @@ def build_runner(engine: str, model, precision: str, batch: int, calibration_dat
     with tempfile.TemporaryDirectory(
         prefix="zoo-infer-"
     ) as tmp:  # engines hold their graphs in memory
-        return spec.build(model, precision, batch, calibration_data, Path(tmp))
+        return spec.build(
+            model, precision, batch, calibration_data, Path(tmp), streams if spec.streams else 1
+        )
