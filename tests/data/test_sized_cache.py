@@ -176,6 +176,9 @@ def test_window_equals_the_broadcast_formula_and_tensorflow(chans_in):
     assert got.shape == (2, 9, 7, 3) and got.dtype == np.float32
     np.testing.assert_array_equal(got, expected)
     np.testing.assert_array_equal(got, sized_cache.window_tf(x, affine, (-1.0, 2.0)).numpy())
+    one = sized_cache.window_np(x, affine[:, :1], (0.0, 1.0))  # one window over each channel
+    assert one.shape == (2, 9, 7, chans_in)
+    np.testing.assert_array_equal(one, np.clip(x * affine[0, 0] + affine[1, 0], 0.0, 1.0))
 
 
 def test_an_old_version_sized_cache_is_rebuilt_never_read(series, tmp_path):

@@ -117,11 +117,12 @@ def window_np(x: np.ndarray, affine: np.ndarray, out_range) -> np.ndarray:
     One channel at a time over contiguous planes: numpy's broadcast over a last axis of 3 runs
     an inner loop of 3 elements, 4x slower than these plane-wide operations."""
     lo, hi = out_range
-    chans = affine.shape[-1]
+    chans = np.broadcast_shapes(x.shape[-1:], affine.shape[-1:])[0]
     y = np.empty((*x.shape[:-1], chans), np.float32)
     for k in range(chans):
-        v = np.multiply(x[..., 0 if x.shape[-1] == 1 else k], affine[0, k], dtype=np.float32)
-        v += affine[1, k]
+        i, j = (0 if x.shape[-1] == 1 else k), (0 if affine.shape[-1] == 1 else k)
+        v = np.multiply(x[..., i], affine[0, j], dtype=np.float32)
+        v += affine[1, j]
         np.clip(v, 0.0, 1.0, out=v)
         v *= np.float32(hi - lo)
         v += np.float32(lo)
