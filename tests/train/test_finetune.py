@@ -69,6 +69,11 @@ def test_two_stages_write_checkpoint_record_and_tensorboard(data, tmp_path):
     assert record["stage2"]["first_trainable"] == "stage5_conv1"  # BatchNorm stays frozen
     assert record["data"]["train_class_counts"] == np.bincount(train.labels, minlength=2).tolist()
     assert record["history"] == json.loads(json.dumps(result.history))
+    from sklearn.metrics import roc_auc_score  # the clinical metrics come from the best model
+
+    probs = result.model.predict(val.images, verbose=0)[:, 1]
+    assert record["validation_metrics"]["auc"]["value"] == pytest.approx(
+        roc_auc_score(val.labels, probs), abs=1e-6)
 
     logged = _events(out / "logs" / "validation")
     assert logged["epoch_loss"] == pytest.approx({r["epoch"]: r["val_loss"] for r in result.history}, rel=1e-6)

@@ -638,11 +638,13 @@ def _streamed_features(backbone, dataset, strategy, disk=None, name="features",
 def _clinical(model, vx, vy, groups, batch_size, task_name) -> dict | None:
     """zoo.metrics on the validation set (per patient when the split was by patient)."""
     from zoo.metrics import classification_report
+    from zoo.train.feature_cache import feature_batches
 
     if task_name not in ("classification", "multilabel") or vx is None:
         return None
-    probs = np.concatenate([np.asarray(model(vx[i:i + batch_size], training=False), np.float64)
-                            for i in range(0, len(vx), batch_size)])
+    # one traced inference function (ResNet-50: ~3 s, against ~10 s layer by layer, eagerly)
+    batches = (vx[i:i + batch_size] for i in range(0, len(vx), batch_size))
+    probs = np.concatenate(list(feature_batches(model, batches))).astype(np.float64)
     try:
         return classification_report(vy, probs, groups, n_boot=200)
     except DataError as err:  # e.g. one class in a tiny validation set: report, do not fail the run
