@@ -369,10 +369,15 @@ class _Stamps:
 
 def zoo_finetune(cfg, task_data, init: Path, seed: int, tmp: Path) -> list[dict]:
     import keras
+    import tensorflow as tf
 
     from zoo.train.finetune import finetune
 
     x, y, vx, vy = task_data
+    # zoo.finetune's default strategy where there is no GPU (TensorFlow's one-device default);
+    # 'cpu' (a OneDeviceStrategy) rebuilds the model first (~4 s for ResNet-50), and is needed
+    # only to keep a GPU out of the comparison
+    strategy = "cpu" if tf.config.list_physical_devices("GPU") else "auto"
     keras.utils.set_random_seed(seed)
     model = zoo_model(int(max(y.max(), vy.max())) + 1, cfg["size"], init)
     total = sum(cfg["epochs"])
@@ -381,7 +386,7 @@ def zoo_finetune(cfg, task_data, init: Path, seed: int, tmp: Path) -> list[dict]
         result = finetune(model, (x, y), (vx, vy), epochs=cfg["epochs"], learning_rate=cfg["lr"],
                           batch_size=cfg["batch"], augment=False, cache_features=True,
                           patience=total, seed=seed, out_dir=tmp / f"zoo_{seed}", overwrite=True,
-                          strategy="cpu", verbose=0)
+                          strategy=strategy, verbose=0)
     return [{"stage": 1 if row["stage"] == "stage1" else 2, "time": t - t0,
              "val_loss": row["val_loss"], "val_accuracy": row["val_accuracy"]}
             for row, t in zip(result.history, stamps.times)]
@@ -405,6 +410,10 @@ def one_seed(python, cfg, task, seed, tmp: Path, base: dict) -> dict:
            "zoo_best": max(r["val_accuracy"] for r in zoo_run),
            "timm_best": max(r["val_accuracy"] for r in timm_run)}
     row["ratio"] = row["zoo_time"] / row["timm_time"] if row["zoo_time"] is not None else None
+    # the issue's sentence: "reaches the validation accuracy of a standard PyTorch/timm
+    # fine-tuning loop in <= 0.5x its wall time": the loop's whole run
+    row["ratio_total"] = (row["zoo_time"] / row["timm_total"] if row["zoo_time"] is not None
+                          else None)
     print(json.dumps({k: v for k, v in row.items() if k not in ("timm", "zoo")}), flush=True)
     return row
 
@@ -436,8 +445,9 @@ def throughput(python, cfg) -> list[str]:
 
 def summary(rows: list[dict], cfg) -> list[str]:
     lines = ["| task | target (timm final val acc) | timm s to target | zoo s to target | "
-             "zoo/timm | zoo best val acc | timm total s | zoo total s | zoo reached |",
-             "|---|---|---|---|---|---|---|---|---|"]
+             "zoo/timm, time to target | zoo to target / timm total (the issue's ratio) | "
+             "zoo best val acc | timm total s | zoo total s | zoo reached |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
     for task in TASKS:
         mine = [r for r in rows if r["task"] == task]
         if not mine:
@@ -447,6 +457,7 @@ def summary(rows: list[dict], cfg) -> list[str]:
             f"| {task} | {mean_std([r['target'] for r in mine])} | "
             f"{mean_std([r['timm_time'] for r in mine])} | {mean_std([r['zoo_time'] for r in mine])}"
             f" | {mean_std([r['ratio'] for r in mine])} | "
+            f"{mean_std([r.get('ratio_total') for r in mine])} | "
             f"{mean_std([r['zoo_best'] for r in mine])} | "
             f"{mean_std([r['timm_total'] for r in mine])} | "
             f"{mean_std([r['zoo_total'] for r in mine])} | {reached}/{len(mine)} seeds |")
@@ -471,8 +482,13 @@ def report(cfg, pre: dict, rows, speed, python) -> str:
     flags = [f for f in FLAGS if f in cpu_flags()]
     return "\n".join([
         f"CPU flags: {', '.join(flags) or 'none of ' + ', '.join(FLAGS)}; {os.cpu_count()} "
-        f"logical CPUs; torch threads = {os.cpu_count()}. Target (1): zoo.finetune reaches the "
-        "timm loop's final validation accuracy in <= 0.5x the loop's time to it.",
+        f"logical CPUs; torch threads = {os.cpu_count()}. Target (1), the issue's words: "
+        "zoo.finetune \"reaches the validation accuracy of a standard PyTorch/timm fine-tuning "
+        "loop in <= 0.5x its wall time\": the column 'zoo to target / timm total' (the zoo's "
+        "time to the timm loop's final validation accuracy over the loop's whole wall time) is "
+        "that ratio; 'zoo/timm, time to target' is the stricter one (both sides timed to the "
+        "first epoch at the target). zoo.finetune runs with its default strategy (TensorFlow's "
+        "one-device default on this CPU-only machine), checkpoints and run record included.",
         "",
         f"{ARCH} (timm's, made Keras' ResNet v1: see the script's docstring) pretrained in "
         f"PyTorch on {cfg['pretrain_n']} source phantoms for {cfg['pretrain_epochs']} epochs "

@@ -13,7 +13,8 @@ def test_bench_dicom_pipeline_quick_runs():
                           capture_output=True, text=True, env=env, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "docs/benchmarks.md is not written" in proc.stdout
-    for row in ("naive pydicom loop", "decode stage, workers=1", "decode stage, workers=2", "stage 1 alone",
+    assert "vs naive, same work" in proc.stdout
+    for row in ("naive pydicom loop", "naive loop, same work", "decode stage, workers=1", "decode stage, workers=2", "stage 1 alone",
                 "first epoch", "warm epoch, no augmentation", "per-sample random flip",
                 "Keras `RandomFlip`", "tf.data service, 1 worker", "tf.data service, 2 workers"):
         line = next((ln for ln in proc.stdout.splitlines() if row in ln), None)

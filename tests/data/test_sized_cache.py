@@ -151,6 +151,53 @@ def test_sparse_resize_equals_tensorflow_to_round_off(shape, size):
     np.testing.assert_allclose(sized_cache.resize(x, size), expected, rtol=1e-5, atol=1e-3)
 
 
+@pytest.mark.parametrize("shape, size", [((1, 512, 512, 1), (224, 224)),
+                                         ((2, 60, 70, 3), (100, 90))])
+def test_float32_resize_is_within_one_ulp_of_tensorflow(shape, size):
+    # CT-like integers (HU) and fractional values; equal in every case measured, 1 ulp allowed
+    rng = np.random.default_rng(4)
+    for x in (rng.integers(-1024, 3072, shape).astype(np.float32),
+              rng.uniform(-1000, 3000, shape).astype(np.float32)):
+        expected = tf.image.resize(x, size, antialias=True).numpy()
+        got = sized_cache.resize(x, size)
+        assert got.dtype == np.float32
+        ulps = np.abs(got - expected) / np.spacing(np.abs(expected))
+        assert ulps.max() <= 1.0
+
+
+@pytest.mark.parametrize("chans_in", [1, 3])
+def test_window_equals_the_broadcast_formula_and_tensorflow(chans_in):
+    x = np.random.default_rng(5).uniform(-1500, 3000, (2, 9, 7, chans_in)).astype(np.float32)
+    affine = np.array([[1 / 399, 1 / 1499, 1 / 1799], [0.376, 0.900, 0.278]], np.float32)
+    got = sized_cache.window_np(x, affine, (-1.0, 2.0))
+    # the same float32 operations, written with numpy's broadcasting
+    y = x * affine[0] + affine[1]
+    expected = np.clip(y, 0.0, 1.0) * np.float32(3.0) + np.float32(-1.0)
+    assert got.shape == (2, 9, 7, 3) and got.dtype == np.float32
+    np.testing.assert_array_equal(got, expected)
+    np.testing.assert_array_equal(got, sized_cache.window_tf(x, affine, (-1.0, 2.0)).numpy())
+    one = sized_cache.window_np(x, affine[:, :1], (0.0, 1.0))  # one window over each channel
+    assert one.shape == (2, 9, 7, chans_in)
+    np.testing.assert_array_equal(one, np.clip(x * affine[0, 0] + affine[1, 0], 0.0, 1.0))
+
+
+def test_an_old_version_sized_cache_is_rebuilt_never_read(series, tmp_path):
+    files = sorted(series.iterdir())
+    options = {"input_shape": (16, 16, 3), "windows": WINDOWS, "shuffle": False,
+               "cache_dir": tmp_path}
+    dicom_dataset(series, **options)
+    # the same files under the previous version's folder, with wrong values in them
+    current = tmp_path / sized_cache.SIZED_DIR
+    old = tmp_path / "sized-v1"
+    current.rename(old)
+    for f in old.glob("*.f32"):
+        f.write_bytes(np.full(16 * 16 * 3, 7.0, "<f4").tobytes())
+    ds = dicom_dataset(series, **options)
+    assert (ds.dicom.decoded, ds.dicom.sized) == (0, 4)  # decode cache reused, sized rebuilt
+    np.testing.assert_allclose(batches(ds), reference(files, (16, 16)), atol=2e-3)
+    assert len(list(old.glob("*.f32"))) == 4  # left alone, never deleted
+
+
 @pytest.mark.parametrize("dtype, slope, intercept", [(np.int16, 1.0, -1024.0),
                                                      (np.uint16, 3.0, -7.0), (np.uint8, 1.0, 0.0)])
 def test_rescale_into_output_equals_the_formula(dtype, slope, intercept):

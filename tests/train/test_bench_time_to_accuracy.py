@@ -160,3 +160,5 @@ def test_bench_time_to_accuracy_quick_runs():
         assert r["timm_time"] <= r["timm_total"]
         if r["zoo_time"] is not None:
             assert r["ratio"] == pytest.approx(r["zoo_time"] / r["timm_time"])
+            assert r["ratio_total"] == pytest.approx(r["zoo_time"] / r["timm_total"])
+    assert "the issue's ratio" in proc.stdout

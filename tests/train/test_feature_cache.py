@@ -166,3 +166,19 @@ def test_a_bad_cache_memory_is_refused_before_training(data, tmp_path):
     with pytest.raises(InvalidArgumentError, match="memory_budget='1GB'"):
         finetune(_model(), train, val, epochs=(1, 0), cache_memory="1GB", out_dir=tmp_path / "run")
     assert not (tmp_path / "run").exists()
+
+
+def test_one_trace_serves_every_batch_size_and_both_passes():
+    from zoo.train import feature_cache
+
+    inputs = keras.Input((6, 6, 1))
+    conv = keras.layers.Conv2D(3, 3, trainable=False)
+    outputs = keras.layers.Dense(2)(keras.layers.GlobalAveragePooling2D()(conv(inputs)))
+    backbone, _ = split_head(keras.Model(inputs, outputs))
+    rng = np.random.default_rng(0)
+    train, val = rng.normal(size=(10, 6, 6, 1)), rng.normal(size=(3, 6, 6, 1))
+    got = [compute_features(backbone, x, batch_size=4) for x in (train, val)]  # 4, 4, 2 then 3
+    for x, features in zip((train, val), got, strict=True):
+        np.testing.assert_allclose(features, np.asarray(backbone(x, training=False)), atol=1e-6)
+    (function,) = feature_cache._FUNCTIONS[backbone].values()
+    assert function.experimental_get_tracing_count() == 1

@@ -69,6 +69,11 @@ def test_two_stages_write_checkpoint_record_and_tensorboard(data, tmp_path):
     assert record["stage2"]["first_trainable"] == "stage5_conv1"  # BatchNorm stays frozen
     assert record["data"]["train_class_counts"] == np.bincount(train.labels, minlength=2).tolist()
     assert record["history"] == json.loads(json.dumps(result.history))
+    from sklearn.metrics import roc_auc_score  # the clinical metrics come from the best model
+
+    probs = result.model.predict(val.images, verbose=0)[:, 1]
+    assert record["validation_metrics"]["auc"]["value"] == pytest.approx(
+        roc_auc_score(val.labels, probs), abs=1e-6)
 
     logged = _events(out / "logs" / "validation")
     assert logged["epoch_loss"] == pytest.approx({r["epoch"]: r["val_loss"] for r in result.history}, rel=1e-6)
@@ -372,3 +377,31 @@ def test_cli_finetune_segmentation_folder_with_a_loss(tmp_path, capsys):
     add_finetune_parser(parser.add_subparsers())
     help_text = parser._subparsers._group_actions[0].choices["finetune"].format_help()
     assert all(name in help_text for name in SEG_LOSSES.names())
+
+
+def test_checkpoints_leave_out_best_weights_the_model_holds_and_a_resume_fills_them(tmp_path):
+    from zoo.train.finetune import _Run
+
+    model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2), keras.layers.Dense(1)])
+    run = _Run(model, tmp_path, "val_loss", True, 0)
+    assert run.best_arrays() == {}
+    run.save_best(0)
+    assert run.best_arrays() == {}  # just improved: the same values the engine saves
+    best = [w.copy() for w in model.get_weights()]
+    model.layers[1].kernel.assign(model.layers[1].kernel + 1.0)  # trained on, no improvement
+    arrays = run.best_arrays()
+    assert sorted(arrays) == ["w2"]
+    np.testing.assert_array_equal(arrays["w2"], best[2])
+    assert not (tmp_path / "best.keras").exists()  # written once, at the end of the run
+
+    resumed = _Run(model, tmp_path, "val_loss", True, 0)
+    resumed.load_state({"history": [], "best_value": 1.0, "best_epoch": 0, "floor": {},
+                        "best_weights": len(best)}, arrays)
+    resumed.resolve_best()  # the engine has restored the model's variables by now
+    for a, b in zip(resumed.best_weights, best, strict=True):
+        np.testing.assert_array_equal(a, b)
+    resumed.restore_best()
+    resumed.write_best()
+    for a, b in zip(keras.models.load_model(tmp_path / "best.keras").get_weights(), best,
+                    strict=True):
+        np.testing.assert_array_equal(a, b)

@@ -24,6 +24,7 @@ features are the same bytes either way, so both modes train to the same head.
 
 from __future__ import annotations
 
+import weakref
 from pathlib import Path
 
 import numpy as np
@@ -117,13 +118,30 @@ def feature_batches(backbone, batches, strategy=None):
     """Yield the backbone's float32 features of each batch of images, one batch at a time."""
     import tensorflow as tf
 
-    fn = tf.function(
-        lambda batch: tf.cast(backbone(batch, training=False), tf.float32), reduce_retracing=True
-    )
     scope = strategy.scope() if strategy is not None else tf.distribute.get_strategy().scope()
     with scope:
         for batch in batches:
-            yield fn(tf.convert_to_tensor(batch)).numpy()
+            batch = tf.convert_to_tensor(batch)
+            yield _feature_function(backbone, batch).numpy()
+
+
+_FUNCTIONS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def _feature_function(backbone, batch):
+    """The backbone's inference function, traced once per backbone and input dtype for any
+    batch size: the training and the validation pass (and a last, smaller batch) share one
+    trace (ResNet-50: ~2 s per trace saved on 2 cores)."""
+    import tensorflow as tf
+
+    functions = _FUNCTIONS.setdefault(backbone, {})
+    key = (batch.dtype, tuple(batch.shape[1:]))
+    if key not in functions:
+        spec = tf.TensorSpec((None, *batch.shape[1:]), batch.dtype)
+        model = weakref.ref(backbone)  # the cache must not keep the backbone alive
+        functions[key] = tf.function(
+            lambda x: tf.cast(model()(x, training=False), tf.float32), input_signature=[spec])
+    return functions[key](batch)
 
 
 def check_budget(memory_budget) -> int:

@@ -7,7 +7,8 @@ kept only if it beats stage 1 on validation. Augmentation (the same in both stag
 resamples: whole-pixel shifts and intensity jitter, optionally 90-degree turns and flips
 (see Augment for why). Both stages: decoupled weight decay (not on biases or
 normalisation parameters), class weights, early stopping on the validation set with the best
-weights restored, the best model saved as ``best.keras``, TensorBoard scalars, a progress
+weights restored, the best model saved as ``best.keras`` (once, at the end; the engine's
+checkpoints hold the best weights meanwhile), TensorBoard scalars, a progress
 bar, and ``run.json`` (library versions, arguments, metrics per epoch) next to the checkpoint.
 Training runs on the zoo's one engine (zoo.train.engine, the task from zoo.train.tasks) under
 ``strategy``; the engine checkpoints each epoch (and every ``checkpoint_every`` steps) into
@@ -363,8 +364,9 @@ class _Run:
     """State of one fine-tuning run across both stages: history, the best weights, the files.
 
     Also the engine hook of each stage (``hook(stage)``): it logs each epoch, keeps the best
-    weights and ``best.keras``, stops a stage early, and is saved in the engine's checkpoints,
-    so a resumed run continues with the same history, best value and patience count.
+    weights (``best.keras`` is written at the end of the run), stops a stage early, and is saved
+    in the engine's checkpoints, so a resumed run continues with the same history, best value
+    and patience count.
     """
 
     def __init__(self, model, out_dir, monitor, chief, verbose):
@@ -423,12 +425,46 @@ class _Run:
                 self.writers[split].flush()
 
     def save_best(self, epoch: int) -> None:
+        """Keep the best weights in memory (the engine's checkpoints carry them for a resume);
+        ``best.keras`` is written once, by ``write_best`` at the end of the run: a ResNet-50
+        file took ~2 s per improving epoch, on the training's critical path."""
         self.best_epoch = epoch
         self.best_weights = self.model.get_weights()
-        if self.chief:
+
+    def write_best(self) -> None:
+        """``best.keras`` from the model holding the best weights (atomic: a partial file, then
+        a rename)."""
+        if self.chief and self.best_weights is not None:
             partial = self.checkpoint.with_name("best.partial.keras")
             self.model.save(partial)
             os.replace(partial, self.checkpoint)
+
+    def best_arrays(self) -> dict:
+        """The best weights that differ from the model's current ones (by index), for a
+        checkpoint: after an improving epoch (and for a frozen backbone) they are the same
+        values the engine saves or the run's model already holds, so they are not written twice
+        (ResNet-50: 94 MB less per epoch-end checkpoint)."""
+        if self.best_weights is None:
+            return {}
+        current = self.model.get_weights()
+        return {f"w{i}": w for i, (w, now) in enumerate(zip(self.best_weights, current))
+                if w.shape != now.shape or not np.array_equal(w, now)}
+
+    def load_state(self, state: dict, arrays: dict) -> None:
+        """A checkpoint's history, best value and epoch, floor and best weights (those it left
+        out, see ``best_arrays``, stay None until ``resolve_best``)."""
+        self.history, self.best_value = state["history"], state["best_value"]
+        self.best_epoch, self.floor = state["best_epoch"], state["floor"]
+        if state["best_weights"] is not None:
+            self.best_weights = [arrays.get(f"w{i}") for i in range(state["best_weights"])]
+
+    def resolve_best(self) -> None:
+        """Fill in the best weights a checkpoint left out (``best_arrays``) from the model, once
+        the engine has restored its variables."""
+        if self.best_weights is not None and any(w is None for w in self.best_weights):
+            current = self.model.get_weights()
+            self.best_weights = [now if w is None else w
+                                 for w, now in zip(self.best_weights, current)]
 
     def restore_best(self) -> None:
         if self.best_weights is not None:
@@ -468,6 +504,9 @@ class _Run:
                             )
                         engine.stop = True
 
+            def on_train_begin(self, engine):
+                run.resolve_best()  # a resumed run: the engine has restored the variables
+
             def on_train_end(self, engine):
                 run.restore_best()
 
@@ -477,18 +516,11 @@ class _Run:
                         "best_weights": None if run.best_weights is None else len(run.best_weights)}
 
             def arrays(self):
-                return {f"w{i}": w for i, w in enumerate(run.best_weights or [])}
+                return run.best_arrays()
 
             def load(self, state, arrays):
                 self.wait = state["wait"]
-                run.history, run.best_value, run.best_epoch = (
-                    state["history"],
-                    state["best_value"],
-                    state["best_epoch"],
-                )
-                run.floor = state["floor"]
-                if state["best_weights"] is not None:
-                    run.best_weights = [arrays[f"w{i}"] for i in range(state["best_weights"])]
+                run.load_state(state, arrays)
 
         return StageHook()
 
@@ -606,11 +638,13 @@ def _streamed_features(backbone, dataset, strategy, disk=None, name="features",
 def _clinical(model, vx, vy, groups, batch_size, task_name) -> dict | None:
     """zoo.metrics on the validation set (per patient when the split was by patient)."""
     from zoo.metrics import classification_report
+    from zoo.train.feature_cache import feature_batches
 
     if task_name not in ("classification", "multilabel") or vx is None:
         return None
-    probs = np.concatenate([np.asarray(model(vx[i:i + batch_size], training=False), np.float64)
-                            for i in range(0, len(vx), batch_size)])
+    # one traced inference function (ResNet-50: ~3 s, against ~10 s layer by layer, eagerly)
+    batches = (vx[i:i + batch_size] for i in range(0, len(vx), batch_size))
+    probs = np.concatenate(list(feature_batches(model, batches))).astype(np.float64)
     try:
         return classification_report(vy, probs, groups, n_boot=200)
     except DataError as err:  # e.g. one class in a tiny validation set: report, do not fail the run
@@ -780,6 +814,7 @@ def finetune(
         stage2_info = _stage2(stages, sources, model, epochs[1], learning_rate[1], monitor, metric,
                               unfreeze_from, unfreeze_batchnorm, verbose)
     run.restore_best()
+    run.write_best()
 
     record = None
     if run.chief:
