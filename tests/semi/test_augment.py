@@ -7,6 +7,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from zoo.errors import InvalidArgumentError
 from zoo.semi import augment as A
 
 
@@ -131,14 +132,13 @@ def test_strong_view_takes_the_flip_choice():
     assert not np.array_equal(a, b)  # the flip choice reaches the strong view
 
 
-def test_geometric_moves_fill_with_the_image_minimum_not_a_mirror():
-    """A 3-pixel move left: the columns that come in from outside hold each image's own minimum
-    (its background), the rest is the image moved; no reflected (mirrored) strip."""
-    import tensorflow as tf
+def test_fixmatch_flip_must_be_a_bool():
+    import keras
 
-    x, tx = _images(n=3, seed=6)
-    move = tf.constant([[1, 0, 3, 0, 1, 0, 0, 0]] * 3, tf.float32)  # output col j <- input j + 3
-    out = np.asarray(A.affine(tx, move))
-    np.testing.assert_allclose(out[:, :, :13], x[:, :, 3:], atol=1e-3)
-    np.testing.assert_allclose(out[:, :, 13:], np.broadcast_to(
-        x.min((1, 2, 3), keepdims=True), out[:, :, 13:].shape), atol=1e-3)
+    from zoo.semi.methods import METHODS
+
+    model = keras.Sequential([keras.Input((8, 8, 1)), keras.layers.Flatten(),
+                              keras.layers.Dense(2, activation="softmax")])
+    with pytest.raises(InvalidArgumentError, match="flip='yes': give True"):
+        METHODS["fixmatch"].task(model, num_classes=2, flip="yes")
+    assert METHODS["fixmatch"].task(model, num_classes=2).flip is False

@@ -123,7 +123,6 @@ def test_unlabelled_images_help_on_clusters():
     (dict(tag="mine"), InvalidArgumentError, "tag= publishes a zoo network by name"),
     (dict(model="no_such_net"), UnknownNameError, "Unknown model 'no_such_net'"),
     (dict(val="pool"), DataError, "also in the unlabelled pool"),
-    (dict(flip="yes"), InvalidArgumentError, "flip='yes': give True"),
 ])
 def test_errors_before_training(call, error, match, small):
     x, y, u = small

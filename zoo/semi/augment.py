@@ -8,10 +8,9 @@ images that cannot exist. Every draw is stateless (a seed per step), so runs rep
 
 weak (Pi-model, temporal ensembling, mean teacher, FixMatch's pseudo-label view, pseudo-labels):
     a horizontal flip with probability 1/2 and an integer shift of up to ``WEAK_SHIFT`` of the
-    side in each direction (the image's minimum coming in at the border). 3D volumes: the flip
-    only. ``flip=False`` leaves the mirror out (FixMatch's default): a left-right mirror is not
-    label-preserving for images with a side (anatomy: heart left, situs, laterality of a
-    finding; digits, text, markers).
+    side in each direction (reflected borders). 3D volumes: the flip only. ``flip=False`` leaves
+    the mirror out (FixMatch's default): a left-right mirror is not label-preserving for images
+    with a side (anatomy: heart left, situs, laterality of a finding; digits, text, markers).
 
 strong (FixMatch's trained view): FixMatch's recipe (Sohn et al. 2020, "RA"): the weak
 augmentation (with the same ``flip`` choice), then RandAugment with ``RAND_OPS`` = 2 operations
@@ -25,7 +24,7 @@ The grey-scale operations (relative to each image's own range ``[lo, hi]``, clip
     sharpness: x -> blur + f (x - blur), a 3x3 Gaussian blur (f < 1 blurs, f > 1 sharpens);
     posterize: 2**b grey levels over [lo, hi];
     noise: Gaussian, sigma s * (hi - lo);
-    rotate, shear_x, shear_y, translate_x, translate_y (the image's minimum outside it);
+    rotate, shear_x, shear_y, translate_x, translate_y (reflected borders);
 then cutout: one square of side uniform in (0, ``CUTOUT``] of the image side, set to the
 image mean. RandAugment's colour operations (colour balance) and solarize (inverting the grey
 values above a threshold) are left out: on CT and MR they make images that cannot exist.
@@ -91,16 +90,14 @@ def mirror(x, seed):
 
 
 def affine(x, transforms):
-    """Images (N, H, W, C) through per-image projective transforms (N, 8), bilinear. What comes in
-    from outside the image is its own minimum (the background: air on CT, no signal on MR), not
-    reflected borders, which would paste a mirrored strip of anatomy (or of a digit) at the edge."""
+    """Images (N, H, W, C) through per-image projective transforms (N, 8), reflected borders
+    (FixMatch's choice; filling with the image's minimum instead was measured and not kept:
+    docs/semi.md)."""
     import tensorflow as tf
 
-    lo = tf.reduce_min(x, [1, 2, 3], keepdims=True)
-    out = tf.raw_ops.ImageProjectiveTransformV3(
-        images=x - lo, transforms=tf.cast(transforms, tf.float32), output_shape=tf.shape(x)[1:3],
-        fill_value=0.0, interpolation="BILINEAR", fill_mode="CONSTANT")
-    return out + lo
+    return tf.raw_ops.ImageProjectiveTransformV3(
+        images=x, transforms=tf.cast(transforms, tf.float32), output_shape=tf.shape(x)[1:3],
+        fill_value=0.0, interpolation="BILINEAR", fill_mode="REFLECT")
 
 
 def _shift_transforms(dy, dx):
