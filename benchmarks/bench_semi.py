@@ -266,7 +266,7 @@ def write(settings, seeds, t0, c0, quick, earlier="", only=None) -> None:
         "(zoo.semi.consistency: decay 0.947 on phantoms/digits, 0.8 and alpha 0 on clusters); "
         "FixMatch tau 0.95, no left-right flip (flip=False, its default), RandAugment (2 "
         "grey-scale ops) + cutout, EMA of the weights evaluated (decay 0.999 scaled to the "
-        "run); geometric moves fill with the image's minimum; ladder, reconstruction and "
+        "run); ladder, reconstruction and "
         "HybridNet: their defaults (ladder: the paper's lambdas 1000, 10, 0.1, noise 0.3; "
         "reconstruction: lambda_c = lambda_r = 1, the decoder on the head's code; HybridNet: "
         "stability on two weakly augmented views); pseudo-labels: 4 stages of one pass admitting 0, 1/3, 2/3, all, continuing "
