@@ -205,8 +205,12 @@ class FixMatch(SemiTask):
 
     As in the paper, the classifier returned (``final_classifier``) is an exponential moving
     average of the trained one's weights, ``ema_decay`` (0.999 over Sohn et al.'s 2^20 steps, a
-    1,000-step horizon) scaled to the run as mean teacher's decay is (at least one epoch); none
-    with ``unlabelled_weight`` 0, which is the supervised run exactly.
+    1,000-step horizon: 0.1% of the run) scaled to the run, without mean teacher's one-epoch
+    floor: the average smooths the end of training, it is not a target that must span the
+    pool. A run under ~1,049 steps evaluates its last weights (decay 0). An average over an
+    epoch of a run of a few epochs lags a network that still improves fast, and averages
+    BatchNorm statistics gathered under other weights (digits: 0.65 with it, 0.79 without,
+    docs/semi.md). None with ``unlabelled_weight`` 0, which is the supervised run exactly.
     """
 
     unlabelled_metrics = ("mask_rate",)
@@ -237,7 +241,7 @@ class FixMatch(SemiTask):
     def prepare(self, stream, epochs: int) -> None:
         steps = len(stream)
         if self.scaled and steps > 0 and self.averaged is not None:  # 1,000 of 2^20 steps
-            self.ema_decay = scaled_horizon(1000, 2**20, steps * epochs, floor=steps)
+            self.ema_decay = scaled_horizon(1000, 2**20, steps * epochs, floor=1)
             self.ema = ((self.averaged, self.classifier, self.ema_decay),)
 
     def models(self) -> dict:
@@ -299,11 +303,11 @@ def make_mean_teacher(model, *, num_classes, unlabelled_weight, seed,
                  backbones="any zoo classifier (2D; the strong augmentation is 2D)")
 def make_fixmatch(model, *, num_classes, unlabelled_weight, seed, tau: float = 0.95,
                   ema_decay: float | None = None, flip: bool = False):
-    """``ema_decay`` None: the paper's 0.999 scaled to the run (see ``FixMatch``). ``flip``: mirror
-    the weak and strong views left-right at random (the paper's CIFAR recipe); off by default
-    because the weak view's prediction becomes a hard label, and a mirrored chest, heart or
-    digit is another image (situs, laterality): turn it on for images without a side
-    (histology, dermoscopy, cells)."""
+    """``ema_decay`` None: the paper's 0.999 scaled to the run, 0 below ~1,049 steps (see
+    ``FixMatch``). ``flip``: mirror the weak and strong views left-right at random (the paper's
+    CIFAR recipe); off by default because the weak view's prediction becomes a hard label, and
+    a mirrored chest, heart or digit is another image (situs, laterality): turn it on for
+    images without a side (histology, dermoscopy, cells)."""
     return FixMatch(model, tau=tau, ema_decay=ema_decay, flip=flip,
                     **_common(num_classes, unlabelled_weight, seed))
 
