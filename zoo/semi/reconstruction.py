@@ -240,7 +240,7 @@ class JointReconstruction(DecoderTask):
 
 @register_method("reconstruction", family="reconstruction",
                  summary="joint loss lambda_c * cross-entropy + lambda_r * reconstruction "
-                         "(a decoder on the encoder's last feature map, no skips)",
+                         "(a decoder on the head's code or the last feature map, no skips)",
                  backbones="any zoo CNN classifier (2D/3D) whose input size is its feature map's "
                            "times a power of two")
 def make_reconstruction(model, *, num_classes: int, unlabelled_weight: float, seed: int,
