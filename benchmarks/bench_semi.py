@@ -264,10 +264,12 @@ def write(settings, seeds, t0, c0, quick, earlier="", only=None) -> None:
         "network, 24 passes, Adam 3e-3. Options: consistency ramp-up 40 steps; mean teacher decay "
         "and temporal ensembling alpha: the papers' horizons scaled to the run, at least one pass "
         "(zoo.semi.consistency: decay 0.947 on phantoms/digits, 0.8 and alpha 0 on clusters); "
-        "FixMatch tau 0.95, RandAugment (2 grey-scale ops) + cutout, EMA of the weights "
-        "evaluated (decay 0.999 scaled to the run); ladder and HybridNet: their defaults "
-        "(ladder: the paper's lambdas 1000, 10, 0.1, noise 0.3; HybridNet: stability on two "
-        "weakly augmented views); pseudo-labels: 4 stages of one pass admitting 0, 1/3, 2/3, all, continuing "
+        "FixMatch tau 0.95, no left-right flip (flip=False, its default), RandAugment (2 "
+        "grey-scale ops) + cutout, EMA of the weights evaluated (decay 0.999 as the paper's 0.1% of the run: 0 here, "
+        "the last weights); ladder, reconstruction and "
+        "HybridNet: their defaults (ladder: the paper's lambdas 1000, 10, 0.1, noise 0.3; "
+        "reconstruction: lambda_c = lambda_r = 1, the decoder on the head's code; HybridNet: "
+        "stability on two weakly augmented views); pseudo-labels: 4 stages of one pass admitting 0, 1/3, 2/3, all, continuing "
         "(reinit=False: re-initialising would leave the last stage a fraction of the steps).\n\n"
         + table(settings) + "\n\n" + (__doc__.split("\n\n", 2)[2]) + earlier
     )

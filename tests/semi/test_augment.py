@@ -7,6 +7,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from zoo.errors import InvalidArgumentError
 from zoo.semi import augment as A
 
 
@@ -84,3 +85,60 @@ def test_strong_keeps_the_range_and_repeats_with_its_seed():
     assert np.all(a >= lo - 1e-3) and np.all(a <= hi + 1e-3)
     other = np.asarray(A.strong(tx, tf.constant([5, 7], tf.int64)))
     assert not np.array_equal(a, other)
+
+
+def _matches(out, image, shift: int = 2, inner=slice(3, 13)):
+    """Whether the inside of ``out`` is ``image`` moved by some integer shift of at most
+    ``shift`` pixels (numpy indexing, away from the borders the fill mode decides)."""
+    rows = np.arange(16)[inner]
+    for dy in range(-shift, shift + 1):
+        for dx in range(-shift, shift + 1):
+            if np.allclose(out[inner, inner], image[np.ix_(rows - dy, rows - dx)], atol=1e-3):
+                return True
+    return False
+
+
+@pytest.mark.parametrize("draw", [0, 1])
+def test_weak_view_mirrors_only_with_flip(draw):
+    """flip=False (FixMatch's default): every weak view is a shifted copy of the image itself,
+    never of its mirror; flip=True: about half are mirrored shifted copies."""
+    import tensorflow as tf
+
+    x, tx = _images(n=64, seed=4)
+    seed = tf.constant([8 + draw, 9], tf.int64)
+    plain = np.asarray(A.weak(tx, seed, flip=False))[..., 0]
+    mirrored = np.asarray(A.weak(tx, seed, flip=True))[..., 0]
+    images = x[..., 0]
+    assert all(_matches(plain[k], images[k]) for k in range(64))
+    assert not any(_matches(plain[k], images[k, :, ::-1]) for k in range(64))
+    flipped = [_matches(mirrored[k], images[k, :, ::-1]) for k in range(64)]
+    kept = [_matches(mirrored[k], images[k]) for k in range(64)]
+    assert all(f or k for f, k in zip(flipped, kept, strict=True))
+    assert 16 <= sum(flipped) <= 48
+
+
+def test_strong_view_takes_the_flip_choice():
+    """The strong view starts from the weak one with the same flip choice: its weak stage never
+    mirrors without flip, and the choice changes the strong view."""
+    import tensorflow as tf
+
+    x, tx = _images(n=32, seed=5)
+    seed = tf.constant([3, 1], tf.int64)
+    s_weak = A._seeds(seed, 3)[0]
+    stage = np.asarray(A.weak(tx, s_weak, flip=False))[..., 0]
+    assert not any(_matches(stage[k], x[k, :, ::-1, 0]) for k in range(32))
+    a = np.asarray(A.strong(tx, seed, flip=False))
+    b = np.asarray(A.strong(tx, seed, flip=True))
+    assert not np.array_equal(a, b)  # the flip choice reaches the strong view
+
+
+def test_fixmatch_flip_must_be_a_bool():
+    import keras
+
+    from zoo.semi.methods import METHODS
+
+    model = keras.Sequential([keras.Input((8, 8, 1)), keras.layers.Flatten(),
+                              keras.layers.Dense(2, activation="softmax")])
+    with pytest.raises(InvalidArgumentError, match="flip='yes': give True"):
+        METHODS["fixmatch"].task(model, num_classes=2, flip="yes")
+    assert METHODS["fixmatch"].task(model, num_classes=2).flip is False

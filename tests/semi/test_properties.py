@@ -176,3 +176,23 @@ def test_curriculum_stages_in_training():
         (1, 0.5, 5), (2, 1.0, 10)]
     assert result.task.admitted.numpy().sum() == 10
     assert result.history[1]["admitted"] == pytest.approx(0.5)
+
+
+def test_fixmatch_average_spans_the_papers_fraction_of_the_run():
+    """The EMA horizon is the paper's 1,000 of 2^20 steps as a fraction of this run (no epoch
+    floor): 0 (the last weights) for a short run, 0.999 for the paper's length, 1 - 1/h between."""
+    from zoo.semi.methods import METHODS
+
+    task = METHODS["fixmatch"].task(_tiny(), num_classes=3)
+
+    class Stream:
+        def __init__(self, steps):
+            self.steps = steps
+
+        def __len__(self):
+            return self.steps
+
+    for steps, epochs, want in ((38, 4, 0.0), (2**18, 4, 0.999), (2**20, 8, 1 - 1 / 8000)):
+        task.prepare(Stream(steps), epochs)
+        assert task.ema_decay == pytest.approx(want, abs=1e-12)
+        assert task.ema[0][2] == task.ema_decay

@@ -108,3 +108,38 @@ def test_bad_lambdas_and_encoders_are_refused():
                             keras.layers.Dense(3, activation="softmax")])
     with pytest.raises(InvalidArgumentError, match="power of two"):
         spec.task(odd, num_classes=3)
+
+
+@pytest.mark.parametrize("code", ["head", "features"])
+def test_decoder_reads_the_code_it_is_asked_for(code):
+    """code='head' (default): the decoder reads the vector the class scores are a softmax of
+    (the last Dense layer's input: probs == softmax(code @ W + b)), so reconstruction shapes the
+    classifier's own features; code='features': the last spatial feature map."""
+    from zoo.semi.methods import METHODS
+
+    model = tiny_cnn(2)
+    task = METHODS["reconstruction"].task(model, num_classes=3, unlabelled_weight=1.0, code=code)
+    x = batch(2)[0]["labelled"]
+    probs, source, _ = (np.asarray(t, np.float64) for t in task.joint(x, training=False))
+    assert task.decoder(source).shape == (4, 32, 32, 1)
+    if code == "features":
+        assert source.ndim == 4
+        return
+    kernel, bias = (np.asarray(w, np.float64) for w in model.layers[-1].get_weights())
+    logits = source @ kernel + bias
+    want = np.exp(logits - logits.max(1, keepdims=True))
+    np.testing.assert_allclose(probs, want / want.sum(1, keepdims=True), rtol=1e-4, atol=1e-6)
+
+
+def test_unknown_code_and_headless_networks_are_refused():
+    import keras
+
+    from zoo.semi.methods import METHODS
+
+    with pytest.raises(InvalidArgumentError, match="code='pixels'"):
+        METHODS["reconstruction"].task(tiny_cnn(), num_classes=3, code="pixels")
+    conv_head = keras.Sequential([keras.Input((8, 8, 1)), keras.layers.Conv2D(3, 1),
+                                  keras.layers.GlobalAveragePooling2D(),
+                                  keras.layers.Softmax()])
+    with pytest.raises(InvalidArgumentError, match="does not end in a Dense layer"):
+        METHODS["reconstruction"].task(conv_head, num_classes=3, code="head")

@@ -8,12 +8,15 @@ images that cannot exist. Every draw is stateless (a seed per step), so runs rep
 
 weak (Pi-model, temporal ensembling, mean teacher, FixMatch's pseudo-label view, pseudo-labels):
     a horizontal flip with probability 1/2 and an integer shift of up to ``WEAK_SHIFT`` of the
-    side in each direction (reflected borders). 3D volumes: the flip only.
+    side in each direction (reflected borders). 3D volumes: the flip only. ``flip=False`` leaves
+    the mirror out (FixMatch's default): a left-right mirror is not label-preserving for images
+    with a side (anatomy: heart left, situs, laterality of a finding; digits, text, markers).
 
 strong (FixMatch's trained view): FixMatch's recipe (Sohn et al. 2020, "RA"): the weak
-augmentation, then RandAugment with ``RAND_OPS`` = 2 operations per image, each drawn uniformly
-from ``STRONG`` with a magnitude drawn uniformly from its range, then cutout. The grey-scale
-operations (relative to each image's own range ``[lo, hi]``, clipped back into it):
+augmentation (with the same ``flip`` choice), then RandAugment with ``RAND_OPS`` = 2 operations
+per image, each drawn uniformly from ``STRONG`` with a magnitude drawn uniformly from its range,
+then cutout. Rotations (+-30 degrees), shears and translations keep the side of the image.
+The grey-scale operations (relative to each image's own range ``[lo, hi]``, clipped back into it):
     identity;
     gamma: x -> lo + (hi - lo) * ((x - lo) / (hi - lo)) ** g (RandAugment's auto-contrast /
     equalize, grey-scale);
@@ -78,7 +81,7 @@ def _coin(seed, n):
     return _uniform(seed, n, 0.0, 1.0) < 0.5
 
 
-def flip(x, seed):
+def mirror(x, seed):
     """Each image (or volume) mirrored left-right with probability 1/2."""
     import tensorflow as tf
 
@@ -87,12 +90,13 @@ def flip(x, seed):
 
 
 def affine(x, transforms):
-    """Images (N, H, W, C) through per-image projective transforms (N, 8), reflected borders."""
+    """Images (N, H, W, C) through per-image projective transforms (N, 8), reflected borders
+    (FixMatch's choice; filling with the image's minimum instead was measured and not kept:
+    docs/semi.md)."""
     import tensorflow as tf
 
-    shape = tf.shape(x)[1:3]
     return tf.raw_ops.ImageProjectiveTransformV3(
-        images=x, transforms=tf.cast(transforms, tf.float32), output_shape=shape,
+        images=x, transforms=tf.cast(transforms, tf.float32), output_shape=tf.shape(x)[1:3],
         fill_value=0.0, interpolation="BILINEAR", fill_mode="REFLECT")
 
 
@@ -103,12 +107,14 @@ def _shift_transforms(dy, dx):
     return tf.stack([one, zero, dx, zero, one, dy, zero, zero], 1)
 
 
-def weak(x, seed):
-    """Flip and integer shift (2D), flip only (3D); see the module docstring."""
+def weak(x, seed, flip: bool = True):
+    """Flip (unless ``flip`` is False) and integer shift (2D), the flip only (3D); see the module
+    docstring. The shift draws do not depend on ``flip``."""
     import tensorflow as tf
 
     s_flip, s_dy, s_dx = _seeds(seed, 3)
-    x = flip(x, s_flip)
+    if flip:
+        x = mirror(x, s_flip)
     if x.shape.rank != 4:
         return x
     n = tf.shape(x)[0]
@@ -228,12 +234,13 @@ def cutout(x, seed):
     return tf.where(box, mean, x)
 
 
-def strong(x, seed):
-    """The strong grey-scale augmentation (2D): weak, RandAugment, cutout (module docstring)."""
+def strong(x, seed, flip: bool = True):
+    """The strong grey-scale augmentation (2D): weak (with or without its flip), RandAugment,
+    cutout (module docstring)."""
     if x.shape.rank != 4:
         raise InvalidArgumentError(
             f"strong augmentation got a batch of rank {x.shape.rank}: it is defined for 2D images "
             "(N, H, W, C); use a method without strong augmentation (e.g. mean_teacher) "
             "for volumes.")
     s_weak, s_rand, s_cut = _seeds(seed, 3)
-    return cutout(rand_augment(weak(x, s_weak), s_rand), s_cut)
+    return cutout(rand_augment(weak(x, s_weak, flip), s_rand), s_cut)

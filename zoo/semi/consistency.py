@@ -9,6 +9,7 @@
   every variable (BatchNorm statistics included) is the engine's EMA of the student's.
 - ``fixmatch`` (Sohn et al. 2020): a weakly augmented view gives a hard pseudo-label where its
   confidence reaches ``tau``; the strongly augmented view (zoo.semi.augment) is trained on it.
+  Neither view is mirrored unless ``flip=True`` (images without a side).
 
 The consistency weight ramps up along a sigmoid, ``exp(-5 (1 - t/T)^2)`` over ``ramp_up``
 steps (Laine & Aila's schedule), for the three methods whose early targets are noise.
@@ -204,14 +205,18 @@ class FixMatch(SemiTask):
 
     As in the paper, the classifier returned (``final_classifier``) is an exponential moving
     average of the trained one's weights, ``ema_decay`` (0.999 over Sohn et al.'s 2^20 steps, a
-    1,000-step horizon) scaled to the run as mean teacher's decay is (at least one epoch); none
-    with ``unlabelled_weight`` 0, which is the supervised run exactly.
+    1,000-step horizon: 0.1% of the run) scaled to the run, without mean teacher's one-epoch
+    floor: the average smooths the end of training, it is not a target that must span the
+    pool. A run under ~1,049 steps evaluates its last weights (decay 0). An average over an
+    epoch of a run of a few epochs lags a network that still improves fast, and averages
+    BatchNorm statistics gathered under other weights (digits: 0.65 with it, 0.79 without,
+    docs/semi.md). None with ``unlabelled_weight`` 0, which is the supervised run exactly.
     """
 
     unlabelled_metrics = ("mask_rate",)
 
     def __init__(self, classifier, *, tau: float = 0.95, ema_decay: float | None = None,
-                 **common):
+                 flip: bool = False, **common):
         rank = len(classifier.inputs[0].shape) if getattr(classifier, "inputs", None) else 0
         if rank != 4:
             raise InvalidArgumentError(
@@ -220,6 +225,11 @@ class FixMatch(SemiTask):
                 "pi_model, temporal_ensembling or pseudo_label.")
         super().__init__(classifier, **common)
         self.tau = check_fraction(tau, "tau")
+        if not isinstance(flip, bool):
+            raise InvalidArgumentError(
+                f"flip={flip!r}: give True (mirror the weak and strong views left-right at "
+                "random: for images without a side) or False (the default: anatomy has one).")
+        self.flip = flip
         self.scaled = ema_decay is None
         self.ema_decay = 0.999 if ema_decay is None else check_fraction(ema_decay, "ema_decay")
         self.averaged = None
@@ -231,7 +241,7 @@ class FixMatch(SemiTask):
     def prepare(self, stream, epochs: int) -> None:
         steps = len(stream)
         if self.scaled and steps > 0 and self.averaged is not None:  # 1,000 of 2^20 steps
-            self.ema_decay = scaled_horizon(1000, 2**20, steps * epochs, floor=steps)
+            self.ema_decay = scaled_horizon(1000, 2**20, steps * epochs, floor=1)
             self.ema = ((self.averaged, self.classifier, self.ema_decay),)
 
     def models(self) -> dict:
@@ -245,9 +255,9 @@ class FixMatch(SemiTask):
         import tensorflow as tf
 
         xu = inputs["unlabelled"]
-        weak = tf.cast(self.classifier(augment.weak(xu, self.step_seed(1)), training=training),
-                       tf.float32)
-        strong = tf.cast(self.classifier(augment.strong(xu, self.step_seed(2)),
+        weak = tf.cast(self.classifier(augment.weak(xu, self.step_seed(1), self.flip),
+                                       training=training), tf.float32)
+        strong = tf.cast(self.classifier(augment.strong(xu, self.step_seed(2), self.flip),
                                          training=training), tf.float32)
         loss, mask = fixmatch_loss(weak, strong, self.tau)
         return loss, {"mask_rate": (tf.reduce_sum(mask), tf.cast(tf.size(mask), tf.float32))}
@@ -292,9 +302,13 @@ def make_mean_teacher(model, *, num_classes, unlabelled_weight, seed,
                  summary="weak view's confident label trains the strong view (Sohn et al. 2020)",
                  backbones="any zoo classifier (2D; the strong augmentation is 2D)")
 def make_fixmatch(model, *, num_classes, unlabelled_weight, seed, tau: float = 0.95,
-                  ema_decay: float | None = None):
-    """``ema_decay`` None: the paper's 0.999 scaled to the run (see ``FixMatch``)."""
-    return FixMatch(model, tau=tau, ema_decay=ema_decay,
+                  ema_decay: float | None = None, flip: bool = False):
+    """``ema_decay`` None: the paper's 0.999 scaled to the run, 0 below ~1,049 steps (see
+    ``FixMatch``). ``flip``: mirror the weak and strong views left-right at random (the paper's
+    CIFAR recipe); off by default because the weak view's prediction becomes a hard label, and
+    a mirrored chest, heart or digit is another image (situs, laterality): turn it on for
+    images without a side (histology, dermoscopy, cells)."""
+    return FixMatch(model, tau=tau, ema_decay=ema_decay, flip=flip,
                     **_common(num_classes, unlabelled_weight, seed))
 
 

@@ -1,11 +1,20 @@
 """The joint loss ``lambda_c * L_c + lambda_r * L_r``: the encoder also feeds a decoder.
 
-Any zoo classifier (2D or 3D) is an encoder (everything up to its last spatial feature map, found
-by walking back from the output through the head) and a head. A decoder built from that feature
-map alone (transposed convolutions, no skip connections, so the code must carry the image)
-reconstructs the image as the network sees it (the output of its ``preprocess`` layer or other
-leading Rescaling / Normalization layers, or the raw input of a model without any). The loss of
-a step:
+Any zoo classifier (2D or 3D) is an encoder and a head. A decoder without skip connections (so
+the code must carry the image) reconstructs the image as the network sees it (the output of its
+``preprocess`` layer or other leading Rescaling / Normalization layers, or the raw input of a
+model without any). What it reads (``code``):
+
+- ``"head"`` (default): the vector the class scores are computed from (the last Dense layer's
+  input, e.g. the pooled features or a dense hidden layer), through a Dense layer onto the last
+  feature map's grid, then transposed convolutions. Reconstruction then shapes the features the
+  classifier uses: a decoder on an earlier feature map can be served by layers the head never
+  reads (a stride-2 conv layer with 16 maps has four times as many values as the image it could
+  pass through), leaving the classification features untouched.
+- ``"features"``: the last spatial feature map (found by walking back from the output through
+  the head), transposed convolutions only.
+
+The loss of a step:
 
     lambda_c * L_c + lambda_r * L_r
 
@@ -104,6 +113,41 @@ def build_decoder(feature_shape, target_shape, name: str = "decoder", min_width:
     return keras.Model(inp, out, name=name)
 
 
+def head_code(classifier):
+    """The vector the class scores are computed from: the input of the classifier's last layer
+    with weights (its Dense head), walking back over weightless layers (softmax, dropout)."""
+    from zoo._keras_compat import layer_inputs
+
+    tensor = classifier.outputs[0]
+    while True:
+        layer = tensor._keras_history[0]
+        inputs = layer_inputs(tensor)
+        if not inputs:
+            break
+        if layer.weights:
+            if len(inputs[0].shape) == 2:
+                return inputs[0]
+            break
+        tensor = inputs[0]
+    raise InvalidArgumentError(
+        f"model {classifier.name!r} does not end in a Dense layer on a feature vector, so there "
+        "is no code to decode (code='head'); use code='features' (the last feature map).")
+
+
+def build_code_decoder(code_dim: int, feature_shape, target_shape, name: str = "decoder",
+                       width: int = 32):
+    """A decoder from the head's code vector: a Dense layer (ReLU) to the last feature map's
+    grid with ``width`` channels (at most the map's), then ``build_decoder``'s up-sampling."""
+    import keras
+
+    grid = (*tuple(feature_shape)[:-1], min(width, int(feature_shape[-1])))
+    inp = keras.Input((code_dim,), name=f"{name}_code")
+    x = keras.layers.Dense(int(math.prod(grid)), activation="relu", name=f"{name}_dense")(inp)
+    x = keras.layers.Reshape(grid, name=f"{name}_grid")(x)
+    out = build_decoder(grid, target_shape, f"{name}_maps")(x)
+    return keras.Model(inp, out, name=name)
+
+
 def reconstruction_error(target, reconstruction):
     """Mean squared error per example (N,)."""
     from keras import ops
@@ -140,22 +184,29 @@ class DecoderTask(SemiTask):
         return [self.classifier, self.decoder]
 
 
+CODES = ("head", "features")
+
+
 class JointReconstruction(DecoderTask):
     """``lambda_c * L_c + lambda_r * L_r`` (module docstring); ``lambda_r = unlabelled_weight``."""
 
     unlabelled_metrics = ("reconstruction",)  # every step reports them (0 / 0 without)
 
     def __init__(self, classifier, *, num_classes: int, unlabelled_weight: float = 1.0,
-                 seed: int = 0, lambda_c: float = 1.0):
+                 seed: int = 0, lambda_c: float = 1.0, code: str = "head"):
         import keras
 
         super().__init__(classifier, num_classes=num_classes,
                          unlabelled_weight=unlabelled_weight, seed=seed)
         self.lambda_c = check_lambda(lambda_c, "lambda_c")
+        if code not in CODES:
+            raise InvalidArgumentError(f"code={code!r}: give one of {', '.join(CODES)}.")
         features, target = feature_map(classifier), image_target(classifier)
-        self.joint = keras.Model(model_input(classifier), [classifier.outputs[0], features, target],
+        source = head_code(classifier) if code == "head" else features
+        self.joint = keras.Model(model_input(classifier), [classifier.outputs[0], source, target],
                                  name=f"{classifier.name}_joint")
-        self.decoder = build_decoder(features.shape[1:], target.shape[1:])
+        self.decoder = (build_code_decoder(source.shape[-1], features.shape[1:], target.shape[1:])
+                        if code == "head" else build_decoder(features.shape[1:], target.shape[1:]))
 
 
     def uses_unlabelled(self, inputs, training: bool) -> bool:
@@ -189,12 +240,13 @@ class JointReconstruction(DecoderTask):
 
 @register_method("reconstruction", family="reconstruction",
                  summary="joint loss lambda_c * cross-entropy + lambda_r * reconstruction "
-                         "(a decoder on the encoder's last feature map, no skips)",
+                         "(a decoder on the head's code or the last feature map, no skips)",
                  backbones="any zoo CNN classifier (2D/3D) whose input size is its feature map's "
                            "times a power of two")
 def make_reconstruction(model, *, num_classes: int, unlabelled_weight: float, seed: int,
-                        lambda_c: float = 1.0) -> SemiTask:
-    """The joint-loss task; ``unlabelled_weight`` is ``lambda_r``."""
+                        lambda_c: float = 1.0, code: str = "head") -> SemiTask:
+    """The joint-loss task; ``unlabelled_weight`` is ``lambda_r``; ``code``: what the decoder
+    reads (module docstring)."""
     check_weight(unlabelled_weight)
     return JointReconstruction(model, num_classes=num_classes, unlabelled_weight=unlabelled_weight,
-                               seed=seed, lambda_c=lambda_c)
+                               seed=seed, lambda_c=lambda_c, code=code)
