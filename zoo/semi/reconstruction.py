@@ -116,11 +116,11 @@ def build_decoder(feature_shape, target_shape, name: str = "decoder", min_width:
 def head_code(classifier):
     """The vector the class scores are computed from: the input of the classifier's last layer
     with weights (its Dense head), walking back over weightless layers (softmax, dropout)."""
-    from zoo._keras_compat import layer_inputs
+    from zoo._keras_compat import layer_inputs, producing_layer
 
     tensor = classifier.outputs[0]
     while True:
-        layer = tensor._keras_history[0]
+        layer = producing_layer(tensor)
         inputs = layer_inputs(tensor)
         if not inputs:
             break
