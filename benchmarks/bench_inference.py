@@ -219,7 +219,8 @@ AUTO_ROW = True  # --quick leaves out the auto row (it builds every installed en
 
 
 def engine_pairs():
-    """(engine, precision) pairs installed and runnable here, and why the others are not."""
+    """(engine, precision, fp32_ends) installed and runnable here (bf16 with its stem and head
+    fp32 and as one whole bf16 graph), and why the others are not."""
     from zoo.infer.engines import ENGINES, native_bf16
 
     pairs, skipped = [], []
@@ -237,7 +238,9 @@ def engine_pairs():
             if precision == "bf16" and not bf16_ok:
                 skipped.append(f"{name}/bf16: {device}")
                 continue
-            pairs.append((name, precision))
+            pairs.append((name, precision, True))
+            if precision == "bf16":
+                pairs.append((name, precision, False))
     return pairs, skipped
 
 
@@ -254,29 +257,31 @@ def bench_engines(label, build_model, x, batch, timm_best, peaks):
 
     from zoo.infer.engines import ENGINES, build_runner
     from zoo.infer.predictor import agreement, compile_for_inference, keras_outputs
+    from zoo.infer.predictor import label as engine_label
 
     model = build_model()
     flops = model_flops(model)
     xn = np.asarray(x)
     reference = keras_outputs(model, xn)
     rows, speeds = [], {}
-    for engine, precision in engine_pairs()[0]:
+    for engine, precision, ends in engine_pairs()[0]:
         calibration = xn if precision != "fp32" else None
+        name = engine_label(engine, precision, 1, ends)
         try:
             start = time.perf_counter()
-            run = build_runner(engine, model, precision, batch, calibration)
+            run = build_runner(engine, model, precision, batch, calibration, fp32_ends=ends)
             compile_s = time.perf_counter() - start
             ips = engine_throughput(run, xn, batch)
             delta = agreement(reference, run(xn)).max_delta
             if ENGINES.get(engine).static_batch:  # compiled for `batch`: batch 1 is another build
-                run = build_runner(engine, model, precision, 1, calibration)
+                run = build_runner(engine, model, precision, 1, calibration, fp32_ends=ends)
             ms = latency_ms(run, xn[:1])
         except Exception as e:  # report and go on: one engine's failure must not end the run
-            rows.append(f"| {label} | {engine}/{precision} | failed: {str(e).splitlines()[0][:120]} | | | | | |")
+            rows.append(f"| {label} | {name} | failed: {str(e).splitlines()[0][:120]} | | | | | |")
             continue
-        speeds[f"{engine}/{precision}"] = ips
+        speeds[name] = ips
         vs = f"{ips / timm_best:.2f}x" if timm_best else "n/a"
-        rows.append(f"| {label} | {engine}/{precision} | {ips:.1f} | {ms:.1f} | {compile_s:.1f} | {delta:.2e} "
+        rows.append(f"| {label} | {name} | {ips:.1f} | {ms:.1f} | {compile_s:.1f} | {delta:.2e} "
                     f"| {peak_fraction(ips, flops, precision, peaks)} | {vs} |")
         print(rows[-1], flush=True)
     if not AUTO_ROW:
@@ -337,35 +342,38 @@ def agreement_rows(model, held, calibration, batch: int, speed: bool = False) ->
     from zoo.errors import ZooError
     from zoo.infer.engines import build_runner, fp32_split
     from zoo.infer.predictor import keras_outputs
+    from zoo.infer.predictor import label as engine_label
 
     reference = keras_outputs(model, held)
     rows = []
-    for engine, precision in engine_pairs()[0]:
+    for engine, precision, ends in engine_pairs()[0]:
+        name = engine_label(engine, precision, 1, ends)
         try:
-            predictor = zoo_compile(model, engine, precision, batch, calibration)
+            predictor = zoo_compile(model, engine, precision, batch, calibration, ends)
             run, accepted = predictor.run, "yes"
         except ZooError as e:
             accepted = f"refused ({str(e).split(': ', 1)[-1].split('. Use')[0][:90]})"
             if getattr(e, "outputs", None) is None:
-                rows.append(f"| {engine}/{precision} | {accepted} | | | |")
+                rows.append(f"| {name} | {accepted} | | | |")
                 continue
-            run = build_runner(engine, model, precision, batch, calibration)
+            run = build_runner(engine, model, precision, batch, calibration, fp32_ends=ends)
         out = np.concatenate([run(held[i : i + batch])[0] for i in range(0, len(held), batch)])
         top1 = float(np.mean(out.argmax(-1) == reference[0].argmax(-1)))
         ips = f"{engine_throughput(run, held[:batch], batch):.0f}" if speed else ""
         delta = np.abs(out - reference[0]).max()
-        rows.append(f"| {engine}/{precision} | {accepted} | {top1:.1%} | {delta:.4f} | {ips} |")
+        rows.append(f"| {name} | {accepted} | {top1:.1%} | {delta:.4f} | {ips} |")
         print(rows[-1], flush=True)
     kept = fp32_split(model).describe()
-    return [f"bf16/int8 {kept}.\n", "| engine/precision | accepted | top-1 agreement "
+    return [f"bf16/int8 {kept} (\"whole graph\": nothing).\n", "| engine/precision | accepted | top-1 agreement "
             "| max abs delta p | images/s |", "|---|---|---|---|---|", *rows]
 
 
-def zoo_compile(model, engine, precision, batch, calibration):
+def zoo_compile(model, engine, precision, batch, calibration, fp32_ends=True):
     from zoo.infer.predictor import compile_for_inference
 
     return compile_for_inference(
-        model, engine=engine, precision=precision, batch=batch, calibration_data=calibration
+        model, engine=engine, precision=precision, batch=batch, calibration_data=calibration,
+        fp32_ends=fp32_ends,
     )
 
 

@@ -406,7 +406,7 @@ def dicom_dataset(source, labels=None, **kwargs):
 
 
 def compile_for_inference(model, engine: str = "auto", precision: str = "auto", batch: int = 8,
-                          calibration_data=None, streams: int = 1):
+                          calibration_data=None, streams: int = 1, fp32_ends: bool | None = None):
     """``model`` on the fastest inference engine that agrees with its Keras fp32 outputs.
 
     Args:
@@ -419,6 +419,9 @@ def compile_for_inference(model, engine: str = "auto", precision: str = "auto", 
         calibration_data: images the engine is checked (and int8 calibrated) on.
         streams: parallel lanes a batch is split into on OpenVINO (its CPU streams); ``auto``
             measures 1 and one per core itself.
+        fp32_ends: bf16 keeps the stem and head fp32 (True, the default for a named engine) or
+            runs one whole bf16 graph (False); ``auto`` tries both and keeps the fastest that
+            agrees.
 
     Returns:
         A predictor: ``predict(images)`` takes what the Keras model takes and returns the same
@@ -432,7 +435,7 @@ def compile_for_inference(model, engine: str = "auto", precision: str = "auto", 
 
     return _compile(
         model, engine=engine, precision=precision, batch=batch, calibration_data=calibration_data,
-        streams=streams,
+        streams=streams, fp32_ends=fp32_ends,
     )
 
 

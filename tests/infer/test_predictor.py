@@ -267,3 +267,70 @@ def test_auto_tries_the_winner_in_lanes_and_caches_the_lanes(
     assert again.label == first.label and built == [1, 2, 2]
     with pytest.raises(InvalidArgumentError, match="streams=0: give a positive integer"):
         zoo.compile_for_inference(model, engine="laned", streams=0)
+
+
+def _bf16_engine(built):
+    """An engine with a 'bf16' that runs TensorFlow fp32 (so it agrees exactly) and records
+    whether it was asked for the whole graph (``fp32_ends=False``)."""
+
+    def build(model, precision, batch, calibration_data, workdir, streams=1, fp32_ends=True):
+        built.append(fp32_ends)
+        return engines_mod._build_tensorflow(model, "fp32", batch, None, workdir)
+
+    return Engine("halves", None, "-", ("fp32", "bf16"), build)
+
+
+def test_auto_tries_bf16_whole_and_cut_and_caches_which(phantom, monkeypatch, _isolated_zoo):
+    """bf16 candidates come twice, with fp32 ends and as a whole graph; the faster that agrees
+    wins, its label says so, and the cached choice rebuilds the same variant."""
+    model, x, reference = phantom
+    built = []
+    fake = Registry("inference engine", {"halves": _bf16_engine(built)})
+    monkeypatch.setattr(predictor_mod, "ENGINES", fake)
+    monkeypatch.setattr(engines_mod, "ENGINES", fake)
+    monkeypatch.setattr(predictor_mod, "native_bf16", lambda: (True, "test CPU"))
+    speeds = {"halves/fp32": 100.0, "halves/bf16": 150.0, "halves/bf16 whole graph": 250.0}
+    monkeypatch.setattr(predictor_mod, "_images_per_s", lambda p, data: speeds[p.label])
+    first = zoo.compile_for_inference(model, batch=16, calibration_data=x)
+    assert (first.label, first.fp32_ends) == ("halves/bf16 whole graph", False)
+    assert first.timings == speeds and built == [True, True, False]
+    assert "nothing kept in fp32" in first.note
+    np.testing.assert_allclose(first.predict(x[:20]), reference[:20], atol=1e-5)
+    cache = json.loads((_isolated_zoo / "infer" / "auto.json").read_text())
+    assert [r["fp32_ends"] for r in cache.values()] == [False]
+    again = zoo.compile_for_inference(model, batch=16, calibration_data=x)
+    assert again.label == first.label and built[-1] is False and len(built) == 4
+    kept = zoo.compile_for_inference(model, batch=16, calibration_data=x, fp32_ends=True)
+    assert kept.label == "halves/bf16" and kept.timings == {
+        k: v for k, v in speeds.items() if "whole" not in k
+    }
+
+
+def test_int8_always_keeps_its_fp32_ends(phantom):
+    model, x, _ = phantom
+    with pytest.raises(InvalidArgumentError, match=r"int8 always keeps the stem and head fp32"):
+        engines_mod.build_runner("tensorflow", model, "int8", 8, x[:8], fp32_ends=False)
+
+
+def test_openvino_bf16_whole_graph_is_checked_like_any_other(phantom):
+    """One bf16 graph, nothing kept fp32: its outputs differ from the cut graph's, and the
+    predictor accepts it only within the targets (on this checkpoint it measured 0.035 > 0.02)."""
+    _skip_unless_runs("openvino", "bf16")
+    model, x, reference = phantom
+    cut = zoo.compile_for_inference(model, engine="openvino", precision="bf16", calibration_data=x)
+    assert cut.fp32_ends and "stem" in cut.kept_fp32
+    try:
+        whole = zoo.compile_for_inference(
+            model, engine="openvino", precision="bf16", calibration_data=x, fp32_ends=False
+        )
+    except AgreementError as caught:
+        assert "whole graph, fp32_ends=False" in str(caught)
+        outputs = caught.outputs[0]
+        top1, delta = _independent(reference, outputs)
+        assert top1 < 0.99 or delta > 0.02, (top1, delta)
+    else:
+        assert whole.label == "openvino/bf16 whole graph"
+        outputs = whole.predict(x)
+        top1, delta = _independent(reference, outputs)
+        assert top1 >= 0.99 and delta <= 0.02, (top1, delta)
+    assert np.abs(outputs - cut.predict(x)).max() > 1e-4, "the whole graph really runs bf16 ends"

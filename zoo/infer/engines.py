@@ -35,6 +35,14 @@ better there (max |delta p| 0.088-0.104 with or without its bias correction and 
 and its ``quantize_with_accuracy_control`` at a 0.015 budget reverts every int8 layer: no layer
 of that checkpoint can be int8 within the target, so NNCF is not a dependency.
 
+The cut has a price, and it is not always needed. On an AMX CPU OpenVINO runs ResNet-50's whole
+graph in bf16 at about twice the images/s of the cut one (228 vs 121 at batch 8: the fp32 7x7
+stem convolution and the copies between the three graphs cost as much as the bf16 body), and on
+a ResNet-50 trained on phantoms the whole bf16 graph agreed better (max |delta p| 0.015) than
+the cut one (0.028); on ``simple_cnn.phantom`` only the cut passes (0.035 whole). So
+``fp32_ends=False`` builds the whole graph in bf16, and ``engine="auto"`` tries both and keeps
+the fastest that agrees on the caller's data. int8 always keeps its ends.
+
 Streams: OpenVINO can run a batch as ``streams`` parallel lanes (``NUM_STREAMS``, the CPU's
 cores shared out among them, one infer request per lane, each lane a slice of the batch run from
 its own thread; OpenVINO releases the GIL while it infers). On few cores fewer threads per
@@ -74,7 +82,7 @@ class Engine:
     package: str | None  # the import that must work (None: always there)
     extra: str  # the pip requirement that installs it
     precisions: tuple[str, ...]
-    build: Callable  # (model, precision, batch, calibration_data, workdir, streams) -> Runner
+    build: Callable  # (model, precision, batch, data, workdir, streams[, fp32_ends]) -> Runner
     streams: bool = False  # runs a batch as parallel lanes (see the module docstring)
     static_batch: bool = False  # compiled for one batch size (a batch-1 runner is a new build)
 
@@ -180,8 +188,11 @@ def _own_layers(sub) -> tuple[str, ...]:
     return tuple(layer.name for layer in sub.layers if type(layer).__name__ != "InputLayer")
 
 
-def fp32_split(model) -> Fp32Split:
-    """The stem and head of ``model`` that reduced precision keeps in fp32 (module docstring)."""
+def fp32_split(model, fp32_ends: bool = True) -> Fp32Split:
+    """The stem and head of ``model`` that reduced precision keeps in fp32 (module docstring);
+    nothing with ``fp32_ends=False`` (the whole graph in the reduced precision)."""
+    if not fp32_ends:
+        return Fp32Split()
     layers = [layer for layer in model.layers if type(layer).__name__ != "InputLayer"]
     rank = len(model.inputs[0].shape)
     stem_end = next((layer for layer in layers if _downsamples(layer)), None)
@@ -224,14 +235,16 @@ def _in_chunks(run: Runner, x: np.ndarray, batch: int) -> np.ndarray:
     return np.concatenate([run(x[i : i + batch])[0] for i in range(0, len(x), batch)])
 
 
-def _split_runner(build_one: Callable, model, precision, batch, calibration_data, workdir):
+def _split_runner(
+    build_one: Callable, model, precision, batch, calibration_data, workdir, fp32_ends=True
+):
     """``build_one(sub_model, precision, batch, data, folder)`` per part, chained into one runner.
 
     The body is calibrated on what the fp32 stem makes of the calibration data. Keyword
     arguments of the chained runner (an OpenVINO ``lane``) reach every part.
     """
     runners, data = [], calibration_data
-    for i, (sub, reduced) in enumerate(split_parts(model, fp32_split(model))):
+    for i, (sub, reduced) in enumerate(split_parts(model, fp32_split(model, fp32_ends))):
         folder = workdir / f"part{i}"
         folder.mkdir()
         run = build_one(
@@ -253,13 +266,13 @@ def _split_runner(build_one: Callable, model, precision, batch, calibration_data
 # --- tensorflow --------------------------------------------------------------------------------
 
 
-def _bf16_keeping_fp32(model):
+def _bf16_keeping_fp32(model, fp32_ends=True):
     """The model rebuilt under the mixed bf16 policy, with ``fp32_split``'s layers float32."""
     import keras
 
     from zoo.train.precision import model_config_with_policy
 
-    keep = fp32_split(model).layers
+    keep = fp32_split(model, fp32_ends).layers
     config = model_config_with_policy(model, "bf16")
     for layer in config["layers"]:
         if layer["name"] in keep:
@@ -269,12 +282,14 @@ def _bf16_keeping_fp32(model):
     return clone
 
 
-def _build_tensorflow(model, precision, batch, calibration_data, workdir, streams=1) -> Runner:
+def _build_tensorflow(
+    model, precision, batch, calibration_data, workdir, streams=1, fp32_ends=True
+) -> Runner:
     import tensorflow as tf
 
     if precision == "bf16":
         _require_native_bf16("tensorflow")
-        model = _bf16_keeping_fp32(model)
+        model = _bf16_keeping_fp32(model, fp32_ends)
     spec = tf.TensorSpec((None, *model.inputs[0].shape[1:]), tf.float32)
     fn = tf.function(
         lambda v: model(v, training=False), input_signature=[spec], reduce_retracing=True
@@ -374,10 +389,14 @@ def _onnxruntime_part(model, precision, batch, calibration_data, workdir) -> Run
     return run
 
 
-def _build_onnxruntime(model, precision, batch, calibration_data, workdir, streams=1) -> Runner:
+def _build_onnxruntime(
+    model, precision, batch, calibration_data, workdir, streams=1, fp32_ends=True
+) -> Runner:
     if precision == "fp32":
         return _onnxruntime_part(model, precision, batch, None, workdir)
-    return _split_runner(_onnxruntime_part, model, precision, batch, calibration_data, workdir)
+    return _split_runner(
+        _onnxruntime_part, model, precision, batch, calibration_data, workdir, fp32_ends
+    )
 
 
 # --- openvino ----------------------------------------------------------------------------------
@@ -439,7 +458,9 @@ def in_lanes(run: Callable, streams: int) -> Runner:
     return lanes
 
 
-def _build_openvino(model, precision, batch, calibration_data, workdir, streams=1) -> Runner:
+def _build_openvino(
+    model, precision, batch, calibration_data, workdir, streams=1, fp32_ends=True
+) -> Runner:
     if precision == "bf16":
         _require_native_bf16("openvino")
     streams = max(1, min(streams, batch))
@@ -450,7 +471,8 @@ def _build_openvino(model, precision, batch, calibration_data, workdir, streams=
         return _openvino_part(sub, p, b, data, folder, streams)
 
     return in_lanes(
-        _split_runner(part, model, precision, batch, calibration_data, workdir), streams
+        _split_runner(part, model, precision, batch, calibration_data, workdir, fp32_ends),
+        streams,
     )
 
 
@@ -483,10 +505,23 @@ def stream_choices(engine: str, batch: int) -> tuple[int, ...]:
 
 
 def build_runner(
-    engine: str, model, precision: str, batch: int, calibration_data=None, streams: int = 1
+    engine: str,
+    model,
+    precision: str,
+    batch: int,
+    calibration_data=None,
+    streams: int = 1,
+    fp32_ends: bool = True,
 ) -> Runner:
     """A runner of ``model`` on ``engine`` at ``precision`` in ``streams`` parallel lanes (an
-    engine without lanes runs one; files go to a temporary folder)."""
+    engine without lanes runs one; files go to a temporary folder). ``fp32_ends=False`` runs a
+    bf16 model's stem and head in bf16 too (one graph: faster, but checked like any other)."""
+    if not fp32_ends and precision == "int8":
+        raise InvalidArgumentError(
+            "precision='int8' with fp32_ends=False: int8 always keeps the stem and head fp32 "
+            "(8-bit raw pixels would lose most of a CT's grey levels); use fp32_ends=True, or "
+            "bf16 for a whole reduced-precision graph."
+        )
     spec = ENGINES.get(engine)
     spec.require(precision)
     if precision != "fp32":
@@ -494,6 +529,6 @@ def build_runner(
     with tempfile.TemporaryDirectory(
         prefix="zoo-infer-"
     ) as tmp:  # engines hold their graphs in memory
-        return spec.build(
-            model, precision, batch, calibration_data, Path(tmp), streams if spec.streams else 1
-        )
+        lanes = streams if spec.streams else 1
+        whole = {} if fp32_ends else {"fp32_ends": False}  # a builder without it keeps its ends
+        return spec.build(model, precision, batch, calibration_data, Path(tmp), lanes, **whole)

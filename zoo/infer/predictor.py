@@ -14,7 +14,9 @@ machine and caches the winner under ``ZOO_HOME/infer/auto.json``, keyed by the m
 the batch, the CPU and the engines' versions; later calls build only the winner. When the winner
 can run a batch as parallel lanes (OpenVINO streams, ``zoo.infer.engines``), auto also builds it
 with one lane per core, checks that build's agreement too and keeps whichever of the two is
-faster here: one more build, not one per candidate.
+faster here: one more build, not one per candidate. bf16 candidates come twice: with the stem
+and head kept fp32 and as one whole bf16 graph (``fp32_ends``, see ``zoo.infer.engines``); which
+agrees, and which is faster, depends on the model and the CPU, so auto measures both.
 """
 
 from __future__ import annotations
@@ -170,11 +172,12 @@ class Predictor:
     refused: dict = field(default_factory=dict)
     kept_fp32: str = ""
     streams: int = 1  # parallel lanes a batch is split into (OpenVINO streams)
+    fp32_ends: bool = True  # bf16/int8 keep the stem and head fp32 (False: one reduced graph)
 
     @property
     def label(self) -> str:
-        """What runs: ``engine/precision`` and the lanes (the key of ``timings``)."""
-        return label(self.engine, self.precision, self.streams)
+        """What runs: ``engine/precision``, whole graph or not, the lanes (keys of ``timings``)."""
+        return label(self.engine, self.precision, self.streams, self.fp32_ends)
 
     def set_note(self, reason: str) -> None:
         """Set ``note`` to ``reason`` plus what stays fp32 in a reduced precision."""
@@ -218,10 +221,12 @@ def resolve_model(model):
     return model
 
 
-def _build(model, engine, precision, batch, data, reference, streams=1) -> Predictor:
+def _build(model, engine, precision, batch, data, reference, streams=1, fp32_ends=True):
+    """A checked Predictor (AgreementError when it misses the targets)."""
     start = time.perf_counter()
+    fp32_ends = fp32_ends or precision == "fp32"
     run = build_runner(
-        engine, model, precision, batch, data if precision != "fp32" else None, streams
+        engine, model, precision, batch, data if precision != "fp32" else None, streams, fp32_ends
     )
     compile_s = time.perf_counter() - start
     outputs = [
@@ -232,7 +237,9 @@ def _build(model, engine, precision, batch, data, reference, streams=1) -> Predi
     miss = stats.misses(precision)
     if miss:
         raise AgreementError(
-            f"engine={engine!r}, precision={precision!r} misses the agreement targets against the "
+            f"engine={engine!r}, precision={precision!r}"
+            + ("" if fp32_ends else " (whole graph, fp32_ends=False)")
+            + " misses the agreement targets against the "
             "Keras fp32 "
             f"model on {stats.n} inputs: {miss}. Use precision='fp32' or another engine "
             f"(top-1 >= {TOP1_MIN:.0%} and max |delta p| <= {MAX_DELTA_P} for bf16/int8; "
@@ -250,8 +257,15 @@ def _build(model, engine, precision, batch, data, reference, streams=1) -> Predi
         agreement=stats,
         run=run,
         compile_s=compile_s,
-        kept_fp32="" if precision == "fp32" else fp32_split(model).describe(),
+        kept_fp32=(
+            ""
+            if precision == "fp32"
+            else fp32_split(model).describe()
+            if fp32_ends
+            else "whole graph in reduced precision (fp32_ends=False): nothing kept in fp32"
+        ),
         streams=streams,
+        fp32_ends=fp32_ends,
     )
 
 
@@ -331,8 +345,9 @@ def _write_cache(key: str, record: dict) -> None:
         )
 
 
-def _candidates(precision: str, data) -> tuple[list, dict]:
-    """(engine, precision) pairs auto may try here, and why the others are left out."""
+def _candidates(precision: str, data, fp32_ends: bool | None = None) -> tuple[list, dict]:
+    """(engine, precision, fp32_ends) auto may try here, and why the others are left out: bf16
+    both with its ends fp32 and as a whole graph unless ``fp32_ends`` fixes one."""
     skipped = {}
     installed = []
     for name, engine in ENGINES.items():
@@ -352,30 +367,37 @@ def _candidates(precision: str, data) -> tuple[list, dict]:
         if p == "bf16" and not bf16_ok:
             skipped["bf16"] = f"this {device} has no native bf16"
             continue
-        pairs += [(e.name, p) for e in installed if p in e.precisions]
+        ends = (True, False) if p == "bf16" and fp32_ends is None else (fp32_ends is not False,)
+        if p == "int8":
+            ends = (True,)
+        pairs += [(e.name, p, end) for e in installed if p in e.precisions for end in ends]
     return pairs, skipped
 
 
-def label(engine: str, precision: str, streams: int = 1) -> str:
-    """``engine/precision``, plus the lanes when more than one (the keys of ``timings``)."""
-    return f"{engine}/{precision}" + (f" x{streams} streams" if streams > 1 else "")
+def label(engine: str, precision: str, streams: int = 1, fp32_ends: bool = True) -> str:
+    """``engine/precision``, "whole graph" for a reduced one without fp32 ends, the lanes when
+    more than one (the keys of ``timings``)."""
+    whole = "" if fp32_ends or precision == "fp32" else " whole graph"
+    return f"{engine}/{precision}{whole}" + (f" x{streams} streams" if streams > 1 else "")
 
 
 def _measure(model, pairs, batch, check, reference) -> Predictor:
     """Build and time every (engine, precision), then the fastest in lanes; the fastest wins."""
     built, timings, refused = {}, {}, {}
 
-    def attempt(engine, precision, streams=1):
-        key = label(engine, precision, streams)
+    def attempt(engine, precision, fp32_ends=True, streams=1):
+        key = label(engine, precision, streams, fp32_ends)
         try:
-            built[key] = _build(model, engine, precision, batch, check, reference, streams)
+            built[key] = _build(
+                model, engine, precision, batch, check, reference, streams, fp32_ends
+            )
         except ZooError as e:
             refused[key] = str(e)
             return
         timings[key] = _images_per_s(built[key], check)
 
-    for engine, precision in pairs:
-        attempt(engine, precision)
+    for engine, precision, fp32_ends in pairs:
+        attempt(engine, precision, fp32_ends)
     if not built:
         raise AgreementError(
             f"engine='auto': no engine/precision passed the agreement checks here: "
@@ -383,17 +405,18 @@ def _measure(model, pairs, batch, check, reference) -> Predictor:
         )
     best = built[max(timings, key=timings.get)]
     for streams in stream_choices(best.engine, batch)[1:]:
-        attempt(best.engine, best.precision, streams)
+        attempt(best.engine, best.precision, best.fp32_ends, streams)
     chosen = built[max(timings, key=timings.get)]
     chosen.timings, chosen.refused = timings, refused
     return chosen
 
 
-def _auto(model, precision, batch, data, check, reference) -> Predictor:
-    pairs, skipped = _candidates(precision, data)
+def _auto(model, precision, batch, data, check, reference, fp32_ends=None) -> Predictor:
+    pairs, skipped = _candidates(precision, data, fp32_ends)
     key = _fingerprint(model, batch, pairs, data)
     cached = _read_cache().get(key)
-    if cached and [cached.get("engine"), cached.get("precision")] in [list(p) for p in pairs]:
+    choice = cached and [cached.get("engine"), cached.get("precision"), cached.get("fp32_ends")]
+    if cached and choice in [list(p) for p in pairs]:
         try:
             chosen = _build(
                 model,
@@ -403,6 +426,7 @@ def _auto(model, precision, batch, data, check, reference) -> Predictor:
                 check,
                 reference,
                 int(cached.get("streams", 1)),
+                bool(cached["fp32_ends"]),
             )
         except ZooError:  # new calibration data it no longer agrees on: measure again
             cached = None
@@ -416,6 +440,7 @@ def _auto(model, precision, batch, data, check, reference) -> Predictor:
                 "engine": chosen.engine,
                 "precision": chosen.precision,
                 "streams": chosen.streams,
+                "fp32_ends": chosen.fp32_ends,
                 "timings": chosen.timings,
                 "refused": chosen.refused,
                 "measured": time.strftime("%Y-%m-%d %H:%M:%S"),
@@ -441,6 +466,7 @@ def compile_for_inference(
     batch: int = 8,
     calibration_data=None,
     streams: int = 1,
+    fp32_ends: bool | None = None,
 ) -> Predictor:
     """``model`` on an inference engine, checked against its own Keras fp32 outputs.
 
@@ -457,6 +483,9 @@ def compile_for_inference(
             bf16 and int8.
         streams: parallel lanes a batch is split into, on an engine that has them (OpenVINO
             streams; others run one). ``engine="auto"`` measures 1 and one per core instead.
+        fp32_ends: bf16 keeps the stem and head fp32 (True) or runs one whole bf16 graph
+            (False, faster where the cut costs; int8 always keeps them). None: True for a named
+            engine; ``engine="auto"`` tries both and keeps the fastest that agrees.
 
     Returns:
         A :class:`Predictor`; ``engine``, ``precision``, ``agreement`` and ``note`` say what runs.
@@ -485,12 +514,19 @@ def compile_for_inference(
     check = data if data is not None else _probe(model, batch)
     reference = keras_outputs(model, check)
     if engine == "auto":
-        return _auto(model, precision, batch, data, check, reference)
+        return _auto(model, precision, batch, data, check, reference, fp32_ends)
     if precision in ("bf16", "int8"):
         need_calibration(precision, data)
     lanes = min(streams, batch) if ENGINES.get(engine).streams else 1
     chosen = _build(
-        model, engine, "fp32" if precision == "auto" else precision, batch, check, reference, lanes
+        model,
+        engine,
+        "fp32" if precision == "auto" else precision,
+        batch,
+        check,
+        reference,
+        lanes,
+        fp32_ends is not False,
     )
     chosen.set_note(f"engine={engine!r} as asked.")
     return chosen
