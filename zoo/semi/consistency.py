@@ -6,7 +6,10 @@
   bias-corrected moving average of an image's past predictions (``t`` of them), kept per
   unlabelled image by its index in the pool.
 - ``mean_teacher`` (Tarvainen & Valpola 2017): the target is the prediction of a teacher whose
-  every variable (BatchNorm statistics included) is the engine's EMA of the student's.
+  every variable (BatchNorm statistics included) is the engine's EMA of the student's. The
+  teacher computes its targets with the batch's own BatchNorm statistics, as both reference
+  implementations do (``batch_statistics_call``); its moving statistics lag the weights twice
+  and gave one class for every phantom (docs/semi.md).
 - ``fixmatch`` (Sohn et al. 2020): a weakly augmented view gives a hard pseudo-label where its
   confidence reaches ``tau``; the strongly augmented view (zoo.semi.augment) is trained on it.
   Neither view is mirrored unless ``flip=True`` (images without a side).
