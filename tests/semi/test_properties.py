@@ -105,6 +105,41 @@ def test_mean_teacher_is_ema_of_every_variable_after_a_step():
                                    atol=1e-6, err_msg=name)
 
 
+def test_mean_teacher_targets_use_batch_statistics_and_keep_the_teachers():
+    """The teacher's targets normalise by the batch's own moments (numpy below), whatever its
+    moving statistics; those stay as they were (the EMA rule owns them). A teacher with lagging
+    statistics answered one class in inference mode and the student collapsed onto it."""
+    import tensorflow as tf
+
+    from zoo.semi import augment
+
+    rng = np.random.default_rng(5)
+    u = rng.uniform(0, 255, (6, 8, 8, 1)).astype(np.float32)
+    task = C.MeanTeacher(_tiny(), decay=0.9, num_classes=3, ramp_up=0)
+    teacher = task.teacher
+    bn = teacher.layers[1]
+    bn.moving_mean.assign(np.full(4, 40.0, np.float32))  # statistics far behind the weights
+    bn.moving_variance.assign(np.full(4, 1e-2, np.float32))
+    stale = [v.numpy().copy() for v in teacher.non_trainable_variables]
+    task.iterations.assign(3)
+    xt = augment.weak(tf.constant(u), task.step_seed(2))
+    conv = teacher.layers[0](xt).numpy()
+    mean, var = conv.mean((0, 1, 2)), conv.var((0, 1, 2))
+    gamma, beta = bn.gamma.numpy(), bn.beta.numpy()
+    h = np.maximum(gamma * (conv - mean) / np.sqrt(var + bn.epsilon) + beta, 0).mean((1, 2))
+    kernel, bias = (w.numpy() for w in teacher.layers[-1].weights)
+    logits = h @ kernel + bias
+    target = np.exp(logits - logits.max(1, keepdims=True))
+    target /= target.sum(1, keepdims=True)
+    p = task.classifier(augment.weak(tf.constant(u), task.step_seed(1)), training=True).numpy()
+    loss, _ = task.unlabelled_loss({"unlabelled": tf.constant(u)}, training=True)
+    assert float(loss) == pytest.approx(np.mean((p - target) ** 2), rel=1e-4)
+    inference = teacher(xt, training=False).numpy()  # what the stale statistics would give
+    assert np.mean((p - inference) ** 2) != pytest.approx(float(loss), rel=1e-2)
+    for before, after in zip(stale, teacher.non_trainable_variables, strict=True):
+        np.testing.assert_array_equal(after.numpy(), before)
+
+
 def test_default_averages_are_the_papers_horizons_scaled_to_the_run():
     from zoo.semi.data import SemiStream
 

@@ -6,7 +6,10 @@
   bias-corrected moving average of an image's past predictions (``t`` of them), kept per
   unlabelled image by its index in the pool.
 - ``mean_teacher`` (Tarvainen & Valpola 2017): the target is the prediction of a teacher whose
-  every variable (BatchNorm statistics included) is the engine's EMA of the student's.
+  every variable (BatchNorm statistics included) is the engine's EMA of the student's. The
+  teacher computes its targets with the batch's own BatchNorm statistics, as both reference
+  implementations do (``batch_statistics_call``); its moving statistics lag the weights twice
+  and gave one class for every phantom (docs/semi.md).
 - ``fixmatch`` (Sohn et al. 2020): a weakly augmented view gives a hard pseudo-label where its
   confidence reaches ``tau``; the strongly augmented view (zoo.semi.augment) is trained on it.
   Neither view is mirrored unless ``flip=True`` (images without a side).
@@ -153,6 +156,33 @@ def ema_copy(model):
     return copy
 
 
+def _moving_statistics(model) -> list:
+    """The variables a training-mode call moves besides the random-number states: BatchNorm's
+    moving mean and variance (every non-trainable, non-seed variable, to be safe)."""
+    return [v for v in model.non_trainable_variables if "seed_generator" not in v.path]
+
+
+def batch_statistics_call(model, x):
+    """``model(x)`` with BatchNorm normalising by the batch's own statistics, as in training, and
+    every moving statistic left as it was (an EMA teacher's are the EMA of the student's).
+
+    Why: a mean teacher's targets in inference mode use moving statistics that lag the weights
+    twice (the student's momentum, then the EMA); early in a short run such a teacher answers
+    one class for every image with growing confidence and the consistency term drives the
+    student to that constant (phantoms: docs/semi.md). Both reference implementations compute
+    the teacher's targets with batch statistics (PyTorch ``ema_model.train()``; TensorFlow
+    ``training=True``)."""
+    import tensorflow as tf
+
+    stats = _moving_statistics(model)
+    saved = [tf.identity(v) for v in stats]
+    out = model(x, training=True)
+    with tf.control_dependencies([out]):
+        for v, value in zip(stats, saved, strict=True):
+            v.assign(value)
+    return out
+
+
 class MeanTeacher(_Ramped):
     """Student vs an EMA teacher (``task.ema``); see the module docstring."""
 
@@ -160,8 +190,8 @@ class MeanTeacher(_Ramped):
         super().__init__(classifier, **common)
         self.scaled = decay is None
         self.decay = 0.99 if decay is None else check_fraction(decay, "decay")
-        self.teacher = ema_copy(classifier)
-        self.teacher.trainable = False
+        self.teacher = ema_copy(classifier)  # trainable, so that BatchNorm can take batch
+        # statistics (batch_statistics_call); only the student's variables are optimised
         self.ema = ((self.teacher, self.classifier, self.decay),)
 
     def prepare(self, stream, epochs: int) -> None:
@@ -174,9 +204,12 @@ class MeanTeacher(_Ramped):
         return {"classifier": self.classifier, "teacher": self.teacher}
 
     def unlabelled_loss(self, inputs, training):
+        import tensorflow as tf
+
         xu = inputs["unlabelled"]
         p = self.probs(self.classifier, augment.weak(xu, self.step_seed(1)), training)
-        t = self.probs(self.teacher, augment.weak(xu, self.step_seed(2)), False)
+        t = tf.cast(batch_statistics_call(self.teacher, augment.weak(xu, self.step_seed(2))),
+                    tf.float32)
         return consistency_loss(p, t), {}
 
 
