@@ -3,10 +3,11 @@
 Why not ``multiprocessing``: its spawned and forkserver children re-import the parent's
 ``__main__`` module, so a training script that imports TensorFlow at the top (most do) makes
 every decode worker import TensorFlow too (seconds of start-up each). These workers are plain
-``python -c`` interpreters that import ``zoo.data`` modules (TensorFlow-free) and read pickled
-``(function, jobs)`` chunks from a pipe. Start-up is about half a second of CPU, paid once per
-session: the pool stays up for the next dataset (train and validation, the next epoch's
-rebuild) and ends with this process (its pipes close) or with ``shutdown()``.
+``python -c`` interpreter that imports ``zoo.data`` modules (TensorFlow-free), then forks
+itself into the workers (a fork of that single-threaded process costs milliseconds); each reads
+pickled ``(function, jobs)`` chunks from its own pipe. Start-up is about half a second of CPU
+however many workers, paid once per session: the pool stays up for the next dataset (train and
+validation, a rebuild) and ends with this process (its pipes close) or with ``shutdown()``.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from pathlib import Path
 
 _CHILD = (
     "import sys; sys.path[:0] = {path!r}; "
-    "from zoo.data.decode_pool import _serve; _serve()"
+    "from zoo.data.decode_pool import _start; _start({fds!r})"
 )
 _THREAD_LIMITS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
 
@@ -34,19 +35,33 @@ def _send(stream, message) -> None:
     stream.flush()
 
 
-def _serve() -> None:
-    """The worker's loop: ("ready", pid), then for each (fn, jobs) read, ("done", results) or
-    ("raised", exception); ends when the parent's pipe closes."""
-    out = os.fdopen(os.dup(1), "wb")
-    os.dup2(2, 1)  # a stray print goes to stderr, never into the result pipe
+def _start(fds: list[tuple[int, int]]) -> None:
+    """A started interpreter: import once, then fork one worker per further (jobs, replies) pipe
+    pair (a fork of this single-threaded process costs milliseconds, an import half a second)
+    and serve the first pair here."""
+    os.dup2(2, 1)  # a stray print goes to stderr, never into a result pipe
     # what decoding and sizing use, imported before "ready"
     import pydicom.pixels  # noqa: F401
     import scipy.sparse  # noqa: F401
 
     import zoo.data.pipeline  # noqa: F401
 
+    mine = fds[0]
+    for pair in fds[1:]:
+        if os.fork() == 0:
+            mine = pair
+            break
+    for pair in fds:
+        if pair != mine:
+            os.close(pair[0])
+            os.close(pair[1])
+    _serve(os.fdopen(mine[0], "rb"), os.fdopen(mine[1], "wb"))
+
+
+def _serve(source, out) -> None:
+    """The worker's loop: ("ready", pid), then for each (fn, jobs) read, ("done", results) or
+    ("raised", exception); ends when the parent's pipe closes."""
     _send(out, ("ready", os.getpid()))
-    source = sys.stdin.buffer
     while True:
         try:
             fn, jobs = pickle.load(source)
@@ -68,45 +83,73 @@ def loaded(module: str) -> bool:
 
 
 def cpu_seconds(_=None) -> float:
-    """The CPU time of the process that runs this, start-up included (a worker's cost)."""
+    """The CPU time of the process that runs this (a worker's cost; the first worker's includes
+    the imports, the forked ones start from zero)."""
     return time.process_time()
 
 
-class _Worker:
-    def __init__(self, index: int, replies: queue.Queue):
-        import zoo
+def process_id(_=None) -> int:
+    """The id of the process that runs this."""
+    return os.getpid()
 
-        env = dict(os.environ, **{k: "1" for k in _THREAD_LIMITS})
-        path = [str(Path(zoo.__file__).resolve().parents[1])]
-        self.proc = subprocess.Popen(
-            [sys.executable, "-c", _CHILD.format(path=path)],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env,
-        )
-        self.index, self.ready, self.busy = index, False, None
+
+class _Worker:
+    """One worker as seen from here: its pipes, and a thread that queues its replies."""
+
+    def __init__(self, jobs_fd: int, replies_fd: int, replies: queue.Queue):
+        self.jobs, self.replies = os.fdopen(jobs_fd, "wb"), os.fdopen(replies_fd, "rb")
+        self.ready, self.dead, self.pid = False, False, None
         threading.Thread(target=self._read, args=(replies,), daemon=True).start()
 
     def _read(self, replies: queue.Queue) -> None:
         while True:
             try:
-                message = pickle.load(self.proc.stdout)
+                message = pickle.load(self.replies)
             except Exception:  # EOF or a broken pipe: the worker is gone
+                self.dead = True
                 replies.put((self, ("dead", None)))
                 return
+            if message[0] == "ready":
+                self.pid = message[1]
             replies.put((self, message))
 
+    @property
+    def alive(self) -> bool:
+        return not self.dead
+
     def send(self, fn, jobs) -> None:
-        self.busy = jobs
-        _send(self.proc.stdin, (fn, jobs))
+        _send(self.jobs, (fn, jobs))
 
     def close(self) -> None:
         try:
-            self.proc.stdin.close()
+            self.jobs.close()  # the worker reads EOF and ends
         except OSError:
             pass
-        try:
-            self.proc.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
+
+
+def _launch(workers: int, replies: queue.Queue) -> tuple[subprocess.Popen, list[_Worker]]:
+    """One interpreter that becomes ``workers`` workers (forked after its imports where the
+    platform forks; else call once per worker)."""
+    import zoo
+
+    pairs, theirs = [], []
+    for _ in range(workers):
+        jobs_r, jobs_w = os.pipe()
+        replies_r, replies_w = os.pipe()
+        pairs.append((jobs_w, replies_r))
+        theirs.append((jobs_r, replies_w))
+    env = dict(os.environ, **{k: "1" for k in _THREAD_LIMITS})
+    path = [str(Path(zoo.__file__).resolve().parents[1])]
+    try:
+        proc = subprocess.Popen(
+            [sys.executable, "-c", _CHILD.format(path=path, fds=theirs)],
+            stdin=subprocess.DEVNULL, env=env, pass_fds=[fd for pair in theirs for fd in pair],
+        )
+    finally:
+        for pair in theirs:
+            os.close(pair[0])
+            os.close(pair[1])
+    return proc, [_Worker(w, r, replies) for w, r in pairs]
 
 
 class DecodePool:
@@ -114,12 +157,16 @@ class DecodePool:
 
     def __init__(self, workers: int):
         self._replies: queue.Queue = queue.Queue()
-        self.workers = [_Worker(i, self._replies) for i in range(workers)]
+        self.workers, self._procs = [], []
+        for group in ([workers] if hasattr(os, "fork") else [1] * workers):
+            proc, started = _launch(group, self._replies)
+            self._procs.append(proc)
+            self.workers += started
         self.lock = threading.Lock()
 
     @property
     def alive(self) -> int:
-        return sum(w.proc.poll() is None for w in self.workers)
+        return sum(w.alive for w in self.workers)
 
     @property
     def started(self) -> bool:
@@ -146,6 +193,11 @@ class DecodePool:
     def close(self) -> None:
         for worker in self.workers:
             worker.close()
+        for proc in self._procs:
+            try:
+                proc.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                proc.kill()
 
 
 class WorkersDied(RuntimeError):
@@ -164,7 +216,7 @@ class _Map:
         self.out: dict = {w: deque() for w in pool.workers}  # chunks each worker holds
 
     def feed(self, worker, force: bool = False) -> None:
-        while (self.todo and worker.proc.poll() is None and (worker.ready or force)
+        while (self.todo and worker.alive and (worker.ready or force)
                and len(self.out[worker]) < (1 if force else self.DEPTH)):
             ids = [self.todo.popleft() for _ in range(min(self.chunk, len(self.todo)))]
             self.out[worker].append(ids)
@@ -252,7 +304,13 @@ def warm_workers() -> int:
         while not pool._replies.empty():
             worker, (kind, _) = pool._replies.get()
             worker.ready = kind == "ready"
-    return sum(w.ready and w.proc.poll() is None for w in pool.workers)
+    return sum(w.ready and w.alive for w in pool.workers)
+
+
+def workers_cpu_seconds() -> float:
+    """The CPU seconds the session's workers used so far, start-up included (0 without a pool)."""
+    pool = _POOL
+    return sum(pool.each(cpu_seconds)) if pool is not None and pool.alive else 0.0
 
 
 def shutdown() -> None:
