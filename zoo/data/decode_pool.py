@@ -52,7 +52,8 @@ def _start(fds: list[tuple[int, int]]) -> None:
     import pydicom.pixels  # noqa: F401
     import scipy.sparse  # noqa: F401
 
-    import zoo.data.pipeline  # noqa: F401
+    import zoo.data.dicom  # noqa: F401
+    import zoo.data.sized_cache  # noqa: F401
 
     mine = fds[0]
     for pair in fds[1:]:
@@ -138,8 +139,6 @@ class _Worker:
 def _launch(workers: int, replies: queue.Queue) -> tuple[subprocess.Popen, list[_Worker]]:
     """One interpreter that becomes ``workers`` workers (forked after its imports where the
     platform forks; else call once per worker)."""
-    import zoo
-
     pairs, theirs = [], []
     for _ in range(workers):
         jobs_r, jobs_w = os.pipe()
@@ -147,7 +146,7 @@ def _launch(workers: int, replies: queue.Queue) -> tuple[subprocess.Popen, list[
         pairs.append((jobs_w, replies_r))
         theirs.append((jobs_r, replies_w))
     env = {**os.environ, **_WORKER_ENV}
-    path = [str(Path(zoo.__file__).resolve().parents[1])]
+    path = [str(Path(__file__).resolve().parents[2])]  # where this zoo is imported from
     try:
         proc = subprocess.Popen(
             [sys.executable, "-c", _CHILD.format(path=path, fds=theirs)],

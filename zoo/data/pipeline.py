@@ -3,16 +3,19 @@ sample.
 
 Two stages, so training never waits on pydicom:
 1. **Decode** every item once into ``cache_dir`` (``.npy`` in physical units, int16 where the
-   values are integers, else float32, plus a small JSON of what normalisation needs; written on
-   a background thread), in ``workers`` processes: pydicom's parser holds the GIL, so threads
-   would not scale;
-   ``workers=None`` starts processes only when there are enough items to pay for their
-   start-up (``AUTO_JOBS_PER_WORKER``). Bad items raise (``on_error="raise"``) or are skipped
+   values are integers, else float32, plus a small JSON of what normalisation needs), and for
+   the slice and 2.5D samplers resize every frame once to the model's size into the sized cache
+   (zoo.data.sized_cache; physical values, before any window or augmentation), in the process
+   that decoded it. ``workers=1`` decodes here (the files written on a background thread);
+   ``workers=N`` in N worker processes of the session's pool (zoo.data.decode_pool: they import
+   numpy, scipy and pydicom, never TensorFlow, start once in about half a second and stay up
+   for the next dataset): pydicom's parser holds the GIL, so threads would not scale.
+   ``workers=None`` (default) uses a running pool from 2 items per core, and starts one
+   (a worker per core, up to 8) from ``AUTO_JOBS_PER_WORKER`` items per core, decoding here
+   until the workers are up. Bad items raise (``on_error="raise"``) or are skipped
    and listed with the reason in ``report`` (``on_error="skip"``); nothing is dropped silently.
    A later run with the same files finds the cache (keyed by path, size, mtime and reader
-   version) and decodes nothing. The slice and 2.5D samplers then resize every frame once to
-   the model's size into the sized cache (zoo.data.sized_cache; physical values, before any
-   window or augmentation).
+   version) and decodes nothing.
 2. **Stream**. Slice and 2.5D: a shuffled index of samples is mapped in parallel to their
    ready frames in the sized cache (``tf.io.read_file``), batched and augmented: TensorFlow ops
    only, no Python per element (so tf.data service workers can run it). Triplanar, cube and MIL,
