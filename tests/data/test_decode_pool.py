@@ -53,6 +53,8 @@ def test_jobs_of_a_killed_worker_are_redone():
         # one interpreter started, the second worker forked from it after the imports
         pids = set(pool.map(decode_pool.process_id, range(8), chunk=1))
         assert pids == {w.pid for w in pool.workers} and len(pids) == 2
+        assert set(pool.map(decode_pool.process_id, range(6), chunk=1, workers=1)) == {
+            pool.workers[0].pid}  # workers=1: the first only
         _kill(pool.workers[1])
         assert pool.map(abs, list(range(-9, 0))) == list(range(9, 0, -1))
         _kill(pool.workers[0])

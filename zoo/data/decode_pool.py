@@ -180,7 +180,7 @@ class DecodePool:
         """Every worker has imported its modules and waits for jobs."""
         return all(w.ready for w in self.workers)
 
-    def map(self, fn, jobs, chunk: int = 4, local=None) -> list:
+    def map(self, fn, jobs, chunk: int = 4, local=None, workers: int | None = None) -> list:
         """``[fn(job) for job in jobs]`` in the workers, results in the order of ``jobs``; a
         worker's exception is raised here.
 
@@ -188,14 +188,16 @@ class DecodePool:
         Without ``local``, every worker gets a chunk up front, started or not. With
         ``local(job)``, this process runs jobs itself while no worker is free (a cold pool's
         start-up is hidden behind work) and takes over the jobs of workers that die; without
-        it, a pool whose workers all died raises ``WorkersDied``.
+        it, a pool whose workers all died raises ``WorkersDied``. ``workers``: use only the
+        first that many (default: all).
         """
         with self.lock:
-            return _Map(self, fn, list(jobs), chunk, local).run()
+            members = self.workers[:workers] if workers else self.workers
+            return _Map(self, members, fn, list(jobs), chunk, local).run()
 
     def each(self, fn, arg=None) -> list:
         """``fn(arg)`` once in every worker (each gets one job up front), e.g. ``cpu_seconds``."""
-        return self.map(fn, [arg] * len(self.workers), chunk=1)
+        return self.map(fn, [arg] * len(self.workers), chunk=1)  # one each: all fed up front
 
     def close(self) -> None:
         for worker in self.workers:
@@ -216,14 +218,15 @@ class _Map:
 
     DEPTH = 2  # chunks a worker holds: the next waits in its pipe while it works
 
-    def __init__(self, pool: DecodePool, fn, jobs: list, chunk: int, local):
-        self.pool, self.fn, self.jobs, self.chunk, self.local = pool, fn, jobs, chunk, local
+    def __init__(self, pool: DecodePool, members: list, fn, jobs: list, chunk: int, local):
+        self.pool, self.members = pool, members
+        self.fn, self.jobs, self.chunk, self.local = fn, jobs, chunk, local
         self.results: list = [None] * len(jobs)
         self.todo = deque(range(len(jobs)))
         self.out: dict = {w: deque() for w in pool.workers}  # chunks each worker holds
 
     def feed(self, worker, force: bool = False) -> None:
-        while (self.todo and worker.alive and (worker.ready or force)
+        while (worker in self.members and self.todo and worker.alive and (worker.ready or force)
                and len(self.out[worker]) < (1 if force else self.DEPTH)):
             ids = [self.todo.popleft() for _ in range(min(self.chunk, len(self.todo)))]
             self.out[worker].append(ids)
@@ -236,7 +239,7 @@ class _Map:
         return any(self.out.values())
 
     def run(self) -> list:
-        for worker in self.pool.workers:
+        for worker in self.members:
             self.feed(worker, force=self.local is None)
         while self.todo or self.running():
             if self.local is not None and self.todo and not self.running():
@@ -245,7 +248,8 @@ class _Map:
                 self.drain(block=False)
                 continue
             self.drain(block=True)
-            if self.todo and not self.running() and self.local is None and not self.pool.alive:
+            if (self.todo and not self.running() and self.local is None
+                    and not any(w.alive for w in self.members)):
                 raise WorkersDied("every decode worker process died")
         return self.results
 

@@ -320,7 +320,8 @@ def _pool_map(jobs, workers: int, hide_start: bool = False) -> list:
     with Writer() as writer:
         local = (lambda job: _decode_to_cache(job, writer)) if hide_start else None
         try:
-            return decode_pool.get_pool(workers).map(_decode_to_cache, jobs, chunk, local)
+            return decode_pool.get_pool(workers).map(_decode_to_cache, jobs, chunk, local,
+                                                     workers=workers)
         except (decode_pool.WorkersDied, OSError) as e:
             warnings.warn(
                 f"DICOM decode workers could not start or died ({e}); decoding in this process "
