@@ -222,10 +222,10 @@ ROWS = (
     ("decode_p2", "decode stage, workers=2, pool running ({processes_decode_p2} worker "
                   "processes, started by an earlier dataset of the session)"),
     ("decode_auto_cold", "**decode stage, default `workers=None`, first dataset of a session** "
-                         "({processes_decode_auto_cold} processes: a pool starts, this one "
-                         "decodes meanwhile)"),
+                         "({processes_decode_auto_cold} decoding processes: a pool starts, this "
+                         "one decodes meanwhile)"),
     ("decode_auto", "**decode stage, default `workers=None`, pool running** "
-                    "({processes_decode_auto} worker processes)"),
+                    "({processes_decode_auto} decoding processes)"),
     ("cold", "first epoch (decode stage + one epoch)"),
     ("warm", "warm epoch, no augmentation"),
     ("warm_flip", "**warm epoch, per-sample random flip** (`tf.image.random_flip_left_right`)"),
