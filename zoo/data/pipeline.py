@@ -280,10 +280,11 @@ def _as_int16(array: np.ndarray) -> np.ndarray:
 
 
 AUTO_JOBS_PER_WORKER = 32
-"""With workers=None, a cold pool of worker processes starts only for at least this many items
-per worker: start-up costs about half a second of CPU per worker (numpy, scipy, pydicom; no
-TensorFlow), hidden behind this process decoding meanwhile, but taken from the same cores. A
-pool already running (a previous dataset) is used from 2 items per worker."""
+"""With workers=None, a pool of worker processes starts only for at least this many items per
+core: its start-up costs about half a second of CPU (one interpreter importing numpy, scipy and
+pydicom, no TensorFlow, forked into the workers), hidden behind this process decoding meanwhile
+but taken from the same cores. A pool already running (an earlier dataset) is used from 2 items
+per core."""
 
 
 def _auto_workers(jobs: int) -> int:
