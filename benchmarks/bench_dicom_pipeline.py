@@ -13,9 +13,12 @@ is measured in one run on the same cores, the rows interleaved over R repeats (m
   224x224, in memory: the decode stage also writes both caches to disk);
 * decode stage: building `dicom_dataset` into a fresh cache (decode every file, write the decode
   cache, resize + window every slice into the sized cache, build the tf.data graph), with
-  `workers=1` (this process; the default `workers=None` chooses it below 128 files per core) and
-  `workers=2` (2 spawned processes, their start-up included: the scale-out path of the decode
-  stage); stage 1 alone (no sized cache: the MIL sampler) for comparison with earlier runs;
+  `workers=1` (this process), with `workers=2` (the session's pool of 2 TensorFlow-free worker
+  processes, zoo.data.decode_pool: once started fresh, start-up included, once already running,
+  as for the second dataset of a session), and with the default `workers=None` in both states
+  (it uses a running pool from 2 files per core, starts one from 32 files per core while this
+  process decodes meanwhile); stage 1 alone (no sized cache: the MIL sampler) for comparison with
+  earlier runs; CPU ms / slice counts the workers' CPU (start-up included) with this process's;
 * first epoch: the decode stage plus one epoch of 224x224x3 batches of 32;
 * warm epoch: later epochs (the caches are reused), without augmentation, with a per-sample random
   flip (`augment=tf.image.random_flip_left_right`, the target row), and with Keras's
@@ -55,10 +58,11 @@ class Clock:
     def __init__(self):
         self.wall, self.cpu = time.perf_counter(), time.process_time()
 
-    def rate(self, n: int) -> tuple[float, float]:
-        """(n / wall seconds, CPU milliseconds per item)."""
-        return (n / (time.perf_counter() - self.wall),
-                (time.process_time() - self.cpu) * 1e3 / max(n, 1))
+    def rate(self, n: int, other_cpu: float = 0.0) -> tuple[float, float]:
+        """(n / wall seconds, CPU milliseconds per item); ``other_cpu``: seconds spent by other
+        processes for it (the decode workers)."""
+        wall = time.perf_counter() - self.wall
+        return n / wall, (time.process_time() - self.cpu + other_cpu) * 1e3 / max(n, 1)
 
 
 def naive_loop(paths) -> tuple[float, float]:
@@ -127,15 +131,26 @@ def stream_rate(ds, batches: int, warmup: int = 4) -> tuple[float, float]:
     return clock.rate(n)
 
 
-def build(data: Path, cache: Path, **options):
-    """((slices / s, CPU ms / slice) of the construction into a fresh cache, the dataset)."""
+def build(data: Path, cache: Path, cold: bool = False, **options):
+    """((slices / s, CPU ms / slice) of the construction into a fresh cache, the dataset).
+
+    ``cold``: the session's decode workers are stopped first, so a pool starts inside the timing.
+    CPU counts this process and the workers (their start-up included when they start here).
+    """
+    from zoo.data import decode_pool
     from zoo.data.pipeline import dicom_dataset
 
     shutil.rmtree(cache, ignore_errors=True)
+    if cold:
+        decode_pool.shutdown()
+    before = decode_pool.workers_cpu_seconds()
     clock = Clock()
     ds = dicom_dataset(data, input_shape=(224, 224, 3), batch_size=BATCH, cache_dir=cache,
                        windows=WINDOWS, **options)
-    return clock.rate(len(ds.dicom)), ds
+    wall = time.perf_counter() - clock.wall
+    workers = decode_pool.workers_cpu_seconds() - before  # after the clock: not timed
+    clock.wall = time.perf_counter() - wall
+    return clock.rate(len(ds.dicom), workers), ds
 
 
 def one_repeat(args, data: Path, paths, r: int) -> dict:
@@ -148,7 +163,7 @@ def one_repeat(args, data: Path, paths, r: int) -> dict:
 
     rates = {"naive": naive_loop(paths), "naive_sized": naive_sized_loop(paths)}
     clock = Clock()
-    rates["decode"], ds = build(data, args.work / f"cache{r}", workers=1)
+    rates["decode"], ds = build(data, args.work / f"cache{r}", cold=True, workers=1)
     _one_epoch(ds)
     rates["cold"] = clock.rate(len(ds.dicom))
     processes = {"processes": ds.dicom.decode_processes}
@@ -156,8 +171,12 @@ def one_repeat(args, data: Path, paths, r: int) -> dict:
     rates["stage1"], _ = build(data, args.work / f"stage1_{r}", sampler="mil", tiles=1,
                                workers=1)
     shutil.rmtree(args.work / f"stage1_{r}", ignore_errors=True)
-    rates["decode_p2"], pooled = build(data, args.work / f"pool{r}", workers=2)
-    processes["processes_p2"] = pooled.dicom.decode_processes
+    for key, options in (("decode_p2_cold", {"cold": True, "workers": 2}),
+                         ("decode_p2", {"workers": 2}),
+                         ("decode_auto_cold", {"cold": True}),
+                         ("decode_auto", {})):
+        rates[key], pooled = build(data, args.work / f"pool{r}", **options)
+        processes[f"processes_{key}"] = pooled.dicom.decode_processes
     same = {"input_shape": (224, 224, 3), "batch_size": BATCH, "cache_dir": args.work / f"cache{r}",
             "windows": WINDOWS}
     rates["warm"] = epochs_rate(ds, args.epochs)
@@ -197,8 +216,16 @@ ROWS = (
     ("decode", "decode stage, workers=1 ({processes} process, this one): decode + both caches + "
                "graph"),
     ("stage1", "decode stage without the sized cache (stage 1 alone: decode + decode cache + "
-               "graph; MIL sampler)"),
-    ("decode_p2", "decode stage, workers=2 ({processes_p2} spawned processes, start-up included)"),
+               "graph; MIL sampler, workers=1)"),
+    ("decode_p2_cold", "decode stage, workers=2, pool started here ({processes_decode_p2_cold} "
+                       "worker processes, their start-up included)"),
+    ("decode_p2", "decode stage, workers=2, pool running ({processes_decode_p2} worker "
+                  "processes, started by an earlier dataset of the session)"),
+    ("decode_auto_cold", "**decode stage, default `workers=None`, first dataset of a session** "
+                         "({processes_decode_auto_cold} decoding processes: a pool starts, this "
+                         "one decodes meanwhile)"),
+    ("decode_auto", "**decode stage, default `workers=None`, pool running** "
+                    "({processes_decode_auto} decoding processes)"),
     ("cold", "first epoch (decode stage + one epoch)"),
     ("warm", "warm epoch, no augmentation"),
     ("warm_flip", "**warm epoch, per-sample random flip** (`tf.image.random_flip_left_right`)"),
@@ -278,8 +305,9 @@ def main(argv=None) -> int:
         "slice resized and windowed (never augmented); the service workers run in this process, "
         "on the same cores, so its rows show the service's cost, not a gain (that needs workers "
         "on other machines, the scale-out path; more decode processes scale the decode stage). "
-        "CPU ms / slice: this process's CPU time (all threads; not the spawned decode processes) "
-        "per slice, steadier than slices / s on a shared machine."
+        "CPU ms / slice: the CPU time of this process (all threads) and of the decode worker "
+        "processes (their start-up included when the pool starts in the row) per slice, "
+        "steadier than slices / s on a shared machine."
         + (f" Training: ResNet50 from `zoo.load` (random init), batch {args.train_batch}, "
            f"{args.train_steps} steps after a warm-up step." if train else "")
         + "\n\n" + table(runs, train) + "\n"

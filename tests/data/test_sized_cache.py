@@ -165,6 +165,15 @@ def test_float32_resize_is_within_one_ulp_of_tensorflow(shape, size):
         assert ulps.max() <= 1.0
 
 
+@pytest.mark.parametrize("n_in, n_out", [(512, 224), (224, 512), (513, 224), (100, 37), (7, 3),
+                                         (3, 7), (1, 5), (5, 1), (300, 299), (64, 64)])
+def test_resize_weights_are_tensorflows_bit_for_bit(n_in, n_out):
+    # computed without TensorFlow (decode workers never import it), equal to its kernel's
+    impulses = np.eye(n_in, dtype=np.float32)[:, :, None, None]
+    expected = tf.image.resize(impulses, (n_out, 1), antialias=True).numpy()[:, :, 0, 0].T
+    np.testing.assert_array_equal(sized_cache.resize_matrix(n_in, n_out).toarray(), expected)
+
+
 @pytest.mark.parametrize("chans_in", [1, 3])
 def test_window_equals_the_broadcast_formula_and_tensorflow(chans_in):
     x = np.random.default_rng(5).uniform(-1500, 3000, (2, 9, 7, chans_in)).astype(np.float32)

@@ -3,16 +3,19 @@ sample.
 
 Two stages, so training never waits on pydicom:
 1. **Decode** every item once into ``cache_dir`` (``.npy`` in physical units, int16 where the
-   values are integers, else float32, plus a small JSON of what normalisation needs; written on
-   a background thread), in ``workers`` processes: pydicom's parser holds the GIL, so threads
-   would not scale;
-   ``workers=None`` starts processes only when there are enough items to pay for their
-   start-up (``AUTO_JOBS_PER_WORKER``). Bad items raise (``on_error="raise"``) or are skipped
+   values are integers, else float32, plus a small JSON of what normalisation needs), and for
+   the slice and 2.5D samplers resize every frame once to the model's size into the sized cache
+   (zoo.data.sized_cache; physical values, before any window or augmentation), in the process
+   that decoded it. ``workers=1`` decodes here (the files written on a background thread);
+   ``workers=N`` in N worker processes of the session's pool (zoo.data.decode_pool: they import
+   numpy, scipy and pydicom, never TensorFlow, start once in about half a second and stay up
+   for the next dataset): pydicom's parser holds the GIL, so threads would not scale.
+   ``workers=None`` (default) uses a running pool from 2 items per core, and starts one
+   (a worker per core, up to 8) from ``AUTO_JOBS_PER_WORKER`` items per core, decoding here
+   until the workers are up. Bad items raise (``on_error="raise"``) or are skipped
    and listed with the reason in ``report`` (``on_error="skip"``); nothing is dropped silently.
    A later run with the same files finds the cache (keyed by path, size, mtime and reader
-   version) and decodes nothing. The slice and 2.5D samplers then resize every frame once to
-   the model's size into the sized cache (zoo.data.sized_cache; physical values, before any
-   window or augmentation).
+   version) and decodes nothing.
 2. **Stream**. Slice and 2.5D: a shuffled index of samples is mapped in parallel to their
    ready frames in the sized cache (``tf.io.read_file``), batched and augmented: TensorFlow ops
    only, no Python per element (so tf.data service workers can run it). Triplanar, cube and MIL,
@@ -190,21 +193,62 @@ def decode_item(item: Path, volumes: bool, target_spacing=None) -> tuple[np.ndar
     return np.ascontiguousarray(array, np.float32), info
 
 
-def _decode_to_cache(args, writer=None, then=None) -> tuple[str, str | None, int]:
-    """Decode one item into ``cache_dir``; returns (item, error text or None, pid).
+@dataclass(frozen=True)
+class _Sizer:
+    """How a decoded item becomes sized-cache frames (slice and 2.5D samplers): picklable, so
+    the process that decoded an item (a worker or this one) sizes it from the array in hand."""
 
-    ``writer`` (a sized_cache.Writer) writes on a background thread; without it (in a worker
-    process) the files are written here. ``then(writer, key, array, info)`` is given the decoded
-    float32 array (the sized cache is made from it without reading the cache back).
+    cache_dir: str
+    sampler: str
+    shape: tuple
+    windows: tuple
+    out_range: tuple
+
+    def recipe(self, info: dict):
+        """How one item's frames become samples (see zoo.data.sized_cache.Recipe): 2.5D frames
+        are single channels of one window, stacked when read."""
+        from zoo.data.sized_cache import Recipe
+
+        chans = self.shape[-1]
+        if self.sampler == "2.5d":
+            affine = _affine(info, list(self.windows[:1]), chans)[:, :1]
+        else:
+            affine = _affine(info, list(self.windows), chans)
+        grey = info["shape"][-1] == 3 and chans != 3  # colour into a grey model: averaged
+        return Recipe(tuple(int(s) for s in self.shape[:2]), grey, affine, self.out_range)
+
+    def __call__(self, writer, key: str, array: np.ndarray, info: dict) -> bool:
+        """Size an item just decoded (on the writer's thread when given); False for shapes the
+        pipeline refuses (left to ``DicomDataset._kept``)."""
+        from zoo.data import sized_cache
+
+        if array.ndim != 4 or array.shape[-1] not in (1, 3) or min(array.shape) < 1:
+            return False
+        recipe = self.recipe(info)
+        files = sized_cache.frame_files(Path(self.cache_dir), key, array.shape[0], recipe)
+        if writer is None:
+            sized_cache.write_item(files, array, recipe)
+        else:
+            writer.call(sized_cache.write_item, files, array, recipe, nbytes=array.nbytes)
+        return True
+
+
+def _decode_to_cache(job, writer=None) -> tuple[str, str | None, int, bool]:
+    """Decode one item into the cache; returns (item, error text or None, pid, sized).
+
+    ``job``: (item, volumes, spacing, cache_dir, key, raise errors, sizer or None). ``writer``
+    (a sized_cache.Writer) writes on a background thread; without it (in a worker process) the
+    files are written here. The sizer sizes the decoded float32 array into the sized cache
+    (without reading the decode cache back).
     """
-    item, volumes, spacing, cache_dir, key, raise_errors = args
+    item, volumes, spacing, cache_dir, key, raise_errors, sizer = job
     target = Path(cache_dir) / f"{key}.npy"
     try:
         array, info = decode_item(Path(item), volumes, spacing)
     except ZooError as e:
         if raise_errors:
             raise
-        return item, f"{type(e).__name__}: {e}", os.getpid()
+        return item, f"{type(e).__name__}: {e}", os.getpid(), False
     # HU and most stored grey values are integers: half the bytes, lossless
     small = _as_int16(array)
     text = json.dumps(info)
@@ -215,9 +259,8 @@ def _decode_to_cache(args, writer=None, then=None) -> tuple[str, str | None, int
         writer.submit(target, lambda tmp: _save_npy(tmp, small), nbytes=small.nbytes)
     write = writer.submit if writer is not None else write_atomic
     write(target.with_suffix(".json"), lambda tmp: tmp.write_text(text))
-    if then is not None:
-        then(writer, key, array, info)
-    return item, None, os.getpid()
+    sized = sizer is not None and sizer(writer, key, array, info)
+    return item, None, os.getpid(), sized
 
 
 def _save_npy(path: Path, array: np.ndarray) -> None:
@@ -236,54 +279,56 @@ def _as_int16(array: np.ndarray) -> np.ndarray:
     return small if np.array_equal(small, array) else array
 
 
-AUTO_JOBS_PER_WORKER = 128
-"""With workers=None, processes start only for at least this many items per worker: a spawned
-interpreter importing pydicom costs 1-4 s, the time of about a hundred decodes."""
+AUTO_JOBS_PER_WORKER = 32
+"""With workers=None, a pool of worker processes starts only for at least this many items per
+core: its start-up costs about half a second of CPU (one interpreter importing numpy, scipy and
+pydicom, no TensorFlow, forked into the workers), hidden behind this process decoding meanwhile
+but taken from the same cores. A pool already running (an earlier dataset) is used from 2 items
+per core."""
 
 
-def _serial_map(fn, jobs, then=None):
-    """``fn(job, writer, then)`` for each job in this process, the cache written on a thread."""
+def _auto_workers(jobs: int) -> int:
+    """``workers=None``: the cores (up to 8) when a pool is running or pays for its start-up,
+    else 1 (this process)."""
+    from zoo.data import decode_pool
+
+    cores = min(os.cpu_count() or 1, 8)
+    if cores <= 1:
+        return 1
+    if decode_pool.warm_workers() >= cores:
+        return cores if jobs >= 2 * cores else 1
+    return cores if jobs >= AUTO_JOBS_PER_WORKER * cores else 1
+
+
+def _serial_map(jobs) -> list:
+    """Every job in this process, the caches written on a background thread."""
     with Writer() as writer:
-        return [fn(j, writer, then) for j in jobs]
+        return [_decode_to_cache(j, writer) for j in jobs]
 
 
-def _then_cached(then, writer, job) -> None:
-    """``then`` for an item a worker process decoded, from the files it wrote."""
-    key, target = job[4], Path(job[3]) / f"{job[4]}.npy"
-    info = json.loads(target.with_suffix(".json").read_text())
-    then(writer, key, np.load(target, mmap_mode="r"), info)
-
-
-def _pool_map(fn, jobs, workers: int, then=None):
-    """``fn`` over ``jobs`` in ``workers`` spawned processes, or here (with ``then``)."""
+def _pool_map(jobs, workers: int, hide_start: bool = False) -> list:
+    """The jobs in ``workers`` worker processes (zoo.data.decode_pool: TensorFlow-free, kept for
+    the session), or here when ``workers`` <= 1. ``hide_start``: this process decodes too
+    while no worker is free (a cold pool's start-up), so a pool never makes it slower than
+    decoding here alone."""
     if workers <= 1 or len(jobs) <= 1:
-        return _serial_map(fn, jobs, then)
-    import multiprocessing
+        return _serial_map(jobs)
     import warnings
-    from concurrent.futures import ProcessPoolExecutor
-    from concurrent.futures.process import BrokenProcessPool
 
-    try:  # spawn, not fork: the parent may already run TensorFlow threads
-        with ProcessPoolExecutor(
-            max_workers=workers, mp_context=multiprocessing.get_context("spawn")
-        ) as pool, Writer() as writer:
-            results = []
-            # results come back chunk by chunk: ``then`` runs here (on the writer's thread)
-            # while the workers decode the next chunks
-            for job, result in zip(jobs, pool.map(
-                    fn, jobs, chunksize=max(1, len(jobs) // (4 * workers)))):
-                results.append(result)
-                if then is not None and result[1] is None:
-                    _then_cached(then, writer, job)
-            return results
-    # e.g. a main module that spawn cannot re-import (python - < script)
-    except BrokenProcessPool as e:
-        warnings.warn(
-            f"DICOM decode workers could not start ({e}); decoding in this process instead.",
-            RuntimeWarning,
-            stacklevel=3,
-        )
-        return _serial_map(fn, jobs, then)
+    from zoo.data import decode_pool
+
+    chunk = max(1, min(8, len(jobs) // (4 * workers)))
+    with Writer() as writer:
+        local = (lambda job: _decode_to_cache(job, writer)) if hide_start else None
+        try:
+            return decode_pool.get_pool(workers).map(_decode_to_cache, jobs, chunk, local,
+                                                     workers=workers)
+        except (decode_pool.WorkersDied, OSError) as e:
+            warnings.warn(
+                f"DICOM decode workers could not start or died ({e}); decoding in this process "
+                "instead.", RuntimeWarning, stacklevel=3)
+            decode_pool.shutdown()
+            return [_decode_to_cache(j, writer) for j in jobs]
 
 
 # ----------------------------------------------------------------------------------------------
@@ -528,17 +573,17 @@ class DicomDataset:
             cache_dir = zoo_home() / "dicom_cache"
         cache_dir = self.cache_dir = Path(cache_dir)
         cache_dir.mkdir(parents=True, exist_ok=True)
+        self._sizer = _Sizer(str(cache_dir), self.sampler, tuple(self.shape),
+                             tuple(tuple(w) for w in self.windows), tuple(self.input_range))
         keys, jobs, skipped = self._plan_decoding(items, volumes, cache_dir, on_error)
-        if workers is None:
-            workers = min(os.cpu_count() or 1, 8)
-            workers = workers if len(jobs) >= AUTO_JOBS_PER_WORKER * workers else 1
-        then = self._size_decoded if self.sampler in SIZED_SAMPLERS else None
-        self._sized_early = 0
-        results = _pool_map(_decode_to_cache, jobs, workers if len(jobs) >= 2 * workers else 1,
-                            then)
+        auto = workers is None
+        if auto:
+            workers = _auto_workers(len(jobs))
+        results = _pool_map(jobs, workers if len(jobs) >= 2 * workers else 1, hide_start=auto)
+        self._sized_early = sum(r[3] for r in results)
         self.decoded, self.cached = len(jobs), len(items) - len(jobs) - len(skipped)
-        self.decode_processes = len({pid for _, _, pid in results})
-        for item, error, _ in results:
+        self.decode_processes = len({r[2] for r in results})
+        for item, error, *_ in results:
             if error:
                 self.report.skipped.append((item, error))
                 skipped.add(item)
@@ -547,6 +592,7 @@ class DicomDataset:
     def _plan_decoding(self, items, volumes, cache_dir: Path, on_error):
         """(cache key per item (None: unreadable), decode jobs for items not cached, skipped)."""
         keys, jobs, skipped = [], [], set()
+        sizer = self._sizer if self.sampler in SIZED_SAMPLERS else None
         for item in items:
             try:
                 key = _fingerprint(item, volumes, self._spacing)
@@ -561,9 +607,8 @@ class DicomDataset:
                 continue
             keys.append(key)
             if not (cache_dir / f"{key}.npy").exists() or not (cache_dir / f"{key}.json").exists():
-                jobs.append(
-                    (str(item), volumes, self._spacing, str(cache_dir), key, on_error == "raise")
-                )
+                jobs.append((str(item), volumes, self._spacing, str(cache_dir), key,
+                             on_error == "raise", sizer))
         return keys, jobs, skipped
 
     def _kept(self, items, ys, keys, skipped, cache_dir: Path, on_error):
@@ -591,31 +636,6 @@ class DicomDataset:
         return arrays, kept, (kept_y if ys is not None else None)
 
     # -- stage 1b: the sized cache
-    def _recipe(self, info: dict):
-        """How one item's frames become samples (see zoo.data.sized_cache.Recipe): 2.5D frames
-        are single channels of one window, stacked when read."""
-        from zoo.data.sized_cache import Recipe
-
-        chans = self.shape[-1]
-        if self.sampler == "2.5d":
-            affine = _affine(info, self.windows[:1], chans)[:, :1]
-        else:
-            affine = _affine(info, self.windows, chans)
-        grey = info["shape"][-1] == 3 and chans != 3  # colour into a grey model: averaged
-        return Recipe(tuple(int(s) for s in self.shape[:2]), grey, affine, self.input_range)
-
-    def _size_decoded(self, writer, key: str, array: np.ndarray, info: dict) -> None:
-        """Queue the sized frames of an item just decoded in this process (on the writer's
-        thread, while the next item decodes); shapes the pipeline refuses are left to _kept."""
-        from zoo.data import sized_cache
-
-        if array.ndim != 4 or array.shape[-1] not in (1, 3) or min(array.shape) < 1:
-            return
-        recipe = self._recipe(info)
-        files = sized_cache.frame_files(self.cache_dir, key, array.shape[0], recipe)
-        writer.call(sized_cache.write_item, files, array, recipe, nbytes=array.nbytes)
-        self._sized_early += 1
-
     def _size(self) -> int:
         """Resize and window into the sized cache every item that lacks it (on a thread,
         while the next item loads); sets ``_frame_files`` (per item, a file per frame) and
@@ -625,7 +645,7 @@ class DicomDataset:
         built, self._frame_files = self._sized_early, []
         with sized_cache.Writer() as writer:
             for path, info in self._arrays:
-                recipe = self._recipe(info)
+                recipe = self._sizer.recipe(info)
                 files = sized_cache.frame_files(self.cache_dir, Path(path).stem, info["shape"][0],
                                                 recipe)
                 if sized_cache.missing(files):
