@@ -11,7 +11,7 @@ augmentation draws), test accuracy mean +- std:
   unlabelled set, 500 held-out test digits; simple_cnn.
 - make_clusters (zoo.data.synthetic, 16 x 16, a class = the shifted and mirrored copies of one
   pattern) and make_gap_clusters (16 x 16, a class = a Gaussian blob around one smooth pattern,
-  the classes a low-density gap apart along the highest-variance direction, 16 nuisance patterns
+  the classes a low-density gap apart along the highest-variance direction, 32 nuisance patterns
   and white noise on top): 2 labels per class, 320 unlabelled, 400 test; a tiny dense network
   (256-32-2), with a 3x3 stride-2 conv layer (16 maps) first for reconstruction and hybridnet,
   which decode a spatial feature map, compared with "supervised, conv net" (the same net); every
