@@ -1,5 +1,5 @@
 """The ladder network (zoo.semi.ladder): without noise the corrupted path is the clean one and a decoder
-that reconstructs it has zero denoising cost; the cost against a numpy formula; the clean path is the
+that reconstructs it has zero denoising cost (with augment=True: the distance to the weak views); the cost against a numpy formula; the clean path is the
 classifier; networks without the needed layers are refused; the decoder round-trips .keras."""
 
 from __future__ import annotations
@@ -31,8 +31,15 @@ def test_without_noise_corrupted_equals_clean_and_the_cost_vanishes():
     for a, b in zip(clean.zs, noisy.zs, strict=True):
         np.testing.assert_allclose(np.asarray(a), np.asarray(b), atol=1e-5)
     np.testing.assert_allclose(np.asarray(noisy.output), np.asarray(clean.output), atol=1e-6)
-    # a decoder that reconstructs each level exactly (ẑ = sigma z̃ + mu, set through the
-    # combinators' a5 and a10; a1 = a4 = a6 = a9 = 0) leaves no denoising cost
+    # a decoder that reconstructs each level exactly leaves no denoising cost
+    _exact_decoder(task, clean)
+    cost, _, _ = task.costs(x, training=True)
+    assert float(cost) == pytest.approx(0.0, abs=1e-4)
+
+
+def _exact_decoder(task, clean):
+    """Set the decoder to give ẑ = sigma z̃ + mu at every level (the combinators' a5 and a10;
+    a1 = a4 = a6 = a9 = 0), so its normalised output is the corrupted path's z̃ itself."""
     for level, (mu, sigma) in enumerate(zip(clean.mus, clean.sigmas, strict=True)):
         g = task.decoder.get_layer(f"ladder_g{level}")
         channels = g.a[0].shape[0]
@@ -43,8 +50,31 @@ def test_without_noise_corrupted_equals_clean_and_the_cost_vanishes():
             g.a[i].assign(np.zeros(channels))
         g.a[4].assign(a5)
         g.a[9].assign(sigma)
-    cost, _, _ = task.costs(x, training=True)
-    assert float(cost) == pytest.approx(0.0, abs=1e-4)
+
+
+def test_augmented_corrupted_path_reads_weak_views_of_the_unlabelled_images():
+    """augment=True, no noise: the labelled rows enter the corrupted path as they are, the others
+    as zoo.semi.augment.weak views; with the exact decoder the cost is then the weighted squared
+    distance between each level's z on the views and on the images (not 0: the costs link views)."""
+    import tensorflow as tf
+
+    from zoo.semi.augment import weak
+
+    weights = [2.0] + [0.5] * 11
+    task = _ladder(noise_std=0.0, augment=True, layer_weights=weights)
+    x, n = _images(), 5
+    views = np.concatenate([x[:n], np.asarray(weak(tf.constant(x[n:]), task.step_seed(20)))])
+    assert not np.allclose(views[n:], x[n:])
+    noisy = task.walk(task.corrupted_input(x, n), training=True, corrupted=True)
+    np.testing.assert_allclose(np.asarray(noisy.zs[0]), views / 127.5 - 1.0, atol=1e-6)
+    clean, on_views = (task.walk(a, training=True, corrupted=False) for a in (x, views))
+    _exact_decoder(task, clean)
+    cost, _, _ = task.costs(x, training=True, labelled=n)
+    want = sum(w * np.mean((np.asarray(a, np.float64) - np.asarray(b, np.float64)) ** 2)
+               for w, a, b in zip(weights, on_views.zs, clean.zs, strict=True))
+    assert float(cost) == pytest.approx(want, rel=1e-3) and want > 0
+    with pytest.raises(InvalidArgumentError, match="augment='yes'"):
+        _ladder(augment="yes")
 
 
 def test_clean_path_is_the_classifier_and_the_cost_is_the_formula():

@@ -29,11 +29,13 @@ def batch(seed=0, n=4, m=6):
         n, np.float32)
 
 
-def test_joint_loss_is_lambda_c_ce_plus_lambda_r_reconstruction():
+@pytest.mark.parametrize("normalise", [True, False])
+def test_joint_loss_is_lambda_c_ce_plus_lambda_r_reconstruction(normalise):
+    """normalise=True divides the squared error by the batch's per-pixel variance, averaged."""
     from zoo.semi.methods import METHODS
 
     task = METHODS["reconstruction"].task(tiny_cnn(), num_classes=3, unlabelled_weight=2.0,
-                                          lambda_c=0.5)
+                                          lambda_c=0.5, normalise=normalise)
     x, y, w = batch()
     got = float(np.mean(np.asarray(task.step((x, y, w), training=True).losses["main"])))
 
@@ -44,10 +46,11 @@ def test_joint_loss_is_lambda_c_ce_plus_lambda_r_reconstruction():
         return probs, ((target - rec) ** 2).reshape(len(images), -1).mean(1), target
 
     probs, rec_l, target = parts(x["labelled"])
-    _, rec_u, _ = parts(x["unlabelled"])
+    _, rec_u, target_u = parts(x["unlabelled"])
     np.testing.assert_allclose(target, x["labelled"] / 127.5 - 1.0, atol=1e-6)  # preprocess out
     l_c = -np.log(probs[np.arange(4), y])
-    want = 0.5 * l_c.mean() + 2.0 * np.concatenate([rec_l, rec_u]).mean()
+    scale = np.concatenate([target, target_u]).reshape(10, -1).var(0).mean() if normalise else 1
+    want = 0.5 * l_c.mean() + 2.0 * np.concatenate([rec_l, rec_u]).mean() / scale
     assert got == pytest.approx(want, rel=1e-5)
 
 
@@ -97,6 +100,8 @@ def test_bad_lambdas_and_encoders_are_refused():
     spec = METHODS["reconstruction"]
     with pytest.raises(InvalidArgumentError, match="lambda_c=-1"):
         spec.task(tiny_cnn(), num_classes=3, lambda_c=-1.0)
+    with pytest.raises(InvalidArgumentError, match="normalise=1"):
+        spec.task(tiny_cnn(), num_classes=3, normalise=1)
     with pytest.raises(InvalidArgumentError, match="unlabelled_weight=nan"):
         spec.task(tiny_cnn(), num_classes=3, unlabelled_weight=float("nan"))
     mlp = keras.Sequential([keras.Input((8, 8, 1)), keras.layers.Flatten(),

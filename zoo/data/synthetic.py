@@ -175,3 +175,71 @@ def make_clusters(
         images[k] = image
     images = np.clip(127.5 + 30.0 * images, 0, 255).astype(np.float32)
     return Clusters(images=images[..., None], labels=labels)
+
+
+_MAX_CLASSES = 5  # smooth patterns of frequency <= 1 span 5 dimensions
+_MAX_PATTERNS = 40  # random symmetric patterns of frequencies <= 4 span 44 dimensions
+
+
+def _smooth_basis(classes: int, others: int, size: int) -> np.ndarray:
+    """``classes`` orthonormal patterns of the lowest frequency (a shift of a pixel or two keeps
+    most of each), then ``others`` of frequencies up to 4 orthogonal to them: (count, size**2),
+    the same for every seed."""
+    basis = np.random.default_rng(54321)
+    patterns = [_periodic_pattern(basis, size, frequencies=1) for _ in range(classes)]
+    patterns += [_periodic_pattern(basis, size, frequencies=4) for _ in range(others)]
+    q, _ = np.linalg.qr(np.stack([p.ravel() for p in patterns], 1))
+    return q.T
+
+
+def make_gap_clusters(
+    n: int,
+    seed: int = 0,
+    num_classes: int = 2,
+    size: int = 16,
+    gap: float = 4.0,
+    spread: float = 0.5,
+    nuisance: int = 32,
+    nuisance_std: float = 1.0,
+    noise: float = 0.5,
+) -> Clusters:
+    """A cluster toy set whose cluster assumption holds in pixel space (no shifts).
+
+    Each class is a Gaussian blob around its own pattern of the lowest frequency: the class
+    means are ``gap`` apart (pairwise, the same for every seed), each image ``spread`` (std) from
+    its mean along those directions, so the classes are separated by a low-density gap along the
+    directions of highest variance (the first principal components). On top, every image
+    carries ``nuisance`` patterns of higher frequencies (up to 4 periods) with random weights of
+    std ``nuisance_std`` (high variance, no class information) and white ``noise`` per pixel. A
+    shift of a pixel or two (the weak augmentation) keeps most of a class pattern and scrambles
+    the nuisance, a mirror image keeps both (the patterns are left-right symmetric), as small
+    shifts keep the label of real images. A
+    classifier trained on 2 labels per class fits the nuisance of its few images; the unlabelled
+    images show where the gap is. Unlike ``make_clusters`` a class is not a set of shifted copies
+    (no augmentation links its members): Gaussian noise, reconstruction and the low-density
+    assumption can all find this structure. Units: the image's standard deviations, mapped onto
+    grey values 127.5 + 40 x, clipped to [0, 255].
+    """
+    if n < 1 or size < 10 or num_classes < 2 or nuisance < 0:
+        raise InvalidArgumentError(
+            f"make_gap_clusters(n={n}, size={size}, num_classes={num_classes}, "
+            f"nuisance={nuisance}): need n >= 1, size >= 10, num_classes >= 2, nuisance >= 0.")
+    if num_classes > _MAX_CLASSES or num_classes + nuisance > _MAX_PATTERNS:
+        raise InvalidArgumentError(
+            f"num_classes={num_classes}, nuisance={nuisance}: at most {_MAX_CLASSES} classes (the "
+            f"lowest-frequency patterns) and {_MAX_PATTERNS} patterns in all; use fewer.")
+    if not (gap > 0 and spread >= 0 and nuisance_std >= 0 and noise >= 0):
+        raise InvalidArgumentError(
+            f"gap={gap}, spread={spread}, nuisance_std={nuisance_std}, noise={noise}: need gap > "
+            "0 and the others >= 0.")
+    basis = _smooth_basis(num_classes, nuisance, size)
+    centred = basis[:num_classes] - basis[:num_classes].mean(0)
+    means = gap / np.sqrt(2) * centred  # pairwise distance gap
+    rng = np.random.default_rng(seed)
+    labels = rng.integers(0, num_classes, n).astype(np.int32)
+    within = spread * rng.standard_normal((n, num_classes)) @ basis[:num_classes]
+    weights = nuisance_std * rng.standard_normal((n, nuisance))
+    images = (means[labels] + within + weights @ basis[num_classes:]
+              + noise * rng.standard_normal((n, size * size)))
+    images = np.clip(127.5 + 40.0 * images, 0, 255).astype(np.float32)
+    return Clusters(images=images.reshape(n, size, size, 1), labels=labels)

@@ -26,6 +26,16 @@ labelled images' cross-entropy on the *corrupted* path's output (the noise regul
 supervised cost too) plus ``unlabelled_weight * C_d`` over the labelled and unlabelled images;
 the clean path is the classifier that is evaluated and returned.
 
+``augment=True`` (not in the paper) also corrupts each unlabelled image of the corrupted path
+with the consistency methods' weak augmentation (zoo.semi.augment.weak: flip, shift) before the
+Gaussian noise, while the clean path (the targets) reads the image itself: the denoising costs
+then ask the network to recover an image's clean representation from a shifted view of it, which
+links an image's augmented views as the Pi-model's consistency does. Gaussian noise alone does
+not move an image towards its shifted class-mates (docs/semi.md, "Which methods use the cluster
+structure"). The labelled images enter the corrupted path unaugmented, so the supervised cost
+stays the paper's and any gain comes from the unlabelled images; with ``augment=False`` (the
+default) the method is the paper's.
+
 A network whose layers are not such a chain (residual or dense connections, nested models, layer
 or group normalisation, depthwise convolutions) is refused with an error naming the layer.
 """
@@ -38,6 +48,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from zoo.errors import InvalidArgumentError
+from zoo.semi.augment import weak
 from zoo.semi.methods import SemiTask, check_weight, labelled_part, register_method
 from zoo.semi.reconstruction import DecoderTask, supervised_step
 from zoo.train.engine import StepOutput
@@ -213,15 +224,29 @@ class Ladder(DecoderTask):
     unlabelled_metrics = ("denoising_cost",)  # every step reports them (0 / 0 without)
 
     def __init__(self, classifier, *, num_classes: int, unlabelled_weight: float = 1.0,
-                 seed: int = 0, noise_std: float = 0.3, layer_weights=None):
+                 seed: int = 0, noise_std: float = 0.3, layer_weights=None,
+                 augment: bool = False):
         super().__init__(classifier, num_classes=num_classes,
                          unlabelled_weight=unlabelled_weight, seed=seed)
         self.plan = ladder_plan(classifier)
         shapes = _shapes(self.plan, classifier)
         self.noise_std = check_weight(noise_std, "noise_std")
         self.layer_weights = _layer_weights(layer_weights, len(shapes))
+        if not isinstance(augment, bool):
+            raise InvalidArgumentError(f"augment={augment!r}: give True (the corrupted path also "
+                                       "reads weakly augmented views) or False (the paper's).")
+        self.augment = augment
         self.decoder = build_ladder_decoder(shapes, tuple(classifier.outputs[0].shape[1:]))
 
+    def corrupted_input(self, x, labelled: int = 0):
+        """The corrupted path's images: ``x``, or with ``augment`` every image from row
+        ``labelled`` on (the unlabelled ones) as a weak augmentation of itself."""
+        import tensorflow as tf
+
+        if not self.augment:
+            return x
+        x = tf.cast(x, tf.float32)
+        return tf.concat([x[:labelled], weak(x[labelled:], self.step_seed(20))], 0)
 
     def _noise(self, x, purpose: int):
         import tensorflow as tf
@@ -269,15 +294,16 @@ class Ladder(DecoderTask):
             sigmas.append(sigma)
         return Path(zs, mus, sigmas, h)
 
-    def costs(self, x, training: bool):
+    def costs(self, x, training: bool, labelled: int = 0):
         """(C_d, the clean path, the decoder's ẑ per level 0..L) over the images ``x``."""
-        cost, clean, _, z_hats = self.paths(x, training)
+        cost, clean, _, z_hats = self.paths(x, training, labelled)
         return cost, clean, z_hats
 
-    def paths(self, x, training: bool):
-        """(C_d, the clean path, the corrupted path, ẑ per level 0..L) over the images ``x``."""
+    def paths(self, x, training: bool, labelled: int = 0):
+        """(C_d, the clean path, the corrupted path, ẑ per level 0..L) over the images ``x``,
+        the first ``labelled`` of them labelled (never augmented)."""
         clean = self.walk(x, training, corrupted=False)
-        noisy = self.walk(x, training, corrupted=True)
+        noisy = self.walk(self.corrupted_input(x, labelled), training, corrupted=True)
         z_hats = self.decoder([noisy.output, *noisy.zs[::-1]], training=training)[::-1]
         cost = denoising_cost(z_hats, clean.zs, clean.mus, clean.sigmas, self.layer_weights)
         return cost, clean, noisy, z_hats
@@ -291,8 +317,8 @@ class Ladder(DecoderTask):
         self.iterations.assign_add(1)
         xl = ops.cast(labelled_part(inputs), "float32")
         both = ops.concatenate([xl, ops.cast(inputs["unlabelled"], "float32")], 0)
-        cost, clean, noisy, _ = self.paths(both, training)
         n = ops.shape(xl)[0]
+        cost, clean, noisy, _ = self.paths(both, training, n)
         w = ops.cast(w, "float32")
         # the paper's supervised cost: the corrupted path's output (the clean one is reported)
         metrics = self.supervised.metrics(y, ops.cast(clean.output[:n], "float32"), w)
@@ -327,8 +353,9 @@ def _layer_weights(weights, levels: int) -> list[float]:
                  backbones="plain Dense/Conv stacks: simple_cnn, simple_cnn_3d, Sequential "
                            "MLP/CNNs (no residual or dense connections)")
 def make_ladder(model, *, num_classes: int, unlabelled_weight: float, seed: int,
-                noise_std: float = 0.3, layer_weights=None) -> SemiTask:
-    """The ladder task; ``layer_weights`` are the lambda_l (the image first)."""
+                noise_std: float = 0.3, layer_weights=None, augment: bool = False) -> SemiTask:
+    """The ladder task; ``layer_weights`` are the lambda_l (the image first); ``augment``: the
+    corrupted path also reads weakly augmented unlabelled images (module docstring)."""
     check_weight(unlabelled_weight)
     return Ladder(model, num_classes=num_classes, unlabelled_weight=unlabelled_weight, seed=seed,
-                  noise_std=noise_std, layer_weights=layer_weights)
+                  noise_std=noise_std, layer_weights=layer_weights, augment=augment)

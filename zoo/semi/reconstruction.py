@@ -20,9 +20,16 @@ The loss of a step:
 
 ``L_c``: the labelled cross-entropy (the "supervised" method's, per labelled image); ``L_r``: the
 mean squared reconstruction error per image, averaged over the labelled and the unlabelled images
-of the batch. ``lambda_r`` is ``fit``'s ``unlabelled_weight`` (the weight of the term the
-unlabelled images enter), ``lambda_c`` an option (default 1). With ``lambda_r = 0`` the decoder
-and the unlabelled images are not run: the step is the supervised one exactly.
+of the batch, and with ``normalise=True`` (default) divided by the batch's pixel variance (the
+error of answering every image with the batch's mean image; no gradient through it), so that
+``L_r`` is the fraction of the images' variance the code does not carry. The raw squared error
+(``normalise=False``) is in the units of the image as the network sees it: for images of low
+contrast (a pixel std of 0.2 on a [-1, 1] scale: a squared error of at most ~0.04) it is a
+twentieth of a cross-entropy, and ``lambda_r = 1`` barely shapes the code (measured on
+zoo.data.synthetic.make_gap_clusters, docs/benchmarks.md). ``lambda_r`` is ``fit``'s
+``unlabelled_weight`` (the weight of the term the unlabelled images enter), ``lambda_c`` an
+option (default 1). With ``lambda_r = 0`` the decoder and the unlabelled images are not run: the
+step is the supervised one exactly.
 """
 
 from __future__ import annotations
@@ -156,6 +163,15 @@ def reconstruction_error(target, reconstruction):
     return ops.mean(ops.reshape(ops.square(diff), (ops.shape(diff)[0], -1)), axis=1)
 
 
+def pixel_variance(images):
+    """Each pixel's variance over the batch, averaged over the pixels (a small floor): the
+    squared error of answering every image with the batch's mean image."""
+    from keras import ops
+
+    flat = ops.reshape(ops.cast(images, "float32"), (ops.shape(images)[0], -1))
+    return ops.maximum(ops.mean(ops.var(flat, axis=0)), 1e-6)
+
+
 def supervised_step(task: SemiTask, batch, training: bool, lambda_c: float = 1.0) -> StepOutput:
     """The "supervised" method's step times ``lambda_c`` (exact for 1), with the task's
     ``unlabelled_metrics`` as 0 / 0, so every step reports the same metrics (the engine's rule)."""
@@ -193,7 +209,8 @@ class JointReconstruction(DecoderTask):
     unlabelled_metrics = ("reconstruction",)  # every step reports them (0 / 0 without)
 
     def __init__(self, classifier, *, num_classes: int, unlabelled_weight: float = 1.0,
-                 seed: int = 0, lambda_c: float = 1.0, code: str = "head"):
+                 seed: int = 0, lambda_c: float = 1.0, code: str = "head",
+                 normalise: bool = True):
         import keras
 
         super().__init__(classifier, num_classes=num_classes,
@@ -201,6 +218,10 @@ class JointReconstruction(DecoderTask):
         self.lambda_c = check_lambda(lambda_c, "lambda_c")
         if code not in CODES:
             raise InvalidArgumentError(f"code={code!r}: give one of {', '.join(CODES)}.")
+        if not isinstance(normalise, bool):
+            raise InvalidArgumentError(f"normalise={normalise!r}: give True (the error over the "
+                                       "batch's pixel variance) or False (the raw error).")
+        self.normalise = normalise
         features, target = feature_map(classifier), image_target(classifier)
         source = head_code(classifier) if code == "head" else features
         self.joint = keras.Model(model_input(classifier), [classifier.outputs[0], source, target],
@@ -213,12 +234,13 @@ class JointReconstruction(DecoderTask):
         return bool(training and self.unlabelled_weight > 0 and isinstance(inputs, dict))
 
     def reconstruct(self, x, training: bool):
-        """(class probabilities, per-image reconstruction error) of one pass over ``x``."""
+        """(class probabilities, per-image squared error, the target) of one pass over ``x``."""
         from keras import ops
 
         probs, features, target = self.joint(x, training=training)
+        target = ops.stop_gradient(ops.cast(target, "float32"))
         rec = self.decoder(features, training=training)
-        return ops.cast(probs, "float32"), reconstruction_error(ops.stop_gradient(target), rec)
+        return ops.cast(probs, "float32"), reconstruction_error(target, rec), target
 
     def step(self, batch, training: bool) -> StepOutput:
         from keras import ops
@@ -228,10 +250,12 @@ class JointReconstruction(DecoderTask):
             return supervised_step(self, batch, training, self.lambda_c)
         self.iterations.assign_add(1)
         w = ops.cast(w, "float32")
-        probs, rec_l = self.reconstruct(labelled_part(inputs), training)
-        _, rec_u = self.reconstruct(inputs["unlabelled"], training)
+        probs, rec_l, target_l = self.reconstruct(labelled_part(inputs), training)
+        _, rec_u, target_u = self.reconstruct(inputs["unlabelled"], training)
         l_c = self.supervised.per_example(y, probs) * w
         rec = ops.concatenate([rec_l, rec_u], 0)
+        if self.normalise:
+            rec = rec / pixel_variance(ops.concatenate([target_l, target_u], 0))
         metrics = self.supervised.metrics(y, probs, w)
         metrics["reconstruction"] = (ops.sum(rec), ops.cast(ops.shape(rec)[0], "float32"))
         loss = self.lambda_c * l_c + self.unlabelled_weight * ops.mean(rec)
@@ -244,9 +268,10 @@ class JointReconstruction(DecoderTask):
                  backbones="any zoo CNN classifier (2D/3D) whose input size is its feature map's "
                            "times a power of two")
 def make_reconstruction(model, *, num_classes: int, unlabelled_weight: float, seed: int,
-                        lambda_c: float = 1.0, code: str = "head") -> SemiTask:
+                        lambda_c: float = 1.0, code: str = "head",
+                        normalise: bool = True) -> SemiTask:
     """The joint-loss task; ``unlabelled_weight`` is ``lambda_r``; ``code``: what the decoder
-    reads (module docstring)."""
+    reads; ``normalise``: L_r over the batch's pixel variance (module docstring)."""
     check_weight(unlabelled_weight)
     return JointReconstruction(model, num_classes=num_classes, unlabelled_weight=unlabelled_weight,
-                               seed=seed, lambda_c=lambda_c, code=code)
+                               seed=seed, lambda_c=lambda_c, code=code, normalise=normalise)
