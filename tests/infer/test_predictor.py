@@ -334,3 +334,24 @@ def test_openvino_bf16_whole_graph_is_checked_like_any_other(phantom):
         top1, delta = _independent(reference, outputs)
         assert top1 >= 0.99 and delta <= 0.02, (top1, delta)
     assert np.abs(outputs - cut.predict(x)).max() > 1e-4, "the whole graph really runs bf16 ends"
+
+
+def test_auto_caches_its_choice_when_the_whole_graph_is_asked_for(
+    phantom, monkeypatch, _isolated_zoo
+):
+    """fp32_ends=False concerns bf16 only: an fp32 winner is still found in the cache next time."""
+    model, x, reference = phantom
+    fake = Registry("inference engine", {"tensorflow": ENGINES["tensorflow"]})
+    monkeypatch.setattr(predictor_mod, "ENGINES", fake)
+    monkeypatch.setattr(engines_mod, "ENGINES", fake)
+    monkeypatch.setattr(predictor_mod, "_images_per_s", lambda p, data: 100.0)
+    first = zoo.compile_for_inference(model, batch=16, fp32_ends=False)
+    assert (first.label, first.fp32_ends) == ("tensorflow/fp32", True)
+
+    def no_measuring(*args):
+        raise AssertionError("auto measured again although the choice was cached")
+
+    monkeypatch.setattr(predictor_mod, "_images_per_s", no_measuring)
+    again = zoo.compile_for_inference(model, batch=16, fp32_ends=False)
+    assert again.label == first.label
+    np.testing.assert_allclose(again.predict(x[:20]), reference[:20], atol=1e-5)

@@ -367,9 +367,9 @@ def _candidates(precision: str, data, fp32_ends: bool | None = None) -> tuple[li
         if p == "bf16" and not bf16_ok:
             skipped["bf16"] = f"this {device} has no native bf16"
             continue
-        ends = (True, False) if p == "bf16" and fp32_ends is None else (fp32_ends is not False,)
-        if p == "int8":
-            ends = (True,)
+        ends = (True,)  # fp32 has no ends to keep; int8 always keeps them
+        if p == "bf16":
+            ends = (True, False) if fp32_ends is None else (fp32_ends,)
         pairs += [(e.name, p, end) for e in installed if p in e.precisions for end in ends]
     return pairs, skipped
 
