@@ -17,7 +17,8 @@ is measured in one run on the same cores, the rows interleaved over R repeats (m
   processes, zoo.data.decode_pool: once started fresh, start-up included, once already running,
   as for the second dataset of a session), and with the default `workers=None` in both states
   (it uses a running pool from 2 files per core, starts one from 32 files per core while this
-  process decodes meanwhile); stage 1 alone (no sized cache: the MIL sampler) for comparison with
+  process decodes meanwhile), and as `zoo finetune` on a DICOM folder runs it (a fresh process
+  that starts the pool, `decode_pool.prestart`, before importing TensorFlow); stage 1 alone (no sized cache: the MIL sampler) for comparison with
   earlier runs; CPU ms / slice counts the workers' CPU (start-up included) with this process's;
 * first epoch: the decode stage plus one epoch of 224x224x3 batches of 32;
 * warm epoch: later epochs (the caches are reused), without augmentation, with a per-sample random
@@ -153,6 +154,38 @@ def build(data: Path, cache: Path, cold: bool = False, **options):
     return clock.rate(len(ds.dicom), workers), ds
 
 
+_PRESTARTED = """
+import json, sys, time
+sys.path.insert(0, {root!r})
+from zoo.data import decode_pool
+decode_pool.prestart()
+import tensorflow  # what `zoo finetune` imports while the pool starts
+from zoo.data.pipeline import dicom_dataset
+wall, cpu = time.perf_counter(), time.process_time()
+ds = dicom_dataset({data!r}, input_shape=(224, 224, 3), batch_size={batch}, cache_dir={cache!r},
+                   windows={windows!r})
+wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+workers = decode_pool.workers_cpu_seconds()  # their start-up included
+print(json.dumps([len(ds.dicom) / wall, (cpu + workers) * 1e3 / len(ds.dicom),
+                  ds.dicom.decode_processes]))
+"""
+
+
+def prestarted(data: Path, cache: Path) -> tuple[tuple[float, float], int]:
+    """The decode stage as ``zoo finetune DICOM-FOLDER`` runs it: a fresh process starts the
+    session's pool, imports TensorFlow meanwhile, then builds its first dataset (timed)."""
+    import json
+    import subprocess
+
+    shutil.rmtree(cache, ignore_errors=True)
+    code = _PRESTARTED.format(root=str(Path(__file__).resolve().parents[1]), data=str(data),
+                              batch=BATCH, cache=str(cache), windows=WINDOWS)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    rate, cpu, processes = json.loads(out.stdout.strip().splitlines()[-1])
+    shutil.rmtree(cache, ignore_errors=True)
+    return (rate, cpu), processes
+
+
 def one_repeat(args, data: Path, paths, r: int) -> dict:
     """Every row once; returns {row: slices/s}."""
     import keras
@@ -177,6 +210,8 @@ def one_repeat(args, data: Path, paths, r: int) -> dict:
                          ("decode_auto", {})):
         rates[key], pooled = build(data, args.work / f"pool{r}", **options)
         processes[f"processes_{key}"] = pooled.dicom.decode_processes
+    rates["decode_cli"], processes["processes_decode_cli"] = prestarted(
+        data, args.work / f"cli{r}")
     same = {"input_shape": (224, 224, 3), "batch_size": BATCH, "cache_dir": args.work / f"cache{r}",
             "windows": WINDOWS}
     rates["warm"] = epochs_rate(ds, args.epochs)
@@ -226,6 +261,9 @@ ROWS = (
                          "one decodes meanwhile)"),
     ("decode_auto", "**decode stage, default `workers=None`, pool running** "
                     "({processes_decode_auto} decoding processes)"),
+    ("decode_cli", "**decode stage as `zoo finetune DICOM-FOLDER` runs it** (a fresh process: "
+                   "the pool prestarted before TensorFlow's import, then the first dataset; "
+                   "{processes_decode_cli} decoding processes)"),
     ("cold", "first epoch (decode stage + one epoch)"),
     ("warm", "warm epoch, no augmentation"),
     ("warm_flip", "**warm epoch, per-sample random flip** (`tf.image.random_flip_left_right`)"),

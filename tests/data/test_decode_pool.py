@@ -97,3 +97,25 @@ def test_an_older_reader_versions_decode_cache_is_never_read(tmp_path, monkeypat
     np.testing.assert_array_equal(np.concatenate(list(new)), np.concatenate(list(fresh)))
     assert np.concatenate(list(new)).min() < 255.0
     assert len(list((tmp_path / "c").glob("*.npy"))) == 4  # the old files are left alone
+
+
+def test_a_prestarted_pool_is_used_by_the_first_small_dataset(monkeypatch):
+    """``prestart`` (the CLI calls it before TensorFlow imports) leaves a pool that warms up
+    without being waited for; a dataset too small to start a pool then decodes in it."""
+    decode_pool.shutdown()
+    monkeypatch.setattr(os, "cpu_count", lambda: 2)
+    jobs = 2 * 2  # enough for a warm pool, far too few to start a cold one
+    assert jobs < pipeline.AUTO_JOBS_PER_WORKER * 2
+    assert pipeline._auto_workers(jobs) == 1
+    try:
+        pool = decode_pool.prestart()
+        assert pool is decode_pool.get_pool(2) and len(pool.workers) == 2
+        deadline = time.monotonic() + 60
+        while decode_pool.warm_workers() < 2 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert pipeline._auto_workers(jobs) == 2
+        assert len(set(pool.each(decode_pool.process_id)) - {os.getpid()}) == 2
+    finally:
+        decode_pool.shutdown()
+    monkeypatch.setattr(os, "cpu_count", lambda: 1)
+    assert decode_pool.prestart() is None

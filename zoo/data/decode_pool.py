@@ -306,6 +306,22 @@ def get_pool(workers: int) -> DecodePool:
         return _POOL
 
 
+def default_workers() -> int:
+    """The pool size ``workers=None`` uses: the cores, at most 8 (decoding is per-slice CPU work;
+    beyond 8 the parent's reading of the results and its writer thread limit)."""
+    return min(os.cpu_count() or 1, 8)
+
+
+def prestart() -> DecodePool | None:
+    """Start the session's pool now, without waiting for it (None on one core).
+
+    Why: a pool's start-up (about half a second of CPU in its own process) is hidden when it
+    runs while this process does something single-threaded, such as importing TensorFlow or
+    building a model; the first dataset then finds the pool warm instead of starting it."""
+    workers = default_workers()
+    return get_pool(workers) if workers > 1 else None
+
+
 def warm_workers() -> int:
     """How many started workers the session's pool has (0: none, a pool would start cold)."""
     pool = _POOL

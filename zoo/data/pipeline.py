@@ -292,7 +292,7 @@ def _auto_workers(jobs: int) -> int:
     else 1 (this process)."""
     from zoo.data import decode_pool
 
-    cores = min(os.cpu_count() or 1, 8)
+    cores = decode_pool.default_workers()
     if cores <= 1:
         return 1
     if decode_pool.warm_workers() >= cores:

@@ -110,6 +110,9 @@ def _augment(args):
 
 def _dicom_run(args) -> dict:
     """``--data`` listing DICOM files or series: streamed (zoo.train.dicom_folder)."""
+    from zoo.data import decode_pool
+
+    decode_pool.prestart()  # warm by the first decode: it starts while TensorFlow imports
     from zoo.train.dicom_folder import finetune_dicom_folder
     from zoo.train.finetune import deterministic
 
