@@ -44,6 +44,7 @@ METHODS = ("supervised", "mean_teacher", "fixmatch", "pseudo_label")
 OPTIONS = {"mean_teacher": {"ramp_up": 40}, "fixmatch": {"tau": 0.95},
            "pseudo_label": {"reinit": False, "step": 1 / 3}}
 UNLABELLED = 0  # unlabelled images: the first ones of the pool (0: all of it)
+RECOMPUTE_BN = True  # zoo.semi.fit's closing BatchNorm pass (--moving-bn: off)
 EPOCHS = 4
 CONV_BASELINE = "supervised, conv net"
 LADDER_VIEWS = "ladder, augment=True, lambdas 0, 0, 1"
@@ -92,7 +93,7 @@ def run(method, model, pool, test, idx, seed, epochs, ubatch, lr=1e-3, options=N
                           num_classes=int(y.max()) + 1,
                           epochs=epochs, batch_size=min(16, len(idx)),
                           unlabelled_batch_size=ubatch, learning_rate=lr, seed=seed,
-                          **(options or {}))
+                          recompute_bn=RECOMPUTE_BN, **(options or {}))
     pred = result.classifier.predict(tx, batch_size=256, verbose=0).argmax(-1)
     return float(np.mean(pred == ty)), time.time() - t0
 
@@ -203,29 +204,41 @@ def main(argv=None):
     parser.add_argument("--seeds", default="0,1,2")
     parser.add_argument("--only", choices=("phantoms", "digits", "clusters"),
                         help="one data setting (its rows only, written to docs all the same)")
+    parser.add_argument("--methods", help="comma-separated rows to run (default: every row)")
+    parser.add_argument("--moving-bn", action="store_true",
+                        help="keep the moving BatchNorm statistics (zoo.semi.fit recompute_bn=False)")
+    parser.add_argument("--no-docs", action="store_true",
+                        help="print the table only (e.g. choosing settings on other seeds)")
     args = parser.parse_args(argv)
-    global UNLABELLED
+    global UNLABELLED, RECOMPUTE_BN
+    RECOMPUTE_BN = not args.moving_bn
     seeds = [int(s) for s in args.seeds.split(",")][: 1 if args.quick else None]
     epochs = 1 if args.quick else EPOCHS
     os.environ.setdefault("ZOO_HOME", str(Path(__file__).resolve().parents[1] / ".zoo_bench"))
 
     from zoo.data.synthetic import make_clusters, make_gap_clusters
 
+    wanted = set(args.methods.split(",")) if args.methods else None
+
+    def rows(methods):
+        return [m for m in methods if wanted is None or m in wanted]
+
     def cnn(seed, method=None):
-        return "simple_cnn"
+        return None if seed == "ssl" and wanted is not None and "ssl" not in wanted \
+            else "simple_cnn"
 
     t0, c0 = time.time(), time.process_time()
     settings = {}
     earlier = earlier_full_run(args.only)
 
     def write_all():
-        write(settings, seeds, t0, c0, args.quick, earlier, args.only)
+        write(settings, seeds, t0, c0, args.quick or args.no_docs, earlier, args.only)
 
     pool, test = phantoms()
     for frac in (0.01, 0.1) if args.only in (None, "phantoms") else ():
         settings[f"phantoms {frac:.0%} labels"] = setting_rows(
             "phantoms", pool, test, int(frac * len(pool[1])), seeds, epochs,
-            METHODS[:2] if args.quick else METHODS, cnn, 32, 1e-3)
+            rows(METHODS[:2] if args.quick else METHODS), cnn, 32, 1e-3)
         write_all()
         if args.quick:
             break
@@ -233,7 +246,7 @@ def main(argv=None):
         dpool, dtest = digits()
         UNLABELLED = 600
         settings["digits, 100 labels"] = setting_rows(
-            "digits", dpool, dtest, 100, seeds, epochs, METHODS, cnn, 32, 1e-3)
+            "digits", dpool, dtest, 100, seeds, epochs, rows(METHODS), cnn, 32, 1e-3)
         UNLABELLED = 0
         write_all()
     toys = {"clusters, 2 labels/class": make_clusters,
@@ -243,7 +256,7 @@ def main(argv=None):
         settings[column] = setting_rows(
             column.split(",")[0], (train.images, train.labels), (ctest.images, ctest.labels), 4,
             seeds, 2 if args.quick else 24,
-            CLUSTER_METHODS[:2] if args.quick else CLUSTER_METHODS,
+            rows(CLUSTER_METHODS[:2] if args.quick else CLUSTER_METHODS),
             lambda s, m: None if s == "ssl" else cluster_model(s, m), 64, 3e-3)
         write_all()
     return settings
