@@ -1,7 +1,9 @@
 """Semi-supervised methods against supervised-only training and the SSL-pretrain-then-fine-tune path.
 
 Run: `flock /work/heavy.lock python benchmarks/bench_semi.py` (`--quick`: one seed, tiny budgets,
-nothing written to docs). Three data sets, each method x 3 seeds (label draw, initialisation,
+nothing written to docs; `--seeds 10,11,12 --no-docs`: choosing settings on other seeds than the
+reported ones; `--methods supervised,fixmatch`: those rows only; `--moving-bn`: zoo.semi.fit's
+recompute_bn=False). Three data sets, each method x 3 seeds (label draw, initialisation,
 augmentation draws), test accuracy mean +- std:
 
 - phantoms (zoo.demo.ssl.PHANTOMS, 32 x 32, lesion present/absent): 1% (6) and 10% (60) labels of a
@@ -40,7 +42,7 @@ import numpy as np  # noqa: E402
 
 FLAGS = ("avx2", "avx512f", "avx512_bf16", "amx_tile", "fma")
 # M1 + M2 needs a trained M1 VAE (m1=): benchmarks/bench_m1m2.py runs it on the same settings
-METHODS = ("supervised", "mean_teacher", "fixmatch", "pseudo_label")
+METHODS = ("supervised", "mean_teacher", "fixmatch", "fixmatch + align", "pseudo_label")
 OPTIONS = {"mean_teacher": {"ramp_up": 40}, "fixmatch": {"tau": 0.95},
            "pseudo_label": {"reinit": False, "step": 1 / 3}}
 UNLABELLED = 0  # unlabelled images: the first ones of the pool (0: all of it)
@@ -48,12 +50,13 @@ RECOMPUTE_BN = True  # zoo.semi.fit's closing BatchNorm pass (--moving-bn: off)
 EPOCHS = 4
 CONV_BASELINE = "supervised, conv net"
 LADDER_VIEWS = "ladder, augment=True, lambdas 0, 0, 1"
+FIXMATCH_ALIGN = "fixmatch + align"
 CLUSTER_METHODS = ("supervised", "pi_model", "temporal_ensembling", "mean_teacher", "fixmatch",
                    "pseudo_label", "ladder", LADDER_VIEWS, "m1", "m2", "m1m2", CONV_BASELINE,
                    "reconstruction", "hybridnet")
 # rows that are a method with options of their own: row name -> (method, options)
-VARIANTS = {CONV_BASELINE: ("supervised", {}), LADDER_VIEWS: ("ladder", {"augment": True,
-                                                         "layer_weights": (0.0, 0.0, 1.0)})}
+VARIANTS = {CONV_BASELINE: ("supervised", {}), FIXMATCH_ALIGN: ("fixmatch", {"align": True}),
+            LADDER_VIEWS: ("ladder", {"augment": True, "layer_weights": (0.0, 0.0, 1.0)})}
 # the reconstruction methods decode a spatial feature map: on clusters they train a conv net,
 # against supervised training of that same net
 CONV_METHODS = (CONV_BASELINE, "reconstruction", "hybridnet")
@@ -297,7 +300,11 @@ def write(settings, seeds, t0, c0, quick, earlier="", only=None) -> None:
         f"Test accuracy, mean ± std over seeds {seeds} (label draw, initialisation, augmentation); "
         "(s) = seconds per run. ** = beats supervised training of the same network by more than 2 "
         "pooled standard deviations; "
-        f"a gain without ** is within the spread. simple_cnn, Adam 1e-3, {EPOCHS} passes over the "
+        f"a gain without ** is within the spread. "
+        + ("BatchNorm moving statistics recomputed at the end on the labelled + unlabelled images "
+           "(zoo.semi.fit recompute_bn=True, every row, the baseline too). " if RECOMPUTE_BN else
+           "BatchNorm moving statistics as training left them (--moving-bn). ")
+        + f"simple_cnn, Adam 1e-3, {EPOCHS} passes over the "
         "unlabelled pool (32 unlabelled + up to 16 labelled images per step) for every row; "
         "clusters: 64 unlabelled + 4 labelled per step, a dense "
         "network, 24 passes, Adam 3e-3. Options: consistency ramp-up 40 steps; mean teacher decay "
@@ -306,7 +313,8 @@ def write(settings, seeds, t0, c0, quick, earlier="", only=None) -> None:
         "teacher's targets with the batch's BatchNorm statistics; "
         "FixMatch tau 0.95, no left-right flip (flip=False, its default), RandAugment (2 "
         "grey-scale ops) + cutout, EMA of the weights evaluated (decay 0.999 as the paper's 0.1% of the run: 0 here, "
-        "the last weights); ladder, reconstruction and "
+        "the last weights); fixmatch + align: FixMatch with ReMixMatch's distribution alignment of "
+        "the pseudo-labels (align=True); ladder, reconstruction and "
         "HybridNet: their defaults (ladder: the paper's lambdas 1000, 10, 0.1, noise 0.3; the "
         "ladder's augment=True row: weak views on the corrupted path and the top-level cost only "
         "(the paper's Gamma-model), chosen on make_clusters' seeds 0-2 among lambdas 1000/10/0.1, "
