@@ -102,3 +102,21 @@ def test_recompute_bn_must_be_a_bool():
     x = np.zeros((2, 8, 8, 1), np.float32)
     with pytest.raises(InvalidArgumentError, match="recompute_bn"):
         fit("supervised", _net(), (x, np.array([0, 1])), x, recompute_bn="yes")
+
+
+def test_fit_on_pipelines_recomputes_over_their_batches():
+    """tf.data pipelines: the closing pass reads their batches as they come."""
+    import tensorflow as tf
+
+    from zoo.semi import fit
+
+    rng = np.random.default_rng(4)
+    x, u = (rng.uniform(0, 255, (k, 8, 8, 1)).astype(np.float32) for k in (6, 10))
+    y = np.array([0, 1] * 3)
+    lab = tf.data.Dataset.from_tensor_slices((x, y)).batch(3)
+    unl = tf.data.Dataset.from_tensor_slices(u).batch(4)
+    model = fit("supervised", _net(), lab, unl, num_classes=2, epochs=1, seed=1).classifier
+    mean, var = _batch_stats(model, [x[:3], x[3:], u[:4], u[4:8], u[8:]])
+    np.testing.assert_allclose(model.get_layer("bn").moving_mean.numpy(), mean, rtol=1e-4,
+                               atol=1e-5)
+    np.testing.assert_allclose(model.get_layer("bn").moving_variance.numpy(), var, rtol=1e-4)
