@@ -1,7 +1,9 @@
 """Semi-supervised methods against supervised-only training and the SSL-pretrain-then-fine-tune path.
 
 Run: `flock /work/heavy.lock python benchmarks/bench_semi.py` (`--quick`: one seed, tiny budgets,
-nothing written to docs). Three data sets, each method x 3 seeds (label draw, initialisation,
+nothing written to docs; `--seeds 10,11,12 --no-docs`: choosing settings on other seeds than the
+reported ones; `--methods supervised,fixmatch`: those rows only; `--moving-bn`: zoo.semi.fit's
+recompute_bn=False). Three data sets, each method x 3 seeds (label draw, initialisation,
 augmentation draws), test accuracy mean +- std:
 
 - phantoms (zoo.demo.ssl.PHANTOMS, 32 x 32, lesion present/absent): 1% (6) and 10% (60) labels of a
@@ -40,19 +42,21 @@ import numpy as np  # noqa: E402
 
 FLAGS = ("avx2", "avx512f", "avx512_bf16", "amx_tile", "fma")
 # M1 + M2 needs a trained M1 VAE (m1=): benchmarks/bench_m1m2.py runs it on the same settings
-METHODS = ("supervised", "mean_teacher", "fixmatch", "pseudo_label")
+METHODS = ("supervised", "mean_teacher", "fixmatch", "fixmatch + align", "pseudo_label")
 OPTIONS = {"mean_teacher": {"ramp_up": 40}, "fixmatch": {"tau": 0.95},
            "pseudo_label": {"reinit": False, "step": 1 / 3}}
 UNLABELLED = 0  # unlabelled images: the first ones of the pool (0: all of it)
+RECOMPUTE_BN = True  # zoo.semi.fit's closing BatchNorm pass (--moving-bn: off)
 EPOCHS = 4
 CONV_BASELINE = "supervised, conv net"
 LADDER_VIEWS = "ladder, augment=True, lambdas 0, 0, 1"
+FIXMATCH_ALIGN = "fixmatch + align"
 CLUSTER_METHODS = ("supervised", "pi_model", "temporal_ensembling", "mean_teacher", "fixmatch",
                    "pseudo_label", "ladder", LADDER_VIEWS, "m1", "m2", "m1m2", CONV_BASELINE,
                    "reconstruction", "hybridnet")
 # rows that are a method with options of their own: row name -> (method, options)
-VARIANTS = {CONV_BASELINE: ("supervised", {}), LADDER_VIEWS: ("ladder", {"augment": True,
-                                                         "layer_weights": (0.0, 0.0, 1.0)})}
+VARIANTS = {CONV_BASELINE: ("supervised", {}), FIXMATCH_ALIGN: ("fixmatch", {"align": True}),
+            LADDER_VIEWS: ("ladder", {"augment": True, "layer_weights": (0.0, 0.0, 1.0)})}
 # the reconstruction methods decode a spatial feature map: on clusters they train a conv net,
 # against supervised training of that same net
 CONV_METHODS = (CONV_BASELINE, "reconstruction", "hybridnet")
@@ -92,7 +96,7 @@ def run(method, model, pool, test, idx, seed, epochs, ubatch, lr=1e-3, options=N
                           num_classes=int(y.max()) + 1,
                           epochs=epochs, batch_size=min(16, len(idx)),
                           unlabelled_batch_size=ubatch, learning_rate=lr, seed=seed,
-                          **(options or {}))
+                          recompute_bn=RECOMPUTE_BN, **(options or {}))
     pred = result.classifier.predict(tx, batch_size=256, verbose=0).argmax(-1)
     return float(np.mean(pred == ty)), time.time() - t0
 
@@ -203,29 +207,41 @@ def main(argv=None):
     parser.add_argument("--seeds", default="0,1,2")
     parser.add_argument("--only", choices=("phantoms", "digits", "clusters"),
                         help="one data setting (its rows only, written to docs all the same)")
+    parser.add_argument("--methods", help="comma-separated rows to run (default: every row)")
+    parser.add_argument("--moving-bn", action="store_true",
+                        help="keep the moving BatchNorm statistics (zoo.semi.fit recompute_bn=False)")
+    parser.add_argument("--no-docs", action="store_true",
+                        help="print the table only (e.g. choosing settings on other seeds)")
     args = parser.parse_args(argv)
-    global UNLABELLED
+    global UNLABELLED, RECOMPUTE_BN
+    RECOMPUTE_BN = not args.moving_bn
     seeds = [int(s) for s in args.seeds.split(",")][: 1 if args.quick else None]
     epochs = 1 if args.quick else EPOCHS
     os.environ.setdefault("ZOO_HOME", str(Path(__file__).resolve().parents[1] / ".zoo_bench"))
 
     from zoo.data.synthetic import make_clusters, make_gap_clusters
 
+    wanted = set(args.methods.split(",")) if args.methods else None
+
+    def rows(methods):
+        return [m for m in methods if wanted is None or m in wanted]
+
     def cnn(seed, method=None):
-        return "simple_cnn"
+        return None if seed == "ssl" and wanted is not None and "ssl" not in wanted \
+            else "simple_cnn"
 
     t0, c0 = time.time(), time.process_time()
     settings = {}
     earlier = earlier_full_run(args.only)
 
     def write_all():
-        write(settings, seeds, t0, c0, args.quick, earlier, args.only)
+        write(settings, seeds, t0, c0, args.quick or args.no_docs, earlier, args.only)
 
     pool, test = phantoms()
     for frac in (0.01, 0.1) if args.only in (None, "phantoms") else ():
         settings[f"phantoms {frac:.0%} labels"] = setting_rows(
             "phantoms", pool, test, int(frac * len(pool[1])), seeds, epochs,
-            METHODS[:2] if args.quick else METHODS, cnn, 32, 1e-3)
+            rows(METHODS[:2] if args.quick else METHODS), cnn, 32, 1e-3)
         write_all()
         if args.quick:
             break
@@ -233,7 +249,7 @@ def main(argv=None):
         dpool, dtest = digits()
         UNLABELLED = 600
         settings["digits, 100 labels"] = setting_rows(
-            "digits", dpool, dtest, 100, seeds, epochs, METHODS, cnn, 32, 1e-3)
+            "digits", dpool, dtest, 100, seeds, epochs, rows(METHODS), cnn, 32, 1e-3)
         UNLABELLED = 0
         write_all()
     toys = {"clusters, 2 labels/class": make_clusters,
@@ -243,7 +259,7 @@ def main(argv=None):
         settings[column] = setting_rows(
             column.split(",")[0], (train.images, train.labels), (ctest.images, ctest.labels), 4,
             seeds, 2 if args.quick else 24,
-            CLUSTER_METHODS[:2] if args.quick else CLUSTER_METHODS,
+            rows(CLUSTER_METHODS[:2] if args.quick else CLUSTER_METHODS),
             lambda s, m: None if s == "ssl" else cluster_model(s, m), 64, 3e-3)
         write_all()
     return settings
@@ -284,7 +300,11 @@ def write(settings, seeds, t0, c0, quick, earlier="", only=None) -> None:
         f"Test accuracy, mean ± std over seeds {seeds} (label draw, initialisation, augmentation); "
         "(s) = seconds per run. ** = beats supervised training of the same network by more than 2 "
         "pooled standard deviations; "
-        f"a gain without ** is within the spread. simple_cnn, Adam 1e-3, {EPOCHS} passes over the "
+        f"a gain without ** is within the spread. "
+        + ("BatchNorm moving statistics recomputed at the end on the labelled + unlabelled images "
+           "(zoo.semi.fit recompute_bn=True, every row, the baseline too). " if RECOMPUTE_BN else
+           "BatchNorm moving statistics as training left them (--moving-bn). ")
+        + f"simple_cnn, Adam 1e-3, {EPOCHS} passes over the "
         "unlabelled pool (32 unlabelled + up to 16 labelled images per step) for every row; "
         "clusters: 64 unlabelled + 4 labelled per step, a dense "
         "network, 24 passes, Adam 3e-3. Options: consistency ramp-up 40 steps; mean teacher decay "
@@ -293,7 +313,8 @@ def write(settings, seeds, t0, c0, quick, earlier="", only=None) -> None:
         "teacher's targets with the batch's BatchNorm statistics; "
         "FixMatch tau 0.95, no left-right flip (flip=False, its default), RandAugment (2 "
         "grey-scale ops) + cutout, EMA of the weights evaluated (decay 0.999 as the paper's 0.1% of the run: 0 here, "
-        "the last weights); ladder, reconstruction and "
+        "the last weights); fixmatch + align: FixMatch with ReMixMatch's distribution alignment of "
+        "the pseudo-labels (align=True); ladder, reconstruction and "
         "HybridNet: their defaults (ladder: the paper's lambdas 1000, 10, 0.1, noise 0.3; the "
         "ladder's augment=True row: weak views on the corrupted path and the top-level cost only "
         "(the paper's Gamma-model), chosen on make_clusters' seeds 0-2 among lambdas 1000/10/0.1, "

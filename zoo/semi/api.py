@@ -138,7 +138,8 @@ def fit(method: str, model_or_name, labelled, unlabelled, *, num_classes: int | 
         unlabelled_batch_size: int | None = None, unlabelled_weight: float = 1.0,
         learning_rate: float = 1e-3, seed: int = 0, tag: str | None = None, out=None,
         overwrite: bool = False, verbose: int = 0, checkpoint_dir=None,
-        checkpoint_every: int | None = None, resume: bool = False, **options) -> SemiResult:
+        checkpoint_every: int | None = None, resume: bool = False, recompute_bn: bool = True,
+        **options) -> SemiResult:
     """Train a classifier with semi-supervised ``method`` on labelled and unlabelled images.
 
     Args:
@@ -156,6 +157,10 @@ def fit(method: str, model_or_name, labelled, unlabelled, *, num_classes: int | 
         checkpoint_dir: the engine's checkpoints (every epoch, and every ``checkpoint_every``
             steps); ``resume``: continue from the newest one with the same call, the method's
             own state (ramp-up step, ensembles, teacher, admitted pseudo-labels) included.
+        recompute_bn: at the end, set the returned classifier's BatchNorm moving statistics to
+            those of the labelled + unlabelled images under its final weights
+            (``recompute_batchnorm``); every method and the baseline alike, so weight 0 still
+            is the supervised run. False: the moving averages as training left them.
         **options: the method's own (``METHODS[method].options()``), e.g. ``tau`` of FixMatch.
 
     Returns:
@@ -172,6 +177,9 @@ def fit(method: str, model_or_name, labelled, unlabelled, *, num_classes: int | 
         get_entry(model_or_name.partition(".")[0])
     weight = check_weight(unlabelled_weight)
     _positive(epochs, "epochs")
+    if not isinstance(recompute_bn, bool):
+        raise InvalidArgumentError(f"recompute_bn={recompute_bn!r}: give True (BatchNorm "
+                                   "statistics of the final weights) or False (the moving ones).")
     if resume and checkpoint_dir is None:
         raise InvalidArgumentError("resume=True continues from checkpoint_dir=; give the folder "
                                    "the interrupted run wrote its checkpoints to.")
@@ -185,8 +193,79 @@ def fit(method: str, model_or_name, labelled, unlabelled, *, num_classes: int | 
     return _train(spec, model_or_name, stream, num_classes, vxy, epochs=epochs,
                   weight=weight, learning_rate=learning_rate, seed=seed, tag=tag, out=out,
                   overwrite=overwrite, verbose=verbose, options=options,
-                  checkpoints=dict(checkpoint_dir=checkpoint_dir,
+                  recompute_bn=recompute_bn, checkpoints=dict(checkpoint_dir=checkpoint_dir,
                                    checkpoint_every=checkpoint_every, resume=bool(resume)))
+
+
+def _batchnorm_layers(model, like=None) -> list:
+    """``model``'s BatchNormalization layers that training moves: those trainable in ``like``
+    (the trained network, for a frozen copy of it such as FixMatch's weight average), else in
+    ``model``; a layer the user froze keeps its statistics."""
+    import keras
+
+    from zoo._keras_compat import all_layers
+
+    def bns(m):
+        return [layer for layer in all_layers(m)
+                if isinstance(layer, keras.layers.BatchNormalization)]
+
+    mine, flags = bns(model), [layer.trainable for layer in bns(like if like is not None
+                                                                   else model)]
+    if len(flags) != len(mine):
+        flags = [layer.trainable for layer in mine]
+    return [layer for layer, moving in zip(mine, flags, strict=True) if moving]
+
+
+def recompute_batchnorm(model, batches, like=None) -> int:
+    """Set every moving BatchNorm statistic of ``model`` to the average of its batch statistics
+    over ``batches`` (images) under the current weights (SWA's ``bn_update``), and return the
+    number of images.
+
+    Why: the moving averages lag weights that still change fast; at the end of a run of a few
+    hundred steps they mix statistics of earlier networks, and the inference-mode network is
+    worse than the training-mode one (FixMatch on digits: pool accuracy 0.815 vs 0.867). Each
+    batch's momentum is the share of the images seen before it, so the mean is the population's
+    exactly and the variance the average within-batch variance (the one training normalises
+    by). Other training-mode layers (dropout) act as in training, as in ``bn_update``.
+    """
+    layers = _batchnorm_layers(model, like)
+    if not layers:
+        return 0
+    saved = [(layer.momentum, layer.trainable) for layer in layers]
+    seen = 0
+    try:
+        for layer in layers:
+            layer.trainable = True  # a frozen copy's BatchNorm moves only when trainable
+        for x in batches:
+            n = int(x.shape[0])
+            for layer in layers:
+                layer.momentum = seen / (seen + n)
+            model(x, training=True)
+            seen += n
+    finally:
+        for layer, (momentum, trainable) in zip(layers, saved, strict=True):
+            layer.momentum, layer.trainable = momentum, trainable
+    return seen
+
+
+def _stream_images(stream, limit: int = 100):
+    """The labelled then the unlabelled images of ``stream``, in batches of the unlabelled batch
+    size (a tf.data pipeline: its batches, at most ``limit`` of an endless one)."""
+    import tensorflow as tf
+
+    def from_dataset(ds):
+        finite = int(ds.cardinality()) >= 0
+        for item in (ds if finite else ds.take(limit)):
+            yield tf.cast(item[0] if isinstance(item, tuple | list) else item, tf.float32)
+
+    size = stream.unlabelled_batch_size
+    for part in (stream.labelled, stream.unlabelled):
+        if _is_dataset(part):
+            yield from from_dataset(part)
+            continue
+        images = part[0] if isinstance(part, tuple) else part
+        for start in range(0, len(images), size):
+            yield tf.constant(images[start:start + size], tf.float32)
 
 
 def _image_shape(stream) -> tuple:
@@ -197,7 +276,8 @@ def _image_shape(stream) -> tuple:
 
 
 def _train(spec, model_or_name, stream, num_classes, vxy, *, epochs, weight, learning_rate,
-           seed, tag, out, overwrite, verbose, options, checkpoints) -> SemiResult:
+           seed, tag, out, overwrite, verbose, options, checkpoints,
+           recompute_bn=True) -> SemiResult:
     import keras
 
     from zoo.train.batches import Batches
@@ -221,11 +301,14 @@ def _train(spec, model_or_name, stream, num_classes, vxy, *, epochs, weight, lea
     t0 = time.time()
     val = None if vxy is None else Batches(*vxy, batch_size=256, shuffle=False)
     history = engine.fit(stream, epochs, val=val, resume=resume)
+    if recompute_bn:
+        recompute_batchnorm(task.final_classifier(), _stream_images(stream), like=task.classifier)
     result = SemiResult(task.final_classifier(), history, task=task,
                         info={"seconds": round(time.time() - t0, 1), "method": spec.name})
     if tag is not None:
         result.card = _publish(task, spec, model_or_name, tag, out, overwrite, stream, history,
                                dict(epochs=epochs, unlabelled_weight=weight,
+                                    recompute_bn=recompute_bn,
                                     learning_rate=learning_rate, seed=seed, **options))
     return result
 

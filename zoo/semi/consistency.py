@@ -28,6 +28,7 @@ from __future__ import annotations
 
 from zoo.errors import DataError, InvalidArgumentError
 from zoo.semi import augment
+from zoo.semi.data import _is_dataset
 from zoo.semi.methods import SemiTask, check_fraction, check_weight, register_method
 
 _ANY = "any zoo classifier (2D/3D; 3D: flip-only augmentation)"
@@ -233,6 +234,16 @@ def fixmatch_loss(weak_probs, strong_probs, tau: float):
     return tf.reduce_mean(ce * mask), mask
 
 
+def align_distribution(probs, prior, running):
+    """ReMixMatch's distribution alignment: each row of ``probs`` times ``prior / running`` (the
+    labelled class frequencies over the running mean of the model's unlabelled predictions),
+    renormalised to sum 1. The identity when the model's predictions already follow the prior."""
+    import tensorflow as tf
+
+    scaled = probs * (prior / tf.maximum(running, 1e-6))[None]
+    return scaled / tf.reduce_sum(scaled, -1, keepdims=True)
+
+
 class FixMatch(SemiTask):
     """Weak view -> confident hard label -> strong view trained on it; see the docstring.
 
@@ -244,12 +255,18 @@ class FixMatch(SemiTask):
     epoch of a run of a few epochs lags a network that still improves fast, and averages
     BatchNorm statistics gathered under other weights (digits: 0.65 with it, 0.79 without,
     docs/semi.md). None with ``unlabelled_weight`` 0, which is the supervised run exactly.
+
+    ``align=True``: the weak view's probabilities are distribution-aligned
+    (``align_distribution``, Berthelot et al. 2020) before the threshold and the arg-max, against
+    a running mean of the weak predictions over ``min(128, one epoch)`` steps (ReMixMatch: 128
+    batches). Why: with a handful of labels, the early confident pseudo-labels can all be one
+    class and train every unlabelled image into it (phantoms with 6 labels, docs/semi.md).
     """
 
     unlabelled_metrics = ("mask_rate",)
 
     def __init__(self, classifier, *, tau: float = 0.95, ema_decay: float | None = None,
-                 flip: bool = False, **common):
+                 flip: bool = False, align: bool = False, **common):
         rank = len(classifier.inputs[0].shape) if getattr(classifier, "inputs", None) else 0
         if rank != 4:
             raise InvalidArgumentError(
@@ -263,6 +280,13 @@ class FixMatch(SemiTask):
                 f"flip={flip!r}: give True (mirror the weak and strong views left-right at "
                 "random: for images without a side) or False (the default: anatomy has one).")
         self.flip = flip
+        if not isinstance(align, bool):
+            raise InvalidArgumentError(
+                f"align={align!r}: give True (align the pseudo-labels' class distribution with "
+                "the labelled one, ReMixMatch) or False (the default: FixMatch as published).")
+        self.align = align
+        self.prior = self.running = None
+        self.align_decay = 1.0 - 1.0 / 128
         self.scaled = ema_decay is None
         self.ema_decay = 0.999 if ema_decay is None else check_fraction(ema_decay, "ema_decay")
         self.averaged = None
@@ -272,10 +296,27 @@ class FixMatch(SemiTask):
             self.ema = ((self.averaged, self.classifier, self.ema_decay),)
 
     def prepare(self, stream, epochs: int) -> None:
+        import numpy as np
+        import tensorflow as tf
+
         steps = len(stream)
         if self.scaled and steps > 0 and self.averaged is not None:  # 1,000 of 2^20 steps
             self.ema_decay = scaled_horizon(1000, 2**20, steps * epochs, floor=1)
             self.ema = ((self.averaged, self.classifier, self.ema_decay),)
+        if self.align:
+            k = self.num_classes
+            labels = None if _is_dataset(stream.labelled) else np.asarray(stream.labelled[1])
+            prior = (np.full(k, 1.0 / k) if labels is None
+                     else np.bincount(labels, minlength=k)[:k] / len(labels))
+            self.prior = tf.Variable(prior.astype(np.float32), trainable=False)
+            self.running = tf.Variable(tf.fill([k], 1.0 / k), trainable=False)
+            if steps > 0:
+                self.align_decay = 1.0 - 1.0 / min(128, steps)
+
+    def state_variables(self) -> dict:
+        extra = {"prior": self.prior, "running": self.running} if self.align and (
+            self.running is not None) else {}
+        return {**super().state_variables(), **extra}
 
     def models(self) -> dict:
         extra = {"ema": self.averaged} if self.averaged is not None else {}
@@ -292,8 +333,23 @@ class FixMatch(SemiTask):
                                        training=training), tf.float32)
         strong = tf.cast(self.classifier(augment.strong(xu, self.step_seed(2), self.flip),
                                          training=training), tf.float32)
+        if self.align:
+            weak = self.aligned(tf.stop_gradient(weak))
         loss, mask = fixmatch_loss(weak, strong, self.tau)
         return loss, {"mask_rate": (tf.reduce_sum(mask), tf.cast(tf.size(mask), tf.float32))}
+
+    def aligned(self, weak):
+        """The weak view's probabilities aligned with the labelled prior; the running mean of
+        the predictions takes this batch's in first."""
+        import tensorflow as tf
+
+        if self.running is None:
+            raise DataError("fixmatch align=True keeps a running mean over the unlabelled pool: "
+                            "give the unlabelled images as an array (zoo.semi.fit), not a "
+                            "pipeline, or align=False.")
+        d = self.align_decay
+        self.running.assign(d * self.running + (1 - d) * tf.reduce_mean(weak, 0))
+        return align_distribution(weak, self.prior, self.running)
 
 
 def _common(num_classes, unlabelled_weight, seed) -> dict:
@@ -335,13 +391,14 @@ def make_mean_teacher(model, *, num_classes, unlabelled_weight, seed,
                  summary="weak view's confident label trains the strong view (Sohn et al. 2020)",
                  backbones="any zoo classifier (2D; the strong augmentation is 2D)")
 def make_fixmatch(model, *, num_classes, unlabelled_weight, seed, tau: float = 0.95,
-                  ema_decay: float | None = None, flip: bool = False):
+                  ema_decay: float | None = None, flip: bool = False, align: bool = False):
     """``ema_decay`` None: the paper's 0.999 scaled to the run, 0 below ~1,049 steps (see
     ``FixMatch``). ``flip``: mirror the weak and strong views left-right at random (the paper's
     CIFAR recipe); off by default because the weak view's prediction becomes a hard label, and
     a mirrored chest, heart or digit is another image (situs, laterality): turn it on for
-    images without a side (histology, dermoscopy, cells)."""
-    return FixMatch(model, tau=tau, ema_decay=ema_decay, flip=flip,
+    images without a side (histology, dermoscopy, cells). ``align``: distribution alignment of
+    the pseudo-labels with the labelled class frequencies (``FixMatch``)."""
+    return FixMatch(model, tau=tau, ema_decay=ema_decay, flip=flip, align=align,
                     **_common(num_classes, unlabelled_weight, seed))
 
 
