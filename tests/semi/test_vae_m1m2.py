@@ -111,7 +111,7 @@ def test_a_collapsed_m1_is_refused_before_training():
     with pytest.raises(DataError, match="'collapsed'.*collapsed to its prior.*beta"):
         zoo.semi.fit("m1m2", _classifier(), (x, np.arange(6) % K), u, num_classes=K, epochs=1,
                      batch_size=3, m1=_constant_m1(), latent_dim=2, hidden=(4,))
-    # the count is over the means' per-unit variance (> 0.01): one moving unit is enough
+    # the count is over the means' per-unit variance (> 1e-4): one moving unit is enough
     means = np.stack([np.zeros(20), np.linspace(-1, 1, 20)], 1)
     from zoo.semi.vae_m1m2 import check_active
 

@@ -273,7 +273,10 @@ class M1M2Task(M2Task):
                          self.m1.name)
 
 
-ACTIVE_VARIANCE = 0.01  # a latent unit is active when its mean varies this much (Burda et al.)
+# a latent unit carries information when its mean's std over the pool exceeds 0.01 (the prior's
+# std is 1): gap clusters' collapsed VAE reached 1e-6 at most, an untrained zoo VAE 3e-3 or more
+# (Burda et al.'s "active units" use 0.01, which an untrained encoder would fail)
+ACTIVE_VARIANCE = 1e-4
 ACTIVE_SAMPLE = 1024  # unlabelled images the check encodes
 
 
