@@ -1,6 +1,7 @@
 """M1, M2 and M1 + M2 against independent computations: the M2 bounds of a tiny model against a
-numpy Monte-Carlo estimate of the ELBO (fixed weights, many draws, tolerance from the MC error),
-the unlabelled weight 0 giving the supervised update exactly, and errors before training."""
+numpy Monte-Carlo estimate of the ELBO (fixed weights, many draws, tolerance from the MC error;
+Bernoulli and Gaussian likelihoods), the unlabelled weight 0 giving the supervised update exactly,
+and errors before training (a collapsed M1 among them)."""
 
 from __future__ import annotations
 
@@ -38,21 +39,32 @@ def _numpy_bound(task, x, y, n, rng):
     mu, log_var = _dense(enc, "z_mean")(h), _dense(enc, "z_log_var")(h)
     z = mu + np.exp(0.5 * log_var) * rng.standard_normal((n, len(mu)))
     hz = np.maximum(_dense(dec, "dec_hidden0")(np.concatenate([z, np.tile(onehot, (n, 1))], 1)), 0)
-    logits = _dense(dec, "logits")(hz)
-    log_px = np.sum(x * -np.logaddexp(0, -logits) + (1 - x) * -np.logaddexp(0, logits), 1)
+    if task.gaussian:  # N(x; mean, exp(log_var)) per value
+        mean, var_log = _dense(dec, "x_mean")(hz), _dense(dec, "x_log_var")(hz)
+        log_px = np.sum(-0.5 * (np.log(2 * np.pi) + var_log + (x - mean) ** 2 / np.exp(var_log)),
+                        1)
+    else:
+        logits = _dense(dec, "logits")(hz)
+        log_px = np.sum(x * -np.logaddexp(0, -logits) + (1 - x) * -np.logaddexp(0, logits), 1)
     log_pz = np.sum(-0.5 * (np.log(2 * np.pi) + z**2), 1)
     log_qz = np.sum(-0.5 * (np.log(2 * np.pi) + log_var + (z - mu) ** 2 / np.exp(log_var)), 1)
     elbo = log_px + log_pz - log_qz - np.log(K)
     return -elbo.mean(), elbo.std() / np.sqrt(n)
 
 
+def _m2(likelihood):
+    return M2Task(_classifier(), num_classes=K, unlabelled_weight=1.0, seed=0, latent_dim=2,
+                  hidden=(4,), value_range=(0, 1), likelihood=likelihood)
+
+
 @pytest.fixture(scope="module")
 def m2():
-    return M2Task(_classifier(), num_classes=K, unlabelled_weight=1.0, seed=0, latent_dim=2,
-                  hidden=(4,), value_range=(0, 1))
+    return _m2("bernoulli")
 
 
-def test_m2_bounds_equal_a_numpy_monte_carlo_elbo(m2):
+@pytest.mark.parametrize("likelihood", ["bernoulli", "gaussian"])
+def test_m2_bounds_equal_a_numpy_monte_carlo_elbo(likelihood, m2):
+    m2 = m2 if likelihood == "bernoulli" else _m2(likelihood)
     rng = np.random.default_rng(0)
     x = np.array([0.1, 0.9, 0.6, 0.3], np.float32)
     n = 100_000
@@ -71,6 +83,39 @@ def test_m2_bounds_equal_a_numpy_monte_carlo_elbo(m2):
     probs = np.tile(q, (n // 10, 1)).astype("float32")
     got = np.asarray(m2.unlabelled_bound(reps[: n // 10], probs))
     assert abs(got.mean() - want) < 5 * got.std() / np.sqrt(n // 10) + 0.02
+
+
+def test_grey_values_get_a_gaussian_likelihood_by_default():
+    """Bernoulli's bound is nearly flat on grey values far from 0 and 1 (the issue's toys), so the
+    default decodes a mean and a log-variance per pixel; 'bernoulli' stays for binary images."""
+    task = M2Task(_classifier(), num_classes=K, value_range=(0, 1))
+    assert task.gaussian and [t.name for t in task.decoder.outputs] != ["logits"]
+    assert len(task.decoder.outputs) == 2
+    m1 = M1Task(_classifier(), num_classes=K, value_range=(0, 1))
+    assert m1.gaussian and len(m1.decoder.outputs) == 2
+
+
+def _constant_m1(shape=SHAPE):
+    """An image -> (B, 2) model whose means never move: a VAE after posterior collapse."""
+    x = keras.Input(shape=shape)
+    dense = keras.layers.Dense(2, kernel_initializer="zeros", bias_initializer="ones")
+    return keras.Model(x, dense(keras.layers.Flatten()(x)), name="collapsed")
+
+
+def test_a_collapsed_m1_is_refused_before_training():
+    from zoo.errors import DataError
+
+    rng = np.random.default_rng(0)
+    x = rng.uniform(0, 1, (6, *SHAPE)).astype("float32")
+    u = rng.uniform(0, 1, (12, *SHAPE)).astype("float32")
+    with pytest.raises(DataError, match="'collapsed'.*collapsed to its prior.*beta"):
+        zoo.semi.fit("m1m2", _classifier(), (x, np.arange(6) % K), u, num_classes=K, epochs=1,
+                     batch_size=3, m1=_constant_m1(), latent_dim=2, hidden=(4,))
+    # the count is over the means' per-unit variance (> 1e-4): one moving unit is enough
+    means = np.stack([np.zeros(20), np.linspace(-1, 1, 20)], 1)
+    from zoo.semi.vae_m1m2 import check_active
+
+    assert check_active(means, "m") == 1
 
 
 def test_entropy_and_the_labelled_bound_include_log_k(m2):
@@ -145,6 +190,7 @@ def test_m1_features_are_the_vae_posterior_means():
     (M2Task, None, {"alpha": 0.0, "value_range": (0, 1)}, "alpha=0.0"),
     (M2Task, None, {}, "give value_range"),
     (M2Task, None, {"latent_dim": 0, "value_range": (0, 1)}, "latent_dim=0"),
+    (M2Task, None, {"likelihood": "poisson", "value_range": (0, 1)}, "likelihood='poisson'"),
     (M1Task, "softmax_last", {"value_range": (0, 1)}, "last Dense"),
 ])
 def test_bad_options_are_zoo_errors_before_training(cls, model, options, words):

@@ -2,14 +2,19 @@
 
 - **M2** (``"m2"``): the label is a latent variable. The classifier q(y|x) is the given model;
   an encoder q(z|x,y) and a decoder p(x|y,z) (``zoo.models.vae.mlp_encoder/mlp_decoder`` on the
-  flattened image scaled to [0, 1], Bernoulli likelihood) are built around it. With the negative
+  flattened image scaled to [0, 1]; ``likelihood="gaussian"`` (default: a mean and a log-variance
+  per pixel, for grey values) or ``"bernoulli"`` (near-binary images, the paper's MNIST)) are
+  built around it. With the negative
   bound ``L(x,y) = -log p(x|y,z) + KL(q(z|x,y) || N(0, I)) + log K`` (one draw of z, uniform
   p(y)) and ``U(x) = sum_y q(y|x) L(x,y) - H(q(y|x))``, Kingma's objective
   ``sum L + sum U + alpha * CE`` is minimised as ``CE + (L + w * U) / alpha`` per labelled
   example (w = ``unlabelled_weight``; the default ``alpha`` is the number of input values, so the
   bound counts per pixel), which keeps the classifier's cross-entropy gradient the supervised
   method's own: with w = 0 the classifier's update is the supervised one exactly (the labelled
-  bound moves only the encoder and decoder, and no unlabelled image is seen).
+  bound moves only the encoder and decoder, and no unlabelled image is seen). Kingma's
+  alpha = 0.1 N (N images, sums over the data) is about alpha = 0.1 in these per-batch means: on
+  gap clusters (seeds 10-12, Gaussian) it drove the classifier to one class in 2 of 3 runs (0.59),
+  while alpha = D, D / 10, D / 100 gave 0.86, 0.83, 0.86: D stays the default.
 - **M1 + M2** (``"m1m2"``): M2 on the latent means of a trained M1 VAE (``m1=``, a zoo VAE or an
   image -> vector model, frozen), Gaussian likelihood p(z1|y,z2); the classifier is still the
   given model on the image (a model built on the M1 features, as in the paper, is one choice).
@@ -30,7 +35,7 @@ import math
 import numpy as np
 
 from zoo._lazy import keras
-from zoo.errors import InvalidArgumentError
+from zoo.errors import DataError, InvalidArgumentError
 from zoo.models import vae as V
 from zoo.semi.methods import SemiTask, labelled_part, register_method
 
@@ -62,6 +67,32 @@ def _flat_unit(x, scale: float, offset: float):
 
     flat = ops.reshape(ops.cast(x, "float32"), (ops.shape(x)[0], -1))
     return ops.clip(flat * scale + offset, 0.0, 1.0)
+
+
+LIKELIHOODS = ("gaussian", "bernoulli")
+# the default of M1 and M2 on pixels: grey values (CT, MR, the cluster toys) sit far from 0 and 1,
+# where a Bernoulli bound hardly depends on the reconstruction (|L(x, 0) - L(x, 1)| = 0.6 nats on
+# gap clusters), so neither the latent nor the classifier learns from it
+LIKELIHOOD = "gaussian"
+
+
+def _check_likelihood(likelihood) -> bool:
+    """True for the Gaussian likelihood, False for the Bernoulli; else InvalidArgumentError."""
+    if likelihood not in LIKELIHOODS:
+        raise InvalidArgumentError(
+            f"likelihood={likelihood!r}: give 'gaussian' (grey values: a mean and a log-variance "
+            "per pixel) or 'bernoulli' (near-binary images such as MNIST strokes).")
+    return likelihood == "gaussian"
+
+
+def _nll(target, out, gaussian: bool):
+    """-log p(target | decoder output) per example: Gaussian ``[mean, log_var]`` or Bernoulli
+    logits, summed over the values (never averaged: the KL must not outweigh it)."""
+    from zoo.layers.vae import bernoulli_log_likelihood, gaussian_log_likelihood
+
+    if gaussian:
+        return -gaussian_log_likelihood(target, out[0], out[1])
+    return -bernoulli_log_likelihood(target, out)
 
 
 def _input_size(model) -> int:
@@ -108,11 +139,14 @@ class M2Task(SemiTask):
     m1 = None  # M1 + M2: the frozen M1 encoder (images -> latent means)
 
     def __init__(self, model, *, num_classes: int, unlabelled_weight: float = 1.0, seed: int = 0,
-                 latent_dim: int = 16, hidden=(128,), alpha=None, value_range=None):
+                 latent_dim: int = 16, hidden=(128,), alpha=None, value_range=None,
+                 likelihood: str = LIKELIHOOD):
         from zoo.layers.vae import Sampling
 
         super().__init__(model, num_classes=num_classes, unlabelled_weight=unlabelled_weight,
                          seed=seed)
+        # M1 + M2 models M1's real-valued latent means: always Gaussian
+        self.gaussian = self.m1 is not None or _check_likelihood(likelihood)
         if self.m1 is None:
             self.scale, self.offset = _unit_map(model, value_range)
             self.size = _input_size(model)
@@ -122,7 +156,7 @@ class M2Task(SemiTask):
         k = self.num_classes
         self.encoder = V.mlp_encoder(self.size, latent_dim, hidden, cond_dim=k, name="m2_encoder")
         self.decoder = V.mlp_decoder(latent_dim, self.size, hidden, cond_dim=k,
-                                     gaussian=self.m1 is not None, name="m2_decoder")
+                                     gaussian=self.gaussian, name="m2_decoder")
         self.sampling = Sampling(seed=seed, name="m2_z")
         self.log_k = math.log(k)
 
@@ -156,17 +190,13 @@ class M2Task(SemiTask):
         """
         from keras import ops
 
-        from zoo.layers.vae import bernoulli_log_likelihood, gaussian_kl, gaussian_log_likelihood
+        from zoo.layers.vae import gaussian_kl
 
         r, y_onehot = ops.cast(r, "float32"), ops.cast(y_onehot, "float32")
         mean, log_var = self.encoder([r, y_onehot], training=training)
         z = self.sampling([mean, log_var], training=True)
         out = self.decoder([z, y_onehot], training=training)
-        if self.m1 is not None:
-            nll = -gaussian_log_likelihood(r, out[0], out[1])
-        else:
-            nll = -bernoulli_log_likelihood(r, out)
-        return nll + gaussian_kl(mean, log_var) + self.log_k
+        return _nll(r, out, self.gaussian) + gaussian_kl(mean, log_var) + self.log_k
 
     def unlabelled_bound(self, r, probs, training: bool = True):
         """U(x) per example: ``sum_y q(y|x) L(x, y) - H(q(y|x))``, all K classes in one batch.
@@ -238,6 +268,37 @@ class M1M2Task(M2Task):
         super().__init__(model, num_classes=num_classes, unlabelled_weight=unlabelled_weight,
                          seed=seed, latent_dim=latent_dim, hidden=hidden, alpha=alpha)
 
+    def prepare(self, stream, epochs: int) -> None:
+        """Refuse a collapsed M1 before training: M2 on constant means only adds noise."""
+        if self.unlabelled_weight > 0:
+            pool = np.asarray(stream.unlabelled, np.float32)[:ACTIVE_SAMPLE]
+            check_active(np.asarray(self.m1.predict(pool, batch_size=256, verbose=0)),
+                         self.m1.name)
+
+
+# a latent unit carries information when its mean's std over the pool exceeds 0.01 (the prior's
+# std is 1): gap clusters' collapsed VAE reached 1e-6 at most, an untrained zoo VAE 3e-3 or more
+# (Burda et al.'s "active units" use 0.01, which an untrained encoder would fail)
+ACTIVE_VARIANCE = 1e-4
+ACTIVE_SAMPLE = 1024  # unlabelled images the check encodes
+
+
+def check_active(means: np.ndarray, name: str) -> int:
+    """The number of active units of M1's latent means over the pool; none: a DataError.
+
+    A VAE whose KL to the prior went to 0 (posterior collapse: e.g. a Bernoulli likelihood on
+    low-contrast grey values, whose curvature is far below the pixels' noise) encodes every image
+    to the same mean; M1 + M2 on it lost to supervised training (0.59 vs 0.77 on gap clusters).
+    """
+    active = int(np.sum(np.var(means, axis=0) > ACTIVE_VARIANCE))
+    if active == 0:
+        raise DataError(
+            f"m1={name!r}: none of its {means.shape[-1]} latent means varies over the unlabelled "
+            f"images (variance <= {ACTIVE_VARIANCE}): the VAE collapsed to its prior and its "
+            "features carry no information. Retrain it with a smaller KL weight (fit_vae(..., "
+            "beta=0.001) on grey values) or a likelihood that fits the images.")
+    return active
+
 
 def _m1_encoder(m1):
     """A zoo VAE -> its mean encoder; an image -> (B, d) Keras model as it is."""
@@ -271,7 +332,8 @@ class M1Task(SemiTask):
     unlabelled_metrics = ("unlabelled_bound",)
 
     def __init__(self, model, *, num_classes: int, unlabelled_weight: float = 1.0, seed: int = 0,
-                 latent_dim: int = 16, hidden=(128,), value_range=None):
+                 latent_dim: int = 16, hidden=(128,), value_range=None,
+                 likelihood: str = LIKELIHOOD):
         from zoo.layers.vae import Sampling
 
         super().__init__(model, num_classes=num_classes, unlabelled_weight=unlabelled_weight,
@@ -283,6 +345,7 @@ class M1Task(SemiTask):
                 "classifier's features at the input of its last Dense layer (a zoo classifier's "
                 "head_fc); give a model that ends in a Dense classifier.")
         V.check_latent_dim(latent_dim)
+        self.gaussian = _check_likelihood(likelihood)
         self.scale, self.offset = _unit_map(model, value_range)
         self.size = _input_size(model)
         self.trunk = keras.Model(model.inputs[0], head.input, name="m1_trunk")
@@ -290,7 +353,8 @@ class M1Task(SemiTask):
         self.heads = keras.Model(feats, [keras.layers.Dense(latent_dim, name="z_mean")(feats),
                                          keras.layers.Dense(latent_dim, name="z_log_var")(feats)],
                                  name="m1_latent")
-        self.decoder = V.mlp_decoder(latent_dim, self.size, hidden, name="m1_decoder")
+        self.decoder = V.mlp_decoder(latent_dim, self.size, hidden, gaussian=self.gaussian,
+                                     name="m1_decoder")
         self.sampling = Sampling(seed=seed, name="m1_z")
 
     def models(self) -> dict:
@@ -302,14 +366,14 @@ class M1Task(SemiTask):
         return [v for m in models for v in m.trainable_variables]
 
     def bound(self, x, training: bool = True):
-        """-ELBO per image: Bernoulli reconstruction of the [0, 1] pixels + KL, one draw."""
-        from zoo.layers.vae import bernoulli_log_likelihood, gaussian_kl
+        """-ELBO per image: the reconstruction of the [0, 1] pixels + KL, one draw."""
+        from zoo.layers.vae import gaussian_kl
 
         mean, log_var = self.heads(self.trunk(x, training=training), training=training)
         z = self.sampling([mean, log_var], training=True)
-        logits = self.decoder(z, training=training)
+        out = self.decoder(z, training=training)
         unit = _flat_unit(x, self.scale, self.offset)
-        return -bernoulli_log_likelihood(unit, logits) + gaussian_kl(mean, log_var)
+        return _nll(unit, out, self.gaussian) + gaussian_kl(mean, log_var)
 
     def unlabelled_loss(self, inputs, training: bool):
         """The mean -ELBO of the unlabelled images, per input value."""
