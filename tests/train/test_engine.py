@@ -431,3 +431,57 @@ def test_flat_batches_are_the_elements_flattened_with_or_without_iterator_intern
     ragged = tf.data.Dataset.from_tensor_slices((tf.ragged.constant([[1.0], [2.0, 3.0]]), [0, 1]))
     assert engine_module.plain_tensors(ds.element_spec)
     assert not engine_module.plain_tensors(ragged.batch(2).element_spec)
+
+
+def test_repeated_engines_and_feature_passes_never_call_a_tf_function(monkeypatch):
+    """TensorFlow's frequent-retracing detector counts calls through ``tf.function`` per Python
+    code object; every engine's step (and every feature pass) shares one, so calling each new
+    function once made it warn of "retracing" from the second fine-tuning run in a process
+    although nothing was traced twice. One device, the engine and the feature cache trace with
+    ``get_concrete_function`` and call concrete functions: no call reaches the detector. Calls
+    are counted at the ``tf.function`` type (the detector allows two warnings per process, so
+    the log alone would not show a regression after earlier tests); the log is checked too."""
+    import logging
+
+    from zoo.train.feature_cache import compute_features, split_head
+
+    function_type = type(tf.function(lambda: 0))
+    calls, original = [], function_type.__call__
+
+    def counted(self, *args, **kwargs):
+        if tf.executing_eagerly():  # what the detector counts (not a call inside another trace)
+            calls.append(self.name)
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(function_type, "__call__", counted)
+    records = []
+    handler = logging.Handler()
+    handler.emit = records.append
+    logging.getLogger("tensorflow").addHandler(handler)
+    x, y = _data(10)
+    try:
+        for whole_epoch in (False, True, False, True, False, True):
+            model = _mlp()
+            engine = Engine(Classification(model), keras.optimizers.Adam(0.01),
+                            whole_epoch=whole_epoch)
+            engine.fit(tf.data.Dataset.from_tensor_slices((x, y)).batch(4), 1,
+                       tf.data.Dataset.from_tensor_slices((x, y)).batch(8))
+            backbone, _ = split_head(_frozen_head_model())
+            features = compute_features(backbone, x.reshape(10, 2, 2, 1), batch_size=4)
+            assert features.shape == (10, 3)
+    finally:
+        logging.getLogger("tensorflow").removeHandler(handler)
+    assert calls == []
+    assert not [r for r in records if "retracing" in r.getMessage()]
+
+
+def _mlp():
+    inputs = keras.Input((4,))
+    return keras.Model(inputs, keras.layers.Dense(2, activation="softmax")(inputs))
+
+
+def _frozen_head_model():
+    """A conv backbone (frozen, as zoo.finetune's stage 1 has it) and a Dense head."""
+    inputs = keras.Input((2, 2, 1))
+    h = keras.layers.GlobalAveragePooling2D()(keras.layers.Conv2D(3, 1, trainable=False)(inputs))
+    return keras.Model(inputs, keras.layers.Dense(2)(h))

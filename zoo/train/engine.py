@@ -304,30 +304,36 @@ def flat_batches(dataset):
 class CompiledStep:
     """A ``tf.function`` of one batch, called straight through the concrete function it traced.
 
-    The first batch of each shape goes through the ``tf.function`` (tracing, or its
-    ``reduce_retracing`` relaxation for a short last batch) and the concrete function it chose
-    is kept under the batch's dtypes and shapes; later batches of that signature call it with
-    their flat tensors, skipping the per-call argument binding and cache lookup. The same graph
-    runs either way, so results are unchanged (tests/train/test_engine.py checks bit equality).
+    The first batch of each signature (dtypes and shapes) is traced through
+    ``get_concrete_function`` (with the ``tf.function``'s ``reduce_retracing`` relaxation for a
+    short last batch) and the concrete function is kept under that signature; every batch then
+    calls it with its flat tensors, skipping the per-call argument binding and cache lookup.
+    The same graph runs as through the ``tf.function``'s own call, so results are unchanged
+    (tests/train/test_engine.py checks bit equality).
+
+    Why ``get_concrete_function`` and not a first call: TensorFlow's frequent-retracing detector
+    counts the calls that go through a ``tf.function`` per Python *code object*; every engine's
+    step shares one code object and the direct calls here are invisible to it, so it saw only
+    traces and warned of "retracing" from the second engine of a process on (each trace was
+    the first of a new function). Traces made by ``get_concrete_function`` are not counted.
     """
 
-    def __init__(self, function, structure):
-        self.function, self.structure = function, structure
+    def __init__(self, function):
+        self.function = function
         self._concrete: dict = {}
 
-    def __call__(self, flat: list):
+    def __call__(self, flat: list, structure):
         key = tuple((t.dtype, tuple(t.shape)) for t in flat)
         concrete = self._concrete.get(key)
-        if concrete is not None:
-            return call_concrete_flat(concrete, flat)
-        import tensorflow as tf
+        if concrete is None:
+            import tensorflow as tf
 
-        batch = tf.nest.pack_sequence_as(self.structure, flat)
-        out = self.function(batch)
-        concrete = self.function.get_concrete_function(batch)
-        if can_call_flat(concrete):
+            batch = tf.nest.pack_sequence_as(structure, flat)
+            concrete = self.function.get_concrete_function(batch)
+            if not can_call_flat(concrete):
+                return concrete(batch)
             self._concrete[key] = concrete
-        return out
+        return call_concrete_flat(concrete, flat)
 
 
 class Engine:
@@ -401,6 +407,16 @@ class Engine:
                                   reduce_retracing=True)
         self._eval = tf.function(self._distributed(self._eval_replica), reduce_retracing=True)
         self._train_epoch = None
+        self._compiled: dict[str, CompiledStep] = {}
+
+    def _compiled_step(self, name: str) -> CompiledStep:
+        """The one-device CompiledStep of ``self.<name>``, kept until the step is re-traced (its
+        concrete functions then belong to the old ``tf.function``)."""
+        function = getattr(self, name)
+        step = self._compiled.get(name)
+        if step is None or step.function is not function:
+            step = self._compiled[name] = CompiledStep(function)
+        return step
 
     def _loss_names(self) -> list[str]:
         names = list(self.task.optimizers)
@@ -630,15 +646,18 @@ class Engine:
 
         if self._train_epoch is None:
             self._train_epoch = self._whole_epoch()
-        # Trace one eval step to learn the metric layout (the size of the totals).
+        # Trace (not run) one eval step to learn the metric layout (the size of the totals).
         if self._metric_names is None:
-            self._eval(next(iter(self.strategy.experimental_distribute_dataset(dataset.take(1)))))
+            first = next(iter(self.strategy.experimental_distribute_dataset(dataset.take(1))))
+            self._eval.get_concrete_function(first)
         # tf.data notes that options are unreadable while tracing; harmless.
         with warnings.catch_warnings():
             warnings.filterwarnings(
                 "ignore", message="To make it possible to preserve tf.data options")
-            totals = self._train_epoch(self.strategy.experimental_distribute_dataset(dataset),
-                                       tf.constant(2 * len(self._metric_names)))
+            args = (self.strategy.experimental_distribute_dataset(dataset),
+                    tf.constant(2 * len(self._metric_names)))
+            # its concrete function, as CompiledStep does (no false "retracing" warning)
+            totals = self._train_epoch.get_concrete_function(*args)(*args)
         if float(totals[1]) == 0:
             raise DataError(
                 "the training data yields no batches; give at least one labelled example.")
@@ -674,12 +693,9 @@ class Engine:
             for batch in self._distribute(dataset):
                 yield getattr(self, name)(batch)
             return
-        step = None
+        structure = dataset.element_spec
         for flat in flat_batches(dataset):
-            function = getattr(self, name)
-            if step is None or step.function is not function:
-                step = CompiledStep(function, dataset.element_spec)
-            yield step(flat)
+            yield self._compiled_step(name)(flat, structure)
 
     def _after_step(self, position: int, totals: _Totals) -> None:
         """What follows each step: the batch-end hooks (running means read only when asked), the
