@@ -485,3 +485,53 @@ def _frozen_head_model():
     inputs = keras.Input((2, 2, 1))
     h = keras.layers.GlobalAveragePooling2D()(keras.layers.Conv2D(3, 1, trainable=False)(inputs))
     return keras.Model(inputs, keras.layers.Dense(2)(h))
+
+
+def test_checkpoints_are_written_in_the_background_with_the_values_they_were_taken_with(
+        tmp_path, monkeypatch):
+    """The engine copies the variables when it takes a checkpoint and writes the file in a
+    thread while training goes on (made slow here, so that the next epoch trains during the
+    write): each file holds the model as it was at its epoch's end, the writes never overlap,
+    fit returns with the last one on disk, and a failed write is raised in the training thread."""
+    import threading
+    import time
+
+    import zoo.train.engine as engine_module
+
+    writes, running, original = [], [], engine_module.write_atomic
+
+    def slow(path, data):
+        running.append(path)
+        writes.append((path.name, threading.current_thread().name, len(running)))
+        time.sleep(0.3)
+        original(path, data)
+        running.remove(path)
+
+    class Snapshot(Hook):
+        def __init__(self):
+            self.weights = []
+
+        def on_epoch_end(self, engine, epoch, logs):  # the state the epoch-end checkpoint takes
+            self.weights.append([v.numpy().copy() for v in engine.task.model.variables])
+
+    monkeypatch.setattr(engine_module, "write_atomic", slow)
+    x, y = _data()
+    snapshot = Snapshot()
+    engine = Engine(Classification(_classifier()), keras.optimizers.Adam(0.05),
+                    hooks=[snapshot], checkpoint_dir=tmp_path, keep_checkpoints=3)
+    engine.fit(_epochs(x, y), epochs=3)
+    assert [name for name, _, _ in writes] == [f"ckpt-{4 * e:09d}.npz" for e in (1, 2, 3)]
+    assert {(thread, at_once) for _, thread, at_once in writes} == {("zoo-checkpoint", 1)}
+    for path, weights in zip(engine.checkpoints(), snapshot.weights, strict=True):
+        with np.load(path) as npz:
+            for i, w in enumerate(weights):
+                np.testing.assert_array_equal(npz[f"model/model/{i}"], w)
+    assert not np.array_equal(snapshot.weights[0][0], snapshot.weights[1][0])  # it trained
+    assert not list(tmp_path.glob("*.partial"))
+
+    def fail(path, data):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(engine_module, "write_atomic", fail)
+    with pytest.raises(OSError, match="No space left"):
+        engine.fit(_epochs(x, y), epochs=4)
