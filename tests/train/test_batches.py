@@ -62,6 +62,29 @@ def test_epoch_order_is_seeded_and_changes_per_epoch():
     assert np.array_equal(Batches(np.zeros((3, 1)), np.zeros(3), 2, shuffle=False).order(5), [0, 1, 2])
 
 
+def test_the_engine_iterates_batches_without_tf_data_autotuning(tmp_path):
+    """The pipeline the engine iterates (Batches in memory and on disk, with a map) has tf.data's
+    autotuning off: with it on, each exhausted epoch iterator waited in its destructor for the
+    autotuning thread (seconds per ResNet-50 epoch, see finish_batches); the batches are the
+    arrays' rows in the epoch's order either way."""
+    import tensorflow as tf
+
+    from zoo.train.engine import epoch_source
+
+    x = np.arange(30, dtype=np.float32).reshape(10, 3)
+    y = np.arange(10) % 2
+    disk = np.lib.format.open_memmap(tmp_path / "x.npy", "w+", np.float32, x.shape)
+    disk[:] = x
+    b = Batches(x, y, batch_size=4, seed=3)
+    sources = [b, Batches(disk, y, batch_size=4, seed=3), lambda e: b.dataset(e, lambda *t: t)]
+    for source in sources:
+        ds = epoch_source(source, weights=False)(1)
+        assert ds.options().autotune.enabled is False
+        got = np.concatenate([np.asarray(t[0]) for t in ds])
+        np.testing.assert_array_equal(got, x[b.order(1)])
+    assert tf.data.Dataset.range(3).options().autotune.enabled is not False  # TF's default: on
+
+
 def test_bad_batches():
     with pytest.raises(DataError, match="3 inputs but 2 labels"):
         Batches(np.zeros((3, 2)), np.zeros(2), 2)

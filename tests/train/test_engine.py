@@ -431,3 +431,107 @@ def test_flat_batches_are_the_elements_flattened_with_or_without_iterator_intern
     ragged = tf.data.Dataset.from_tensor_slices((tf.ragged.constant([[1.0], [2.0, 3.0]]), [0, 1]))
     assert engine_module.plain_tensors(ds.element_spec)
     assert not engine_module.plain_tensors(ragged.batch(2).element_spec)
+
+
+def test_repeated_engines_and_feature_passes_never_call_a_tf_function(monkeypatch):
+    """TensorFlow's frequent-retracing detector counts calls through ``tf.function`` per Python
+    code object; every engine's step (and every feature pass) shares one, so calling each new
+    function once made it warn of "retracing" from the second fine-tuning run in a process
+    although nothing was traced twice. One device, the engine and the feature cache trace with
+    ``get_concrete_function`` and call concrete functions: no call reaches the detector. Calls
+    are counted at the ``tf.function`` type (the detector allows two warnings per process, so
+    the log alone would not show a regression after earlier tests); the log is checked too."""
+    import logging
+
+    from zoo.train.feature_cache import compute_features, split_head
+
+    function_type = type(tf.function(lambda: 0))
+    calls, original = [], function_type.__call__
+
+    def counted(self, *args, **kwargs):
+        if tf.executing_eagerly():  # what the detector counts (not a call inside another trace)
+            calls.append(self.name)
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(function_type, "__call__", counted)
+    records = []
+    handler = logging.Handler()
+    handler.emit = records.append
+    logging.getLogger("tensorflow").addHandler(handler)
+    x, y = _data(10)
+    try:
+        for whole_epoch in (False, True, False, True, False, True):
+            model = _mlp()
+            engine = Engine(Classification(model), keras.optimizers.Adam(0.01),
+                            whole_epoch=whole_epoch)
+            engine.fit(tf.data.Dataset.from_tensor_slices((x, y)).batch(4), 1,
+                       tf.data.Dataset.from_tensor_slices((x, y)).batch(8))
+            backbone, _ = split_head(_frozen_head_model())
+            features = compute_features(backbone, x.reshape(10, 2, 2, 1), batch_size=4)
+            assert features.shape == (10, 3)
+    finally:
+        logging.getLogger("tensorflow").removeHandler(handler)
+    assert calls == []
+    assert not [r for r in records if "retracing" in r.getMessage()]
+
+
+def _mlp():
+    inputs = keras.Input((4,))
+    return keras.Model(inputs, keras.layers.Dense(2, activation="softmax")(inputs))
+
+
+def _frozen_head_model():
+    """A conv backbone (frozen, as zoo.finetune's stage 1 has it) and a Dense head."""
+    inputs = keras.Input((2, 2, 1))
+    h = keras.layers.GlobalAveragePooling2D()(keras.layers.Conv2D(3, 1, trainable=False)(inputs))
+    return keras.Model(inputs, keras.layers.Dense(2)(h))
+
+
+def test_checkpoints_are_written_in_the_background_with_the_values_they_were_taken_with(
+        tmp_path, monkeypatch):
+    """The engine copies the variables when it takes a checkpoint and writes the file in a
+    thread while training goes on (made slow here, so that the next epoch trains during the
+    write): each file holds the model as it was at its epoch's end, the writes never overlap,
+    fit returns with the last one on disk, and a failed write is raised in the training thread."""
+    import threading
+    import time
+
+    import zoo.train.engine as engine_module
+
+    writes, running, original = [], [], engine_module.write_atomic
+
+    def slow(path, data):
+        running.append(path)
+        writes.append((path.name, threading.current_thread().name, len(running)))
+        time.sleep(0.3)
+        original(path, data)
+        running.remove(path)
+
+    class Snapshot(Hook):
+        def __init__(self):
+            self.weights = []
+
+        def on_epoch_end(self, engine, epoch, logs):  # the state the epoch-end checkpoint takes
+            self.weights.append([v.numpy().copy() for v in engine.task.model.variables])
+
+    monkeypatch.setattr(engine_module, "write_atomic", slow)
+    x, y = _data()
+    snapshot = Snapshot()
+    engine = Engine(Classification(_classifier()), keras.optimizers.Adam(0.05),
+                    hooks=[snapshot], checkpoint_dir=tmp_path, keep_checkpoints=3)
+    engine.fit(_epochs(x, y), epochs=3)
+    assert [name for name, _, _ in writes] == [f"ckpt-{4 * e:09d}.npz" for e in (1, 2, 3)]
+    assert {(thread, at_once) for _, thread, at_once in writes} == {("zoo-checkpoint", 1)}
+    for path, weights in zip(engine.checkpoints(), snapshot.weights, strict=True):
+        with np.load(path) as npz:
+            for i, w in enumerate(weights):
+                np.testing.assert_array_equal(npz[f"model/model/{i}"], w)
+    assert not np.array_equal(snapshot.weights[0][0], snapshot.weights[1][0])  # it trained
+    assert not list(tmp_path.glob("*.partial"))
+
+    def fail(path, data):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(engine_module, "write_atomic", fail)
+    with pytest.raises(OSError, match="No space left"):
+        engine.fit(_epochs(x, y), epochs=4)
