@@ -95,6 +95,25 @@ def test_grey_values_get_a_gaussian_likelihood_by_default():
     assert m1.gaussian and len(m1.decoder.outputs) == 2
 
 
+def test_m1_beta_weighs_exactly_the_kl_term():
+    """bound(beta=1) - bound(beta=b) = (1 - b) KL, the closed-form Gaussian KL from the latent
+    heads' weights in numpy (same initialisation and the same draw of z for both tasks)."""
+    x = np.random.default_rng(0).uniform(size=(4, *SHAPE)).astype("float32")
+
+    def task(beta):
+        model = _classifier()  # seeds keras, so both tasks get the same heads and sampler
+        return M1Task(model, num_classes=K, seed=0, latent_dim=2, hidden=(4,),
+                      value_range=(0, 1), beta=beta)
+
+    full, light = task(1.0), task(0.25)
+    h = np.asarray(full.trunk(x))
+    mu, log_var = _dense(full.heads, "z_mean")(h), _dense(full.heads, "z_log_var")(h)
+    kl = 0.5 * np.sum(np.exp(log_var) + mu**2 - 1 - log_var, axis=1)
+    diff = np.asarray(full.bound(x)) - np.asarray(light.bound(x))
+    np.testing.assert_allclose(diff, 0.75 * kl, rtol=1e-4, atol=1e-5)
+    assert np.all(kl > 1e-3)  # the KL term is there to weigh
+
+
 def _constant_m1(shape=SHAPE):
     """An image -> (B, 2) model whose means never move: a VAE after posterior collapse."""
     x = keras.Input(shape=shape)
@@ -192,6 +211,7 @@ def test_m1_features_are_the_vae_posterior_means():
     (M2Task, None, {"latent_dim": 0, "value_range": (0, 1)}, "latent_dim=0"),
     (M2Task, None, {"likelihood": "poisson", "value_range": (0, 1)}, "likelihood='poisson'"),
     (M1Task, "softmax_last", {"value_range": (0, 1)}, "last Dense"),
+    (M1Task, None, {"beta": 0.0, "value_range": (0, 1)}, "beta=0.0"),
 ])
 def test_bad_options_are_zoo_errors_before_training(cls, model, options, words):
     if model is None:

@@ -132,6 +132,8 @@ class M2Task(SemiTask):
         hidden: the encoder's and decoder's hidden widths.
         alpha: the weight of the cross-entropy against the bound (None: the input size).
         value_range: the pixel range mapped onto [0, 1] (None: the model's input contract).
+        likelihood: ``"gaussian"`` (grey values) or ``"bernoulli"``.
+        beta: the KL term's weight (beta-VAE); below 1 the code keeps more of the image.
     """
 
     unlabelled_metrics = ("unlabelled_bound",)
@@ -327,13 +329,15 @@ class M1Task(SemiTask):
         latent_dim: the size of z.
         hidden: the decoder's hidden widths.
         value_range: the pixel range mapped onto [0, 1] (None: the model's input contract).
+        likelihood: ``"gaussian"`` (grey values) or ``"bernoulli"``.
+        beta: the KL term's weight (beta-VAE); below 1 the code keeps more of the image.
     """
 
     unlabelled_metrics = ("unlabelled_bound",)
 
     def __init__(self, model, *, num_classes: int, unlabelled_weight: float = 1.0, seed: int = 0,
                  latent_dim: int = 16, hidden=(128,), value_range=None,
-                 likelihood: str = LIKELIHOOD):
+                 likelihood: str = LIKELIHOOD, beta: float = 1.0):
         from zoo.layers.vae import Sampling
 
         super().__init__(model, num_classes=num_classes, unlabelled_weight=unlabelled_weight,
@@ -346,6 +350,7 @@ class M1Task(SemiTask):
                 "head_fc); give a model that ends in a Dense classifier.")
         V.check_latent_dim(latent_dim)
         self.gaussian = _check_likelihood(likelihood)
+        self.beta = _check_positive(beta, "beta")
         self.scale, self.offset = _unit_map(model, value_range)
         self.size = _input_size(model)
         self.trunk = keras.Model(model.inputs[0], head.input, name="m1_trunk")
@@ -373,7 +378,7 @@ class M1Task(SemiTask):
         z = self.sampling([mean, log_var], training=True)
         out = self.decoder(z, training=training)
         unit = _flat_unit(x, self.scale, self.offset)
-        return _nll(unit, out, self.gaussian) + gaussian_kl(mean, log_var)
+        return _nll(unit, out, self.gaussian) + self.beta * gaussian_kl(mean, log_var)
 
     def unlabelled_loss(self, inputs, training: bool):
         """The mean -ELBO of the unlabelled images, per input value."""
