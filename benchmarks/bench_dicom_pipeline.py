@@ -17,8 +17,9 @@ is measured in one run on the same cores, the rows interleaved over R repeats (m
   processes, zoo.data.decode_pool: once started fresh, start-up included, once already running,
   as for the second dataset of a session), and with the default `workers=None` in both states
   (it uses a running pool from 2 files per core, starts one from 32 files per core while this
-  process decodes meanwhile), and as `zoo finetune` on a DICOM folder runs it (a fresh process
-  that starts the pool, `decode_pool.prestart`, before importing TensorFlow); stage 1 alone (no sized cache: the MIL sampler) for comparison with
+  process decodes meanwhile), and in a fresh process (its first-call costs included, as a
+  command-line run pays them) without and with the pool started before TensorFlow's import
+  (`decode_pool.prestart`, as `zoo finetune` on a DICOM folder does it); stage 1 alone (no sized cache: the MIL sampler) for comparison with
   earlier runs; CPU ms / slice counts the workers' CPU (start-up included) with this process's;
 * first epoch: the decode stage plus one epoch of 224x224x3 batches of 32;
 * warm epoch: later epochs (the caches are reused), without augmentation, with a per-sample random
@@ -158,9 +159,12 @@ _PRESTARTED = """
 import json, sys, time
 sys.path.insert(0, {root!r})
 from zoo.data import decode_pool
-decode_pool.prestart()
-import tensorflow  # what `zoo finetune` imports while the pool starts
+if {prestart}:
+    decode_pool.prestart()
+import tensorflow as tf  # what `zoo finetune` imports while the pool starts
 from zoo.data.pipeline import dicom_dataset
+import pydicom  # noqa: F401  (imported, and TensorFlow's runtime started, as in the bench process)
+tf.constant(0)
 wall, cpu = time.perf_counter(), time.process_time()
 ds = dicom_dataset({data!r}, input_shape=(224, 224, 3), batch_size={batch}, cache_dir={cache!r},
                    windows={windows!r})
@@ -171,15 +175,15 @@ print(json.dumps([len(ds.dicom) / wall, (cpu + workers) * 1e3 / len(ds.dicom),
 """
 
 
-def prestarted(data: Path, cache: Path) -> tuple[tuple[float, float], int]:
-    """The decode stage as ``zoo finetune DICOM-FOLDER`` runs it: a fresh process starts the
-    session's pool, imports TensorFlow meanwhile, then builds its first dataset (timed)."""
+def fresh_process(data: Path, cache: Path, prestart: bool) -> tuple[tuple[float, float], int]:
+    """The first dataset of a fresh process (timed), as ``zoo finetune DICOM-FOLDER`` builds it:
+    the session's pool started (``prestart``) before TensorFlow's import, or not (as before)."""
     import json
     import subprocess
 
     shutil.rmtree(cache, ignore_errors=True)
     code = _PRESTARTED.format(root=str(Path(__file__).resolve().parents[1]), data=str(data),
-                              batch=BATCH, cache=str(cache), windows=WINDOWS)
+                              batch=BATCH, cache=str(cache), windows=WINDOWS, prestart=prestart)
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     rate, cpu, processes = json.loads(out.stdout.strip().splitlines()[-1])
     shutil.rmtree(cache, ignore_errors=True)
@@ -210,8 +214,9 @@ def one_repeat(args, data: Path, paths, r: int) -> dict:
                          ("decode_auto", {})):
         rates[key], pooled = build(data, args.work / f"pool{r}", **options)
         processes[f"processes_{key}"] = pooled.dicom.decode_processes
-    rates["decode_cli"], processes["processes_decode_cli"] = prestarted(
-        data, args.work / f"cli{r}")
+    for key, prestart in (("decode_fresh", False), ("decode_cli", True)):
+        rates[key], processes[f"processes_{key}"] = fresh_process(data, args.work / f"cli{r}",
+                                                                  prestart)
     same = {"input_shape": (224, 224, 3), "batch_size": BATCH, "cache_dir": args.work / f"cache{r}",
             "windows": WINDOWS}
     rates["warm"] = epochs_rate(ds, args.epochs)
@@ -261,6 +266,8 @@ ROWS = (
                          "one decodes meanwhile)"),
     ("decode_auto", "**decode stage, default `workers=None`, pool running** "
                     "({processes_decode_auto} decoding processes)"),
+    ("decode_fresh", "decode stage, default `workers=None`, first dataset of a fresh process "
+                     "(TensorFlow imported first; {processes_decode_fresh} decoding processes)"),
     ("decode_cli", "**decode stage as `zoo finetune DICOM-FOLDER` runs it** (a fresh process: "
                    "the pool prestarted before TensorFlow's import, then the first dataset; "
                    "{processes_decode_cli} decoding processes)"),
