@@ -1,7 +1,7 @@
-"""zoo.semi.fit's closing BatchNorm pass (api.recompute_batchnorm): the moving statistics become
-the statistics of the labelled + unlabelled images under the final weights (checked against numpy
-on the layer's inputs), frozen layers keep theirs, and a frozen weight average (FixMatch's) is
-recomputed like the trained network."""
+"""zoo.semi.fit's closing BatchNorm pass (zoo.train.batchnorm.recompute_batchnorm): the moving
+statistics become the statistics of the labelled + unlabelled images under the final weights
+(checked against numpy on the layer's inputs), frozen layers keep theirs, and a frozen weight
+average (FixMatch's) is recomputed like the trained network."""
 
 from __future__ import annotations
 
@@ -40,7 +40,7 @@ def _batch_stats(model, batches):
 
 
 def test_recompute_sets_population_mean_and_average_batch_variance():
-    from zoo.semi.api import recompute_batchnorm
+    from zoo.train.batchnorm import recompute_batchnorm
 
     model = _net()
     rng = np.random.default_rng(0)
@@ -57,7 +57,7 @@ def test_recompute_sets_population_mean_and_average_batch_variance():
 
 
 def test_a_layer_frozen_in_the_trained_network_keeps_its_statistics_and_a_frozen_copy_moves():
-    from zoo.semi.api import recompute_batchnorm
+    from zoo.train.batchnorm import recompute_batchnorm
 
     trained, copy = _net(), _net(1)
     copy.trainable = False  # FixMatch's weight average is a frozen copy

@@ -159,8 +159,9 @@ def fit(method: str, model_or_name, labelled, unlabelled, *, num_classes: int | 
             own state (ramp-up step, ensembles, teacher, admitted pseudo-labels) included.
         recompute_bn: at the end, set the returned classifier's BatchNorm moving statistics to
             those of the labelled + unlabelled images under its final weights
-            (``recompute_batchnorm``); every method and the baseline alike, so weight 0 still
-            is the supervised run. False: the moving averages as training left them.
+            (``zoo.train.batchnorm.recompute_batchnorm``); every method and the baseline alike,
+            so weight 0 still is the supervised run. False: the moving averages as training
+            left them.
         **options: the method's own (``METHODS[method].options()``), e.g. ``tau`` of FixMatch.
 
     Returns:
@@ -195,57 +196,6 @@ def fit(method: str, model_or_name, labelled, unlabelled, *, num_classes: int | 
                   overwrite=overwrite, verbose=verbose, options=options,
                   recompute_bn=recompute_bn, checkpoints=dict(checkpoint_dir=checkpoint_dir,
                                    checkpoint_every=checkpoint_every, resume=bool(resume)))
-
-
-def _batchnorm_layers(model, like=None) -> list:
-    """``model``'s BatchNormalization layers that training moves: those trainable in ``like``
-    (the trained network, for a frozen copy of it such as FixMatch's weight average), else in
-    ``model``; a layer the user froze keeps its statistics."""
-    import keras
-
-    from zoo._keras_compat import all_layers
-
-    def bns(m):
-        return [layer for layer in all_layers(m)
-                if isinstance(layer, keras.layers.BatchNormalization)]
-
-    mine, flags = bns(model), [layer.trainable for layer in bns(like if like is not None
-                                                                   else model)]
-    if len(flags) != len(mine):
-        flags = [layer.trainable for layer in mine]
-    return [layer for layer, moving in zip(mine, flags, strict=True) if moving]
-
-
-def recompute_batchnorm(model, batches, like=None) -> int:
-    """Set every moving BatchNorm statistic of ``model`` to the average of its batch statistics
-    over ``batches`` (images) under the current weights (SWA's ``bn_update``), and return the
-    number of images.
-
-    Why: the moving averages lag weights that still change fast; at the end of a run of a few
-    hundred steps they mix statistics of earlier networks, and the inference-mode network is
-    worse than the training-mode one (FixMatch on digits: pool accuracy 0.815 vs 0.867). Each
-    batch's momentum is the share of the images seen before it, so the mean is the population's
-    exactly and the variance the average within-batch variance (the one training normalises
-    by). Other training-mode layers (dropout) act as in training, as in ``bn_update``.
-    """
-    layers = _batchnorm_layers(model, like)
-    if not layers:
-        return 0
-    saved = [(layer.momentum, layer.trainable) for layer in layers]
-    seen = 0
-    try:
-        for layer in layers:
-            layer.trainable = True  # a frozen copy's BatchNorm moves only when trainable
-        for x in batches:
-            n = int(x.shape[0])
-            for layer in layers:
-                layer.momentum = seen / (seen + n)
-            model(x, training=True)
-            seen += n
-    finally:
-        for layer, (momentum, trainable) in zip(layers, saved, strict=True):
-            layer.momentum, layer.trainable = momentum, trainable
-    return seen
 
 
 def _stream_images(stream, limit: int = 100):
@@ -302,7 +252,10 @@ def _train(spec, model_or_name, stream, num_classes, vxy, *, epochs, weight, lea
     val = None if vxy is None else Batches(*vxy, batch_size=256, shuffle=False)
     history = engine.fit(stream, epochs, val=val, resume=resume)
     if recompute_bn:
-        recompute_batchnorm(task.final_classifier(), _stream_images(stream), like=task.classifier)
+        from zoo.train.batchnorm import recompute_batchnorm
+
+        recompute_batchnorm(task.final_classifier(), _stream_images(stream),
+                            like=task.classifier)
     result = SemiResult(task.final_classifier(), history, task=task,
                         info={"seconds": round(time.time() - t0, 1), "method": spec.name})
     if tag is not None:

@@ -133,7 +133,6 @@ class M2Task(SemiTask):
         alpha: the weight of the cross-entropy against the bound (None: the input size).
         value_range: the pixel range mapped onto [0, 1] (None: the model's input contract).
         likelihood: ``"gaussian"`` (grey values) or ``"bernoulli"``.
-        beta: the KL term's weight (beta-VAE); below 1 the code keeps more of the image.
     """
 
     unlabelled_metrics = ("unlabelled_bound",)
